@@ -1,0 +1,27 @@
+"""`headmaps info MODEL`: architecture, sizes, source and load time."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_args, load_model
+
+
+def register(sub) -> None:
+    """Add the ``info`` subcommand."""
+    p = sub.add_parser("info", help="print a model's architecture and sizes",
+                       description="Print architecture, layers, heads, KV heads, sizes, source and load time.")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the model summary."""
+    m = load_model(args)
+    info = m.info()
+    width = max(map(len, info))
+    for key, value in info.items():
+        if key == "load_seconds":
+            value = f"{value:.2f} s"
+        print(f"{key:<{width}}  {value}")
+    return 0

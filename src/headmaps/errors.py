@@ -1,0 +1,19 @@
+"""Exceptions with messages a user can act on. The CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class HeadmapsError(Exception):
+    """Base class of every error headmaps raises on bad input."""
+
+
+class ModelNotFoundError(HeadmapsError, FileNotFoundError):
+    """An alias, hub id or path that does not lead to a model."""
+
+
+class CorruptFileError(HeadmapsError, ValueError):
+    """A model or data file exists but cannot be read."""
+
+
+class UnsupportedArchitectureError(HeadmapsError, ValueError):
+    """The model's ``model_type`` has no adapter."""

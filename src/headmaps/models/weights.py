@@ -1,0 +1,206 @@
+"""Canonical, architecture-independent pieces of a transformer that MAPS needs.
+
+Every adapter turns a checkpoint's tensors into these few dataclasses, with
+TransformerLens-style names and shapes. They hold tensors only; no module of the
+original model is kept, so the same objects come from an in-memory model or from a
+checkpoint read lazily from disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+NormKind = Literal["layernorm", "rmsnorm"]
+
+
+@dataclass
+class Norm:
+    """A LayerNorm or RMSNorm as tensors.
+
+    Attributes:
+        kind: ``"layernorm"`` (centre, scale) or ``"rmsnorm"`` (scale only).
+        weight: effective multiplicative gain, shape ``(d_model,)``, or None for no gain.
+            Gemma stores ``w`` and multiplies by ``1 + w``; adapters store ``1 + w`` here so
+            that every consumer can treat the gain the same way.
+        bias: additive bias, shape ``(d_model,)``, or None.
+        eps: the epsilon inside the square root.
+        gain_offset: 1.0 when the checkpoint stores ``gain - 1`` (Gemma), else 0.0;
+            informational only, ``weight`` already includes it.
+    """
+
+    kind: NormKind
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    eps: float
+    gain_offset: float = 0.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the norm to ``x`` of shape ``(..., d_model)``; computed in float32 or wider."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x = x.to(dtype)
+        if self.kind == "layernorm":
+            x = x - x.mean(-1, keepdim=True)
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        else:
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.to(dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(dtype)
+        return y
+
+    def gain(self) -> torch.Tensor | None:
+        """The multiplicative gain ``(d_model,)`` that can be folded into a following matrix."""
+        return self.weight
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_python": lambda x: F.gelu(x),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+def activation(name: str):
+    """Return the elementwise activation called ``name`` in Hugging Face configs."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unsupported activation {name!r}; supported: {', '.join(sorted(_ACTIVATIONS))}"
+        ) from None
+
+
+@dataclass
+class MLP:
+    """A (possibly gated) two-layer MLP.
+
+    Attributes:
+        W_in: ``(d_model, d_mlp)``.
+        b_in: ``(d_mlp,)`` or None.
+        W_gate: ``(d_model, d_mlp)`` for gated MLPs (``act(x W_gate) * (x W_in)``), else None.
+        W_out: ``(d_mlp, d_model)``.
+        b_out: ``(d_model,)`` or None.
+        act: activation name as in Hugging Face configs.
+    """
+
+    W_in: torch.Tensor
+    b_in: torch.Tensor | None
+    W_gate: torch.Tensor | None
+    W_out: torch.Tensor
+    b_out: torch.Tensor | None
+    act: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply to ``x`` of shape ``(..., d_model)``; returns ``(..., d_model)``."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x = x.to(dtype)
+        f = activation(self.act)
+        h = x @ self.W_in.to(dtype)
+        if self.b_in is not None:
+            h = h + self.b_in.to(dtype)
+        h = f(x @ self.W_gate.to(dtype)) * h if self.W_gate is not None else f(h)
+        y = h @ self.W_out.to(dtype)
+        if self.b_out is not None:
+            y = y + self.b_out.to(dtype)
+        return y
+
+
+@dataclass
+class MLPBlock:
+    """The first block's MLP with the norms around it, as a function of embeddings.
+
+    ``block(x) = post_norm(mlp(pre_norm(x)))``: the MLP's contribution to the residual
+    stream when its input is ``x`` (the residual itself is not added).
+
+    Attributes:
+        pre_norm: the norm applied before the MLP (``ln_2``; for parallel blocks the
+            block's input norm, or NeoX's separate MLP norm).
+        mlp: the MLP.
+        post_norm: Gemma 2/3's post-feedforward norm, else None.
+    """
+
+    pre_norm: Norm
+    mlp: MLP
+    post_norm: Norm | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., d_model) -> (..., d_model)``."""
+        y = self.mlp(self.pre_norm(x))
+        return self.post_norm(y) if self.post_norm is not None else y
+
+
+@dataclass
+class AttentionWeights:
+    """What MAPS needs of one layer's attention, all raw (no norm folded in).
+
+    Attributes:
+        W_V: value weights ``(n_kv_heads, d_model, d_head)``.
+        W_O: output weights ``(n_heads, d_head, d_model)``.
+        b_V: value bias ``(n_kv_heads, d_head)`` or None.
+        b_O: output bias of the whole layer ``(d_model,)`` or None (it cannot be split
+            between heads).
+        input_norm: the norm applied to the residual stream before attention.
+        post_norm: Gemma 2/3's norm applied to the attention output, else None.
+    """
+
+    W_V: torch.Tensor
+    W_O: torch.Tensor
+    b_V: torch.Tensor | None
+    b_O: torch.Tensor | None
+    input_norm: Norm
+    post_norm: Norm | None = None
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Shape and wiring facts of an architecture, read from its config.
+
+    Attributes:
+        architecture: Hugging Face ``model_type`` (e.g. ``"llama"``).
+        family: adapter family name (e.g. ``"llama"`` for Mistral and Qwen too).
+        n_layers, n_heads, n_kv_heads, d_model, d_head, vocab_size: the usual sizes.
+        tied_embeddings: whether ``U`` is ``E`` transposed.
+        embedding_scale: factor the model multiplies embeddings by (Gemma: sqrt(d_model)).
+        parallel_attn_mlp: attention and MLP read the same residual (GPT-J, NeoX, Phi).
+        norm_kind: the kind of every norm on the residual path.
+    """
+
+    architecture: str
+    family: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    vocab_size: int
+    tied_embeddings: bool
+    embedding_scale: float = 1.0
+    parallel_attn_mlp: bool = False
+    norm_kind: NormKind = "layernorm"
+
+    def __post_init__(self) -> None:
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}"
+            )
+
+    def kv_head(self, head: int) -> int:
+        """The value head that query head ``head`` reads (grouped/multi-query attention).
+
+        This is the only place in headmaps where the mapping is written.
+        """
+        return head // (self.n_heads // self.n_kv_heads)
+
+    def kv_index(self) -> torch.Tensor:
+        """``(n_heads,)`` long tensor: ``kv_head(h)`` for every query head."""
+        return torch.arange(self.n_heads) // (self.n_heads // self.n_kv_heads)

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny models built once per session, an isolated cache folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny import tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """A tiny Llama with grouped-query attention (8 heads, 2 KV heads), float64."""
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_hm(tiny_llama):
+    """The tiny Llama as a HeadModel (no tokenizer)."""
+    import headmaps as hm
+
+    return hm.load(tiny_llama)
