@@ -25,3 +25,28 @@ def load_model(args: argparse.Namespace):
     from ..models import load
 
     return load(args.model, device=args.device, dtype=args.dtype, lazy=getattr(args, "lazy", False))
+
+
+def add_projection_args(p: argparse.ArgumentParser) -> None:
+    """--preset and the projection option overrides."""
+    from ..projection import DEFAULT_PRESET, PRESETS
+
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help=f"projection preset (default {DEFAULT_PRESET})")
+    p.add_argument("--source", default=None, choices=["embedding", "mlp0", "mlp0_residual"],
+                   help="source representation for layers > 0 (overrides the preset)")
+    p.add_argument("--fold-norms", default=None, action=argparse.BooleanOptionalAction,
+                   help="fold norm gains into the projection (overrides the preset)")
+    p.add_argument("--biases", default=None, action=argparse.BooleanOptionalAction,
+                   help="include value and output biases (overrides the preset)")
+    p.add_argument("--scale-embeddings", default=None, action=argparse.BooleanOptionalAction,
+                   help="multiply embeddings by the model's scale, e.g. Gemma (overrides the preset)")
+
+
+def projection_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments for scan/salient functions from :func:`add_projection_args`."""
+    kw = {"preset": args.preset, "source": args.source, "fold_norms": args.fold_norms,
+          "scale_embeddings": args.scale_embeddings}
+    if args.biases is not None:
+        kw["value_bias"] = kw["output_bias"] = args.biases
+    return {k: v for k, v in kw.items() if v is not None}

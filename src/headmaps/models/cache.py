@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..io import write_text
+
 logger = logging.getLogger(__name__)
 
 MARKER = "complete.json"
@@ -46,21 +48,8 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     memo[key] = h.hexdigest()
-    atomic_write_text(memo_path, json.dumps(memo, indent=1))
+    write_text(memo_path, json.dumps(memo, indent=1))
     return memo[key]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def entry_is_complete(entry: Path) -> bool:

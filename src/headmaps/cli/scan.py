@@ -1,0 +1,65 @@
+"""`headmaps scan MODEL`: every head against every relation; tables, files and heatmaps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_model_args, add_projection_args, load_model, projection_kwargs
+
+
+def register(sub) -> None:
+    """Add the ``scan`` subcommand."""
+    p = sub.add_parser(
+        "scan", help="score every head against the relation library (approach A)",
+        description="Score every attention head against relations; write scores, a summary and heatmaps.",
+    )
+    add_model_args(p)
+    p.add_argument("--relations", default="all",
+                   help="'all', or comma-separated names and/or paths to JSON/CSV pair files")
+    p.add_argument("--k", type=int, default=None, help="top-k for every relation (default: per relation)")
+    p.add_argument("--tau", type=float, default=0.15, help="threshold for 'implements' (default 0.15)")
+    p.add_argument("--min-pairs", type=int, default=30, help="single-token pairs a relation needs (default 30)")
+    add_projection_args(p)
+    p.add_argument("--out", type=Path, default=None, help="folder for scores.parquet, summary.md, heatmaps")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
+    p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
+    p.add_argument("--top", type=int, default=3, help="heads per relation in the printed table")
+    p.set_defaults(func=run)
+
+
+def parse_relations(text: str):
+    """``all`` or a comma-separated list."""
+    text = text.strip()
+    return "all" if text == "all" else [r.strip() for r in text.split(",") if r.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the scan and write its outputs."""
+    from ..scoring import scan
+    from ..scoring.analysis import summary_table
+
+    model = load_model(args)
+    res = scan(model, parse_relations(args.relations), k=args.k, tau=args.tau, min_pairs=args.min_pairs,
+               progress=True, **projection_kwargs(args))
+    table = summary_table(res, n=args.top)
+    print(f"{model.model_id}: {len(res.relations)} relations scored, {len(res.skipped)} skipped "
+          f"(preset {res.preset}, tau {res.tau})")
+    if len(table):
+        print(table.to_string(index=False))
+    for rel, why in res.skipped.items():
+        print(f"skipped {rel}: {why}")
+    if args.out is not None:
+        from ..io import write_text
+
+        out = Path(args.out)
+        path = res.save(out / f"scores.{args.format}")
+        write_text(out / "summary.md", res.summary_markdown())
+        written = [path, out / "summary.md"]
+        if not args.no_plots:
+            from ..report.plots import relation_heatmaps
+
+            written += relation_heatmaps(res, out / "heatmaps")
+        print(f"wrote {len(written)} files under {out}/ (scores: {path.name}, summary.md"
+              + (", heatmaps/*.png)" if not args.no_plots else ")"))
+    return 0

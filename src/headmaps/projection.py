@@ -1,0 +1,172 @@
+"""How a head is projected into vocabulary space: source representations and presets.
+
+For head ``h`` of layer ``l`` the mapping matrix is ``M = X · W_V^h W_O^h · U`` where the
+rows of ``X`` represent source tokens. The choices below (which ``X``, which norms and
+biases) are bundled as :class:`ProjectionOptions`; named presets fix them:
+
+* ``paper``: the reference implementation of MAPS. ``X`` is ``MLP_0(LN_2^0(e))`` for
+  layers > 0 and the raw embedding at layer 0; no norm gains, no biases.
+* ``norms``: norm-aware. ``X`` is the residual after block 0's MLP,
+  ``e + post(MLP_0(pre(e)))`` with the model's embedding scale, passed through the
+  head's layer input norm; the post-attention norm gain (Gemma 2/3) and the final norm
+  gain are folded into ``U``; value biases included.
+
+Every function here is pure: tensors in, tensors out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+import torch
+
+from .errors import HeadmapsError
+from .models import AttentionWeights, HeadModel
+
+SourceKind = Literal["embedding", "mlp0", "mlp0_residual"]
+
+
+@dataclass(frozen=True)
+class ProjectionOptions:
+    """Choices that define ``X``, ``W_VO`` and ``U`` of the mapping matrix.
+
+    Attributes:
+        source: representation of source tokens for layers > 0: ``"embedding"`` (raw
+            ``e``), ``"mlp0"`` (``MLP_0(LN(e))``, the paper's first-MLP trick) or
+            ``"mlp0_residual"`` (``e + MLP_0(LN(e))``, the residual after block 0).
+        mlp0_at_layer0: also use ``source`` at layer 0 (the reference code does this for
+            salient operations, by accident); otherwise layer 0 reads ``e``.
+        scale_embeddings: multiply ``e`` by the model's embedding scale (Gemma).
+        fold_norms: apply the head's layer input norm to ``X``, and fold the
+            post-attention norm gain (Gemma 2/3) and the final norm (gain, and centring
+            for LayerNorm) into ``U``.
+        value_bias: add the value bias ``b_V`` to ``X W_V``.
+        output_bias: add the layer's output bias ``b_O`` to every head's output.
+    """
+
+    source: SourceKind = "mlp0"
+    mlp0_at_layer0: bool = False
+    scale_embeddings: bool = False
+    fold_norms: bool = False
+    value_bias: bool = False
+    output_bias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.source not in ("embedding", "mlp0", "mlp0_residual"):
+            raise HeadmapsError(
+                f"unknown source representation {self.source!r}; use embedding, mlp0 or mlp0_residual"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for result headers)."""
+        return asdict(self)
+
+
+PRESETS: dict[str, ProjectionOptions] = {
+    "paper": ProjectionOptions(),
+    "norms": ProjectionOptions(source="mlp0_residual", scale_embeddings=True, fold_norms=True,
+                               value_bias=True),
+    "embedding": ProjectionOptions(source="embedding"),
+}
+
+#: The preset used when none is given. Chosen by the correlation experiment
+#: (see docs/results); ``paper`` until measurements say otherwise.
+DEFAULT_PRESET = "paper"
+
+
+def resolve_options(preset: str | ProjectionOptions | None = None, **overrides: Any) -> ProjectionOptions:
+    """A preset name (or options object) with keyword overrides applied.
+
+    Raises:
+        HeadmapsError: unknown preset or option name.
+    """
+    if isinstance(preset, ProjectionOptions):
+        base = preset
+    else:
+        name = preset or DEFAULT_PRESET
+        if name not in PRESETS:
+            raise HeadmapsError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+        base = PRESETS[name]
+    valid = {f.name for f in fields(ProjectionOptions)}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise HeadmapsError(
+            f"unknown projection option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}"
+        )
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def preset_name(preset: str | ProjectionOptions | None, options: ProjectionOptions) -> str:
+    """The name to record in results: the preset's, or ``custom`` after overrides."""
+    if isinstance(preset, str) and PRESETS.get(preset) == options:
+        return preset
+    for name, opts in PRESETS.items():
+        if opts == options:
+            return name
+    return "custom"
+
+
+def embed(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions) -> torch.Tensor:
+    """Embeddings of ``token_ids`` ``(n,)`` -> ``(n, d_model)`` float32, scaled if asked."""
+    e = model.E[token_ids.to(model.E.device)].float()
+    if opts.scale_embeddings and model.embedding_scale != 1.0:
+        e = e * model.embedding_scale
+    return e
+
+
+def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions,
+                 layer0: bool = False) -> torch.Tensor:
+    """Source representations before any layer-specific norm, ``(n, d_model)`` float32.
+
+    Args:
+        model: the model.
+        token_ids: ``(n,)`` source token ids.
+        opts: projection options.
+        layer0: build the layer-0 representation (raw embedding unless
+            ``opts.mlp0_at_layer0``).
+    """
+    e = embed(model, token_ids, opts)
+    if opts.source == "embedding" or (layer0 and not opts.mlp0_at_layer0):
+        return e
+    with torch.no_grad():
+        mlp_out = model.first_mlp()(e).float()
+    return e + mlp_out if opts.source == "mlp0_residual" else mlp_out
+
+
+def layer_sources(base: torch.Tensor, attn: AttentionWeights, opts: ProjectionOptions) -> torch.Tensor:
+    """``base`` with the layer's input norm applied when ``opts.fold_norms``; ``(n, d_model)``."""
+    if not opts.fold_norms:
+        return base
+    return attn.input_norm(base).float()
+
+
+def output_basis(model: HeadModel, opts: ProjectionOptions, attn: AttentionWeights | None = None) -> torch.Tensor:
+    """``U`` as seen by a head's output, ``(d_model, vocab_size)`` float32.
+
+    With ``fold_norms`` the final norm gain is folded in (and, for LayerNorm, the
+    centring, which is linear); with ``attn`` given, that layer's post-attention norm
+    gain (Gemma 2/3) too.
+    """
+    U = model.U.float()
+    if not opts.fold_norms:
+        return U
+    scale = torch.ones(model.d_model, device=U.device)
+    fn = model.final_norm
+    if fn.weight is not None:
+        scale = scale * fn.weight.float()
+    if attn is not None:
+        post = attn.post_norm
+        if post is not None and post.weight is not None:
+            scale = scale * post.weight.float()
+    U = scale[:, None] * U
+    if fn.kind == "layernorm":
+        U = U - U.mean(0, keepdim=True)
+    return U
+
+
+def layer_biases(a: AttentionWeights, opts: ProjectionOptions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(b_V (n_kv_heads, d_head) or None, b_O (d_model,) or None)`` as the options ask."""
+    b_v = a.b_V.float() if opts.value_bias and a.b_V is not None else None
+    b_o = a.b_O.float() if opts.output_bias and a.b_O is not None else None
+    return b_v, b_o

@@ -1,0 +1,8 @@
+"""Approach A: which heads implement (or suppress) which relation."""
+
+from .engine import DEFAULT_CHUNK_BYTES, count_hits, default_k, relation_scores, scan
+from .reference import reference_scores
+from .results import DEFAULT_TAU, RelationScores, ScanResult
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_TAU", "RelationScores", "ScanResult", "count_hits",
+           "default_k", "reference_scores", "relation_scores", "scan"]

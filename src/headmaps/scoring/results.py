@@ -1,0 +1,199 @@
+"""Result dataclasses of approach A; they save and load themselves."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import HeadmapsError
+from ..io import load_table, save_table, table_path
+
+DEFAULT_TAU = 0.15
+
+
+@dataclass
+class RelationScores:
+    """Relation and suppression scores of every head for one relation.
+
+    Attributes:
+        relation: relation name (or ``custom`` for a list of pairs).
+        scores: ``(n_layers, n_heads)``: fraction of pairs whose target is in the top-k
+            of the source's row of ``M``.
+        suppression: ``(n_layers, n_heads)``: the same for ``-M``.
+        n_pairs: pairs that survived tokenisation.
+        k: top-k used.
+        model_id: the model.
+        preset: preset name (``custom`` after overrides).
+        options: projection options as a dict.
+    """
+
+    relation: str
+    scores: np.ndarray
+    suppression: np.ndarray
+    n_pairs: int
+    k: int
+    model_id: str = ""
+    preset: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def top_heads(self, n: int = 5, suppression: bool = False) -> list[tuple[int, int, float]]:
+        """The ``n`` best heads as ``(layer, head, score)``, best first."""
+        return _top(self.suppression if suppression else self.scores, n)
+
+    def heads(self, tau: float = DEFAULT_TAU, suppression: bool = False) -> list[tuple[int, int]]:
+        """Heads whose score is at least ``tau``, as ``(layer, head)``."""
+        a = self.suppression if suppression else self.scores
+        return [tuple(map(int, x)) for x in np.argwhere(a >= tau)]
+
+
+@dataclass
+class ScanResult:
+    """Scores of every head for many relations, plus what was skipped and why.
+
+    Attributes:
+        model_id: the model.
+        model_info: ``HeadModel.info()`` at scan time.
+        relations: names of the scored relations, in order.
+        scores: ``(n_relations, n_layers, n_heads)`` relation scores.
+        suppression: ``(n_relations, n_layers, n_heads)`` suppression scores.
+        n_pairs: relation -> pairs that survived tokenisation.
+        k: relation -> top-k used.
+        skipped: relation -> reason it was not scored (too few single-token pairs...).
+        preset: preset name; options: projection options dict.
+        tau: threshold for "implements"; versions: library versions.
+    """
+
+    model_id: str
+    model_info: dict[str, Any]
+    relations: list[str]
+    scores: np.ndarray
+    suppression: np.ndarray
+    n_pairs: dict[str, int]
+    k: dict[str, int]
+    skipped: dict[str, str] = field(default_factory=dict)
+    preset: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    tau: float = DEFAULT_TAU
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        """Layers of the scanned model."""
+        return int(self.scores.shape[1])
+
+    @property
+    def n_heads(self) -> int:
+        """Heads per layer of the scanned model."""
+        return int(self.scores.shape[2])
+
+    def __getitem__(self, relation: str) -> RelationScores:
+        """The :class:`RelationScores` of one scanned relation."""
+        if relation not in self.relations:
+            why = f" (skipped: {self.skipped[relation]})" if relation in self.skipped else ""
+            raise KeyError(f"relation {relation!r} not in this scan{why}; scanned: {', '.join(self.relations)}")
+        i = self.relations.index(relation)
+        return RelationScores(relation, self.scores[i], self.suppression[i], self.n_pairs[relation],
+                              self.k[relation], self.model_id, self.preset, dict(self.options))
+
+    # Analyses (see headmaps.scoring.analysis for details).
+    def relation_heads(self, tau: float | None = None, suppression: bool = False) -> dict[str, list[str]]:
+        """Relation -> heads ``"L.H"`` with score >= tau (default ``self.tau``), best first."""
+        from .analysis import relation_heads
+
+        return relation_heads(self, tau, suppression)
+
+    def multi_relation_heads(self, tau: float | None = None, min_relations: int = 2) -> pd.DataFrame:
+        """Heads implementing at least ``min_relations`` relations (see analysis module)."""
+        from .analysis import multi_relation_heads
+
+        return multi_relation_heads(self, tau, min_relations)
+
+    def layer_distribution(self, tau: float | None = None, suppression: bool = False) -> pd.DataFrame:
+        """Relation heads per layer: index layer, one column per relation."""
+        from .analysis import layer_distribution
+
+        return layer_distribution(self, tau, suppression)
+
+    def gqa_agreement(self, tau: float | None = None) -> pd.DataFrame:
+        """Relation-set agreement of heads sharing a value head versus other heads."""
+        from .analysis import gqa_agreement
+
+        return gqa_agreement(self, tau=tau)
+
+    def top_heads(self, relation: str, n: int = 5, suppression: bool = False) -> pd.DataFrame:
+        """The ``n`` best heads for ``relation``."""
+        from .analysis import top_heads
+
+        return top_heads(self, relation, n, suppression)
+
+    def summary_markdown(self, tau: float | None = None) -> str:
+        """A Markdown summary of the scan."""
+        from .analysis import summary_markdown
+
+        return summary_markdown(self, tau)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy frame: one row per (relation, layer, head) with score and suppression."""
+        R, L, H = self.scores.shape
+        rel, layer, head = np.meshgrid(np.arange(R), np.arange(L), np.arange(H), indexing="ij")
+        return pd.DataFrame({
+            "relation": np.asarray(self.relations, dtype=object)[rel.ravel()],
+            "layer": layer.ravel(),
+            "head": head.ravel(),
+            "score": self.scores.ravel(),
+            "suppression": self.suppression.ravel(),
+        })
+
+    def header(self) -> dict[str, Any]:
+        """Everything but the score arrays, as JSON-able dict."""
+        return {
+            "kind": "headmaps.ScanResult",
+            "model_id": self.model_id, "model_info": self.model_info, "relations": self.relations,
+            "n_layers": self.n_layers, "n_heads": self.n_heads,
+            "n_pairs": self.n_pairs, "k": self.k, "skipped": self.skipped, "preset": self.preset,
+            "options": self.options, "tau": self.tau, "versions": self.versions,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``scores.parquet`` (or the given .parquet/.csv file) and its ``.json`` header."""
+        return save_table(self.to_frame(), self.header(), table_path(path, "scores.parquet"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ScanResult:
+        """Read a result written by :meth:`save` (a file, or a folder holding scores.parquet)."""
+        frame, h = load_table(path, "scores.parquet")
+        if h.get("kind") != "headmaps.ScanResult":
+            raise HeadmapsError(f"{path} is not a headmaps scan result (kind={h.get('kind')!r})")
+        R, L, H = len(h["relations"]), h["n_layers"], h["n_heads"]
+        scores = np.zeros((R, L, H), dtype=np.float32)
+        supp = np.zeros_like(scores)
+        index = {r: i for i, r in enumerate(h["relations"])}
+        ri = frame["relation"].map(index).to_numpy()
+        li, hi = frame["layer"].to_numpy(), frame["head"].to_numpy()
+        scores[ri, li, hi] = frame["score"].to_numpy()
+        supp[ri, li, hi] = frame["suppression"].to_numpy()
+        return cls(h["model_id"], h["model_info"], list(h["relations"]), scores, supp,
+                   dict(h["n_pairs"]), {r: int(v) for r, v in h["k"].items()}, dict(h["skipped"]),
+                   h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})))
+
+    @classmethod
+    def from_relation_scores(cls, results: list[RelationScores], model_info: dict[str, Any] | None = None) -> ScanResult:
+        """Stack several :class:`RelationScores` of one model into a scan result."""
+        if not results:
+            raise HeadmapsError("no relation scores to combine")
+        r0 = results[0]
+        return cls(r0.model_id, model_info or {}, [r.relation for r in results],
+                   np.stack([r.scores for r in results]), np.stack([r.suppression for r in results]),
+                   {r.relation: r.n_pairs for r in results}, {r.relation: r.k for r in results},
+                   preset=r0.preset, options=dict(r0.options))
+
+
+def _top(a: np.ndarray, n: int) -> list[tuple[int, int, float]]:
+    flat = np.argsort(-a, axis=None, kind="stable")[:n]
+    L, H = np.unravel_index(flat, a.shape)
+    return [(int(layer), int(h), float(a[layer, h])) for layer, h in zip(L, H)]
