@@ -10,19 +10,66 @@ import torch
 
 #: model_type -> (config class name, kwargs). Sizes are small but keep every feature
 #: that matters: grouped-query attention, biases, norms.
+_LLAMA_LIKE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, vocab_size=211,
+                   max_position_embeddings=64)
+
 TINY_CONFIGS: dict[str, tuple[str, dict]] = {
     "llama": ("LlamaConfig", dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                                    num_attention_heads=8, num_key_value_heads=2, vocab_size=211,
                                    max_position_embeddings=64, tie_word_embeddings=False)),
+    "mistral": ("MistralConfig", dict(_LLAMA_LIKE, num_attention_heads=4, num_key_value_heads=2,
+                                       sliding_window=4, tie_word_embeddings=False)),
+    "qwen2": ("Qwen2Config", dict(_LLAMA_LIKE, num_attention_heads=4, num_key_value_heads=2,
+                                   tie_word_embeddings=True)),
+    "qwen3": ("Qwen3Config", dict(_LLAMA_LIKE, num_attention_heads=4, num_key_value_heads=2,
+                                   head_dim=24, tie_word_embeddings=False)),
+    "gemma": ("GemmaConfig", dict(_LLAMA_LIKE, num_attention_heads=4, num_key_value_heads=1,
+                                   head_dim=16)),
+    "gemma2": ("Gemma2Config", dict(_LLAMA_LIKE, num_attention_heads=4, num_key_value_heads=2,
+                                     head_dim=16, query_pre_attn_scalar=16, sliding_window=4)),
+    "gemma3_text": ("Gemma3TextConfig", dict(_LLAMA_LIKE, num_attention_heads=4,
+                                              num_key_value_heads=1, head_dim=16,
+                                              query_pre_attn_scalar=16, sliding_window=4,
+                                              sliding_window_pattern=2)),
+    "phi3": ("Phi3Config", dict(_LLAMA_LIKE, num_attention_heads=4, num_key_value_heads=2,
+                                 pad_token_id=0, eos_token_id=2, tie_word_embeddings=False)),
+    "phi": ("PhiConfig", dict(_LLAMA_LIKE, num_attention_heads=4, num_key_value_heads=2,
+                               tie_word_embeddings=False)),
+    "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=3, n_head=4, vocab_size=211, n_positions=64,
+                                bos_token_id=1, eos_token_id=2)),
+    "gpt_neox": ("GPTNeoXConfig", dict(_LLAMA_LIKE, num_attention_heads=4, intermediate_size=128,
+                                        use_parallel_residual=True, tie_word_embeddings=False)),
+    "gptj": ("GPTJConfig", dict(n_embd=64, n_layer=3, n_head=4, vocab_size=211, n_positions=64,
+                                rotary_dim=8, tie_word_embeddings=False, bos_token_id=1,
+                                eos_token_id=2)),
+    "opt": ("OPTConfig", dict(hidden_size=64, ffn_dim=128, num_hidden_layers=3,
+                               num_attention_heads=4, vocab_size=211, max_position_embeddings=64,
+                               word_embed_proj_dim=64, pad_token_id=1)),
+}
+
+#: Variants that exercise a wiring option of an architecture; the name before ``-`` is
+#: the ``model_type``.
+TINY_VARIANTS: dict[str, tuple[str, dict]] = {
+    "gpt_neox-sequential": ("GPTNeoXConfig", dict(TINY_CONFIGS["gpt_neox"][1],
+                                                  use_parallel_residual=False)),
+    "opt-projected": ("OPTConfig", dict(TINY_CONFIGS["opt"][1], word_embed_proj_dim=48)),
+    "phi-qk_layernorm": ("PhiConfig", dict(TINY_CONFIGS["phi"][1], qk_layernorm=True)),
 }
 
 
-def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype = torch.float64):
-    """A random ``*ForCausalLM`` for ``model_type`` with eager attention, in eval mode."""
+def tiny_config(model_type: str):
+    """The transformers config of ``tiny_model(model_type)``, without building the model."""
     import transformers
 
-    cls_name, kwargs = TINY_CONFIGS[model_type]
-    config = getattr(transformers, cls_name)(**kwargs)
+    cls_name, kwargs = {**TINY_CONFIGS, **TINY_VARIANTS}[model_type]
+    return getattr(transformers, cls_name)(**kwargs)
+
+
+def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype = torch.float64):
+    """A random ``*ForCausalLM`` for ``model_type`` (or a ``TINY_VARIANTS`` name), eager, eval mode."""
+    import transformers
+
+    config = tiny_config(model_type)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config)

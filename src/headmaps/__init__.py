@@ -9,7 +9,12 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from .errors import CorruptFileError, HeadmapsError, ModelNotFoundError, UnsupportedArchitectureError
+from .errors import (
+           CorruptFileError,
+           HeadmapsError,
+           ModelNotFoundError,
+           UnsupportedArchitectureError,
+)
 from .models import DEFAULT_MODEL, HeadModel, load
 
 __all__ = ["CorruptFileError", "DEFAULT_MODEL", "HeadModel", "HeadmapsError", "ModelNotFoundError",

@@ -7,9 +7,19 @@ from typing import Any
 from ...errors import UnsupportedArchitectureError
 from ..sources import TensorSource
 from .base import Adapter, text_config
+from .gemma import GemmaAdapter
+from .gpt2 import GPT2Adapter
+from .gpt_neox import GPTNeoXAdapter
+from .gptj import GPTJAdapter
 from .llama import LlamaAdapter
+from .opt import OPTAdapter
+from .phi import PhiAdapter
+from .phi3 import Phi3Adapter
 
-_ADAPTER_CLASSES: list[type[Adapter]] = [LlamaAdapter]
+_ADAPTER_CLASSES: list[type[Adapter]] = [
+    LlamaAdapter, GemmaAdapter, GPT2Adapter, GPTNeoXAdapter, GPTJAdapter, OPTAdapter,
+    PhiAdapter, Phi3Adapter,
+]
 
 ADAPTERS: dict[str, type[Adapter]] = {
     mt: cls for cls in _ADAPTER_CLASSES for mt in cls.model_types

@@ -64,9 +64,18 @@ class Adapter:
         """A norm stored as ``{prefix}.weight`` (+ ``{prefix}.bias`` for LayerNorm)."""
         w = self.maybe(f"{prefix}.weight")
         if w is not None and gain_offset:
-            w = w.float() + gain_offset
+            # at least float32, as Gemma computes 1 + w; never narrower than the checkpoint
+            w = w.to(torch.promote_types(w.dtype, torch.float32)) + gain_offset
         b = self.maybe(f"{prefix}.bias") if self.norm_kind == "layernorm" else None
         return Norm(self.norm_kind, w, b, float(eps), gain_offset)
+
+    def first_name(self, *names: str) -> str:
+        """The first of ``names`` the checkpoint holds, else the first (so errors name it).
+
+        Checkpoints of one architecture differ in naming (hub files vs. renamed
+        transformers modules, e.g. NeoX's ``embed_out`` vs. ``lm_head``).
+        """
+        return next((n for n in names if self.tensors.has(n)), names[0])
 
     @property
     def architecture(self) -> str:

@@ -1,0 +1,62 @@
+"""GPT-2: fused ``c_attn`` Conv1D, LayerNorm ``ln_1``/``ln_2``/``ln_f``, tied ``wte``.
+
+GPT-2's ``Conv1D`` stores weights as ``(in_features, out_features)``, the transpose of
+``nn.Linear``; ``c_attn`` holds ``[q | k | v]`` side by side along the output axis,
+each ``n_heads * d_head`` wide and split into heads in order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+
+
+class GPT2Adapter(Adapter):
+    """Adapter for GPT-2 (and checkpoints saved in its layout)."""
+
+    model_types = ("gpt2",)
+    family = "gpt2"
+    norm_kind = "layernorm"
+    prefix = "transformer"
+
+    def eps(self) -> float:
+        """LayerNorm epsilon from the config."""
+        return self.cfg("layer_norm_epsilon", default=1e-5)
+
+    def embedding(self) -> torch.Tensor:
+        return self.get(f"{self.prefix}.wte.weight")
+
+    def unembedding(self) -> torch.Tensor:
+        if self.spec.tied_embeddings or not self.tensors.has("lm_head.weight"):
+            return self.embedding().T
+        return self.get("lm_head.weight").T
+
+    def final_norm(self) -> Norm:
+        return self.norm(f"{self.prefix}.ln_f", self.eps())
+
+    def attention(self, layer: int) -> AttentionWeights:
+        s, p = self.spec, f"{self.prefix}.h.{layer}.attn"
+        width = s.n_heads * s.d_head
+        w_qkv = self.get(f"{p}.c_attn.weight")  # (d_model, 3 * width)
+        b_qkv = self.maybe(f"{p}.c_attn.bias")
+        w_v = w_qkv[:, 2 * width:].reshape(s.d_model, s.n_heads, s.d_head).permute(1, 0, 2)
+        return AttentionWeights(
+            W_V=w_v,
+            W_O=self.get(f"{p}.c_proj.weight").reshape(s.n_heads, s.d_head, s.d_model),
+            b_V=None if b_qkv is None else b_qkv[2 * width:].reshape(s.n_heads, s.d_head),
+            b_O=self.maybe(f"{p}.c_proj.bias"),
+            input_norm=self.norm(f"{self.prefix}.h.{layer}.ln_1", self.eps()),
+        )
+
+    def first_mlp(self) -> MLPBlock:
+        p = f"{self.prefix}.h.0"
+        mlp = MLP(
+            W_in=self.get(f"{p}.mlp.c_fc.weight"),
+            b_in=self.maybe(f"{p}.mlp.c_fc.bias"),
+            W_gate=None,
+            W_out=self.get(f"{p}.mlp.c_proj.weight"),
+            b_out=self.maybe(f"{p}.mlp.c_proj.bias"),
+            act=self.cfg("activation_function", default="gelu_new"),
+        )
+        return MLPBlock(self.norm(f"{p}.ln_2", self.eps()), mlp)

@@ -1,0 +1,62 @@
+"""GPT-J: separate bias-free ``q/k/v_proj`` and ``out_proj``, one shared ``ln_1``.
+
+Attention and MLP run in parallel on the same normalised input ``ln_1(x)``; the LM head
+is an untied ``nn.Linear`` with a bias.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+
+
+class GPTJAdapter(Adapter):
+    """Adapter for GPT-J models."""
+
+    model_types = ("gptj",)
+    family = "gptj"
+    norm_kind = "layernorm"
+    parallel_attn_mlp = True
+    prefix = "transformer"
+
+    def eps(self) -> float:
+        """LayerNorm epsilon from the config."""
+        return self.cfg("layer_norm_epsilon", default=1e-5)
+
+    def embedding(self) -> torch.Tensor:
+        return self.get(f"{self.prefix}.wte.weight")
+
+    def unembedding(self) -> torch.Tensor:
+        if self.spec.tied_embeddings or not self.tensors.has("lm_head.weight"):
+            return self.embedding().T
+        return self.get("lm_head.weight").T
+
+    def unembedding_bias(self) -> torch.Tensor | None:
+        return self.maybe("lm_head.bias")
+
+    def final_norm(self) -> Norm:
+        return self.norm(f"{self.prefix}.ln_f", self.eps())
+
+    def attention(self, layer: int) -> AttentionWeights:
+        s, p = self.spec, f"{self.prefix}.h.{layer}"
+        b_v = self.maybe(f"{p}.attn.v_proj.bias")
+        return AttentionWeights(
+            W_V=self.split_heads_in(self.get(f"{p}.attn.v_proj.weight"), s.n_kv_heads),
+            W_O=self.split_heads_out(self.get(f"{p}.attn.out_proj.weight")),
+            b_V=None if b_v is None else b_v.reshape(s.n_kv_heads, s.d_head),
+            b_O=self.maybe(f"{p}.attn.out_proj.bias"),
+            input_norm=self.norm(f"{p}.ln_1", self.eps()),
+        )
+
+    def first_mlp(self) -> MLPBlock:
+        p = f"{self.prefix}.h.0"
+        mlp = MLP(
+            W_in=self.get(f"{p}.mlp.fc_in.weight").T,
+            b_in=self.maybe(f"{p}.mlp.fc_in.bias"),
+            W_gate=None,
+            W_out=self.get(f"{p}.mlp.fc_out.weight").T,
+            b_out=self.maybe(f"{p}.mlp.fc_out.bias"),
+            act=self.cfg("activation_function", default="gelu_new"),
+        )
+        return MLPBlock(self.norm(f"{p}.ln_1", self.eps()), mlp)

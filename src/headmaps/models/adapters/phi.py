@@ -1,0 +1,63 @@
+"""Phi-1/1.5/2: ``q/k/v_proj`` and ``dense`` with biases, parallel attention and MLP.
+
+Both branches read ``input_layernorm(x)``; the final norm is ``final_layernorm`` and the
+untied LM head has a bias. Partial rotary embeddings and optional q/k LayerNorms only
+affect queries and keys, so they do not matter here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+
+
+class PhiAdapter(Adapter):
+    """Adapter for Phi-1, Phi-1.5 and Phi-2 (transformers ``phi`` layout)."""
+
+    model_types = ("phi",)
+    family = "phi"
+    norm_kind = "layernorm"
+    parallel_attn_mlp = True
+    prefix = "model"
+
+    def eps(self) -> float:
+        """LayerNorm epsilon from the config."""
+        return self.cfg("layer_norm_eps", default=1e-5)
+
+    def embedding(self) -> torch.Tensor:
+        return self.get(f"{self.prefix}.embed_tokens.weight")
+
+    def unembedding(self) -> torch.Tensor:
+        if self.spec.tied_embeddings or not self.tensors.has("lm_head.weight"):
+            return self.embedding().T
+        return self.get("lm_head.weight").T
+
+    def unembedding_bias(self) -> torch.Tensor | None:
+        return self.maybe("lm_head.bias")
+
+    def final_norm(self) -> Norm:
+        return self.norm(f"{self.prefix}.final_layernorm", self.eps())
+
+    def attention(self, layer: int) -> AttentionWeights:
+        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        b_v = self.maybe(f"{p}.self_attn.v_proj.bias")
+        return AttentionWeights(
+            W_V=self.split_heads_in(self.get(f"{p}.self_attn.v_proj.weight"), s.n_kv_heads),
+            W_O=self.split_heads_out(self.get(f"{p}.self_attn.dense.weight")),
+            b_V=None if b_v is None else b_v.reshape(s.n_kv_heads, s.d_head),
+            b_O=self.maybe(f"{p}.self_attn.dense.bias"),
+            input_norm=self.norm(f"{p}.input_layernorm", self.eps()),
+        )
+
+    def first_mlp(self) -> MLPBlock:
+        p = f"{self.prefix}.layers.0"
+        mlp = MLP(
+            W_in=self.get(f"{p}.mlp.fc1.weight").T,
+            b_in=self.maybe(f"{p}.mlp.fc1.bias"),
+            W_gate=None,
+            W_out=self.get(f"{p}.mlp.fc2.weight").T,
+            b_out=self.maybe(f"{p}.mlp.fc2.bias"),
+            act=self.cfg("hidden_act", default="gelu_new"),
+        )
+        return MLPBlock(self.norm(f"{p}.input_layernorm", self.eps()), mlp)
