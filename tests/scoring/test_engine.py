@@ -1,0 +1,123 @@
+"""The batched engine against the plain per-head reference, presets, k, errors, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import headmaps as hm
+from headmaps import projection as P
+from headmaps.scoring import ScanResult, reference_scores, relation_scores, scan
+from tiny import tiny_model
+from tiny_tokenizer import tiny_tokenizer
+
+WORDS = [f"w{i}" for i in range(150)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    tok = tiny_tokenizer(WORDS)
+    m = tiny_model("llama")  # vocab 211 >= 152 tokens; rows beyond the tokenizer are unused
+    return hm.load(m, tokenizer=tok)
+
+
+def pairs(seed: int, n: int = 60):
+    g = np.random.default_rng(seed)
+    src = g.choice(len(WORDS), n)  # repeats on purpose: shared source rows
+    tgt = g.choice(len(WORDS), n)
+    return [(WORDS[s], WORDS[t]) for s, t in zip(src, tgt)]
+
+
+def ids(model, pairs_):
+    enc = lambda w: model.tokenizer.encode(" " + w, add_special_tokens=False)[0]  # noqa: E731
+    return (torch.tensor([enc(s) for s, _ in pairs_]), torch.tensor([enc(t) for _, t in pairs_]))
+
+
+@pytest.mark.parametrize("preset", ["paper", "norms", "embedding"])
+@pytest.mark.parametrize("k", [1, 7])
+def test_batched_equals_reference(model, preset, k):
+    rels = {"a": pairs(0), "b": pairs(1, 45)}
+    # a tiny chunk forces many chunks, chunk borders inside runs of equal sources
+    res = scan(model, rels, k=k, preset=preset, chunk_bytes=4 * 8 * 211 * 5)
+    opts = P.resolve_options(preset)
+    for name, ps in rels.items():
+        s, sp = reference_scores(model, *ids(model, ps), k, opts)
+        np.testing.assert_array_equal(res[name].scores, s)
+        np.testing.assert_array_equal(res[name].suppression, sp)
+    assert res.scores.shape == (2, model.n_layers, model.n_heads)
+
+
+def test_biases_option_matches_reference(model):
+    ps = pairs(2)
+    res = scan(model, {"a": ps}, k=5, preset="paper", value_bias=True, output_bias=True)
+    opts = P.resolve_options("paper", value_bias=True, output_bias=True)
+    s, sp = reference_scores(model, *ids(model, ps), 5, opts)
+    np.testing.assert_array_equal(res["a"].scores, s)
+    assert res.preset == "custom" and res.options["value_bias"] is True
+
+
+def test_k_equal_to_vocab_hits_everything(model):
+    """With k = |V| every target is in every top-k: all scores are exactly 1."""
+    res = relation_scores(model, pairs(6), k=model.vocab_size)
+    assert res.n_pairs == 60
+    assert (res.scores == 1).all() and (res.suppression == 1).all()
+
+
+def test_k_larger_than_vocab_is_a_clear_error(model):
+    with pytest.raises(hm.HeadmapsError, match="between 1 and the vocabulary size"):
+        relation_scores(model, pairs(3), k=model.vocab_size + 1)
+
+
+def test_invalid_relation_is_skipped_with_reason(model):
+    multi = [(f"{a} {a}", b) for a, b in pairs(4)]  # every source is two tokens
+    res = scan(model, {"good": pairs(5), "multi": multi}, k=3)
+    assert res.relations == ["good"]
+    assert "single tokens" in res.skipped["multi"]
+    with pytest.raises(hm.HeadmapsError, match="cannot be scored"):
+        relation_scores(model, multi)
+
+
+def test_unknown_preset_and_option(model):
+    with pytest.raises(hm.HeadmapsError, match="unknown preset"):
+        scan(model, {"a": pairs(0)}, preset="nope")
+    with pytest.raises(hm.HeadmapsError, match="unknown projection option"):
+        scan(model, {"a": pairs(0)}, colour="red")
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_save_load_round_trip(model, tmp_path, suffix):
+    res = scan(model, {"a": pairs(0), "b": pairs(1)}, k=4)
+    path = res.save(tmp_path / f"scores.{suffix}")
+    assert path.with_suffix(".json").is_file()
+    back = ScanResult.load(path)
+    np.testing.assert_array_equal(back.scores, res.scores)
+    np.testing.assert_array_equal(back.suppression, res.suppression)
+    assert back.relations == res.relations and back.k == res.k and back.n_pairs == res.n_pairs
+    assert back.options == res.options and back.preset == res.preset
+    frame = back.to_frame()
+    assert list(frame.columns) == ["relation", "layer", "head", "score", "suppression"]
+    assert len(frame) == 2 * model.n_layers * model.n_heads
+
+
+def test_folder_save_and_load(model, tmp_path):
+    res = scan(model, {"a": pairs(0)}, k=4)
+    res.save(tmp_path)
+    assert (tmp_path / "scores.parquet").is_file()
+    assert ScanResult.load(tmp_path).relations == ["a"]
+
+
+def test_analyses(model):
+    res = scan(model, {"a": pairs(0), "b": pairs(1)}, k=40, tau=0.15)
+    heads = res.relation_heads()
+    expected = {f"{layer}.{h}" for layer, h in np.argwhere(res.scores[0] >= 0.15)}
+    assert set(heads["a"]) == expected
+    dist = res.layer_distribution()
+    assert dist.shape == (model.n_layers, 2) and dist.values.sum() == (res.scores >= 0.15).sum()
+    multi = res.multi_relation_heads()
+    assert ((res.scores >= 0.15).sum(0) >= 2).sum() == len(multi)
+    gqa = res.gqa_agreement()
+    assert gqa["group_size"].iloc[0] == model.n_heads // model.n_kv_heads
+    top = res.top_heads("a", n=3)
+    assert list(top["score"]) == sorted(res.scores[0].ravel())[::-1][:3]
+    assert "# headmaps scan" in res.summary_markdown()
