@@ -5,17 +5,21 @@ Quick start::
     import headmaps as hm
     m = hm.load("smollm2-135m")
     res = hm.relation_scores(m, "country_to_capital")
+    res.scores            # (n_layers, n_heads)
+    scan = hm.scan(m)     # every built-in relation at once
 """
 
 __version__ = "0.1.0"
 
-from .errors import (
-           CorruptFileError,
-           HeadmapsError,
-           ModelNotFoundError,
-           UnsupportedArchitectureError,
-)
+from . import projection, relations
+from .errors import CorruptFileError, HeadmapsError, ModelNotFoundError, UnsupportedArchitectureError
 from .models import DEFAULT_MODEL, HeadModel, load
+from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
+from .scoring import RelationScores, ScanResult, relation_scores, scan
 
-__all__ = ["CorruptFileError", "DEFAULT_MODEL", "HeadModel", "HeadmapsError", "ModelNotFoundError",
-           "UnsupportedArchitectureError", "__version__", "load"]
+__all__ = [
+    "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
+    "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
+    "UnsupportedArchitectureError", "__version__", "load", "projection", "relation_scores",
+    "relations", "scan",
+]

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import HeadmapsError
-from . import info
+from . import info, relations, scan
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = [info]
+COMMANDS = [info, scan, relations]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,9 @@ class HeadModel:
     Attributes:
         spec: sizes and wiring (:class:`ArchSpec`).
         tokenizer: the model's Hugging Face tokenizer, or None.
-        hf_model: the transformers model when one was loaded (needed by the validation
-            experiments), else None (lazy checkpoints).
+        hf_model: the transformers model (needed by the validation experiments only).
+            Built on first access when the HeadModel was read from a checkpoint that can
+            also be loaded as a whole; None for lazy checkpoints.
         source: a human-readable description of where the weights came from.
         model_id: a short id for results (alias, hub id or file name).
     """
@@ -31,6 +32,7 @@ class HeadModel:
         tokenizer: Any = None,
         *,
         hf_model: Any = None,
+        hf_model_loader: Any = None,
         source: str = "",
         model_id: str = "",
         device: str | torch.device | None = None,
@@ -39,7 +41,8 @@ class HeadModel:
         self.adapter = adapter
         self.spec: ArchSpec = adapter.spec
         self.tokenizer = tokenizer
-        self.hf_model = hf_model
+        self._hf_model = hf_model
+        self._hf_model_loader = hf_model_loader
         self.source = source
         self.model_id = model_id or source
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -47,6 +50,23 @@ class HeadModel:
         self._E: torch.Tensor | None = None
         self._U: torch.Tensor | None = None
         self.load_seconds: float | None = None
+
+    @property
+    def hf_model(self) -> Any:
+        """The transformers model, loaded on first access when a loader was given."""
+        if self._hf_model is None and self._hf_model_loader is not None:
+            self._hf_model = self._hf_model_loader()
+        return self._hf_model
+
+    def require_hf_model(self) -> Any:
+        """The transformers model, or a clear error for weight-only (lazy) sources."""
+        model = self.hf_model
+        if model is None:
+            raise ValueError(
+                f"{self.model_id!r} was loaded without its transformers model (lazy=True); "
+                "running the model (validation experiments) needs hm.load(..., lazy=False)"
+            )
+        return model
 
     # ---- sizes ---------------------------------------------------------------------
     @property

@@ -1,0 +1,32 @@
+"""The relation library: 20 built-in relations, user sets, and the tokenisation filter.
+
+Example::
+
+    import headmaps as hm
+    hm.relations.names()                          # the 20 built-in names
+    pairs = hm.relations.load("country_to_capital")   # [("Afghanistan", "Kabul"), ...]
+    hm.relations.info("country_to_capital").prompt_template  # "The capital of <X> is"
+    prep = hm.relations.prepare(model, "country_to_capital")
+    prep.n_pairs, prep.valid, prep.source_ids, prep.target_ids
+
+User sets: ``load("my_pairs.json")`` or ``load("my_pairs.csv")`` (see :mod:`.io`).
+"""
+
+from .errors import (
+    InvalidRelationError,
+    RelationDataError,
+    RelationError,
+    TokenizerError,
+    UnknownRelationError,
+)
+from .io import read_csv, read_json, read_relation_file
+from .registry import BUILTIN, categories, info, is_builtin, load, names, resolve, templates
+from .schema import CATEGORIES, PLACEHOLDER, RelationInfo
+from .tokenisation import MIN_PAIRS, PreparedRelation, prepare
+
+__all__ = [
+    "BUILTIN", "CATEGORIES", "InvalidRelationError", "MIN_PAIRS", "PLACEHOLDER", "PreparedRelation",
+    "RelationDataError", "RelationError", "RelationInfo", "TokenizerError", "UnknownRelationError",
+    "categories", "info", "is_builtin", "load", "names", "prepare", "read_csv", "read_json",
+    "read_relation_file", "resolve", "templates",
+]
