@@ -183,10 +183,16 @@ def count_hits(
         if not (len(local) == r1 - r0 and bool((local == torch.arange(r1 - r0, device=local.device)).all())):
             logits = logits.index_select(1, local)
         t = targets[p0:p1]
-        tgt = logits.gather(2, t.view(1, -1, 1).expand(H, -1, 1))
+        tgt = logits.gather(2, t.view(1, -1, 1).expand(H, -1, 1)).squeeze(2)  # (H, p)
         kk = k[p0:p1]
-        hits[:, p0:p1] = (logits > tgt).sum(-1) < kk
-        supp[:, p0:p1] = (logits < tgt).sum(-1) < kk
+        kmax = int(kk.max())
+        kth = (kk - 1).view(1, -1, 1).expand(H, -1, 1)
+        # In the top-k iff at least as large as the k-th largest value (ties favour the
+        # target, as "fewer than k strictly greater" would); topk beats a full compare.
+        top = torch.topk(logits, kmax, dim=-1, sorted=True).values.gather(2, kth).squeeze(2)
+        hits[:, p0:p1] = tgt >= top
+        bottom = torch.topk(logits, kmax, dim=-1, largest=False, sorted=True).values.gather(2, kth).squeeze(2)
+        supp[:, p0:p1] = tgt <= bottom
         del logits
     return hits, supp
 
