@@ -207,6 +207,7 @@ def scan(
     min_pairs: int = 30,
     progress: bool = False,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    layers: Sequence[int] | None = None,
     **options: Any,
 ) -> ScanResult:
     """Score every head against many relations, sharing all per-layer work.
@@ -224,6 +225,7 @@ def scan(
         min_pairs: a relation needs this many single-token pairs to be scored.
         progress: show a progress bar over layers.
         chunk_bytes: memory bound for one chunk of logits.
+        layers: score only these layers (others are NaN); default all.
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
@@ -244,14 +246,17 @@ def scan(
     rows, targets, rel, kvec = (t.to(dev) for t in (batch.rows, batch.targets, batch.rel, batch.k))
     R = len(batch.names)
     counts = torch.tensor(batch.n_pairs, dtype=torch.float64)
-    scores = np.zeros((R, L, H), np.float32)
-    supp = np.zeros_like(scores)
+    todo = range(L) if layers is None else sorted(set(layers))
+    for layer in todo:
+        model.check_layer(layer)
+    scores = np.full((R, L, H), np.nan if layers is not None else 0.0, np.float32)
+    supp = scores.copy()
     kv_index = model.spec.kv_index().to(dev)
     with torch.no_grad():
         base0 = P.base_sources(model, batch.unique_sources, opts, layer0=True)
         base = P.base_sources(model, batch.unique_sources, opts) if L > 1 else base0
         U_shared = None if opts.fold_norms else P.output_basis(model, opts)
-        for layer in tqdm(range(L), desc="scan", unit="layer", disable=not progress):
+        for layer in tqdm(todo, desc="scan", unit="layer", disable=not progress):
             a = model.attention(layer)
             X = P.layer_sources(base0 if layer == 0 else base, a, opts)
             b_v, b_o = P.layer_biases(a, opts)
