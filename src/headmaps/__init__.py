@@ -11,15 +11,21 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from . import projection, relations
-from .errors import CorruptFileError, HeadmapsError, ModelNotFoundError, UnsupportedArchitectureError
+from . import describe, projection, relations
+from .errors import (
+    CorruptFileError,
+    HeadmapsError,
+    ModelNotFoundError,
+    UnsupportedArchitectureError,
+)
 from .models import DEFAULT_MODEL, HeadModel, load
 from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
+from .salient import SalientAll, SalientOperations, salient_all, salient_operations
 from .scoring import RelationScores, ScanResult, relation_scores, scan
 
 __all__ = [
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
-    "UnsupportedArchitectureError", "__version__", "load", "projection", "relation_scores",
-    "relations", "scan",
+    "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe",
+    "load", "projection", "relation_scores", "relations", "salient_all", "salient_operations", "scan",
 ]

@@ -141,14 +141,26 @@ def layer_sources(base: torch.Tensor, attn: AttentionWeights, opts: ProjectionOp
     return attn.input_norm(base).float()
 
 
-def output_basis(model: HeadModel, opts: ProjectionOptions, attn: AttentionWeights | None = None) -> torch.Tensor:
-    """``U`` as seen by a head's output, ``(d_model, vocab_size)`` float32.
+def output_basis(
+    model: HeadModel,
+    opts: ProjectionOptions,
+    attn: AttentionWeights | None = None,
+    columns: slice | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``U`` as seen by a head's output, ``(d_model, n_columns)`` float32.
 
     With ``fold_norms`` the final norm gain is folded in (and, for LayerNorm, the
     centring, which is linear); with ``attn`` given, that layer's post-attention norm
     gain (Gemma 2/3) too.
+
+    Args:
+        model: the model.
+        opts: projection options.
+        attn: the head's layer (for its post-attention norm).
+        columns: a slice or index tensor of vocabulary columns (default all); only these
+            are converted to float32, so a big ``U`` kept in bf16 is never copied whole.
     """
-    U = model.U.float()
+    U = (model.U if columns is None else model.U[:, columns]).float()
     if not opts.fold_norms:
         return U
     scale = torch.ones(model.d_model, device=U.device)

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import HeadmapsError
-from . import info, relations, scan
+from . import describe, head, info, relations, scan
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = [info, scan, relations]
+COMMANDS = [info, scan, head, describe, relations]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ target is in the top-k of its row iff fewer than ``k`` entries are strictly grea
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,21 +133,37 @@ def _prepare(model: HeadModel, relations: Any, k: int | dict[str, int] | None, m
     return batch, skipped, k_used
 
 
-def _chunks(rows: torch.Tensor, n_unique: int, rows_per_chunk: int) -> Iterable[tuple[int, int, int, int]]:
-    """(row_start, row_end, pair_start, pair_end) covering sorted ``rows`` chunk by chunk."""
-    bounds = torch.searchsorted(rows, torch.arange(0, n_unique + rows_per_chunk, rows_per_chunk).clamp(max=n_unique))
-    b = bounds.tolist()
-    for i in range(len(b) - 1):
-        r0 = i * rows_per_chunk
-        r1 = min(r0 + rows_per_chunk, n_unique)
-        if r0 >= r1:
-            break
-        yield r0, r1, b[i], b[i + 1]
+def _merge(run_v: torch.Tensor | None, run_i: torch.Tensor | None, v: torch.Tensor, i: torch.Tensor,
+           n: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the ``n`` largest (or smallest) of two candidate lists along the last axis."""
+    if run_v is None:
+        return v, i
+    cat_v, cat_i = torch.cat([run_v, v], -1), torch.cat([run_i, i], -1)
+    best_v, pos = torch.topk(cat_v, n, dim=-1, largest=largest, sorted=True)
+    return best_v, cat_i.gather(-1, pos)
+
+
+def _kth_excluding(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, k: torch.Tensor,
+                   largest: bool) -> torch.Tensor:
+    """The k-th best value of each pair's row with the pair's own target left out.
+
+    Args:
+        vals, idx: ``(H, P, k_max + 1)`` best values (sorted) and their columns, per pair.
+        targets: ``(P,)`` target column of each pair.
+        k: ``(P,)`` k of each pair.
+        largest: best means largest (top-k) or smallest (bottom-k).
+    """
+    fill = float("-inf") if largest else float("inf")
+    masked = vals.masked_fill(idx == targets.view(1, -1, 1), fill)
+    masked = torch.sort(masked, dim=-1, descending=largest).values
+    return masked.gather(2, (k - 1).view(1, -1, 1).expand(vals.shape[0], -1, 1)).squeeze(2)
 
 
 def count_hits(
     Y: torch.Tensor,
-    WOU: torch.Tensor,
+    W_O: torch.Tensor,
+    U_columns: Callable[[slice | torch.Tensor], torch.Tensor],
+    vocab_size: int,
     rows: torch.Tensor,
     targets: torch.Tensor,
     k: torch.Tensor,
@@ -156,45 +172,63 @@ def count_hits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whether each pair's target is in the top-k (and bottom-k) of its source's row, per head.
 
+    The vocabulary is processed in slices and the source rows in chunks, so memory is
+    bounded by ``chunk_bytes`` whatever the vocabulary: per slice, ``W_O^h U[:, slice]``
+    is formed for every head, each chunk's logits are reduced to their best ``k_max + 1``
+    values, and the candidates are merged across slices. A target is in the top-k iff its
+    logit is at least the k-th largest of the *other* entries of its row (ties count in
+    its favour); leaving the target out keeps the decision exact even though its own
+    logit is computed separately.
+
     Args:
-        Y: ``(n_heads, n_rows, d_head)`` value vectors of the unique sources.
-        WOU: ``(n_heads, d_head, vocab)`` each head's ``W_O^h U``.
+        Y: ``(n_heads, n_rows, d_head)`` value vectors of the unique sources (float32).
+        W_O: ``(n_heads, d_head, d_model)`` output weights (float32).
+        U_columns: returns float32 ``(d_model, n)`` columns of the output basis for a
+            slice or index tensor of the vocabulary.
+        vocab_size: columns of the output basis.
         rows: ``(n_pairs,)`` sorted row of each pair in ``Y``.
         targets: ``(n_pairs,)`` target token ids.
         k: ``(n_pairs,)`` top-k per pair.
         out_bias: ``(vocab,)`` added to every row's logits, or None.
-        chunk_bytes: memory bound of one chunk of logits.
+        chunk_bytes: memory bound of one slice of ``W_O U`` and of one chunk of logits.
 
     Returns:
         ``hits``, ``suppressed``: bool ``(n_heads, n_pairs)``.
     """
-    H, S, _ = Y.shape
-    V = WOU.shape[-1]
-    rows_per_chunk = max(1, chunk_bytes // (4 * H * V))
-    hits = torch.zeros(H, len(rows), dtype=torch.bool, device=Y.device)
-    supp = torch.zeros_like(hits)
-    for r0, r1, p0, p1 in _chunks(rows, S, rows_per_chunk):
-        if p0 == p1:
-            continue
-        logits = torch.bmm(Y[:, r0:r1], WOU)  # (H, c, V)
-        if out_bias is not None:
-            logits += out_bias
-        local = rows[p0:p1] - r0
-        if not (len(local) == r1 - r0 and bool((local == torch.arange(r1 - r0, device=local.device)).all())):
-            logits = logits.index_select(1, local)
-        t = targets[p0:p1]
-        tgt = logits.gather(2, t.view(1, -1, 1).expand(H, -1, 1)).squeeze(2)  # (H, p)
-        kk = k[p0:p1]
-        kmax = int(kk.max())
-        kth = (kk - 1).view(1, -1, 1).expand(H, -1, 1)
-        # In the top-k iff at least as large as the k-th largest value (ties favour the
-        # target, as "fewer than k strictly greater" would); topk beats a full compare.
-        top = torch.topk(logits, kmax, dim=-1, sorted=True).values.gather(2, kth).squeeze(2)
-        hits[:, p0:p1] = tgt >= top
-        bottom = torch.topk(logits, kmax, dim=-1, largest=False, sorted=True).values.gather(2, kth).squeeze(2)
-        supp[:, p0:p1] = tgt <= bottom
-        del logits
-    return hits, supp
+    H, S, d_head = Y.shape
+    V = vocab_size
+    n_keep = int(k.max()) + 1
+    # the pair's own target logit, from W_O U[:, target]
+    WOU_t = torch.matmul(W_O, U_columns(targets))  # (H, d_head, P)
+    tgt = torch.einsum("hpd,hdp->hp", Y[:, rows], WOU_t)
+    del WOU_t
+    if out_bias is not None:
+        tgt = tgt + out_bias[targets]
+    vocab_step = max(1, min(V, chunk_bytes // (4 * H * d_head)))
+    rows_per_chunk = max(1, chunk_bytes // (4 * H * vocab_step))
+    top_v = top_i = bot_v = bot_i = None
+    for c0 in range(0, V, vocab_step):
+        cols = slice(c0, min(c0 + vocab_step, V))
+        WOU = torch.matmul(W_O, U_columns(cols))  # (H, d_head, vc)
+        n_best = min(n_keep, WOU.shape[-1])
+        sl_tv, sl_ti, sl_bv, sl_bi = [], [], [], []
+        for r0 in range(0, S, rows_per_chunk):
+            logits = torch.bmm(Y[:, r0:r0 + rows_per_chunk], WOU)  # (H, c, vc)
+            if out_bias is not None:
+                logits += out_bias[cols]
+            tv, ti = torch.topk(logits, n_best, dim=-1, sorted=True)
+            bv, bi = torch.topk(logits, n_best, dim=-1, largest=False, sorted=True)
+            sl_tv.append(tv)
+            sl_ti.append(ti + c0)
+            sl_bv.append(bv)
+            sl_bi.append(bi + c0)
+            del logits
+        del WOU
+        top_v, top_i = _merge(top_v, top_i, torch.cat(sl_tv, 1), torch.cat(sl_ti, 1), n_keep, True)
+        bot_v, bot_i = _merge(bot_v, bot_i, torch.cat(sl_bv, 1), torch.cat(sl_bi, 1), n_keep, False)
+    kth_top = _kth_excluding(top_v[:, rows], top_i[:, rows], targets, k, largest=True)
+    kth_bot = _kth_excluding(bot_v[:, rows], bot_i[:, rows], targets, k, largest=False)
+    return tgt >= kth_top, tgt <= kth_bot
 
 
 def scan(
@@ -255,7 +289,6 @@ def scan(
     with torch.no_grad():
         base0 = P.base_sources(model, batch.unique_sources, opts, layer0=True)
         base = P.base_sources(model, batch.unique_sources, opts) if L > 1 else base0
-        U_shared = None if opts.fold_norms else P.output_basis(model, opts)
         for layer in tqdm(todo, desc="scan", unit="layer", disable=not progress):
             a = model.attention(layer)
             X = P.layer_sources(base0 if layer == 0 else base, a, opts)
@@ -264,16 +297,24 @@ def scan(
             if b_v is not None:
                 Y = Y + b_v[:, None, :]
             Y = Y.index_select(0, kv_index).contiguous()  # (H, S, d_head)
-            U = U_shared if U_shared is not None else P.output_basis(model, opts, a)
-            WOU = torch.matmul(a.W_O.float(), U)  # (H, d_head, V)
-            out_bias = b_o @ U if b_o is not None else None
+            W_O = a.W_O.float()
+
+            def U_columns(cols, a=a):
+                return P.output_basis(model, opts, a, cols)
+
+            out_bias = None
+            if b_o is not None:  # b_O U, a slice of the vocabulary at a time
+                step = max(1, chunk_bytes // (4 * model.d_model))
+                out_bias = torch.cat([b_o @ U_columns(slice(c, c + step))
+                                      for c in range(0, model.vocab_size, step)])
+            hits, sup = count_hits(Y, W_O, U_columns, model.vocab_size, rows, targets, kvec,
+                                   out_bias, chunk_bytes)
             del a
-            hits, sup = count_hits(Y, WOU, rows, targets, kvec, out_bias, chunk_bytes)
             for acc, h in ((scores, hits), (supp, sup)):
                 per_rel = torch.zeros(H, R, dtype=torch.float64, device=dev)
                 per_rel.index_add_(1, rel, h.to(torch.float64))
                 acc[:, layer, :] = (per_rel.cpu() / counts).T.numpy()
-            del WOU, Y
+            del W_O, Y
     return ScanResult(relations=batch.names, scores=scores, suppression=supp,
                       n_pairs=dict(zip(batch.names, batch.n_pairs)), k=k_used, skipped=skipped, **common)
 

@@ -1,0 +1,246 @@
+"""Approach B: the salient operations of attention heads (DESIGN §1).
+
+For head ``h`` the saliency of token ``t`` is ``sigma_t = ||x_t W_V W_O|| / ||x_t||``
+over the whole vocabulary. ``W_VO`` (d x d) and ``M`` (|V| x |V|) are never formed:
+with ``y_t = x_t W_V`` (d_head) and the Gram matrix ``G = W_O W_O^T`` (d_head x d_head),
+``||x_t W_VO||^2 = y_t G y_t^T``. The vocabulary is processed in chunks of rows, for
+all heads of a layer at once, so memory stays bounded for vocabularies of 262k tokens.
+Only the ``n_tokens`` most salient rows of ``M`` are formed, to find their targets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import projection as P
+from ..errors import HeadmapsError
+from ..io import versions
+from ..models import HeadModel
+from .results import SalientAll, SalientOperations
+from .tokens import skip_label, skip_sides, token_strings, valid_mask, word_mask
+
+logger = logging.getLogger(__name__)
+
+#: Vocabulary rows processed at once when computing saliency and source representations.
+DEFAULT_CHUNK_ROWS = 8192
+
+
+def resolve_salient_options(preset: str | P.ProjectionOptions | None,
+                            **options: Any) -> tuple[P.ProjectionOptions, str]:
+    """Projection options for salient operations, and the preset name to record.
+
+    The ``paper`` preset reproduces the reference code, which applies the first-MLP
+    trick at layer 0 too (``mlp0_at_layer0=True``); other presets read ``e`` at layer 0
+    unless told otherwise.
+    """
+    name = (preset or P.DEFAULT_PRESET) if not isinstance(preset, P.ProjectionOptions) else None
+    if name == "paper":
+        reference = P.resolve_options("paper", mlp0_at_layer0=True)
+        opts = P.resolve_options(reference, **options)
+        return opts, "paper" if opts == reference else "custom"
+    opts = P.resolve_options(preset, **options)
+    return opts, P.preset_name(preset, opts)
+
+
+class _Context:
+    """What every layer needs: options, masks, token strings and source representations."""
+
+    def __init__(self, model: HeadModel, opts: P.ProjectionOptions, skip_nonwords: bool | str | None,
+                 chunk_rows: int):
+        self.model = model
+        self.opts = opts
+        self.chunk_rows = max(1, int(chunk_rows))
+        V = model.vocab_size
+        tok = model.tokenizer
+        self.strings = token_strings(tok, V) if tok is not None else None
+        skip_src, skip_tgt = skip_sides(skip_nonwords)
+        if (skip_src or skip_tgt) and tok is None:
+            raise HeadmapsError("skip_nonwords needs a tokenizer; load the model with one: hm.load(model, tokenizer=...)")
+        valid = valid_mask(tok, V)
+        words = word_mask(tok, V, self.strings) & valid if (skip_src or skip_tgt) else valid
+        self.src_mask = words if skip_src else valid
+        self.tgt_mask = words if skip_tgt else valid
+        if not bool(self.src_mask.any()):
+            raise HeadmapsError("no source token is left after filtering")
+        dev = model.E.device
+        self.src_mask, self.tgt_mask = self.src_mask.to(dev), self.tgt_mask.to(dev)
+        self._base: dict[bool, torch.Tensor] = {}
+
+    def base(self, layer: int) -> torch.Tensor:
+        """Source representations of the whole vocabulary for ``layer``, ``(V, d)`` float32."""
+        key = layer == 0 and not self.opts.mlp0_at_layer0
+        if key not in self._base:
+            V = self.model.vocab_size
+            ids = torch.arange(V, device=self.model.E.device)
+            with torch.no_grad():
+                self._base[key] = torch.cat([
+                    P.base_sources(self.model, ids[i:i + self.chunk_rows], self.opts, layer0=key)
+                    for i in range(0, V, self.chunk_rows)
+                ])
+        return self._base[key]
+
+    def string(self, i: int) -> str:
+        """Decoded token, or ``<id>`` without a tokenizer."""
+        return self.strings[i] if self.strings is not None else f"<{i}>"
+
+
+def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int, n_mappings: int) -> dict[str, torch.Tensor]:
+    """Salient tokens and their mappings for some heads of one layer.
+
+    Returns:
+        dict of ``token_ids``/``saliency`` ``(n_h, n_tokens)`` and ``target_ids``/``scores``
+        ``(n_h, n_tokens, n_mappings)``, on the CPU.
+    """
+    model, opts = ctx.model, ctx.opts
+    a = model.attention(layer)
+    base = ctx.base(layer)
+    V = base.shape[0]
+    heads_t = torch.as_tensor(list(heads), dtype=torch.long, device=base.device)
+    kv = model.spec.kv_index().to(base.device)[heads_t]
+    W_V = a.W_V.float()  # (n_kv, d, dh)
+    W_O = a.W_O.float().index_select(0, heads_t)  # (n_h, dh, d)
+    b_v, b_o = P.layer_biases(a, opts)
+    G = W_O @ W_O.transpose(1, 2)  # (n_h, dh, dh)
+    w = W_O @ b_o if b_o is not None else None  # (n_h, dh)
+    bb = float(b_o @ b_o) if b_o is not None else 0.0
+    n_h = len(heads)
+    sal = torch.empty(n_h, V, device=base.device)
+    with torch.no_grad():
+        for c0 in range(0, V, ctx.chunk_rows):
+            X = P.layer_sources(base[c0:c0 + ctx.chunk_rows], a, opts)  # (c, d)
+            Y = torch.einsum("cd,kde->kce", X, W_V)  # (n_kv, c, dh)
+            if b_v is not None:
+                Y = Y + b_v[:, None, :]
+            Y = Y.index_select(0, kv)  # (n_h, c, dh)
+            sq = (torch.bmm(Y, G) * Y).sum(-1)  # (n_h, c)
+            if w is not None:
+                sq = sq + 2 * (Y * w[:, None, :]).sum(-1) + bb
+            xn = X.norm(dim=-1)
+            s = sq.clamp_min(0).sqrt() / xn.clamp_min(torch.finfo(xn.dtype).tiny)
+            sal[:, c0:c0 + X.shape[0]] = torch.where(xn > 0, s, torch.zeros_like(s))
+        sal.masked_fill_(~ctx.src_mask, float("-inf"))
+        T = min(n_tokens, int(ctx.src_mask.sum()))
+        top = torch.topk(sal, T, dim=-1)
+        U = P.output_basis(model, opts, a)  # (d, V)
+        K = min(n_mappings, int(ctx.tgt_mask.sum()))
+        tgt_ids = torch.empty(n_h, T, K, dtype=torch.long)
+        tgt_scores = torch.empty(n_h, T, K)
+        for j in range(n_h):
+            X = P.layer_sources(base[top.indices[j]], a, opts)  # (T, d)
+            Y = X @ W_V[kv[j]]
+            if b_v is not None:
+                Y = Y + b_v[kv[j]]
+            Z = Y @ W_O[j]  # (T, d)
+            if b_o is not None:
+                Z = Z + b_o
+            logits = (Z @ U).masked_fill_(~ctx.tgt_mask, float("-inf"))  # (T, V)
+            t = torch.topk(logits, K, dim=-1)
+            tgt_ids[j], tgt_scores[j] = t.indices.cpu(), t.values.cpu()
+    return {"token_ids": top.indices.cpu(), "saliency": top.values.cpu(),
+            "target_ids": tgt_ids, "scores": tgt_scores}
+
+
+def salient_operations(
+    model: HeadModel,
+    layer: int,
+    head: int,
+    n_tokens: int = 15,
+    n_mappings: int = 5,
+    preset: str | P.ProjectionOptions | None = "paper",
+    skip_nonwords: bool | str | None = False,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    **options: Any,
+) -> SalientOperations:
+    """The most salient source tokens of one head and their top targets (approach B).
+
+    Args:
+        model: the model (see :func:`headmaps.load`).
+        layer, head: the head, Hugging Face numbering.
+        n_tokens: salient source tokens to keep.
+        n_mappings: targets per source token.
+        preset: projection preset; ``"paper"`` also applies the first-MLP trick at
+            layer 0, like the reference code.
+        skip_nonwords: drop tokens that are not words (punctuation, whitespace, byte
+            fragments, special tokens) on the ``"source"`` side, the ``"target"`` side or
+            ``"both"`` (``True``). Needs a tokenizer.
+        chunk_rows: vocabulary rows per chunk (memory bound).
+        **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
+
+    Returns:
+        :class:`SalientOperations` with ``n_tokens`` sources, most salient first.
+
+    Raises:
+        IndexError: ``layer`` or ``head`` out of range.
+    """
+    model.check_head(layer, head)
+    res = salient_all(model, layers=[layer], heads=[head], n_tokens=n_tokens, n_mappings=n_mappings,
+                      preset=preset, skip_nonwords=skip_nonwords, chunk_rows=chunk_rows, **options)
+    ops = res[layer, 0]
+    ops.head = head
+    return ops
+
+
+def salient_all(
+    model: HeadModel,
+    layers: Iterable[int] | None = None,
+    n_tokens: int = 15,
+    n_mappings: int = 5,
+    preset: str | P.ProjectionOptions | None = "paper",
+    skip_nonwords: bool | str | None = False,
+    *,
+    heads: Sequence[int] | None = None,
+    progress: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    **options: Any,
+) -> SalientAll:
+    """Salient operations of every head of ``layers`` (default: all), batched per layer.
+
+    Per layer, the saliency of the whole vocabulary is computed for all heads together
+    in chunks of ``chunk_rows`` rows (see the module docstring). Source
+    representations of the vocabulary are computed once and kept (``V x d`` float32).
+
+    Args:
+        model: the model.
+        layers: layers to compute (default: all).
+        n_tokens, n_mappings, preset, skip_nonwords, chunk_rows, **options: as in
+            :func:`salient_operations`.
+        heads: restrict to these heads of each layer (default: all); the result then
+            numbers them ``0..len(heads)-1``.
+        progress: show a progress bar over layers.
+
+    Returns:
+        :class:`SalientAll`; ``res[layer, head]`` gives one head's :class:`SalientOperations`.
+    """
+    if n_tokens < 1 or n_mappings < 1:
+        raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and {n_mappings}")
+    layers = list(range(model.n_layers)) if layers is None else [int(x) for x in layers]
+    if not layers:
+        raise HeadmapsError("no layers to compute")
+    for layer in layers:
+        model.check_layer(layer)
+    heads = list(range(model.n_heads)) if heads is None else [int(h) for h in heads]
+    for h in heads:
+        model.check_head(layers[0], h)
+    opts, preset_label = resolve_salient_options(preset, **options)
+    ctx = _Context(model, opts, skip_nonwords, chunk_rows)
+    parts = []
+    for layer in tqdm(layers, desc="salient", unit="layer", disable=not progress):
+        parts.append(_layer(ctx, layer, heads, n_tokens, n_mappings))
+        logger.info("salient operations of layer %d done", layer)
+    stack = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0]}
+    used = np.unique(np.concatenate([stack["token_ids"].ravel(), stack["target_ids"].ravel()]))
+    strings = {int(i): ctx.string(int(i)) for i in used}
+    return SalientAll(
+        layers=layers, n_heads=len(heads), token_ids=stack["token_ids"].astype(np.int64),
+        saliency=stack["saliency"].astype(np.float32), target_ids=stack["target_ids"].astype(np.int64),
+        scores=stack["scores"].astype(np.float32), strings=strings, model_id=model.model_id,
+        model_info=model.info(), preset=preset_label, options=opts.to_dict(),
+        skip_nonwords=skip_label(skip_nonwords), versions=versions(),
+    )

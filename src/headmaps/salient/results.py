@@ -1,0 +1,252 @@
+"""Result types of approach B: the salient operations of one head, or of every head."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import HeadmapsError
+from ..io import load_table, save_table, table_path
+from .tokens import visible
+
+
+@dataclass
+class SalientOperations:
+    """The most salient source tokens of one head and where the head maps them.
+
+    Attributes:
+        layer, head: the head (Hugging Face numbering).
+        token_ids: ``(n_tokens,)`` salient source token ids, most salient first.
+        tokens: their decoded strings (``"<id>"`` when the model has no tokenizer).
+        saliency: ``(n_tokens,)`` ``||x_t W_VO|| / ||x_t||``.
+        target_ids: ``(n_tokens, n_mappings)`` top targets of each source in ``M[t, :]``.
+        targets: their decoded strings, ``n_tokens`` lists of ``n_mappings``.
+        scores: ``(n_tokens, n_mappings)`` the mapping scores ``M[t, target]``.
+        model_id: the model; preset: preset name; options: projection options.
+        skip_nonwords: ``none``, ``source``, ``target`` or ``both``.
+    """
+
+    layer: int
+    head: int
+    token_ids: np.ndarray
+    tokens: list[str]
+    saliency: np.ndarray
+    target_ids: np.ndarray
+    targets: list[list[str]]
+    scores: np.ndarray
+    model_id: str = ""
+    preset: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    skip_nonwords: str = "none"
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of salient source tokens."""
+        return len(self.tokens)
+
+    @property
+    def n_mappings(self) -> int:
+        """Targets kept per source token."""
+        return int(self.target_ids.shape[1]) if self.target_ids.ndim == 2 else 0
+
+    @property
+    def name(self) -> str:
+        """``"L.H"``."""
+        return f"{self.layer}.{self.head}"
+
+    @property
+    def mappings(self) -> list[tuple[str, list[str]]]:
+        """``[(source, [target, ...]), ...]`` in saliency order."""
+        return list(zip(self.tokens, self.targets))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (arrays as lists)."""
+        return {
+            "layer": self.layer, "head": self.head, "model_id": self.model_id,
+            "preset": self.preset, "options": dict(self.options), "skip_nonwords": self.skip_nonwords,
+            "tokens": [
+                {"id": int(i), "token": s, "saliency": float(sal),
+                 "mappings": [{"id": int(ti), "token": ts, "score": float(sc)}
+                              for ti, ts, sc in zip(tids, tstr, scs)]}
+                for i, s, sal, tids, tstr, scs in zip(self.token_ids, self.tokens, self.saliency,
+                                                      self.target_ids, self.targets, self.scores)
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SalientOperations:
+        """Inverse of :meth:`to_dict`."""
+        toks = d["tokens"]
+        k = len(toks[0]["mappings"]) if toks else 0
+        return cls(
+            int(d["layer"]), int(d["head"]),
+            np.array([t["id"] for t in toks], dtype=np.int64),
+            [t["token"] for t in toks],
+            np.array([t["saliency"] for t in toks], dtype=np.float32),
+            np.array([[m["id"] for m in t["mappings"]] for t in toks], dtype=np.int64).reshape(len(toks), k),
+            [[m["token"] for m in t["mappings"]] for t in toks],
+            np.array([[m["score"] for m in t["mappings"]] for t in toks], dtype=np.float32).reshape(len(toks), k),
+            d.get("model_id", ""), d.get("preset", ""), dict(d.get("options", {})),
+            d.get("skip_nonwords", "none"),
+        )
+
+    def table(self, scores: bool = True) -> str:
+        """A plain-text table: rank, saliency, source token, its top targets.
+
+        Leading spaces of tokens show as ``␣``.
+        """
+        rows = []
+        for r, (s, sal, tstr, scs) in enumerate(zip(self.tokens, self.saliency, self.targets, self.scores), 1):
+            maps = ", ".join(f"{visible(t)} ({sc:.2f})" if scores else visible(t) for t, sc in zip(tstr, scs))
+            rows.append((str(r), f"{sal:.3f}", visible(s), maps))
+        head = ("#", "saliency", "token", f"top {self.n_mappings} mappings" + (" (score)" if scores else ""))
+        widths = [max(len(x[i]) for x in [head, *rows]) for i in range(3)]
+        lines = [f"{head[0]:>{widths[0]}}  {head[1]:>{widths[1]}}  {head[2]:<{widths[2]}}  {head[3]}"]
+        lines.append("-" * (sum(widths) + 6 + len(head[3])))
+        lines += [f"{a:>{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return f"head {self.name} of {self.model_id or 'model'} (preset {self.preset or '?'})\n{self.table()}"
+
+
+@dataclass
+class SalientAll:
+    """Salient operations of every head of the chosen layers.
+
+    Attributes:
+        layers: the layers computed, in order.
+        n_heads: heads per layer.
+        token_ids: ``(n_layers_computed, n_heads, n_tokens)``.
+        saliency: ``(n_layers_computed, n_heads, n_tokens)``.
+        target_ids: ``(n_layers_computed, n_heads, n_tokens, n_mappings)``.
+        scores: ``(n_layers_computed, n_heads, n_tokens, n_mappings)``.
+        strings: token id -> decoded string for every id that appears.
+        model_id, model_info, preset, options, skip_nonwords, versions: provenance.
+    """
+
+    layers: list[int]
+    n_heads: int
+    token_ids: np.ndarray
+    saliency: np.ndarray
+    target_ids: np.ndarray
+    scores: np.ndarray
+    strings: dict[int, str]
+    model_id: str = ""
+    model_info: dict[str, Any] = field(default_factory=dict)
+    preset: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    skip_nonwords: str = "none"
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def heads(self) -> list[tuple[int, int]]:
+        """Every computed head as ``(layer, head)``."""
+        return [(layer, h) for layer in self.layers for h in range(self.n_heads)]
+
+    def __len__(self) -> int:
+        return len(self.layers) * self.n_heads
+
+    def __iter__(self):
+        for layer, h in self.heads:
+            yield self[layer, h]
+
+    def __getitem__(self, key: tuple[int, int]) -> SalientOperations:
+        """``res[layer, head]`` -> :class:`SalientOperations`."""
+        layer, head = key
+        if layer not in self.layers:
+            raise IndexError(f"layer {layer} was not computed; layers: {_ranges(self.layers)}")
+        if not 0 <= head < self.n_heads:
+            raise IndexError(f"head {head} out of range: heads 0..{self.n_heads - 1}")
+        i = self.layers.index(layer)
+        ids = self.token_ids[i, head]
+        tids = self.target_ids[i, head]
+        return SalientOperations(
+            layer, head, ids.copy(), [self._s(t) for t in ids], self.saliency[i, head].copy(),
+            tids.copy(), [[self._s(t) for t in row] for row in tids], self.scores[i, head].copy(),
+            self.model_id, self.preset, dict(self.options), self.skip_nonwords,
+        )
+
+    def _s(self, i: Any) -> str:
+        return self.strings.get(int(i), f"<{int(i)}>")
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy frame, one row per (layer, head, rank, target_rank)."""
+        L, H, T, K = self.target_ids.shape
+        li, hi, ti, ki = np.meshgrid(np.arange(L), np.arange(H), np.arange(T), np.arange(K), indexing="ij")
+        src = self.token_ids[li, hi, ti].ravel()
+        tgt = self.target_ids.ravel()
+        return pd.DataFrame({
+            "layer": np.asarray(self.layers, dtype=np.int64)[li.ravel()],
+            "head": hi.ravel(),
+            "rank": ti.ravel(),
+            "token_id": src,
+            "token": [self._s(x) for x in src],
+            "saliency": self.saliency[li, hi, ti].ravel(),
+            "target_rank": ki.ravel(),
+            "target_id": tgt,
+            "target": [self._s(x) for x in tgt],
+            "score": self.scores.ravel(),
+        })
+
+    def header(self) -> dict[str, Any]:
+        """Provenance and shapes, JSON-able."""
+        L, H, T, K = self.target_ids.shape
+        return {"kind": "headmaps.SalientAll", "model_id": self.model_id, "model_info": self.model_info,
+                "layers": list(self.layers), "n_heads": H, "n_tokens": T, "n_mappings": K,
+                "preset": self.preset, "options": self.options, "skip_nonwords": self.skip_nonwords,
+                "versions": self.versions}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``salient.parquet`` (or the given .parquet/.csv file) and its ``.json`` header.
+
+        CSV readers may alter token strings (``" 1990"`` read back as a number), so with
+        a .csv file the header also keeps the exact strings.
+        """
+        path = table_path(path, "salient.parquet")
+        header = self.header()
+        if path.suffix.lower() == ".csv":
+            header["strings"] = {str(k): v for k, v in sorted(self.strings.items())}
+        return save_table(self.to_frame(), header, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SalientAll:
+        """Read what :meth:`save` wrote (a file, or a folder holding salient.parquet)."""
+        frame, h = load_table(path, "salient.parquet")
+        if h.get("kind") != "headmaps.SalientAll":
+            raise HeadmapsError(f"{path} is not a headmaps salient-operations result (kind={h.get('kind')!r})")
+        layers = [int(x) for x in h["layers"]]
+        L, H, T, K = len(layers), int(h["n_heads"]), int(h["n_tokens"]), int(h["n_mappings"])
+        if len(frame) != L * H * T * K:
+            raise HeadmapsError(f"{path}: expected {L * H * T * K} rows, found {len(frame)}")
+        frame = frame.sort_values(["layer", "head", "rank", "target_rank"], kind="stable")
+        shape = (L, H, T, K)
+        token_ids = frame["token_id"].to_numpy(np.int64).reshape(shape)[..., 0]
+        saliency = frame["saliency"].to_numpy(np.float32).reshape(shape)[..., 0]
+        target_ids = frame["target_id"].to_numpy(np.int64).reshape(shape)
+        scores = frame["score"].to_numpy(np.float32).reshape(shape)
+        strings: dict[int, str] = {}
+        for col_id, col_s in (("token_id", "token"), ("target_id", "target")):
+            strings.update(zip(frame[col_id].astype(int), frame[col_s].fillna("").astype(str)))
+        strings.update({int(k): v for k, v in h.get("strings", {}).items()})
+        return cls(layers, H, token_ids, saliency, target_ids, scores, strings, h.get("model_id", ""),
+                   dict(h.get("model_info", {})), h.get("preset", ""), dict(h.get("options", {})),
+                   h.get("skip_nonwords", "none"), dict(h.get("versions", {})))
+
+
+def _ranges(xs: list[int]) -> str:
+    """``[1,2,3,7]`` -> ``"1-3, 7"``."""
+    xs = sorted(set(xs))
+    out, start = [], None
+    for i, x in enumerate(xs):
+        if start is None:
+            start = x
+        if i + 1 == len(xs) or xs[i + 1] != x + 1:
+            out.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    return ", ".join(out)

@@ -1,0 +1,153 @@
+"""Salient operations (approach B) against a plain implementation that forms W_VO and M."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import headmaps as hm
+from headmaps import projection as P
+from headmaps.errors import HeadmapsError
+from headmaps.salient import SalientAll, resolve_salient_options, salient_all, salient_operations
+from tiny import tiny_model
+from tiny_vocab import PUNCT, vocab_model
+
+
+def plain(model, layer, head, preset="paper", n_tokens=15, n_mappings=5, **options):
+    """The obvious computation in float64: full W_VO (d x d) and full M (V x V)."""
+    opts, _ = resolve_salient_options(preset, **options)
+    ids = torch.arange(model.vocab_size)
+    a = model.attention(layer)
+    X = P.layer_sources(P.base_sources(model, ids, opts, layer0=layer == 0), a, opts).double()
+    W_V, W_O = (w.double() for w in model.ov(layer, head))
+    b_v, b_o = P.layer_biases(a, opts)
+    Z = X @ (W_V @ W_O)
+    if b_v is not None:
+        Z = Z + b_v[model.kv_head(head)].double() @ W_O
+    if b_o is not None:
+        Z = Z + b_o.double()
+    sal = Z.norm(dim=-1) / X.norm(dim=-1)
+    M = Z @ P.output_basis(model, opts, a).double()
+    top = torch.topk(sal, n_tokens)
+    tm = torch.topk(M[top.indices], n_mappings, dim=-1)
+    return top.indices.numpy(), top.values.numpy(), tm.indices.numpy(), tm.values.numpy()
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return hm.load(tiny_model("llama"))
+
+
+@pytest.mark.parametrize("preset", ["paper", "norms", "embedding"])
+@pytest.mark.parametrize("layer,head", [(0, 0), (1, 3), (2, 7)])
+def test_agrees_with_plain_implementation(llama, preset, layer, head):
+    ops = salient_operations(llama, layer, head, preset=preset)
+    ids, sal, tids, tsc = plain(llama, layer, head, preset)
+    np.testing.assert_array_equal(ops.token_ids, ids)
+    np.testing.assert_allclose(ops.saliency, sal, rtol=1e-4)
+    np.testing.assert_array_equal(ops.target_ids, tids)
+    np.testing.assert_allclose(ops.scores, tsc, rtol=1e-4, atol=1e-5)
+    assert ops.tokens == [f"<{i}>" for i in ids]  # no tokenizer
+    assert ops.preset == preset
+
+
+def test_biases_agree_with_plain_implementation():
+    m = hm.load(tiny_model("gpt2"))
+    for layer, head in [(0, 1), (2, 3)]:
+        ops = salient_operations(m, layer, head, preset="norms", output_bias=True, n_tokens=10, n_mappings=7)
+        ids, sal, tids, tsc = plain(m, layer, head, "norms", 10, 7, output_bias=True)
+        np.testing.assert_array_equal(ops.token_ids, ids)
+        np.testing.assert_allclose(ops.saliency, sal, rtol=1e-4)
+        np.testing.assert_array_equal(ops.target_ids, tids)
+        np.testing.assert_allclose(ops.scores, tsc, rtol=1e-4, atol=1e-4)
+        assert ops.preset == "custom"
+
+
+def test_paper_preset_uses_first_mlp_at_layer0(llama):
+    paper = salient_operations(llama, 0, 2, preset="paper")
+    assert paper.options["mlp0_at_layer0"] is True
+    ids, sal, *_ = plain(llama, 0, 2, "paper")
+    np.testing.assert_array_equal(paper.token_ids, ids)
+    raw = salient_operations(llama, 0, 2, preset="paper", mlp0_at_layer0=False)
+    assert raw.preset == "custom" and not np.array_equal(raw.token_ids, paper.token_ids)
+    emb = salient_operations(llama, 0, 2, preset="embedding")
+    np.testing.assert_array_equal(raw.token_ids, emb.token_ids)
+
+
+def test_batched_equals_per_head_and_chunking(llama):
+    res = salient_all(llama, layers=[0, 2], chunk_rows=50)
+    assert isinstance(res, SalientAll) and len(res) == 2 * llama.n_heads
+    assert res.token_ids.shape == (2, llama.n_heads, 15) and res.target_ids.shape == (2, llama.n_heads, 15, 5)
+    for layer in (0, 2):
+        for head in range(llama.n_heads):
+            one = salient_operations(llama, layer, head)
+            got = res[layer, head]
+            np.testing.assert_array_equal(got.token_ids, one.token_ids)
+            np.testing.assert_allclose(got.saliency, one.saliency, rtol=1e-5)
+            np.testing.assert_array_equal(got.target_ids, one.target_ids)
+            np.testing.assert_allclose(got.scores, one.scores, rtol=1e-5, atol=1e-6)
+    with pytest.raises(IndexError, match="layers: 0, 2"):
+        res[1, 0]
+
+
+def test_save_load_roundtrip(llama, tmp_path):
+    res = salient_all(llama, layers=[1], n_tokens=4, n_mappings=3)
+    for name in ("salient.parquet", "salient.csv"):
+        path = res.save(tmp_path / name)
+        back = SalientAll.load(path)
+        assert back.layers == [1] and back.n_heads == llama.n_heads
+        np.testing.assert_array_equal(back.token_ids, res.token_ids)
+        np.testing.assert_array_equal(back.target_ids, res.target_ids)
+        np.testing.assert_allclose(back.scores, res.scores, rtol=1e-6)
+        assert back[1, 5].tokens == res[1, 5].tokens
+        assert back.header()["preset"] == "paper"
+    assert len(res.to_frame()) == 1 * llama.n_heads * 4 * 3
+    assert SalientAll.load(tmp_path).layers == [1]  # folder -> salient.parquet
+
+
+def test_range_and_option_errors(llama):
+    with pytest.raises(IndexError, match="heads 0..7"):
+        salient_operations(llama, 0, 8)
+    with pytest.raises(IndexError, match="layers 0..2"):
+        salient_operations(llama, 3, 0)
+    with pytest.raises(HeadmapsError, match="tokenizer"):
+        salient_operations(llama, 0, 0, skip_nonwords=True)
+    with pytest.raises(HeadmapsError, match="skip_nonwords"):
+        salient_operations(llama, 0, 0, skip_nonwords="sideways")
+
+
+@pytest.fixture(scope="module")
+def worded():
+    model, tok = vocab_model()
+    return hm.load(model, tokenizer=tok), tok
+
+
+def test_token_strings_and_nonword_filter(worded):
+    m, tok = worded
+    junk = set(PUNCT) | {"[UNK]", "[PAD]"}
+    ops = salient_operations(m, 1, 1, n_tokens=len(tok), n_mappings=len(tok))
+    assert set(ops.tokens) >= junk  # without the filter every token shows up
+    both = salient_operations(m, 1, 1, n_tokens=200, n_mappings=200, skip_nonwords=True)
+    assert not set(both.tokens) & junk
+    assert not {t for ts in both.targets for t in ts} & junk
+    assert len(both.tokens) == len(tok) - len(junk)
+    src = salient_operations(m, 1, 1, n_tokens=200, n_mappings=200, skip_nonwords="source")
+    assert not set(src.tokens) & junk and {t for ts in src.targets for t in ts} & junk
+    assert src.skip_nonwords == "source"
+    # the same head without filter: saliency of the kept tokens is unchanged
+    full = dict(zip(ops.tokens, ops.saliency))
+    for t, s in zip(both.tokens, both.saliency):
+        assert s == pytest.approx(full[t], rel=1e-6)
+
+
+def test_table_and_dict(worded):
+    m, _ = worded
+    ops = salient_operations(m, 1, 0, n_tokens=3, n_mappings=2)
+    table = ops.table()
+    assert table.splitlines()[0].split()[:3] == ["#", "saliency", "token"]
+    assert len(table.splitlines()) == 2 + 3
+    d = ops.to_dict()
+    assert len(d["tokens"]) == 3 and len(d["tokens"][0]["mappings"]) == 2
+    back = type(ops).from_dict(d)
+    assert back.tokens == ops.tokens and np.array_equal(back.target_ids, ops.target_ids)
