@@ -17,3 +17,7 @@ class CorruptFileError(HeadmapsError, ValueError):
 
 class UnsupportedArchitectureError(HeadmapsError, ValueError):
     """The model's ``model_type`` has no adapter."""
+
+
+class MissingComponentError(HeadmapsError, ValueError):
+    """The model was loaded without a part a feature needs (tokenizer, transformers model)."""

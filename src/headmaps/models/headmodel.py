@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..errors import MissingComponentError
 from .adapters import Adapter
 from .weights import ArchSpec, AttentionWeights, MLPBlock, Norm
 
@@ -62,7 +63,7 @@ class HeadModel:
         """The transformers model, or a clear error for weight-only (lazy) sources."""
         model = self.hf_model
         if model is None:
-            raise ValueError(
+            raise MissingComponentError(
                 f"{self.model_id!r} was loaded without its transformers model (lazy=True); "
                 "running the model (validation experiments) needs hm.load(..., lazy=False)"
             )
@@ -204,7 +205,7 @@ class HeadModel:
     def require_tokenizer(self) -> Any:
         """The tokenizer, or a clear error when the model was loaded without one."""
         if self.tokenizer is None:
-            raise ValueError(
+            raise MissingComponentError(
                 f"model {self.model_id!r} has no tokenizer; pass one: hm.load(model, tokenizer=...)"
             )
         return self.tokenizer

@@ -75,7 +75,7 @@ def load(
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     tokenizer: Any = None,
-    lazy: bool = False,
+    lazy: bool | None = None,
     allow_pickle: bool = False,
 ) -> HeadModel:
     """Load a model as a :class:`HeadModel`.
@@ -89,7 +89,9 @@ def load(
         revision: hub revision for model ids.
         tokenizer: a tokenizer to use with an in-memory model.
         lazy: read a safetensors checkpoint tensor by tensor instead of building the
-            model (for big checkpoints; see :mod:`headmaps.models.lazy`).
+            model (for big checkpoints; see :mod:`headmaps.models.lazy`). ``None``
+            (default) does so for a local folder whose weights would take more than half
+            of the available memory.
         allow_pickle: let the lazy loader read ``.bin`` pickle checkpoints.
 
     Raises:
@@ -147,9 +149,9 @@ def _load_named(name: str, *, device, dtype, revision, lazy, allow_pickle) -> He
             raise ModelNotFoundError(
                 f"{path} is a file but not a .gguf; pass a model folder, a .gguf file or a hub id"
             )
-        if lazy:
-            from .lazy import load_lazy
+        from .lazy import load_lazy, should_load_lazily
 
+        if lazy or (lazy is None and should_load_lazily(path)):
             return load_lazy(path, device=device, dtype=dtype, allow_pickle=allow_pickle)
         return _from_pretrained(str(path), device=device, dtype=dtype, revision=None)
     if _looks_like_path(name):
@@ -245,15 +247,26 @@ def load_gguf(path: str | Path, *, device=None, dtype=None, model_id: str | None
 
 
 def _load_cached(entry: Path, path: Path, device, dtype, model_id) -> HeadModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Read a cache entry: weights memory-mapped tensor by tensor; the transformers model
+    (only the validation experiments need it) is built on first access."""
+    from .lazy import load_lazy
+
+    model = load_lazy(entry, device=device, dtype=dtype)
+    model.spec  # noqa: B018 - fail here, inside the caller's rebuild guard, on a bad entry
+    model.E  # noqa: B018
+    model.source = f"gguf: {path} (cache: {entry})"
+    model.model_id = model_id or path.name
+    model._hf_model_loader = lambda: _cached_hf_model(entry, dtype)
+    return model
+
+
+def _cached_hf_model(entry: Path, dtype) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype or torch.float32)
-    model.eval()
-    tok = AutoTokenizer.from_pretrained(entry)
-    return from_transformers(model, tokenizer=tok, device=device, dtype=dtype,
-                             source=f"gguf: {path} (cache: {entry})", model_id=model_id or path.name)
+    return model.eval()
 
 
 def _convert_gguf(path: Path):
