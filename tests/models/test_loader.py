@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from tiny import tiny_model
 
 import headmaps as hm
 from headmaps.models import cache
+from tiny import tiny_model
 
 
 def test_in_memory_model_without_tokenizer_is_clear_when_needed(tiny_llama_hm):
