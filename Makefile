@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	@# a real OpenAI-compatible server for the LLM describer tests (compiles llama.cpp, ~20 min once)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install -q "llama-cpp-python[server]>=0.3"
+	@# Debian's chromium for the browser tests of the HTML report
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +29,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/headmaps info smollm2-135m
 	$(VENV)/bin/headmaps scan smollm2-135m --out $(OUT)/smollm2-135m
+	$(VENV)/bin/headmaps report smollm2-135m --scan $(OUT)/smollm2-135m -o $(OUT)/smollm2-135m/report.html
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks

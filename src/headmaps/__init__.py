@@ -20,6 +20,7 @@ from .errors import (
 )
 from .models import DEFAULT_MODEL, HeadModel, load
 from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
+from .report.api import report
 from .salient import SalientAll, SalientOperations, salient_all, salient_operations
 from .scoring import RelationScores, ScanResult, relation_scores, scan
 
@@ -27,5 +28,5 @@ __all__ = [
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
     "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe",
-    "load", "projection", "relation_scores", "relations", "salient_all", "salient_operations", "scan",
+    "load", "projection", "report", "relation_scores", "relations", "salient_all", "salient_operations", "scan",
 ]

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import HeadmapsError
-from . import describe, head, info, relations, scan
+from . import describe, head, info, plot, relations, report, scan
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = [info, scan, head, describe, relations]
+COMMANDS = [info, scan, head, describe, report, plot, relations]
 
 
 def build_parser() -> argparse.ArgumentParser:

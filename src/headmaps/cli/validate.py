@@ -1,0 +1,117 @@
+"""`headmaps validate MODEL --experiment correlation|causal|multitoken`: the paper's checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import write_text
+from .common import add_model_args, add_projection_args, load_model, projection_kwargs
+
+#: Pairs per relation when --max-pairs is not given: keeps a run to minutes on a laptop CPU.
+DEFAULT_MAX_PAIRS = {"correlation": 16, "multitoken": 16, "causal": 40}
+
+
+def register(sub) -> None:
+    """Add the ``validate`` subcommand."""
+    p = sub.add_parser(
+        "validate", help="correlation with inference, causal ablation, multi-token checks",
+        description="Run one of the paper's validation experiments and write CSV tables, plots "
+                    "and summary.md under --out.")
+    add_model_args(p)
+    p.add_argument("--experiment", required=True, choices=["correlation", "causal", "multitoken"])
+    p.add_argument("--relations", default="all",
+                   help="'all', or comma-separated built-in names / paths to JSON or CSV sets")
+    p.add_argument("--templates", default=None, metavar="FILE",
+                   help="templates with one <X> (JSON list, {'templates': [...]}, or one per line); "
+                        "default: the library's neutral templates")
+    p.add_argument("--k", type=int, default=None, help="top-k (default: per relation, see DESIGN)")
+    p.add_argument("--max-pairs", type=int, default=None,
+                   help="pairs per relation, a seeded subset (default: "
+                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_MAX_PAIRS.items())
+                        + "; 0 for all)")
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
+    p.add_argument("--seed", type=int, default=0, help="seed of pair subsets and random heads")
+    p.add_argument("--out", default=None, help="output folder (default: validate-<model>-<experiment>)")
+    add_projection_args(p)
+    p.set_defaults(func=run)
+
+
+def read_templates(path: str) -> list[str]:
+    """Templates from a JSON list, a JSON object with ``templates``, or a text file."""
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".json"):
+        doc = json.loads(text)
+        items = doc["templates"] if isinstance(doc, dict) else doc
+    else:
+        items = [line.strip() for line in text.splitlines() if line.strip()]
+    if not items or not all(isinstance(t, str) and t.count("<X>") == 1 for t in items):
+        raise ValueError(f"{path}: every template must be a string holding <X> exactly once")
+    return list(items)
+
+
+def _relations(arg: str):
+    return "all" if arg == "all" else [r.strip() for r in arg.split(",") if r.strip()]
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
+    """A GitHub markdown table of ``frame`` (floats rounded)."""
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
+        return str(v)
+
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment and write its files."""
+    from .. import experiments as ex
+
+    model = load_model(args)
+    max_pairs = args.max_pairs if args.max_pairs is not None else DEFAULT_MAX_PAIRS[args.experiment]
+    max_pairs = max_pairs or None
+    out = Path(args.out or f"validate-{model.model_id.replace('/', '_')}-{args.experiment}")
+    kw = dict(k=args.k, max_pairs=max_pairs, batch_size=args.batch_size, seed=args.seed, progress=True,
+              **projection_kwargs(args))
+    rels = _relations(args.relations)
+    cmd = f"headmaps validate {args.model} --experiment {args.experiment} --relations {args.relations}"
+    cmd += f" --max-pairs {max_pairs or 0}" + (f" --templates {args.templates}" if args.templates else "")
+    cmd += "".join(f" --{k.replace('_', '-')} {v}" for k, v in projection_kwargs(args).items())
+    if args.experiment == "causal":
+        res = ex.causal(model, rels, **kw)
+        res.save(out)
+        res.plot(out / "causal.png")
+        summary = [f"# Causal ablation: {model.model_id}", "",
+                   f"`{cmd}`; preset `{res.preset}`, up to {res.meta['m']} heads removed, "
+                   f"{res.meta['n_random']} random draws, at most {max_pairs} prompts per relation.", "",
+                   markdown_table(res.table), "", "![curves](causal.png)", ""]
+        table = res.table
+    else:
+        templates = read_templates(args.templates) if args.templates else None
+        fn = ex.correlation if args.experiment == "correlation" else ex.multitoken
+        res = fn(model, rels, templates, **kw)
+        res.save(out)
+        res.plot(out / f"{args.experiment}.png")
+        d = res.dynamic
+        summary = [f"# {args.experiment.capitalize()} with inference: {model.model_id}", "",
+                   f"`{cmd}`; preset `{res.preset}`, {len(d.templates)} templates, at most "
+                   f"{max_pairs} pairs per relation.", "",
+                   f"Median correlation without context {res.median('corr_without_context'):.2f}, "
+                   f"with context {res.median('corr_with_context'):.2f} "
+                   f"over {len(res.table)} relations.", "",
+                   markdown_table(res.table), "", f"![scatter]({args.experiment}.png)", ""]
+        if d.skipped:
+            summary += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]
+        table = res.table
+    write_text(out / "summary.md", "\n".join(summary))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out}/")
+    return 0

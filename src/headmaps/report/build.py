@@ -1,0 +1,136 @@
+"""Build the self-contained HTML explorer of a scan: one file, no network requests.
+
+The page is a template (``assets/report.html``) with the stylesheet, the script and the
+data inlined. The data is the compact payload of :mod:`headmaps.report.encode` in a
+``<script type="application/json" id="hm-data">`` element, and the per-head extras one
+JSON text per line (head ``layer * n_heads + head``) in ``<script type="text/plain"
+id="hm-ex">``; the script draws the heatmap, the table, the head panel and the summaries.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..io import write_text
+from ..scoring.results import ScanResult
+from .encode import encode
+from .schema import normalise_extras
+from .summary import kv_group_size
+
+log = logging.getLogger(__name__)
+
+_WIDE = ' class="wide"'
+_PLACEHOLDER = re.compile(r"\{\{(CSS|JS|TITLE|CARD|DATA|EXTRAS)\}\}")
+
+
+@cache
+def asset(name: str) -> str:
+    """The text of one file of ``headmaps/report/assets``."""
+    return resources.files("headmaps.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def json_for_script(obj: Any) -> str:
+    """JSON safe to place inside a ``<script>`` element (no ``</script>``, no ``<!--``)."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items()) or "-"
+    if v is None or v == "":
+        return "-"
+    return str(v)
+
+
+def model_card(scan: ScanResult, generated: str) -> str:
+    """The model card as an HTML fragment (a definition list and relation details)."""
+    info = scan.model_info or {}
+    group = kv_group_size(info, scan.n_heads)
+    kv = info.get("n_kv_heads", scan.n_heads)
+    arch = info.get("architecture", "")
+    if info.get("family") and info.get("family") != arch:
+        arch = f"{arch} ({info['family']})" if arch else info["family"]
+    d = f"{_fmt(info.get('d_model'))} / {_fmt(info.get('d_head'))}" if info.get("d_model") else None
+    rows = [
+        ("Model", scan.model_id or info.get("model")),
+        ("Architecture", arch),
+        ("Layers", scan.n_layers),
+        ("Heads per layer", scan.n_heads),
+        ("KV heads", f"{_fmt(kv)}" + (f" ({group} query heads each)" if group > 1 else "")),
+        ("Total heads", scan.n_layers * scan.n_heads),
+        ("d_model / d_head", d),
+        ("Vocabulary", info.get("vocab_size")),
+        ("Tied embeddings", info.get("tied_embeddings")),
+        ("Source", info.get("source")),
+        ("Preset", scan.preset),
+        ("Options", scan.options),
+        ("τ (implements)", scan.tau),
+        ("Relations", f"{len(scan.relations)} scored, {len(scan.skipped)} skipped"),
+        ("Versions", scan.versions),
+        ("Generated", generated),
+    ]
+    dl = "".join(f'<div{_WIDE if len(_fmt(v)) > 44 else ""}><dt>{html.escape(k)}</dt><dd>{html.escape(_fmt(v))}</dd></div>'
+                 for k, v in rows)
+    rel = "".join(
+        f"<tr><td>{html.escape(r)}</td><td>{scan.n_pairs.get(r, 0):,}</td><td>{scan.k.get(r, '-')}</td></tr>"
+        for r in scan.relations)
+    skipped = "".join(f"<li><b>{html.escape(r)}</b>: {html.escape(str(why))}</li>" for r, why in scan.skipped.items())
+    parts = [f'<dl class="card-grid">{dl}</dl>',
+             '<details><summary>Relations scored: pairs that survived tokenisation, top-k</summary>'
+             f'<table class="plain"><thead><tr><th>relation</th><th>pairs</th><th>k</th></tr></thead>'
+             f'<tbody>{rel}</tbody></table></details>']
+    if skipped:
+        parts.append(f"<details><summary>Relations skipped ({len(scan.skipped)})</summary><ul>{skipped}</ul></details>")
+    return "".join(parts)
+
+
+def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *, title: str | None = None) -> str:
+    """The full HTML page of a scan.
+
+    Args:
+        scan: a :class:`~headmaps.scoring.ScanResult`.
+        extras: optional per-head salient operations and descriptions in the
+            :data:`~headmaps.report.schema.HeadExtras` schema (``{"L.H": {...}}``).
+        title: page title (default ``headmaps · MODEL``).
+
+    Returns:
+        A self-contained HTML document (inline CSS, JS and data; no external resources).
+    """
+    title = title or f"headmaps · {scan.model_id or 'scan'}"
+    norm = normalise_extras(extras, scan.n_layers, scan.n_heads)
+    payload, heads = encode(scan, norm, title)
+    values = {"CSS": asset("report.css"), "JS": asset("report.js"), "TITLE": html.escape(title),
+              "CARD": model_card(scan, payload["generated"]), "DATA": json_for_script(payload),
+              "EXTRAS": "\n".join("" if h is None else json_for_script(h) for h in heads)}
+    # One pass over the template: inserted text is never searched for placeholders.
+    page = _PLACEHOLDER.sub(lambda m: values[m.group(1)], asset("report.html"))
+    log.info("report for %s: %d heads, %d relations, %d heads with extras, %.1f MB",
+             scan.model_id, scan.n_layers * scan.n_heads, len(scan.relations), len(norm), len(page) / 1e6)
+    return page
+
+
+def write_report(path: str | os.PathLike, scan: ScanResult, extras: dict[str, Any] | None = None, *,
+                 title: str | None = None) -> Path:
+    """Build the report (see :func:`build_report`) and write it atomically to ``path``.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    write_text(path, build_report(scan, extras, title=title))
+    return path

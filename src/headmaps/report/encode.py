@@ -1,0 +1,116 @@
+"""Compact, JSON-able encoding of a scan (+ extras) for the HTML explorer.
+
+Scores are stored as little-endian ``uint16`` quantised to ``1/65535`` and base64
+encoded (two bytes per head and relation). The quantisation is nudged at the threshold
+so that ``q >= tau_q`` in the page holds exactly when ``score >= tau`` in Python: the
+page never disagrees with the library about which heads implement a relation. Token
+strings of the extras are interned in one table and referred to by index; each head's
+extras are a separate small JSON text, so the page parses a head only when it shows it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import math
+from typing import Any
+
+import numpy as np
+
+from ..scoring.results import ScanResult
+from .schema import HeadExtra
+from .summary import summarise
+
+#: Quantisation levels of the scores (uint16).
+Q = 65535
+
+
+def quantise(a: np.ndarray, tau: float) -> tuple[np.ndarray, int]:
+    """Scores in [0, 1] -> (uint16 array, tau level) with exact threshold semantics.
+
+    Returns:
+        ``(q, tau_q)`` where ``q >= tau_q`` exactly where ``a >= tau``.
+    """
+    a = np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0)
+    q = np.clip(np.rint(a * Q), 0, Q)
+    tau_q = int(min(max(math.ceil(tau * Q), 0), Q + 1))
+    above = a >= tau
+    q = np.where(above, np.maximum(q, tau_q), np.minimum(q, tau_q - 1))
+    return np.clip(q, 0, Q).astype("<u2"), tau_q
+
+
+def b64(a: np.ndarray) -> str:
+    """Base64 of the raw little-endian bytes of ``a``."""
+    return base64.b64encode(np.ascontiguousarray(a).astype("<u2").tobytes()).decode("ascii")
+
+
+def _num(x: float) -> float:
+    """Three significant digits: enough to read, short in JSON."""
+    return float(f"{x:.3g}")
+
+
+class _Interner:
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.table: list[str] = []
+
+    def __call__(self, s: str) -> int:
+        i = self.index.get(s)
+        if i is None:
+            i = self.index[s] = len(self.table)
+            self.table.append(s)
+        return i
+
+
+def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int, n_heads: int) -> tuple[list[str], list[Any]]:
+    """Extras -> (token table, one entry per head in ``layer * n_heads + head`` order).
+
+    Each entry is None or a dict with the short keys ``s`` (salient:
+    ``[token, saliency, [target, score, target, score, ...]]``), ``d`` (description),
+    ``e`` (evidence), ``c`` (confidence) and ``u`` (1 when unclear).
+    """
+    intern = _Interner()
+    heads: list[Any] = [None] * (n_layers * n_heads)
+    for (layer, head), e in extras.items():
+        out: dict[str, Any] = {}
+        if e.get("salient"):
+            out["s"] = [[intern(s["token"]), _num(s["saliency"]),
+                         [v for t, sc in s["targets"] for v in (intern(t), _num(sc))]] for s in e["salient"]]
+        if e.get("description"):
+            out["d"] = e["description"]
+        if e.get("evidence"):
+            out["e"] = e["evidence"]
+        if e.get("confidence") is not None:
+            out["c"] = _num(e["confidence"])
+        if e.get("unclear"):
+            out["u"] = 1
+        heads[layer * n_heads + head] = out or None
+    return intern.table, heads
+
+
+def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra], title: str) -> tuple[dict[str, Any], list[Any]]:
+    """The payload the page reads at once, and the per-head extras it parses on demand.
+
+    Returns:
+        ``(payload, heads)``: ``payload`` holds everything but the per-head extras, whose
+        token table is ``payload["toks"]``; ``heads`` has one entry per head (see
+        :func:`encode_extras`), which the page keeps as one JSON text per line and
+        parses only when it needs that head.
+    """
+    scores, tau_q = quantise(scan.scores, scan.tau)
+    supp, _ = quantise(scan.suppression, scan.tau)
+    toks, heads = encode_extras(extras, scan.n_layers, scan.n_heads)
+    return {
+        "format": 1,
+        "title": title,
+        "model_id": scan.model_id,
+        "relations": list(scan.relations),
+        "n_pairs": [int(scan.n_pairs.get(r, 0)) for r in scan.relations],
+        "k": [int(scan.k.get(r, 0)) for r in scan.relations],
+        "nL": scan.n_layers, "nH": scan.n_heads,
+        "tau": float(scan.tau), "Q": Q, "tauQ": tau_q,
+        "scores": b64(scores), "supp": b64(supp),
+        "toks": toks,
+        "summary": summarise(scan, extras),
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }, heads

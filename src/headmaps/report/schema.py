@@ -1,0 +1,135 @@
+"""The per-head extras a report can show beside the scores, as plain JSON-able data.
+
+Salient operations (approach B) and descriptions come from other parts of the library;
+the report reads them only through this small schema, so any producer (or a JSON file
+written by hand) can feed it::
+
+    extras = {
+        "12.3": {
+            "salient": [                                  # top salient tokens, best first
+                {"token": " France", "saliency": 3.1,
+                 "targets": [[" Paris", 8.2], [" Lyon", 6.0]]},   # top mappings, best first
+            ],
+            "description": "maps countries to their capitals",    # "" or absent: none
+            "evidence": [" France -> Paris", " Italy -> Rome"],
+            "confidence": 0.9,                           # 0..1, optional
+            "unclear": False,                            # True: no clear pattern found
+        },
+    }
+
+Keys are heads written ``"L.H"`` (layer, head; Hugging Face numbering). Every field is
+optional. A head's *coverage status* is ``described`` (a description and not unclear),
+``unclear`` (a describer looked and found no clear pattern) or ``none`` (not described).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypedDict
+
+from ..errors import HeadmapsError
+
+COVERAGE = ("described", "unclear", "none")
+
+
+class SalientEntry(TypedDict):
+    """One salient token of a head and where the head maps it."""
+
+    token: str
+    saliency: float
+    targets: list[tuple[str, float]]
+
+
+class HeadExtra(TypedDict, total=False):
+    """Everything beyond the scores that the report knows about one head."""
+
+    salient: list[SalientEntry]
+    description: str
+    evidence: list[str]
+    confidence: float
+    unclear: bool
+
+
+#: ``"L.H"`` -> :class:`HeadExtra`.
+HeadExtras = dict[str, HeadExtra]
+
+
+def parse_head(key: str) -> tuple[int, int]:
+    """``"12.3"`` -> ``(12, 3)``; a clear error for anything else."""
+    try:
+        layer, head = str(key).split(".")
+        return int(layer), int(head)
+    except ValueError:
+        raise HeadmapsError(f"head key {key!r} is not of the form 'LAYER.HEAD', e.g. '12.3'") from None
+
+
+def coverage(extra: HeadExtra | None) -> str:
+    """The coverage status of one head: ``described``, ``unclear`` or ``none``."""
+    if not extra:
+        return "none"
+    if extra.get("unclear"):
+        return "unclear"
+    return "described" if (extra.get("description") or "").strip() else "none"
+
+
+def normalise_extras(extras: dict[str, Any] | None, n_layers: int, n_heads: int) -> dict[tuple[int, int], HeadExtra]:
+    """Check ``extras`` against the schema and return them keyed by ``(layer, head)``.
+
+    Numbers become finite floats, tokens strings; unknown fields are dropped.
+
+    Args:
+        extras: a :data:`HeadExtras` mapping, or None.
+        n_layers: layers of the scanned model (keys must lie inside).
+        n_heads: heads per layer.
+
+    Returns:
+        ``{(layer, head): HeadExtra}`` with only the known fields.
+
+    Raises:
+        HeadmapsError: a key is malformed or out of range, or a field has the wrong shape.
+    """
+    out: dict[tuple[int, int], HeadExtra] = {}
+    for key, raw in (extras or {}).items():
+        layer, head = parse_head(key)
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise HeadmapsError(f"extras for head {key} lie outside the model ({n_layers} layers x {n_heads} heads)")
+        if raw is None:
+            continue
+        if not isinstance(raw, dict):
+            raise HeadmapsError(f"extras for head {key} must be a dict, got {type(raw).__name__}")
+        e: HeadExtra = {}
+        if raw.get("salient"):
+            e["salient"] = [_salient(key, s) for s in raw["salient"]]
+        if raw.get("description"):
+            e["description"] = str(raw["description"])
+        if raw.get("evidence"):
+            ev = raw["evidence"]
+            e["evidence"] = [str(ev)] if isinstance(ev, str) else [str(x) for x in ev]
+        if raw.get("confidence") is not None:
+            e["confidence"] = _num(key, "confidence", raw["confidence"])
+        if raw.get("unclear"):
+            e["unclear"] = True
+        out[(layer, head)] = e
+    return out
+
+
+def _salient(key: str, s: Any) -> SalientEntry:
+    if not isinstance(s, dict) or "token" not in s:
+        raise HeadmapsError(f"salient entry of head {key} needs a 'token': {s!r}")
+    targets = []
+    for t in s.get("targets") or []:
+        try:
+            tok, score = t
+        except (TypeError, ValueError):
+            raise HeadmapsError(f"target of head {key} must be [token, score]: {t!r}") from None
+        targets.append((str(tok), _num(key, "target score", score)))
+    return {"token": str(s["token"]), "saliency": _num(key, "saliency", s.get("saliency", 0.0)),
+            "targets": targets}
+
+
+def _num(key: str, what: str, x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise HeadmapsError(f"{what} of head {key} is not a number: {x!r}") from None
+    return v if math.isfinite(v) else 0.0

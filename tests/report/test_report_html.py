@@ -1,0 +1,218 @@
+"""The HTML builder: structure, data encoding, escaping, size; the summaries and schema."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from headmaps.errors import HeadmapsError
+from headmaps.report import build_report, normalise_extras, synthetic_scan, write_report
+from headmaps.report.encode import Q, quantise
+from headmaps.report.extras import extras_from_descriptions, extras_from_salient, load_extras
+from headmaps.report.summary import (
+    coverage_per_layer,
+    gqa_agreement,
+    kv_group_size,
+    multi_relation_heads,
+)
+
+VOID = {"meta", "link", "br", "hr", "img", "input", "col", "source", "wbr", "area", "base", "embed", "track"}
+
+
+class _Checker(HTMLParser):
+    """Checks that non-void elements nest and close properly; collects ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.ids: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.append(a["id"])
+        for key in ("src", "href"):
+            if a.get(key, "").startswith(("http:", "https:", "//")):
+                self.external.append(a[key])
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> (open: {self.stack[-3:]})")
+            return
+        self.stack.pop()
+
+
+def payload(page: str) -> dict:
+    """The page's data, with the per-head extras (one JSON per line) decoded as ``ex``."""
+    m = re.search(r'<script type="application/json" id="hm-data">(.*?)</script>', page, re.S)
+    assert m, "no data element"
+    d = json.loads(m.group(1))
+    lines = re.search(r'<script type="text/plain" id="hm-ex">(.*?)</script>', page, re.S).group(1).split("\n")
+    assert len(lines) == d["nL"] * d["nH"]
+    d["ex"] = [json.loads(x) if x else None for x in lines]
+    return d
+
+
+def decode(b64: str, shape) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(b64), dtype="<u2").reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return synthetic_scan(6, 8, 5, seed=3)
+
+
+def test_page_is_well_formed_and_self_contained(small):
+    scan, extras = small
+    page = build_report(scan, extras)
+    assert page.startswith("<!DOCTYPE html>")
+    checker = _Checker()
+    checker.feed(page)
+    checker.close()
+    assert not checker.errors, checker.errors
+    assert not checker.stack, f"unclosed: {checker.stack}"
+    assert not checker.external
+    assert len(checker.ids) == len(set(checker.ids)), "duplicate ids"
+    for needed in ("hm-grid", "hm-rel", "hm-table", "hm-panel", "hm-filter", "hm-summary", "hm-card"):
+        assert needed in checker.ids
+    assert "{{" not in page.replace("{{TITLE}}", "")  # every placeholder filled
+    assert "default-src 'none'" in page  # the CSP forbids any request
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+
+
+def test_data_round_trip(small):
+    scan, extras = small
+    d = payload(build_report(scan, extras))
+    shape = scan.scores.shape
+    s, p = decode(d["scores"], shape), decode(d["supp"], shape)
+    assert np.abs(s / Q - scan.scores).max() <= 1.0001 / Q
+    assert np.abs(p / Q - scan.suppression).max() <= 1.0001 / Q
+    assert ((s >= d["tauQ"]) == (scan.scores >= scan.tau)).all()
+    assert d["relations"] == scan.relations and (d["nL"], d["nH"]) == shape[1:]
+    e = d["ex"][2 * scan.n_heads + 5]
+    first = extras["2.5"]["salient"][0]
+    assert d["toks"][e["s"][0][0]] == first["token"]
+    assert d["toks"][e["s"][0][2][0]] == first["targets"][0][0]
+    assert e["s"][0][2][1] == pytest.approx(first["targets"][0][1], rel=5e-3)
+
+
+def test_quantise_is_exact_at_tau():
+    rng = np.random.default_rng(0)
+    tau = 0.15
+    a = np.concatenate([rng.random(1000), [tau, np.nextafter(tau, 0), np.nextafter(tau, 1), 0.0, 1.0]])
+    q, tq = quantise(a, tau)
+    assert ((q >= tq) == (a >= tau)).all()
+    assert np.abs(q / Q - a).max() <= 1.0001 / Q
+
+
+def test_escaping_of_hostile_strings(small):
+    scan, _ = small
+    evil = "</script><script>alert(1)</script><!--"
+    extras = {"0.0": {"salient": [{"token": evil, "saliency": 1.0, "targets": [["<b>&amp;", 2.0]]}],
+                      "description": "<img src=x onerror=alert(1)>", "evidence": [evil]}}
+    scan2 = dataclasses.replace(scan, model_id="m<script>x</script>")
+    page = build_report(scan2, extras, title="t</title><script>")
+    assert "<script>alert(1)" not in page
+    assert "<img src=x" not in page
+    assert page.count("</script>") == 3  # the data, the extras and the code
+    d = payload(page)
+    assert evil in d["toks"] and d["ex"][0]["d"] == "<img src=x onerror=alert(1)>"
+
+
+def test_big_report_size_bound():
+    scan, extras = synthetic_scan(80, 64, 20, seed=0)
+    assert len(extras) == 80 * 64
+    page = build_report(scan, extras)
+    size = len(page.encode("utf-8"))
+    assert size < 25e6, f"{size / 1e6:.1f} MB"
+
+
+def test_write_report_and_no_extras(tmp_path):
+    scan, _ = synthetic_scan(4, 4, 3, seed=1, with_extras=False)
+    path = write_report(tmp_path / "sub" / "r.html", scan)
+    text = path.read_text(encoding="utf-8")
+    d = payload(text)
+    assert d["ex"] == [None] * 16 and d["summary"]["coverage"] is None
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_model_card(small):
+    scan, extras = small
+    page = build_report(scan, extras)
+    for text in ("Model card", scan.model_id, "KV heads", "Vocabulary", "128,256", "paper", "Generated",
+                 "english_to_german"):
+        assert text in page
+
+
+def test_normalise_extras_errors():
+    with pytest.raises(HeadmapsError, match="LAYER.HEAD"):
+        normalise_extras({"x": {}}, 2, 2)
+    with pytest.raises(HeadmapsError, match="outside"):
+        normalise_extras({"5.0": {}}, 2, 2)
+    with pytest.raises(HeadmapsError, match="token, score"):
+        normalise_extras({"0.0": {"salient": [{"token": "a", "targets": [["b"]]}]}}, 2, 2)
+    with pytest.raises(HeadmapsError, match="not a number"):
+        normalise_extras({"0.0": {"confidence": "high"}}, 2, 2)
+    out = normalise_extras({"1.1": {"description": "d", "evidence": "one", "junk": 1}}, 2, 2)
+    assert out == {(1, 1): {"description": "d", "evidence": ["one"]}}
+
+
+def test_gqa_agreement_against_hand_count():
+    scores = np.zeros((1, 2, 4))
+    scores[0, 0, [0, 1]] = 0.5  # both heads of KV group 0 in layer 0
+    g = gqa_agreement(scores, 0.15, 2, ["r"])[0]
+    assert (g["heads"], g["groups"], g["share"]) == (2, 1, 1.0)
+    # chance: 2 of 4 heads at random, groups of 2: P(group empty) = 1/6, E[touched] = 5/3
+    assert g["chance"] == pytest.approx(0.6, abs=1e-4)
+    assert gqa_agreement(scores, 0.15, 1, ["r"]) == []
+
+
+def test_summaries():
+    assert kv_group_size({"n_kv_heads": 3}, 9) == 3
+    assert kv_group_size({}, 9) == 1
+    assert kv_group_size({"n_kv_heads": 4}, 9) == 1
+    scores = np.zeros((3, 2, 2))
+    scores[:, 1, 0] = 0.9
+    scores[0, 0, 1] = 0.9
+    multi = multi_relation_heads(scores, 0.15, ["a", "b", "c"])
+    assert multi == [{"head": "1.0", "relations": ["a", "b", "c"], "max": 0.9}]
+    cov = coverage_per_layer({(0, 0): {"description": "x"}, (1, 1): {"unclear": True}}, 2, 2)
+    assert cov == {"described": [1, 0], "unclear": [0, 1], "none": [1, 1]}
+    assert coverage_per_layer({(0, 0): {"salient": []}}, 2, 2) is None
+
+
+def test_converters(tmp_path):
+    class Ops:
+        layer, head = 1, 2
+        tokens = [" a", " b"]
+        saliency = np.array([2.0, 1.0])
+        targets = [[" x", " y"], [" z", " w"]]
+        scores = np.array([[3.0, 2.0], [1.0, 0.5]])
+
+    e = extras_from_salient([Ops()])
+    assert e["1.2"]["salient"][1] == {"token": " b", "saliency": 1.0, "targets": [[" z", 1.0], [" w", 0.5]]}
+    extras_from_descriptions([
+        {"layer": 1, "head": 2, "text": "maps a to x", "evidence": [{"source": " a", "target": " x", "why": "rel"}],
+         "confidence": 0.8, "unclear": False},
+        {"layer": 0, "head": 0, "text": "Unclear", "unclear": True, "confidence": 0.0},
+    ], e)
+    assert e["1.2"]["description"] == "maps a to x" and e["1.2"]["evidence"] == [" a \u2192  x (rel)"]
+    assert e["0.0"]["unclear"] and "description" not in e["0.0"]
+    f = tmp_path / "x.json"
+    f.write_text(json.dumps(e))
+    assert load_extras(f) == json.loads(json.dumps(e))
+    f.write_text("[1]")
+    with pytest.raises(HeadmapsError):
+        load_extras(f)
