@@ -121,3 +121,14 @@ def test_analyses(model):
     top = res.top_heads("a", n=3)
     assert list(top["score"]) == sorted(res.scores[0].ravel())[::-1][:3]
     assert "# headmaps scan" in res.summary_markdown()
+
+
+@pytest.mark.parametrize("preset", ["paper", "norms"])
+def test_few_sources_take_the_other_order_with_same_scores(model, preset):
+    """With fewer sources than d_head the engine projects (Y W_O) U instead of Y (W_O U)."""
+    few = pairs(7, n=5)
+    res = scan(model, {"few": few}, k=3, preset=preset, min_pairs=1, output_bias=True,
+               chunk_bytes=4 * 8 * 64 * 9)
+    s, sp = reference_scores(model, *ids(model, few), 3, P.resolve_options(preset, output_bias=True))
+    np.testing.assert_array_equal(res["few"].scores, s)
+    np.testing.assert_array_equal(res["few"].suppression, sp)

@@ -204,16 +204,27 @@ def count_hits(
     del WOU_t
     if out_bias is not None:
         tgt = tgt + out_bias[targets]
-    vocab_step = max(1, min(V, chunk_bytes // (4 * H * d_head)))
+    d_model = W_O.shape[-1]
+    # Per vocabulary column, forming W_O U first costs H*d_head*(d_model + S) multiply-adds
+    # and projecting (Y W_O) costs H*S*d_model: with few sources (a single small relation
+    # on a big model) the second order is cheaper.
+    sources_first = S * d_model < d_head * (d_model + S)
+    YO = torch.bmm(Y, W_O) if sources_first else None  # (H, S, d_model)
+    width = d_model if sources_first else d_head
+    vocab_step = max(1, min(V, chunk_bytes // (4 * H * width)))
     rows_per_chunk = max(1, chunk_bytes // (4 * H * vocab_step))
     top_v = top_i = bot_v = bot_i = None
     for c0 in range(0, V, vocab_step):
         cols = slice(c0, min(c0 + vocab_step, V))
-        WOU = torch.matmul(W_O, U_columns(cols))  # (H, d_head, vc)
-        n_best = min(n_keep, WOU.shape[-1])
+        U_c = U_columns(cols)
+        WOU = None if sources_first else torch.matmul(W_O, U_c)  # (H, d_head, vc)
+        n_best = min(n_keep, U_c.shape[-1])
         sl_tv, sl_ti, sl_bv, sl_bi = [], [], [], []
         for r0 in range(0, S, rows_per_chunk):
-            logits = torch.bmm(Y[:, r0:r0 + rows_per_chunk], WOU)  # (H, c, vc)
+            if sources_first:
+                logits = torch.matmul(YO[:, r0:r0 + rows_per_chunk], U_c)  # (H, c, vc)
+            else:
+                logits = torch.bmm(Y[:, r0:r0 + rows_per_chunk], WOU)
             if out_bias is not None:
                 logits += out_bias[cols]
             tv, ti = torch.topk(logits, n_best, dim=-1, sorted=True)
@@ -223,7 +234,7 @@ def count_hits(
             sl_bv.append(bv)
             sl_bi.append(bi + c0)
             del logits
-        del WOU
+        del WOU, U_c
         top_v, top_i = _merge(top_v, top_i, torch.cat(sl_tv, 1), torch.cat(sl_ti, 1), n_keep, True)
         bot_v, bot_i = _merge(bot_v, bot_i, torch.cat(sl_bv, 1), torch.cat(sl_bi, 1), n_keep, False)
     kth_top = _kth_excluding(top_v[:, rows], top_i[:, rows], targets, k, largest=True)
