@@ -16,15 +16,19 @@ def add_model_args(p: argparse.ArgumentParser, *, optional: bool = True) -> None
         p.add_argument("model", help="alias, hub id, folder or .gguf file")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: checkpoint's)")
-    p.add_argument("--lazy", action="store_true",
-                   help="read a safetensors checkpoint tensor by tensor (big models)")
+    p.add_argument("--lazy", action="store_true", default=None,
+                   help="read a safetensors checkpoint tensor by tensor (big models; "
+                        "automatic when the weights exceed half the free memory)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="let --lazy read .bin pickle checkpoints (only for files you trust)")
 
 
 def load_model(args: argparse.Namespace):
     """Load the model named by ``args`` (see :func:`add_model_args`)."""
     from ..models import load
 
-    return load(args.model, device=args.device, dtype=args.dtype, lazy=getattr(args, "lazy", False))
+    return load(args.model, device=args.device, dtype=args.dtype, lazy=getattr(args, "lazy", None),
+                allow_pickle=getattr(args, "allow_pickle", False))
 
 
 def add_projection_args(p: argparse.ArgumentParser) -> None:
