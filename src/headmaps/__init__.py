@@ -11,7 +11,7 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from . import describe, projection, relations
+from . import describe, experiments, projection, relations
 from .errors import (
     CorruptFileError,
     HeadmapsError,
@@ -27,6 +27,6 @@ from .scoring import RelationScores, ScanResult, relation_scores, scan
 __all__ = [
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
-    "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe",
+    "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe", "experiments",
     "load", "projection", "report", "relation_scores", "relations", "salient_all", "salient_operations", "scan",
 ]

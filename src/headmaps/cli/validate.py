@@ -34,6 +34,8 @@ def register(sub) -> None:
                    help="pairs per relation, a seeded subset (default: "
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_MAX_PAIRS.items())
                         + "; 0 for all)")
+    p.add_argument("--first-target-token", action="store_true",
+                   help="multitoken: also use multi-token targets, scored on their first token")
     p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     p.add_argument("--seed", type=int, default=0, help="seed of pair subsets and random heads")
     p.add_argument("--out", default=None, help="output folder (default: validate-<model>-<experiment>)")
@@ -96,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
         table = res.table
     else:
         templates = read_templates(args.templates) if args.templates else None
-        fn = ex.correlation if args.experiment == "correlation" else ex.multitoken
-        res = fn(model, rels, templates, **kw)
+        if args.experiment == "correlation":
+            res = ex.correlation(model, rels, templates, **kw)
+        else:
+            res = ex.multitoken(model, rels, templates, first_target_token=args.first_target_token, **kw)
+            cmd += " --first-target-token" if args.first_target_token else ""
         res.save(out)
         res.plot(out / f"{args.experiment}.png")
         d = res.dynamic
@@ -105,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
                    f"`{cmd}`; preset `{res.preset}`, {len(d.templates)} templates, at most "
                    f"{max_pairs} pairs per relation.", "",
                    f"Median correlation without context {res.median('corr_without_context'):.2f}, "
-                   f"with context {res.median('corr_with_context'):.2f} "
-                   f"over {len(res.table)} relations.", "",
+                   f"with context {res.median('corr_with_context'):.2f} over the "
+                   f"{int(res.table.corr_without_context.notna().sum())} of {len(res.table)} relations "
+                   "with a defined correlation (undefined: no head has a non-zero static score on "
+                   "these pairs).", "",
                    markdown_table(res.table), "", f"![scatter]({args.experiment}.png)", ""]
         if d.skipped:
             summary += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]

@@ -1,0 +1,11 @@
+"""The paper's validation experiments: correlation with inference, causal ablation and
+multi-token generalisation (DESIGN §2), run with forward hooks on the real model."""
+
+from .causal import causal
+from .correlation import correlation, pearson
+from .dynamic import DynamicScores, dynamic_scores, head_outputs
+from .multitoken import multitoken
+from .results import CausalResult, CorrelationResult
+
+__all__ = ["CausalResult", "CorrelationResult", "DynamicScores", "causal", "correlation",
+           "dynamic_scores", "head_outputs", "multitoken", "pearson"]

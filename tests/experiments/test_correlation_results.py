@@ -1,0 +1,98 @@
+"""Pearson against scipy, the correlation table, result round trips, causal helpers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from headmaps.experiments import CausalResult, CorrelationResult, DynamicScores, pearson
+from headmaps.experiments.causal import heads_budget, overlap, ranked_heads
+from headmaps.experiments.correlation import correlation_table
+from headmaps.experiments.results import CAUSAL_COLUMNS, CORRELATION_COLUMNS, CURVE_COLUMNS
+from headmaps.scoring import ScanResult
+
+
+@pytest.mark.parametrize("n", [3, 5, 40, 1000])
+def test_pearson_matches_scipy(n):
+    rng = np.random.default_rng(n)
+    x = rng.random(n)
+    y = 0.3 * x + rng.normal(size=n) * 0.2
+    r, p = pearson(x, y)
+    ref = stats.pearsonr(x, y)
+    assert r == pytest.approx(ref.statistic, rel=1e-12, abs=1e-12)
+    assert p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-300)
+
+
+def test_pearson_known_values_and_degenerate():
+    assert pearson([1, 2, 3, 4], [2, 4, 6, 8])[0] == pytest.approx(1.0)
+    assert pearson([1, 2, 3, 4], [8, 6, 4, 2])[0] == pytest.approx(-1.0)
+    # static scores repeated per template (the experiment's layout)
+    x = np.tile([0.0, 0.5, 1.0], 2)
+    y = np.array([0.1, 0.4, 0.9, 0.0, 0.6, 1.0])
+    assert pearson(x, y)[0] == pytest.approx(stats.pearsonr(x, y).statistic)
+    r, p = pearson([0, 0, 0], [1, 2, 3])
+    assert math.isnan(r) and math.isnan(p)
+
+
+def _fake(R=2, T=3, L=2, H=4, seed=0):
+    rng = np.random.default_rng(seed)
+    names = [f"rel{i}" for i in range(R)]
+    static = ScanResult(model_id="tiny", model_info={}, relations=names,
+                        scores=rng.random((R, L, H)).astype(np.float32),
+                        suppression=rng.random((R, L, H)).astype(np.float32),
+                        n_pairs=dict.fromkeys(names, 30), k=dict.fromkeys(names, 10), preset="paper")
+    arr = lambda: rng.random((R, T, L, H)).astype(np.float32)  # noqa: E731
+    dyn = DynamicScores(names, [f"t{i} <X>" for i in range(T)], arr(), arr(), arr(), arr(),
+                        dict.fromkeys(names, 30), dict.fromkeys(names, 10))
+    return static, dyn
+
+
+def test_correlation_table_layout():
+    static, dyn = _fake()
+    table = correlation_table(static, dyn)
+    assert list(table.columns) == CORRELATION_COLUMNS
+    x = np.tile(static.scores[1].ravel(), 3).astype(np.float64)
+    ref = stats.pearsonr(x, dyn.with_context[1].ravel().astype(np.float64))
+    assert table.loc[1, "corr_with_context"] == pytest.approx(ref.statistic)
+    assert table.loc[1, "p_with_context"] == pytest.approx(ref.pvalue)
+    xs = np.tile(static.suppression[0].ravel(), 3).astype(np.float64)
+    assert table.loc[0, "supp_corr_without_context"] == pytest.approx(
+        stats.pearsonr(xs, dyn.supp_without_context[0].ravel().astype(np.float64)).statistic)
+
+
+def test_correlation_result_round_trip(tmp_path):
+    static, dyn = _fake()
+    res = CorrelationResult(correlation_table(static, dyn), static, dyn, "tiny", "paper", {"source": "mlp0"})
+    res.save(tmp_path)
+    assert list(pd.read_csv(tmp_path / "correlation.csv").columns) == CORRELATION_COLUMNS
+    back = CorrelationResult.load(tmp_path)
+    pd.testing.assert_frame_equal(back.table, res.table, check_dtype=False)
+    np.testing.assert_allclose(back.dynamic.without_context, dyn.without_context, rtol=1e-6)
+    np.testing.assert_allclose(back.static.scores, static.scores, rtol=1e-6)
+    assert back.dynamic.templates == dyn.templates and back.preset == "paper"
+    assert res.plot(tmp_path / "c.png").stat().st_size > 0
+
+
+def test_causal_result_round_trip(tmp_path):
+    table = pd.DataFrame([["rel0", 2, 0.9, 0.1, 0.85, 0.05, 1, 0.8, 0.75]], columns=CAUSAL_COLUMNS)
+    curves = pd.DataFrame([["rel0", 0, 0.9, np.nan, np.nan], ["rel0", 1, 0.5, np.nan, np.nan],
+                           ["rel0", 2, 0.1, 0.85, 0.05]], columns=CURVE_COLUMNS)
+    res = CausalResult(table, curves, {"rel0": ["1.2", "0.3"]}, {"rel0": ["rel1"]}, "tiny", "paper")
+    res.save(tmp_path)
+    assert list(pd.read_csv(tmp_path / "causal.csv").columns) == CAUSAL_COLUMNS
+    back = CausalResult.load(tmp_path)
+    pd.testing.assert_frame_equal(back.table, table, check_dtype=False)
+    assert back.heads == res.heads and back.controls == res.controls
+    assert res.plot(tmp_path / "c.png").stat().st_size > 0
+
+
+def test_causal_helpers():
+    assert [heads_budget(n) for n in (144, 270, 400, 800, 1200, 5000)] == [30, 30, 50, 100, 150, 250]
+    scores = np.array([[0.0, 0.5, 0.2], [0.9, 0.0, 0.2]])
+    assert ranked_heads(scores, 10) == [(1, 0), (0, 1), (0, 2), (1, 2)]  # zeros left out
+    assert ranked_heads(scores, 2) == [(1, 0), (0, 1)]
+    assert overlap([(0, 1), (1, 0)], [(1, 0)]) == 0.5 and overlap([], [(1, 0)]) == 0.0

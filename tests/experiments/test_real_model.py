@@ -1,0 +1,68 @@
+"""The experiments on SmolLM2-135M: short runs (one relation, few pairs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import headmaps as hm
+from headmaps import experiments as ex
+from headmaps.experiments.dynamic import build_prompt, word_ids
+from headmaps.experiments.results import CAUSAL_COLUMNS, CORRELATION_COLUMNS
+
+pytestmark = pytest.mark.slow
+TEMPLATES = ["This is a document about <X>", "No <X> means no"]
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    return hm.load("smollm2-135m")
+
+
+def test_build_prompt_places_the_source_token(smollm):
+    tok = smollm.tokenizer
+    src = word_ids(tok, "France")
+    for template in TEMPLATES + ["<X> is"]:
+        ids, pos = build_prompt(tok, template, src)
+        assert ids[pos] == src[-1]
+        assert tok.decode(ids).strip().replace("  ", " ") == template.replace("<X>", "France")
+
+
+def test_correlation_cli(smollm, tmp_path):
+    from argparse import ArgumentParser
+
+    from headmaps.cli import validate
+
+    (tmp_path / "t.json").write_text(json.dumps(TEMPLATES))
+    parser = ArgumentParser()
+    validate.register(parser.add_subparsers())
+    args = parser.parse_args(["validate", "smollm2-135m", "--experiment", "correlation", "--relations",
+                              "name_copying", "--max-pairs", "12", "--templates",
+                              str(tmp_path / "t.json"), "--out", str(tmp_path / "out")])
+    assert args.func(args) == 0
+    table = pd.read_csv(tmp_path / "out" / "correlation.csv")
+    assert list(table.columns) == CORRELATION_COLUMNS
+    assert table.loc[0, "n_pairs"] == 12
+    assert table.loc[0, "corr_without_context"] > 0.5  # name copying heads are clear-cut
+    assert (tmp_path / "out" / "summary.md").is_file() and (tmp_path / "out" / "correlation.png").is_file()
+
+
+def test_causal_short(smollm):
+    res = ex.causal(smollm, ["name_copying"], m=3, n_random=2, random_points=1, max_pairs=12)
+    row = res.table.iloc[0]
+    assert list(res.table.columns) == CAUSAL_COLUMNS
+    assert row.base_acc > 0.8  # the few-shot copying template is easy
+    assert row.n_heads_removed == 3 and len(res.heads["name_copying"]) == 3
+    curve = res.curves[res.curves.relation == "name_copying"]
+    assert list(curve.n_heads_removed) == [0, 1, 2, 3]
+    assert curve.acc_relation.iloc[0] == row.base_acc
+
+
+def test_multitoken_short(smollm):
+    res = ex.multitoken(smollm, ["country_to_language"], TEMPLATES, max_pairs=10, min_pairs=5)
+    assert res.kind == "multitoken" and len(res.table) == 1
+    assert res.table.loc[0, "n_pairs"] == 10
+    assert np.isfinite(res.table.loc[0, "corr_without_context"])
