@@ -28,7 +28,7 @@ from .. import projection as P
 from .. import relations as rel_lib
 from ..models import HeadModel
 from ..scoring import ScanResult, scan
-from ..scoring.engine import _normalise_relations
+from ..scoring.engine import normalise_relations
 from .dynamic import PLACEHOLDER, pad_id, pad_right, subsample, word_ids
 from .hooks import ablation_hooks, next_token_logits, next_token_logits_cached, prefix_cache
 from .results import CAUSAL_COLUMNS, CURVE_COLUMNS, CausalResult
@@ -223,7 +223,7 @@ def causal(
     L, H = model.n_layers, model.n_heads
     m = m if m is not None else heads_budget(L * H)
     prompt_templates = dict(prompt_templates or {})
-    specs = dict(_normalise_relations(relations))
+    specs = dict(normalise_relations(relations))
     tasks: dict[str, Task] = {}
     for name in static.relations:
         spec = specs.get(name, name)

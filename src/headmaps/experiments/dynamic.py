@@ -37,7 +37,7 @@ from .. import projection as P
 from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..models import HeadModel
-from ..scoring.engine import _normalise_relations, default_k
+from ..scoring.engine import default_k, normalise_relations
 from .hooks import Captured, capture
 
 logger = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def single_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int 
                        min_pairs: int, seed: int) -> tuple[list[RelationPrompts], dict[str, str]]:
     """Relations with enough single-token pairs (as static scoring keeps them)."""
     out, skipped = [], {}
-    for name, spec in _normalise_relations(relations):
+    for name, spec in normalise_relations(relations):
         prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
         if not prep.valid:
             skipped[name] = f"only {prep.n_pairs} single-token pairs (need {min_pairs})"
@@ -237,7 +237,7 @@ def multi_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int |
     the static score."""
     tok = model.require_tokenizer()
     out, skipped = [], {}
-    for name, spec in _normalise_relations(relations):
+    for name, spec in normalise_relations(relations):
         prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
         if not prep.valid:
             skipped[name] = f"only {prep.n_pairs} single-token pairs for the static score"

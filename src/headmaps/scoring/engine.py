@@ -74,7 +74,7 @@ def _stem(path: str) -> str:
     return Path(path).stem
 
 
-def _normalise_relations(relations: Any) -> list[tuple[str, Any]]:
+def normalise_relations(relations: Any) -> list[tuple[str, Any]]:
     """``"all"``, a name, a path, a list of pairs, a list of those, or a dict -> (name, spec)."""
     if isinstance(relations, str):
         if relations == "all":
@@ -99,7 +99,7 @@ def _prepare(model: HeadModel, relations: Any, k: int | dict[str, int] | None, m
     names, src, tgt, rel, ks, n_pairs = [], [], [], [], [], []
     skipped: dict[str, str] = {}
     k_used: dict[str, int] = {}
-    for name, spec in _normalise_relations(relations):
+    for name, spec in normalise_relations(relations):
         prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
         if not prep.valid:
             skipped[name] = (
