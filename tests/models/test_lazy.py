@@ -129,17 +129,6 @@ def test_missing_tokenizer_warns(tmp_path, caplog):
 
 # ---- scan results --------------------------------------------------------------------
 
-def _scan():
-    """``hm.scan``, or the engine's ``scan`` before it is exported; skip when neither exists."""
-    scan = getattr(hm, "scan", None)
-    if scan is None:
-        try:
-            from headmaps.scoring import scan
-        except ImportError as err:
-            pytest.skip(f"no scan engine yet: {err}")
-    return scan
-
-
 def _word_tokenizer(words: list[str]):
     """A word-level fast tokenizer: ``[UNK]`` is 0, ``words[i]`` is ``i + 1``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -153,9 +142,7 @@ def _word_tokenizer(words: list[str]):
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
 def test_scan_results_match_eager(arch, tmp_path):
-    scan = _scan()
-    if arch not in tiny.TINY_CONFIGS:
-        pytest.skip(f"{arch} is not among the tiny test models")
+    assert arch in tiny.TINY_CONFIGS
     words = [f"s{i}" for i in range(40)] + [f"t{i}" for i in range(40)]
     tok = _word_tokenizer(words)
     pairs = [(f"s{i}", f"t{(7 * i) % 40}") for i in range(40)]
@@ -165,8 +152,8 @@ def test_scan_results_match_eager(arch, tmp_path):
     lz = hm.load(tmp_path, lazy=True)
     ea = hm.load(model, tokenizer=tok)
     for preset in ("paper", None):
-        a = scan(lz, {"custom": pairs}, k=5, preset=preset)
-        b = scan(ea, {"custom": pairs}, k=5, preset=preset)
+        a = hm.scan(lz, {"custom": pairs}, k=5, preset=preset)
+        b = hm.scan(ea, {"custom": pairs}, k=5, preset=preset)
         assert a.n_pairs == b.n_pairs == {"custom": 40}
         np.testing.assert_array_equal(a.scores, b.scores)
         np.testing.assert_array_equal(a.suppression, b.suppression)
@@ -390,7 +377,7 @@ def test_each_layer_reads_only_its_ov_tensors(medium_checkpoint):
 
 def test_scan_streams_layers(medium_checkpoint):
     """Through ``hm.scan``: every layer's V/O read once; at most E + U + MLP_0 + 2 layers alive."""
-    scan = _scan()
+    scan = hm.scan
     m = hm.load(medium_checkpoint, lazy=True)
     src = m.adapter.tensors
     src.trace = []

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import pycountry
 import pytest
 
 import headmaps.relations as R
-
-pycountry = pytest.importorskip("pycountry")
 
 #: The 193 UN member states (ISO 3166-1 alpha-3), written out here independently of the data.
 UN_MEMBERS = set("""

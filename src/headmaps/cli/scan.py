@@ -36,12 +36,18 @@ def parse_relations(text: str):
 
 def run(args: argparse.Namespace) -> int:
     """Run the scan and write its outputs."""
+    from ..errors import HeadmapsError
     from ..scoring import scan
     from ..scoring.analysis import summary_table
 
     model = load_model(args)
     res = scan(model, parse_relations(args.relations), k=args.k, tau=args.tau, min_pairs=args.min_pairs,
                progress=True, **projection_kwargs(args))
+    if not res.relations:
+        reasons = "; ".join(f"{rel}: {why}" for rel, why in res.skipped.items())
+        raise HeadmapsError(f"no relation could be scored on {model.model_id}, nothing written ({reasons}). "
+                            "Pick relations with enough single-token pairs (`headmaps relations coverage "
+                            "MODEL`) or lower --min-pairs.")
     table = summary_table(res, n=args.top)
     print(f"{model.model_id}: {len(res.relations)} relations scored, {len(res.skipped)} skipped "
           f"(preset {res.preset}, tau {res.tau})")

@@ -1,0 +1,54 @@
+"""`headmaps scan`: the files it writes and its refusal when no relation can be scored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import headmaps.cli as cli
+from headmaps import ScanResult
+from tiny_vocab import COUNTRY_CAPITAL
+
+RELATION_HEAD = (1, 0)  # the country -> capital head of the `model_dir` fixture (conftest.py)
+
+
+
+@pytest.fixture(scope="module")
+def capitals_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rel") / "capitals.json"
+    path.write_text(json.dumps([list(p) for p in COUNTRY_CAPITAL]))
+    return str(path)
+
+
+def test_scan_writes_scores_summary_and_heatmaps(model_dir, capitals_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["scan", model_dir, "--relations", capitals_file, "--k", "1", "--min-pairs", "10",
+            "--preset", "paper", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "1 relations scored" in printed and "1.0 (1.00)" in printed
+    res = ScanResult.load(out / "scores.parquet")
+    assert res.relations == ["capitals"]
+    scores = res["capitals"].scores
+    assert scores[RELATION_HEAD] == 1.0
+    assert scores.sum() == 1.0  # no other head maps a country to its capital at k = 1
+    assert "capitals" in (out / "summary.md").read_text()
+    assert [p.name for p in (out / "heatmaps").glob("*.png")] == ["capitals.png"]
+
+
+def test_scan_csv_format(model_dir, capitals_file, tmp_path):
+    argv = ["scan", model_dir, "--relations", capitals_file, "--k", "1", "--min-pairs", "10",
+            "--preset", "paper", "--format", "csv", "--no-plots", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert ScanResult.load(tmp_path / "scores.csv")["capitals"].scores[RELATION_HEAD] == 1.0
+    assert not (tmp_path / "heatmaps").exists()
+
+
+def test_scan_with_no_valid_relation_fails_and_writes_nothing(model_dir, capitals_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["scan", model_dir, "--relations", capitals_file, "--min-pairs", "100", "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no relation could be scored" in err and "capitals:" in err and "16 of 16" in err
+    assert not out.exists()
