@@ -13,7 +13,7 @@ from headmaps.cli import head as head_cmd
 from headmaps.cli.describe import parse_layers
 from headmaps.cli.head import parse_head
 from headmaps.errors import HeadmapsError
-
+from tiny_vocab import COUNTRY_CAPITAL
 
 
 def parser() -> argparse.ArgumentParser:
