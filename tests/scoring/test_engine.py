@@ -132,3 +132,47 @@ def test_few_sources_take_the_other_order_with_same_scores(model, preset):
     s, sp = reference_scores(model, *ids(model, few), 3, P.resolve_options(preset, output_bias=True))
     np.testing.assert_array_equal(res["few"].scores, s)
     np.testing.assert_array_equal(res["few"].suppression, sp)
+
+
+# ---- the two-stage top-k and the engine's inner loop on a wide vocabulary --------------
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("vc, n", [(64 * 40, 11), (64 * 40, 1), (64 * 8, 3), (1000, 5)])
+def test_best_k_equals_topk(largest, vc, n):
+    from headmaps.scoring.engine import best_k
+
+    g = torch.Generator().manual_seed(vc + n)
+    # small integers: many exact ties, the case where only values (not columns) must agree
+    logits = torch.randint(-50, 50, (3, 7, vc), generator=g).float()
+    values, cols = best_k(logits, n, largest=largest)
+    expected = torch.topk(logits, n, dim=-1, largest=largest, sorted=True).values
+    assert torch.equal(values, expected)
+    assert torch.equal(logits.gather(-1, cols), values)  # the columns hold those values
+    assert all(len(set(r.tolist())) == n for r in cols.reshape(-1, n))  # no column twice
+
+
+def test_count_hits_on_a_wide_vocabulary_matches_full_logits():
+    """The engine's slices (blocked top-k, reused buffer) against full logits, exact integers."""
+    from headmaps.scoring.engine import count_hits
+
+    g = torch.Generator().manual_seed(0)
+    H, S, d_head, d_model, V, P_ = 3, 40, 8, 16, 64 * 70 + 17, 90
+    Y = torch.randint(-2, 3, (H, S, d_head), generator=g).float()
+    W_O = torch.randint(-2, 3, (H, d_head, d_model), generator=g).float()
+    U = torch.randint(-2, 3, (d_model, V), generator=g).float()
+    rows = torch.sort(torch.randint(0, S, (P_,), generator=g)).values
+    logits = torch.einsum("hsd,hde,ev->hsv", Y, W_O, U)[:, rows]  # (H, P, V), exact integers
+    targets = torch.randint(0, V, (P_,), generator=g)
+    # a third of the targets at the top of head 0's row, a third at the bottom of head 1's
+    targets[0::3] = logits[0, 0::3].argmax(-1)
+    targets[1::3] = logits[1, 1::3].argmin(-1)
+    k = torch.randint(1, 8, (P_,), generator=g)
+    hits, supp = count_hits(Y, W_O, lambda cols: U[:, cols], V, rows, targets, k,
+                            chunk_bytes=4 * H * d_head * 64 * 40)  # slices of 2560 columns + a rest
+    tgt = logits.gather(2, targets.view(1, -1, 1).expand(H, -1, 1)).squeeze(2)
+    others = logits.scatter(2, targets.view(1, -1, 1).expand(H, -1, 1), float("nan"))
+    above = (others > tgt.unsqueeze(2)).sum(2)  # NaN compares False: the target is left out
+    below = (others < tgt.unsqueeze(2)).sum(2)
+    assert torch.equal(hits, above < k)
+    assert torch.equal(supp, below < k)
+    assert hits.any() and not hits.all() and supp.any()

@@ -143,6 +143,39 @@ def _merge(run_v: torch.Tensor | None, run_i: torch.Tensor | None, v: torch.Tens
     return best_v, cat_i.gather(-1, pos)
 
 
+#: Columns per block of the two-stage top-k below; also the granularity of vocabulary slices.
+TOPK_BLOCK = 64
+
+
+def best_k(logits: torch.Tensor, n: int, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` largest (or smallest) values of each row and their columns, sorted.
+
+    Same result as ``torch.topk(logits, n, dim=-1, largest=largest, sorted=True)`` (up to
+    which column is named among exactly equal values), about twice as fast on a CPU for
+    the wide rows of a vocabulary slice: the rows are cut into blocks of ``TOPK_BLOCK``
+    columns, and the ``n`` best values of a row lie in the ``n`` blocks with the best
+    block maxima (each of them is at most its own block's maximum), so a cheap
+    block reduction and a top-k over ``n * TOPK_BLOCK`` gathered columns suffice.
+
+    Args:
+        logits: ``(..., vc)``.
+        n: values to keep per row, ``n <= vc``.
+        largest: largest (top-k) or smallest (bottom-k).
+
+    Returns:
+        ``values``, ``columns``: ``(..., n)``.
+    """
+    vc, b = logits.shape[-1], TOPK_BLOCK
+    if vc % b or vc // b < 4 * n:
+        return torch.topk(logits, n, dim=-1, largest=largest, sorted=True)
+    blocks = logits.view(*logits.shape[:-1], vc // b, b)
+    block_best = blocks.amax(-1) if largest else blocks.amin(-1)
+    _, block_idx = torch.topk(block_best, n, dim=-1, largest=largest, sorted=False)
+    gathered = blocks.gather(-2, block_idx.unsqueeze(-1).expand(*block_idx.shape, b))
+    values, pos = torch.topk(gathered.flatten(-2), n, dim=-1, largest=largest, sorted=True)
+    return values, block_idx.gather(-1, pos // b) * b + pos % b
+
+
 def _kth_excluding(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, k: torch.Tensor,
                    largest: bool) -> torch.Tensor:
     """The k-th best value of each pair's row with the pair's own target left out.
@@ -212,7 +245,12 @@ def count_hits(
     YO = torch.bmm(Y, W_O) if sources_first else None  # (H, S, d_model)
     width = d_model if sources_first else d_head
     vocab_step = max(1, min(V, chunk_bytes // (4 * H * width)))
+    if TOPK_BLOCK <= vocab_step < V:  # whole blocks per slice, for best_k
+        vocab_step -= vocab_step % TOPK_BLOCK
     rows_per_chunk = max(1, chunk_bytes // (4 * H * vocab_step))
+    # One logits buffer reused for every chunk: allocating a fresh multi-hundred-MB tensor
+    # per chunk costs page faults that roughly halve the matmul rate on a CPU.
+    buffer = torch.empty(H * min(rows_per_chunk, S) * min(vocab_step, V), dtype=Y.dtype, device=Y.device)
     top_v = top_i = bot_v = bot_i = None
     for c0 in range(0, V, vocab_step):
         cols = slice(c0, min(c0 + vocab_step, V))
@@ -221,19 +259,20 @@ def count_hits(
         n_best = min(n_keep, U_c.shape[-1])
         sl_tv, sl_ti, sl_bv, sl_bi = [], [], [], []
         for r0 in range(0, S, rows_per_chunk):
+            n_rows = min(rows_per_chunk, S - r0)
+            logits = buffer[:H * n_rows * U_c.shape[-1]].view(H, n_rows, U_c.shape[-1])  # (H, c, vc)
             if sources_first:
-                logits = torch.matmul(YO[:, r0:r0 + rows_per_chunk], U_c)  # (H, c, vc)
+                torch.matmul(YO[:, r0:r0 + n_rows], U_c, out=logits)
             else:
-                logits = torch.bmm(Y[:, r0:r0 + rows_per_chunk], WOU)
+                torch.bmm(Y[:, r0:r0 + n_rows], WOU, out=logits)
             if out_bias is not None:
                 logits += out_bias[cols]
-            tv, ti = torch.topk(logits, n_best, dim=-1, sorted=True)
-            bv, bi = torch.topk(logits, n_best, dim=-1, largest=False, sorted=True)
+            tv, ti = best_k(logits, n_best, largest=True)
+            bv, bi = best_k(logits, n_best, largest=False)
             sl_tv.append(tv)
             sl_ti.append(ti + c0)
             sl_bv.append(bv)
             sl_bi.append(bi + c0)
-            del logits
         del WOU, U_c
         top_v, top_i = _merge(top_v, top_i, torch.cat(sl_tv, 1), torch.cat(sl_ti, 1), n_keep, True)
         bot_v, bot_i = _merge(bot_v, bot_i, torch.cat(sl_bv, 1), torch.cat(sl_bi, 1), n_keep, False)
