@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright import sync_api
 
 from headmaps.report import synthetic_scan, write_report
 
 CHROMIUM = os.environ.get("HEADMAPS_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
-
-from playwright import sync_api  # noqa: E402  (installed by `make test` with the test extras)
 
 
 def vis(token: str) -> str:

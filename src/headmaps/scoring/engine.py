@@ -250,17 +250,18 @@ def count_hits(
     rows_per_chunk = max(1, chunk_bytes // (4 * H * vocab_step))
     # One logits buffer reused for every chunk: allocating a fresh multi-hundred-MB tensor
     # per chunk costs page faults that roughly halve the matmul rate on a CPU.
-    buffer = torch.empty(H * min(rows_per_chunk, S) * min(vocab_step, V), dtype=Y.dtype, device=Y.device)
+    buffer = torch.empty(H * min(rows_per_chunk, S) * vocab_step, dtype=Y.dtype, device=Y.device)
     top_v = top_i = bot_v = bot_i = None
     for c0 in range(0, V, vocab_step):
         cols = slice(c0, min(c0 + vocab_step, V))
         U_c = U_columns(cols)
         WOU = None if sources_first else torch.matmul(W_O, U_c)  # (H, d_head, vc)
-        n_best = min(n_keep, U_c.shape[-1])
+        vc = U_c.shape[-1]
+        n_best = min(n_keep, vc)
         sl_tv, sl_ti, sl_bv, sl_bi = [], [], [], []
         for r0 in range(0, S, rows_per_chunk):
             n_rows = min(rows_per_chunk, S - r0)
-            logits = buffer[:H * n_rows * U_c.shape[-1]].view(H, n_rows, U_c.shape[-1])  # (H, c, vc)
+            logits = buffer[:H * n_rows * vc].view(H, n_rows, vc)
             if sources_first:
                 torch.matmul(YO[:, r0:r0 + n_rows], U_c, out=logits)
             else:
