@@ -21,3 +21,11 @@ class UnsupportedArchitectureError(HeadmapsError, ValueError):
 
 class MissingComponentError(HeadmapsError, ValueError):
     """The model was loaded without a part a feature needs (tokenizer, transformers model)."""
+
+
+class OutOfRangeError(HeadmapsError, IndexError):
+    """A layer, head or other index outside the valid range (the message gives it)."""
+
+
+class MissingFileError(HeadmapsError, FileNotFoundError):
+    """A result or input file that is not there."""

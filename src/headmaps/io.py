@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CorruptFileError, HeadmapsError
+from .errors import CorruptFileError, HeadmapsError, MissingFileError
 
 TABLE_SUFFIXES = (".parquet", ".csv")
 
@@ -94,12 +94,12 @@ def load_table(path: str | os.PathLike, default_name: str) -> tuple[pd.DataFrame
     """Read a table written by :func:`save_table` and its header."""
     path = table_path(path, default_name)
     if not path.is_file():
-        raise FileNotFoundError(f"no result file at {path}")
+        raise MissingFileError(f"no result file at {path}")
     try:
         frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
         header = json.loads(header_path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} has no JSON header {header_path(path)} beside it") from None
+        raise MissingFileError(f"{path} has no JSON header {header_path(path)} beside it") from None
     except (ValueError, OSError) as err:
         raise CorruptFileError(f"cannot read result {path}: {err}") from err
     return frame, header

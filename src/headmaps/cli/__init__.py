@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from ..errors import HeadmapsError
@@ -34,18 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input)."""
+    """Run the CLI; returns the exit code (0 ok, 2 bad input).
+
+    Only a :class:`~headmaps.errors.HeadmapsError` (bad input: the message says what to
+    change) becomes a one-line error, with its traceback too under ``-v``. Any other
+    exception is a bug and propagates with its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (HeadmapsError, FileNotFoundError, IndexError, KeyError, ValueError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"headmaps: error: {msg}", file=sys.stderr)
+    except HeadmapsError as err:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"headmaps: error: {err}", file=sys.stderr)
         return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import HeadmapsError
+from ..errors import HeadmapsError, OutOfRangeError
 from .common import add_model_args, load_model
 from .head import add_describer_args, add_salient_args, make_describer
 
@@ -14,7 +14,7 @@ def parse_layers(text: str | None, n_layers: int) -> list[int]:
     """``"10-29"``, ``"3"``, ``"0,2,5-7"`` or None (all) -> sorted layers, checked.
 
     Raises:
-        HeadmapsError: bad syntax; IndexError: a layer out of ``0..n_layers-1``.
+        HeadmapsError: bad syntax; OutOfRangeError: a layer out of ``0..n_layers-1``.
     """
     if text is None or text.strip() in ("", "all"):
         return list(range(n_layers))
@@ -32,7 +32,7 @@ def parse_layers(text: str | None, n_layers: int) -> list[int]:
             raise HeadmapsError(f"empty layer range {part!r}")
         for x in (a, b):
             if not 0 <= x < n_layers:
-                raise IndexError(f"layer {x} is out of range: this model has layers 0..{n_layers - 1}")
+                raise OutOfRangeError(f"layer {x} is out of range: this model has layers 0..{n_layers - 1}")
         out.update(range(a, b + 1))
     return sorted(out)
 

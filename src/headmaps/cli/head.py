@@ -6,7 +6,7 @@ import argparse
 import re
 from typing import Any
 
-from ..errors import HeadmapsError
+from ..errors import HeadmapsError, OutOfRangeError
 from .common import add_model_args, load_model
 
 _HEAD = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
@@ -17,14 +17,14 @@ def parse_head(text: str, model: Any = None) -> tuple[int, int]:
 
     Raises:
         HeadmapsError: not written ``LAYER.HEAD``.
-        IndexError: out of the model's range (the message gives the valid ranges).
+        OutOfRangeError: out of the model's range (the message gives the valid ranges).
     """
     m = _HEAD.match(text)
     if not m:
         raise HeadmapsError(f"a head is written LAYER.HEAD, e.g. 23.4; got {text!r}")
     layer, head = int(m.group(1)), int(m.group(2))
     if model is not None and not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
-        raise IndexError(f"head {layer}.{head} is out of range: {model.model_id} has layers "
+        raise OutOfRangeError(f"head {layer}.{head} is out of range: {model.model_id} has layers "
                          f"0..{model.n_layers - 1} and heads 0..{model.n_heads - 1}")
     return layer, head
 

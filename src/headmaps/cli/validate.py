@@ -6,9 +6,11 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from ..errors import CorruptFileError, MissingFileError
 from ..io import write_text
 from .common import add_model_args, add_projection_args, load_model, projection_kwargs
 
@@ -45,14 +47,21 @@ def register(sub) -> None:
 
 def read_templates(path: str) -> list[str]:
     """Templates from a JSON list, a JSON object with ``templates``, or a text file."""
+    if not Path(path).is_file():
+        raise MissingFileError(f"--templates: no file at {path}")
     text = Path(path).read_text(encoding="utf-8")
+    items: Any = None
     if path.endswith(".json"):
-        doc = json.loads(text)
-        items = doc["templates"] if isinstance(doc, dict) else doc
+        try:
+            doc = json.loads(text)
+        except ValueError as err:
+            raise CorruptFileError(f"{path}: not valid JSON: {err}") from None
+        items = doc.get("templates") if isinstance(doc, dict) else doc
     else:
         items = [line.strip() for line in text.splitlines() if line.strip()]
-    if not items or not all(isinstance(t, str) and t.count("<X>") == 1 for t in items):
-        raise ValueError(f"{path}: every template must be a string holding <X> exactly once")
+    if not isinstance(items, list) or not items or not all(
+            isinstance(t, str) and t.count("<X>") == 1 for t in items):
+        raise CorruptFileError(f"{path}: every template must be a string holding <X> exactly once")
     return list(items)
 
 

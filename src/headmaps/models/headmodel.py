@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MissingComponentError
+from ..errors import MissingComponentError, OutOfRangeError
 from .adapters import Adapter
 from .weights import ArchSpec, AttentionWeights, MLPBlock, Norm
 
@@ -192,15 +192,15 @@ class HeadModel:
         return a.W_V[self.kv_head(head)], a.W_O[head]
 
     def check_layer(self, layer: int) -> None:
-        """Raise ``IndexError`` with the valid range when ``layer`` is out of range."""
+        """Raise :class:`OutOfRangeError` (an ``IndexError``) giving the valid range."""
         if not 0 <= layer < self.n_layers:
-            raise IndexError(f"layer {layer} out of range: this model has layers 0..{self.n_layers - 1}")
+            raise OutOfRangeError(f"layer {layer} out of range: this model has layers 0..{self.n_layers - 1}")
 
     def check_head(self, layer: int, head: int) -> None:
-        """Raise ``IndexError`` when ``layer``/``head`` is out of range."""
+        """Raise :class:`OutOfRangeError` (an ``IndexError``) when ``layer``/``head`` is out of range."""
         self.check_layer(layer)
         if not 0 <= head < self.n_heads:
-            raise IndexError(f"head {head} out of range: this model has heads 0..{self.n_heads - 1}")
+            raise OutOfRangeError(f"head {head} out of range: this model has heads 0..{self.n_heads - 1}")
 
     def require_tokenizer(self) -> Any:
         """The tokenizer, or a clear error when the model was loaded without one."""

@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnsupportedArchitectureError
+
 NormKind = Literal["layernorm", "rmsnorm"]
 
 
@@ -75,7 +77,7 @@ def activation(name: str):
     try:
         return _ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(
+        raise UnsupportedArchitectureError(
             f"unsupported activation {name!r}; supported: {', '.join(sorted(_ACTIVATIONS))}"
         ) from None
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import HeadmapsError
+from ..errors import HeadmapsError, OutOfRangeError
 from ..io import load_table, save_table, table_path
 from .tokens import visible
 
@@ -160,9 +160,9 @@ class SalientAll:
         """``res[layer, head]`` -> :class:`SalientOperations`."""
         layer, head = key
         if layer not in self.layers:
-            raise IndexError(f"layer {layer} was not computed; layers: {_ranges(self.layers)}")
+            raise OutOfRangeError(f"layer {layer} was not computed; layers: {_ranges(self.layers)}")
         if not 0 <= head < self.n_heads:
-            raise IndexError(f"head {head} out of range: heads 0..{self.n_heads - 1}")
+            raise OutOfRangeError(f"head {head} out of range: heads 0..{self.n_heads - 1}")
         i = self.layers.index(layer)
         ids = self.token_ids[i, head]
         tids = self.target_ids[i, head]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
+from ..relations.errors import UnknownRelationError
 
 DEFAULT_TAU = 0.15
 
@@ -95,7 +96,7 @@ class ScanResult:
         """The :class:`RelationScores` of one scanned relation."""
         if relation not in self.relations:
             why = f" (skipped: {self.skipped[relation]})" if relation in self.skipped else ""
-            raise KeyError(f"relation {relation!r} not in this scan{why}; scanned: {', '.join(self.relations)}")
+            raise UnknownRelationError(f"relation {relation!r} not in this scan{why}; scanned: {', '.join(self.relations)}")
         i = self.relations.index(relation)
         return RelationScores(relation, self.scores[i], self.suppression[i], self.n_pairs[relation],
                               self.k[relation], self.model_id, self.preset, dict(self.options))

@@ -1,0 +1,59 @@
+"""How `headmaps` reports errors: bad input in one line, bugs with their traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+import headmaps.cli as cli
+from headmaps.cli import info
+from headmaps.errors import HeadmapsError
+
+
+def _fail_with(monkeypatch, exc: BaseException) -> None:
+    """Make ``headmaps info`` raise ``exc`` instead of loading a model."""
+    def boom(_args):
+        raise exc
+
+    monkeypatch.setattr(info, "run", boom)
+
+
+def test_bad_input_is_one_line(monkeypatch, capsys):
+    _fail_with(monkeypatch, HeadmapsError("no such thing; try another"))
+    assert cli.main(["info", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err == "headmaps: error: no such thing; try another\n"
+
+
+def test_bad_input_shows_traceback_with_verbose(monkeypatch, capsys):
+    _fail_with(monkeypatch, HeadmapsError("no such thing"))
+    assert cli.main(["-v", "info", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.rstrip().endswith("headmaps: error: no such thing")
+
+
+@pytest.mark.parametrize("exc", [IndexError("list index out of range"), KeyError("w"),
+                                 ValueError("bad shape"), RuntimeError("boom")])
+def test_bugs_are_not_hidden(monkeypatch, exc):
+    _fail_with(monkeypatch, exc)
+    with pytest.raises(type(exc)):
+        cli.main(["info", "x"])
+
+
+def test_out_of_range_head_is_bad_input(model_dir, capsys):
+    assert cli.main(["head", model_dir, "9.0", "--describe", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # earlier lines: transformers' loading progress bar
+    assert last.startswith("headmaps: error: head 9.0 is out of range") and "layers 0..1" in last
+
+
+def test_missing_templates_file_is_bad_input(tmp_path, capsys):
+    from headmaps.cli.validate import read_templates
+
+    with pytest.raises(HeadmapsError, match="no file at"):
+        read_templates(str(tmp_path / "nope.json"))
+    bad = tmp_path / "t.json"
+    bad.write_text('{"templates": ["no placeholder"]}')
+    with pytest.raises(HeadmapsError, match="exactly once"):
+        read_templates(str(bad))
