@@ -101,7 +101,7 @@ def test_save_load_roundtrip(llama, tmp_path):
         np.testing.assert_array_equal(back.target_ids, res.target_ids)
         np.testing.assert_allclose(back.scores, res.scores, rtol=1e-6)
         assert back[1, 5].tokens == res[1, 5].tokens
-        assert back.header()["preset"] == "paper"
+        assert back.header()["preset"] == P.DEFAULT_PRESET
     assert len(res.to_frame()) == 1 * llama.n_heads * 4 * 3
     assert SalientAll.load(tmp_path).layers == [1]  # folder -> salient.parquet
 

@@ -108,6 +108,19 @@ def preset_name(preset: str | ProjectionOptions | None, options: ProjectionOptio
     return "custom"
 
 
+def describe_projection(preset: str, options: dict[str, Any] | ProjectionOptions) -> str:
+    """How a result's projection is printed: ``"norms"``, or the options of a custom one.
+
+    Args:
+        preset: the preset name a result recorded (``custom`` after overrides).
+        options: the projection options it recorded.
+    """
+    if preset in PRESETS:
+        return preset
+    opts = options.to_dict() if isinstance(options, ProjectionOptions) else dict(options)
+    return f"{preset or 'custom'} (" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")"
+
+
 def embed(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions) -> torch.Tensor:
     """Embeddings of ``token_ids`` ``(n,)`` -> ``(n, d_model)`` float32, scaled if asked."""
     e = model.E[token_ids.to(model.E.device)].float()

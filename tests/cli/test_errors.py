@@ -40,14 +40,6 @@ def test_bugs_are_not_hidden(monkeypatch, exc):
         cli.main(["info", "x"])
 
 
-def test_out_of_range_head_is_bad_input(model_dir, capsys):
-    assert cli.main(["head", model_dir, "9.0", "--describe", "none"]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]  # earlier lines: transformers' loading progress bar
-    assert last.startswith("headmaps: error: head 9.0 is out of range") and "layers 0..1" in last
-
-
 def test_missing_templates_file_is_bad_input(tmp_path, capsys):
     from headmaps.cli.validate import read_templates
 

@@ -13,6 +13,7 @@ from headmaps.cli import head as head_cmd
 from headmaps.cli.describe import parse_layers
 from headmaps.cli.head import parse_head
 from headmaps.errors import HeadmapsError
+from headmaps.projection import DEFAULT_PRESET
 from tiny_vocab import COUNTRY_CAPITAL
 
 
@@ -57,8 +58,10 @@ def test_parse_layers():
 
 
 def test_head_prints_table_and_description(model_dir, capsys):
-    assert run(["head", model_dir, "1.0", "--tokens", "6", "--mappings", "3"]) == 0
+    # the crafted mapping is exact in the raw OV circuit: the paper preset folds no norm
+    assert run(["head", model_dir, "1.0", "--tokens", "6", "--mappings", "3", "--preset", "paper"]) == 0
     out = capsys.readouterr().out
+    assert "(projection paper," in out.splitlines()[0]
     assert "saliency" in out and "top 3 mappings" in out
     lines = out.splitlines()
     assert len([line for line in lines if line.strip()[:1].isdigit()]) == 6
@@ -71,6 +74,13 @@ def test_head_json_and_no_description(model_dir, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["layer"] == 1 and data["description"] is None and len(data["tokens"]) == 15
     assert data["skip_nonwords"] == "both"
+    assert data["preset"] == DEFAULT_PRESET  # the same default as `headmaps scan`
+
+
+def test_head_names_a_custom_projection(model_dir, capsys):
+    assert run(["head", model_dir, "1.0", "--describe", "none", "--preset", "paper", "--biases"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "projection custom (source=mlp0" in first and "value_bias=True" in first
 
 
 def test_head_errors_through_main(model_dir, capsys, monkeypatch):
@@ -86,7 +96,7 @@ def test_head_errors_through_main(model_dir, capsys, monkeypatch):
 
 def test_describe_writes_files(model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run(["describe", model_dir, "--layers", "1", "--out", str(out)]) == 0
+    assert run(["describe", model_dir, "--layers", "1", "--out", str(out), "--preset", "paper"]) == 0
     for name in ("descriptions.jsonl", "coverage.csv", "coverage.png", "salient.parquet", "salient.json"):
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "descriptions.jsonl").read_text().splitlines()]
@@ -94,4 +104,6 @@ def test_describe_writes_files(model_dir, tmp_path, capsys):
     assert rows[0]["relation"] == "country_to_capital" and not rows[0]["unclear"]
     cov = (out / "coverage.csv").read_text().splitlines()
     assert cov[0] == "layer,n_heads,n_clear,coverage" and len(cov) == 3
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 heads described (projection paper, describer pattern)" in printed
+    assert "wrote" in printed

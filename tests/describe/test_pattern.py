@@ -56,7 +56,7 @@ def describer():
 
 def describe(built, describer, name) -> Description:
     (layer, head), _ = HEADS[name]
-    ops = salient_operations(built, layer, head, n_tokens=15, n_mappings=5)
+    ops = salient_operations(built, layer, head, n_tokens=15, n_mappings=5, preset="paper")
     return describer.describe(ops)
 
 
@@ -82,7 +82,7 @@ def test_past_tense_head_names_library_relation(built, describer):
     d = describe(built, describer, "past")
     assert d.category == "relation" and d.relation == "verb_to_past_tense" and d.family == "linguistic"
     # without the library the suffix rule still explains it
-    d2 = PatternDescriber({}).describe(salient_operations(built, 1, 0))
+    d2 = PatternDescriber({}).describe(salient_operations(built, 1, 0, preset="paper"))
     assert d2.category == "affix" and d2.relation == "add:-ed" and "past tense" in d2.text
 
 
@@ -148,7 +148,7 @@ def test_rules():
 
 
 def test_builtin_library(built):
-    d = PatternDescriber().describe(salient_operations(built, 0, 0))
+    d = PatternDescriber().describe(salient_operations(built, 0, 0, preset="paper"))
     assert d.category in ("relation", "target_category") and d.family == "knowledge"
     assert "country_to_capital" in d.text
 

@@ -54,3 +54,10 @@ def projection_kwargs(args: argparse.Namespace) -> dict:
     if args.biases is not None:
         kw["value_bias"] = kw["output_bias"] = args.biases
     return {k: v for k, v in kw.items() if v is not None}
+
+
+def projection_label(result) -> str:
+    """The projection a result used, as printed: its preset, or the options of a custom one."""
+    from ..projection import describe_projection
+
+    return describe_projection(result.preset, result.options)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import HeadmapsError, OutOfRangeError
-from .common import add_model_args, load_model
+from .common import add_model_args, load_model, projection_kwargs, projection_label
 from .head import add_describer_args, add_salient_args, make_describer
 
 
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     layers = parse_layers(args.layers, model.n_layers)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
-    res = salient_all(model, layers, n_tokens=args.tokens, n_mappings=args.mappings, preset=args.preset,
-                      skip_nonwords=skip, progress=True)
+    res = salient_all(model, layers, n_tokens=args.tokens, n_mappings=args.mappings,
+                      skip_nonwords=skip, progress=True, **projection_kwargs(args))
     res.save(out / "salient.parquet")
     descs = describe_all(res, describer, progress=True)
     save_descriptions(descs, out / "descriptions.jsonl")
@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         cov.to_csv(tmp, index=False)
     plot_coverage(cov, out / "coverage.png",
                   title=f"{model.model_id}: heads with a clear description ({describer.name})")
+    print(f"{model.model_id}: {len(res)} heads described (projection {projection_label(res)}, "
+          f"describer {describer.name})")
     print(cov.to_string(index=False))
     print(f"wrote {out}/descriptions.jsonl, coverage.csv, coverage.png, salient.parquet")
     return 0

@@ -7,7 +7,13 @@ import re
 from typing import Any
 
 from ..errors import HeadmapsError, OutOfRangeError
-from .common import add_model_args, load_model
+from .common import (
+    add_model_args,
+    add_projection_args,
+    load_model,
+    projection_kwargs,
+    projection_label,
+)
 
 _HEAD = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
 
@@ -44,8 +50,8 @@ def add_describer_args(p: argparse.ArgumentParser, default: str = "pattern", all
 
 
 def add_salient_args(p: argparse.ArgumentParser) -> None:
-    """--preset, --tokens, --mappings, --skip-nonwords."""
-    p.add_argument("--preset", default="paper", help="projection preset: paper | norms | embedding (default paper)")
+    """--tokens, --mappings, --skip-nonwords and the projection options."""
+    add_projection_args(p)
     p.add_argument("--tokens", type=int, default=15, help="salient source tokens (default 15)")
     p.add_argument("--mappings", type=int, default=5, help="targets per source token (default 5)")
     p.add_argument("--skip-nonwords", choices=["none", "source", "target", "both"], default="none",
@@ -89,14 +95,15 @@ def run(args: argparse.Namespace) -> int:
     layer, head = parse_head(args.head, model)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
     ops = salient_operations(model, layer, head, n_tokens=args.tokens, n_mappings=args.mappings,
-                             preset=args.preset, skip_nonwords=skip)
+                             skip_nonwords=skip, **projection_kwargs(args))
     desc = describer.describe(ops) if describer is not None else None
     if args.json:
         out = ops.to_dict()
         out["description"] = desc.to_dict() if desc is not None else None
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
-    print(f"head {ops.name} of {model.model_id} (preset {ops.preset}, non-words skipped: {ops.skip_nonwords})")
+    print(f"head {ops.name} of {model.model_id} (projection {projection_label(ops)}, "
+          f"non-words skipped: {ops.skip_nonwords})")
     print(ops.table())
     if desc is not None:
         print()

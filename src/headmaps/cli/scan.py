@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_args, add_projection_args, load_model, projection_kwargs
+from .common import (
+    add_model_args,
+    add_projection_args,
+    load_model,
+    projection_kwargs,
+    projection_label,
+)
 
 
 def register(sub) -> None:
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                             "MODEL`) or lower --min-pairs.")
     table = summary_table(res, n=args.top)
     print(f"{model.model_id}: {len(res.relations)} relations scored, {len(res.skipped)} skipped "
-          f"(preset {res.preset}, tau {res.tau})")
+          f"(projection {projection_label(res)}, tau {res.tau})")
     if len(table):
         print(table.to_string(index=False))
     for rel, why in res.skipped.items():

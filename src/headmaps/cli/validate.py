@@ -12,7 +12,13 @@ import pandas as pd
 
 from ..errors import CorruptFileError, MissingFileError
 from ..io import write_text
-from .common import add_model_args, add_projection_args, load_model, projection_kwargs
+from .common import (
+    add_model_args,
+    add_projection_args,
+    load_model,
+    projection_kwargs,
+    projection_label,
+)
 
 #: Pairs per relation when --max-pairs is not given: keeps a run to minutes on a laptop CPU.
 DEFAULT_MAX_PAIRS = {"correlation": 16, "multitoken": 16, "causal": 40}
@@ -128,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             summary += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]
         table = res.table
     write_text(out / "summary.md", "\n".join(summary))
+    print(f"{model.model_id}: {args.experiment} (static scores: projection {projection_label(res)})")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/")
     return 0

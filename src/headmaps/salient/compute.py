@@ -152,7 +152,7 @@ def salient_operations(
     head: int,
     n_tokens: int = 15,
     n_mappings: int = 5,
-    preset: str | P.ProjectionOptions | None = "paper",
+    preset: str | P.ProjectionOptions | None = None,
     skip_nonwords: bool | str | None = False,
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -165,7 +165,8 @@ def salient_operations(
         layer, head: the head, Hugging Face numbering.
         n_tokens: salient source tokens to keep.
         n_mappings: targets per source token.
-        preset: projection preset; ``"paper"`` also applies the first-MLP trick at
+        preset: projection preset (default :data:`~headmaps.projection.DEFAULT_PRESET`,
+            as for relation scores); ``"paper"`` also applies the first-MLP trick at
             layer 0, like the reference code.
         skip_nonwords: drop tokens that are not words (punctuation, whitespace, byte
             fragments, special tokens) on the ``"source"`` side, the ``"target"`` side or
@@ -192,7 +193,7 @@ def salient_all(
     layers: Iterable[int] | None = None,
     n_tokens: int = 15,
     n_mappings: int = 5,
-    preset: str | P.ProjectionOptions | None = "paper",
+    preset: str | P.ProjectionOptions | None = None,
     skip_nonwords: bool | str | None = False,
     *,
     heads: Sequence[int] | None = None,
