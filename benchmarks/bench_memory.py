@@ -248,7 +248,7 @@ def _be_first_to_go() -> None:
 
 def _stand_in_scan(model, vocab_chunked: bool = False, k: int = 25,
                    chunk_bytes: int = 256 * 2**20) -> int:
-    """Per-layer work of a batched scan (DESIGN §7), for when ``hm.scan`` is missing.
+    """Per-layer work of a batched scan, for when ``hm.scan`` is missing.
 
     Sources and targets are 100 fixed token ids. Per layer: ``X W_V`` for all sources,
     ``W_O^h U`` for all heads, logits and a rank count per pair.
@@ -411,7 +411,7 @@ def mem_available() -> int:
 def layer_flops(c: dict, n_sources: int) -> float:
     """FLOPs of one layer of a scan: ``W_O U`` for all heads plus the sources' logits.
 
-    ``2 * n_heads * d_head * V * (d_model + n_sources)`` (DESIGN §7; ``n_heads * d_head``
+    ``2 * n_heads * d_head * V * (d_model + n_sources)`` (the dense floor; ``n_heads * d_head``
     is ``d_model`` for Llama).
     """
     h, d, v = c["num_attention_heads"], c["hidden_size"], c["vocab_size"]

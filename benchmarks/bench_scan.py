@@ -8,7 +8,7 @@ In one process and on the same data (all valid built-in relations of the model):
     relation, on the comparison layers only (the full run takes tens of minutes on 2 cores).
 
 Checks that (a) and (b) give identical scores on the comparison layers and prints both
-times per layer, the ratio, the minimal FLOP count of DESIGN §7, this machine's matmul
+times per layer, the ratio, the minimal FLOP count (the dense floor), this machine's matmul
 FLOP/s measured in the same run, the fraction of it achieved, and the peak extra memory
 of the scan (RSS high-water mark above the loaded model, measured in a child process).
 
@@ -44,7 +44,7 @@ def matmul_flops(seconds: float = 3.0) -> float:
 
 
 def minimal_flops(m, n_sources: int, n_layers: int) -> float:
-    """DESIGN §7 floor: 2 * layers * heads * d_head * |V| * (d_model + n_sources)."""
+    """The dense floor: 2 * layers * heads * d_head * |V| * (d_model + n_sources)."""
     return 2.0 * n_layers * m.n_heads * m.d_head * m.vocab_size * (m.d_model + n_sources)
 
 
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         print(f"(b) reference order, layers {layers}: {t_ref:8.2f} s  ({t_ref / len(layers):.3f} s/layer)")
         print(f"speed-up (b)/(a) per layer: {t_ref / t_sub:.1f}x   (target >= 10x)")
         print(f"identical scores on the compared layers: {same} (max abs difference {max_diff:.2e})")
-        print(f"minimal FLOPs (DESIGN §7): {floor:.3e}; machine matmul: {flops_machine / 1e9:.1f} GFLOP/s; "
+        print(f"minimal FLOPs (dense floor): {floor:.3e}; machine matmul: {flops_machine / 1e9:.1f} GFLOP/s; "
               f"achieved {floor / t_full / 1e9:.1f} GFLOP/s = {100 * floor / t_full / flops_machine:.0f}% "
               f"of measured matmul (target >= 50%)")
 

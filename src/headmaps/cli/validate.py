@@ -37,7 +37,8 @@ def register(sub) -> None:
     p.add_argument("--templates", default=None, metavar="FILE",
                    help="templates with one <X> (JSON list, {'templates': [...]}, or one per line); "
                         "default: the library's neutral templates")
-    p.add_argument("--k", type=int, default=None, help="top-k (default: per relation, see DESIGN)")
+    p.add_argument("--k", type=int, default=None, help="top-k (default: per relation, 1 for copying and 10 otherwise; 3 and 25 "
+                        "for vocabularies over 100k)")
     p.add_argument("--max-pairs", type=int, default=None,
                    help="pairs per relation, a seeded subset (default: "
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_MAX_PAIRS.items())

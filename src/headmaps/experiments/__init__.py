@@ -1,5 +1,6 @@
 """The paper's validation experiments: correlation with inference, causal ablation and
-multi-token generalisation (DESIGN §2), run with forward hooks on the real model."""
+multi-token generalisation (docs/results/smollm2-135m.md), run with forward hooks on the
+real model."""
 
 from .causal import causal
 from .correlation import correlation, pearson

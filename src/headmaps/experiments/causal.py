@@ -1,6 +1,6 @@
 """Causal effect of relation heads: zero their output at the last position, measure accuracy.
 
-Per relation (DESIGN §2): the relation's few-shot/natural prompt template filled with
+Per relation, as in the paper: the relation's few-shot/natural prompt template filled with
 each source; accuracy = how often the argmax next token is the first token of
 ``" target"``. The relation's heads are ranked by their static score ``phi_R`` (only
 heads with a non-zero score); the top ``m`` are zeroed one more at a time (the curve),

@@ -1,6 +1,6 @@
 """Keep the pairs of a relation whose source and target are single tokens.
 
-The rule (paper, DESIGN §1): each string is encoded in its leading-space form
+The rule (the paper's): each string is encoded in its leading-space form
 (``"France"`` -> ``" France"``) without special tokens; a pair is kept when the source and
 the target each encode to exactly one token. This applies to every relation alike,
 letters (``" a"``) and years (``" 1999"``) included, as in the reference implementation.

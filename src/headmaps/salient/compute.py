@@ -1,4 +1,4 @@
-"""Approach B: the salient operations of attention heads (DESIGN §1).
+"""Approach B: the salient operations of attention heads (docs/salient.md).
 
 For head ``h`` the saliency of token ``t`` is ``sigma_t = ||x_t W_V W_O|| / ||x_t||``
 over the whole vocabulary. ``W_VO`` (d x d) and ``M`` (|V| x |V|) are never formed:

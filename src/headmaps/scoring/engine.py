@@ -1,6 +1,6 @@
 """Approach A, batched: every head of every layer against every relation in one pass.
 
-Per layer (DESIGN §7): ``W_O^h U`` is formed once for all heads, the sources of all
+Per layer: ``W_O^h U`` is formed once for all heads, the sources of all
 relations go through ``W_V`` together, and each head's logits over the vocabulary come
 from one rank-``d_head`` product, computed in chunks of source rows so memory stays
 bounded whatever the vocabulary. Instead of a top-k, a target's rank is counted: the
