@@ -2,7 +2,7 @@
 
 Every hook is registered through :func:`hooked`, a context manager that removes it
 again however the block is left. Where the hooks go differs by architecture family;
-that knowledge lives in :data:`FAMILY_MODULES` and nowhere else.
+each adapter names the modules (:attr:`~headmaps.models.adapters.Adapter.hook_modules`).
 
 Two places are hooked, both as *forward pre-hooks* (they see a module's input):
 
@@ -25,19 +25,6 @@ from torch import nn
 
 from ..errors import HeadmapsError
 from ..models import HeadModel
-
-#: family -> (name of the ModuleList of blocks, attention module in a block, output
-#: projection in the attention module). Keys are ``ArchSpec.family``.
-FAMILY_MODULES: dict[str, tuple[str, str, str]] = {
-    "llama": ("layers", "self_attn", "o_proj"),
-    "gemma": ("layers", "self_attn", "o_proj"),
-    "phi3": ("layers", "self_attn", "o_proj"),
-    "phi": ("layers", "self_attn", "dense"),
-    "gpt_neox": ("layers", "attention", "dense"),
-    "opt": ("layers", "self_attn", "out_proj"),
-    "gpt2": ("h", "attn", "c_proj"),
-    "gptj": ("h", "attn", "out_proj"),
-}
 
 
 @dataclass
@@ -62,14 +49,13 @@ def layer_modules(model: HeadModel) -> list[LayerModules]:
     """Attention and output-projection modules of every block, in layer order.
 
     Raises:
-        HeadmapsError: the family has no entry in :data:`FAMILY_MODULES` or its
-            modules are not where the entry says.
+        HeadmapsError: the adapter names no hook modules, or they are not where it says.
     """
-    family = model.spec.family
-    if family not in FAMILY_MODULES:
-        raise HeadmapsError(f"no hook locations for architecture family {family!r}; known: "
-                            f"{', '.join(sorted(FAMILY_MODULES))}")
-    blocks_name, attn_name, out_name = FAMILY_MODULES[family]
+    where = model.adapter.hook_modules
+    if where is None:
+        raise HeadmapsError(f"the {type(model.adapter).__name__} of architecture family "
+                            f"{model.spec.family!r} names no hook modules (hook_modules)")
+    blocks_name, attn_name, out_name = where
     hf = hf_model_of(model)
     for name, module in hf.named_modules():
         if (name.rsplit(".", 1)[-1] == blocks_name and isinstance(module, nn.ModuleList)

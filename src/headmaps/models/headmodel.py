@@ -220,6 +220,7 @@ class HeadModel:
             "n_layers": s.n_layers,
             "n_heads": s.n_heads,
             "n_kv_heads": s.n_kv_heads,
+            "kv_group_size": s.group_size,
             "d_model": s.d_model,
             "d_head": s.d_head,
             "vocab_size": s.vocab_size,

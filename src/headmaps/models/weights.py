@@ -196,13 +196,19 @@ class ArchSpec:
                 f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}"
             )
 
+    @property
+    def group_size(self) -> int:
+        """Query heads that share one value head (1 without grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
     def kv_head(self, head: int) -> int:
         """The value head that query head ``head`` reads (grouped/multi-query attention).
 
-        This is the only place in headmaps where the mapping is written.
+        This is the only place in headmaps where the mapping is written: query heads
+        ``g*group_size .. (g+1)*group_size - 1`` read value head ``g``.
         """
-        return head // (self.n_heads // self.n_kv_heads)
+        return head // self.group_size
 
     def kv_index(self) -> torch.Tensor:
-        """``(n_heads,)`` long tensor: ``kv_head(h)`` for every query head."""
-        return torch.arange(self.n_heads) // (self.n_heads // self.n_kv_heads)
+        """``(n_heads,)`` long tensor: :meth:`kv_head` of every query head."""
+        return torch.tensor([self.kv_head(h) for h in range(self.n_heads)], dtype=torch.long)

@@ -6,7 +6,7 @@ from typing import Any
 
 from ...errors import UnsupportedArchitectureError
 from ..sources import TensorSource
-from .base import Adapter, text_config
+from .base import Adapter, HookModules, text_config
 from .gemma import GemmaAdapter
 from .gpt2 import GPT2Adapter
 from .gpt_neox import GPTNeoXAdapter
@@ -45,5 +45,5 @@ def adapter_for(config: Any, tensors: TensorSource) -> Adapter:
     return cls(config, tensors)
 
 
-__all__ = ["ADAPTERS", "Adapter", "UnsupportedArchitectureError", "adapter_for",
+__all__ = ["ADAPTERS", "Adapter", "HookModules", "UnsupportedArchitectureError", "adapter_for",
            "supported_model_types"]

@@ -8,7 +8,7 @@ they work on an in-memory model and on a checkpoint that is never instantiated.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -22,8 +22,28 @@ def text_config(config: Any) -> Any:
     return get() if callable(get) else config
 
 
+class HookModules(NamedTuple):
+    """Where the validation experiments hook a transformers model of a family.
+
+    Attributes:
+        blocks: name of the ``ModuleList`` of blocks (``layers``, ``h``).
+        attention: the attention module inside a block (``self_attn``, ``attn``).
+        out_proj: the output projection inside the attention module (``o_proj``, ...);
+            its input is every query head's output ``z``, head ``h`` in columns
+            ``h*d_head:(h+1)*d_head``.
+    """
+
+    blocks: str
+    attention: str
+    out_proj: str
+
+
 class Adapter:
-    """Base class: subclasses set ``model_types``/``family`` and implement the readers.
+    """Base class: subclasses set ``model_types``/``family``/``hook_modules`` and implement the readers.
+
+    The adapter is the whole architecture contract of a family: the config names it
+    reads, the checkpoint tensors it turns into canonical weights, and (as names only:
+    adapters never touch modules) where the experiments hook the running model.
 
     Args:
         config: the model's Hugging Face config (``PretrainedConfig``).
@@ -34,6 +54,7 @@ class Adapter:
     family: ClassVar[str] = ""
     norm_kind: ClassVar[NormKind] = "layernorm"
     parallel_attn_mlp: ClassVar[bool] = False
+    hook_modules: ClassVar[HookModules | None] = None
 
     def __init__(self, config: Any, tensors: TensorSource):
         self.config = text_config(config)
@@ -149,4 +170,4 @@ def sqrt_scale(d_model: int) -> float:
     return math.sqrt(d_model)
 
 
-__all__ = ["Adapter", "MLP", "MLPBlock", "Norm", "AttentionWeights", "text_config", "sqrt_scale"]
+__all__ = ["Adapter", "HookModules", "MLP", "MLPBlock", "Norm", "AttentionWeights", "text_config", "sqrt_scale"]

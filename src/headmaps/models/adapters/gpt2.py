@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
 
 
 class GPT2Adapter(Adapter):
@@ -17,6 +17,7 @@ class GPT2Adapter(Adapter):
 
     model_types = ("gpt2",)
     family = "gpt2"
+    hook_modules = HookModules("h", "attn", "c_proj")
     norm_kind = "layernorm"
     prefix = "transformer"
 

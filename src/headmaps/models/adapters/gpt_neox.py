@@ -16,7 +16,7 @@ import dataclasses
 import torch
 
 from ..weights import ArchSpec
-from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
 
 
 class GPTNeoXAdapter(Adapter):
@@ -24,6 +24,7 @@ class GPTNeoXAdapter(Adapter):
 
     model_types = ("gpt_neox",)
     family = "gpt_neox"
+    hook_modules = HookModules("layers", "attention", "dense")
     norm_kind = "layernorm"
     prefix = "gpt_neox"
 

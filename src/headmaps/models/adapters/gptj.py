@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
 
 
 class GPTJAdapter(Adapter):
@@ -16,6 +16,7 @@ class GPTJAdapter(Adapter):
 
     model_types = ("gptj",)
     family = "gptj"
+    hook_modules = HookModules("h", "attn", "out_proj")
     norm_kind = "layernorm"
     parallel_attn_mlp = True
     prefix = "transformer"

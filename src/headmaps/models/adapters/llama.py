@@ -6,7 +6,7 @@ Qwen 2 adds a bias to ``q/k/v``; Qwen 3 adds per-head q/k norms (irrelevant to O
 
 from __future__ import annotations
 
-from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
 
 
 class LlamaAdapter(Adapter):
@@ -14,6 +14,7 @@ class LlamaAdapter(Adapter):
 
     model_types = ("llama", "mistral", "qwen2", "qwen3", "mixtral_dense", "olmo2")
     family = "llama"
+    hook_modules = HookModules("layers", "self_attn", "o_proj")
     norm_kind = "rmsnorm"
     prefix = "model"
 

@@ -20,7 +20,7 @@ import torch
 
 from ...errors import UnsupportedArchitectureError
 from ..weights import ArchSpec
-from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
 
 _LN_EPS = 1e-5  # OPT builds nn.LayerNorm with its default epsilon
 
@@ -30,6 +30,7 @@ class OPTAdapter(Adapter):
 
     model_types = ("opt",)
     family = "opt"
+    hook_modules = HookModules("layers", "self_attn", "out_proj")
     norm_kind = "layernorm"
     prefix = "model.decoder"
 

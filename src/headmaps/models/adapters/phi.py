@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import MLP, Adapter, AttentionWeights, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
 
 
 class PhiAdapter(Adapter):
@@ -17,6 +17,7 @@ class PhiAdapter(Adapter):
 
     model_types = ("phi",)
     family = "phi"
+    hook_modules = HookModules("layers", "self_attn", "dense")
     norm_kind = "layernorm"
     parallel_attn_mlp = True
     prefix = "model"
