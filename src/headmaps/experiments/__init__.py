@@ -2,11 +2,12 @@
 multi-token generalisation (docs/results/smollm2-135m.md), run with forward hooks on the
 real model."""
 
-from .causal import causal
+from .causal import AblationOptions, causal
 from .correlation import correlation, pearson
 from .dynamic import DynamicScores, dynamic_scores, head_outputs
 from .multitoken import multitoken
+from .options import RunOptions
 from .results import CausalResult, CorrelationResult
 
-__all__ = ["CausalResult", "CorrelationResult", "DynamicScores", "causal", "correlation",
-           "dynamic_scores", "head_outputs", "multitoken", "pearson"]
+__all__ = ["AblationOptions", "CausalResult", "CorrelationResult", "DynamicScores", "causal", "correlation",
+           "dynamic_scores", "head_outputs", "multitoken", "pearson", "RunOptions"]

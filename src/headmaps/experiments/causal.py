@@ -24,13 +24,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import projection as P
 from .. import relations as rel_lib
 from ..models import HeadModel
 from ..scoring import ScanResult, scan
 from ..scoring.engine import normalise_relations
 from .dynamic import PLACEHOLDER, pad_id, pad_right, subsample, word_ids
 from .hooks import ablation_hooks, next_token_logits, next_token_logits_cached, prefix_cache
+from .options import RunOptions, take
 from .results import CAUSAL_COLUMNS, CURVE_COLUMNS, CausalResult
 
 logger = logging.getLogger(__name__)
@@ -166,27 +166,40 @@ def overlap(a: Sequence[Head], b: Sequence[Head]) -> float:
     return len(set(a) & set(b)) / len(a) if a else 0.0
 
 
+@dataclass(frozen=True)
+class AblationOptions:
+    """How the causal experiment removes heads and what it compares with.
+
+    Attributes:
+        m: heads to remove at most (default :func:`heads_budget`).
+        n_random: draws of random heads (seeded).
+        random_points: random heads are evaluated at this many evenly spaced points of
+            the curve (the last is the full count).
+        shots: demonstrations (pairs of the relation not evaluated) put before each
+            prompt, which makes the template few-shot; 0 for the bare template.
+        max_controls: control relations per relation at most (seeded choice), None for all.
+        control_overlap: a control shares less than this fraction of the removed heads.
+        control_acc_window: a control's base accuracy is within this of the relation's.
+    """
+
+    m: int | None = None
+    n_random: int = 5
+    random_points: int = 5
+    shots: int = 0
+    max_controls: int | None = 3
+    control_overlap: float = 0.15
+    control_acc_window: float = 0.2
+
+
 def causal(
     model: HeadModel,
     relations: Any = "all",
-    k: int | dict[str, int] | None = None,
-    preset: str | P.ProjectionOptions | None = None,
     *,
-    m: int | None = None,
-    n_random: int = 5,
-    shots: int = 0,
-    random_points: int = 5,
-    max_pairs: int | None = None,
-    min_pairs: int = 30,
-    max_controls: int | None = 3,
-    control_overlap: float = 0.15,
-    control_acc_window: float = 0.2,
+    run: RunOptions | None = None,
+    ablation: AblationOptions | None = None,
     prompt_templates: dict[str, str] | None = None,
     static: ScanResult | None = None,
-    batch_size: int = 64,
-    seed: int = 0,
-    progress: bool = False,
-    **options: Any,
+    **kwargs: Any,
 ) -> CausalResult:
     """Zero the top relation heads and compare with random heads and control relations.
 
@@ -194,38 +207,73 @@ def causal(
         model: a HeadModel with its transformers model.
         relations: as for :func:`headmaps.scan`; each needs a prompt template (built-in
             relations have one; give others in ``prompt_templates``).
-        k: top-k of the static scores.
-        preset: projection preset of the static scores.
-        m: heads to remove at most (default :func:`heads_budget`).
-        n_random: draws of random heads (seeded).
-        shots: demonstrations (pairs of the relation not evaluated) put before each
-            prompt, which makes the template few-shot; 0 for the bare template.
-        random_points: random heads are evaluated at this many evenly spaced points of
-            the curve (the last is the full count).
-        max_pairs: prompts per relation at most (seeded subset of the relation's pairs).
-        min_pairs: a relation needs this many single-token pairs for its static score.
-        max_controls: control relations per relation at most (seeded choice), None for all.
-        control_overlap: a control shares less than this fraction of the removed heads.
-        control_acc_window: a control's base accuracy is within this of the relation's.
+        run: k and preset of the static scores, max_pairs (prompts per relation),
+            min_pairs, batch_size (default 64), seed, progress (:class:`RunOptions`).
+        ablation: how many heads, random draws and controls (:class:`AblationOptions`).
         prompt_templates: relation -> template with ``<X>`` (overrides the library's).
         static: reuse static scores (a :class:`ScanResult` with these relations).
-        batch_size: prompts per forward pass.
-        seed: seed of subsets and random draws.
-        progress: show progress bars.
-        **options: projection option overrides of the static scores.
+        **kwargs: fields of :class:`AblationOptions` (``m=3``) or :class:`RunOptions`
+            (``k=5``), else projection option overrides of the static scores.
 
     Returns:
         :class:`CausalResult`.
     """
-    opts = P.resolve_options(preset, **options)
+    abl = take(AblationOptions, ablation, kwargs)
+    run = RunOptions.from_kwargs(run, kwargs, batch_size=64)
+    opts, preset = run.static_options()
     if static is None:
-        static = scan(model, relations, k=k, preset=opts, min_pairs=min_pairs)
+        static = scan(model, relations, k=run.k, preset=opts, min_pairs=run.min_pairs)
     L, H = model.n_layers, model.n_heads
-    m = m if m is not None else heads_budget(L * H)
-    prompt_templates = dict(prompt_templates or {})
+    m = abl.m if abl.m is not None else heads_budget(L * H)
+    tasks = build_tasks(model, static.relations, relations, prompt_templates or {}, abl.shots, run)
+    names = list(tasks)
+    bar = tqdm(names, desc="causal: prefixes + base accuracy", unit="relation", disable=not run.progress)
+    evals = {n: Evaluator(model, tasks[n], run.batch_size) for n in bar}
+    base = {n: evals[n].accuracy() for n in names}
+    top = {n: ranked_heads(static.scores[static.relations.index(n)], m) for n in names}
+    rng = np.random.default_rng(run.seed)
+    all_heads = [(layer, h) for layer in range(L) for h in range(H)]
+    rows, curves, controls = [], [], {}
+    for name in tqdm(names, desc="causal: ablations", unit="relation", disable=not run.progress):
+        curve = ablation_curve(evals[name], base[name], top[name], all_heads, abl, rng)
+        curves += [[name, j, *point] for j, point in enumerate(curve)]
+        cands = [c for c in names if c != name and overlap(top[name], top[c]) < abl.control_overlap
+                 and abs(base[c] - base[name]) <= abl.control_acc_window]
+        if abl.max_controls is not None and len(cands) > abl.max_controls:
+            cands = [cands[i] for i in sorted(rng.choice(len(cands), abl.max_controls, replace=False))]
+        controls[name] = cands
+        c_before = [base[c] for c in cands]
+        c_after = [evals[c].accuracy(top[name]) for c in cands] if top[name] else c_before
+        final = curve[-1]
+        rows.append([name, len(top[name]), base[name], final[0],
+                     base[name] if np.isnan(final[1]) else final[1], 0.0 if np.isnan(final[2]) else final[2],
+                     len(cands), float(np.mean(c_before)) if cands else np.nan,
+                     float(np.mean(c_after)) if cands else np.nan])
+    return CausalResult(
+        table=pd.DataFrame(rows, columns=CAUSAL_COLUMNS), curves=pd.DataFrame(curves, columns=CURVE_COLUMNS),
+        heads={n: [f"{a}.{b}" for a, b in top[n]] for n in names}, controls=controls,
+        model_id=model.model_id, preset=preset, options=opts.to_dict(),
+        meta={"m": m, "n_random": abl.n_random, "random_points": abl.random_points, "seed": run.seed,
+              "n_prompts": {n: len(tasks[n].ids) for n in names},
+              "templates": {n: tasks[n].template for n in names}, "shots": abl.shots, "k": static.k,
+              "skipped": static.skipped, "max_controls": abl.max_controls})
+
+
+def build_tasks(model: HeadModel, names: Sequence[str], relations: Any, prompt_templates: dict[str, str],
+                shots: int, run: RunOptions) -> dict[str, Task]:
+    """The prompts of every relation in ``names`` that has a prompt template.
+
+    Args:
+        model: the model (its tokenizer).
+        names: the relations scored statically.
+        relations: the ``relations`` argument of :func:`causal` (names or pair sets).
+        prompt_templates: relation -> template, overriding the library's.
+        shots: demonstrations before each prompt (pairs kept out of the evaluation).
+        run: ``max_pairs`` and ``seed`` of the seeded subsets.
+    """
     specs = dict(normalise_relations(relations))
     tasks: dict[str, Task] = {}
-    for name in static.relations:
+    for name in names:
         spec = specs.get(name, name)
         template = prompt_templates.get(name)
         if template is None and isinstance(spec, str):
@@ -235,49 +283,39 @@ def causal(
                            "skipped", name)
             continue
         every = (rel_lib.load(spec) if isinstance(spec, str) else [tuple(p) for p in spec])
-        demos = subsample(every, shots, seed + 1) if shots else []
-        pairs = subsample([p for p in every if p not in demos], max_pairs, seed)
-        if not pairs:
-            continue
-        tasks[name] = build_task(model, name, pairs, template, demos)
-    names = list(tasks)
-    rng = np.random.default_rng(seed)
-    all_heads = [(layer, h) for layer in range(L) for h in range(H)]
-    bar = tqdm(names, desc="causal: prefixes + base accuracy", unit="relation", disable=not progress)
-    evals = {n: Evaluator(model, tasks[n], batch_size) for n in bar}
-    base = {n: evals[n].accuracy() for n in names}
-    top = {n: ranked_heads(static.scores[static.relations.index(n)], m) for n in names}
+        demos = subsample(every, shots, run.seed + 1) if shots else []
+        pairs = subsample([p for p in every if p not in demos], run.max_pairs, run.seed)
+        if pairs:
+            tasks[name] = build_task(model, name, pairs, template, demos)
+    return tasks
 
-    rows, curves, controls = [], [], {}
-    for name in tqdm(names, desc="causal: ablations", unit="relation", disable=not progress):
-        heads = top[name]
-        n = len(heads)
-        acc = evals[name].accuracy
-        curve = [base[name]] + [acc(heads[:j]) for j in range(1, n + 1)]
-        others = [h for h in all_heads if h not in set(heads)]
-        points = sorted({int(round(x)) for x in np.linspace(0, n, random_points + 1)[1:]} - {0})
-        draws = [[others[i] for i in rng.permutation(len(others))[:n]] for _ in range(n_random)]
-        rand = {j: [acc(d[:j]) for d in draws] for j in points}
-        for j in range(n + 1):
-            r = rand.get(j)
-            curves.append([name, j, curve[j], float(np.mean(r)) if r else np.nan,
-                           float(np.std(r)) if r else np.nan])
-        cands = [c for c in names if c != name and overlap(heads, top[c]) < control_overlap
-                 and abs(base[c] - base[name]) <= control_acc_window]
-        if max_controls is not None and len(cands) > max_controls:
-            cands = [cands[i] for i in sorted(rng.choice(len(cands), max_controls, replace=False))]
-        controls[name] = cands
-        c_before = [base[c] for c in cands]
-        c_after = [evals[c].accuracy(heads) for c in cands] if n else c_before
-        r_final = rand.get(n, [base[name]])
-        rows.append([name, n, base[name], curve[-1], float(np.mean(r_final)), float(np.std(r_final)),
-                     len(cands), float(np.mean(c_before)) if cands else np.nan,
-                     float(np.mean(c_after)) if cands else np.nan])
-    return CausalResult(
-        table=pd.DataFrame(rows, columns=CAUSAL_COLUMNS), curves=pd.DataFrame(curves, columns=CURVE_COLUMNS),
-        heads={n: [f"{a}.{b}" for a, b in top[n]] for n in names}, controls=controls,
-        model_id=model.model_id, preset=P.preset_name(preset, opts), options=opts.to_dict(),
-        meta={"m": m, "n_random": n_random, "random_points": random_points, "seed": seed,
-              "n_prompts": {n: len(tasks[n].ids) for n in names},
-              "templates": {n: tasks[n].template for n in names}, "shots": shots, "k": static.k,
-              "skipped": static.skipped, "max_controls": max_controls})
+
+def ablation_curve(ev: Evaluator, base: float, heads: list[Head], all_heads: list[Head],
+                   abl: AblationOptions, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    """Accuracy with the top ``j`` relation heads zeroed, and with ``j`` random other heads.
+
+    Args:
+        ev: the relation's evaluator.
+        base: its accuracy with nothing removed.
+        heads: its relation heads, best first.
+        all_heads: every head of the model.
+        abl: ``n_random`` and ``random_points``.
+        rng: the run's random generator (draws follow one another across relations).
+
+    Returns:
+        For ``j = 0 .. len(heads)``: ``(acc_relation, acc_random_mean, acc_random_std)``;
+        the random columns are NaN where random heads were not evaluated (see
+        ``abl.random_points``) and, at ``j = 0``, both are the base accuracy's.
+    """
+    n = len(heads)
+    curve = [base] + [ev.accuracy(heads[:j]) for j in range(1, n + 1)]
+    taken = set(heads)
+    others = [h for h in all_heads if h not in taken]
+    points = sorted({int(round(x)) for x in np.linspace(0, n, abl.random_points + 1)[1:]} - {0})
+    draws = [[others[i] for i in rng.permutation(len(others))[:n]] for _ in range(abl.n_random)]
+    rand = {j: [ev.accuracy(d[:j]) for d in draws] for j in points}
+    out = []
+    for j in range(n + 1):
+        r = rand.get(j)
+        out.append((curve[j], float(np.mean(r)) if r else np.nan, float(np.std(r)) if r else np.nan))
+    return out

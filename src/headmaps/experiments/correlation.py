@@ -18,6 +18,7 @@ from .. import projection as P
 from ..models import HeadModel
 from ..scoring import ScanResult, scan
 from .dynamic import DynamicScores, dynamic_scores
+from .options import RunOptions
 from .results import CORRELATION_COLUMNS, CorrelationResult
 
 logger = logging.getLogger(__name__)
@@ -74,29 +75,30 @@ def correlation_table(static: ScanResult, dyn: DynamicScores) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
 
-def static_for(model: HeadModel, dyn: DynamicScores, preset: str | P.ProjectionOptions | None,
-               **options: Any) -> ScanResult:
+def static_for(model: HeadModel, dyn: DynamicScores, opts: P.ProjectionOptions) -> ScanResult:
     """Static scores of ``dyn``'s relations on the pairs the dynamic scores used
     (single-token runs) or on the single-token pairs (multi-token runs), with the same k."""
     sets = {name: dyn.static_pairs[name] for name in dyn.relations}
-    return scan(model, sets, k=dict(dyn.k), preset=preset, min_pairs=1, **options)
+    return scan(model, sets, k=dict(dyn.k), preset=opts, min_pairs=1)
+
+
+def run_dynamic(model: HeadModel, relations: Any, templates: Sequence[str] | None, run: RunOptions,
+                fold_norms: bool, **extra: Any) -> DynamicScores:
+    """:func:`~headmaps.experiments.dynamic.dynamic_scores` with the run's options."""
+    return dynamic_scores(model, relations, templates, run.k, max_pairs=run.max_pairs,
+                          min_pairs=run.min_pairs, fold_norms=fold_norms, batch_size=run.batch_size,
+                          seed=run.seed, progress=run.progress, **extra)
 
 
 def correlation(
     model: HeadModel,
     relations: Any = "all",
     templates: Sequence[str] | None = None,
-    k: int | dict[str, int] | None = None,
-    preset: str | P.ProjectionOptions | None = None,
     *,
-    max_pairs: int | None = None,
-    min_pairs: int = 30,
+    run: RunOptions | None = None,
     fold_norms_dynamic: bool = True,
     dynamic: DynamicScores | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    progress: bool = False,
-    **options: Any,
+    **kwargs: Any,
 ) -> CorrelationResult:
     """Correlate static relation scores with dynamic scores, per relation.
 
@@ -104,37 +106,31 @@ def correlation(
         model: a HeadModel with its transformers model (``hm.load``).
         relations: ``"all"``, names, paths or pair lists (as for :func:`headmaps.scan`).
         templates: templates with one ``<X>`` (default: the library's neutral ones).
-        k: top-k (default per relation, see :func:`headmaps.scoring.default_k`).
-        preset: projection preset of the static scores.
-        max_pairs: at most this many pairs per relation (a seeded subset; the static
-            score uses the same pairs).
-        min_pairs: a relation needs this many single-token pairs.
+        run: k, preset, max_pairs (the static score uses the same pairs), min_pairs,
+            batch_size, seed, progress (:class:`RunOptions`).
         fold_norms_dynamic: read head outputs through the model's norm gains (see
             :mod:`headmaps.experiments.dynamic`).
         dynamic: reuse dynamic scores computed before (they do not depend on the
             preset); ``relations``/``templates``/``k``/``max_pairs`` are then ignored.
-        batch_size: prompts per forward pass.
-        seed: seed of the pair subset.
-        progress: show progress bars.
-        **options: projection option overrides for the static scores.
+        **kwargs: fields of :class:`RunOptions` (``k=5``), else projection option
+            overrides for the static scores.
 
     Returns:
         :class:`CorrelationResult`: ``table`` (one row per relation) plus the static
         and per-head dynamic scores.
     """
+    run = RunOptions.from_kwargs(run, kwargs)
     if dynamic is None:
-        dynamic = dynamic_scores(model, relations, templates, k, max_pairs=max_pairs,
-                                 min_pairs=min_pairs, fold_norms=fold_norms_dynamic,
-                                 batch_size=batch_size, seed=seed, progress=progress)
-    return _result(model, dynamic, preset, "correlation", options)
+        dynamic = run_dynamic(model, relations, templates, run, fold_norms_dynamic)
+    return correlation_result(model, dynamic, run, "correlation")
 
 
-def _result(model: HeadModel, dyn: DynamicScores, preset: Any, kind: str,
-            options: dict[str, Any]) -> CorrelationResult:
-    opts = P.resolve_options(preset, **options)
+def correlation_result(model: HeadModel, dyn: DynamicScores, run: RunOptions, kind: str) -> CorrelationResult:
+    """Static scores for ``dyn`` (with the run's projection) and their correlation table."""
+    opts, preset = run.static_options()
     static = static_for(model, dyn, opts)
     table = correlation_table(static, dyn)
     for name, why in dyn.skipped.items():
         logger.info("%s: %s skipped: %s", kind, name, why)
     return CorrelationResult(table=table, static=static, dynamic=dyn, model_id=model.model_id,
-                             preset=P.preset_name(preset, opts), options=opts.to_dict(), kind=kind)
+                             preset=preset, options=opts.to_dict(), kind=kind)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .. import projection as P
 from ..models import HeadModel
-from .correlation import _result
-from .dynamic import dynamic_scores
+from .correlation import correlation_result, run_dynamic
+from .options import RunOptions
 from .results import CorrelationResult
 
 
@@ -17,17 +16,11 @@ def multitoken(
     model: HeadModel,
     relations: Any = "all",
     templates: Sequence[str] | None = None,
-    k: int | dict[str, int] | None = None,
-    preset: str | P.ProjectionOptions | None = None,
     *,
-    max_pairs: int | None = None,
-    min_pairs: int = 10,
+    run: RunOptions | None = None,
     first_target_token: bool = False,
     fold_norms_dynamic: bool = True,
-    batch_size: int = 32,
-    seed: int = 0,
-    progress: bool = False,
-    **options: Any,
+    **kwargs: Any,
 ) -> CorrelationResult:
     """Correlation of static scores with dynamic scores on multi-token sources.
 
@@ -39,19 +32,20 @@ def multitoken(
 
     Args:
         model: a HeadModel with its transformers model.
-        relations, templates, k, preset, max_pairs, fold_norms_dynamic, batch_size, seed,
-            progress, **options: as for :func:`correlation`.
-        min_pairs: a relation needs this many multi-token pairs, and this many
-            single-token pairs for its static score.
+        relations, templates, fold_norms_dynamic: as for :func:`correlation`.
+        run: as for :func:`correlation`, except that ``min_pairs`` (default 10) counts
+            multi-token pairs, and as many single-token pairs are needed for the static
+            score.
         first_target_token: also use pairs whose target is several tokens, scored on
             the target's first token (the library's sets are mostly single-token words,
             and copying relations have multi-token targets whenever the source is).
+        **kwargs: fields of :class:`RunOptions`, else projection option overrides.
 
     Returns:
         :class:`CorrelationResult` with ``kind="multitoken"``; ``n_pairs`` counts the
         multi-token pairs.
     """
-    dyn = dynamic_scores(model, relations, templates, k, max_pairs=max_pairs, min_pairs=min_pairs,
-                         multitoken=True, first_target_token=first_target_token, fold_norms=fold_norms_dynamic, batch_size=batch_size,
-                         seed=seed, progress=progress)
-    return _result(model, dyn, preset, "multitoken", options)
+    run = RunOptions.from_kwargs(run, kwargs, min_pairs=10)
+    dyn = run_dynamic(model, relations, templates, run, fold_norms_dynamic, multitoken=True,
+                      first_target_token=first_target_token)
+    return correlation_result(model, dyn, run, "multitoken")
