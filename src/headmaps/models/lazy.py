@@ -31,7 +31,7 @@ from ..errors import CorruptFileError, ModelNotFoundError
 from .adapters import adapter_for
 from .headmodel import HeadModel
 from .hub import offline, parse_dtype
-from .sources import MissingTensorError, _alternatives
+from .sources import MissingTensorError, resolve_name
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +92,16 @@ def _read_weight_map(index: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in weight_map.items()}
 
 
-def _check_shards(folder: Path, weight_map: dict[str, str], index: Path) -> None:
+def _indexed_shards(folder: Path, index: Path) -> dict[str, Path]:
+    """``tensor name -> shard path`` from an index json, every shard checked to exist."""
+    weight_map = _read_weight_map(index)
     missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
     if missing:
         raise ModelNotFoundError(
             f"checkpoint shard(s) {', '.join(missing)} listed in {index.name} are missing "
             f"from {folder} (an interrupted download? fetch them again)"
         )
+    return {name: folder / f for name, f in weight_map.items()}
 
 
 class _NamedSource:
@@ -125,12 +128,7 @@ class _NamedSource:
 
     def resolve(self, name: str) -> str | None:
         """The stored name for ``name`` (as given or with a wrapper prefix added/removed)."""
-        if name in self._where:
-            return name
-        for alt in _alternatives(name):
-            if alt in self._where:
-                return alt
-        return None
+        return resolve_name(name, self._where)
 
     def has(self, name: str) -> bool:
         """Whether ``name`` (or a prefix variant) is in the checkpoint; reads no data."""
@@ -208,9 +206,7 @@ class SafetensorsSource(_NamedSource):
             folder = Path(path)
             index = _find_index(folder, "*.safetensors.index.json", SAFE_INDEX)
             if index is not None:
-                weight_map = _read_weight_map(index)
-                _check_shards(folder, weight_map, index)
-                where = {name: folder / f for name, f in weight_map.items()}
+                where = _indexed_shards(folder, index)
                 files = sorted(set(where.values()))
             else:
                 files = sorted(folder.glob("*.safetensors"))
@@ -267,9 +263,7 @@ class PickleSource(_NamedSource):
         folder = Path(folder)
         index = _find_index(folder, "*.bin.index.json", PICKLE_INDEX)
         if index is not None:
-            weight_map = _read_weight_map(index)
-            _check_shards(folder, weight_map, index)
-            where = {name: folder / f for name, f in weight_map.items()}
+            where = _indexed_shards(folder, index)
         else:
             files = _pickle_files(folder)
             if not files:

@@ -7,7 +7,7 @@ A tensor source maps checkpoint tensor names (as in the model's ``state_dict``, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Protocol
 
 import torch
@@ -53,12 +53,7 @@ class StateDictSource:
 
     def resolve(self, name: str) -> str | None:
         """The stored name for ``name`` (see class docstring), or None."""
-        if name in self._tensors:
-            return name
-        for alt in _alternatives(name):
-            if alt in self._tensors:
-                return alt
-        return None
+        return resolve_name(name, self._tensors)
 
     def has(self, name: str) -> bool:
         """Whether ``name`` (or a prefix variant) is present."""
@@ -77,6 +72,17 @@ class StateDictSource:
 
 
 _PREFIXES = ("transformer.", "model.", "gpt_neox.", "model.decoder.")
+
+
+def resolve_name(name: str, stored: Container[str]) -> str | None:
+    """The name under which ``stored`` holds tensor ``name``, or None.
+
+    ``name`` itself, else a prefix variant (see :func:`_alternatives`): checkpoints saved
+    from the bare model and from the LM-head wrapper name the same tensor differently.
+    """
+    if name in stored:
+        return name
+    return next((alt for alt in _alternatives(name) if alt in stored), None)
 
 
 def _alternatives(name: str) -> list[str]:
