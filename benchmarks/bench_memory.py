@@ -6,9 +6,7 @@ tensor names, shapes, dtype (bf16) and sharding (4 shards of at most 5 GB with
 vocabulary (SmolLM2's, ids < 49152). Then, each in its own subprocess so that peak RSS
 is per path:
 
-  (a) ``hm.load(dir, lazy=True)`` + ``hm.scan(model, ["country_to_capital"])``
-      (``headmaps.scoring.scan`` until ``hm.scan`` is exported; a stand-in with the
-      same per-layer work when neither exists);
+  (a) ``hm.load(dir, lazy=True)`` + ``hm.scan(model, ["country_to_capital"])``;
   (b) ``AutoModelForCausalLM.from_pretrained(dir, dtype=torch.bfloat16)`` plus one
       forward pass of 4 tokens (transformers 5 maps the files at load and reads the
       weights only when the model runs; both peaks are printed).
@@ -16,14 +14,13 @@ is per path:
 Usage::
 
     python benchmarks/bench_memory.py                  # Llama-3.1-8B shapes (16 GB on disk)
-    python benchmarks/bench_memory.py --layers 2 --paths scan,chunked,eager --force-eager
+    python benchmarks/bench_memory.py --layers 2 --paths scan,eager --force-eager
     python benchmarks/bench_memory.py --small          # a 0.7 GB stand-in, for a quick check
     python benchmarks/bench_memory.py --workdir /data/bench --json results.json
 
 The page cache of the checkpoint is dropped (``posix_fadvise DONTNEED``) before each
 measured run, so both start cold. (b) is skipped with a message when the machine does
-not have the memory for it (``--force-eager`` overrides). ``--paths`` picks the runs:
-``chunked`` adds a vocabulary-chunked stand-in that shows the memory a scan can reach,
+not have the memory for it (``--force-eager`` overrides). ``--paths`` picks the runs;
 ``--layers N`` times the first N layers only (the peak is per layer, so unaffected).
 """
 
@@ -246,58 +243,6 @@ def _be_first_to_go() -> None:
         pass
 
 
-def _stand_in_scan(model, vocab_chunked: bool = False, k: int = 25,
-                   chunk_bytes: int = 256 * 2**20) -> int:
-    """Per-layer work of a batched scan, for when ``hm.scan`` is missing.
-
-    Sources and targets are 100 fixed token ids. Per layer: ``X W_V`` for all sources,
-    ``W_O^h U`` for all heads, logits and a rank count per pair.
-
-    ``vocab_chunked=False`` mirrors the engine as written (``U`` in float32 once, the
-    whole ``W_O U`` of a layer at once). ``vocab_chunked=True`` is the lower-memory
-    variant: ``U`` stays in the checkpoint dtype and ``W_O U`` and the logits are formed
-    for one slice of the vocabulary at a time, the rank counts summed over slices (the
-    target's logit comes from ``W_O u_t`` directly). Returns the number of pairs.
-    """
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    src = torch.randint(0, min(model.vocab_size, 49152), (100,), generator=g)
-    tgt = torch.randint(0, min(model.vocab_size, 49152), (100,), generator=g)
-    H, S, V, d = model.n_heads, len(src), model.vocab_size, model.d_model
-    with torch.no_grad():
-        x0 = model.E[src].float()
-        x = model.first_mlp()(x0)
-        U = model.U if vocab_chunked else model.U.float()
-        kv = model.spec.kv_index()
-        for layer in range(model.n_layers):
-            a = model.attention(layer)
-            X = x0 if layer == 0 else x
-            Y = torch.einsum("nd,kde->kne", X, a.W_V.float()).index_select(0, kv)  # (H, S, dh)
-            W_O = a.W_O.float()  # (H, dh, d)
-            del a
-            if not vocab_chunked:
-                WOU = torch.matmul(W_O, U)  # (H, dh, V)
-                rows = max(1, chunk_bytes // (4 * H * V))
-                for r in range(0, S, rows):
-                    logits = torch.bmm(Y[:, r:r + rows], WOU)
-                    t = logits.gather(2, tgt[r:r + rows].view(1, -1, 1).expand(H, -1, 1))
-                    _ = ((logits > t).sum(-1) < k).float().mean()
-                    del logits
-                del WOU
-            else:
-                t = (Y * torch.matmul(W_O, U[:, tgt].float()).transpose(1, 2)).sum(-1)  # (H, S)
-                above = torch.zeros(H, S, dtype=torch.long)
-                cols = max(1, chunk_bytes // (4 * max(d, H * S)))
-                for c in range(0, V, cols):
-                    WOU = torch.matmul(W_O, U[:, c:c + cols].float())  # (H, dh, cols)
-                    above += (torch.bmm(Y, WOU) > t[..., None]).sum(-1)
-                    del WOU
-                _ = (above < k).float().mean()
-            del Y, W_O
-    return S
-
-
 def _limit_layers(model, n: int | None) -> None:
     """Make ``model`` look like its first ``n`` layers (timing runs; memory is per layer)."""
     import dataclasses
@@ -306,21 +251,8 @@ def _limit_layers(model, n: int | None) -> None:
         model.spec = dataclasses.replace(model.spec, n_layers=n)
 
 
-def _scan_function():
-    """``hm.scan``, or the engine's ``scan`` before it is exported, or None."""
-    import headmaps as hm
-
-    scan = getattr(hm, "scan", None)
-    if scan is None:
-        try:
-            from headmaps.scoring import scan
-        except ImportError:
-            return None
-    return scan
-
-
-def child_lazy(folder: str, relation: str, mode: str, layers: int | None) -> dict:
-    """(a): lazy load + scan of one relation (``mode``: scan, engine or chunked)."""
+def child_lazy(folder: str, relation: str, layers: int | None) -> dict:
+    """(a): lazy load + ``hm.scan`` of one relation."""
     _be_first_to_go()
     import torch
 
@@ -335,23 +267,14 @@ def child_lazy(folder: str, relation: str, mode: str, layers: int | None) -> dic
     n_layers_model = model.n_layers
     _limit_layers(model, layers)
     t1 = time.perf_counter()
-    scan = _scan_function() if mode == "scan" else None
-    if scan is not None:
-        res = scan(model, [relation])
-        how = f"{scan.__module__}.scan"
-        n_pairs = res.n_pairs.get(relation)
-        best = float(res.scores.max()) if res.scores.size else None
-    else:
-        n_pairs = _stand_in_scan(model, vocab_chunked=mode == "chunked")
-        how = ("stand-in, vocab-chunked W_O U" if mode == "chunked" else
-               "stand-in mirroring the engine" + ("" if mode == "engine" else " (no scan engine found)"))
-        best = None
+    res = hm.scan(model, [relation])
     t_scan = time.perf_counter() - t1
-    return {"path": f"lazy-{mode}", "how": how, "n_layers_model": n_layers_model, "baseline_rss_bytes": base, "load_seconds": t_load,
+    return {"path": "lazy-scan", "how": "hm.scan", "n_layers_model": n_layers_model,
+            "baseline_rss_bytes": base, "load_seconds": t_load,
             "scan_seconds": t_scan, "wall_seconds": time.perf_counter() - t0,
             "bytes_read": src.bytes_read, "tensors_read": src.tensors_read,
-            "n_layers": model.n_layers, "n_heads": model.n_heads, "n_pairs": n_pairs,
-            "best_score": best, **_memory_report()}
+            "n_layers": model.n_layers, "n_heads": model.n_heads, "n_pairs": res.n_pairs.get(relation),
+            "best_score": float(res.scores.max()) if res.scores.size else None, **_memory_report()}
 
 
 def child_eager(folder: str) -> dict:
@@ -513,20 +436,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokenizer", help="copy tokenizer files from this folder (default: SmolLM2's)")
     ap.add_argument("--relation", default="country_to_capital")
     ap.add_argument("--paths", default="scan,eager",
-                    help="comma-separated runs: scan (hm.scan, or the engine stand-in while it is "
-                         "missing), engine (the stand-in mirroring the engine), chunked (the "
-                         "vocab-chunked stand-in), eager (from_pretrained + one forward pass)")
+                    help="comma-separated runs: scan (lazy load + hm.scan), eager (from_pretrained "
+                         "+ one forward pass)")
     ap.add_argument("--layers", type=int, help="scan only the first N layers (timing per layer is "
                     "the same and the peak is per layer; saves time on slow machines)")
     ap.add_argument("--force-eager", action="store_true", help="run eager even if memory looks short")
     ap.add_argument("--json", help="also write the numbers to this file")
     ap.add_argument("--report", metavar="JSON", help="print the numbers saved by --json and exit")
-    ap.add_argument("--child", choices=["scan", "engine", "chunked", "eager"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["scan", "eager"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
         out = (child_eager(args.workdir) if args.child == "eager"
-               else child_lazy(args.workdir, args.relation, args.child, args.layers))
+               else child_lazy(args.workdir, args.relation, args.layers))
         print("RESULT " + json.dumps(out))
         return
 

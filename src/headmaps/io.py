@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,23 +26,32 @@ TABLE_SUFFIXES = (".parquet", ".csv")
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    """Yield a new temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The temporary file is created with mode ``0o666`` and the process umask applies as
+    for any new file (``tempfile.mkstemp`` would make it ``0o600``); the umask is never
+    changed, so this is safe with threads.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should read like any file
+    tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create an empty file with a fresh random name in ``folder`` (``O_EXCL``, mode 0o666 & ~umask)."""
+    for _ in range(100):
+        tmp = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name in {folder}")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -115,3 +125,16 @@ def versions() -> dict[str, str]:
 
     return {"headmaps": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": numpy.__version__}
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
+    """A GitHub markdown table of ``frame`` (floats rounded)."""
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
+        return str(v)
+
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)

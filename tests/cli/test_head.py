@@ -11,8 +11,8 @@ import headmaps.cli as cli
 from headmaps.cli import describe as describe_cmd
 from headmaps.cli import head as head_cmd
 from headmaps.cli.describe import parse_layers
-from headmaps.cli.head import parse_head
 from headmaps.errors import HeadmapsError
+from headmaps.models import parse_head
 from headmaps.projection import DEFAULT_PRESET
 from tiny_vocab import COUNTRY_CAPITAL
 

@@ -1,8 +1,10 @@
-"""Argument helpers shared by subcommands."""
+"""Argument groups shared by subcommands, each defined once: model, projection, salient
+operations, describer, relation lists."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..models import DEFAULT_MODEL
 
@@ -61,3 +63,49 @@ def projection_label(result) -> str:
     from ..projection import describe_projection
 
     return describe_projection(result.preset, result.options)
+
+
+def parse_relations(text: str) -> str | list[str]:
+    """``--relations``: ``all``, or a comma-separated list of names and/or file paths."""
+    text = text.strip()
+    return "all" if text == "all" else [r.strip() for r in text.split(",") if r.strip()]
+
+
+def add_salient_args(p: argparse.ArgumentParser) -> None:
+    """--tokens, --mappings, --skip-nonwords and the projection options."""
+    add_projection_args(p)
+    p.add_argument("--tokens", type=int, default=15, help="salient source tokens (default 15)")
+    p.add_argument("--mappings", type=int, default=5, help="targets per source token (default 5)")
+    p.add_argument("--skip-nonwords", choices=["none", "source", "target", "both"], default="none",
+                   help="drop punctuation, whitespace and byte-fragment tokens on this side (default none)")
+
+
+def add_describer_args(p: argparse.ArgumentParser, default: str = "pattern", allow_none: bool = True) -> None:
+    """--describe, --base-url, --llm-model, --api-key, --llm-timeout, --llm-json."""
+    choices = ["pattern", "llm", "none"] if allow_none else ["pattern", "llm"]
+    p.add_argument("--describe", choices=choices, default=default,
+                   help=f"how to describe the head(s) (default: {default})")
+    p.add_argument("--base-url", default=None,
+                   help="OpenAI-compatible endpoint for --describe llm, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--llm-model", default="gpt-4o", help="chat model name for --describe llm (default: gpt-4o)")
+    p.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
+    p.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per LLM request (default 60)")
+    p.add_argument("--llm-json", action="store_true",
+                   help="ask the endpoint for JSON mode (response_format json_object)")
+
+
+def llm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :class:`~headmaps.describe.LLMDescriber` from :func:`add_describer_args`."""
+    return {"model": args.llm_model, "base_url": args.base_url, "api_key": args.api_key,
+            "timeout": args.llm_timeout, "json_mode": getattr(args, "llm_json", False)}
+
+
+def make_describer(args: argparse.Namespace):
+    """The describer the arguments ask for, or None for ``--describe none``."""
+    from ..describe import LLMDescriber, PatternDescriber
+
+    if args.describe == "none":
+        return None
+    if args.describe == "pattern":
+        return PatternDescriber()
+    return LLMDescriber(**llm_options(args))

@@ -6,8 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..errors import HeadmapsError, OutOfRangeError
-from .common import add_model_args, load_model, projection_kwargs, projection_label
-from .head import add_describer_args, add_salient_args, make_describer
+from .common import (
+    add_describer_args,
+    add_model_args,
+    add_salient_args,
+    load_model,
+    make_describer,
+    projection_kwargs,
+    projection_label,
+)
 
 
 def parse_layers(text: str | None, n_layers: int) -> list[int]:

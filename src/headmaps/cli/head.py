@@ -3,71 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import re
-from typing import Any
 
-from ..errors import HeadmapsError, OutOfRangeError
+from ..models import parse_head
 from .common import (
+    add_describer_args,
     add_model_args,
-    add_projection_args,
+    add_salient_args,
     load_model,
+    make_describer,
     projection_kwargs,
     projection_label,
 )
-
-_HEAD = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
-
-
-def parse_head(text: str, model: Any = None) -> tuple[int, int]:
-    """``"23.4"`` -> ``(23, 4)``, checked against ``model`` when given.
-
-    Raises:
-        HeadmapsError: not written ``LAYER.HEAD``.
-        OutOfRangeError: out of the model's range (the message gives the valid ranges).
-    """
-    m = _HEAD.match(text)
-    if not m:
-        raise HeadmapsError(f"a head is written LAYER.HEAD, e.g. 23.4; got {text!r}")
-    layer, head = int(m.group(1)), int(m.group(2))
-    if model is not None and not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
-        raise OutOfRangeError(f"head {layer}.{head} is out of range: {model.model_id} has layers "
-                         f"0..{model.n_layers - 1} and heads 0..{model.n_heads - 1}")
-    return layer, head
-
-
-def add_describer_args(p: argparse.ArgumentParser, default: str = "pattern", allow_none: bool = True) -> None:
-    """--describe, --base-url, --llm-model, --api-key, --llm-timeout, --llm-json."""
-    choices = ["pattern", "llm", "none"] if allow_none else ["pattern", "llm"]
-    p.add_argument("--describe", choices=choices, default=default,
-                   help=f"how to describe the head(s) (default: {default})")
-    p.add_argument("--base-url", default=None,
-                   help="OpenAI-compatible endpoint for --describe llm, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--llm-model", default="gpt-4o", help="chat model name for --describe llm (default: gpt-4o)")
-    p.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
-    p.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per LLM request (default 60)")
-    p.add_argument("--llm-json", action="store_true",
-                   help="ask the endpoint for JSON mode (response_format json_object)")
-
-
-def add_salient_args(p: argparse.ArgumentParser) -> None:
-    """--tokens, --mappings, --skip-nonwords and the projection options."""
-    add_projection_args(p)
-    p.add_argument("--tokens", type=int, default=15, help="salient source tokens (default 15)")
-    p.add_argument("--mappings", type=int, default=5, help="targets per source token (default 5)")
-    p.add_argument("--skip-nonwords", choices=["none", "source", "target", "both"], default="none",
-                   help="drop punctuation, whitespace and byte-fragment tokens on this side (default none)")
-
-
-def make_describer(args: argparse.Namespace):
-    """The describer the arguments ask for, or None for ``--describe none``."""
-    from ..describe import LLMDescriber, PatternDescriber
-
-    if args.describe == "none":
-        return None
-    if args.describe == "pattern":
-        return PatternDescriber()
-    return LLMDescriber(args.llm_model, args.base_url, args.api_key, timeout=args.llm_timeout,
-                        json_mode=args.llm_json)
 
 
 def register(sub) -> None:

@@ -9,6 +9,7 @@ from .common import (
     add_model_args,
     add_projection_args,
     load_model,
+    parse_relations,
     projection_kwargs,
     projection_label,
 )
@@ -32,12 +33,6 @@ def register(sub) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
     p.add_argument("--top", type=int, default=3, help="heads per relation in the printed table")
     p.set_defaults(func=run)
-
-
-def parse_relations(text: str):
-    """``all`` or a comma-separated list."""
-    text = text.strip()
-    return "all" if text == "all" else [r.strip() for r in text.split(",") if r.strip()]
 
 
 def run(args: argparse.Namespace) -> int:

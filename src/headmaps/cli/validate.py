@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from ..errors import CorruptFileError, MissingFileError
-from ..io import write_text
+from ..io import markdown_table, write_text
 from .common import (
     add_model_args,
     add_projection_args,
     load_model,
+    parse_relations,
     projection_kwargs,
     projection_label,
 )
@@ -72,23 +70,6 @@ def read_templates(path: str) -> list[str]:
     return list(items)
 
 
-def _relations(arg: str):
-    return "all" if arg == "all" else [r.strip() for r in arg.split(",") if r.strip()]
-
-
-def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
-    """A GitHub markdown table of ``frame`` (floats rounded)."""
-    def fmt(v) -> str:
-        if isinstance(v, float):
-            return "nan" if math.isnan(v) else f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
-        return str(v)
-
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the experiment and write its files."""
     from .. import experiments as ex
@@ -99,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"validate-{model.model_id.replace('/', '_')}-{args.experiment}")
     kw = dict(k=args.k, max_pairs=max_pairs, batch_size=args.batch_size, seed=args.seed, progress=True,
               **projection_kwargs(args))
-    rels = _relations(args.relations)
+    rels = parse_relations(args.relations)
     cmd = f"headmaps validate {args.model} --experiment {args.experiment} --relations {args.relations}"
     cmd += f" --max-pairs {max_pairs or 0}" + (f" --templates {args.templates}" if args.templates else "")
     cmd += "".join(f" --{k.replace('_', '-')} {v}" for k, v in projection_kwargs(args).items())

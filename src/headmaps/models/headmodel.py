@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 
-from ..errors import MissingComponentError, OutOfRangeError
+from ..errors import HeadmapsError, MissingComponentError, OutOfRangeError
 from .adapters import Adapter
 from .weights import ArchSpec, AttentionWeights, MLPBlock, Norm
 
@@ -58,16 +59,6 @@ class HeadModel:
         if self._hf_model is None and self._hf_model_loader is not None:
             self._hf_model = self._hf_model_loader()
         return self._hf_model
-
-    def require_hf_model(self) -> Any:
-        """The transformers model, or a clear error for weight-only (lazy) sources."""
-        model = self.hf_model
-        if model is None:
-            raise MissingComponentError(
-                f"{self.model_id!r} was loaded without its transformers model (lazy=True); "
-                "running the model (validation experiments) needs hm.load(..., lazy=False)"
-            )
-        return model
 
     # ---- sizes ---------------------------------------------------------------------
     @property
@@ -237,3 +228,24 @@ class HeadModel:
             f"HeadModel({self.model_id!r}, {s.architecture}, layers={s.n_layers}, heads={s.n_heads}, "
             f"kv_heads={s.n_kv_heads}, d_model={s.d_model}, vocab={s.vocab_size})"
         )
+
+
+_HEAD = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
+
+
+def parse_head(text: str, model: Any = None) -> tuple[int, int]:
+    """``"23.4"`` -> ``(23, 4)``, checked against ``model`` (anything with ``n_layers``,
+    ``n_heads`` and ``model_id``) when given.
+
+    Raises:
+        HeadmapsError: not written ``LAYER.HEAD``.
+        OutOfRangeError: out of the model's range (the message gives the valid ranges).
+    """
+    m = _HEAD.match(str(text))
+    if not m:
+        raise HeadmapsError(f"a head is written LAYER.HEAD, e.g. 23.4; got {text!r}")
+    layer, head = int(m.group(1)), int(m.group(2))
+    if model is not None and not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
+        raise OutOfRangeError(f"head {layer}.{head} is out of range: {model.model_id} has layers "
+                              f"0..{model.n_layers - 1} and heads 0..{model.n_heads - 1}")
+    return layer, head

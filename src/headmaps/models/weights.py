@@ -55,10 +55,6 @@ class Norm:
             y = y + self.bias.to(dtype)
         return y
 
-    def gain(self) -> torch.Tensor | None:
-        """The multiplicative gain ``(d_model,)`` that can be folded into a following matrix."""
-        return self.weight
-
 
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),

@@ -1,0 +1,49 @@
+"""Atomic writing: files appear whole or not at all, with the modes of ordinary files."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pandas as pd
+import pytest
+
+from headmaps.io import atomic_path, markdown_table, write_text
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_written_file_has_the_umask_mode(tmp_path):
+    write_text(tmp_path / "a" / "x.md", "hello")
+    mode = stat.S_IMODE((tmp_path / "a" / "x.md").stat().st_mode)
+    assert mode == 0o666 & ~_umask()
+    assert (tmp_path / "a" / "x.md").read_text() == "hello"
+
+
+def test_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "y.txt"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writing_never_touches_the_process_umask(tmp_path, monkeypatch):
+    """A momentary umask of 0 would give files other threads create meanwhile mode 0o666."""
+    expected = 0o666 & ~_umask()
+
+    def no_umask(_mask):
+        raise AssertionError("os.umask called while writing")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    write_text(tmp_path / "z.txt", "z")
+    assert stat.S_IMODE((tmp_path / "z.txt").stat().st_mode) == expected
+
+
+def test_markdown_table():
+    text = markdown_table(pd.DataFrame({"a": ["x"], "r": [0.12345], "tiny": [1e-5]}))
+    assert text.splitlines() == ["| a | r | tiny |", "|---|---|---|", "| x | 0.12 | 1.0e-05 |"]
