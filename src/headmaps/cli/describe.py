@@ -6,15 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import HeadmapsError, OutOfRangeError
-from .common import (
-    add_describer_args,
-    add_model_args,
-    add_salient_args,
-    load_model,
-    make_describer,
-    projection_kwargs,
-    projection_label,
-)
+from . import common
 
 
 def parse_layers(text: str | None, n_layers: int) -> list[int]:
@@ -50,11 +42,11 @@ def register(sub) -> None:
                        description="Compute the salient operations of every head of the chosen layers, "
                                    "describe each, and write descriptions.jsonl, salient.parquet, "
                                    "coverage.csv and coverage.png to --out.")
-    add_model_args(p, optional=False)
+    common.add_model_args(p, optional=False)
     p.add_argument("--layers", default=None, help="layers, e.g. 10-29 or 0,2,5-7 (default all)")
     p.add_argument("--out", required=True, help="output folder")
-    add_salient_args(p)
-    add_describer_args(p, allow_none=False)
+    common.add_salient_args(p)
+    common.add_describer_args(p, allow_none=False)
     p.set_defaults(func=run)
 
 
@@ -67,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise HeadmapsError(f"--out {out} exists and is not a folder")
-    describer = make_describer(args)
-    model = load_model(args)
+    describer = common.make_describer(args)
+    model = common.load_model(args)
     layers = parse_layers(args.layers, model.n_layers)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
     res = salient_all(model, layers, n_tokens=args.tokens, n_mappings=args.mappings,
-                      skip_nonwords=skip, progress=True, **projection_kwargs(args))
+                      skip_nonwords=skip, progress=True, **common.projection_kwargs(args))
     res.save(out / "salient.parquet")
     descs = describe_all(res, describer, progress=True)
     save_descriptions(descs, out / "descriptions.jsonl")
@@ -81,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         cov.to_csv(tmp, index=False)
     plot_coverage(cov, out / "coverage.png",
                   title=f"{model.model_id}: heads with a clear description ({describer.name})")
-    print(f"{model.model_id}: {len(res)} heads described (projection {projection_label(res)}, "
+    print(f"{model.model_id}: {len(res)} heads described (projection {common.projection_label(res)}, "
           f"describer {describer.name})")
     print(cov.to_string(index=False))
     print(f"wrote {out}/descriptions.jsonl, coverage.csv, coverage.png, salient.parquet")

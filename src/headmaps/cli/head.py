@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..models import parse_head
-from .common import (
-    add_describer_args,
-    add_model_args,
-    add_salient_args,
-    load_model,
-    make_describer,
-    projection_kwargs,
-    projection_label,
-)
+from . import common
 
 
 def register(sub) -> None:
@@ -21,10 +13,10 @@ def register(sub) -> None:
     p = sub.add_parser("head", help="salient operations of one head, and a description",
                        description="Print the most salient source tokens of head LAYER.HEAD with their top "
                                    "target tokens (approach B of MAPS), then describe the pattern.")
-    add_model_args(p, optional=False)
+    common.add_model_args(p, optional=False)
     p.add_argument("head", metavar="LAYER.HEAD", help="the head, e.g. 23.4 (Hugging Face numbering)")
-    add_salient_args(p)
-    add_describer_args(p)
+    common.add_salient_args(p)
+    common.add_describer_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -36,19 +28,19 @@ def run(args: argparse.Namespace) -> int:
     from ..salient import salient_operations
 
     parse_head(args.head)  # format errors before loading anything
-    describer = make_describer(args)
-    model = load_model(args)
+    describer = common.make_describer(args)
+    model = common.load_model(args)
     layer, head = parse_head(args.head, model)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
     ops = salient_operations(model, layer, head, n_tokens=args.tokens, n_mappings=args.mappings,
-                             skip_nonwords=skip, **projection_kwargs(args))
+                             skip_nonwords=skip, **common.projection_kwargs(args))
     desc = describer.describe(ops) if describer is not None else None
     if args.json:
         out = ops.to_dict()
         out["description"] = desc.to_dict() if desc is not None else None
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
-    print(f"head {ops.name} of {model.model_id} (projection {projection_label(ops)}, "
+    print(f"head {ops.name} of {model.model_id} (projection {common.projection_label(ops)}, "
           f"non-words skipped: {ops.skip_nonwords})")
     print(ops.table())
     if desc is not None:

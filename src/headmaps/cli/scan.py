@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import (
-    add_model_args,
-    add_projection_args,
-    load_model,
-    parse_relations,
-    projection_kwargs,
-    projection_label,
-)
+from . import common
+from .common import add_model_args, add_projection_args, load_model, projection_kwargs
 
 
 def register(sub) -> None:
@@ -42,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..scoring.analysis import summary_table
 
     model = load_model(args)
-    res = scan(model, parse_relations(args.relations), k=args.k, tau=args.tau, min_pairs=args.min_pairs,
+    res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau, min_pairs=args.min_pairs,
                progress=True, **projection_kwargs(args))
     if not res.relations:
         reasons = "; ".join(f"{rel}: {why}" for rel, why in res.skipped.items())
@@ -51,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                             "MODEL`) or lower --min-pairs.")
     table = summary_table(res, n=args.top)
     print(f"{model.model_id}: {len(res.relations)} relations scored, {len(res.skipped)} skipped "
-          f"(projection {projection_label(res)}, tau {res.tau})")
+          f"(projection {common.projection_label(res)}, tau {res.tau})")
     if len(table):
         print(table.to_string(index=False))
     for rel, why in res.skipped.items():

@@ -9,14 +9,7 @@ from typing import Any
 
 from ..errors import CorruptFileError, MissingFileError
 from ..io import markdown_table, write_text
-from .common import (
-    add_model_args,
-    add_projection_args,
-    load_model,
-    parse_relations,
-    projection_kwargs,
-    projection_label,
-)
+from . import common
 
 #: Pairs per relation when --max-pairs is not given: keeps a run to minutes on a laptop CPU.
 DEFAULT_MAX_PAIRS = {"correlation": 16, "multitoken": 16, "causal": 40}
@@ -28,7 +21,7 @@ def register(sub) -> None:
         "validate", help="correlation with inference, causal ablation, multi-token checks",
         description="Run one of the paper's validation experiments and write CSV tables, plots "
                     "and summary.md under --out.")
-    add_model_args(p)
+    common.add_model_args(p)
     p.add_argument("--experiment", required=True, choices=["correlation", "causal", "multitoken"])
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated built-in names / paths to JSON or CSV sets")
@@ -46,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     p.add_argument("--seed", type=int, default=0, help="seed of pair subsets and random heads")
     p.add_argument("--out", default=None, help="output folder (default: validate-<model>-<experiment>)")
-    add_projection_args(p)
+    common.add_projection_args(p)
     p.set_defaults(func=run)
 
 
@@ -74,16 +67,16 @@ def run(args: argparse.Namespace) -> int:
     """Run the experiment and write its files."""
     from .. import experiments as ex
 
-    model = load_model(args)
+    model = common.load_model(args)
     max_pairs = args.max_pairs if args.max_pairs is not None else DEFAULT_MAX_PAIRS[args.experiment]
     max_pairs = max_pairs or None
     out = Path(args.out or f"validate-{model.model_id.replace('/', '_')}-{args.experiment}")
     kw = dict(k=args.k, max_pairs=max_pairs, batch_size=args.batch_size, seed=args.seed, progress=True,
-              **projection_kwargs(args))
-    rels = parse_relations(args.relations)
+              **common.projection_kwargs(args))
+    rels = common.parse_relations(args.relations)
     cmd = f"headmaps validate {args.model} --experiment {args.experiment} --relations {args.relations}"
     cmd += f" --max-pairs {max_pairs or 0}" + (f" --templates {args.templates}" if args.templates else "")
-    cmd += "".join(f" --{k.replace('_', '-')} {v}" for k, v in projection_kwargs(args).items())
+    cmd += "".join(f" --{k.replace('_', '-')} {v}" for k, v in common.projection_kwargs(args).items())
     if args.experiment == "causal":
         res = ex.causal(model, rels, **kw)
         res.save(out)
@@ -116,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             summary += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]
         table = res.table
     write_text(out / "summary.md", "\n".join(summary))
-    print(f"{model.model_id}: {args.experiment} (static scores: projection {projection_label(res)})")
+    print(f"{model.model_id}: {args.experiment} (static scores: projection {common.projection_label(res)})")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/")
     return 0

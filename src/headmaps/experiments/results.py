@@ -38,6 +38,38 @@ def _matplotlib():
     return plt
 
 
+def _panels(n: int, height: float, max_cols: int = 5):
+    """A figure with one panel per relation (at most ``max_cols`` a row); spare panels hidden.
+
+    Returns:
+        ``(figure, axes)`` with ``axes`` a flat array of at least ``n`` panels.
+    """
+    plt = _matplotlib()
+    n = max(1, n)
+    cols = min(max_cols, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height * rows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _save_panels(fig, axes, legend: bool, path: str | os.PathLike, title: str) -> Path:
+    """Small labels and a legend in the first panel, the title; write ``path`` (PNG) and close."""
+    for ax in axes:
+        ax.tick_params(labelsize=6)
+    if legend:
+        axes[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _matplotlib().close(fig)
+    return path
+
+
 @dataclass
 class CorrelationResult:
     """Static vs dynamic scores per relation (correlation or multi-token experiment).
@@ -129,16 +161,10 @@ class CorrelationResult:
 
     def plot(self, path: str | os.PathLike, max_relations: int = 20) -> Path:
         """Scatter of static vs dynamic scores per relation (one panel each), as PNG."""
-        plt = _matplotlib()
         d = self.dynamic
         names = d.relations[:max_relations]
-        n = max(1, len(names))
-        cols = min(5, n)
-        rows = (n + cols - 1) // cols
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
-        for ax in axes.ravel()[n:]:
-            ax.axis("off")
-        for ax, name in zip(axes.ravel(), names):
+        fig, axes = _panels(len(names), height=3.0)
+        for ax, name in zip(axes, names):
             r = d.relations.index(name)
             i = self.static.relations.index(name)
             T = d.with_context.shape[1]
@@ -150,17 +176,8 @@ class CorrelationResult:
                          fontsize=8)
             ax.set_xlabel("static phi", fontsize=7)
             ax.set_ylabel("dynamic", fontsize=7)
-            ax.tick_params(labelsize=6)
-        if names:
-            axes.ravel()[0].legend(fontsize=6)
-        fig.suptitle(f"{self.model_id}: static vs dynamic ({self.kind}, preset {self.preset})",
-                     fontsize=9)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return _save_panels(fig, axes, bool(names), path,
+                            f"{self.model_id}: static vs dynamic ({self.kind}, preset {self.preset})")
 
 
 @dataclass
@@ -211,15 +228,9 @@ class CausalResult:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Accuracy vs heads removed per relation (relation heads; random heads mean ± std)."""
-        plt = _matplotlib()
         names = list(self.table["relation"])
-        n = max(1, len(names))
-        cols = min(5, n)
-        rows = (n + cols - 1) // cols
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
-        for ax in axes.ravel()[n:]:
-            ax.axis("off")
-        for ax, name in zip(axes.ravel(), names):
+        fig, axes = _panels(len(names), height=2.8)
+        for ax, name in zip(axes, names):
             c = self.curves[self.curves["relation"] == name]
             ax.plot(c["n_heads_removed"], c["acc_relation"], label="relation heads")
             rnd = c.dropna(subset=["acc_random_mean"])
@@ -229,14 +240,5 @@ class CausalResult:
             ax.set_title(name, fontsize=8)
             ax.set_xlabel("heads removed", fontsize=7)
             ax.set_ylabel("accuracy", fontsize=7)
-            ax.tick_params(labelsize=6)
-        if names:
-            axes.ravel()[0].legend(fontsize=6)
-        fig.suptitle(f"{self.model_id}: zeroing heads at the last position (preset {self.preset})",
-                     fontsize=9)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return _save_panels(fig, axes, bool(names), path,
+                            f"{self.model_id}: zeroing heads at the last position (preset {self.preset})")
