@@ -9,13 +9,11 @@ from typing import Any
 from ..models import DEFAULT_MODEL
 
 
-def add_model_args(p: argparse.ArgumentParser, *, optional: bool = True) -> None:
-    """MODEL positional (alias, hub id, folder, .gguf) plus --device/--dtype."""
-    if optional:
-        p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
-                       help=f"alias, hub id, folder or .gguf file (default: {DEFAULT_MODEL})")
-    else:
-        p.add_argument("model", help="alias, hub id, folder or .gguf file")
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """MODEL positional (alias, hub id, folder, .gguf; default the built-in SmolLM2) plus
+    --device, --dtype, --lazy and --allow-pickle."""
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                   help=f"alias, hub id, folder or .gguf file (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: checkpoint's)")
     p.add_argument("--lazy", action="store_true", default=None,

@@ -42,7 +42,7 @@ def register(sub) -> None:
                        description="Compute the salient operations of every head of the chosen layers, "
                                    "describe each, and write descriptions.jsonl, salient.parquet, "
                                    "coverage.csv and coverage.png to --out.")
-    common.add_model_args(p, optional=False)
+    common.add_model_args(p)
     p.add_argument("--layers", default=None, help="layers, e.g. 10-29 or 0,2,5-7 (default all)")
     p.add_argument("--out", required=True, help="output folder")
     common.add_salient_args(p)

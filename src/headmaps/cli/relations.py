@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL
-from .common import load_model
+from ..io import write_text
+from .common import add_model_args, load_model
 
 _FORMATS = ("text", "markdown", "csv", "json")
 
@@ -42,13 +42,12 @@ def register(sub) -> None:
     p_cov = rsub.add_parser("coverage", help="single-token pairs of every relation for a model",
                             description="For every built-in relation (and any extra files), how many pairs "
                                         "survive tokenisation on MODEL and whether the relation is valid.")
-    p_cov.add_argument("model", nargs="?", default=DEFAULT_MODEL,
-                       help=f"alias, hub id, folder or .gguf file (default: {DEFAULT_MODEL})")
+    add_model_args(p_cov)
     p_cov.add_argument("--extra", nargs="*", default=[], metavar="FILE", help="user relation files to include")
     p_cov.add_argument("-o", "--out", default=None, help="also write the table to this file (.csv or .json)")
     _add_tokenise_args(p_cov)
     _add_format(p_cov)
-    p_cov.set_defaults(func=run_coverage, device=None, dtype=None, lazy=False)
+    p_cov.set_defaults(func=run_coverage)
 
 
 def _add_format(p: argparse.ArgumentParser) -> None:
@@ -94,7 +93,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     status: dict[tuple[str, str], str] = {}
     if args.model:
-        model = load_model(argparse.Namespace(model=args.model, device=None, dtype=None, lazy=False))
+        model = load_model(argparse.Namespace(model=args.model, device=None, dtype=None))
         prep = R.prepare(model, pairs, min_pairs=args.min_pairs, space=args.space, name=info.name)
         status = {pair: "kept" for pair in prep.kept}
         status.update({(s, t): reason for s, t, reason in prep.dropped})
@@ -127,9 +126,8 @@ def run_coverage(args: argparse.Namespace) -> int:
               f"(>= {args.min_pairs} single-token pairs, space rule '{args.space}')")
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         fmt = "json" if out.suffix.lower() == ".json" else "csv"
-        out.write_text(format_table(rows, fmt) + "\n", encoding="utf-8")
+        write_text(out, format_table(rows, fmt) + "\n")
     return 0
 
 

@@ -1,0 +1,53 @@
+"""Every command takes the shared option groups of cli/common.py, with the same defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from headmaps.cli import build_parser
+from headmaps.models import DEFAULT_MODEL
+from headmaps.projection import DEFAULT_PRESET
+
+MODEL_OPTIONS = {"model", "device", "dtype", "lazy", "allow_pickle"}
+PROJECTION_OPTIONS = {"preset", "source", "fold_norms", "biases", "scale_embeddings"}
+DESCRIBER_OPTIONS = {"describe", "base_url", "llm_model", "api_key", "llm_timeout", "llm_json"}
+
+
+def subparser(*path: str) -> argparse.ArgumentParser:
+    p = build_parser()
+    for name in path:
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = sub.choices[name]
+    return p
+
+
+def options(*path: str) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in subparser(*path)._actions}
+
+
+@pytest.mark.parametrize("path", [("info",), ("scan",), ("head",), ("describe",), ("validate",),
+                                  ("report",), ("relations", "coverage")])
+def test_model_options_everywhere(path):
+    opts = options(*path)
+    assert MODEL_OPTIONS <= set(opts)
+    assert opts["model"].default == DEFAULT_MODEL  # MODEL may be left out everywhere
+
+
+@pytest.mark.parametrize("path", [("scan",), ("head",), ("describe",), ("validate",)])
+def test_projection_options_and_one_default(path):
+    opts = options(*path)
+    assert PROJECTION_OPTIONS <= set(opts)
+    assert opts["preset"].default is None  # None: projection.DEFAULT_PRESET, like the library
+    assert DEFAULT_PRESET in opts["preset"].help
+
+
+@pytest.mark.parametrize("path", [("head",), ("describe",)])
+def test_describer_options(path):
+    assert DESCRIBER_OPTIONS <= set(options(*path))
+
+
+def test_head_model_may_be_left_out():
+    args = build_parser().parse_args(["head", "23.4"])
+    assert (args.model, args.head) == (DEFAULT_MODEL, "23.4")
