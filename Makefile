@@ -35,6 +35,12 @@ test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest -q
 
+# the edit loop: no real model, no browser (make test still runs everything); one torch
+# thread, as the tiny models' small ops run faster so on a shared machine
+.PHONY: test-fast
+test-fast: install
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -m "not slow and not browser"
+
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 

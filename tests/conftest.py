@@ -19,6 +19,17 @@ def tiny_llama():
 
 
 @pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M, loaded once for every slow test (converted once into the headmaps cache).
+
+    Tests must not change it. The package is installed by `make test`; a missing one fails.
+    """
+    import headmaps as hm
+
+    return hm.load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_hm(tiny_llama):
     """The tiny Llama as a HeadModel (no tokenizer)."""
     import headmaps as hm

@@ -154,9 +154,8 @@ def test_builtin_library(built):
 
 
 @pytest.mark.slow
-def test_smollm2_head_23_4_maps_to_countries():
-    m = hm.load("smollm2-135m")
-    ops = salient_operations(m, 23, 4)
+def test_smollm2_head_23_4_maps_to_countries(smollm2):
+    ops = salient_operations(smollm2, 23, 4, preset="paper")
     assert " Italian" in ops.tokens and " Italy" in {t for ts in ops.targets for t in ts}
     d = PatternDescriber().describe(ops)
     assert not d.unclear and d.family == "knowledge"

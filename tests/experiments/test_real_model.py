@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import headmaps as hm
 from headmaps import experiments as ex
 from headmaps.experiments.dynamic import build_prompt, word_ids
 from headmaps.experiments.results import CAUSAL_COLUMNS, CORRELATION_COLUMNS
@@ -17,13 +16,8 @@ pytestmark = pytest.mark.slow
 TEMPLATES = ["This is a document about <X>", "No <X> means no"]
 
 
-@pytest.fixture(scope="module")
-def smollm():
-    return hm.load("smollm2-135m")
-
-
-def test_build_prompt_places_the_source_token(smollm):
-    tok = smollm.tokenizer
+def test_build_prompt_places_the_source_token(smollm2):
+    tok = smollm2.tokenizer
     src = word_ids(tok, "France")
     for template in TEMPLATES + ["<X> is"]:
         ids, pos = build_prompt(tok, template, src)
@@ -31,7 +25,7 @@ def test_build_prompt_places_the_source_token(smollm):
         assert tok.decode(ids).strip().replace("  ", " ") == template.replace("<X>", "France")
 
 
-def test_correlation_cli(smollm, tmp_path):
+def test_correlation_cli(smollm2, tmp_path):
     from argparse import ArgumentParser
 
     from headmaps.cli import validate
@@ -50,8 +44,8 @@ def test_correlation_cli(smollm, tmp_path):
     assert (tmp_path / "out" / "summary.md").is_file() and (tmp_path / "out" / "correlation.png").is_file()
 
 
-def test_causal_short(smollm):
-    res = ex.causal(smollm, ["name_copying"], m=3, n_random=2, random_points=1, max_pairs=12)
+def test_causal_short(smollm2):
+    res = ex.causal(smollm2, ["name_copying"], m=3, n_random=2, random_points=1, max_pairs=12)
     row = res.table.iloc[0]
     assert list(res.table.columns) == CAUSAL_COLUMNS
     assert row.base_acc > 0.8  # the few-shot copying template is easy
@@ -61,8 +55,8 @@ def test_causal_short(smollm):
     assert curve.acc_relation.iloc[0] == row.base_acc
 
 
-def test_multitoken_short(smollm):
-    res = ex.multitoken(smollm, ["country_to_language"], TEMPLATES, max_pairs=10, min_pairs=5)
+def test_multitoken_short(smollm2):
+    res = ex.multitoken(smollm2, ["country_to_language"], TEMPLATES, max_pairs=10, min_pairs=5)
     assert res.kind == "multitoken" and len(res.table) == 1
     assert res.table.loc[0, "n_pairs"] == 10
     assert np.isfinite(res.table.loc[0, "corr_without_context"])

@@ -108,8 +108,8 @@ def test_interrupted_cache_build_leaves_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_smollm2_alias_sizes_and_fast_reload():
-    m = hm.load("smollm2-135m")
+def test_smollm2_alias_sizes_and_fast_reload(smollm2):
+    m = smollm2
     assert (m.n_layers, m.n_heads, m.n_kv_heads, m.d_model, m.d_head, m.vocab_size) == (30, 9, 3, 576, 64, 49152)
     assert m.architecture == "llama" and m.tied_embeddings
     W_V, W_O = m.ov(23, 4)
