@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import HeadmapsError
+from ..errors import HeadmapsError, MissingComponentError
 from ..models import HeadModel
 
 
@@ -38,7 +38,7 @@ class LayerModules:
 def hf_model_of(model: HeadModel) -> nn.Module:
     """The transformers model behind ``model``, or a clear error."""
     if model.hf_model is None:
-        raise HeadmapsError(
+        raise MissingComponentError(
             f"model {model.model_id!r} was loaded without a transformers model (lazy checkpoint?); "
             "the validation experiments run the model: load it with hm.load(..., lazy=False)"
         )
