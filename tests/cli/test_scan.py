@@ -28,6 +28,7 @@ def test_scan_writes_scores_summary_and_heatmaps(model_dir, capitals_file, tmp_p
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "1 relations scored" in printed and "1.0 (1.00)" in printed
+    assert "(projection paper, tau 0.15)" in printed
     res = ScanResult.load(out / "scores.parquet")
     assert res.relations == ["capitals"]
     scores = res["capitals"].scores

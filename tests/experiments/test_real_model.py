@@ -25,10 +25,12 @@ def test_build_prompt_places_the_source_token(smollm2):
         assert tok.decode(ids).strip().replace("  ", " ") == template.replace("<X>", "France")
 
 
-def test_correlation_cli(smollm2, tmp_path):
+def test_correlation_cli(smollm2, tmp_path, monkeypatch, capsys):
     from argparse import ArgumentParser
 
-    from headmaps.cli import validate
+    from headmaps.cli import common, validate
+
+    monkeypatch.setattr(common, "load_model", lambda args: smollm2)  # the session's model
 
     (tmp_path / "t.json").write_text(json.dumps(TEMPLATES))
     parser = ArgumentParser()
@@ -37,6 +39,7 @@ def test_correlation_cli(smollm2, tmp_path):
                               "name_copying", "--max-pairs", "12", "--templates",
                               str(tmp_path / "t.json"), "--out", str(tmp_path / "out")])
     assert args.func(args) == 0
+    assert "correlation (static scores: projection norms)" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "out" / "correlation.csv")
     assert list(table.columns) == CORRELATION_COLUMNS
     assert table.loc[0, "n_pairs"] == 12
