@@ -173,7 +173,8 @@ def save_tokenizer(folder: Path, tokenizer_dir: str | None) -> str:
     """Put a tokenizer whose ids fit the vocabulary into ``folder``; returns its origin."""
     if tokenizer_dir:
         for f in Path(tokenizer_dir).iterdir():
-            if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")):
+            if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges",
+                                  "added_tokens")):
                 shutil.copy(f, folder / f.name)
         return tokenizer_dir
     import headmaps as hm
@@ -273,7 +274,8 @@ def child_lazy(folder: str, relation: str, layers: int | None) -> dict:
             "baseline_rss_bytes": base, "load_seconds": t_load,
             "scan_seconds": t_scan, "wall_seconds": time.perf_counter() - t0,
             "bytes_read": src.bytes_read, "tensors_read": src.tensors_read,
-            "n_layers": model.n_layers, "n_heads": model.n_heads, "n_pairs": res.n_pairs.get(relation),
+            "n_layers": model.n_layers, "n_heads": model.n_heads,
+            "n_pairs": res.n_pairs.get(relation),
             "best_score": float(res.scores.max()) if res.scores.size else None, **_memory_report()}
 
 
@@ -306,7 +308,8 @@ def run_child(kind: str, folder: Path, relation: str, layers: int | None = None)
     """Run one measurement in a fresh interpreter; returns its JSON report."""
     for f in folder.glob("*.safetensors"):
         _drop_cache(f)
-    cmd = [sys.executable, __file__, "--child", kind, "--workdir", str(folder), "--relation", relation]
+    cmd = [sys.executable, __file__, "--child", kind, "--workdir", str(folder), "--relation",
+           relation]
     if layers:
         cmd += ["--layers", str(layers)]
     t0 = time.perf_counter()
@@ -343,7 +346,8 @@ def layer_flops(c: dict, n_sources: int) -> float:
 
 def read_sizes(c: dict) -> tuple[float, float, float]:
     """Bytes of E + U, of one layer's V/O/norm, and of the whole checkpoint (bf16)."""
-    d, h, kv, v = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["vocab_size"]
+    d, h = c["hidden_size"], c["num_attention_heads"]
+    kv, v = c["num_key_value_heads"], c["vocab_size"]
     dh = d // h
     layer = (kv * dh * d + d * h * dh + d) * 2
     return 2 * v * d * 2, layer, sum(_numel(s) * 2 for _, s, _ in tensor_layout(c))
@@ -362,7 +366,8 @@ def estimate_70b_peak(lazy: dict, cfg: dict) -> tuple[float, float]:
     _, layer70, _ = read_sizes(big)
     u, u70 = cfg["vocab_size"] * cfg["hidden_size"] * 2, big["vocab_size"] * big["hidden_size"] * 2
     work = max(lazy["peak_rss_bytes"] - lazy["baseline_rss_bytes"] - u - layer, 0)
-    return work, lazy["baseline_rss_bytes"] + u70 + layer70 + work * big["hidden_size"] / cfg["hidden_size"]
+    return work, (lazy["baseline_rss_bytes"] + u70 + layer70
+                  + work * big["hidden_size"] / cfg["hidden_size"])
 
 
 def estimate_70b(lazy: dict, cfg: dict) -> str:
@@ -376,20 +381,20 @@ def estimate_70b(lazy: dict, cfg: dict) -> str:
     work, peak70 = estimate_70b_peak(lazy, cfg)
     read70 = eu70 + big["num_hidden_layers"] * layer70
     return (
-        f"Llama-3.1-70B (80 layers x 64 heads, d_model 8192) is {total70 / GB:.0f} GB in bf16, so an "
-        f"eager load cannot run on a 32 GB laptop. The lazy scan reads E and U "
+        f"Llama-3.1-70B (80 layers x 64 heads, d_model 8192) is {total70 / GB:.0f} GB in bf16, so "
+        f"an eager load cannot run on a 32 GB laptop. The lazy scan reads E and U "
         f"({eu70 / GB:.1f} GB) once and then {layer70 / 1e6:.0f} MB of V/O weights per layer, "
         f"{read70 / GB:.1f} GB in all ({100 * read70 / total70:.0f}% of the checkpoint). Memory: "
         f"this run ({lazy['how']}) needed {work / GB:.1f} GB of working buffers beyond U and one "
-        f"layer; scaled by the d_model ratio ({big['hidden_size'] / cfg['hidden_size']:.0f}x) the 70B "
-        f"peak is about {peak70 / GB:.1f} GB, which fits in 32 GB. Time: a scan costs "
+        f"layer; scaled by the d_model ratio ({big['hidden_size'] / cfg['hidden_size']:.0f}x) the "
+        f"70B peak is about {peak70 / GB:.1f} GB, which fits in 32 GB. Time: a scan costs "
         f"{layer_flops(big, n_src) / 1e12:.1f} TFLOP per layer for {n_src} sources, "
         f"{flops70 / 1e15:.2f} PFLOP over 80 layers, nearly independent of the number of relations "
         f"scored together (each adds only its sources' rows). This machine reached "
-        f"{rate / 1e9:.0f} GFLOP/s ({s_layer:.1f} s per layer), which gives {flops70 / rate / 3600:.1f} h; "
-        f"a laptop CPU sustaining 300 GFLOP/s in float32 needs about {flops70 / 300e9 / 60:.0f} min. "
-        f"Disk: all {total70 / GB:.0f} GB must be present (every shard holds some layers' V/O), but "
-        f"only {read70 / GB:.1f} GB are ever read."
+        f"{rate / 1e9:.0f} GFLOP/s ({s_layer:.1f} s per layer), which gives "
+        f"{flops70 / rate / 3600:.1f} h; a laptop CPU sustaining 300 GFLOP/s in float32 needs "
+        f"about {flops70 / 300e9 / 60:.0f} min. Disk: all {total70 / GB:.0f} GB must be present "
+        f"(every shard holds some layers' V/O), but only {read70 / GB:.1f} GB are ever read."
     )
 
 
@@ -398,31 +403,33 @@ def report(data: dict) -> None:
     info, results, machine = data["checkpoint"], data["runs"], data["machine"]
     cfg, total = info["spec"]["config"], info["total_bytes"]
     small = cfg["hidden_size"] != LLAMA31_8B["hidden_size"]
-    print(f"checkpoint: {'small stand-in' if small else 'Llama-3.1-8B shapes'}, {total / GB:.2f} GB bf16, "
-          f"{info['n_shards']} shards, in {data['folder']}")
+    print(f"checkpoint: {'small stand-in' if small else 'Llama-3.1-8B shapes'}, {total / GB:.2f} "
+          f"GB bf16, {info['n_shards']} shards, in {data['folder']}")
     print(f"machine: {machine['cpus']} CPUs (torch threads {machine['threads']}, load average "
           f"{machine['load']:.1f} at the start), {machine['available'] / GB:.1f} GB available; "
           "page cache dropped before each run")
     print(f"{'run':<14} {'peak RSS GB':>12} {'baseline GB':>12} {'load s':>8} {'work s':>8}")
     for r in results:
         work = r.get("scan_seconds", r.get("forward_seconds", 0.0))
-        print(f"{r['path']:<14} {r['peak_rss_bytes'] / GB:>12.2f} {r['baseline_rss_bytes'] / GB:>12.2f} "
-              f"{r['load_seconds']:>8.2f} {work:>8.1f}")
+        print(f"{r['path']:<14} {r['peak_rss_bytes'] / GB:>12.2f} "
+              f"{r['baseline_rss_bytes'] / GB:>12.2f} {r['load_seconds']:>8.2f} {work:>8.1f}")
     eager = next((r for r in results if r["path"] == "eager"), None)
     if eager:
-        print(f"eager after from_pretrained alone: peak RSS {eager['after_load']['peak_rss_bytes'] / GB:.2f} GB "
-              f"(weights memory-mapped, not yet read); after one forward pass: "
-              f"{eager['peak_rss_bytes'] / GB:.2f} GB ({eager['rss_file_bytes'] / GB:.2f} GB file-backed)")
+        print("eager after from_pretrained alone: peak RSS "
+              f"{eager['after_load']['peak_rss_bytes'] / GB:.2f} GB (weights memory-mapped, not "
+              f"yet read); after one forward pass: {eager['peak_rss_bytes'] / GB:.2f} GB "
+              f"({eager['rss_file_bytes'] / GB:.2f} GB file-backed)")
     lazy = [r for r in results if r is not eager]
     for a in lazy:
         s_layer = a["scan_seconds"] / a["n_layers"]
         print(f"{a['path']}: {a['how']}; {s_layer:.1f} s per relation per layer "
               f"({a['n_layers']} of {a['n_layers_model']} layers timed, {a['n_heads']} heads, "
-              f"{a['n_pairs']} pairs, {layer_flops(cfg, a['n_pairs'] or 100) / s_layer / 1e9:.0f} GFLOP/s); "
-              f"read {a['bytes_read'] / GB:.2f} GB in {a['tensors_read']} tensors")
+              f"{a['n_pairs']} pairs, {layer_flops(cfg, a['n_pairs'] or 100) / s_layer / 1e9:.0f} "
+              f"GFLOP/s); read {a['bytes_read'] / GB:.2f} GB in {a['tensors_read']} tensors")
         if eager:
             ratio = a["peak_rss_bytes"] / eager["peak_rss_bytes"]
-            print(f"  peak RSS lazy/eager: {ratio:.2f} (target <= 0.25: {'met' if ratio <= 0.25 else 'NOT met'})")
+            print(f"  peak RSS lazy/eager: {ratio:.2f} (target <= 0.25: "
+                  f"{'met' if ratio <= 0.25 else 'NOT met'})")
         print(f"  70B peak estimate: {estimate_70b_peak(a, cfg)[1] / GB:.1f} GB")
     if lazy:
         print()
@@ -430,17 +437,22 @@ def report(data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="a 0.7 GB stand-in config instead of Llama-3.1-8B")
-    ap.add_argument("--workdir", help="folder for the checkpoint (default: a folder in the temp dir)")
-    ap.add_argument("--tokenizer", help="copy tokenizer files from this folder (default: SmolLM2's)")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true",
+                    help="a 0.7 GB stand-in config instead of Llama-3.1-8B")
+    ap.add_argument("--workdir",
+                    help="folder for the checkpoint (default: a folder in the temp dir)")
+    ap.add_argument("--tokenizer",
+                    help="copy tokenizer files from this folder (default: SmolLM2's)")
     ap.add_argument("--relation", default="country_to_capital")
     ap.add_argument("--paths", default="scan,eager",
                     help="comma-separated runs: scan (lazy load + hm.scan), eager (from_pretrained "
                          "+ one forward pass)")
     ap.add_argument("--layers", type=int, help="scan only the first N layers (timing per layer is "
                     "the same and the peak is per layer; saves time on slow machines)")
-    ap.add_argument("--force-eager", action="store_true", help="run eager even if memory looks short")
+    ap.add_argument("--force-eager", action="store_true",
+                    help="run eager even if memory looks short")
     ap.add_argument("--json", help="also write the numbers to this file")
     ap.add_argument("--report", metavar="JSON", help="print the numbers saved by --json and exit")
     ap.add_argument("--child", choices=["scan", "eager"], help=argparse.SUPPRESS)
@@ -469,8 +481,8 @@ def main(argv: list[str] | None = None) -> None:
             need = total * 1.15 + 2 * GB
             avail = mem_available()
             if avail < need and not args.force_eager:
-                print(f"eager SKIPPED: it needs about {need / GB:.1f} GB and {avail / GB:.1f} GB is "
-                      "available (--force-eager to try anyway, or --small)")
+                print(f"eager SKIPPED: it needs about {need / GB:.1f} GB and {avail / GB:.1f} GB "
+                      f"is available (--force-eager to try anyway, or --small)")
                 continue
             print("eager: from_pretrained + one forward pass ...", flush=True)
         else:

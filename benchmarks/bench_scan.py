@@ -81,13 +81,16 @@ import json, resource, time, headmaps as hm
 m = hm.load({model!r}); m.E; m.U
 def rss():
     with open('/proc/self/status') as f:
-        return {{l.split(':')[0]: int(l.split()[1]) * 1024 for l in f if l.startswith(('VmRSS', 'VmHWM'))}}
+        return {{l.split(':')[0]: int(l.split()[1]) * 1024 for l in f if l.startswith(('VmRSS',
+        'VmHWM'))}}
 open('/proc/self/clear_refs', 'w').write('5')  # reset the high-water mark left by loading
 before = rss()['VmRSS']
 t0 = time.perf_counter(); r = hm.scan(m, preset={preset!r}); dt = time.perf_counter() - t0
-print(json.dumps({{'rss_before': before, 'peak': rss()['VmHWM'], 'seconds': dt, 'relations': len(r.relations)}}))
+print(json.dumps({{'rss_before': before, 'peak': rss()['VmHWM'], 'seconds': dt, 'relations':
+len(r.relations)}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -95,10 +98,12 @@ def main(argv=None) -> int:
     import headmaps as hm
     from headmaps import projection as P
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--preset", default="paper")
-    ap.add_argument("--ref-layers", default="0,15,29", help="layers on which the reference order runs")
+    ap.add_argument("--ref-layers", default="0,15,29",
+                    help="layers on which the reference order runs")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement")
     args = ap.parse_args(argv)
 
@@ -129,14 +134,18 @@ def main(argv=None) -> int:
               f"{len(full.relations)} relations, {n_pairs} pairs, {n_sources} unique sources, "
               f"torch threads {torch.get_num_threads()}")
         print(f"(a) hm.scan, all {m.n_layers} layers:       {t_full:8.2f} s  "
-              f"({t_full / m.n_layers:.3f} s/layer, {t_full / m.n_layers / len(full.relations):.4f} s per relation per layer)")
-        print(f"(a) hm.scan, layers {layers}:    {t_sub:8.2f} s  ({t_sub / len(layers):.3f} s/layer)")
-        print(f"(b) reference order, layers {layers}: {t_ref:8.2f} s  ({t_ref / len(layers):.3f} s/layer)")
+              f"({t_full / m.n_layers:.3f} s/layer, "
+              f"{t_full / m.n_layers / len(full.relations):.4f} s per relation per layer)")
+        print(f"(a) hm.scan, layers {layers}:    {t_sub:8.2f} s  ({t_sub / len(layers):.3f} "
+              "s/layer)")
+        print(f"(b) reference order, layers {layers}: {t_ref:8.2f} s  ({t_ref / len(layers):.3f} "
+              "s/layer)")
         print(f"speed-up (b)/(a) per layer: {t_ref / t_sub:.1f}x   (target >= 10x)")
-        print(f"identical scores on the compared layers: {same} (max abs difference {max_diff:.2e})")
-        print(f"minimal FLOPs (dense floor): {floor:.3e}; machine matmul: {flops_machine / 1e9:.1f} GFLOP/s; "
-              f"achieved {floor / t_full / 1e9:.1f} GFLOP/s = {100 * floor / t_full / flops_machine:.0f}% "
-              f"of measured matmul (target >= 50%)")
+        print(f"identical scores on the compared layers: {same} (max abs difference "
+              f"{max_diff:.2e})")
+        print(f"minimal FLOPs (dense floor): {floor:.3e}; machine matmul: "
+              f"{flops_machine / 1e9:.1f} GFLOP/s; achieved {floor / t_full / 1e9:.1f} GFLOP/s = "
+              f"{100 * floor / t_full / flops_machine:.0f}% of measured matmul (target >= 50%)")
 
     mem = peak_memory_child(args.model, args.preset)
     extra = (mem["peak"] - mem["rss_before"]) / 2**30

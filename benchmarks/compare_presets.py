@@ -58,7 +58,8 @@ def parse_combo(text: str) -> tuple[str, ProjectionOptions]:
     unknown = set(flags) - {"fold", "scale", "bias"}
     if unknown:
         raise SystemExit(f"unknown flag(s) {unknown} in {text!r}; use fold, scale, bias")
-    opts = ProjectionOptions(source=source, fold_norms="fold" in flags, scale_embeddings="scale" in flags,
+    opts = ProjectionOptions(source=source, fold_norms="fold" in flags,
+                             scale_embeddings="scale" in flags,
                              value_bias="bias" in flags, output_bias="bias" in flags)
     return next((n for n, p in PRESETS.items() if p == opts), ""), opts
 
@@ -99,12 +100,14 @@ def main() -> None:
         res = correlation(model, dynamic=dyn, preset=opts)
         tab = res.table.set_index("relation")
         label = name or "+".join([opts.source] + [f for f, on in (("fold", opts.fold_norms),
-                                  ("scale", opts.scale_embeddings), ("bias", opts.value_bias)) if on])
+                                  ("scale", opts.scale_embeddings),
+                                  ("bias", opts.value_bias)) if on])
         if args.save:
             res.save(f"{args.save}/{label}")
             res.plot(f"{args.save}/{label}/correlation.png")
         rows.append({
-            "preset": name or "-", "label": label, "source": opts.source, "fold_norms": opts.fold_norms,
+            "preset": name or "-", "label": label, "source": opts.source,
+            "fold_norms": opts.fold_norms,
             "biases": opts.value_bias, "scale_emb": opts.scale_embeddings,
             # a relation whose static scores are all equal (no head scores) has no defined
             # correlation: it counts as 0, not as missing, so presets that find nothing lose
@@ -115,9 +118,10 @@ def main() -> None:
             "n_undefined": int(tab.corr_without_context.isna().sum()),
             **{f"wo:{r}": tab.corr_without_context[r] for r in tab.index},
         })
-        print(f"  {name or '-':9s} {opts.source:13s} fold={opts.fold_norms!s:5s} bias={opts.value_bias!s:5s} "
-              f"scale={opts.scale_embeddings!s:5s} median r without/with = {rows[-1]['median_wo']:.3f} / "
-              f"{rows[-1]['median_w']:.3f}  ({time.perf_counter() - t:.0f} s)", flush=True)
+        print(f"  {name or '-':9s} {opts.source:13s} fold={opts.fold_norms!s:5s} "
+              f"bias={opts.value_bias!s:5s} scale={opts.scale_embeddings!s:5s} median r "
+              f"without/with = {rows[-1]['median_wo']:.3f} / {rows[-1]['median_w']:.3f}  "
+              f"({time.perf_counter() - t:.0f} s)", flush=True)
     frame = pd.DataFrame(rows)
     pd.set_option("display.width", 250)
     print(frame.iloc[:, :12].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

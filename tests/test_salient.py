@@ -55,7 +55,8 @@ def test_agrees_with_plain_implementation(llama, preset, layer, head):
 def test_biases_agree_with_plain_implementation():
     m = hm.load(tiny_model("gpt2"))
     for layer, head in [(0, 1), (2, 3)]:
-        ops = salient_operations(m, layer, head, preset="norms", output_bias=True, n_tokens=10, n_mappings=7)
+        ops = salient_operations(m, layer, head, preset="norms", output_bias=True, n_tokens=10,
+                                 n_mappings=7)
         ids, sal, tids, tsc = plain(m, layer, head, "norms", 10, 7, output_bias=True)
         np.testing.assert_array_equal(ops.token_ids, ids)
         np.testing.assert_allclose(ops.saliency, sal, rtol=1e-4)
@@ -78,7 +79,8 @@ def test_paper_preset_uses_first_mlp_at_layer0(llama):
 def test_batched_equals_per_head_and_chunking(llama):
     res = salient_all(llama, layers=[0, 2], chunk_rows=50)
     assert isinstance(res, SalientAll) and len(res) == 2 * llama.n_heads
-    assert res.token_ids.shape == (2, llama.n_heads, 15) and res.target_ids.shape == (2, llama.n_heads, 15, 5)
+    assert res.token_ids.shape == (2, llama.n_heads,
+                                   15) and res.target_ids.shape == (2, llama.n_heads, 15, 5)
     for layer in (0, 2):
         for head in range(llama.n_heads):
             one = salient_operations(llama, layer, head)

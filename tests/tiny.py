@@ -66,7 +66,7 @@ def tiny_config(model_type: str):
 
 
 def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype = torch.float64):
-    """A random ``*ForCausalLM`` for ``model_type`` (or a ``TINY_VARIANTS`` name), eager, eval mode."""
+    """A random ``*ForCausalLM`` for ``model_type`` (or a ``TINY_VARIANTS`` name), eager, eval."""
     import transformers
 
     config = tiny_config(model_type)

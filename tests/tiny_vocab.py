@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import torch
 
-COUNTRY_CAPITAL = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
-                   ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Russia", "Moscow"), ("Greece", "Athens"),
-                   ("Poland", "Warsaw"), ("Austria", "Vienna"), ("Norway", "Oslo"), ("Sweden", "Stockholm"),
-                   ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Cuba", "Havana"), ("Portugal", "Lisbon")]
+COUNTRY_CAPITAL = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"),
+                   ("Spain", "Madrid"),
+                   ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Russia", "Moscow"),
+                   ("Greece", "Athens"),
+                   ("Poland", "Warsaw"), ("Austria", "Vienna"), ("Norway", "Oslo"),
+                   ("Sweden", "Stockholm"),
+                   ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Cuba", "Havana"),
+                   ("Portugal", "Lisbon")]
 VERB_PAST = [("walk", "walked"), ("jump", "jumped"), ("play", "played"), ("talk", "talked"),
              ("open", "opened"), ("call", "called"), ("help", "helped"), ("look", "looked"),
              ("want", "wanted"), ("cook", "cooked"), ("clean", "cleaned"), ("paint", "painted"),
-             ("visit", "visited"), ("start", "started"), ("finish", "finished"), ("watch", "watched")]
+             ("visit", "visited"), ("start", "started"), ("finish", "finished"),
+             ("watch", "watched")]
 YEARS = [str(y) for y in range(1980, 2001)]
 LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
 OTHER = ["apple", "river", "house", "green", "music", "garden", "window", "table"]
@@ -60,9 +65,11 @@ def vocab_model(n_layers: int = 2, seed: int = 0):
     V = len(tok)
     d = 160
     assert d >= V, (d, V)
-    config = transformers.LlamaConfig(hidden_size=d, intermediate_size=192, num_hidden_layers=n_layers,
+    config = transformers.LlamaConfig(hidden_size=d, intermediate_size=192,
+                                      num_hidden_layers=n_layers,
                                       num_attention_heads=2, num_key_value_heads=2, head_dim=d,
-                                      vocab_size=V, max_position_embeddings=32, tie_word_embeddings=False)
+                                      vocab_size=V, max_position_embeddings=32,
+                                      tie_word_embeddings=False)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config).to(torch.float64).eval()
@@ -102,7 +109,8 @@ def set_mapping(model, layer: int, head: int, P: torch.Tensor, preset: str = "pa
     V = P.shape[0]
     all_ids = torch.arange(V)
     a = hm_model.attention(layer)
-    X = proj.layer_sources(proj.base_sources(hm_model, all_ids, opts, layer0=layer == 0), a, opts).double()
+    X = proj.layer_sources(proj.base_sources(hm_model, all_ids, opts, layer0=layer == 0), a,
+                           opts).double()
     U = proj.output_basis(hm_model, opts, a).double()
     W_VO = torch.linalg.pinv(X) @ P @ torch.linalg.pinv(U)
     attn = model.model.layers[layer].self_attn

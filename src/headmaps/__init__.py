@@ -27,6 +27,8 @@ from .scoring import RelationScores, ScanResult, relation_scores, scan
 __all__ = [
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
-    "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe", "experiments",
-    "load", "projection", "report", "relation_scores", "relations", "salient_all", "salient_operations", "scan",
+    "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe",
+    "experiments",
+    "load", "projection", "report", "relation_scores", "relations", "salient_all",
+    "salient_operations", "scan",
 ]

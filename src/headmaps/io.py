@@ -43,7 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
-    """Create an empty file with a fresh random name in ``folder`` (``O_EXCL``, mode 0o666 & ~umask)."""
+    """Create an empty file with a fresh random name in ``folder`` (``O_EXCL``, 0o666 & ~umask)."""
     for _ in range(100):
         tmp = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
         try:
@@ -131,10 +131,13 @@ def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
     """A GitHub markdown table of ``frame`` (floats rounded)."""
     def fmt(v) -> str:
         if isinstance(v, float):
-            return "nan" if math.isnan(v) else f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
+            if math.isnan(v):
+                return "nan"
+            return f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
         return str(v)
 
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
     return "\n".join(lines)

@@ -55,7 +55,8 @@ class ProjectionOptions:
     def __post_init__(self) -> None:
         if self.source not in ("embedding", "mlp0", "mlp0_residual"):
             raise HeadmapsError(
-                f"unknown source representation {self.source!r}; use embedding, mlp0 or mlp0_residual"
+                f"unknown source representation {self.source!r}; use embedding, mlp0 or "
+                "mlp0_residual"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,7 +77,8 @@ PRESETS: dict[str, ProjectionOptions] = {
 DEFAULT_PRESET = "norms"
 
 
-def resolve_options(preset: str | ProjectionOptions | None = None, **overrides: Any) -> ProjectionOptions:
+def resolve_options(preset: str | ProjectionOptions | None = None,
+                    **overrides: Any) -> ProjectionOptions:
     """A preset name (or options object) with keyword overrides applied.
 
     Raises:
@@ -93,7 +95,8 @@ def resolve_options(preset: str | ProjectionOptions | None = None, **overrides: 
     unknown = set(overrides) - valid
     if unknown:
         raise HeadmapsError(
-            f"unknown projection option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}"
+            f"unknown projection option(s) {', '.join(sorted(unknown))}; valid: "
+            f"{', '.join(sorted(valid))}"
         )
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -148,7 +151,8 @@ def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOpti
     return e + mlp_out if opts.source == "mlp0_residual" else mlp_out
 
 
-def layer_sources(base: torch.Tensor, attn: AttentionWeights, opts: ProjectionOptions) -> torch.Tensor:
+def layer_sources(base: torch.Tensor, attn: AttentionWeights,
+                  opts: ProjectionOptions) -> torch.Tensor:
     """``base`` with the layer's input norm applied when ``opts.fold_norms``; ``(n, d_model)``."""
     if not opts.fold_norms:
         return base
@@ -191,7 +195,8 @@ def output_basis(
     return U
 
 
-def layer_biases(a: AttentionWeights, opts: ProjectionOptions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def layer_biases(a: AttentionWeights,
+                 opts: ProjectionOptions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``(b_V (n_kv_heads, d_head) or None, b_O (d_model,) or None)`` as the options ask."""
     b_v = a.b_V.float() if opts.value_bias and a.b_V is not None else None
     b_o = a.b_O.float() if opts.output_bias and a.b_O is not None else None

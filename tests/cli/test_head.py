@@ -1,4 +1,4 @@
-"""`headmaps head` and `headmaps describe`, run in-process with a parser built from their register()."""
+"""`headmaps head` and `headmaps describe`, run in-process (parser from their register())."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def test_parse_head():
     class M:
         n_layers, n_heads, model_id = 30, 9, "m"
 
-    with pytest.raises(IndexError, match=r"30\.4 is out of range: m has layers 0..29 and heads 0..8"):
+    with pytest.raises(IndexError,
+                       match=r"30\.4 is out of range: m has layers 0..29 and heads 0..8"):
         parse_head("30.4", M())
     with pytest.raises(IndexError, match="heads 0..8"):
         parse_head("3.9", M())
@@ -59,7 +60,8 @@ def test_parse_layers():
 
 def test_head_prints_table_and_description(model_dir, capsys):
     # the crafted mapping is exact in the raw OV circuit: the paper preset folds no norm
-    assert run(["head", model_dir, "1.0", "--tokens", "6", "--mappings", "3", "--preset", "paper"]) == 0
+    assert run(["head", model_dir, "1.0", "--tokens", "6", "--mappings", "3", "--preset",
+                "paper"]) == 0
     out = capsys.readouterr().out
     assert "(projection paper," in out.splitlines()[0]
     assert "saliency" in out and "top 3 mappings" in out
@@ -70,7 +72,8 @@ def test_head_prints_table_and_description(model_dir, capsys):
 
 
 def test_head_json_and_no_description(model_dir, capsys):
-    assert run(["head", model_dir, "1.0", "--json", "--describe", "none", "--skip-nonwords", "both"]) == 0
+    assert run(["head", model_dir, "1.0", "--json", "--describe", "none", "--skip-nonwords",
+                "both"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["layer"] == 1 and data["description"] is None and len(data["tokens"]) == 15
     assert data["skip_nonwords"] == "both"
@@ -78,7 +81,8 @@ def test_head_json_and_no_description(model_dir, capsys):
 
 
 def test_head_names_a_custom_projection(model_dir, capsys):
-    assert run(["head", model_dir, "1.0", "--describe", "none", "--preset", "paper", "--biases"]) == 0
+    assert run(["head", model_dir, "1.0", "--describe", "none", "--preset", "paper",
+                "--biases"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "projection custom (source=mlp0" in first and "value_bias=True" in first
 
@@ -96,8 +100,10 @@ def test_head_errors_through_main(model_dir, capsys, monkeypatch):
 
 def test_describe_writes_files(model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run(["describe", model_dir, "--layers", "1", "--out", str(out), "--preset", "paper"]) == 0
-    for name in ("descriptions.jsonl", "coverage.csv", "coverage.png", "salient.parquet", "salient.json"):
+    assert run(["describe", model_dir, "--layers", "1", "--out", str(out), "--preset",
+                "paper"]) == 0
+    for name in ("descriptions.jsonl", "coverage.csv", "coverage.png", "salient.parquet",
+                 "salient.json"):
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "descriptions.jsonl").read_text().splitlines()]
     assert [(r["layer"], r["head"]) for r in rows] == [(1, 0), (1, 1)]

@@ -46,9 +46,11 @@ def test_scan_csv_format(model_dir, capitals_file, tmp_path):
     assert not (tmp_path / "heatmaps").exists()
 
 
-def test_scan_with_no_valid_relation_fails_and_writes_nothing(model_dir, capitals_file, tmp_path, capsys):
+def test_scan_with_no_valid_relation_fails_and_writes_nothing(model_dir, capitals_file, tmp_path,
+                                                              capsys):
     out = tmp_path / "out"
-    argv = ["scan", model_dir, "--relations", capitals_file, "--min-pairs", "100", "--out", str(out)]
+    argv = ["scan", model_dir, "--relations", capitals_file, "--min-pairs", "100", "--out",
+            str(out)]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "no relation could be scored" in err and "capitals:" in err and "16 of 16" in err

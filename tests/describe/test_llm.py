@@ -27,7 +27,8 @@ GOOD = json.dumps({"reasoning": "countries map to capitals", "input_strings": "C
 def make_ops(layer=5, head=2) -> SalientOperations:
     src = [" France", " Japan", " Egypt"]
     tgt = [[" Paris", "Paris", " Lyon"], [" Tokyo", "Tok", " Osaka"], [" Cairo", "Ca", " Nile"]]
-    return SalientOperations(layer, head, np.arange(3), src, np.ones(3), np.zeros((3, 3), dtype=np.int64),
+    return SalientOperations(layer, head, np.arange(3), src, np.ones(3),
+                             np.zeros((3, 3), dtype=np.int64),
                              tgt, np.ones((3, 3)))
 
 
@@ -50,10 +51,12 @@ def server():
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             script.requests.append(body)
-            status, content, delay = script.answers.pop(0) if len(script.answers) > 1 else script.answers[0]
+            status, content, delay = (script.answers.pop(0) if len(script.answers) > 1
+                                      else script.answers[0])
             time.sleep(delay)
             if status == 200:
-                payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                payload = {"id": "x", "object": "chat.completion", "created": 0,
+                           "model": body["model"],
                            "choices": [{"index": 0, "finish_reason": "stop",
                                         "message": {"role": "assistant", "content": content}}],
                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
@@ -90,8 +93,10 @@ def test_parse_valid_and_tolerated_wrappings():
     assert parse_answer(GOOD) == want
     assert parse_answer(f"```json\n{GOOD}\n```") == want
     assert parse_answer(f"Sure! Here is my answer:\n{GOOD}\nHope it helps.") == want
-    paper_keys = json.dumps({"Reasoning": "r", "Input strings": ["a", "b"], "Observed pattern": "p"})
-    assert parse_answer(paper_keys) == {"reasoning": "r", "input_strings": "a, b", "observed_pattern": "p"}
+    paper_keys = json.dumps({"Reasoning": "r", "Input strings": ["a", "b"],
+                             "Observed pattern": "p"})
+    assert parse_answer(paper_keys) == {"reasoning": "r", "input_strings": "a, b",
+                                        "observed_pattern": "p"}
 
 
 @pytest.mark.parametrize("bad,why", [
@@ -109,7 +114,8 @@ def test_parse_rejects(bad, why):
 
 
 def test_unclear_words():
-    assert is_unclear("Unclear") and is_unclear(" unclear. ") and is_unclear("") and is_unclear('"Unclear"')
+    assert (is_unclear("Unclear") and is_unclear(" unclear. ") and is_unclear("")
+            and is_unclear('"Unclear"'))
     assert not is_unclear("Country to capital")
 
 
@@ -222,7 +228,8 @@ def test_server_down(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"
     d = LLMDescriber("m", url, max_retries=2, backoff=0.01, timeout=2, cache_dir=tmp_path)
     t = time.perf_counter()
-    with pytest.raises(LLMError, match=r"cannot get an answer from .* after 3 tries: APIConnectionError"):
+    with pytest.raises(LLMError,
+                       match=r"cannot get an answer from .* after 3 tries: APIConnectionError"):
         d.describe(make_ops())
     assert time.perf_counter() - t < 5 and d.requests == 3
     soft = LLMDescriber("m", url, max_retries=0, cache_dir=tmp_path, on_error="unclear")

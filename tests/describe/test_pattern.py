@@ -80,7 +80,8 @@ def test_copying_head(built, describer):
 
 def test_past_tense_head_names_library_relation(built, describer):
     d = describe(built, describer, "past")
-    assert d.category == "relation" and d.relation == "verb_to_past_tense" and d.family == "linguistic"
+    assert d.category == "relation" and d.relation == "verb_to_past_tense"
+    assert d.family == "linguistic"
     # without the library the suffix rule still explains it
     d2 = PatternDescriber({}).describe(salient_operations(built, 1, 0, preset="paper"))
     assert d2.category == "affix" and d2.relation == "add:-ed" and "past tense" in d2.text
@@ -115,12 +116,14 @@ def test_shared_inputs_only(built, describer):
 def ops_of(pairs: list[tuple[str, list[str]]]) -> SalientOperations:
     n, k = len(pairs), len(pairs[0][1])
     return SalientOperations(3, 1, np.arange(n), [" " + s for s, _ in pairs], np.ones(n),
-                             np.zeros((n, k), dtype=np.int64), [[" " + t for t in ts] for _, ts in pairs],
+                             np.zeros((n, k), dtype=np.int64),
+                             [[" " + t for t in ts] for _, ts in pairs],
                              np.ones((n, k)))
 
 
 def test_unclear_and_odd_tokens(describer):
-    junk = ops_of([("xq", ["zz", "vv"]), ("mop", ["tree", "kk"]), (",", ["", "."]), ("", ["a", "b"])] * 3)
+    junk = ops_of([("xq", ["zz", "vv"]), ("mop", ["tree", "kk"]), (",", ["", "."]),
+                   ("", ["a", "b"])] * 3)
     d = describer.describe(junk)
     assert d.unclear and d.category == "unclear" and d.text == "Unclear"
     empty = ops_of([("", [""])])

@@ -44,7 +44,8 @@ def _fake(R=2, T=3, L=2, H=4, seed=0):
     static = ScanResult(model_id="tiny", model_info={}, relations=names,
                         scores=rng.random((R, L, H)).astype(np.float32),
                         suppression=rng.random((R, L, H)).astype(np.float32),
-                        n_pairs=dict.fromkeys(names, 30), k=dict.fromkeys(names, 10), preset="paper")
+                        n_pairs=dict.fromkeys(names, 30), k=dict.fromkeys(names, 10),
+                        preset="paper")
     arr = lambda: rng.random((R, T, L, H)).astype(np.float32)  # noqa: E731
     dyn = DynamicScores(names, [f"t{i} <X>" for i in range(T)], arr(), arr(), arr(), arr(),
                         dict.fromkeys(names, 30), dict.fromkeys(names, 10))
@@ -66,7 +67,8 @@ def test_correlation_table_layout():
 
 def test_correlation_result_round_trip(tmp_path):
     static, dyn = _fake()
-    res = CorrelationResult(correlation_table(static, dyn), static, dyn, "tiny", "paper", {"source": "mlp0"})
+    res = CorrelationResult(correlation_table(static, dyn), static, dyn, "tiny", "paper",
+                            {"source": "mlp0"})
     res.save(tmp_path)
     assert list(pd.read_csv(tmp_path / "correlation.csv").columns) == CORRELATION_COLUMNS
     back = CorrelationResult.load(tmp_path)
@@ -91,7 +93,8 @@ def test_causal_result_round_trip(tmp_path):
 
 
 def test_causal_helpers():
-    assert [heads_budget(n) for n in (144, 270, 400, 800, 1200, 5000)] == [30, 30, 50, 100, 150, 250]
+    assert [heads_budget(n) for n in (144, 270, 400, 800, 1200,
+                                      5000)] == [30, 30, 50, 100, 150, 250]
     scores = np.array([[0.0, 0.5, 0.2], [0.9, 0.0, 0.2]])
     assert ranked_heads(scores, 10) == [(1, 0), (0, 1), (0, 2), (1, 2)]  # zeros left out
     assert ranked_heads(scores, 2) == [(1, 0), (0, 1)]

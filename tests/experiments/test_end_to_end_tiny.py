@@ -35,7 +35,8 @@ def test_correlation_and_multitoken_tiny(toy):
     # reuse of the dynamic scores with another preset gives the same dynamic arrays
     again = ex.correlation(model, dynamic=res.dynamic, preset="norms")
     assert again.dynamic is res.dynamic and again.preset == "norms"
-    multi = [(f"{a} {b}", t) for (a, b), t in zip([("x", "y"), ("y", "z"), ("z", "x"), ("x", "z")] * 3,
+    multi = [(f"{a} {b}", t) for (a,
+                                  b), t in zip([("x", "y"), ("y", "z"), ("z", "x"), ("x", "z")] * 3,
                                                   TARGETS)]
     mt = ex.multitoken(model, {"toy": pairs[:12] + multi}, TEMPLATES, k=5, min_pairs=10)
     assert mt.table.loc[0, "n_pairs"] == 12 and mt.dynamic.multitoken
@@ -43,7 +44,8 @@ def test_correlation_and_multitoken_tiny(toy):
 
 def test_causal_tiny(toy):
     model, pairs = toy
-    res = ex.causal(model, {"toy": pairs, "toy2": pairs[::-1]}, k=5, m=3, n_random=2, random_points=2,
+    res = ex.causal(model, {"toy": pairs, "toy2": pairs[::-1]}, k=5, m=3, n_random=2,
+                    random_points=2,
                     min_pairs=10, prompt_templates={"toy": "<X> ->", "toy2": "<X> ; ->"})
     assert list(res.table.columns) == CAUSAL_COLUMNS
     assert set(res.table.relation) == {"toy", "toy2"}
@@ -54,4 +56,5 @@ def test_causal_tiny(toy):
     from headmaps.experiments.causal import Evaluator, accuracy, build_task
     task = build_task(model, "toy", pairs, "<X> ->")
     heads = [(0, 1), (2, 3)]
-    assert Evaluator(model, task, 7).accuracy(heads) == pytest.approx(accuracy(model, task, heads, 7))
+    assert Evaluator(model, task,
+                     7).accuracy(heads) == pytest.approx(accuracy(model, task, heads, 7))

@@ -238,5 +238,5 @@ def test_cached_prefix_ablation_equals_full_pass(arch):
         cached = H.next_token_logits_cached(m, cache, seqs[:, -1:], H.ablation_hooks(m, hs, one))
         torch.testing.assert_close(cached, full, rtol=1e-6, atol=1e-8)
     assert not torch.allclose(
-        H.next_token_logits(m, seqs, full_mask), H.next_token_logits(m, seqs, full_mask,
-                                                                    H.ablation_hooks(m, heads, full_mask)))
+        H.next_token_logits(m, seqs, full_mask),
+        H.next_token_logits(m, seqs, full_mask, H.ablation_hooks(m, heads, full_mask)))

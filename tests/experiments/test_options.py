@@ -28,5 +28,6 @@ def test_keywords_override_a_given_run():
 
 
 def test_unknown_keyword_lists_both_kinds():
-    with pytest.raises(HeadmapsError, match="unknown option.*max_pair.*experiment options: k, preset"):
+    with pytest.raises(HeadmapsError,
+                       match="unknown option.*max_pair.*experiment options: k, preset"):
         RunOptions.from_kwargs(None, {"max_pair": 3})

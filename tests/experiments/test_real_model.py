@@ -35,7 +35,8 @@ def test_correlation_cli(smollm2, tmp_path, monkeypatch, capsys):
     (tmp_path / "t.json").write_text(json.dumps(TEMPLATES))
     parser = ArgumentParser()
     validate.register(parser.add_subparsers())
-    args = parser.parse_args(["validate", "smollm2-135m", "--experiment", "correlation", "--relations",
+    args = parser.parse_args(["validate", "smollm2-135m", "--experiment", "correlation",
+                              "--relations",
                               "name_copying", "--max-pairs", "12", "--templates",
                               str(tmp_path / "t.json"), "--out", str(tmp_path / "out")])
     assert args.func(args) == 0
@@ -44,7 +45,8 @@ def test_correlation_cli(smollm2, tmp_path, monkeypatch, capsys):
     assert list(table.columns) == CORRELATION_COLUMNS
     assert table.loc[0, "n_pairs"] == 12
     assert table.loc[0, "corr_without_context"] > 0.5  # name copying heads are clear-cut
-    assert (tmp_path / "out" / "summary.md").is_file() and (tmp_path / "out" / "correlation.png").is_file()
+    assert (tmp_path / "out" / "summary.md").is_file()
+    assert (tmp_path / "out" / "correlation.png").is_file()
 
 
 def test_causal_short(smollm2):

@@ -230,7 +230,8 @@ def real_first_mlp(case: Case, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_first_mlp_matches_modules_on_random_inputs(case: Case):
-    x = torch.randn(4, 7, case.m.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(4, 7, case.m.d_model, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         expected = real_first_mlp(case, x)
     assert rel_err(case.m.first_mlp()(x), expected) <= RTOL
@@ -295,12 +296,15 @@ def _gemma3_multimodal_config(text_config):
     from transformers import Gemma3Config
 
     return Gemma3Config(text_config=text_config.to_dict(),
-                        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        vision_config=dict(hidden_size=16, intermediate_size=32,
+                                           num_hidden_layers=1,
                                            num_attention_heads=2, image_size=28, patch_size=14))
 
 
-@pytest.mark.parametrize("text_prefix, head_name", [("model.language_model.", "lm_head.weight"),
-                                                    ("language_model.model.", "language_model.lm_head.weight")])
+@pytest.mark.parametrize("text_prefix, head_name", [
+    ("model.language_model.", "lm_head.weight"),
+    ("language_model.model.", "language_model.lm_head.weight"),
+])
 def test_gemma3_multimodal_layout(gemma_cases, text_prefix, head_name):
     text = gemma_cases["gemma3_text"]
     sd = {}
@@ -320,7 +324,8 @@ def test_gemma3_multimodal_layout(gemma_cases, text_prefix, head_name):
 def test_neox_hub_names():
     """Hub checkpoints call the NeoX LM head ``embed_out``; transformers 5 calls it ``lm_head``."""
     model = tiny_model("gpt_neox")
-    sd = {("embed_out.weight" if k == "lm_head.weight" else k): v for k, v in model.state_dict().items()}
+    sd = {("embed_out.weight" if k == "lm_head.weight" else k): v
+          for k, v in model.state_dict().items()}
     adapter = adapter_for(model.config, StateDictSource(sd))
     assert torch.equal(adapter.unembedding(), model.lm_head.weight.detach().T)
     assert not torch.equal(adapter.unembedding(), adapter.embedding().T)

@@ -186,7 +186,8 @@ def test_missing_tensor_names_tensor_and_architecture(tmp_path):
     index.write_text(json.dumps(data))
     m = hm.load(tmp_path, lazy=True)
     m.attention(0)
-    with pytest.raises(MissingTensorError, match=r"model\.layers\.1\.self_attn\.o_proj\.weight.*'llama'"):
+    with pytest.raises(MissingTensorError,
+                       match=r"model\.layers\.1\.self_attn\.o_proj\.weight.*'llama'"):
         m.attention(1)
     with pytest.raises(MissingTensorError, match="o_proj.*llama"):
         m.adapter.tensors.get("model.layers.1.self_attn.o_proj.weight")
@@ -256,7 +257,8 @@ def test_hub_download_fetches_only_needed_files(tmp_path, monkeypatch):
     snapshot.mkdir()
     calls = []
 
-    def fake_snapshot_download(repo_id, *, revision=None, allow_patterns=None, local_files_only=False, **kw):
+    def fake_snapshot_download(repo_id, *, revision=None, allow_patterns=None,
+                               local_files_only=False, **kw):
         calls.append((repo_id, revision, list(allow_patterns), local_files_only))
         for f in repo.iterdir():
             if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns):
@@ -291,7 +293,8 @@ def test_hub_failure_is_model_not_found(monkeypatch):
 def test_should_load_lazily(tmp_path):
     model = tiny_model("llama").to(torch.float32)
     _save(model, tmp_path)
-    n = sum(p.numel() * p.element_size() for n_, p in model.state_dict().items() if "rotary" not in n_)
+    n = sum(p.numel() * p.element_size() for n_, p in model.state_dict().items()
+            if "rotary" not in n_)
     assert checkpoint_bytes(tmp_path) == n
     assert should_load_lazily(tmp_path, available=4 * n) is False
     assert should_load_lazily(tmp_path, available=n) is True
@@ -318,7 +321,8 @@ def medium_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
     _save(model, folder, shard="20MB")
-    _word_tokenizer([f"s{i}" for i in range(40)] + [f"t{i}" for i in range(40)]).save_pretrained(folder)
+    words = [f"s{i}" for i in range(40)] + [f"t{i}" for i in range(40)]
+    _word_tokenizer(words).save_pretrained(folder)
     del model
     gc.collect()
     return folder
@@ -348,7 +352,8 @@ class _LiveBytes:
 
 def _layer_names(layer: int) -> set[str]:
     p = f"model.layers.{layer}"
-    return {f"{p}.self_attn.v_proj.weight", f"{p}.self_attn.o_proj.weight", f"{p}.input_layernorm.weight"}
+    return {f"{p}.self_attn.v_proj.weight", f"{p}.self_attn.o_proj.weight",
+            f"{p}.input_layernorm.weight"}
 
 
 def test_each_layer_reads_only_its_ov_tensors(medium_checkpoint):

@@ -48,8 +48,8 @@ def test_corrupt_gguf(tmp_path):
 
 
 def test_unsupported_architecture_in_folder(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8,
-                                                      "num_attention_heads": 2, "num_hidden_layers": 1}))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "bert", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1}))
     with pytest.raises(hm.UnsupportedArchitectureError, match="model_type='bert'.*llama"):
         hm.load(tmp_path)
 
@@ -110,7 +110,8 @@ def test_interrupted_cache_build_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_smollm2_alias_sizes_and_fast_reload(smollm2):
     m = smollm2
-    assert (m.n_layers, m.n_heads, m.n_kv_heads, m.d_model, m.d_head, m.vocab_size) == (30, 9, 3, 576, 64, 49152)
+    assert (m.n_layers, m.n_heads, m.n_kv_heads, m.d_model, m.d_head,
+            m.vocab_size) == (30, 9, 3, 576, 64, 49152)
     assert m.architecture == "llama" and m.tied_embeddings
     W_V, W_O = m.ov(23, 4)
     assert W_V.shape == (576, 64) and W_O.shape == (64, 576)

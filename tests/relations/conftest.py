@@ -8,5 +8,6 @@ from relations_fakes import FakeTokenizer
 
 @pytest.fixture
 def fake_tokenizer() -> FakeTokenizer:
-    return FakeTokenizer([" France", " Paris", " Japan", " Tokyo", "Peru", " Lima", " a", "a", " cat"])
+    return FakeTokenizer([" France", " Paris", " Japan", " Tokyo", "Peru", " Lima", " a", "a",
+                          " cat"])
 

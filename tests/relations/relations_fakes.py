@@ -25,7 +25,8 @@ class FakeTokenizer:
         return bos + [ord(c) for c in text]
 
     def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
-        return [self.inverse.get(i, chr(i) if i < 1000 else "?").replace(" ", "\u2581") for i in ids]
+        return [self.inverse.get(i,
+                                 chr(i) if i < 1000 else "?").replace(" ", "\u2581") for i in ids]
 
 
 class FakeModel:

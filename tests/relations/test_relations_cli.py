@@ -24,7 +24,8 @@ def main(monkeypatch):
 
 @pytest.fixture
 def fake_model(monkeypatch):
-    tok = FakeTokenizer([" " + w for w in ("France", "Paris", "Japan", "Tokyo", "hot", "cold", "cat")])
+    tok = FakeTokenizer([" " + w for w in ("France", "Paris", "Japan", "Tokyo", "hot", "cold",
+                                           "cat")])
     model = FakeModel(tok, vocab_size=10_000, model_id="fake-model")
     monkeypatch.setattr(rel_cli, "load_model", lambda args: model)
     return model
@@ -102,7 +103,8 @@ def test_coverage_fake_model(main, capsys, tmp_path, fake_model):
     extra = tmp_path / "extra.json"
     extra.write_text(json.dumps([["hot", "cold"], ["cat", "cat"]]))
     out_file = tmp_path / "cov" / "coverage.csv"
-    assert main(["relations", "coverage", "x", "--min-pairs", "2", "--extra", str(extra), "-o", str(out_file)]) == 0
+    assert main(["relations", "coverage", "x", "--min-pairs", "2", "--extra", str(extra), "-o",
+                 str(out_file)]) == 0
     out = capsys.readouterr().out
     assert "relations valid on fake-model" in out and "extra" in out
     rows = list(csv.DictReader(out_file.open()))
@@ -113,7 +115,8 @@ def test_coverage_fake_model(main, capsys, tmp_path, fake_model):
 
 
 def test_format_table():
-    rows = [{"relation": "a", "kept": 3, "valid": True}, {"relation": "bb", "kept": 10, "valid": False}]
+    rows = [{"relation": "a", "kept": 3, "valid": True},
+            {"relation": "bb", "kept": 10, "valid": False}]
     text = rel_cli.format_table(rows)
     assert text.splitlines()[2] == "a" + " " * 12 + "3  yes"
     md = rel_cli.format_table(rows, "markdown")

@@ -10,14 +10,18 @@ import headmaps.relations as R
 from headmaps.relations.registry import DATA_DIR
 
 EXPECTED = {
-    "algorithmic": ["copying", "name_copying", "word_first_letter", "word_last_letter", "year_to_following"],
-    "knowledge": ["country_to_capital", "country_to_language", "object_to_superclass", "product_to_company",
+    "algorithmic": ["copying", "name_copying", "word_first_letter", "word_last_letter",
+                    "year_to_following"],
+    "knowledge": ["country_to_capital", "country_to_language", "object_to_superclass",
+                  "product_to_company",
                   "work_to_location"],
-    "linguistic": ["antonym", "adj_to_comparative", "adj_to_superlative", "noun_to_pronoun", "verb_to_past_tense",
+    "linguistic": ["antonym", "adj_to_comparative", "adj_to_superlative", "noun_to_pronoun",
+                   "verb_to_past_tense",
                    "word_to_homophone", "word_to_synonym", "word_to_compound"],
     "translation": ["english_to_french", "english_to_spanish"],
 }
-FLOORS = {"copying": 500, "year_to_following": 500, "word_first_letter": 200, "word_last_letter": 200,
+FLOORS = {"copying": 500, "year_to_following": 500, "word_first_letter": 200,
+          "word_last_letter": 200,
           "name_copying": 150}
 ALL = [n for group in EXPECTED.values() for n in group]
 
@@ -113,6 +117,7 @@ def test_causal_template_fill():
 def test_few_shot_examples_are_not_in_the_data(name):
     """Few-shot sources in a causal template ("a-> b; <X>->") are not the relation's own sources."""
     template = R.info(name).prompt_template
-    shots = [part.split("->")[0].strip() for part in template.split(";") if "->" in part and "<X>" not in part]
+    shots = [part.split("->")[0].strip() for part in template.split(";")
+             if "->" in part and "<X>" not in part]
     sources = {s for s, _ in R.load(name)}
     assert not set(shots) & sources

@@ -32,7 +32,8 @@ def test_json_object_with_metadata(tmp_path):
     path = write(tmp_path, "c.json", json.dumps(doc))
     info, pairs = R.read_relation_file(path)
     assert pairs == [("France", "Paris")]
-    assert (info.name, info.category, info.default_k, info.prompt_template) == ("caps", "knowledge", 5,
+    assert (info.name, info.category, info.default_k,
+            info.prompt_template) == ("caps", "knowledge", 5,
                                                                               "Capital of <X>:")
     assert info.extra == {"license": "CC0"}
 
@@ -40,7 +41,8 @@ def test_json_object_with_metadata(tmp_path):
 def test_json_object_minimal(tmp_path):
     path = write(tmp_path, "m.json", '{"pairs": [["a", "b"]]}')
     info = R.info(path)
-    assert (info.name, info.category, info.default_k, info.prompt_template) == ("m", "custom", 10, None)
+    assert (info.name, info.category, info.default_k,
+            info.prompt_template) == ("m", "custom", 10, None)
 
 
 def test_whitespace_stripped_and_duplicates_dropped(tmp_path, caplog):
@@ -153,8 +155,10 @@ def test_strict_json_rejects_what_user_files_may_do(tmp_path):
     path = write(tmp_path, "s.json", json.dumps({"pairs": [["a", "b"]]}))
     with pytest.raises(R.RelationDataError, match="missing field"):
         R.read_json(path, strict=True)
-    doc = {"schema_version": 1, "name": "s", "category": "linguistic", "description": "d", "default_k": 10,
+    doc = {"schema_version": 1, "name": "s", "category": "linguistic", "description": "d",
+           "default_k": 10,
            "source_note": "n", "prompt_template": "<X>", "pairs": [["a ", "b"]]}
     path = write(tmp_path, "s.json", json.dumps(doc))
-    with pytest.raises(R.RelationDataError, match="pair 0: source 'a ' has leading/trailing whitespace"):
+    with pytest.raises(R.RelationDataError,
+                       match="pair 0: source 'a ' has leading/trailing whitespace"):
         R.read_json(path, strict=True)

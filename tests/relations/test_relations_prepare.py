@@ -11,13 +11,15 @@ from relations_fakes import FakeModel, FakeTokenizer
 import headmaps as hm
 import headmaps.relations as R
 
-PAIRS = [("France", "Paris"), ("Japan", "Tokyo"), ("Peru", "Lima"), ("Chad", "N'Djamena"), ("cat", "cat")]
+PAIRS = [("France", "Paris"), ("Japan", "Tokyo"), ("Peru", "Lima"), ("Chad", "N'Djamena"),
+         ("cat", "cat")]
 
 
 def test_kept_and_dropped_with_reasons(fake_tokenizer):
     prep = R.prepare(FakeModel(fake_tokenizer), PAIRS, min_pairs=2)
     assert prep.kept == [("France", "Paris"), ("Japan", "Tokyo"), ("cat", "cat")]
-    assert prep.dropped == [("Peru", "Lima", "source multi-token"), ("Chad", "N'Djamena", "source multi-token")]
+    assert prep.dropped == [("Peru", "Lima", "source multi-token"),
+                            ("Chad", "N'Djamena", "source multi-token")]
     v = fake_tokenizer.vocab
     assert prep.source_ids.tolist() == [v[" France"], v[" Japan"], v[" cat"]]
     assert prep.target_ids.tolist() == [v[" Paris"], v[" Tokyo"], v[" cat"]]
@@ -65,7 +67,8 @@ def test_minimal_tokenizer_without_keyword():
 
 def test_ids_beyond_embedding_dropped(fake_tokenizer):
     v = fake_tokenizer.vocab
-    model = FakeModel(fake_tokenizer, vocab_size=v[" Tokyo"])  # " Tokyo" and later ids are out of range
+    model = FakeModel(fake_tokenizer,
+                      vocab_size=v[" Tokyo"])  # " Tokyo" and later ids are out of range
     prep = R.prepare(model, [("France", "Paris"), ("France", "Tokyo"), ("cat", "cat")], min_pairs=1)
     assert prep.kept == [("France", "Paris")]
     assert [r for *_, r in prep.dropped] == ["target id out of range", "source id out of range"]
@@ -78,7 +81,8 @@ def test_validity_and_strict(fake_tokenizer):
     with pytest.raises(R.InvalidRelationError) as exc:
         prep.require_valid()
     msg = str(exc.value)
-    assert "'caps'" in msg and "only 3 of 5" in msg and "need 30" in msg and "2 source multi-token" in msg
+    assert "'caps'" in msg and "only 3 of 5" in msg and "need 30" in msg
+    assert "2 source multi-token" in msg
     with pytest.raises(R.InvalidRelationError):
         R.prepare(fake_tokenizer, PAIRS, strict=True)
     assert R.prepare(fake_tokenizer, PAIRS, min_pairs=3, strict=True).valid
@@ -87,14 +91,17 @@ def test_validity_and_strict(fake_tokenizer):
 
 def test_zero_valid_pairs_error_is_clear():
     tok = FakeTokenizer([])
-    with pytest.raises(R.InvalidRelationError, match="only 0 of 600 pairs.*year_to_following|year_to_following.*only 0 of 600"):
+    with pytest.raises(R.InvalidRelationError,
+                       match="only 0 of 600 pairs.*year_to_following|year_to_following.*only 0 of "
+                             "600"):
         R.prepare(FakeModel(tok), "year_to_following", strict=True)
 
 
 def test_by_builtin_name_and_by_file(fake_tokenizer, tmp_path):
     tok = FakeTokenizer([" " + w for w in ("France", "Paris", "Japan", "Tokyo")])
     prep = R.prepare(tok, "country_to_capital", min_pairs=2)
-    assert prep.name == "country_to_capital" and prep.kept == [("France", "Paris"), ("Japan", "Tokyo")]
+    assert prep.name == "country_to_capital"
+    assert prep.kept == [("France", "Paris"), ("Japan", "Tokyo")]
     assert prep.n_total == R.info("country_to_capital").n_pairs
     path = tmp_path / "mine.csv"
     path.write_text("France,Paris\nPeru,Lima\n")
@@ -140,7 +147,8 @@ def test_smollm2_country_to_capital(smollm2):
 @pytest.mark.slow
 def test_smollm2_letters_and_years(smollm2):
     letters = R.prepare(smollm2, "word_first_letter")
-    assert letters.valid and set(letters.target_forms) <= {" " + c for c in "abcdefghijklmnopqrstuvwxyz"}
+    assert letters.valid
+    assert set(letters.target_forms) <= {" " + c for c in "abcdefghijklmnopqrstuvwxyz"}
     years = R.prepare(smollm2, "year_to_following")
     # SmolLM2 splits numbers into single digits: no year is one token, with or without a space
     assert years.n_pairs == 0 and not years.valid

@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    python tests/report/make_screenshot.py --scan SCAN_DIR [--extras EXTRAS.json] [-o docs/img/report.png]
+    python tests/report/make_screenshot.py --scan SCAN_DIR [--extras EXTRAS.json] [-o
+    docs/img/report.png]
     python tests/report/make_screenshot.py --html report.html
     python tests/report/make_screenshot.py            # a synthetic 30 x 9 model
 
@@ -25,16 +26,20 @@ from playwright.sync_api import sync_playwright
 from headmaps.report import synthetic_scan, write_report
 from headmaps.scoring import ScanResult
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scan", type=Path, help="a saved scan")
     ap.add_argument("--extras", type=Path, help="extras JSON in the report schema")
-    ap.add_argument("--html", type=Path, help="an existing report (then --scan is only used to pick the head)")
-    ap.add_argument("--relation", default="country_to_capital", help="relation to show (default country_to_capital)")
+    ap.add_argument("--html", type=Path,
+                    help="an existing report (then --scan is only used to pick the head)")
+    ap.add_argument("--relation", default="country_to_capital",
+                    help="relation to show (default country_to_capital)")
     ap.add_argument("-o", "--output", type=Path, default=Path("docs/img/report.png"))
     ap.add_argument("--width", type=int, default=1440)
     args = ap.parse_args(argv)
@@ -53,16 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     layer, head = np.unravel_index(np.argmax(scan.scores[r]), scan.scores.shape[1:])
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": args.width, "height": 1000}, device_scale_factor=1)
+        page = browser.new_page(viewport={"width": args.width, "height": 1000},
+                                device_scale_factor=1)
         page.goto(html.resolve().as_uri())
         page.wait_for_function("() => window.__headmapsReady === true")
         page.select_option("#hm-rel", str(r))
         page.click(f'#hm-grid [data-head="{layer}.{head}"]')
         page.mouse.move(0, 0)
-        bottom = page.evaluate("() => { const r = document.getElementById('hm-map-sec').getBoundingClientRect();"
-                               " return r.bottom + window.scrollY; }")
+        bottom = page.evaluate("() => { const r = "
+                               "document.getElementById('hm-map-sec').getBoundingClientRect(); "
+                               "return r.bottom + window.scrollY; }")
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(args.output), clip={"x": 0, "y": 0, "width": args.width, "height": bottom + 12},
+        page.screenshot(path=str(args.output),
+                        clip={"x": 0, "y": 0, "width": args.width, "height": bottom + 12},
                         full_page=True)
         browser.close()
     print(f"wrote {args.output} ({rel}, head {layer}.{head})")

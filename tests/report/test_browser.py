@@ -23,7 +23,8 @@ pytestmark = pytest.mark.browser
 #: does not fail them, and the measured times are printed.
 SLACK = 5
 CHROMIUM = os.environ.get("HEADMAPS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
@@ -87,9 +88,11 @@ def test_loads_cleanly(page, small):
 
 
 PIXEL = """head => {
-    const c = document.getElementById('hm-canvas'), el = document.querySelector(`#hm-grid [data-head="${head}"]`);
+    const c = document.getElementById('hm-canvas'), el = document.querySelector(`#hm-grid
+    [data-head="${head}"]`);
     const cr = c.getBoundingClientRect(), er = el.getBoundingClientRect(), s = c.width / cr.width;
-    const x = Math.floor((er.left - cr.left + er.width / 2) * s), y = Math.floor((er.top - cr.top + er.height / 2) * s);
+    const x = Math.floor((er.left - cr.left + er.width / 2) * s), y = Math.floor((er.top - cr.top +
+    er.height / 2) * s);
     return Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3));
 }"""
 
@@ -101,7 +104,8 @@ def test_relation_picker_redraws(page, small):
     layer, head = np.unravel_index(np.argmax(scan.scores[r]), scan.scores.shape[1:])
     assert scan.scores[r, layer, head] > 0.5 and scan.scores[0, layer, head] < 0.1
     cell = f"{layer}.{head}"
-    image, draws = pg.evaluate("() => document.getElementById('hm-canvas').toDataURL()"), int(pg.get_attribute("#hm-grid", "data-draws"))
+    image = pg.evaluate("() => document.getElementById('hm-canvas').toDataURL()")
+    draws = int(pg.get_attribute("#hm-grid", "data-draws"))
     red, green, blue = pg.evaluate(PIXEL, cell)
     assert min(red, green, blue) > 200  # a pale cell under the first relation
     pg.select_option("#hm-rel", str(r))
@@ -110,7 +114,8 @@ def test_relation_picker_redraws(page, small):
     assert pg.evaluate("() => document.getElementById('hm-canvas').toDataURL()") != image
     red, green, blue = pg.evaluate(PIXEL, cell)
     assert blue > red + 60 and red < 120  # now a dark blue one
-    outlined = pg.evaluate("() => Array.from(document.querySelectorAll('#hm-grid .c.t'), c => c.dataset.head)")
+    outlined = pg.evaluate("() => Array.from(document.querySelectorAll('#hm-grid .c.t'), c => "
+                           "c.dataset.head)")
     expect = {f"{layer}.{h}" for layer, h in zip(*np.nonzero(scan.scores[r] >= scan.tau))}
     assert set(outlined) == expect
     pg.click("#hm-mode-supp")
@@ -140,7 +145,8 @@ def test_table_filter_sort_and_row(page, small):
     r = scan.relations.index("country_to_capital")
     expect = int(((scan.scores[r] >= scan.tau) | (scan.suppression[r] >= scan.tau)).sum())
     pg.fill("#hm-filter", "country_to_capital")
-    pg.wait_for_function(f"() => document.getElementById('hm-count').dataset.count === '{expect}'", timeout=30_000)
+    pg.wait_for_function(f"() => document.getElementById('hm-count').dataset.count === '{expect}'",
+                         timeout=30_000)
     assert pg.locator("#hm-tbody tr.r").count() == expect
     pg.fill("#hm-filter", "")
     pg.select_option("#hm-show", "any")
@@ -198,15 +204,18 @@ def test_big_page_size_and_time_to_interactive(browser, tmp_path):
     p = Page(browser, path)
     wall = time.perf_counter() - t0
     ready_ms = p.page.evaluate("() => window.__headmapsReadyMs")  # since navigation start
-    print(f"\nbig page: {size / 1e6:.2f} MB, interactive after {ready_ms:.0f} ms (wall {wall:.2f} s)")
+    print(f"\nbig page: {size / 1e6:.2f} MB, interactive after {ready_ms:.0f} ms (wall {wall:.2f} "
+          "s)")
     assert ready_ms < 2000 * SLACK
-    # The page never freezes: no task longer than 400 ms (typically < 100) while filtering, sorting, switching.
+    # The page never freezes: no task longer than 400 ms (typically < 100) while filtering, sorting,
+    # switching.
     pg = p.page
     pg.evaluate("""() => { window.__long = [];
         new PerformanceObserver(l => l.getEntries().forEach(e => window.__long.push(e.duration)))
           .observe({type: 'longtask'}); }""")
     pg.type("#hm-filter", "maps", delay=20)
-    pg.wait_for_function("() => document.getElementById('hm-count').dataset.count !== '5120'", timeout=30_000)
+    pg.wait_for_function("() => document.getElementById('hm-count').dataset.count !== '5120'",
+                         timeout=30_000)
     pg.select_option("#hm-show", "any")
     pg.click('#hm-table button[data-sort="nrel"]')
     pg.select_option("#hm-rel", "5")

@@ -34,11 +34,13 @@ def saved(tmp_path_factory):
 
 def test_report_from_saved_scan_without_model(saved, tmp_path, capsys, monkeypatch):
     folder, scan, extras = saved
-    monkeypatch.setattr(report_cmd, "load_model", lambda args: pytest.fail("the model must not be loaded"))
+    monkeypatch.setattr(report_cmd, "load_model",
+                        lambda args: pytest.fail("the model must not be loaded"))
     ex = tmp_path / "extras.json"
     ex.write_text(json.dumps({"1.2": extras["1.2"]}))
     out = tmp_path / "r.html"
-    assert run(["report", "--scan", str(folder), "--no-salient", "--extras", str(ex), "-o", str(out)]) == 0
+    assert run(["report", "--scan", str(folder), "--no-salient", "--extras", str(ex), "-o",
+                str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     data = json.loads(re.search(r'id="hm-data">(.*?)</script>', page, re.S).group(1))
     lines = re.search(r'id="hm-ex">(.*?)</script>', page, re.S).group(1).split("\n")
@@ -48,7 +50,8 @@ def test_report_from_saved_scan_without_model(saved, tmp_path, capsys, monkeypat
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,suffix", [(["--relation", "copying"], ".svg"), (["--kind", "layers"], ".pdf"),
+@pytest.mark.parametrize("argv,suffix",
+                         [(["--relation", "copying"], ".svg"), (["--kind", "layers"], ".pdf"),
                                           ([], ".png")])
 def test_plot(saved, tmp_path, argv, suffix):
     folder, _, _ = saved

@@ -22,7 +22,8 @@ from headmaps.report.summary import (
     multi_relation_heads,
 )
 
-VOID = {"meta", "link", "br", "hr", "img", "input", "col", "source", "wbr", "area", "base", "embed", "track"}
+VOID = {"meta", "link", "br", "hr", "img", "input", "col", "source", "wbr", "area", "base", "embed",
+        "track"}
 
 
 class _Checker(HTMLParser):
@@ -59,7 +60,8 @@ def payload(page: str) -> dict:
     m = re.search(r'<script type="application/json" id="hm-data">(.*?)</script>', page, re.S)
     assert m, "no data element"
     d = json.loads(m.group(1))
-    lines = re.search(r'<script type="text/plain" id="hm-ex">(.*?)</script>', page, re.S).group(1).split("\n")
+    lines = re.search(r'<script type="text/plain" id="hm-ex">(.*?)</script>', page,
+                      re.S).group(1).split("\n")
     assert len(lines) == d["nL"] * d["nH"]
     d["ex"] = [json.loads(x) if x else None for x in lines]
     return d
@@ -85,7 +87,8 @@ def test_page_is_well_formed_and_self_contained(small):
     assert not checker.stack, f"unclosed: {checker.stack}"
     assert not checker.external
     assert len(checker.ids) == len(set(checker.ids)), "duplicate ids"
-    for needed in ("hm-grid", "hm-rel", "hm-table", "hm-panel", "hm-filter", "hm-summary", "hm-card"):
+    for needed in ("hm-grid", "hm-rel", "hm-table", "hm-panel", "hm-filter", "hm-summary",
+                   "hm-card"):
         assert needed in checker.ids
     assert "{{" not in page.replace("{{TITLE}}", "")  # every placeholder filled
     assert "default-src 'none'" in page  # the CSP forbids any request
@@ -111,7 +114,8 @@ def test_data_round_trip(small):
 def test_quantise_is_exact_at_tau():
     rng = np.random.default_rng(0)
     tau = 0.15
-    a = np.concatenate([rng.random(1000), [tau, np.nextafter(tau, 0), np.nextafter(tau, 1), 0.0, 1.0]])
+    a = np.concatenate([rng.random(1000),
+                        [tau, np.nextafter(tau, 0), np.nextafter(tau, 1), 0.0, 1.0]])
     q, tq = quantise(a, tau)
     assert ((q >= tq) == (a >= tau)).all()
     assert np.abs(q / Q - a).max() <= 1.0001 / Q
@@ -151,7 +155,8 @@ def test_write_report_and_no_extras(tmp_path):
 def test_model_card(small):
     scan, extras = small
     page = build_report(scan, extras)
-    for text in ("Model card", scan.model_id, "KV heads", "Vocabulary", "128,256", "paper", "Generated",
+    for text in ("Model card", scan.model_id, "KV heads", "Vocabulary", "128,256", "paper",
+                 "Generated",
                  "english_to_german"):
         assert text in page
 
@@ -202,13 +207,16 @@ def test_converters(tmp_path):
         scores = np.array([[3.0, 2.0], [1.0, 0.5]])
 
     e = extras_from_salient([Ops()])
-    assert e["1.2"]["salient"][1] == {"token": " b", "saliency": 1.0, "targets": [[" z", 1.0], [" w", 0.5]]}
+    assert e["1.2"]["salient"][1] == {"token": " b", "saliency": 1.0,
+                                      "targets": [[" z", 1.0], [" w", 0.5]]}
     extras_from_descriptions([
-        {"layer": 1, "head": 2, "text": "maps a to x", "evidence": [{"source": " a", "target": " x", "why": "rel"}],
+        {"layer": 1, "head": 2, "text": "maps a to x",
+         "evidence": [{"source": " a", "target": " x", "why": "rel"}],
          "confidence": 0.8, "unclear": False},
         {"layer": 0, "head": 0, "text": "Unclear", "unclear": True, "confidence": 0.0},
     ], e)
-    assert e["1.2"]["description"] == "maps a to x" and e["1.2"]["evidence"] == [" a \u2192  x (rel)"]
+    assert e["1.2"]["description"] == "maps a to x"
+    assert e["1.2"]["evidence"] == [" a \u2192  x (rel)"]
     assert e["0.0"]["unclear"] and "description" not in e["0.0"]
     f = tmp_path / "x.json"
     f.write_text(json.dumps(e))

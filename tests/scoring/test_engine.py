@@ -129,7 +129,8 @@ def test_few_sources_take_the_other_order_with_same_scores(model, preset):
     few = pairs(7, n=5)
     res = scan(model, {"few": few}, k=3, preset=preset, min_pairs=1, output_bias=True,
                chunk_bytes=4 * 8 * 64 * 9)
-    s, sp = reference_scores(model, *ids(model, few), 3, P.resolve_options(preset, output_bias=True))
+    s, sp = reference_scores(model, *ids(model, few), 3,
+                             P.resolve_options(preset, output_bias=True))
     np.testing.assert_array_equal(res["few"].scores, s)
     np.testing.assert_array_equal(res["few"].suppression, sp)
 

@@ -1,5 +1,7 @@
-"""Argument groups shared by subcommands, each defined once: model, projection, salient
-operations, describer, relation lists."""
+"""Argument groups shared by subcommands, each defined once.
+
+The groups: model, projection, salient operations, describer, relation lists.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ from ..models import DEFAULT_MODEL
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """MODEL positional (alias, hub id, folder, .gguf; default the built-in SmolLM2) plus
-    --device, --dtype, --lazy and --allow-pickle."""
+    """MODEL positional plus --device, --dtype, --lazy and --allow-pickle.
+
+    MODEL is an alias, hub id, folder or .gguf file; default the built-in SmolLM2.
+    """
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                    help=f"alias, hub id, folder or .gguf file (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: checkpoint's)")
+    p.add_argument("--dtype", default=None,
+                   help="float32 | bfloat16 | float16 (default: checkpoint's)")
     p.add_argument("--lazy", action="store_true", default=None,
                    help="read a safetensors checkpoint tensor by tensor (big models; "
                         "automatic when the weights exceed half the free memory)")
@@ -44,7 +49,8 @@ def add_projection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--biases", default=None, action=argparse.BooleanOptionalAction,
                    help="include value and output biases (overrides the preset)")
     p.add_argument("--scale-embeddings", default=None, action=argparse.BooleanOptionalAction,
-                   help="multiply embeddings by the model's scale, e.g. Gemma (overrides the preset)")
+                   help="multiply embeddings by the model's scale, e.g. Gemma (overrides the "
+                        "preset)")
 
 
 def projection_kwargs(args: argparse.Namespace) -> dict:
@@ -75,25 +81,29 @@ def add_salient_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=15, help="salient source tokens (default 15)")
     p.add_argument("--mappings", type=int, default=5, help="targets per source token (default 5)")
     p.add_argument("--skip-nonwords", choices=["none", "source", "target", "both"], default="none",
-                   help="drop punctuation, whitespace and byte-fragment tokens on this side (default none)")
+                   help="drop punctuation, whitespace and byte-fragment tokens on this side "
+                        "(default none)")
 
 
-def add_describer_args(p: argparse.ArgumentParser, default: str = "pattern", allow_none: bool = True) -> None:
+def add_describer_args(p: argparse.ArgumentParser, default: str = "pattern",
+                       allow_none: bool = True) -> None:
     """--describe, --base-url, --llm-model, --api-key, --llm-timeout, --llm-json."""
     choices = ["pattern", "llm", "none"] if allow_none else ["pattern", "llm"]
     p.add_argument("--describe", choices=choices, default=default,
                    help=f"how to describe the head(s) (default: {default})")
     p.add_argument("--base-url", default=None,
                    help="OpenAI-compatible endpoint for --describe llm, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--llm-model", default="gpt-4o", help="chat model name for --describe llm (default: gpt-4o)")
+    p.add_argument("--llm-model", default="gpt-4o",
+                   help="chat model name for --describe llm (default: gpt-4o)")
     p.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
-    p.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per LLM request (default 60)")
+    p.add_argument("--llm-timeout", type=float, default=60.0,
+                   help="seconds per LLM request (default 60)")
     p.add_argument("--llm-json", action="store_true",
                    help="ask the endpoint for JSON mode (response_format json_object)")
 
 
 def llm_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :class:`~headmaps.describe.LLMDescriber` from :func:`add_describer_args`."""
+    """Keyword arguments of :class:`~headmaps.describe.LLMDescriber` from the describer options."""
     return {"model": args.llm_model, "base_url": args.base_url, "api_key": args.api_key,
             "timeout": args.llm_timeout, "json_mode": getattr(args, "llm_json", False)}
 

@@ -31,7 +31,8 @@ def parse_layers(text: str | None, n_layers: int) -> list[int]:
             raise HeadmapsError(f"empty layer range {part!r}")
         for x in (a, b):
             if not 0 <= x < n_layers:
-                raise OutOfRangeError(f"layer {x} is out of range: this model has layers 0..{n_layers - 1}")
+                raise OutOfRangeError(f"layer {x} is out of range: this model has layers "
+                                      f"0..{n_layers - 1}")
         out.update(range(a, b + 1))
     return sorted(out)
 
@@ -39,9 +40,9 @@ def parse_layers(text: str | None, n_layers: int) -> list[int]:
 def register(sub) -> None:
     """Add the ``describe`` subcommand."""
     p = sub.add_parser("describe", help="describe every head; coverage per layer",
-                       description="Compute the salient operations of every head of the chosen layers, "
-                                   "describe each, and write descriptions.jsonl, salient.parquet, "
-                                   "coverage.csv and coverage.png to --out.")
+                       description="Compute the salient operations of every head of the chosen "
+                                   "layers, describe each, and write descriptions.jsonl, "
+                                   "salient.parquet, coverage.csv and coverage.png to --out.")
     common.add_model_args(p)
     p.add_argument("--layers", default=None, help="layers, e.g. 10-29 or 0,2,5-7 (default all)")
     p.add_argument("--out", required=True, help="output folder")
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         cov.to_csv(tmp, index=False)
     plot_coverage(cov, out / "coverage.png",
                   title=f"{model.model_id}: heads with a clear description ({describer.name})")
-    print(f"{model.model_id}: {len(res)} heads described (projection {common.projection_label(res)}, "
-          f"describer {describer.name})")
+    print(f"{model.model_id}: {len(res)} heads described (projection "
+          f"{common.projection_label(res)}, describer {describer.name})")
     print(cov.to_string(index=False))
     print(f"wrote {out}/descriptions.jsonl, coverage.csv, coverage.png, salient.parquet")
     return 0

@@ -11,13 +11,16 @@ from . import common
 def register(sub) -> None:
     """Add the ``head`` subcommand."""
     p = sub.add_parser("head", help="salient operations of one head, and a description",
-                       description="Print the most salient source tokens of head LAYER.HEAD with their top "
-                                   "target tokens (approach B of MAPS), then describe the pattern.")
+                       description="Print the most salient source tokens of head LAYER.HEAD with "
+                                   "their top target tokens (approach B of MAPS), then describe "
+                                   "the pattern.")
     common.add_model_args(p)
-    p.add_argument("head", metavar="LAYER.HEAD", help="the head, e.g. 23.4 (Hugging Face numbering)")
+    p.add_argument("head", metavar="LAYER.HEAD",
+                   help="the head, e.g. 23.4 (Hugging Face numbering)")
     common.add_salient_args(p)
     common.add_describer_args(p)
-    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as JSON instead of a table")
     p.set_defaults(func=run)
 
 

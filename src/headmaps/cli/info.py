@@ -10,7 +10,8 @@ from .common import add_model_args, load_model
 def register(sub) -> None:
     """Add the ``info`` subcommand."""
     p = sub.add_parser("info", help="print a model's architecture and sizes",
-                       description="Print architecture, layers, heads, KV heads, sizes, source and load time.")
+                       description="Print architecture, layers, heads, KV heads, sizes, source and "
+                                   "load time.")
     add_model_args(p)
     p.set_defaults(func=run)
 

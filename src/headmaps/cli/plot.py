@@ -10,12 +10,14 @@ def register(sub) -> None:
     """Add the ``plot`` subcommand."""
     p = sub.add_parser(
         "plot", help="static heatmaps / per-layer distributions of a saved scan (PNG, SVG, PDF)",
-        description="Plot a saved scan with matplotlib. With one --relation: its layers x heads heatmap; "
-                    "otherwise small multiples of every relation (or the ones given). --kind layers plots "
-                    "how many heads of each layer implement each relation. Cells with score >= tau are "
-                    "outlined. The format follows the suffix of -o.")
-    p.add_argument("--scan", type=Path, required=True, help="a saved scan (folder with scores.parquet, or the file)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .png, .svg or .pdf")
+        description="Plot a saved scan with matplotlib. With one --relation: its layers x heads "
+                    "heatmap; otherwise small multiples of every relation (or the ones given). "
+                    "--kind layers plots how many heads of each layer implement each relation. "
+                    "Cells with score >= tau are outlined. The format follows the suffix of -o.")
+    p.add_argument("--scan", type=Path, required=True,
+                   help="a saved scan (folder with scores.parquet, or the file)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output file: .png, .svg or .pdf")
     p.add_argument("--relation", action="append", default=None, metavar="NAME",
                    help="relation to plot (repeat for several; default: all)")
     p.add_argument("--kind", choices=["heatmap", "layers"], default="heatmap",

@@ -19,32 +19,39 @@ _FORMATS = ("text", "markdown", "csv", "json")
 def register(sub) -> None:
     """Add the ``relations`` subcommand with ``list``, ``show`` and ``coverage``."""
     p = sub.add_parser("relations", help="list, show and check the relation datasets",
-                       description="The built-in relation datasets (and user files): list them, show one, "
-                                   "and report how many pairs are single tokens for a model.")
+                       description="The built-in relation datasets (and user files): list them, "
+                                   "show one, and report how many pairs are single tokens for a "
+                                   "model.")
     rsub = p.add_subparsers(dest="relations_command", metavar="ACTION")
     rsub.required = True
 
     p_list = rsub.add_parser("list", help="name, category and size of every built-in relation",
-                             description="Name, category, number of pairs, default k and description of "
-                                         "every built-in relation.")
+                             description="Name, category, number of pairs, default k and "
+                                         "description of every built-in relation.")
     _add_format(p_list)
     p_list.set_defaults(func=run_list)
 
     p_show = rsub.add_parser("show", help="metadata and pairs of one relation",
-                             description="Metadata and pairs of a built-in relation or a user .json/.csv file; "
-                                         "with --model, which pairs survive tokenisation.")
+                             description="Metadata and pairs of a built-in relation or a user "
+                                         ".json/.csv file; with --model, which pairs survive "
+                                         "tokenisation.")
     p_show.add_argument("name", help="built-in relation name or path to a .json/.csv/.tsv file")
-    p_show.add_argument("--model", default=None, help="also tokenise for this model (alias, hub id, folder, .gguf)")
-    p_show.add_argument("--limit", type=int, default=20, help="pairs to print (default 20; 0 = all)")
+    p_show.add_argument("--model", default=None,
+                        help="also tokenise for this model (alias, hub id, folder, .gguf)")
+    p_show.add_argument("--limit", type=int, default=20,
+                        help="pairs to print (default 20; 0 = all)")
     _add_tokenise_args(p_show)
     p_show.set_defaults(func=run_show)
 
     p_cov = rsub.add_parser("coverage", help="single-token pairs of every relation for a model",
-                            description="For every built-in relation (and any extra files), how many pairs "
-                                        "survive tokenisation on MODEL and whether the relation is valid.")
+                            description="For every built-in relation (and any extra files), how "
+                                        "many pairs survive tokenisation on MODEL and whether the "
+                                        "relation is valid.")
     add_model_args(p_cov)
-    p_cov.add_argument("--extra", nargs="*", default=[], metavar="FILE", help="user relation files to include")
-    p_cov.add_argument("-o", "--out", default=None, help="also write the table to this file (.csv or .json)")
+    p_cov.add_argument("--extra", nargs="*", default=[], metavar="FILE",
+                       help="user relation files to include")
+    p_cov.add_argument("-o", "--out", default=None,
+                       help="also write the table to this file (.csv or .json)")
     _add_tokenise_args(p_cov)
     _add_format(p_cov)
     p_cov.set_defaults(func=run_coverage)
@@ -55,7 +62,8 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 
 
 def _add_tokenise_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-pairs", type=int, default=30, help="kept pairs for a relation to be valid (default 30)")
+    p.add_argument("--min-pairs", type=int, default=30,
+                   help="kept pairs for a relation to be valid (default 30)")
     p.add_argument("--space", choices=("always", "prefer", "never"), default="always",
                    help="leading-space rule (default always, as in the paper)")
 
@@ -89,7 +97,8 @@ def run_show(args: argparse.Namespace) -> int:
     width = max(map(len, fields))
     for key, value in fields.items():
         if value not in (None, ""):
-            print(f"{key:<{width}}  {value!r}" if key == "prompt template" else f"{key:<{width}}  {value}")
+            shown = repr(value) if key == "prompt template" else value
+            print(f"{key:<{width}}  {shown}")
 
     status: dict[tuple[str, str], str] = {}
     if args.model:
@@ -118,7 +127,8 @@ def run_coverage(args: argparse.Namespace) -> int:
     from .. import relations as R
 
     model = load_model(args)
-    rows = coverage_rows(model, [*R.names(), *args.extra], min_pairs=args.min_pairs, space=args.space)
+    rows = coverage_rows(model, [*R.names(), *args.extra], min_pairs=args.min_pairs,
+                         space=args.space)
     print(format_table(rows, args.format))
     n_valid = sum(r["valid"] for r in rows)
     if args.format == "text":
@@ -131,7 +141,8 @@ def run_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
-def coverage_rows(model: Any, relations: Sequence[str], *, min_pairs: int = 30, space: str = "always") -> list[dict]:
+def coverage_rows(model: Any, relations: Sequence[str], *, min_pairs: int = 30,
+                  space: str = "always") -> list[dict]:
     """One row per relation: category, pairs, kept, drop counts, identical, valid."""
     from .. import relations as R
 
@@ -140,7 +151,8 @@ def coverage_rows(model: Any, relations: Sequence[str], *, min_pairs: int = 30, 
         info, pairs = R.resolve(name)
         prep = R.prepare(model, pairs, min_pairs=min_pairs, space=space, name=info.name)
         s = prep.summary()
-        rows.append({"relation": info.name, "category": info.category, "pairs": s["pairs"], "kept": s["kept"],
+        rows.append({"relation": info.name, "category": info.category, "pairs": s["pairs"],
+                     "kept": s["kept"],
                      "source_multi": s["source_multi"], "target_multi": s["target_multi"],
                      "identical": s["identical"], "valid": s["valid"]})
     return rows
@@ -160,7 +172,8 @@ def format_table(rows: list[dict], fmt: str = "text") -> str:
         writer.writerow(keys)
         writer.writerows([[r[k] for k in keys] for r in rows])
         return buf.getvalue().rstrip("\n")
-    numeric = [all(isinstance(r[k], int | float) and not isinstance(r[k], bool) for r in rows) for k in keys]
+    numeric = [all(isinstance(r[k], int | float) and not isinstance(r[k], bool) for r in rows)
+               for k in keys]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
 
     def line(values: list[str]) -> str:

@@ -13,18 +13,22 @@ def register(sub) -> None:
     """Add the ``report`` subcommand."""
     p = sub.add_parser(
         "report", help="write the HTML explorer of every head (offline, one file)",
-        description="Write one self-contained HTML page (no network requests) with the model card, a "
-                    "layers x heads heatmap per relation, a sortable table of every head, a panel per head "
-                    "(salient operations, description, scores) and summaries. Scans every relation "
-                    "unless --scan gives a saved scan.")
+        description="Write one self-contained HTML page (no network requests) with the model card, "
+                    "a layers x heads heatmap per relation, a sortable table of every head, a "
+                    "panel per head (salient operations, description, scores) and summaries. Scans "
+                    "every relation unless --scan gives a saved scan.")
     add_model_args(p)
-    p.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file (default report.html)")
+    p.add_argument("-o", "--output", type=Path, default=Path("report.html"),
+                   help="HTML file (default report.html)")
     p.add_argument("--scan", type=Path, default=None,
-                   help="a saved scan (folder with scores.parquet, or the file) instead of scanning now")
+                   help="a saved scan (folder with scores.parquet, or the file) instead of "
+                        "scanning now")
     p.add_argument("--describe", choices=["pattern", "llm", "none"], default="pattern",
-                   help="describe every head: offline pattern matcher, an LLM, or not (default pattern)")
+                   help="describe every head: offline pattern matcher, an LLM, or not (default "
+                        "pattern)")
     p.add_argument("--no-salient", action="store_true",
-                   help="no salient operations or descriptions; with --scan the model is not even loaded")
+                   help="no salient operations or descriptions; with --scan the model is not even "
+                        "loaded")
     p.add_argument("--salient", type=Path, default=None, metavar="PATH",
                    help="saved salient operations (SalientAll.save) instead of computing them")
     p.add_argument("--descriptions", type=Path, default=None, metavar="PATH",
@@ -33,9 +37,11 @@ def register(sub) -> None:
                    help="extra per-head data in the report schema ({'L.H': {...}}), merged last")
     p.add_argument("--title", default=None, help="page title (default: headmaps · MODEL)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --describe llm")
-    p.add_argument("--llm-model", default="gpt-4o", help="chat model for --describe llm (default gpt-4o)")
+    p.add_argument("--llm-model", default="gpt-4o",
+                   help="chat model for --describe llm (default gpt-4o)")
     p.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
-    p.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per LLM request (default 60)")
+    p.add_argument("--llm-timeout", type=float, default=60.0,
+                   help="seconds per LLM request (default 60)")
     p.set_defaults(func=run)
 
 
@@ -70,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
                 from ..describe import describe_all, get_describer
 
                 options = _llm_options(args) if args.describe == "llm" else {}
-                ex.extras_from_descriptions(describe_all(salient, get_describer(args.describe, **options),
-                                                         progress=True), extras)
+                ex.extras_from_descriptions(
+                    describe_all(salient, get_describer(args.describe, **options), progress=True),
+                    extras)
         else:
             describe = "none" if args.descriptions is not None else args.describe
-            extras = ex.collect_extras(model, scan, describe, progress=True, llm_options=_llm_options(args))
+            extras = ex.collect_extras(model, scan, describe, progress=True,
+                                       llm_options=_llm_options(args))
     if args.descriptions is not None:
         from ..describe import load_descriptions
 
@@ -84,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
     path = build.write_report(args.output, scan, extras or None, title=args.title)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.1f} MB): {scan.n_layers} layers x {scan.n_heads} heads, "
-          f"{len(scan.relations)} relations, {len(extras)} heads with salient operations or descriptions")
+          f"{len(scan.relations)} relations, {len(extras)} heads with salient operations or "
+          "descriptions")
     return 0

@@ -13,16 +13,21 @@ def register(sub) -> None:
     """Add the ``scan`` subcommand."""
     p = sub.add_parser(
         "scan", help="score every head against the relation library (approach A)",
-        description="Score every attention head against relations; write scores, a summary and heatmaps.",
+        description="Score every attention head against relations; write scores, a summary and "
+                    "heatmaps.",
     )
     add_model_args(p)
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated names and/or paths to JSON/CSV pair files")
-    p.add_argument("--k", type=int, default=None, help="top-k for every relation (default: per relation)")
-    p.add_argument("--tau", type=float, default=0.15, help="threshold for 'implements' (default 0.15)")
-    p.add_argument("--min-pairs", type=int, default=30, help="single-token pairs a relation needs (default 30)")
+    p.add_argument("--k", type=int, default=None,
+                   help="top-k for every relation (default: per relation)")
+    p.add_argument("--tau", type=float, default=0.15,
+                   help="threshold for 'implements' (default 0.15)")
+    p.add_argument("--min-pairs", type=int, default=30,
+                   help="single-token pairs a relation needs (default 30)")
     add_projection_args(p)
-    p.add_argument("--out", type=Path, default=None, help="folder for scores.parquet, summary.md, heatmaps")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for scores.parquet, summary.md, heatmaps")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
     p.add_argument("--top", type=int, default=3, help="heads per relation in the printed table")
@@ -36,13 +41,14 @@ def run(args: argparse.Namespace) -> int:
     from ..scoring.analysis import summary_table
 
     model = load_model(args)
-    res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau, min_pairs=args.min_pairs,
+    res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau,
+               min_pairs=args.min_pairs,
                progress=True, **projection_kwargs(args))
     if not res.relations:
         reasons = "; ".join(f"{rel}: {why}" for rel, why in res.skipped.items())
-        raise HeadmapsError(f"no relation could be scored on {model.model_id}, nothing written ({reasons}). "
-                            "Pick relations with enough single-token pairs (`headmaps relations coverage "
-                            "MODEL`) or lower --min-pairs.")
+        raise HeadmapsError(f"no relation could be scored on {model.model_id}, nothing written "
+                            f"({reasons}). Pick relations with enough single-token pairs "
+                            f"(`headmaps relations coverage MODEL`) or lower --min-pairs.")
     table = summary_table(res, n=args.top)
     print(f"{model.model_id}: {len(res.relations)} relations scored, {len(res.skipped)} skipped "
           f"(projection {common.projection_label(res)}, tau {res.tau})")

@@ -26,9 +26,10 @@ def register(sub) -> None:
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated built-in names / paths to JSON or CSV sets")
     p.add_argument("--templates", default=None, metavar="FILE",
-                   help="templates with one <X> (JSON list, {'templates': [...]}, or one per line); "
-                        "default: the library's neutral templates")
-    p.add_argument("--k", type=int, default=None, help="top-k (default: per relation, 1 for copying and 10 otherwise; 3 and 25 "
+                   help="templates with one <X> (JSON list, {'templates': [...]}, or one per "
+                        "line); default: the library's neutral templates")
+    p.add_argument("--k", type=int, default=None,
+                   help="top-k (default: per relation, 1 for copying and 10 otherwise; 3 and 25 "
                         "for vocabularies over 100k)")
     p.add_argument("--max-pairs", type=int, default=None,
                    help="pairs per relation, a seeded subset (default: "
@@ -38,7 +39,8 @@ def register(sub) -> None:
                    help="multitoken: also use multi-token targets, scored on their first token")
     p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     p.add_argument("--seed", type=int, default=0, help="seed of pair subsets and random heads")
-    p.add_argument("--out", default=None, help="output folder (default: validate-<model>-<experiment>)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: validate-<model>-<experiment>)")
     common.add_projection_args(p)
     p.set_defaults(func=run)
 
@@ -71,19 +73,23 @@ def run(args: argparse.Namespace) -> int:
     max_pairs = args.max_pairs if args.max_pairs is not None else DEFAULT_MAX_PAIRS[args.experiment]
     max_pairs = max_pairs or None
     out = Path(args.out or f"validate-{model.model_id.replace('/', '_')}-{args.experiment}")
-    kw = dict(k=args.k, max_pairs=max_pairs, batch_size=args.batch_size, seed=args.seed, progress=True,
+    kw = dict(k=args.k, max_pairs=max_pairs, batch_size=args.batch_size, seed=args.seed,
+              progress=True,
               **common.projection_kwargs(args))
     rels = common.parse_relations(args.relations)
-    cmd = f"headmaps validate {args.model} --experiment {args.experiment} --relations {args.relations}"
-    cmd += f" --max-pairs {max_pairs or 0}" + (f" --templates {args.templates}" if args.templates else "")
-    cmd += "".join(f" --{k.replace('_', '-')} {v}" for k, v in common.projection_kwargs(args).items())
+    cmd = (f"headmaps validate {args.model} --experiment {args.experiment} "
+           f"--relations {args.relations} --max-pairs {max_pairs or 0}")
+    cmd += f" --templates {args.templates}" if args.templates else ""
+    cmd += "".join(f" --{k.replace('_', '-')} "
+                   f"{v}" for k, v in common.projection_kwargs(args).items())
     if args.experiment == "causal":
         res = ex.causal(model, rels, **kw)
         res.save(out)
         res.plot(out / "causal.png")
         summary = [f"# Causal ablation: {model.model_id}", "",
                    f"`{cmd}`; preset `{res.preset}`, up to {res.meta['m']} heads removed, "
-                   f"{res.meta['n_random']} random draws, at most {max_pairs} prompts per relation.", "",
+                   f"{res.meta['n_random']} random draws, at most {max_pairs} prompts per "
+                   "relation.", "",
                    markdown_table(res.table), "", "![curves](causal.png)", ""]
         table = res.table
     else:
@@ -91,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         if args.experiment == "correlation":
             res = ex.correlation(model, rels, templates, **kw)
         else:
-            res = ex.multitoken(model, rels, templates, first_target_token=args.first_target_token, **kw)
+            res = ex.multitoken(model, rels, templates, first_target_token=args.first_target_token,
+                                **kw)
             cmd += " --first-target-token" if args.first_target_token else ""
         res.save(out)
         res.plot(out / f"{args.experiment}.png")
@@ -101,15 +108,16 @@ def run(args: argparse.Namespace) -> int:
                    f"{max_pairs} pairs per relation.", "",
                    f"Median correlation without context {res.median('corr_without_context'):.2f}, "
                    f"with context {res.median('corr_with_context'):.2f} over the "
-                   f"{int(res.table.corr_without_context.notna().sum())} of {len(res.table)} relations "
-                   "with a defined correlation (undefined: no head has a non-zero static score on "
-                   "these pairs).", "",
+                   f"{int(res.table.corr_without_context.notna().sum())} of {len(res.table)} "
+                   "relations with a defined correlation (undefined: no head has a non-zero "
+                   f"static score on these pairs).", "",
                    markdown_table(res.table), "", f"![scatter]({args.experiment}.png)", ""]
         if d.skipped:
             summary += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]
         table = res.table
     write_text(out / "summary.md", "\n".join(summary))
-    print(f"{model.model_id}: {args.experiment} (static scores: projection {common.projection_label(res)})")
+    print(f"{model.model_id}: {args.experiment} (static scores: projection "
+          f"{common.projection_label(res)})")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/")
     return 0

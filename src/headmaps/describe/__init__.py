@@ -27,6 +27,8 @@ def get_describer(kind: str = "pattern", **kwargs: Any) -> Describer:
     raise HeadmapsError(f"unknown describer {kind!r}; use one of {', '.join(DESCRIBERS)}")
 
 
-__all__ = ["DESCRIBERS", "ERROR", "UNCLEAR", "AnswerError", "Describer", "Description", "LLMDescriber",
-           "LLMError", "PatternDescriber", "build_messages", "coverage", "describe_all", "get_describer",
+__all__ = ["DESCRIBERS", "ERROR", "UNCLEAR", "AnswerError", "Describer", "Description",
+           "LLMDescriber",
+           "LLMError", "PatternDescriber", "build_messages", "coverage", "describe_all",
+           "get_describer",
            "load_descriptions", "parse_answer", "plot_coverage", "save_descriptions"]

@@ -36,7 +36,8 @@ def coverage(descriptions: Iterable[Description]) -> pd.DataFrame:
         return pd.DataFrame(columns=["layer", "n_heads", "n_clear", "coverage"])
     g = frame.groupby("layer")["clear"].agg(n_heads="size", n_clear="sum").reset_index()
     g["n_clear"] = g["n_clear"].astype(int)
-    total = pd.DataFrame([{"layer": "all", "n_heads": int(g["n_heads"].sum()), "n_clear": int(g["n_clear"].sum())}])
+    total = pd.DataFrame([{"layer": "all", "n_heads": int(g["n_heads"].sum()),
+                           "n_clear": int(g["n_clear"].sum())}])
     g["layer"] = g["layer"].astype(object)
     out = pd.concat([g, total], ignore_index=True)
     out["coverage"] = (out["n_clear"] / out["n_heads"]).round(4)

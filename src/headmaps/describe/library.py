@@ -108,7 +108,8 @@ def load_library(names: Iterable[str] | None = None) -> list[LibraryRelation]:
         out = []
         for n in wanted:
             info = lib.info(n)
-            out.append(LibraryRelation.from_pairs(n, lib.load(n), getattr(info, "category", "") or "",
+            out.append(LibraryRelation.from_pairs(n, lib.load(n),
+                                                  getattr(info, "category", "") or "",
                                                   getattr(info, "description", "") or ""))
         return out
     except (ImportError, AttributeError) as err:
@@ -116,7 +117,9 @@ def load_library(names: Iterable[str] | None = None) -> list[LibraryRelation]:
         return []
 
 
-def category_sets(relations: Iterable[LibraryRelation]) -> dict[str, tuple[set[str], set[str], set[str]]]:
+def category_sets(
+    relations: Iterable[LibraryRelation],
+) -> dict[str, tuple[set[str], set[str], set[str]]]:
     """Label -> (keys, relation names, families) from the relations' source/target sets.
 
     Sets with the same label (the countries of country_to_capital and of

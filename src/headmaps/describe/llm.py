@@ -177,10 +177,14 @@ class LLMDescriber:
         requests: HTTP requests sent (retries included); cache_hits: answers from disk.
     """
 
-    def __init__(self, model: str = "gpt-4o", base_url: str | None = None, api_key: str | None = None, *,
-                 timeout: float = 60.0, max_retries: int = 4, backoff: float = 1.0, max_backoff: float = 30.0,
-                 temperature: float = 0.0, max_tokens: int = 512, json_mode: bool = False, cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None, on_error: str = "raise", client: Any = None):
+    def __init__(self, model: str = "gpt-4o", base_url: str | None = None,
+                 api_key: str | None = None, *,
+                 timeout: float = 60.0, max_retries: int = 4, backoff: float = 1.0,
+                 max_backoff: float = 30.0,
+                 temperature: float = 0.0, max_tokens: int = 512, json_mode: bool = False,
+                 cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None, on_error: str = "raise",
+                 client: Any = None):
         if on_error not in ("raise", "unclear"):
             raise HeadmapsError(f"on_error must be 'raise' or 'unclear', got {on_error!r}")
         self.model = model
@@ -214,9 +218,11 @@ class LLMDescriber:
             key = self._api_key or os.environ.get("OPENAI_API_KEY")
             if not key:
                 if self.base_url is None:
-                    raise LLMError("no API key: set OPENAI_API_KEY or pass api_key (or a base_url of a local server)")
+                    raise LLMError("no API key: set OPENAI_API_KEY or pass api_key (or a base_url "
+                                   "of a local server)")
                 key = "not-needed"
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=0)
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout,
+                                         max_retries=0)
         return self._client
 
     def _params(self) -> dict[str, Any]:
@@ -256,8 +262,10 @@ class LLMDescriber:
             return hit
         answer = self._request(messages, params)
         if self.cache:
-            write_json(self._cache_file(k), {"model": self.model, "base_url": self.base_url, "params": params,
-                                             "messages": messages, "answer": answer, "time": time.time()})
+            write_json(self._cache_file(k),
+                       {"model": self.model, "base_url": self.base_url, "params": params,
+                                             "messages": messages, "answer": answer,
+                                             "time": time.time()})
         return answer
 
     def _request(self, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
@@ -269,17 +277,20 @@ class LLMDescriber:
         for attempt in range(self.max_retries + 1):
             self.requests += 1
             try:
-                resp = self.client.chat.completions.create(model=self.model, messages=messages, **params)
+                resp = self.client.chat.completions.create(model=self.model, messages=messages,
+                                                           **params)
                 return resp.choices[0].message.content or ""
             except retryable as err:
                 if attempt == self.max_retries:
                     raise LLMError(f"cannot get an answer from {where} after {attempt + 1} tries: "
                                    f"{type(err).__name__}: {err}") from err
-                logger.warning("LLM request failed (%s: %s); retrying in %.2f s", type(err).__name__, err, wait)
+                logger.warning("LLM request failed (%s: %s); retrying in %.2f s",
+                               type(err).__name__, err, wait)
                 time.sleep(wait)
                 wait = min(wait * 2, self.max_backoff)
             except openai.APIStatusError as err:
-                raise LLMError(f"{where} refused the request (HTTP {err.status_code}): {err.message}") from err
+                raise LLMError(f"{where} refused the request (HTTP {err.status_code}): "
+                               f"{err.message}") from err
         raise AssertionError("unreachable")
 
     # ---- describing ----------------------------------------------------------------
@@ -295,7 +306,8 @@ class LLMDescriber:
             try:
                 parsed = parse_answer(answer)
             except AnswerError as err:
-                logger.info("invalid answer for head %s (%s); asking once to repair it", ops.name, err)
+                logger.info("invalid answer for head %s (%s); asking once to repair it", ops.name,
+                            err)
                 repair = [*messages, {"role": "assistant", "content": answer},
                           {"role": "user", "content": REPAIR_PROMPT.format(error=err)}]
                 second = self.complete(repair)
@@ -312,5 +324,6 @@ class LLMDescriber:
         inputs = "" if is_unclear(parsed["input_strings"]) else parsed["input_strings"]
         if is_unclear(pattern):
             return unclear(ops, self.name, input_strings=inputs, raw=parsed)
-        return Description(ops.layer, ops.head, pattern, "llm", evidence=[], confidence=1.0, unclear=False,
+        return Description(ops.layer, ops.head, pattern, "llm", evidence=[], confidence=1.0,
+                           unclear=False,
                            describer=self.name, input_strings=inputs, raw=parsed)

@@ -79,15 +79,16 @@ class PatternDescriber:
     def _prepare(self) -> None:
         if self._relations is not None:
             return
-        rels = load_library() if self._user_relations is None else from_mapping(self._user_relations)
+        user = self._user_relations
+        rels = load_library() if user is None else from_mapping(user)
         self._categories = category_sets(rels)
         # relations that a string rule already explains (copying, letters, years) are
         # left to the rule, which is more general than the list
         kept = []
         for rel in rels:
             pairs = [(s, t) for s, ts in rel.forward.items() for t in ts]
-            explained = sum(1 for s, t in pairs if rules.explain(s, t) in ("copy", "first_letter", "last_letter",
-                                                                            "successor", "predecessor"))
+            rule_kinds = ("copy", "first_letter", "last_letter", "successor", "predecessor")
+            explained = sum(1 for s, t in pairs if rules.explain(s, t) in rule_kinds)
             if pairs and explained / len(pairs) >= 0.8:
                 continue
             kept.append(rel)
@@ -136,11 +137,14 @@ class PatternDescriber:
                 if kt != ks:
                     for label, (members, _names, _fams) in cats.items():
                         if kt in members:
-                            cand("target_category", label).add(i, s, t, f"target is one of the {label}")
-        ranked = sorted(cands.values(), key=lambda c: (-len(c.hits) * _WEIGHT.get(c.kind, 1.0), c.kind, c.key))
+                            cand("target_category",
+                                 label).add(i, s, t, f"target is one of the {label}")
+        ranked = sorted(cands.values(),
+                        key=lambda c: (-len(c.hits) * _WEIGHT.get(c.kind, 1.0), c.kind, c.key))
         need = max(self.min_hits, self.min_fraction * n)
         good = [c for c in ranked if len(c.hits) >= need and (
-            c.kind != "target_category" or len({key(t) for _, t, _ in c.hits.values()}) >= self.min_distinct_targets)]
+            c.kind != "target_category"
+            or len({key(t) for _, t, _ in c.hits.values()}) >= self.min_distinct_targets)]
         if not good:
             return self._input_only(ops, n, inputs, input_label, input_frac)
         best = good[0]
@@ -157,7 +161,8 @@ class PatternDescriber:
         for c in seconds:
             evidence += [{"source": s, "target": t, "why": why} for s, t, why in c.hits.values()]
         conf = min(1.0, len(best.hits) / n * _WEIGHT.get(best.kind, 1.0))
-        return Description(ops.layer, ops.head, text, category, relation, family, evidence, round(conf, 3),
+        return Description(ops.layer, ops.head, text, category, relation, family, evidence,
+                           round(conf, 3),
                            False, self.name, inputs)
 
     def _same_family(self, a: _Candidate, b: _Candidate) -> bool:
@@ -184,9 +189,11 @@ class PatternDescriber:
             arrow = f"{src} → {tgt}" if src and tgt else rel.description.rstrip(".") or rel.name
             fam = f", {rel.family}" if rel.family else ""
             if c.kind == "relation":
-                return f"Relation {rel.name} ({arrow}{fam})", "relation", rel.name, rel.family or None
+                text = f"Relation {rel.name} ({arrow}{fam})"
+                return text, "relation", rel.name, rel.family or None
             inv = f"{tgt} → {src}" if src and tgt else f"inverse of: {arrow}"
-            return f"Inverse of relation {rel.name} ({inv}{fam})", "inverse_relation", rel.name, rel.family or None
+            text = f"Inverse of relation {rel.name} ({inv}{fam})"
+            return text, "inverse_relation", rel.name, rel.family or None
         members, names, fams = (self._categories or {})[c.key]
         fam = "/".join(sorted(fams)) or None
         src_of = ", ".join(sorted(names))
@@ -227,5 +234,6 @@ class PatternDescriber:
             fams = self._categories[label][2]
             fam = "/".join(sorted(fams)) or None
         text = f"Inputs are {inputs}; no clear mapping pattern"
-        return Description(ops.layer, ops.head, text, "input_category", label, fam, [], round(0.5 * frac, 3),
+        return Description(ops.layer, ops.head, text, "input_category", label, fam, [],
+                           round(0.5 * frac, 3),
                            False, self.name, inputs)

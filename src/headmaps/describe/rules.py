@@ -65,8 +65,8 @@ def _inflect(stem: str, suffix: str) -> set[str]:
         out.add(stem[:-1] + suffix)
     if stem.endswith("y") and len(stem) > 2 and stem[-2] not in "aeiou" and suffix[0] in "e":
         out.add(stem[:-1] + "i" + suffix)
-    if len(stem) >= 3 and stem[-1] not in "aeiouwxy" and stem[-2] in "aeiou" and stem[-3] not in "aeiou" \
-            and suffix[0] in "aeiou":
+    if (len(stem) >= 3 and stem[-1] not in "aeiouwxy" and stem[-2] in "aeiou"
+            and stem[-3] not in "aeiou" and suffix[0] in "aeiou"):
         out.add(stem + stem[-1] + suffix)
     return out
 

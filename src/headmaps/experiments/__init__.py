@@ -1,6 +1,8 @@
-"""The paper's validation experiments: correlation with inference, causal ablation and
-multi-token generalisation (docs/results/smollm2-135m.md), run with forward hooks on the
-real model."""
+"""The paper's validation experiments, run with forward hooks on the real model.
+
+Correlation with inference, causal ablation and multi-token generalisation
+(docs/results/smollm2-135m.md).
+"""
 
 from .causal import AblationOptions, causal
 from .correlation import correlation, pearson
@@ -9,5 +11,6 @@ from .multitoken import multitoken
 from .options import RunOptions
 from .results import CausalResult, CorrelationResult
 
-__all__ = ["AblationOptions", "CausalResult", "CorrelationResult", "DynamicScores", "causal", "correlation",
+__all__ = ["AblationOptions", "CausalResult", "CorrelationResult", "DynamicScores", "causal",
+           "correlation",
            "dynamic_scores", "head_outputs", "multitoken", "pearson", "RunOptions"]

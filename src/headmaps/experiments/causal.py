@@ -82,9 +82,12 @@ def build_task(model: HeadModel, name: str, pairs: Sequence[tuple[str, str]], te
     return Task(name, template, ids, targets)
 
 
-def accuracy(model: HeadModel, task: Task, heads: Sequence[Head] = (), batch_size: int = 64) -> float:
-    """Fraction of prompts whose argmax next token is the target, with ``heads`` zeroed
-    (full forward passes; :class:`Evaluator` is the fast equivalent)."""
+def accuracy(model: HeadModel, task: Task, heads: Sequence[Head] = (),
+             batch_size: int = 64) -> float:
+    """Fraction of prompts whose argmax next token is the target, with ``heads`` zeroed.
+
+    Full forward passes; :class:`Evaluator` is the fast equivalent.
+    """
     if not task.ids:
         return float("nan")
     pad = pad_id(model.require_tokenizer())
@@ -227,7 +230,8 @@ def causal(
     m = abl.m if abl.m is not None else heads_budget(L * H)
     tasks = build_tasks(model, static.relations, relations, prompt_templates or {}, abl.shots, run)
     names = list(tasks)
-    bar = tqdm(names, desc="causal: prefixes + base accuracy", unit="relation", disable=not run.progress)
+    bar = tqdm(names, desc="causal: prefixes + base accuracy", unit="relation",
+               disable=not run.progress)
     evals = {n: Evaluator(model, tasks[n], run.batch_size) for n in bar}
     base = {n: evals[n].accuracy() for n in names}
     top = {n: ranked_heads(static.scores[static.relations.index(n)], m) for n in names}
@@ -240,26 +244,31 @@ def causal(
         cands = [c for c in names if c != name and overlap(top[name], top[c]) < abl.control_overlap
                  and abs(base[c] - base[name]) <= abl.control_acc_window]
         if abl.max_controls is not None and len(cands) > abl.max_controls:
-            cands = [cands[i] for i in sorted(rng.choice(len(cands), abl.max_controls, replace=False))]
+            keep = rng.choice(len(cands), abl.max_controls, replace=False)
+            cands = [cands[i] for i in sorted(keep)]
         controls[name] = cands
         c_before = [base[c] for c in cands]
         c_after = [evals[c].accuracy(top[name]) for c in cands] if top[name] else c_before
         final = curve[-1]
         rows.append([name, len(top[name]), base[name], final[0],
-                     base[name] if np.isnan(final[1]) else final[1], 0.0 if np.isnan(final[2]) else final[2],
+                     base[name] if np.isnan(final[1]) else final[1],
+                     0.0 if np.isnan(final[2]) else final[2],
                      len(cands), float(np.mean(c_before)) if cands else np.nan,
                      float(np.mean(c_after)) if cands else np.nan])
     return CausalResult(
-        table=pd.DataFrame(rows, columns=CAUSAL_COLUMNS), curves=pd.DataFrame(curves, columns=CURVE_COLUMNS),
+        table=pd.DataFrame(rows, columns=CAUSAL_COLUMNS),
+        curves=pd.DataFrame(curves, columns=CURVE_COLUMNS),
         heads={n: [f"{a}.{b}" for a, b in top[n]] for n in names}, controls=controls,
         model_id=model.model_id, preset=preset, options=opts.to_dict(),
-        meta={"m": m, "n_random": abl.n_random, "random_points": abl.random_points, "seed": run.seed,
+        meta={"m": m, "n_random": abl.n_random, "random_points": abl.random_points,
+              "seed": run.seed,
               "n_prompts": {n: len(tasks[n].ids) for n in names},
               "templates": {n: tasks[n].template for n in names}, "shots": abl.shots, "k": static.k,
               "skipped": static.skipped, "max_controls": abl.max_controls})
 
 
-def build_tasks(model: HeadModel, names: Sequence[str], relations: Any, prompt_templates: dict[str, str],
+def build_tasks(model: HeadModel, names: Sequence[str], relations: Any,
+                prompt_templates: dict[str, str],
                 shots: int, run: RunOptions) -> dict[str, Task]:
     """The prompts of every relation in ``names`` that has a prompt template.
 
@@ -291,7 +300,8 @@ def build_tasks(model: HeadModel, names: Sequence[str], relations: Any, prompt_t
 
 
 def ablation_curve(ev: Evaluator, base: float, heads: list[Head], all_heads: list[Head],
-                   abl: AblationOptions, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+                   abl: AblationOptions,
+                   rng: np.random.Generator) -> list[tuple[float, float, float]]:
     """Accuracy with the top ``j`` relation heads zeroed, and with ``j`` random other heads.
 
     Args:
@@ -317,5 +327,6 @@ def ablation_curve(ev: Evaluator, base: float, heads: list[Head], all_heads: lis
     out = []
     for j in range(n + 1):
         r = rand.get(j)
-        out.append((curve[j], float(np.mean(r)) if r else np.nan, float(np.std(r)) if r else np.nan))
+        out.append((curve[j], float(np.mean(r)) if r else np.nan,
+                    float(np.std(r)) if r else np.nan))
     return out

@@ -28,7 +28,8 @@ def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Pearson's r and its two-sided p-value (t-test with ``n - 2`` degrees of freedom).
 
     Args:
-        x, y: 1-d arrays of equal length.
+        x: a 1-d array.
+        y: a 1-d array of the same length.
 
     Returns:
         ``(r, p)``; both NaN when either input is constant or there are fewer than 3 points.
@@ -76,8 +77,11 @@ def correlation_table(static: ScanResult, dyn: DynamicScores) -> pd.DataFrame:
 
 
 def static_for(model: HeadModel, dyn: DynamicScores, opts: P.ProjectionOptions) -> ScanResult:
-    """Static scores of ``dyn``'s relations on the pairs the dynamic scores used
-    (single-token runs) or on the single-token pairs (multi-token runs), with the same k."""
+    """Static scores of ``dyn``'s relations, with the same k.
+
+    On the pairs the dynamic scores used (single-token runs) or on the single-token pairs
+    (multi-token runs).
+    """
     sets = {name: dyn.static_pairs[name] for name in dyn.relations}
     return scan(model, sets, k=dict(dyn.k), preset=opts, min_pairs=1)
 
@@ -125,7 +129,8 @@ def correlation(
     return correlation_result(model, dynamic, run, "correlation")
 
 
-def correlation_result(model: HeadModel, dyn: DynamicScores, run: RunOptions, kind: str) -> CorrelationResult:
+def correlation_result(model: HeadModel, dyn: DynamicScores, run: RunOptions,
+                       kind: str) -> CorrelationResult:
     """Static scores for ``dyn`` (with the run's projection) and their correlation table."""
     opts, preset = run.static_options()
     static = static_for(model, dyn, opts)

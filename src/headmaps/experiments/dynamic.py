@@ -232,9 +232,11 @@ def single_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int 
 def multi_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int | None,
                       min_pairs: int, seed: int, first_target_token: bool = False,
                       ) -> tuple[list[RelationPrompts], dict[str, str]]:
-    """Pairs whose source is several tokens (target one token, or the first token of a
-    longer target when ``first_target_token``), plus the single-token pairs that give
-    the static score."""
+    """Pairs whose source is several tokens, plus the single-token pairs of the static score.
+
+    The target is one token, or the first token of a longer target when
+    ``first_target_token``.
+    """
     tok = model.require_tokenizer()
     out, skipped = [], {}
     for name, spec in normalise_relations(relations):
@@ -395,20 +397,23 @@ def dynamic_scores(
                 ids, mask = pad_right([ps.ids[i] for i in bi], pad)
                 caps.append(capture(model, ids, mask, ps.source_pos[bi]))
                 bar.update(len(bi))
-            cap = Captured(torch.cat([c.z for c in caps], 1), torch.cat([c.attn_in for c in caps], 1),
+            cap = Captured(torch.cat([c.z for c in caps], 1),
+                           torch.cat([c.attn_in for c in caps], 1),
                            torch.cat([c.hidden for c in caps], 0))
             del caps
             _score_chunk(model, cap, ps, torch.as_tensor(idx), acc, fold_norms, progress)
         bar.close()
     counts = torch.tensor([len(rp.pairs) for rp in rels], dtype=torch.float64).repeat_interleave(T)
-    arr = {n: (a / counts.clamp(min=1)[:, None, None]).reshape(R, T, L, H).numpy().astype(np.float32)
+    arr = {n: (a / counts.clamp(min=1)[:, None,
+                                       None]).reshape(R, T, L, H).numpy().astype(np.float32)
            for n, a in acc.items()}
     return DynamicScores(
         relations=[rp.name for rp in rels], templates=templates,
         with_context=arr["with"], without_context=arr["without"],
         supp_with_context=arr["supp_with"], supp_without_context=arr["supp_without"],
         n_pairs={rp.name: len(rp.pairs) for rp in rels}, k={rp.name: rp.k for rp in rels},
-        pairs={rp.name: rp.pairs for rp in rels}, static_pairs={rp.name: rp.static_pairs for rp in rels},
+        pairs={rp.name: rp.pairs for rp in rels},
+        static_pairs={rp.name: rp.static_pairs for rp in rels},
         skipped=skipped, multitoken=multitoken, fold_norms=fold_norms,
         first_target_token=first_target_token)
 
@@ -444,7 +449,8 @@ def topk_hits(Y: torch.Tensor, WOU: torch.Tensor, targets: torch.Tensor, k: torc
         kmax = int(kk.max())
         idx = (kk - 1).view(1, -1, 1).expand(H, -1, 1)
         top = logits.topk(kmax, dim=-1, largest=True, sorted=True).values.gather(2, idx).squeeze(-1)
-        bot = logits.topk(kmax, dim=-1, largest=False, sorted=True).values.gather(2, idx).squeeze(-1)
+        bot = logits.topk(kmax, dim=-1, largest=False,
+                          sorted=True).values.gather(2, idx).squeeze(-1)
         hits[:, r0:r1] = top <= t
         supp[:, r0:r1] = bot >= t
         del logits

@@ -1,5 +1,8 @@
-"""Multi-token generalisation: static scores (single-token pairs) against dynamic scores
-on sources of several tokens, read at the last source token."""
+"""Multi-token generalisation: static scores against dynamic scores on longer sources.
+
+Static scores come from single-token pairs; dynamic scores from sources of several
+tokens, read at the last source token.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ def multitoken(
 
     Args:
         model: a HeadModel with its transformers model.
-        relations, templates, fold_norms_dynamic: as for :func:`correlation`.
+        relations: as for :func:`correlation`.
+        templates: as for :func:`correlation`.
+        fold_norms_dynamic: as for :func:`correlation`.
         run: as for :func:`correlation`, except that ``min_pairs`` (default 10) counts
             multi-token pairs, and as many single-token pairs are needed for the static
             score.

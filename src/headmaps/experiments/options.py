@@ -56,9 +56,11 @@ class RunOptions:
     projection: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_kwargs(cls, run: RunOptions | None, kwargs: dict[str, Any], **defaults: Any) -> RunOptions:
-        """``run`` (or the defaults) with keyword overrides; the other keywords must be
-        projection options.
+    def from_kwargs(cls, run: RunOptions | None, kwargs: dict[str, Any],
+                    **defaults: Any) -> RunOptions:
+        """``run`` (or the defaults) with keyword overrides.
+
+        The keywords that name no field must be projection options.
 
         Raises:
             HeadmapsError: a keyword that is neither a field here nor a projection option.

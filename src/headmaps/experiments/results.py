@@ -103,13 +103,16 @@ class CorrelationResult:
             T, L, H = d.with_context.shape[1:]
             t, layer, head = np.meshgrid(np.arange(T), np.arange(L), np.arange(H), indexing="ij")
             frames.append(pd.DataFrame({
-                "relation": name, "template": t.ravel(), "layer": layer.ravel(), "head": head.ravel(),
+                "relation": name, "template": t.ravel(), "layer": layer.ravel(),
+                "head": head.ravel(),
                 "static": np.tile(self.static.scores[i].ravel(), T),
                 "static_supp": np.tile(self.static.suppression[i].ravel(), T),
-                "without_context": d.without_context[r].ravel(), "with_context": d.with_context[r].ravel(),
+                "without_context": d.without_context[r].ravel(),
+                "with_context": d.with_context[r].ravel(),
                 "supp_without_context": d.supp_without_context[r].ravel(),
                 "supp_with_context": d.supp_with_context[r].ravel()}))
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_HEAD_COLUMNS)
+        return pd.concat(frames,
+                         ignore_index=True) if frames else pd.DataFrame(columns=_HEAD_COLUMNS)
 
     def header(self) -> dict[str, Any]:
         """JSON header: everything needed to rebuild the result besides the tables."""
@@ -148,12 +151,14 @@ class CorrelationResult:
 
         dyn = DynamicScores(rels, h["templates"], arr("with_context"), arr("without_context"),
                             arr("supp_with_context"), arr("supp_without_context"),
-                            {k: int(v) for k, v in h["n_pairs"].items()}, h["k"], skipped=h["skipped"],
+                            {k: int(v) for k, v in h["n_pairs"].items()}, h["k"],
+                            skipped=h["skipped"],
                             multitoken=h["multitoken"], fold_norms=h["fold_norms_dynamic"],
                             first_target_token=h.get("first_target_token", False),
                             static_pairs={k: [tuple(p) for p in v]
                                           for k, v in h.get("static_pairs", {}).items()})
-        static = ScanResult(model_id=h["model_id"], model_info=h.get("model_info", {}), relations=rels,
+        static = ScanResult(model_id=h["model_id"], model_info=h.get("model_info", {}),
+                            relations=rels,
                             scores=arr("static", False), suppression=arr("static_supp", False),
                             n_pairs=h["n_static_pairs"], k=h["k"], preset=h["preset"],
                             options=h["options"])
@@ -177,7 +182,8 @@ class CorrelationResult:
             ax.set_xlabel("static phi", fontsize=7)
             ax.set_ylabel("dynamic", fontsize=7)
         return _save_panels(fig, axes, bool(names), path,
-                            f"{self.model_id}: static vs dynamic ({self.kind}, preset {self.preset})")
+                            f"{self.model_id}: static vs dynamic ({self.kind}, preset "
+                            f"{self.preset})")
 
 
 @dataclass
@@ -241,4 +247,5 @@ class CausalResult:
             ax.set_xlabel("heads removed", fontsize=7)
             ax.set_ylabel("accuracy", fontsize=7)
         return _save_panels(fig, axes, bool(names), path,
-                            f"{self.model_id}: zeroing heads at the last position (preset {self.preset})")
+                            f"{self.model_id}: zeroing heads at the last position (preset "
+                            f"{self.preset})")

@@ -56,7 +56,8 @@ def entry_is_complete(entry: Path) -> bool:
     """Whether ``entry`` holds a finished build whose files all have their recorded sizes."""
     try:
         manifest = json.loads((entry / MARKER).read_text())
-        return all((entry / name).stat().st_size == size for name, size in manifest["files"].items())
+        return all((entry / name).stat().st_size == size
+                   for name, size in manifest["files"].items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

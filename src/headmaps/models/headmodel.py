@@ -185,13 +185,15 @@ class HeadModel:
     def check_layer(self, layer: int) -> None:
         """Raise :class:`OutOfRangeError` (an ``IndexError``) giving the valid range."""
         if not 0 <= layer < self.n_layers:
-            raise OutOfRangeError(f"layer {layer} out of range: this model has layers 0..{self.n_layers - 1}")
+            raise OutOfRangeError(f"layer {layer} out of range: this model has layers "
+                                  f"0..{self.n_layers - 1}")
 
     def check_head(self, layer: int, head: int) -> None:
-        """Raise :class:`OutOfRangeError` (an ``IndexError``) when ``layer``/``head`` is out of range."""
+        """Raise :class:`OutOfRangeError` (an ``IndexError``) for a layer or head out of range."""
         self.check_layer(layer)
         if not 0 <= head < self.n_heads:
-            raise OutOfRangeError(f"head {head} out of range: this model has heads 0..{self.n_heads - 1}")
+            raise OutOfRangeError(f"head {head} out of range: this model has heads "
+                                  f"0..{self.n_heads - 1}")
 
     def require_tokenizer(self) -> Any:
         """The tokenizer, or a clear error when the model was loaded without one."""
@@ -225,8 +227,9 @@ class HeadModel:
     def __repr__(self) -> str:
         s = self.spec
         return (
-            f"HeadModel({self.model_id!r}, {s.architecture}, layers={s.n_layers}, heads={s.n_heads}, "
-            f"kv_heads={s.n_kv_heads}, d_model={s.d_model}, vocab={s.vocab_size})"
+            f"HeadModel({self.model_id!r}, {s.architecture}, layers={s.n_layers}, "
+            f"heads={s.n_heads}, kv_heads={s.n_kv_heads}, d_model={s.d_model}, "
+            f"vocab={s.vocab_size})"
         )
 
 
@@ -234,8 +237,9 @@ _HEAD = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
 
 
 def parse_head(text: str, model: Any = None) -> tuple[int, int]:
-    """``"23.4"`` -> ``(23, 4)``, checked against ``model`` (anything with ``n_layers``,
-    ``n_heads`` and ``model_id``) when given.
+    """``"23.4"`` -> ``(23, 4)``, checked against ``model`` when given.
+
+    ``model`` is anything with ``n_layers``, ``n_heads`` and ``model_id``.
 
     Raises:
         HeadmapsError: not written ``LAYER.HEAD``.

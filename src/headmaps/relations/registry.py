@@ -22,10 +22,13 @@ TEMPLATES_FILE = "templates.json"
 
 #: The 20 built-in relations, by category, in the paper's order.
 BUILTIN: dict[str, tuple[str, ...]] = {
-    "algorithmic": ("copying", "name_copying", "word_first_letter", "word_last_letter", "year_to_following"),
-    "knowledge": ("country_to_capital", "country_to_language", "object_to_superclass", "product_to_company",
+    "algorithmic": ("copying", "name_copying", "word_first_letter", "word_last_letter",
+                    "year_to_following"),
+    "knowledge": ("country_to_capital", "country_to_language", "object_to_superclass",
+                  "product_to_company",
                   "work_to_location"),
-    "linguistic": ("antonym", "adj_to_comparative", "adj_to_superlative", "noun_to_pronoun", "verb_to_past_tense",
+    "linguistic": ("antonym", "adj_to_comparative", "adj_to_superlative", "noun_to_pronoun",
+                   "verb_to_past_tense",
                    "word_to_homophone", "word_to_synonym", "word_to_compound"),
     "translation": ("english_to_french", "english_to_spanish"),
 }
@@ -33,7 +36,7 @@ _NAMES: tuple[str, ...] = tuple(name for group in BUILTIN.values() for name in g
 
 
 def names() -> list[str]:
-    """The built-in relation names, grouped by category (algorithmic, knowledge, linguistic, translation)."""
+    """The built-in relation names by category (algorithmic, knowledge, linguistic, translation)."""
     return list(_NAMES)
 
 
@@ -65,7 +68,8 @@ def resolve(name_or_path: str | Path) -> tuple[RelationInfo, list[Pair]]:
     if path.is_file():
         return read_relation_file(path)
     looks_like_file = path.suffix.lower() in SUFFIXES or len(path.parts) > 1
-    what = f"no such file {str(path)!r} and no" if looks_like_file else f"{str(name_or_path)!r} is not a"
+    what = (f"no such file {str(path)!r} and no" if looks_like_file
+            else f"{str(name_or_path)!r} is not a")
     raise UnknownRelationError(f"{what} built-in relation; available: {', '.join(_NAMES)} "
                                f"(or give a path to a {'/'.join(SUFFIXES)} file)")
 
@@ -98,13 +102,15 @@ def templates() -> list[str]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise RelationDataError(f"{path}: line {err.lineno} column {err.colno}: invalid JSON ({err.msg})") from None
+        raise RelationDataError(f"{path}: line {err.lineno} column {err.colno}: invalid JSON "
+                                f"({err.msg})") from None
     items = doc.get("templates") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not items:
         raise RelationDataError(f"{path}: expected an object with a non-empty 'templates' list")
     for i, t in enumerate(items):
         if not isinstance(t, str) or t.count(PLACEHOLDER) != 1:
-            raise RelationDataError(f"{path}: template {i}: must be a string holding {PLACEHOLDER} exactly once")
+            raise RelationDataError(f"{path}: template {i}: must be a string holding {PLACEHOLDER} "
+                                    "exactly once")
     return list(items)
 
 
@@ -117,6 +123,7 @@ def _builtin(name: str) -> tuple[RelationInfo, tuple[Pair, ...]]:
     if info.name != name:
         raise RelationDataError(f"{path}: field 'name' is {info.name!r}, expected {name!r}")
     if name not in BUILTIN[info.category]:
-        raise RelationDataError(f"{path}: field 'category' is {info.category!r}, expected the category listing {name!r}")
+        raise RelationDataError(f"{path}: field 'category' is {info.category!r}, expected the "
+                                f"category listing {name!r}")
     logger.debug("loaded built-in relation %s (%d pairs)", name, len(pairs))
     return info, tuple(pairs)

@@ -96,15 +96,16 @@ def validate_pairs(items: Any, origin: str, *, strict: bool, unit: str = "item",
     for num, item in zip(nums, items):
         where = f"{origin}: {unit} {num}"
         if not isinstance(item, list | tuple) or len(item) != 2:
-            raise RelationDataError(f"{where}: expected a [source, target] pair, got {_short(item)}")
+            raise RelationDataError(f"{where}: expected a [source, target] pair, got "
+                                    f"{_short(item)}")
         pair = []
         for role, value in zip(("source", "target"), item):
             if not isinstance(value, str):
                 raise RelationDataError(f"{where}: {role} must be a string, got {_short(value)}")
             if value != value.strip():
                 if strict:
-                    raise RelationDataError(f"{where}: {role} {value!r} has leading/trailing whitespace "
-                                            "(headmaps adds the leading space itself)")
+                    raise RelationDataError(f"{where}: {role} {value!r} has leading/trailing "
+                                            f"whitespace (headmaps adds the leading space itself)")
                 value = value.strip()
                 stripped += 1
             if not value:
@@ -127,7 +128,8 @@ def validate_pairs(items: Any, origin: str, *, strict: bool, unit: str = "item",
     return out
 
 
-def parse_document(doc: Any, origin: str, *, strict: bool, default_name: str) -> tuple[RelationInfo, list[Pair]]:
+def parse_document(doc: Any, origin: str, *, strict: bool,
+                   default_name: str) -> tuple[RelationInfo, list[Pair]]:
     """Validate a relation document (JSON object) and split it into metadata and pairs.
 
     Args:
@@ -140,7 +142,8 @@ def parse_document(doc: Any, origin: str, *, strict: bool, default_name: str) ->
         RelationDataError: on a missing or mistyped field or a bad pair.
     """
     if not isinstance(doc, Mapping):
-        raise RelationDataError(f"{origin}: expected a JSON object or a list of pairs, got {type(doc).__name__}")
+        raise RelationDataError(f"{origin}: expected a JSON object or a list of pairs, got "
+                                f"{type(doc).__name__}")
     if strict:
         missing = [k for k in _REQUIRED if k not in doc]
         if missing:
@@ -149,18 +152,21 @@ def parse_document(doc: Any, origin: str, *, strict: bool, default_name: str) ->
         raise RelationDataError(f"{origin}: object has no 'pairs' field")
     version = doc.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise RelationDataError(f"{origin}: field 'schema_version': unsupported version {version!r} "
-                                f"(this headmaps reads {SCHEMA_VERSION})")
+        raise RelationDataError(f"{origin}: field 'schema_version': unsupported version "
+                                f"{version!r} (this headmaps reads {SCHEMA_VERSION})")
     for key in _TEXT_FIELDS:
         if key in doc and not (isinstance(doc[key], str) and doc[key].strip()):
-            raise RelationDataError(f"{origin}: field {key!r} must be a non-empty string, got {_short(doc[key])}")
+            raise RelationDataError(f"{origin}: field {key!r} must be a non-empty string, got "
+                                    f"{_short(doc[key])}")
     category = doc.get("category", CUSTOM_CATEGORY)
     allowed = CATEGORIES if strict else (*CATEGORIES, CUSTOM_CATEGORY)
     if category not in allowed:
-        raise RelationDataError(f"{origin}: field 'category': {category!r} is not one of {', '.join(allowed)}")
+        raise RelationDataError(f"{origin}: field 'category': {category!r} is not one of "
+                                f"{', '.join(allowed)}")
     k = doc.get("default_k", DEFAULT_K)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise RelationDataError(f"{origin}: field 'default_k' must be a positive integer, got {_short(k)}")
+        raise RelationDataError(f"{origin}: field 'default_k' must be a positive integer, got "
+                                f"{_short(k)}")
     template = doc.get("prompt_template")
     if template is not None and PLACEHOLDER not in template:
         raise RelationDataError(f"{origin}: field 'prompt_template' must contain {PLACEHOLDER}")

@@ -98,7 +98,8 @@ class PreparedRelation:
         counts = self.drop_counts()
         return {
             "relation": self.name, "pairs": self.n_total, "kept": self.n_pairs,
-            "source_multi": counts.get(SOURCE_MULTI, 0), "target_multi": counts.get(TARGET_MULTI, 0),
+            "source_multi": counts.get(SOURCE_MULTI, 0),
+            "target_multi": counts.get(TARGET_MULTI, 0),
             "out_of_range": counts.get(SOURCE_RANGE, 0) + counts.get(TARGET_RANGE, 0),
             "identical": self.n_identical, "valid": self.valid,
         }
@@ -107,15 +108,18 @@ class PreparedRelation:
         """Return self, or raise :class:`InvalidRelationError` when too few pairs survived."""
         if not self.valid:
             on = f" on {self.model_id}" if self.model_id else ""
-            counts = ", ".join(f"{n} {reason}" for reason, n in self.drop_counts().items()) or "none dropped"
+            counts = (", ".join(f"{n} {reason}" for reason, n in self.drop_counts().items())
+                      or "none dropped")
             raise InvalidRelationError(
-                f"relation {self.name!r}{on}: only {self.n_pairs} of {self.n_total} pairs are single tokens "
-                f"(need {self.min_pairs}; dropped: {counts})")
+                f"relation {self.name!r}{on}: only {self.n_pairs} of {self.n_total} pairs are "
+                f"single tokens (need {self.min_pairs}; dropped: {counts})")
         return self
 
 
-def prepare(model: Any, pairs_or_name: str | Path | Sequence[Sequence[str]], min_pairs: int = MIN_PAIRS, *,
-            space: SpaceRule = "always", strict: bool = False, name: str | None = None) -> PreparedRelation:
+def prepare(model: Any, pairs_or_name: str | Path | Sequence[Sequence[str]],
+            min_pairs: int = MIN_PAIRS, *,
+            space: SpaceRule = "always", strict: bool = False,
+            name: str | None = None) -> PreparedRelation:
     """Tokenise a relation for a model and keep the single-token pairs.
 
     Args:
@@ -198,8 +202,8 @@ def _unpack(model: Any) -> tuple[Any, int | None, str]:
     tokenizer = getattr(model, "tokenizer", None)
     model_id = str(getattr(model, "model_id", "") or "")
     if tokenizer is None:
-        raise TokenizerError(f"model {model_id or type(model).__name__} has no tokenizer; load it with one "
-                             "(e.g. hm.load(model, tokenizer=tok)) to tokenise relations")
+        raise TokenizerError(f"model {model_id or type(model).__name__} has no tokenizer; load it "
+                             f"with one (e.g. hm.load(model, tokenizer=tok)) to tokenise relations")
     vocab_size = getattr(model, "vocab_size", None)
     return tokenizer, (int(vocab_size) if vocab_size is not None else None), model_id
 

@@ -25,7 +25,9 @@ def __getattr__(name: str):
         return getattr(plots, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["COVERAGE", "HeadExtra", "HeadExtras", "SalientEntry", "build_report", "collect_extras", "coverage",
+__all__ = ["COVERAGE", "HeadExtra", "HeadExtras", "SalientEntry", "build_report", "collect_extras",
+           "coverage",
            "extras_from_descriptions", "extras_from_salient", "load_extras", "normalise_extras",
-           "plot_heatmap", "plot_heatmaps", "plot_layer_distribution", "relation_heatmaps", "report",
+           "plot_heatmap", "plot_heatmaps", "plot_layer_distribution", "relation_heatmaps",
+           "report",
            "synthetic_scan", "write_report"]

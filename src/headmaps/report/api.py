@@ -15,8 +15,10 @@ from .extras import collect_extras
 log = logging.getLogger(__name__)
 
 
-def report(source: Any, path: str | os.PathLike = "report.html", *, scan: ScanResult | str | os.PathLike | None = None,
-           describe: str = "pattern", salient: bool | None = None, extras: dict[str, Any] | None = None,
+def report(source: Any, path: str | os.PathLike = "report.html", *,
+           scan: ScanResult | str | os.PathLike | None = None,
+           describe: str = "pattern", salient: bool | None = None,
+           extras: dict[str, Any] | None = None,
            title: str | None = None, progress: bool = False, **load_options: Any) -> Path:
     """Write the self-contained HTML explorer of a model's heads.
 
@@ -54,8 +56,8 @@ def report(source: Any, path: str | os.PathLike = "report.html", *, scan: ScanRe
     if salient is None:
         salient = model is not None
     if salient and model is None:
-        raise HeadmapsError("salient operations need the model: pass the model as source and the scan "
-                            "as scan=..., or salient=False")
+        raise HeadmapsError("salient operations need the model: pass the model as source and the "
+                            "scan as scan=..., or salient=False")
     computed = collect_extras(model, scan, describe, progress=progress) if salient else {}
     for key, value in (extras or {}).items():
         computed.setdefault(key, {}).update(value)

@@ -84,22 +84,27 @@ def model_card(scan: ScanResult, generated: str) -> str:
         ("Versions", scan.versions),
         ("Generated", generated),
     ]
-    dl = "".join(f'<div{_WIDE if len(_fmt(v)) > 44 else ""}><dt>{html.escape(k)}</dt><dd>{html.escape(_fmt(v))}</dd></div>'
+    dl = "".join(f'<div{_WIDE if len(_fmt(v)) > 44 else ""}><dt>{html.escape(k)}</dt>'
+                 f"<dd>{html.escape(_fmt(v))}</dd></div>"
                  for k, v in rows)
     rel = "".join(
-        f"<tr><td>{html.escape(r)}</td><td>{scan.n_pairs.get(r, 0):,}</td><td>{scan.k.get(r, '-')}</td></tr>"
+        f"<tr><td>{html.escape(r)}</td><td>{scan.n_pairs.get(r, 0):,}</td>"
+        f"<td>{scan.k.get(r, '-')}</td></tr>"
         for r in scan.relations)
-    skipped = "".join(f"<li><b>{html.escape(r)}</b>: {html.escape(str(why))}</li>" for r, why in scan.skipped.items())
+    skipped = "".join(f"<li><b>{html.escape(r)}</b>: "
+                      f"{html.escape(str(why))}</li>" for r, why in scan.skipped.items())
     parts = [f'<dl class="card-grid">{dl}</dl>',
              '<details><summary>Relations scored: pairs that survived tokenisation, top-k</summary>'
-             f'<table class="plain"><thead><tr><th>relation</th><th>pairs</th><th>k</th></tr></thead>'
-             f'<tbody>{rel}</tbody></table></details>']
+             '<table '
+             f'class="plain"><thead><tr><th>relation</th><th>pairs</th><th>k</th></tr></thead><tbody>{rel}</tbody></table></details>']
     if skipped:
-        parts.append(f"<details><summary>Relations skipped ({len(scan.skipped)})</summary><ul>{skipped}</ul></details>")
+        parts.append("<details><summary>Relations skipped "
+                     f"({len(scan.skipped)})</summary><ul>{skipped}</ul></details>")
     return "".join(parts)
 
 
-def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *, title: str | None = None) -> str:
+def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *,
+                 title: str | None = None) -> str:
     """The full HTML page of a scan.
 
     Args:
@@ -120,7 +125,8 @@ def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *, titl
     # One pass over the template: inserted text is never searched for placeholders.
     page = _PLACEHOLDER.sub(lambda m: values[m.group(1)], asset("report.html"))
     log.info("report for %s: %d heads, %d relations, %d heads with extras, %.1f MB",
-             scan.model_id, scan.n_layers * scan.n_heads, len(scan.relations), len(norm), len(page) / 1e6)
+             scan.model_id, scan.n_layers * scan.n_heads, len(scan.relations), len(norm),
+             len(page) / 1e6)
     return page
 
 

@@ -62,7 +62,8 @@ class _Interner:
         return i
 
 
-def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int, n_heads: int) -> tuple[list[str], list[Any]]:
+def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
+                  n_heads: int) -> tuple[list[str], list[Any]]:
     """Extras -> (token table, one entry per head in ``layer * n_heads + head`` order).
 
     Each entry is None or a dict with the short keys ``s`` (salient:
@@ -75,7 +76,8 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int, n_hea
         out: dict[str, Any] = {}
         if e.get("salient"):
             out["s"] = [[intern(s["token"]), _num(s["saliency"]),
-                         [v for t, sc in s["targets"] for v in (intern(t), _num(sc))]] for s in e["salient"]]
+                         [v for t, sc in s["targets"] for v in (intern(t), _num(sc))]]
+                        for s in e["salient"]]
         if e.get("description"):
             out["d"] = e["description"]
         if e.get("evidence"):
@@ -88,7 +90,8 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int, n_hea
     return intern.table, heads
 
 
-def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra], title: str) -> tuple[dict[str, Any], list[Any]]:
+def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra],
+           title: str) -> tuple[dict[str, Any], list[Any]]:
     """The payload the page reads at once, and the per-head extras it parses on demand.
 
     Returns:

@@ -39,7 +39,8 @@ def extras_from_salient(salient: Any, extras: HeadExtras | None = None) -> HeadE
     for ops in salient:
         entries = [{"token": tok, "saliency": float(sal),
                     "targets": [[t, float(sc)] for t, sc in zip(targets, scores)]}
-                   for tok, sal, targets, scores in zip(ops.tokens, ops.saliency, ops.targets, ops.scores)]
+                   for tok, sal, targets, scores
+                   in zip(ops.tokens, ops.saliency, ops.targets, ops.scores)]
         extras.setdefault(f"{ops.layer}.{ops.head}", {})["salient"] = entries
     return extras
 
@@ -52,7 +53,8 @@ def _evidence(ev: Any) -> str:
     return str(ev)
 
 
-def extras_from_descriptions(descriptions: Iterable[Any], extras: HeadExtras | None = None) -> HeadExtras:
+def extras_from_descriptions(descriptions: Iterable[Any],
+                             extras: HeadExtras | None = None) -> HeadExtras:
     """Add descriptions (:class:`~headmaps.describe.Description` or their dicts) to ``extras``.
 
     Unclear heads keep ``unclear: True`` and no description text.
@@ -84,7 +86,8 @@ def load_extras(path: str | os.PathLike) -> HeadExtras:
     return data
 
 
-def collect_extras(model: Any, scan: ScanResult, describe: str = "pattern", *, progress: bool = False,
+def collect_extras(model: Any, scan: ScanResult, describe: str = "pattern", *,
+                   progress: bool = False,
                    llm_options: dict[str, Any] | None = None) -> HeadExtras:
     """Compute salient operations of every head (and describe them) for a report.
 
@@ -105,7 +108,8 @@ def collect_extras(model: Any, scan: ScanResult, describe: str = "pattern", *, p
         HeadmapsError: unknown ``describe``, or the model does not match the scan.
     """
     if describe not in DESCRIBE_CHOICES:
-        raise HeadmapsError(f"unknown describer {describe!r}; use one of {', '.join(DESCRIBE_CHOICES)}")
+        raise HeadmapsError(f"unknown describer {describe!r}; use one of "
+                            f"{', '.join(DESCRIBE_CHOICES)}")
     if (model.n_layers, model.n_heads) != (scan.n_layers, scan.n_heads):
         raise HeadmapsError(f"the model has {model.n_layers}x{model.n_heads} heads but the scan "
                             f"{scan.n_layers}x{scan.n_heads}: was the scan made on another model?")

@@ -33,7 +33,8 @@ from ..scoring.results import ScanResult
 log = logging.getLogger(__name__)
 
 FORMATS = (".png", ".svg", ".pdf")
-_RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+_RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7,
+       "ytick.labelsize": 7,
        "legend.fontsize": 7, "svg.fonttype": "none", "pdf.fonttype": 42}
 
 
@@ -64,7 +65,8 @@ def _cmap(suppression: bool) -> str:
     return "Reds" if suppression else "Blues"
 
 
-def draw_heatmap(ax, scores: np.ndarray, tau: float, *, suppression: bool = False, outline: bool = True,
+def draw_heatmap(ax, scores: np.ndarray, tau: float, *, suppression: bool = False,
+                 outline: bool = True,
                  labels: bool = True, max_ticks: int = 12):
     """Draw one ``(n_layers, n_heads)`` score map on ``ax``; returns the image (for a colour bar).
 
@@ -79,7 +81,8 @@ def draw_heatmap(ax, scores: np.ndarray, tau: float, *, suppression: bool = Fals
         if len(xs):
             lw = 0.9 if max(L, H) <= 40 else 0.5
             boxes = [Rectangle((x - 0.5, y - 0.5), 1, 1) for y, x in zip(ys, xs)]
-            ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor="black", linewidth=lw))
+            ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor="black",
+                                              linewidth=lw))
     ax.xaxis.set_major_locator(MaxNLocator(nbins=min(H, max_ticks), integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=min(L, max_ticks), integer=True))
     ax.set_xlim(-0.5, H - 0.5)
@@ -93,9 +96,11 @@ def draw_heatmap(ax, scores: np.ndarray, tau: float, *, suppression: bool = Fals
 
 def _colorbar(fig: Figure, im, axes, tau: float, suppression: bool) -> None:
     cb = fig.colorbar(im, ax=axes, fraction=0.02 if isinstance(axes, list) else 0.046, pad=0.02)
-    cb.set_label("suppression score" if suppression else r"relation score $\varphi$ (top-$k$ hit rate)")
+    cb.set_label("suppression score" if suppression
+                 else r"relation score $\varphi$ (top-$k$ hit rate)")
     cb.ax.axhline(tau, color="black", linewidth=1.2)
-    cb.ax.text(-0.25, tau, r"$\tau$", transform=cb.ax.get_yaxis_transform(), ha="right", va="center", fontsize=8)
+    cb.ax.text(-0.25, tau, r"$\tau$", transform=cb.ax.get_yaxis_transform(), ha="right",
+               va="center", fontsize=8)
 
 
 def _title(scan: ScanResult, r: int) -> str:
@@ -103,7 +108,8 @@ def _title(scan: ScanResult, r: int) -> str:
     return f"{rel.replace('_', ' ')} (n={scan.n_pairs.get(rel, 0)}, k={scan.k.get(rel, '?')})"
 
 
-def plot_heatmap(scan: ScanResult, path: str | os.PathLike, relation: str, *, suppression: bool = False,
+def plot_heatmap(scan: ScanResult, path: str | os.PathLike, relation: str, *,
+                 suppression: bool = False,
                  title: str | None = None, dpi: int = 200) -> Path:
     """Heatmap of one relation's scores over layers x heads.
 
@@ -124,15 +130,19 @@ def plot_heatmap(scan: ScanResult, path: str | os.PathLike, relation: str, *, su
     import matplotlib as mpl
 
     with mpl.rc_context(_RC):
-        fig = Figure(figsize=(min(7.0, max(3.2, 0.2 * H + 1.8)), min(9.0, max(2.6, 0.13 * L + 1.2))), layout="constrained")
+        fig = Figure(figsize=(min(7.0, max(3.2, 0.2 * H + 1.8)),
+                              min(9.0, max(2.6, 0.13 * L + 1.2))), layout="constrained")
         ax = fig.add_subplot()
-        im = draw_heatmap(ax, (scan.suppression if suppression else scan.scores)[r], scan.tau, suppression=suppression)
+        im = draw_heatmap(ax, (scan.suppression if suppression else scan.scores)[r], scan.tau,
+                          suppression=suppression)
         _colorbar(fig, im, ax, scan.tau, suppression)
-        ax.set_title(title or f"{scan.model_id}: {_title(scan, r)}" + (" - suppression" if suppression else ""))
+        ax.set_title(title or f"{scan.model_id}: {_title(scan, r)}"
+                     + (" - suppression" if suppression else ""))
         return save_figure(fig, path, dpi)
 
 
-def plot_heatmaps(scan: ScanResult, path: str | os.PathLike, relations: Sequence[str] | None = None, *,
+def plot_heatmaps(scan: ScanResult, path: str | os.PathLike, relations: Sequence[str] | None = None,
+                  *,
                   suppression: bool = False, ncols: int | None = None, title: str | None = None,
                   dpi: int = 200) -> Path:
     """Small multiples: one heatmap per relation, one shared colour bar, tau outlined.
@@ -171,20 +181,24 @@ def plot_heatmaps(scan: ScanResult, path: str | os.PathLike, relations: Sequence
             if k >= n:
                 ax.set_visible(False)
                 continue
-            im = draw_heatmap(ax, data[idx[k]], scan.tau, suppression=suppression, labels=False, max_ticks=6)
+            im = draw_heatmap(ax, data[idx[k]], scan.tau, suppression=suppression, labels=False,
+                              max_ticks=6)
             ax.set_title(rels[k].replace("_", " "), fontsize=7.5)
             if k % ncols == 0:
                 ax.set_ylabel("layer")
             if k // ncols == nrows - 1 or k + ncols >= n:
                 ax.set_xlabel("head")
         _colorbar(fig, im, list(axes[:n]), scan.tau, suppression)
-        fig.suptitle(title or f"{scan.model_id}: {'suppression' if suppression else 'relation'} scores, "
+        fig.suptitle(title or f"{scan.model_id}: {'suppression' if suppression else 'relation'} "
+                              "scores, "
                      f"cells with score $\\geq \\tau$ = {scan.tau:g} outlined", fontsize=9)
         return save_figure(fig, path, dpi)
 
 
-def plot_layer_distribution(scan: ScanResult, path: str | os.PathLike, relations: Sequence[str] | None = None, *,
-                            suppression: bool = False, title: str | None = None, dpi: int = 200) -> Path:
+def plot_layer_distribution(scan: ScanResult, path: str | os.PathLike,
+                            relations: Sequence[str] | None = None, *,
+                            suppression: bool = False, title: str | None = None,
+                            dpi: int = 200) -> Path:
     """Per layer, the number of heads with score >= tau, stacked by relation.
 
     A black step line marks heads implementing at least one of the plotted relations (a
@@ -220,7 +234,8 @@ def plot_layer_distribution(scan: ScanResult, path: str | os.PathLike, relations
         x = np.arange(L)
         for k, rel in enumerate(rels):
             colour = cmap(k % 20) if len(rels) <= 20 else cmap(k / max(1, len(rels) - 1))
-            ax.bar(x, counts[k], bottom=bottom, width=0.85, color=colour, label=rel.replace("_", " "), linewidth=0)
+            ax.bar(x, counts[k], bottom=bottom, width=0.85, color=colour,
+                   label=rel.replace("_", " "), linewidth=0)
             bottom += counts[k]
         ax.step(x, any_, where="mid", color="black", linewidth=1.0, label="any (distinct heads)")
         ax.set_xlim(-0.6, L - 0.4)
@@ -229,8 +244,10 @@ def plot_layer_distribution(scan: ScanResult, path: str | os.PathLike, relations
         ax.set_xlabel("layer")
         ax.set_ylabel(f"heads with {'suppression' if suppression else 'score'} " + r"$\geq \tau$")
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncol=1 if len(rels) <= 12 else 2)
-        ax.set_title(title or f"{scan.model_id}: {'suppression' if suppression else 'relation'} heads per layer "
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                  ncol=1 if len(rels) <= 12 else 2)
+        ax.set_title(title or f"{scan.model_id}: {'suppression' if suppression else 'relation'} "
+                              "heads per layer "
                      + rf"($\tau$ = {scan.tau:g})")
         return save_figure(fig, path, dpi)
 

@@ -60,7 +60,8 @@ def parse_head(key: str) -> tuple[int, int]:
         layer, head = str(key).split(".")
         return int(layer), int(head)
     except ValueError:
-        raise HeadmapsError(f"head key {key!r} is not of the form 'LAYER.HEAD', e.g. '12.3'") from None
+        raise HeadmapsError(f"head key {key!r} is not of the form 'LAYER.HEAD', e.g. "
+                            "'12.3'") from None
 
 
 def coverage(extra: HeadExtra | None) -> str:
@@ -72,7 +73,8 @@ def coverage(extra: HeadExtra | None) -> str:
     return "described" if (extra.get("description") or "").strip() else "none"
 
 
-def normalise_extras(extras: dict[str, Any] | None, n_layers: int, n_heads: int) -> dict[tuple[int, int], HeadExtra]:
+def normalise_extras(extras: dict[str, Any] | None, n_layers: int,
+                     n_heads: int) -> dict[tuple[int, int], HeadExtra]:
     """Check ``extras`` against the schema and return them keyed by ``(layer, head)``.
 
     Numbers become finite floats, tokens strings; unknown fields are dropped.
@@ -92,7 +94,8 @@ def normalise_extras(extras: dict[str, Any] | None, n_layers: int, n_heads: int)
     for key, raw in (extras or {}).items():
         layer, head = parse_head(key)
         if not (0 <= layer < n_layers and 0 <= head < n_heads):
-            raise HeadmapsError(f"extras for head {key} lie outside the model ({n_layers} layers x {n_heads} heads)")
+            raise HeadmapsError(f"extras for head {key} lie outside the model ({n_layers} layers x "
+                                f"{n_heads} heads)")
         if raw is None:
             continue
         if not isinstance(raw, dict):

@@ -40,7 +40,8 @@ def any_per_layer(scores: np.ndarray, tau: float) -> np.ndarray:
     return (scores >= tau).any(axis=0).sum(axis=1).astype(int)
 
 
-def multi_relation_heads(scores: np.ndarray, tau: float, relations: list[str], limit: int = 50) -> list[dict[str, Any]]:
+def multi_relation_heads(scores: np.ndarray, tau: float, relations: list[str],
+                         limit: int = 50) -> list[dict[str, Any]]:
     """Heads implementing two or more relations, most relations first (then best score).
 
     Returns:
@@ -53,11 +54,13 @@ def multi_relation_heads(scores: np.ndarray, tau: float, relations: list[str], l
     best = scores.max(axis=0)
     L, H = np.nonzero(n >= 2)
     order = sorted(zip(L, H), key=lambda lh: (-n[lh], -best[lh], lh))
-    return [{"head": f"{layer}.{head}", "relations": [relations[r] for r in np.nonzero(hits[:, layer, head])[0]],
+    return [{"head": f"{layer}.{head}",
+             "relations": [relations[r] for r in np.nonzero(hits[:, layer, head])[0]],
              "max": round(float(best[layer, head]), 4)} for layer, head in order[:limit]]
 
 
-def gqa_agreement(scores: np.ndarray, tau: float, group: int, relations: list[str]) -> list[dict[str, Any]]:
+def gqa_agreement(scores: np.ndarray, tau: float, group: int,
+                  relations: list[str]) -> list[dict[str, Any]]:
     """How much heads that share a KV head agree on each relation.
 
     For each relation: ``heads`` implementing it, ``groups`` (KV groups holding at least
@@ -91,7 +94,8 @@ def gqa_agreement(scores: np.ndarray, tau: float, group: int, relations: list[st
     return out
 
 
-def coverage_per_layer(extras: dict[tuple[int, int], HeadExtra], n_layers: int, n_heads: int) -> dict[str, list[int]] | None:
+def coverage_per_layer(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
+                       n_heads: int) -> dict[str, list[int]] | None:
     """Per layer, how many heads are ``described``, ``unclear`` and ``none``.
 
     Returns:

@@ -24,33 +24,44 @@ RELATIONS: dict[str, float] = {
     "object_to_superclass": 0.6, "product_to_company": 0.7, "work_to_location": 0.7,
     "antonyms": 0.6, "adjective_to_comparative": 0.55, "adjective_to_superlative": 0.55,
     "noun_to_pronoun": 0.5, "verb_to_past_tense": 0.55, "word_to_homophone": 0.6,
-    "word_to_synonym": 0.6, "word_to_compound": 0.6, "english_to_french": 0.75, "english_to_spanish": 0.75,
+    "word_to_synonym": 0.6, "word_to_compound": 0.6, "english_to_french": 0.75,
+    "english_to_spanish": 0.75,
 }
 
 #: A few example pairs so that synthetic heads show plausible mappings.
 _EXAMPLES: dict[str, list[tuple[str, str]]] = {
-    "country_to_capital": [(" France", " Paris"), (" Italy", " Rome"), (" Japan", " Tokyo"), (" Egypt", " Cairo"),
+    "country_to_capital": [(" France", " Paris"), (" Italy", " Rome"), (" Japan", " Tokyo"),
+                           (" Egypt", " Cairo"),
                            (" Peru", " Lima"), (" Spain", " Madrid"), (" Kenya", " Nairobi")],
     "country_to_language": [(" France", " French"), (" Italy", " Italian"), (" Japan", " Japanese"),
                             (" Brazil", " Portuguese"), (" Germany", " German")],
-    "verb_to_past_tense": [(" walk", " walked"), (" run", " ran"), (" eat", " ate"), (" go", " went"), (" see", " saw")],
-    "antonyms": [(" hot", " cold"), (" up", " down"), (" big", " small"), (" early", " late"), (" open", " closed")],
-    "english_to_french": [(" dog", " chien"), (" house", " maison"), (" water", " eau"), (" red", " rouge")],
-    "english_to_spanish": [(" dog", " perro"), (" house", " casa"), (" water", " agua"), (" red", " rojo")],
+    "verb_to_past_tense": [(" walk", " walked"), (" run", " ran"), (" eat", " ate"),
+                           (" go", " went"), (" see", " saw")],
+    "antonyms": [(" hot", " cold"), (" up", " down"), (" big", " small"), (" early", " late"),
+                 (" open", " closed")],
+    "english_to_french": [(" dog", " chien"), (" house", " maison"), (" water", " eau"),
+                          (" red", " rouge")],
+    "english_to_spanish": [(" dog", " perro"), (" house", " casa"), (" water", " agua"),
+                           (" red", " rojo")],
     "year_to_following": [("1990", "1991"), ("2003", "2004"), ("1871", "1872"), ("2019", "2020")],
-    "word_to_first_letter": [(" apple", " A"), (" banana", " B"), (" cherry", " C"), (" dog", " D")],
+    "word_to_first_letter": [(" apple", " A"), (" banana", " B"), (" cherry", " C"),
+                             (" dog", " D")],
 }
 
 _DESCRIPTIONS: dict[str, str] = {
     "copying": "copies the input token", "name_copying": "copies first names and surnames",
     "country_to_capital": "maps countries to their capital cities",
     "country_to_language": "maps countries to their official languages",
-    "verb_to_past_tense": "maps verbs to their past tense", "antonyms": "maps words to their opposites",
-    "english_to_french": "translates English words to French", "english_to_spanish": "translates English words to Spanish",
-    "year_to_following": "maps a year to the next year", "word_to_first_letter": "maps words to their first letter",
+    "verb_to_past_tense": "maps verbs to their past tense",
+    "antonyms": "maps words to their opposites",
+    "english_to_french": "translates English words to French",
+    "english_to_spanish": "translates English words to Spanish",
+    "year_to_following": "maps a year to the next year",
+    "word_to_first_letter": "maps words to their first letter",
 }
 
-_SYLL = ["ka", "lo", "mi", "ster", "on", "re", "tu", "vin", "ash", "el", "dor", "pi", "quen", "sa", "bri", "ul"]
+_SYLL = ["ka", "lo", "mi", "ster", "on", "re", "tu", "vin", "ash", "el", "dor", "pi", "quen", "sa",
+         "bri", "ul"]
 
 
 def _kv_heads(n_heads: int) -> int:
@@ -61,7 +72,8 @@ def _kv_heads(n_heads: int) -> int:
 
 
 def synthetic_scan(n_layers: int = 24, n_heads: int = 16, n_relations: int = 20, seed: int = 0,
-                   *, with_extras: bool = True, described: float = 0.7) -> tuple[ScanResult, HeadExtras | None]:
+                   *, with_extras: bool = True,
+                   described: float = 0.7) -> tuple[ScanResult, HeadExtras | None]:
     """Build a synthetic :class:`ScanResult` and matching extras.
 
     Args:
@@ -76,7 +88,8 @@ def synthetic_scan(n_layers: int = 24, n_heads: int = 16, n_relations: int = 20,
         ``(scan, extras)``; ``extras`` is None when ``with_extras`` is False.
     """
     rng = np.random.default_rng(seed)
-    names = list(RELATIONS)[:n_relations] + [f"relation_{i}" for i in range(len(RELATIONS), n_relations)]
+    names = (list(RELATIONS)[:n_relations]
+             + [f"relation_{i}" for i in range(len(RELATIONS), n_relations)])
     n_kv = _kv_heads(n_heads)
     group = n_heads // n_kv
     n_pairs = {r: int(rng.integers(40, 400)) for r in names}
@@ -99,7 +112,8 @@ def synthetic_scan(n_layers: int = 24, n_heads: int = 16, n_relations: int = 20,
                 scores[r, layer, sib] = max(scores[r, layer, sib], v * rng.uniform(0.6, 1.0))
         n_supp = max(1, n_strong // 3)
         late = np.exp(-0.5 * ((depth - 0.9) / 0.12) ** 2)
-        for layer, head in zip(rng.choice(L, size=n_supp, p=late / late.sum()), rng.integers(0, H, size=n_supp)):
+        for layer, head in zip(rng.choice(L, size=n_supp, p=late / late.sum()),
+                               rng.integers(0, H, size=n_supp)):
             supp[r, layer, head] = max(supp[r, layer, head], rng.uniform(0.15, 0.7))
     if R >= 2:  # copying and name copying share heads, as in real models
         both = scores[0] >= DEFAULT_TAU
@@ -110,7 +124,8 @@ def synthetic_scan(n_layers: int = 24, n_heads: int = 16, n_relations: int = 20,
     supp = (np.rint(np.clip(supp, 0, 1) * counts) / counts).astype(np.float32)
     info = {"model": f"synthetic-{L}x{H}", "architecture": "LlamaForCausalLM", "family": "llama",
             "n_layers": L, "n_heads": H, "n_kv_heads": n_kv, "d_model": H * 128, "d_head": 128,
-            "vocab_size": 128256, "tied_embeddings": False, "source": "synthetic (headmaps.report.synthetic)"}
+            "vocab_size": 128256, "tied_embeddings": False,
+            "source": "synthetic (headmaps.report.synthetic)"}
     scan = ScanResult(
         model_id=info["model"], model_info=info, relations=names, scores=scores, suppression=supp,
         n_pairs=n_pairs, k={r: (3 if "copying" in r else 25) for r in names},
@@ -135,7 +150,8 @@ def _extras(scan: ScanResult, rng: np.random.Generator, described: float) -> Hea
     sal = np.round(rng.uniform(3.0, 6.0, (L, H, 1)) * 0.93 ** np.arange(n_tok), 3).tolist()
     rolls = rng.random((L, H))
     conf = np.round(rng.uniform(0.3, 0.98, (L, H)), 2)
-    other = ["promotes subword continuations", "maps tokens to similar spellings", "boosts number tokens",
+    other = ["promotes subword continuations", "maps tokens to similar spellings",
+             "boosts number tokens",
              "maps words to related topics", "copies capitalised words"]
     other_i = rng.integers(0, len(other), (L, H))
     best = scan.scores.argmax(axis=0) if R else np.zeros((L, H), int)
@@ -162,8 +178,10 @@ def _extras(scan: ScanResult, rng: np.random.Generator, described: float) -> Hea
             roll = rolls[layer, head]
             if roll < p_desc:
                 if strong:
-                    e["description"] = _DESCRIPTIONS.get(rel, f"maps words along {rel.replace('_', ' ')}")
-                    e["evidence"] = [f"{s.strip()} -> {t.strip()}" for s, t in pairs[:3]] or ["salient targets match the relation"]
+                    e["description"] = _DESCRIPTIONS.get(
+                        rel, f"maps words along {rel.replace('_', ' ')}")
+                    e["evidence"] = ([f"{s.strip()} -> {t.strip()}" for s, t in pairs[:3]]
+                                     or ["salient targets match the relation"])
                     e["confidence"] = float(max(conf[layer, head], 0.6))
                 else:
                     e["description"] = other[other_i[layer, head]]

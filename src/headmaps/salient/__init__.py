@@ -4,5 +4,6 @@ from .compute import DEFAULT_CHUNK_ROWS, resolve_salient_options, salient_all, s
 from .results import SalientAll, SalientOperations
 from .tokens import is_word, token_strings, visible, word_mask
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "SalientAll", "SalientOperations", "is_word", "resolve_salient_options",
+__all__ = ["DEFAULT_CHUNK_ROWS", "SalientAll", "SalientOperations", "is_word",
+           "resolve_salient_options",
            "salient_all", "salient_operations", "token_strings", "visible", "word_mask"]

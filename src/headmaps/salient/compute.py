@@ -51,7 +51,8 @@ def resolve_salient_options(preset: str | P.ProjectionOptions | None,
 class _Context:
     """What every layer needs: options, masks, token strings and source representations."""
 
-    def __init__(self, model: HeadModel, opts: P.ProjectionOptions, skip_nonwords: bool | str | None,
+    def __init__(self, model: HeadModel, opts: P.ProjectionOptions,
+                 skip_nonwords: bool | str | None,
                  chunk_rows: int):
         self.model = model
         self.opts = opts
@@ -61,7 +62,8 @@ class _Context:
         self.strings = token_strings(tok, V) if tok is not None else None
         skip_src, skip_tgt = skip_sides(skip_nonwords)
         if (skip_src or skip_tgt) and tok is None:
-            raise HeadmapsError("skip_nonwords needs a tokenizer; load the model with one: hm.load(model, tokenizer=...)")
+            raise HeadmapsError("skip_nonwords needs a tokenizer; load the model with one: "
+                                "hm.load(model, tokenizer=...)")
         valid = valid_mask(tok, V)
         words = word_mask(tok, V, self.strings) & valid if (skip_src or skip_tgt) else valid
         self.src_mask = words if skip_src else valid
@@ -90,7 +92,8 @@ class _Context:
         return self.strings[i] if self.strings is not None else f"<{i}>"
 
 
-def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int, n_mappings: int) -> dict[str, torch.Tensor]:
+def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
+           n_mappings: int) -> dict[str, torch.Tensor]:
     """Salient tokens and their mappings for some heads of one layer.
 
     Returns:
@@ -162,7 +165,8 @@ def salient_operations(
 
     Args:
         model: the model (see :func:`headmaps.load`).
-        layer, head: the head, Hugging Face numbering.
+        layer: the head's layer.
+        head: the head within the layer (Hugging Face numbering).
         n_tokens: salient source tokens to keep.
         n_mappings: targets per source token.
         preset: projection preset (default :data:`~headmaps.projection.DEFAULT_PRESET`,
@@ -210,8 +214,12 @@ def salient_all(
     Args:
         model: the model.
         layers: layers to compute (default: all).
-        n_tokens, n_mappings, preset, skip_nonwords, chunk_rows, **options: as in
-            :func:`salient_operations`.
+        n_tokens: as in :func:`salient_operations`.
+        n_mappings: as in :func:`salient_operations`.
+        preset: as in :func:`salient_operations`.
+        skip_nonwords: as in :func:`salient_operations`.
+        chunk_rows: as in :func:`salient_operations`.
+        **options: as in :func:`salient_operations`.
         heads: restrict to these heads of each layer (default: all); the result then
             numbers them ``0..len(heads)-1``.
         progress: show a progress bar over layers.
@@ -220,7 +228,8 @@ def salient_all(
         :class:`SalientAll`; ``res[layer, head]`` gives one head's :class:`SalientOperations`.
     """
     if n_tokens < 1 or n_mappings < 1:
-        raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and {n_mappings}")
+        raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and "
+                            f"{n_mappings}")
     layers = list(range(model.n_layers)) if layers is None else [int(x) for x in layers]
     if not layers:
         raise HeadmapsError("no layers to compute")
@@ -240,7 +249,8 @@ def salient_all(
     strings = {int(i): ctx.string(int(i)) for i in used}
     return SalientAll(
         layers=layers, n_heads=len(heads), token_ids=stack["token_ids"].astype(np.int64),
-        saliency=stack["saliency"].astype(np.float32), target_ids=stack["target_ids"].astype(np.int64),
+        saliency=stack["saliency"].astype(np.float32),
+        target_ids=stack["target_ids"].astype(np.int64),
         scores=stack["scores"].astype(np.float32), strings=strings, model_id=model.model_id,
         model_info=model.info(), preset=preset_label, options=opts.to_dict(),
         skip_nonwords=skip_label(skip_nonwords), versions=versions(),

@@ -68,7 +68,8 @@ class SalientOperations:
         """JSON-able dict (arrays as lists)."""
         return {
             "layer": self.layer, "head": self.head, "model_id": self.model_id,
-            "preset": self.preset, "options": dict(self.options), "skip_nonwords": self.skip_nonwords,
+            "preset": self.preset, "options": dict(self.options),
+            "skip_nonwords": self.skip_nonwords,
             "tokens": [
                 {"id": int(i), "token": s, "saliency": float(sal),
                  "mappings": [{"id": int(ti), "token": ts, "score": float(sc)}
@@ -88,9 +89,11 @@ class SalientOperations:
             np.array([t["id"] for t in toks], dtype=np.int64),
             [t["token"] for t in toks],
             np.array([t["saliency"] for t in toks], dtype=np.float32),
-            np.array([[m["id"] for m in t["mappings"]] for t in toks], dtype=np.int64).reshape(len(toks), k),
+            np.array([[m["id"] for m in t["mappings"]] for t in toks],
+                     dtype=np.int64).reshape(len(toks), k),
             [[m["token"] for m in t["mappings"]] for t in toks],
-            np.array([[m["score"] for m in t["mappings"]] for t in toks], dtype=np.float32).reshape(len(toks), k),
+            np.array([[m["score"] for m in t["mappings"]] for t in toks],
+                     dtype=np.float32).reshape(len(toks), k),
             d.get("model_id", ""), d.get("preset", ""), dict(d.get("options", {})),
             d.get("skip_nonwords", "none"),
         )
@@ -101,18 +104,24 @@ class SalientOperations:
         Leading spaces of tokens show as ``␣``.
         """
         rows = []
-        for r, (s, sal, tstr, scs) in enumerate(zip(self.tokens, self.saliency, self.targets, self.scores), 1):
-            maps = ", ".join(f"{visible(t)} ({sc:.2f})" if scores else visible(t) for t, sc in zip(tstr, scs))
+        for r, (s, sal, tstr,
+                scs) in enumerate(zip(self.tokens, self.saliency, self.targets, self.scores), 1):
+            maps = ", ".join(f"{visible(t)} "
+                             f"({sc:.2f})" if scores else visible(t) for t, sc in zip(tstr, scs))
             rows.append((str(r), f"{sal:.3f}", visible(s), maps))
-        head = ("#", "saliency", "token", f"top {self.n_mappings} mappings" + (" (score)" if scores else ""))
+        head = ("#", "saliency", "token",
+                f"top {self.n_mappings} mappings" + (" (score)" if scores else ""))
         widths = [max(len(x[i]) for x in [head, *rows]) for i in range(3)]
-        lines = [f"{head[0]:>{widths[0]}}  {head[1]:>{widths[1]}}  {head[2]:<{widths[2]}}  {head[3]}"]
+        lines = [f"{head[0]:>{widths[0]}}  {head[1]:>{widths[1]}}  {head[2]:<{widths[2]}}  "
+                 f"{head[3]}"]
         lines.append("-" * (sum(widths) + 6 + len(head[3])))
-        lines += [f"{a:>{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+        lines += [f"{a:>{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  "
+                  f"{d}" for a, b, c, d in rows]
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        return f"head {self.name} of {self.model_id or 'model'} (preset {self.preset or '?'})\n{self.table()}"
+        return (f"head {self.name} of {self.model_id or 'model'} (preset {self.preset or '?'})\n"
+                f"{self.table()}")
 
 
 @dataclass
@@ -178,7 +187,8 @@ class SalientAll:
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame, one row per (layer, head, rank, target_rank)."""
         L, H, T, K = self.target_ids.shape
-        li, hi, ti, ki = np.meshgrid(np.arange(L), np.arange(H), np.arange(T), np.arange(K), indexing="ij")
+        li, hi, ti, ki = np.meshgrid(np.arange(L), np.arange(H), np.arange(T), np.arange(K),
+                                     indexing="ij")
         src = self.token_ids[li, hi, ti].ravel()
         tgt = self.target_ids.ravel()
         return pd.DataFrame({
@@ -197,7 +207,8 @@ class SalientAll:
     def header(self) -> dict[str, Any]:
         """Provenance and shapes, JSON-able."""
         L, H, T, K = self.target_ids.shape
-        return {"kind": "headmaps.SalientAll", "model_id": self.model_id, "model_info": self.model_info,
+        return {"kind": "headmaps.SalientAll", "model_id": self.model_id,
+                "model_info": self.model_info,
                 "layers": list(self.layers), "n_heads": H, "n_tokens": T, "n_mappings": K,
                 "preset": self.preset, "options": self.options, "skip_nonwords": self.skip_nonwords,
                 "versions": self.versions}
@@ -219,7 +230,8 @@ class SalientAll:
         """Read what :meth:`save` wrote (a file, or a folder holding salient.parquet)."""
         frame, h = load_table(path, "salient.parquet")
         if h.get("kind") != "headmaps.SalientAll":
-            raise HeadmapsError(f"{path} is not a headmaps salient-operations result (kind={h.get('kind')!r})")
+            raise HeadmapsError(f"{path} is not a headmaps salient-operations result "
+                                f"(kind={h.get('kind')!r})")
         layers = [int(x) for x in h["layers"]]
         L, H, T, K = len(layers), int(h["n_heads"]), int(h["n_tokens"]), int(h["n_mappings"])
         if len(frame) != L * H * T * K:
@@ -234,7 +246,8 @@ class SalientAll:
         for col_id, col_s in (("token_id", "token"), ("target_id", "target")):
             strings.update(zip(frame[col_id].astype(int), frame[col_s].fillna("").astype(str)))
         strings.update({int(k): v for k, v in h.get("strings", {}).items()})
-        return cls(layers, H, token_ids, saliency, target_ids, scores, strings, h.get("model_id", ""),
+        return cls(layers, H, token_ids, saliency, target_ids, scores, strings,
+                   h.get("model_id", ""),
                    dict(h.get("model_info", {})), h.get("preset", ""), dict(h.get("options", {})),
                    h.get("skip_nonwords", "none"), dict(h.get("versions", {})))
 

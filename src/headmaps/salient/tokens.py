@@ -89,13 +89,15 @@ def skip_sides(skip_nonwords: bool | str | None) -> tuple[bool, bool]:
         return True, False
     if skip_nonwords == "target":
         return False, True
-    raise HeadmapsError(f"skip_nonwords must be False, True, 'source', 'target' or 'both'; got {skip_nonwords!r}")
+    raise HeadmapsError("skip_nonwords must be False, True, 'source', 'target' or 'both'; got "
+                        f"{skip_nonwords!r}")
 
 
 def skip_label(skip_nonwords: bool | str | None) -> str:
     """Canonical name of the option: ``none``, ``source``, ``target`` or ``both``."""
     src, tgt = skip_sides(skip_nonwords)
-    return {(False, False): "none", (True, False): "source", (False, True): "target"}.get((src, tgt), "both")
+    return {(False, False): "none", (True, False): "source",
+            (False, True): "target"}.get((src, tgt), "both")
 
 
 def visible(text: str) -> str:

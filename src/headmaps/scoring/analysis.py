@@ -17,7 +17,8 @@ def implements(scan: ScanResult, tau: float | None = None, suppression: bool = F
     return (scan.suppression if suppression else scan.scores) >= _tau(scan, tau)
 
 
-def relation_heads(scan: ScanResult, tau: float | None = None, suppression: bool = False) -> dict[str, list[str]]:
+def relation_heads(scan: ScanResult, tau: float | None = None,
+                   suppression: bool = False) -> dict[str, list[str]]:
     """Relation -> heads (``"L.H"``, best first) with score >= tau."""
     arr = scan.suppression if suppression else scan.scores
     out = {}
@@ -28,7 +29,8 @@ def relation_heads(scan: ScanResult, tau: float | None = None, suppression: bool
     return out
 
 
-def multi_relation_heads(scan: ScanResult, tau: float | None = None, min_relations: int = 2) -> pd.DataFrame:
+def multi_relation_heads(scan: ScanResult, tau: float | None = None,
+                         min_relations: int = 2) -> pd.DataFrame:
     """Heads implementing at least ``min_relations`` relations.
 
     Returns:
@@ -47,14 +49,16 @@ def multi_relation_heads(scan: ScanResult, tau: float | None = None, min_relatio
                              ignore_index=True)
 
 
-def layer_distribution(scan: ScanResult, tau: float | None = None, suppression: bool = False) -> pd.DataFrame:
+def layer_distribution(scan: ScanResult, tau: float | None = None,
+                       suppression: bool = False) -> pd.DataFrame:
     """Number of heads implementing each relation, per layer: index layer, columns relations."""
     imp = implements(scan, tau, suppression)
     return pd.DataFrame(imp.sum(2).T, index=pd.RangeIndex(scan.n_layers, name="layer"),
                         columns=scan.relations)
 
 
-def gqa_agreement(scan: ScanResult, n_kv_heads: int | None = None, tau: float | None = None) -> pd.DataFrame:
+def gqa_agreement(scan: ScanResult, n_kv_heads: int | None = None,
+                  tau: float | None = None) -> pd.DataFrame:
     """Do heads that share a value head implement the same relations?
 
     For every pair of heads in the same layer that each implement at least one relation,
@@ -67,7 +71,8 @@ def gqa_agreement(scan: ScanResult, n_kv_heads: int | None = None, tau: float | 
     """
     n_heads = scan.n_heads
     n_kv = n_kv_heads or int(scan.model_info.get("n_kv_heads", n_heads))
-    cols = ["same_group_jaccard", "other_group_jaccard", "same_group_pairs", "other_group_pairs", "group_size"]
+    cols = ["same_group_jaccard", "other_group_jaccard", "same_group_pairs", "other_group_pairs",
+            "group_size"]
     if n_kv >= n_heads:
         return pd.DataFrame(columns=cols)
     group = np.arange(n_heads) // (n_heads // n_kv)
@@ -89,8 +94,9 @@ def gqa_agreement(scan: ScanResult, n_kv_heads: int | None = None, tau: float | 
     }], columns=cols)
 
 
-def top_heads(scan: ScanResult, relation: str, n: int = 5, suppression: bool = False) -> pd.DataFrame:
-    """The ``n`` best heads for ``relation``: columns ``head``, ``layer``, ``head_index``, ``score``."""
+def top_heads(scan: ScanResult, relation: str, n: int = 5,
+              suppression: bool = False) -> pd.DataFrame:
+    """The ``n`` best heads for ``relation``: columns head, layer, head_index and score."""
     rows = scan[relation].top_heads(n, suppression)
     return pd.DataFrame([{"head": f"{layer}.{h}", "layer": layer, "head_index": h, "score": s}
                          for layer, h, s in rows], columns=["head", "layer", "head_index", "score"])
@@ -108,7 +114,9 @@ def summary_table(scan: ScanResult, n: int = 3, tau: float | None = None) -> pd.
             "n_heads": int((scan.scores[i] >= t).sum()),
             "n_suppressing": int((scan.suppression[i] >= t).sum()),
         })
-    return pd.DataFrame(rows, columns=["relation", "n_pairs", "k", "top_heads", "n_heads", "n_suppressing"])
+    return pd.DataFrame(rows,
+                        columns=["relation", "n_pairs", "k", "top_heads", "n_heads",
+                                 "n_suppressing"])
 
 
 def summary_markdown(scan: ScanResult, tau: float | None = None) -> str:
@@ -118,7 +126,8 @@ def summary_markdown(scan: ScanResult, tau: float | None = None) -> str:
              f"Preset `{scan.preset}`, tau = {t}, options: `{scan.options}`.", "",
              "## Relations", "", _md(summary_table(scan, tau=t)), ""]
     if scan.skipped:
-        lines += ["## Skipped relations", ""] + [f"- `{r}`: {why}" for r, why in scan.skipped.items()] + [""]
+        lines += ["## Skipped relations",
+                  ""] + [f"- `{r}`: {why}" for r, why in scan.skipped.items()] + [""]
     multi = multi_relation_heads(scan, t)
     lines += ["## Heads implementing several relations", "",
               _md(multi.head(30)) if len(multi) else "None.", ""]

@@ -103,18 +103,19 @@ def _prepare(model: HeadModel, relations: Any, k: int | dict[str, int] | None, m
         prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
         if not prep.valid:
             skipped[name] = (
-                f"only {prep.n_pairs} of {prep.n_pairs + len(prep.dropped)} pairs are single tokens "
-                f"for this model (need {min_pairs})"
+                f"only {prep.n_pairs} of {prep.n_pairs + len(prep.dropped)} pairs are single "
+                f"tokens for this model (need {min_pairs})"
             )
             continue
         src_ids = torch.as_tensor(np.asarray(prep.source_ids), dtype=torch.long)
         tgt_ids = torch.as_tensor(np.asarray(prep.target_ids), dtype=torch.long)
         kk = k.get(name) if isinstance(k, dict) else k
         if kk is None:
-            kk = default_k(model, name if isinstance(spec, str) else None, bool((src_ids == tgt_ids).all()))
+            kk = default_k(model, name if isinstance(spec, str) else None,
+                           bool((src_ids == tgt_ids).all()))
         if not 1 <= kk <= model.vocab_size:
-            raise HeadmapsError(f"k={kk} is out of range for relation {name!r}: it must be between 1 and "
-                                f"the vocabulary size {model.vocab_size}")
+            raise HeadmapsError(f"k={kk} is out of range for relation {name!r}: it must be between "
+                                f"1 and the vocabulary size {model.vocab_size}")
         k_used[name] = int(kk)
         i = len(names)
         names.append(name)
@@ -181,7 +182,8 @@ def _kth_excluding(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor,
     """The k-th best value of each pair's row with the pair's own target left out.
 
     Args:
-        vals, idx: ``(H, P, k_max + 1)`` best values (sorted) and their columns, per pair.
+        vals: ``(H, P, k_max + 1)`` best values of each pair's row, sorted.
+        idx: ``(H, P, k_max + 1)`` their columns.
         targets: ``(P,)`` target column of each pair.
         k: ``(P,)`` k of each pair.
         largest: best means largest (top-k) or smallest (bottom-k).
@@ -326,7 +328,8 @@ def scan(
                   options=opts.to_dict(), tau=tau, versions=versions())
     if batch is None:
         return ScanResult(relations=[], scores=np.zeros((0, L, H), np.float32),
-                          suppression=np.zeros((0, L, H), np.float32), n_pairs={}, k={}, skipped=skipped, **common)
+                          suppression=np.zeros((0, L, H), np.float32), n_pairs={}, k={},
+                          skipped=skipped, **common)
     dev = model.E.device
     rows, targets, rel, kvec = (t.to(dev) for t in (batch.rows, batch.targets, batch.rel, batch.k))
     R = len(batch.names)
@@ -367,7 +370,8 @@ def scan(
                 acc[:, layer, :] = (per_rel.cpu() / counts).T.numpy()
             del W_O, Y
     return ScanResult(relations=batch.names, scores=scores, suppression=supp,
-                      n_pairs=dict(zip(batch.names, batch.n_pairs)), k=k_used, skipped=skipped, **common)
+                      n_pairs=dict(zip(batch.names, batch.n_pairs)), k=k_used, skipped=skipped,
+                      **common)
 
 
 def relation_scores(
@@ -398,5 +402,6 @@ def relation_scores(
     name = _relation_name(relation) if isinstance(relation, str) else "custom"
     res = scan(model, {name: relation}, k=k, preset=preset, min_pairs=min_pairs, **options)
     if name in res.skipped:
-        raise HeadmapsError(f"relation {name!r} cannot be scored on {model.model_id}: {res.skipped[name]}")
+        raise HeadmapsError(f"relation {name!r} cannot be scored on {model.model_id}: "
+                            f"{res.skipped[name]}")
     return res[name]

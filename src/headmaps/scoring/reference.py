@@ -25,7 +25,8 @@ def reference_scores(
 
     Args:
         model: the model.
-        source_ids, target_ids: ``(n_pairs,)`` token ids.
+        source_ids: ``(n_pairs,)`` source token ids.
+        target_ids: ``(n_pairs,)`` target token ids.
         k: top-k.
         opts: projection options (same meaning as in the batched engine).
     """

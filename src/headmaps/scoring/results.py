@@ -96,25 +96,29 @@ class ScanResult:
         """The :class:`RelationScores` of one scanned relation."""
         if relation not in self.relations:
             why = f" (skipped: {self.skipped[relation]})" if relation in self.skipped else ""
-            raise UnknownRelationError(f"relation {relation!r} not in this scan{why}; scanned: {', '.join(self.relations)}")
+            raise UnknownRelationError(f"relation {relation!r} not in this scan{why}; scanned: "
+                                       f"{', '.join(self.relations)}")
         i = self.relations.index(relation)
         return RelationScores(relation, self.scores[i], self.suppression[i], self.n_pairs[relation],
                               self.k[relation], self.model_id, self.preset, dict(self.options))
 
     # Analyses (see headmaps.scoring.analysis for details).
-    def relation_heads(self, tau: float | None = None, suppression: bool = False) -> dict[str, list[str]]:
+    def relation_heads(self, tau: float | None = None,
+                       suppression: bool = False) -> dict[str, list[str]]:
         """Relation -> heads ``"L.H"`` with score >= tau (default ``self.tau``), best first."""
         from .analysis import relation_heads
 
         return relation_heads(self, tau, suppression)
 
-    def multi_relation_heads(self, tau: float | None = None, min_relations: int = 2) -> pd.DataFrame:
+    def multi_relation_heads(self, tau: float | None = None,
+                             min_relations: int = 2) -> pd.DataFrame:
         """Heads implementing at least ``min_relations`` relations (see analysis module)."""
         from .analysis import multi_relation_heads
 
         return multi_relation_heads(self, tau, min_relations)
 
-    def layer_distribution(self, tau: float | None = None, suppression: bool = False) -> pd.DataFrame:
+    def layer_distribution(self, tau: float | None = None,
+                           suppression: bool = False) -> pd.DataFrame:
         """Relation heads per layer: index layer, one column per relation."""
         from .analysis import layer_distribution
 
@@ -183,13 +187,15 @@ class ScanResult:
                    h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})))
 
     @classmethod
-    def from_relation_scores(cls, results: list[RelationScores], model_info: dict[str, Any] | None = None) -> ScanResult:
+    def from_relation_scores(cls, results: list[RelationScores],
+                             model_info: dict[str, Any] | None = None) -> ScanResult:
         """Stack several :class:`RelationScores` of one model into a scan result."""
         if not results:
             raise HeadmapsError("no relation scores to combine")
         r0 = results[0]
         return cls(r0.model_id, model_info or {}, [r.relation for r in results],
-                   np.stack([r.scores for r in results]), np.stack([r.suppression for r in results]),
+                   np.stack([r.scores for r in results]),
+                   np.stack([r.suppression for r in results]),
                    {r.relation: r.n_pairs for r in results}, {r.relation: r.k for r in results},
                    preset=r0.preset, options=dict(r0.options))
 

@@ -39,7 +39,10 @@ class HookModules(NamedTuple):
 
 
 class Adapter:
-    """Base class: subclasses set ``model_types``/``family``/``hook_modules`` and implement the readers.
+    """Base class: subclasses set the class attributes and implement the readers.
+
+    Class attributes: ``model_types``, ``family``, ``norm_kind``, ``parallel_attn_mlp``
+    and ``hook_modules``.
 
     The adapter is the whole architecture contract of a family: the config names it
     reads, the checkpoint tensors it turns into canonical weights, and (as names only:
@@ -170,4 +173,5 @@ def sqrt_scale(d_model: int) -> float:
     return math.sqrt(d_model)
 
 
-__all__ = ["Adapter", "HookModules", "MLP", "MLPBlock", "Norm", "AttentionWeights", "text_config", "sqrt_scale"]
+__all__ = ["Adapter", "HookModules", "MLP", "MLPBlock", "Norm", "AttentionWeights", "text_config",
+           "sqrt_scale"]

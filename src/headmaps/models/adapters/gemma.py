@@ -62,7 +62,8 @@ class GemmaAdapter(LlamaAdapter):
     def attention(self, layer: int) -> AttentionWeights:
         a = super().attention(layer)
         if self.sandwich:
-            a.post_norm = self.norm(f"{self.prefix}.layers.{layer}.post_attention_layernorm", self.eps())
+            a.post_norm = self.norm(f"{self.prefix}.layers.{layer}.post_attention_layernorm",
+                                    self.eps())
         return a
 
     def _act(self) -> str:
