@@ -11,9 +11,8 @@ from . import common
 def register(sub) -> None:
     """Add the ``head`` subcommand."""
     p = sub.add_parser("head", help="salient operations of one head, and a description",
-                       description="Print the most salient source tokens of head LAYER.HEAD with "
-                                   "their top target tokens (approach B of MAPS), then describe "
-                                   "the pattern.")
+                       description="Print head LAYER.HEAD's most salient source tokens and their "
+                                   "top targets (approach B of MAPS); describe the pattern.")
     common.add_model_args(p)
     p.add_argument("head", metavar="LAYER.HEAD",
                    help="the head, e.g. 23.4 (Hugging Face numbering)")

@@ -44,9 +44,8 @@ def register(sub) -> None:
     p_show.set_defaults(func=run_show)
 
     p_cov = rsub.add_parser("coverage", help="single-token pairs of every relation for a model",
-                            description="For every built-in relation (and any extra files), how "
-                                        "many pairs survive tokenisation on MODEL and whether the "
-                                        "relation is valid.")
+                            description="How many pairs of every relation (built-in or --extra) "
+                                        "survive tokenisation on MODEL; which relations are valid.")
     add_model_args(p_cov)
     p_cov.add_argument("--extra", nargs="*", default=[], metavar="FILE",
                        help="user relation files to include")
