@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--tau", type=float, default=0.15, help="threshold for 'implements' (default 0.15)")
     p.add_argument("--min-pairs", type=int, default=30, help="single-token pairs a relation needs (default 30)")
     add_projection_args(p)
+    p.add_argument("--exact-dense", action="store_true",
+                   help="compute every logit instead of the exact early exit (same scores, slower; "
+                        "for comparison)")
     p.add_argument("--out", type=Path, default=None, help="folder for scores.parquet, summary.md, heatmaps")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args)
     res = scan(model, parse_relations(args.relations), k=args.k, tau=args.tau, min_pairs=args.min_pairs,
-               progress=True, **projection_kwargs(args))
+               progress=True, exact_dense=args.exact_dense, **projection_kwargs(args))
     if not res.relations:
         reasons = "; ".join(f"{rel}: {why}" for rel, why in res.skipped.items())
         raise HeadmapsError(f"no relation could be scored on {model.model_id}, nothing written ({reasons}). "
