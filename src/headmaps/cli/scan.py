@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..relations import MIN_PAIRS
+from ..scoring.results import DEFAULT_TAU
 from .common import add_model_args, add_projection_args, load_model, projection_kwargs
 
 
@@ -18,8 +20,10 @@ def register(sub) -> None:
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated names and/or paths to JSON/CSV pair files")
     p.add_argument("--k", type=int, default=None, help="top-k for every relation (default: per relation)")
-    p.add_argument("--tau", type=float, default=0.15, help="threshold for 'implements' (default 0.15)")
-    p.add_argument("--min-pairs", type=int, default=30, help="single-token pairs a relation needs (default 30)")
+    p.add_argument("--tau", type=float, default=DEFAULT_TAU,
+                   help=f"threshold for 'implements' (default {DEFAULT_TAU})")
+    p.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
+                   help=f"single-token pairs a relation needs (default {MIN_PAIRS})")
     add_projection_args(p)
     p.add_argument("--exact-dense", action="store_true",
                    help="compute every logit instead of the exact early exit (same scores, slower; "

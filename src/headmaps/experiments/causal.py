@@ -177,7 +177,7 @@ def causal(
     shots: int = 0,
     random_points: int = 5,
     max_pairs: int | None = None,
-    min_pairs: int = 30,
+    min_pairs: int = rel_lib.MIN_PAIRS,
     max_controls: int | None = 3,
     control_overlap: float = 0.15,
     control_acc_window: float = 0.2,

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import projection as P
 from ..models import HeadModel
+from ..relations import MIN_PAIRS
 from ..scoring import ScanResult, scan
 from .dynamic import DynamicScores, dynamic_scores
 from .results import CORRELATION_COLUMNS, CorrelationResult
@@ -90,7 +91,7 @@ def correlation(
     preset: str | P.ProjectionOptions | None = None,
     *,
     max_pairs: int | None = None,
-    min_pairs: int = 30,
+    min_pairs: int = MIN_PAIRS,
     fold_norms_dynamic: bool = True,
     dynamic: DynamicScores | None = None,
     batch_size: int = 32,

@@ -37,7 +37,6 @@ from .. import projection as P
 from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..models import HeadModel
-from ..scoring.engine import default_k, normalise_relations
 from .hooks import Captured, capture
 
 logger = logging.getLogger(__name__)
@@ -214,18 +213,15 @@ class RelationPrompts:
 def single_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int | None,
                        min_pairs: int, seed: int) -> tuple[list[RelationPrompts], dict[str, str]]:
     """Relations with enough single-token pairs (as static scoring keeps them)."""
-    out, skipped = [], {}
-    for name, spec in normalise_relations(relations):
-        prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
-        if not prep.valid:
-            skipped[name] = f"only {prep.n_pairs} single-token pairs (need {min_pairs})"
-            continue
-        rows = subsample(list(zip(prep.kept, prep.source_ids, prep.target_ids)), max_pairs, seed)
+    chosen, skipped = rel_lib.select(model, relations, k, min_pairs)
+    out = []
+    for c in chosen:
+        prep = c.prepared
+        rows = subsample(list(zip(prep.kept, prep.source_ids.tolist(), prep.target_ids.tolist())),
+                         max_pairs, seed)
         pairs = [tuple(p) for p, _, _ in rows]
-        src = [[int(s)] for _, s, _ in rows]
-        tgt = [int(t) for _, _, t in rows]
-        kk = _k_for(model, name, spec, k, src, tgt)
-        out.append(RelationPrompts(name, pairs, src, tgt, kk, pairs))
+        out.append(RelationPrompts(c.name, pairs, [[int(s)] for _, s, _ in rows], [int(t) for _, _, t in rows],
+                                   c.k, pairs))
     return out, skipped
 
 
@@ -236,36 +232,22 @@ def multi_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int |
     longer target when ``first_target_token``), plus the single-token pairs that give
     the static score."""
     tok = model.require_tokenizer()
-    out, skipped = [], {}
-    for name, spec in normalise_relations(relations):
-        prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
-        if not prep.valid:
-            skipped[name] = f"only {prep.n_pairs} single-token pairs for the static score"
-            continue
-        pairs = rel_lib.load(spec) if isinstance(spec, str) else [tuple(p) for p in spec]
+    chosen, skipped = rel_lib.select(model, relations, k, min_pairs)
+    out = []
+    for c in chosen:
+        pairs = rel_lib.load(c.spec) if isinstance(c.spec, str) else [tuple(p) for p in c.spec]
         rows = []
         for s, t in pairs:
             s_ids, t_ids = word_ids(tok, s), word_ids(tok, t)
             if len(s_ids) > 1 and (len(t_ids) == 1 or (first_target_token and t_ids)):
                 rows.append(((s, t), s_ids, t_ids[0]))
         if len(rows) < min_pairs:
-            skipped[name] = f"only {len(rows)} pairs with a multi-token source (need {min_pairs})"
+            skipped[c.name] = f"only {len(rows)} pairs with a multi-token source (need {min_pairs})"
             continue
         rows = subsample(rows, max_pairs, seed)
-        kk = _k_for(model, name, spec, k, [[int(x)] for x in prep.source_ids],
-                    [int(x) for x in prep.target_ids])
-        out.append(RelationPrompts(name, [tuple(p) for p, _, _ in rows], [r[1] for r in rows],
-                                   [r[2] for r in rows], kk, [tuple(p) for p in prep.kept]))
+        out.append(RelationPrompts(c.name, [tuple(p) for p, _, _ in rows], [r[1] for r in rows],
+                                   [r[2] for r in rows], c.k, [tuple(p) for p in c.prepared.kept]))
     return out, skipped
-
-
-def _k_for(model: HeadModel, name: str, spec: Any, k: Any, src: Sequence[Sequence[int]],
-           tgt: Sequence[int]) -> int:
-    kk = k.get(name) if isinstance(k, dict) else k
-    if kk is None:
-        copies = all(len(s) == 1 and s[0] == t for s, t in zip(src, tgt))
-        kk = default_k(model, name if isinstance(spec, str) else None, copies)
-    return int(kk)
 
 
 def build_prompt_set(model: HeadModel, rels: Sequence[RelationPrompts],
@@ -337,7 +319,7 @@ def dynamic_scores(
     k: int | dict[str, int] | None = None,
     *,
     max_pairs: int | None = None,
-    min_pairs: int = 30,
+    min_pairs: int = rel_lib.MIN_PAIRS,
     multitoken: bool = False,
     first_target_token: bool = False,
     fold_norms: bool = True,

@@ -31,23 +31,6 @@ from .results import DEFAULT_TAU, RelationScores, ScanResult
 logger = logging.getLogger(__name__)
 
 
-def default_k(model: HeadModel, relation: str | None, pairs_are_copies: bool = False) -> int:
-    """The paper's k: 1 for copying relations and 10 otherwise; 3 and 25 for vocabularies over 100k.
-
-    Args:
-        model: the model (its vocabulary size decides the scale).
-        relation: a built-in relation name, or None for a custom set.
-        pairs_are_copies: for custom sets, whether every pair maps a token to itself.
-    """
-    if relation is not None and relation in rel_lib.names():
-        base = rel_lib.info(relation).default_k
-    else:
-        base = 1 if pairs_are_copies else 10
-    if model.vocab_size > 100_000:
-        return 3 if base == 1 else 25
-    return base
-
-
 @dataclass
 class _Batch:
     """All valid relations' pairs, flattened and sorted by unique source row."""
@@ -61,74 +44,26 @@ class _Batch:
     n_pairs: list[int]
 
 
-def _relation_name(spec: Any) -> str:
-    if isinstance(spec, str):
-        return spec if spec in rel_lib.names() else _stem(spec)
-    return "custom"
-
-
-def _stem(path: str) -> str:
-    from pathlib import Path
-
-    return Path(path).stem
-
-
-def normalise_relations(relations: Any) -> list[tuple[str, Any]]:
-    """``"all"``, a name, a path, a list of pairs, a list of those, or a dict -> (name, spec)."""
-    if isinstance(relations, str):
-        if relations == "all":
-            return [(n, n) for n in rel_lib.names()]
-        return [(_relation_name(relations), relations)]
-    if isinstance(relations, dict):
-        return list(relations.items())
-    relations = list(relations)
-    if relations and isinstance(relations[0], (tuple, list)) and len(relations[0]) == 2 and all(
-        isinstance(x, str) for x in relations[0]
-    ):
-        return [("custom", relations)]  # a single list of pairs
-    out = [(_relation_name(r), r) for r in relations]
-    names = [n for n, _ in out]
-    if len(set(names)) != len(names):
-        raise HeadmapsError(f"relation names must be unique, got {names}")
-    return out
+#: Kept importable from here for callers of the earlier location.
+normalise_relations = rel_lib.normalise
+default_k = rel_lib.default_k
 
 
 def _prepare(model: HeadModel, relations: Any, k: int | dict[str, int] | None, min_pairs: int):
     """Tokenise every relation; returns the batch, skipped reasons and k per relation."""
-    names, src, tgt, rel, ks, n_pairs = [], [], [], [], [], []
-    skipped: dict[str, str] = {}
-    k_used: dict[str, int] = {}
-    for name, spec in normalise_relations(relations):
-        prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
-        if not prep.valid:
-            skipped[name] = (
-                f"only {prep.n_pairs} of {prep.n_pairs + len(prep.dropped)} pairs are single tokens "
-                f"for this model (need {min_pairs})"
-            )
-            continue
-        src_ids = torch.as_tensor(np.asarray(prep.source_ids), dtype=torch.long)
-        tgt_ids = torch.as_tensor(np.asarray(prep.target_ids), dtype=torch.long)
-        kk = k.get(name) if isinstance(k, dict) else k
-        if kk is None:
-            kk = default_k(model, name if isinstance(spec, str) else None, bool((src_ids == tgt_ids).all()))
-        if not 1 <= kk <= model.vocab_size:
-            raise HeadmapsError(f"k={kk} is out of range for relation {name!r}: it must be between 1 and "
-                                f"the vocabulary size {model.vocab_size}")
-        k_used[name] = int(kk)
-        i = len(names)
-        names.append(name)
-        n_pairs.append(len(src_ids))
-        src.append(src_ids)
-        tgt.append(tgt_ids)
-        rel.append(torch.full_like(src_ids, i))
-        ks.append(torch.full_like(src_ids, kk))
-    if not names:
+    chosen, skipped = rel_lib.select(model, relations, k, min_pairs)
+    k_used = {c.name: c.k for c in chosen}
+    if not chosen:
         return None, skipped, k_used
+    src = [c.prepared.source_ids.long() for c in chosen]
+    tgt = torch.cat([c.prepared.target_ids.long() for c in chosen])
+    rel = torch.cat([torch.full_like(s, i) for i, s in enumerate(src)])
+    ks = torch.cat([torch.full_like(s, c.k) for c, s in zip(chosen, src)])
     src_all = torch.cat(src)
     unique, inverse = torch.unique(src_all, return_inverse=True)
     order = torch.argsort(inverse, stable=True)
-    batch = _Batch(names, inverse[order], torch.cat(tgt)[order], torch.cat(rel)[order],
-                   torch.cat(ks)[order], unique, n_pairs)
+    batch = _Batch([c.name for c in chosen], inverse[order], tgt[order], rel[order], ks[order], unique,
+                   [len(s) for s in src])
     return batch, skipped, k_used
 
 
@@ -139,7 +74,7 @@ def scan(
     k: int | dict[str, int] | None = None,
     preset: str | P.ProjectionOptions | None = None,
     tau: float = DEFAULT_TAU,
-    min_pairs: int = 30,
+    min_pairs: int = rel_lib.MIN_PAIRS,
     progress: bool = False,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     layers: Sequence[int] | None = None,
@@ -244,7 +179,7 @@ def relation_scores(
     k: int | None = None,
     preset: str | P.ProjectionOptions | None = None,
     *,
-    min_pairs: int = 30,
+    min_pairs: int = rel_lib.MIN_PAIRS,
     exact_dense: bool = False,
     **options: Any,
 ) -> RelationScores:
@@ -265,7 +200,7 @@ def relation_scores(
     Raises:
         HeadmapsError: the relation has too few single-token pairs for this model.
     """
-    name = _relation_name(relation) if isinstance(relation, str) else "custom"
+    name = rel_lib.relation_name(relation)
     res = scan(model, {name: relation}, k=k, preset=preset, min_pairs=min_pairs,
                exact_dense=exact_dense, **options)
     if name in res.skipped:
