@@ -37,6 +37,8 @@ from .. import projection as P
 from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..models import HeadModel
+from ..scoring.basis import SharedBasis, layer_readout
+from ..scoring.kernel import DEFAULT_CHUNK_BYTES, count_hits
 from .hooks import Captured, capture
 
 logger = logging.getLogger(__name__)
@@ -342,8 +344,8 @@ def dynamic_scores(
             tokens, scored on its first token.
         fold_norms: read head outputs through the norm gains (see :func:`readout_basis`).
         batch_size: prompts per forward pass.
-        chunk_prompts: prompts whose activations are held at once (each chunk pays for
-            forming ``W_O^h U`` of every layer once; a prompt holds about
+        chunk_prompts: prompts whose activations are held at once (each chunk is one
+            call of the scan kernel per layer; a prompt holds about
             ``n_layers * 2 * d_model`` floats).
         seed: seed of the pair subset.
         progress: show progress bars.
@@ -367,6 +369,7 @@ def dynamic_scores(
         ps = build_prompt_set(model, rels, templates)
         order = sorted(range(len(ps.ids)), key=lambda i: len(ps.ids[i]))  # less padding
         pad = pad_id(tok)
+        shared = SharedBasis(model, P.ProjectionOptions(fold_norms=fold_norms), DEFAULT_CHUNK_BYTES)
         bar = tqdm(total=len(order), desc="dynamic" + (" (multi-token)" if multitoken else ""),
                    unit="prompt", disable=not progress)
         for c0 in range(0, len(order), chunk_prompts):
@@ -380,7 +383,7 @@ def dynamic_scores(
             cap = Captured(torch.cat([c.z for c in caps], 1), torch.cat([c.attn_in for c in caps], 1),
                            torch.cat([c.hidden for c in caps], 0))
             del caps
-            _score_chunk(model, cap, ps, torch.as_tensor(idx), acc, fold_norms, progress)
+            _score_chunk(model, cap, ps, torch.as_tensor(idx), acc, shared, progress)
         bar.close()
     counts = torch.tensor([len(rp.pairs) for rp in rels], dtype=torch.float64).repeat_interleave(T)
     arr = {n: (a / counts.clamp(min=1)[:, None, None]).reshape(R, T, L, H).numpy().astype(np.float32)
@@ -395,62 +398,27 @@ def dynamic_scores(
         first_target_token=first_target_token)
 
 
-def topk_hits(Y: torch.Tensor, WOU: torch.Tensor, targets: torch.Tensor, k: torch.Tensor,
-              chunk_bytes: int = 128 * 2**20) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether each row's target is in the top-k (and bottom-k) of its logits, per head.
-
-    The target is in the top-k iff the k-th largest logit is <= the target's logit
-    (ties count in the target's favour, as in the static engine); one ``topk`` per row
-    is several times faster than counting the larger entries.
-
-    Args:
-        Y: ``(n_heads, n, d_head)`` per-head vectors.
-        WOU: ``(n_heads, d_head, vocab)``.
-        targets: ``(n,)`` target ids.
-        k: ``(n,)`` top-k per row.
-        chunk_bytes: memory bound of one chunk of logits.
-
-    Returns:
-        ``hits``, ``suppressed``: bool ``(n_heads, n)``.
-    """
-    H, n, _ = Y.shape
-    V = WOU.shape[-1]
-    step = max(1, chunk_bytes // (4 * H * V))
-    hits = torch.zeros(H, n, dtype=torch.bool, device=Y.device)
-    supp = torch.zeros_like(hits)
-    for r0 in range(0, n, step):
-        r1 = min(n, r0 + step)
-        logits = torch.bmm(Y[:, r0:r1], WOU)  # (H, c, V)
-        t = logits.gather(2, targets[r0:r1].view(1, -1, 1).expand(H, -1, 1)).squeeze(-1)
-        kk = k[r0:r1]
-        kmax = int(kk.max())
-        idx = (kk - 1).view(1, -1, 1).expand(H, -1, 1)
-        top = logits.topk(kmax, dim=-1, largest=True, sorted=True).values.gather(2, idx).squeeze(-1)
-        bot = logits.topk(kmax, dim=-1, largest=False, sorted=True).values.gather(2, idx).squeeze(-1)
-        hits[:, r0:r1] = top <= t
-        supp[:, r0:r1] = bot >= t
-        del logits
-    return hits, supp
-
-
 def _score_chunk(model: HeadModel, cap: Captured, ps: PromptSet, idx: torch.Tensor,
-                 acc: dict[str, torch.Tensor], fold_norms: bool, progress: bool = False) -> None:
-    """Add the hits of one chunk of prompts to ``acc`` (per group, layer, head)."""
+                 acc: dict[str, torch.Tensor], shared: SharedBasis, progress: bool = False) -> None:
+    """Add the hits of one chunk of prompts to ``acc`` (per group, layer, head).
+
+    Every prompt's head vectors, with and without context, are rows of the scan kernel
+    (:func:`headmaps.scoring.count_hits`, with its exact early exit).
+    """
     n = len(idx)
     dev = cap.z.device
     targets = ps.target[idx].to(dev).repeat(2)
     ks = ps.k[idx].to(dev).repeat(2)
+    rows = torch.arange(2 * n, device=dev)
     group = ps.group[idx]
-    U_shared = readout_basis(model, 0, False) if not fold_norms else None
     for layer in tqdm(range(model.n_layers), desc="project heads", unit="layer", leave=False,
                       disable=not progress):
         zw, zwo = head_values(model, cap, layer)
         a = model.attention(layer)
-        U = U_shared if U_shared is not None else readout_basis(model, layer, True)
-        WOU = torch.matmul(a.W_O.to(dev, torch.float32), U.to(dev))  # (H, dh, V)
+        W_O, _, U_columns = layer_readout(shared, a, a.W_O.to(dev, torch.float32))
         Y = torch.cat([zw, zwo], 1).float()  # (H, 2n, dh)
-        hits, supp = topk_hits(Y, WOU, targets, ks)
+        hits, supp = count_hits(Y, W_O, U_columns, model.vocab_size, rows, targets, ks)
         for key, h in (("with", hits[:, :n]), ("without", hits[:, n:]),
                        ("supp_with", supp[:, :n]), ("supp_without", supp[:, n:])):
             acc[key][:, layer, :].index_add_(0, group, h.T.to(torch.float64).cpu())
-        del WOU, Y
+        del W_O, Y

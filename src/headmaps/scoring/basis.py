@@ -64,3 +64,28 @@ class SharedBasis:
         elif self._n == self.vocab_size:
             return self._cache[:, cols.to(self._cache.device)]
         return P.output_basis(self.model, self.opts, None, cols)
+
+
+def layer_readout(shared: SharedBasis, attn: AttentionWeights, W_O: torch.Tensor,
+                  b_O: torch.Tensor | None = None):
+    """How one layer's heads reach the logits: ``(W_O, b_O, U_columns)`` for the kernel.
+
+    With the shared basis the layer's post-attention gain is folded into ``W_O`` (and
+    ``b_O``); otherwise (LayerNorm centring after a post-attention norm) ``U`` is folded
+    for this layer alone.
+
+    Args:
+        shared: the basis shared by the layers.
+        attn: the layer.
+        W_O: ``(n_heads, d_head, d_model)`` float32.
+        b_O: ``(d_model,)`` float32 output bias, or None.
+    """
+    if not shared.layer_compatible(attn):
+        def columns(cols):
+            return P.output_basis(shared.model, shared.opts, attn, cols)
+        return W_O, b_O, columns
+    gain = head_output_gain(shared.model, attn, shared.opts)
+    if gain is not None:
+        W_O = W_O * gain
+        b_O = b_O * gain if b_O is not None else None
+    return W_O, b_O, shared

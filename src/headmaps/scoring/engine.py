@@ -24,7 +24,7 @@ from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
-from .basis import SharedBasis, head_output_gain
+from .basis import SharedBasis, layer_readout
 from .kernel import DEFAULT_CHUNK_BYTES, count_hits
 from .results import DEFAULT_TAU, RelationScores, ScanResult
 
@@ -144,17 +144,7 @@ def scan(
             if b_v is not None:
                 Y = Y + b_v[:, None, :]
             Y = Y.index_select(0, kv_index).contiguous()  # (H, S, d_head)
-            W_O = a.W_O.float()
-            if shared.layer_compatible(a):
-                U_columns = shared
-                gain = head_output_gain(model, a, opts)
-                if gain is not None:  # Gemma's post-attention norm: into the left factor
-                    W_O = W_O * gain
-                    b_o = b_o * gain if b_o is not None else None
-            else:
-                def U_columns(cols, a=a):
-                    return P.output_basis(model, opts, a, cols)
-
+            W_O, b_o, U_columns = layer_readout(shared, a, a.W_O.float(), b_o)
             out_bias = None
             if b_o is not None:  # b_O U, a slice of the vocabulary at a time
                 step = max(1, chunk_bytes // (4 * model.d_model))
