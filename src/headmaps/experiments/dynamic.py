@@ -37,6 +37,7 @@ from .. import projection as P
 from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..models import HeadModel
+from ..relations.tokenisation import continuation_ids, word_ids
 from ..scoring.basis import SharedBasis, layer_readout
 from ..scoring.kernel import DEFAULT_CHUNK_BYTES, count_hits
 from .hooks import Captured, capture
@@ -59,18 +60,16 @@ def split_template(template: str) -> tuple[str, str]:
     return prefix, suffix
 
 
-def word_ids(tokenizer: Any, word: str) -> list[int]:
-    """Token ids of ``" word"`` (leading space, no special tokens), as relations are tokenised."""
-    return list(tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"])
-
-
 def build_prompt(tokenizer: Any, template: str, source_ids: Sequence[int]) -> tuple[list[int], int]:
     """Token ids of ``template`` with the source tokens in place of ``<X>``.
 
     The prompt is assembled at the token level (prefix tokens, then exactly the source
     tokens of ``" source"``, then the suffix tokens), so the source position is known
     exactly and the source is the same token the static score reads. A space that ends
-    the prefix is dropped: the source token carries its own leading space.
+    the prefix is dropped: the source token carries its own leading space. Words and
+    the suffix go through the relations' tokenisation (:func:`~headmaps.relations.word_ids`,
+    :func:`~headmaps.relations.continuation_ids`), which knows about the dummy prefix of
+    SentencePiece tokenizers.
 
     Args:
         tokenizer: a Hugging Face tokenizer.
@@ -85,7 +84,7 @@ def build_prompt(tokenizer: Any, template: str, source_ids: Sequence[int]) -> tu
     ids += list(source_ids)
     pos = len(ids) - 1
     if suffix:
-        ids += list(tokenizer(suffix, add_special_tokens=False)["input_ids"])
+        ids += continuation_ids(tokenizer, suffix)
     return ids, pos
 
 

@@ -32,12 +32,12 @@ from .selection import (
     select,
     skip_reason,
 )
-from .tokenisation import MIN_PAIRS, PreparedRelation, prepare
+from .tokenisation import MIN_PAIRS, PreparedRelation, continuation_ids, prepare, word_ids
 
 __all__ = [
     "BUILTIN", "CATEGORIES", "InvalidRelationError", "MIN_PAIRS", "PLACEHOLDER", "PreparedRelation",
     "RelationDataError", "RelationError", "RelationInfo", "SelectedRelation", "TokenizerError",
-    "UnknownRelationError", "categories", "choose_k", "default_k", "info", "is_builtin", "load", "names",
+    "UnknownRelationError", "categories", "choose_k", "continuation_ids", "default_k", "info", "is_builtin", "load", "names",
     "normalise", "prepare", "read_csv", "read_json", "read_relation_file", "relation_name", "resolve",
-    "select", "skip_reason", "templates",
+    "select", "skip_reason", "templates", "word_ids",
 ]
