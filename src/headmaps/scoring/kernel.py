@@ -132,20 +132,21 @@ def best_k(logits: torch.Tensor, n: int, largest: bool = True) -> tuple[torch.Te
     return values, block_idx.gather(-1, pos // b) * b + pos % b
 
 
-def _kth_excluding(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, k: torch.Tensor,
-                   largest: bool) -> torch.Tensor:
-    """The k-th best value of each pair's row with the pair's own target left out.
+def _count_beyond(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, tgt: torch.Tensor,
+                  largest: bool) -> torch.Tensor:
+    """How many candidates of each pair's row, its own target left out, beat the target.
+
+    With candidate lists of ``k_max + 1`` entries this count is at least ``k`` iff the
+    k-th best other entry beats the target, so ``count < k`` is the hit test.
 
     Args:
-        vals, idx: ``(H, P, k_max + 1)`` best values (sorted) and their columns, per pair.
+        vals, idx: ``(H, P, k_max + 1)`` best values and their columns, per pair.
         targets: ``(P,)`` target column of each pair.
-        k: ``(P,)`` k of each pair.
-        largest: best means largest (top-k) or smallest (bottom-k).
+        tgt: ``(H, P)`` target logits.
+        largest: beat means larger (top-k) or smaller (bottom-k).
     """
-    fill = float("-inf") if largest else float("inf")
-    masked = vals.masked_fill(idx == targets.view(1, -1, 1), fill)
-    masked = torch.sort(masked, dim=-1, descending=largest).values
-    return masked.gather(2, (k - 1).view(1, -1, 1).expand(vals.shape[0], -1, 1)).squeeze(2)
+    beyond = vals > tgt.unsqueeze(2) if largest else vals < tgt.unsqueeze(2)
+    return (beyond & (idx != targets.view(1, -1, 1))).sum(2)
 
 
 class _Candidates:
@@ -156,10 +157,11 @@ class _Candidates:
         self.top_v, self.top_i = _pad(top_v, top_i, n_keep, True)
         self.bot_v, self.bot_i = _pad(bot_v, bot_i, n_keep, False)
 
-    def kth(self, rows, targets, k) -> tuple[torch.Tensor, torch.Tensor]:
-        """k-th largest and k-th smallest other entry of each pair's row, ``(H, P)`` each."""
-        return (_kth_excluding(self.top_v[:, rows], self.top_i[:, rows], targets, k, largest=True),
-                _kth_excluding(self.bot_v[:, rows], self.bot_i[:, rows], targets, k, largest=False))
+    def decide(self, rows, targets, tgt, k) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whether each pair is in the top-k and bottom-k of the columns seen, ``(H, P)`` each."""
+        above = _count_beyond(self.top_v[:, rows], self.top_i[:, rows], targets, tgt, largest=True)
+        below = _count_beyond(self.bot_v[:, rows], self.bot_i[:, rows], targets, tgt, largest=False)
+        return above < k, below < k
 
     def add(self, heads, srcs, tv, ti, bv, bi) -> None:
         """Merge new candidates ``(N, n_keep)`` of the (head, row) ``(heads[j], srcs[j])``."""
@@ -231,18 +233,43 @@ def _some_rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_en
                     out_bias, chunk_bytes: int):
     """Best/worst ``n_keep`` logits over ``[c_start, c_end)`` of the (head, row) pairs given.
 
-    The rows of every head are stacked into one matrix and multiplied by the shared
-    ``U`` (``(y_h W_O^h) U``, sources first) when that is cheaper than forming
-    ``W_O^h U`` for each head that has a row; ``heads`` must be sorted.
+    Per vocabulary column, a head with ``n`` rows costs ``n d_model`` multiply-adds when
+    its rows go through ``W_O^h`` first and are stacked with the other such heads' rows
+    into one product with the shared ``U`` (sources first), and ``d_head (d_model + n)``
+    when ``W_O^h U`` is formed for it; each head takes the cheaper form.
 
-    Returns ``(N, n_keep)`` values and absolute columns, top then bottom.
+    Args:
+        heads, srcs: ``(N,)`` head and row of each (head, row), sorted by head.
+
+    Returns:
+        ``(N, n_keep)`` values and absolute columns, top then bottom.
     """
-    H, S, d_head = Y.shape
-    d_model = W_O.shape[-1]
+    d_head, d_model = W_O.shape[1], W_O.shape[2]
+    present, per_head = torch.unique_consecutive(heads, return_counts=True)
+    heavy = per_head * d_model > d_head * (d_model + per_head)  # per head: form W_O^h U
+    row_heavy = torch.repeat_interleave(heavy, per_head)
+    parts = []
+    for sel, per_head_form in ((~row_heavy, False), (row_heavy, True)):
+        idx = sel.nonzero().squeeze(1)
+        if len(idx):
+            parts.append((idx, _rows_best(Y, W_O, heads[idx], srcs[idx], U_columns, c_start, c_end,
+                                          n_keep, out_bias, chunk_bytes, per_head_form)))
+    if len(parts) == 1:
+        return parts[0][1]
+    out = [torch.empty((len(heads), n_keep), dtype=t.dtype, device=t.device) for t in parts[0][1]]
+    for idx, res in parts:
+        for o, r in zip(out, res):
+            o[idx] = r
+    return tuple(out)
+
+
+def _rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int, n_keep: int,
+               out_bias, chunk_bytes: int, per_head_form: bool):
+    """:func:`_some_rows_best` for rows that all take one form (``heads`` sorted)."""
+    d_head, d_model = W_O.shape[1], W_O.shape[2]
     N = len(heads)
     present, per_head = torch.unique_consecutive(heads, return_counts=True)
-    sources_first = N * d_model <= len(present) * d_head * d_model + N * d_head
-    width = d_model if sources_first else max(d_model, len(present) * d_head)
+    width = max(d_model, d_head) if per_head_form else d_model
     rows_per_chunk = min(N, max(1, chunk_bytes // (4 * width)))
     vocab_step = _slice_width(max(width, rows_per_chunk), c_end - c_start, chunk_bytes)
     ends = torch.cumsum(per_head, 0).tolist()
@@ -252,7 +279,7 @@ def _some_rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_en
     for r0 in range(0, N, rows_per_chunk):
         r1 = min(N, r0 + rows_per_chunk)
         segs = [(h, max(a, r0), min(b, r1)) for h, a, b in segments if a < r1 and b > r0]
-        if sources_first:  # the chunk's rows, each through its own head's W_O: (n, d_model)
+        if not per_head_form:  # the chunk's rows, each through its own head's W_O: (n, d_model)
             left = torch.cat([Y[h, srcs[a:b]] @ W_O[h] for h, a, b in segs])
         top_v = top_i = bot_v = bot_i = None
         for c0 in range(c_start, c_end, vocab_step):
@@ -260,7 +287,7 @@ def _some_rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_en
             U_c = U_columns(cols)
             vc = U_c.shape[-1]
             logits = buffer[:(r1 - r0) * vc].view(r1 - r0, vc)
-            if sources_first:
+            if not per_head_form:
                 torch.matmul(left, U_c, out=logits)
             else:
                 for h, a, b in segs:
@@ -321,9 +348,10 @@ def count_hits(
     """
     H, S, _ = Y.shape
     n_keep = int(k.max()) + 1
-    # the pair's own target logit, from W_O U[:, target]
-    WOU_t = torch.matmul(W_O, U_columns(targets))  # (H, d_head, P)
-    tgt = torch.einsum("hpd,hdp->hp", Y[:, rows], WOU_t)
+    # the pair's own target logit, from W_O U[:, target] (each distinct target once)
+    uniq, inv = torch.unique(targets, return_inverse=True)
+    WOU_t = torch.matmul(W_O, U_columns(uniq))  # (H, d_head, T)
+    tgt = torch.einsum("hpd,hdp->hp", Y[:, rows], WOU_t[:, :, inv])
     del WOU_t
     if out_bias is not None:
         tgt = tgt + out_bias[targets]
@@ -332,8 +360,8 @@ def count_hits(
                        n_keep)
     reached = [H * S]
     for c0, c1 in zip(bounds, bounds[1:]):
-        kth_top, kth_bot = cand.kth(rows, targets, k)
-        open_pair = (kth_top <= tgt) | (kth_bot >= tgt)  # (H, P): a hit or a suppression is possible
+        maybe_hit, maybe_supp = cand.decide(rows, targets, tgt, k)
+        open_pair = maybe_hit | maybe_supp  # (H, P): a hit or a suppression is still possible
         open_row = torch.zeros(H, S, dtype=torch.int32, device=Y.device)
         open_row.index_add_(1, rows, open_pair.to(torch.int32))
         heads, srcs = open_row.nonzero(as_tuple=True)  # sorted by head
@@ -352,5 +380,4 @@ def count_hits(
                 old[i][2] += n
             else:
                 old.append([a, b, n])
-    kth_top, kth_bot = cand.kth(rows, targets, k)
-    return tgt >= kth_top, tgt <= kth_bot
+    return cand.decide(rows, targets, tgt, k)
