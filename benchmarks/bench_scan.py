@@ -54,28 +54,16 @@ def minimal_flops(m, n_sources: int, n_layers: int) -> float:
 
 
 def reference_layers(m, scan_res, layers, opts) -> tuple[np.ndarray, float]:
-    """Reference-order scores (R, len(layers), H) and seconds."""
+    """Reference-order scores (R, len(layers), H) and seconds (``scoring/reference.py``)."""
     import headmaps as hm
-    from headmaps import projection as P
+    from headmaps.scoring import reference_scores
 
     out = np.zeros((len(scan_res.relations), len(layers), m.n_heads), np.float32)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for ri, rel in enumerate(scan_res.relations):
-            prep = hm.relations.prepare(m, rel)
-            src, tgt = prep.source_ids, prep.target_ids
-            k = scan_res.k[rel]
-            base0 = P.base_sources(m, src, opts, layer0=True)
-            base = P.base_sources(m, src, opts)
-            U = P.output_basis(m, opts)
-            for li, layer in enumerate(layers):
-                X = base0 if layer == 0 else base
-                for h in range(m.n_heads):
-                    W_V, W_O = m.ov(layer, h)
-                    W_VO = W_V.float() @ W_O.float()  # d x d, as the reference does
-                    logits = (X @ W_VO) @ U
-                    top = torch.topk(logits, k, dim=-1).indices
-                    out[ri, li, h] = (top == tgt.view(-1, 1)).any(-1).float().mean()
+    for ri, rel in enumerate(scan_res.relations):
+        prep = hm.relations.prepare(m, rel)
+        scores, _ = reference_scores(m, prep.source_ids, prep.target_ids, scan_res.k[rel], opts, layers)
+        out[ri] = scores[layers]
     return out, time.perf_counter() - t0
 
 
