@@ -44,7 +44,7 @@ class SharedBasis:
         self.model, self.opts = model, opts
         self.vocab_size = model.vocab_size
         n = min(self.vocab_size, max(0, cache_bytes // (4 * model.d_model)))
-        self._cache = P.output_basis(model, opts, None, slice(0, n)).contiguous() if n else None
+        self._cache = P.output_basis(model, opts, None, slice(0, n)) if n else None
         self._n = n
 
     def layer_compatible(self, attn: AttentionWeights) -> bool:
