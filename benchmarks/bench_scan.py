@@ -1,20 +1,25 @@
-"""Benchmark of approach A: the batched engine against the reference computation order.
+"""Benchmark of approach A: the early-exit engine, the dense engine and the reference order.
 
 In one process and on the same data (all valid built-in relations of the model):
 
-(a) ``hm.scan`` over all layers (timed), and on the comparison layers;
-(b) the reference order (form ``W_VO`` (d x d) per head, push each relation's sources
+(a) ``hm.scan`` over all layers with the exact early exit (the default, timed), and the
+    fraction of (head, source) rows that reached each stage of its cascade;
+(b) ``hm.scan(..., exact_dense=True)`` over all layers (every logit computed, timed);
+(c) the reference order (form ``W_VO`` (d x d) per head, push each relation's sources
     through it and then through ``U``, ``topk`` per row), head by head, relation by
-    relation, on the comparison layers only (the full run takes tens of minutes on 2 cores).
+    relation, on the comparison layers only (the full run takes tens of minutes on 2
+    cores), against (a) on the same layers.
 
-Checks that (a) and (b) give identical scores on the comparison layers and prints both
-times per layer, the ratio, the minimal FLOP count (the dense floor), this machine's matmul
-FLOP/s measured in the same run, the fraction of it achieved, and the peak extra memory
-of the scan (RSS high-water mark above the loaded model, measured in a child process).
+Checks that (a) and (b) give identical scores and suppression on every layer, and (a) and
+(c) identical scores on the comparison layers; prints the times, the ratios, the minimal
+FLOP count of the dense engine, this machine's matmul FLOP/s measured in the
+same run, and the peak memory of an early-exit scan (RSS before and at its high-water mark,
+measured in a child process).
 
 Usage::
 
     python benchmarks/bench_scan.py [--model smollm2-135m] [--ref-layers 0,15,29]
+    python benchmarks/bench_scan.py --model gemma3-270m --ref-layers 0,17 --preset norms
     python benchmarks/bench_scan.py --model gemma3-270m --memory-only
 """
 
@@ -49,28 +54,16 @@ def minimal_flops(m, n_sources: int, n_layers: int) -> float:
 
 
 def reference_layers(m, scan_res, layers, opts) -> tuple[np.ndarray, float]:
-    """Reference-order scores (R, len(layers), H) and seconds."""
+    """Reference-order scores (R, len(layers), H) and seconds (``scoring/reference.py``)."""
     import headmaps as hm
-    from headmaps import projection as P
+    from headmaps.scoring import reference_scores
 
     out = np.zeros((len(scan_res.relations), len(layers), m.n_heads), np.float32)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for ri, rel in enumerate(scan_res.relations):
-            prep = hm.relations.prepare(m, rel)
-            src, tgt = prep.source_ids, prep.target_ids
-            k = scan_res.k[rel]
-            base0 = P.base_sources(m, src, opts, layer0=True)
-            base = P.base_sources(m, src, opts)
-            U = P.output_basis(m, opts)
-            for li, layer in enumerate(layers):
-                X = base0 if layer == 0 else base
-                for h in range(m.n_heads):
-                    W_V, W_O = m.ov(layer, h)
-                    W_VO = W_V.float() @ W_O.float()  # d x d, as the reference does
-                    logits = (X @ W_VO) @ U
-                    top = torch.topk(logits, k, dim=-1).indices
-                    out[ri, li, h] = (top == tgt.view(-1, 1)).any(-1).float().mean()
+    for ri, rel in enumerate(scan_res.relations):
+        prep = hm.relations.prepare(m, rel)
+        scores, _ = reference_scores(m, prep.source_ids, prep.target_ids, scan_res.k[rel], opts, layers)
+        out[ri] = scores[layers]
     return out, time.perf_counter() - t0
 
 
@@ -114,43 +107,52 @@ def main(argv=None) -> int:
         layers = [int(x) for x in args.ref_layers.split(",") if x.strip() != ""]
         flops_machine = matmul_flops()
 
+        stats: dict = {}
         t0 = time.perf_counter()
-        full = hm.scan(m, preset=args.preset)
-        t_full = time.perf_counter() - t0
-        n_pairs = sum(full.n_pairs.values())
-        prepared = [hm.relations.prepare(m, r) for r in full.relations]
+        early = hm.scan(m, preset=args.preset, stats=stats)
+        t_early = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dense = hm.scan(m, preset=args.preset, exact_dense=True)
+        t_dense = time.perf_counter() - t0
+        n_pairs = sum(early.n_pairs.values())
+        prepared = [hm.relations.prepare(m, r) for r in early.relations]
         n_sources = len(torch.unique(torch.cat([p.source_ids for p in prepared])))
+        same_dense = (np.array_equal(early.scores, dense.scores)
+                      and np.array_equal(early.suppression, dense.suppression))
+        n_diff = int((early.scores != dense.scores).sum() + (early.suppression != dense.suppression).sum())
 
         t0 = time.perf_counter()
         sub = hm.scan(m, preset=args.preset, layers=layers)
         t_sub = time.perf_counter() - t0
-        ref, t_ref = reference_layers(m, full, layers, opts)
-        same = np.array_equal(sub.scores[:, layers, :], ref)
+        ref, t_ref = reference_layers(m, early, layers, opts)
+        same_ref = np.array_equal(sub.scores[:, layers, :], ref)
         max_diff = float(np.abs(sub.scores[:, layers, :] - ref).max())
-        assert np.array_equal(full.scores[:, layers, :], sub.scores[:, layers, :])
+        assert np.array_equal(early.scores[:, layers, :], sub.scores[:, layers, :])
 
         floor = minimal_flops(m, n_sources, m.n_layers)
         print(f"model {m.model_id}: {m.n_layers} layers x {m.n_heads} heads, vocab {m.vocab_size}, "
-              f"{len(full.relations)} relations, {n_pairs} pairs, {n_sources} unique sources, "
-              f"torch threads {torch.get_num_threads()}")
-        print(f"(a) hm.scan, all {m.n_layers} layers:       {t_full:8.2f} s  "
-              f"({t_full / m.n_layers:.3f} s/layer, "
-              f"{t_full / m.n_layers / len(full.relations):.4f} s per relation per layer)")
-        print(f"(a) hm.scan, layers {layers}:    {t_sub:8.2f} s  ({t_sub / len(layers):.3f} "
-              "s/layer)")
-        print(f"(b) reference order, layers {layers}: {t_ref:8.2f} s  ({t_ref / len(layers):.3f} "
-              "s/layer)")
-        print(f"speed-up (b)/(a) per layer: {t_ref / t_sub:.1f}x   (target >= 10x)")
-        print(f"identical scores on the compared layers: {same} (max abs difference "
-              f"{max_diff:.2e})")
-        print(f"minimal FLOPs (dense floor): {floor:.3e}; machine matmul: "
-              f"{flops_machine / 1e9:.1f} GFLOP/s; achieved {floor / t_full / 1e9:.1f} GFLOP/s = "
-              f"{100 * floor / t_full / flops_machine:.0f}% of measured matmul (target >= 50%)")
+              f"{len(early.relations)} relations, {n_pairs} pairs, {n_sources} unique sources, "
+              f"k {sorted(set(early.k.values()))}, preset {args.preset}, torch threads {torch.get_num_threads()}")
+        print(f"(a) early exit, all {m.n_layers} layers:   {t_early:8.2f} s")
+        print(f"(b) dense engine, all {m.n_layers} layers: {t_dense:8.2f} s")
+        print(f"speed-up (b)/(a): {t_dense / t_early:.1f}x")
+        print("(head, source) rows reaching each stage of the cascade (all layers): " + ", ".join(
+            f"columns {c0}-{c1}: {n / stats['rows']:.1%}" for c0, c1, n in stats["stages"]))
+        print(f"identical scores and suppression, early exit vs dense, all layers: {same_dense} "
+              f"({n_diff} of {early.scores.size * 2} (relation, layer, head) values differ)")
+        print(f"(a) early exit, layers {layers}:  {t_sub:8.2f} s  ({t_sub / len(layers):.3f} s/layer)")
+        print(f"(c) reference order, layers {layers}: {t_ref:8.2f} s  ({t_ref / len(layers):.3f} s/layer)")
+        print(f"speed-up (c)/(a) on those layers: {t_ref / t_sub:.1f}x")
+        print(f"identical scores, early exit vs reference, layers {layers}: {same_ref} "
+              f"(max abs difference {max_diff:.2e})")
+        print(f"dense engine: minimal FLOPs {floor:.3e}; machine matmul "
+              f"{flops_machine / 1e9:.1f} GFLOP/s; dense achieved {floor / t_dense / 1e9:.1f} GFLOP/s "
+              f"= {100 * floor / t_dense / flops_machine:.0f}% of it")
 
     mem = peak_memory_child(args.model, args.preset)
     extra = (mem["peak"] - mem["rss_before"]) / 2**30
-    print(f"peak extra memory of hm.scan on {args.model}: {extra:.2f} GiB above the loaded model "
-          f"(RSS {mem['rss_before'] / 2**30:.2f} -> peak {mem['peak'] / 2**30:.2f} GiB; "
+    print(f"peak RSS of an early-exit hm.scan on {args.model}: {mem['peak'] / 2**30:.2f} GiB in all, "
+          f"{extra:.2f} GiB above the loaded model (RSS before {mem['rss_before'] / 2**30:.2f} GiB; "
           f"scan {mem['seconds']:.1f} s, {mem['relations']} relations)")
     return 0
 

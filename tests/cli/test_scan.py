@@ -46,8 +46,18 @@ def test_scan_csv_format(model_dir, capitals_file, tmp_path):
     assert not (tmp_path / "heatmaps").exists()
 
 
-def test_scan_with_no_valid_relation_fails_and_writes_nothing(model_dir, capitals_file, tmp_path,
-                                                              capsys):
+def test_scan_exact_dense_flag_gives_the_same_scores(model_dir, capitals_file, tmp_path):
+    common = ["scan", model_dir, "--relations", capitals_file, "--k", "1", "--min-pairs", "10",
+              "--format", "csv", "--no-plots"]
+    assert cli.main(common + ["--out", str(tmp_path / "early")]) == 0
+    assert cli.main(common + ["--exact-dense", "--out", str(tmp_path / "dense")]) == 0
+    early = ScanResult.load(tmp_path / "early" / "scores.csv")
+    dense = ScanResult.load(tmp_path / "dense" / "scores.csv")
+    assert (early.scores == dense.scores).all() and (early.suppression == dense.suppression).all()
+    assert early.scores.max() > 0
+
+
+def test_scan_with_no_valid_relation_fails_and_writes_nothing(model_dir, capitals_file, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["scan", model_dir, "--relations", capitals_file, "--min-pairs", "100", "--out",
             str(out)]

@@ -206,24 +206,6 @@ def test_head_values_gqa_mapping():
         torch.testing.assert_close(without[h], without[(h // group) * group])
 
 
-def test_topk_hits_matches_counting():
-    """The topk shortcut agrees with counting larger entries (the static engine's rule)."""
-    from headmaps.experiments.dynamic import topk_hits
-
-    g = torch.Generator().manual_seed(1)
-    Y = torch.randn(3, 40, 8, generator=g)
-    WOU = torch.randn(3, 8, 97, generator=g)
-    targets = torch.randint(0, 97, (40,), generator=g)
-    k = torch.randint(1, 12, (40,), generator=g)
-    hits, supp = topk_hits(Y, WOU, targets, k, chunk_bytes=4 * 3 * 97 * 7)
-    logits = torch.bmm(Y, WOU)
-    t = logits[:, torch.arange(40), targets][..., None]
-    ref_h = (logits > t).sum(-1) < k
-    ref_s = (logits < t).sum(-1) < k
-    assert torch.equal(hits, ref_h) and torch.equal(supp, ref_s)
-    assert hits.any() and not hits.all()
-
-
 def test_cached_prefix_ablation_equals_full_pass(arch):
     """The causal experiment's shortcut: prefix cache + last token == full forward pass,
     with and without ablated heads, and the cache can be reused."""

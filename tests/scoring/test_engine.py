@@ -140,7 +140,7 @@ def test_few_sources_take_the_other_order_with_same_scores(model, preset):
 @pytest.mark.parametrize("largest", [True, False])
 @pytest.mark.parametrize("vc, n", [(64 * 40, 11), (64 * 40, 1), (64 * 8, 3), (1000, 5)])
 def test_best_k_equals_topk(largest, vc, n):
-    from headmaps.scoring.engine import best_k
+    from headmaps.scoring.kernel import best_k
 
     g = torch.Generator().manual_seed(vc + n)
     # small integers: many exact ties, the case where only values (not columns) must agree
@@ -154,7 +154,7 @@ def test_best_k_equals_topk(largest, vc, n):
 
 def test_count_hits_on_a_wide_vocabulary_matches_full_logits():
     """The engine's slices (blocked top-k, reused buffer) against full logits, exact integers."""
-    from headmaps.scoring.engine import count_hits
+    from headmaps.scoring.kernel import count_hits
 
     g = torch.Generator().manual_seed(0)
     H, S, d_head, d_model, V, P_ = 3, 40, 8, 16, 64 * 70 + 17, 90

@@ -1,10 +1,16 @@
-"""Approach A on the real SmolLM2-135M."""
+"""Approach A on the real SmolLM2-135M (one model load for the module)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import headmaps as hm
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return hm.load("smollm2-135m")
 
 
 @pytest.mark.slow
@@ -15,3 +21,17 @@ def test_country_to_capital_heads_in_upper_half(smollm2, preset):
     layer, head, score = res.top_heads(1)[0]
     assert score >= 0.5 and layer >= m.n_layers // 2
     assert res.n_pairs >= 30 and res.k == 10
+
+
+@pytest.mark.slow
+def test_early_exit_equals_dense_for_all_relations(smollm2):
+    """The default early exit and the dense engine agree on every relation, layer and head."""
+    stats: dict = {}
+    early = hm.scan(smollm2, "all", stats=stats)
+    dense = hm.scan(smollm2, "all", exact_dense=True)
+    assert early.relations == dense.relations and len(early.relations) >= 15
+    np.testing.assert_array_equal(early.scores, dense.scores)
+    np.testing.assert_array_equal(early.suppression, dense.suppression)
+    assert early.scores.max() >= 0.5  # relation heads found, not an all-miss agreement
+    reached = [n / stats["rows"] for _, _, n in stats["stages"]]
+    assert reached[0] == 1 and 0 < reached[-1] < 0.2  # most rows stop early, some go to the end

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
+from ..relations import MIN_PAIRS
 from .common import add_model_args, load_model
 
 _FORMATS = ("text", "markdown", "csv", "json")
@@ -61,8 +62,8 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 
 
 def _add_tokenise_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-pairs", type=int, default=30,
-                   help="kept pairs for a relation to be valid (default 30)")
+    p.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
+                   help=f"kept pairs for a relation to be valid (default {MIN_PAIRS})")
     p.add_argument("--space", choices=("always", "prefer", "never"), default="always",
                    help="leading-space rule (default always, as in the paper)")
 
@@ -140,8 +141,7 @@ def run_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
-def coverage_rows(model: Any, relations: Sequence[str], *, min_pairs: int = 30,
-                  space: str = "always") -> list[dict]:
+def coverage_rows(model: Any, relations: Sequence[str], *, min_pairs: int = MIN_PAIRS, space: str = "always") -> list[dict]:
     """One row per relation: category, pairs, kept, drop counts, identical, valid."""
     from .. import relations as R
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..relations import MIN_PAIRS
+from ..scoring.results import DEFAULT_TAU
 from . import common
 from .common import add_model_args, add_projection_args, load_model, projection_kwargs
 
@@ -19,15 +21,16 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated names and/or paths to JSON/CSV pair files")
-    p.add_argument("--k", type=int, default=None,
-                   help="top-k for every relation (default: per relation)")
-    p.add_argument("--tau", type=float, default=0.15,
-                   help="threshold for 'implements' (default 0.15)")
-    p.add_argument("--min-pairs", type=int, default=30,
-                   help="single-token pairs a relation needs (default 30)")
+    p.add_argument("--k", type=int, default=None, help="top-k for every relation (default: per relation)")
+    p.add_argument("--tau", type=float, default=DEFAULT_TAU,
+                   help=f"threshold for 'implements' (default {DEFAULT_TAU})")
+    p.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
+                   help=f"single-token pairs a relation needs (default {MIN_PAIRS})")
     add_projection_args(p)
-    p.add_argument("--out", type=Path, default=None,
-                   help="folder for scores.parquet, summary.md, heatmaps")
+    p.add_argument("--exact-dense", action="store_true",
+                   help="compute every logit instead of the exact early exit (same scores, slower; "
+                        "for comparison)")
+    p.add_argument("--out", type=Path, default=None, help="folder for scores.parquet, summary.md, heatmaps")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
     p.add_argument("--top", type=int, default=3, help="heads per relation in the printed table")
@@ -41,9 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from ..scoring.analysis import summary_table
 
     model = load_model(args)
-    res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau,
-               min_pairs=args.min_pairs,
-               progress=True, **projection_kwargs(args))
+    res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau, min_pairs=args.min_pairs,
+               progress=True, exact_dense=args.exact_dense, **projection_kwargs(args))
     if not res.relations:
         reasons = "; ".join(f"{rel}: {why}" for rel, why in res.skipped.items())
         raise HeadmapsError(f"no relation could be scored on {model.model_id}, nothing written "

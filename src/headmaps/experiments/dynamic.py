@@ -37,7 +37,9 @@ from .. import projection as P
 from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..models import HeadModel
-from ..scoring.engine import default_k, normalise_relations
+from ..relations.tokenisation import continuation_ids, word_ids
+from ..scoring.basis import SharedBasis, layer_readout
+from ..scoring.kernel import DEFAULT_CHUNK_BYTES, count_hits
 from .hooks import Captured, capture
 
 logger = logging.getLogger(__name__)
@@ -58,18 +60,16 @@ def split_template(template: str) -> tuple[str, str]:
     return prefix, suffix
 
 
-def word_ids(tokenizer: Any, word: str) -> list[int]:
-    """Token ids of ``" word"`` (leading space, no special tokens), as relations are tokenised."""
-    return list(tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"])
-
-
 def build_prompt(tokenizer: Any, template: str, source_ids: Sequence[int]) -> tuple[list[int], int]:
     """Token ids of ``template`` with the source tokens in place of ``<X>``.
 
     The prompt is assembled at the token level (prefix tokens, then exactly the source
     tokens of ``" source"``, then the suffix tokens), so the source position is known
     exactly and the source is the same token the static score reads. A space that ends
-    the prefix is dropped: the source token carries its own leading space.
+    the prefix is dropped: the source token carries its own leading space. Words and
+    the suffix go through the relations' tokenisation (:func:`~headmaps.relations.word_ids`,
+    :func:`~headmaps.relations.continuation_ids`), which knows about the dummy prefix of
+    SentencePiece tokenizers.
 
     Args:
         tokenizer: a Hugging Face tokenizer.
@@ -84,7 +84,7 @@ def build_prompt(tokenizer: Any, template: str, source_ids: Sequence[int]) -> tu
     ids += list(source_ids)
     pos = len(ids) - 1
     if suffix:
-        ids += list(tokenizer(suffix, add_special_tokens=False)["input_ids"])
+        ids += continuation_ids(tokenizer, suffix)
     return ids, pos
 
 
@@ -214,18 +214,15 @@ class RelationPrompts:
 def single_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int | None,
                        min_pairs: int, seed: int) -> tuple[list[RelationPrompts], dict[str, str]]:
     """Relations with enough single-token pairs (as static scoring keeps them)."""
-    out, skipped = [], {}
-    for name, spec in normalise_relations(relations):
-        prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
-        if not prep.valid:
-            skipped[name] = f"only {prep.n_pairs} single-token pairs (need {min_pairs})"
-            continue
-        rows = subsample(list(zip(prep.kept, prep.source_ids, prep.target_ids)), max_pairs, seed)
+    chosen, skipped = rel_lib.select(model, relations, k, min_pairs)
+    out = []
+    for c in chosen:
+        prep = c.prepared
+        rows = subsample(list(zip(prep.kept, prep.source_ids.tolist(), prep.target_ids.tolist())),
+                         max_pairs, seed)
         pairs = [tuple(p) for p, _, _ in rows]
-        src = [[int(s)] for _, s, _ in rows]
-        tgt = [int(t) for _, _, t in rows]
-        kk = _k_for(model, name, spec, k, src, tgt)
-        out.append(RelationPrompts(name, pairs, src, tgt, kk, pairs))
+        out.append(RelationPrompts(c.name, pairs, [[int(s)] for _, s, _ in rows], [int(t) for _, _, t in rows],
+                                   c.k, pairs))
     return out, skipped
 
 
@@ -238,36 +235,22 @@ def multi_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int |
     ``first_target_token``.
     """
     tok = model.require_tokenizer()
-    out, skipped = [], {}
-    for name, spec in normalise_relations(relations):
-        prep = rel_lib.prepare(model, spec, min_pairs=min_pairs)
-        if not prep.valid:
-            skipped[name] = f"only {prep.n_pairs} single-token pairs for the static score"
-            continue
-        pairs = rel_lib.load(spec) if isinstance(spec, str) else [tuple(p) for p in spec]
+    chosen, skipped = rel_lib.select(model, relations, k, min_pairs)
+    out = []
+    for c in chosen:
+        pairs = rel_lib.load(c.spec) if isinstance(c.spec, str) else [tuple(p) for p in c.spec]
         rows = []
         for s, t in pairs:
             s_ids, t_ids = word_ids(tok, s), word_ids(tok, t)
             if len(s_ids) > 1 and (len(t_ids) == 1 or (first_target_token and t_ids)):
                 rows.append(((s, t), s_ids, t_ids[0]))
         if len(rows) < min_pairs:
-            skipped[name] = f"only {len(rows)} pairs with a multi-token source (need {min_pairs})"
+            skipped[c.name] = f"only {len(rows)} pairs with a multi-token source (need {min_pairs})"
             continue
         rows = subsample(rows, max_pairs, seed)
-        kk = _k_for(model, name, spec, k, [[int(x)] for x in prep.source_ids],
-                    [int(x) for x in prep.target_ids])
-        out.append(RelationPrompts(name, [tuple(p) for p, _, _ in rows], [r[1] for r in rows],
-                                   [r[2] for r in rows], kk, [tuple(p) for p in prep.kept]))
+        out.append(RelationPrompts(c.name, [tuple(p) for p, _, _ in rows], [r[1] for r in rows],
+                                   [r[2] for r in rows], c.k, [tuple(p) for p in c.prepared.kept]))
     return out, skipped
-
-
-def _k_for(model: HeadModel, name: str, spec: Any, k: Any, src: Sequence[Sequence[int]],
-           tgt: Sequence[int]) -> int:
-    kk = k.get(name) if isinstance(k, dict) else k
-    if kk is None:
-        copies = all(len(s) == 1 and s[0] == t for s, t in zip(src, tgt))
-        kk = default_k(model, name if isinstance(spec, str) else None, copies)
-    return int(kk)
 
 
 def build_prompt_set(model: HeadModel, rels: Sequence[RelationPrompts],
@@ -339,7 +322,7 @@ def dynamic_scores(
     k: int | dict[str, int] | None = None,
     *,
     max_pairs: int | None = None,
-    min_pairs: int = 30,
+    min_pairs: int = rel_lib.MIN_PAIRS,
     multitoken: bool = False,
     first_target_token: bool = False,
     fold_norms: bool = True,
@@ -362,8 +345,8 @@ def dynamic_scores(
             tokens, scored on its first token.
         fold_norms: read head outputs through the norm gains (see :func:`readout_basis`).
         batch_size: prompts per forward pass.
-        chunk_prompts: prompts whose activations are held at once (each chunk pays for
-            forming ``W_O^h U`` of every layer once; a prompt holds about
+        chunk_prompts: prompts whose activations are held at once (each chunk is one
+            call of the scan kernel per layer; a prompt holds about
             ``n_layers * 2 * d_model`` floats).
         seed: seed of the pair subset.
         progress: show progress bars.
@@ -387,6 +370,7 @@ def dynamic_scores(
         ps = build_prompt_set(model, rels, templates)
         order = sorted(range(len(ps.ids)), key=lambda i: len(ps.ids[i]))  # less padding
         pad = pad_id(tok)
+        shared = SharedBasis(model, P.ProjectionOptions(fold_norms=fold_norms), DEFAULT_CHUNK_BYTES)
         bar = tqdm(total=len(order), desc="dynamic" + (" (multi-token)" if multitoken else ""),
                    unit="prompt", disable=not progress)
         for c0 in range(0, len(order), chunk_prompts):
@@ -401,7 +385,7 @@ def dynamic_scores(
                            torch.cat([c.attn_in for c in caps], 1),
                            torch.cat([c.hidden for c in caps], 0))
             del caps
-            _score_chunk(model, cap, ps, torch.as_tensor(idx), acc, fold_norms, progress)
+            _score_chunk(model, cap, ps, torch.as_tensor(idx), acc, shared, progress)
         bar.close()
     counts = torch.tensor([len(rp.pairs) for rp in rels], dtype=torch.float64).repeat_interleave(T)
     arr = {n: (a / counts.clamp(min=1)[:, None,
@@ -418,63 +402,27 @@ def dynamic_scores(
         first_target_token=first_target_token)
 
 
-def topk_hits(Y: torch.Tensor, WOU: torch.Tensor, targets: torch.Tensor, k: torch.Tensor,
-              chunk_bytes: int = 128 * 2**20) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether each row's target is in the top-k (and bottom-k) of its logits, per head.
-
-    The target is in the top-k iff the k-th largest logit is <= the target's logit
-    (ties count in the target's favour, as in the static engine); one ``topk`` per row
-    is several times faster than counting the larger entries.
-
-    Args:
-        Y: ``(n_heads, n, d_head)`` per-head vectors.
-        WOU: ``(n_heads, d_head, vocab)``.
-        targets: ``(n,)`` target ids.
-        k: ``(n,)`` top-k per row.
-        chunk_bytes: memory bound of one chunk of logits.
-
-    Returns:
-        ``hits``, ``suppressed``: bool ``(n_heads, n)``.
-    """
-    H, n, _ = Y.shape
-    V = WOU.shape[-1]
-    step = max(1, chunk_bytes // (4 * H * V))
-    hits = torch.zeros(H, n, dtype=torch.bool, device=Y.device)
-    supp = torch.zeros_like(hits)
-    for r0 in range(0, n, step):
-        r1 = min(n, r0 + step)
-        logits = torch.bmm(Y[:, r0:r1], WOU)  # (H, c, V)
-        t = logits.gather(2, targets[r0:r1].view(1, -1, 1).expand(H, -1, 1)).squeeze(-1)
-        kk = k[r0:r1]
-        kmax = int(kk.max())
-        idx = (kk - 1).view(1, -1, 1).expand(H, -1, 1)
-        top = logits.topk(kmax, dim=-1, largest=True, sorted=True).values.gather(2, idx).squeeze(-1)
-        bot = logits.topk(kmax, dim=-1, largest=False,
-                          sorted=True).values.gather(2, idx).squeeze(-1)
-        hits[:, r0:r1] = top <= t
-        supp[:, r0:r1] = bot >= t
-        del logits
-    return hits, supp
-
-
 def _score_chunk(model: HeadModel, cap: Captured, ps: PromptSet, idx: torch.Tensor,
-                 acc: dict[str, torch.Tensor], fold_norms: bool, progress: bool = False) -> None:
-    """Add the hits of one chunk of prompts to ``acc`` (per group, layer, head)."""
+                 acc: dict[str, torch.Tensor], shared: SharedBasis, progress: bool = False) -> None:
+    """Add the hits of one chunk of prompts to ``acc`` (per group, layer, head).
+
+    Every prompt's head vectors, with and without context, are rows of the scan kernel
+    (:func:`headmaps.scoring.count_hits`, with its exact early exit).
+    """
     n = len(idx)
     dev = cap.z.device
     targets = ps.target[idx].to(dev).repeat(2)
     ks = ps.k[idx].to(dev).repeat(2)
+    rows = torch.arange(2 * n, device=dev)
     group = ps.group[idx]
-    U_shared = readout_basis(model, 0, False) if not fold_norms else None
     for layer in tqdm(range(model.n_layers), desc="project heads", unit="layer", leave=False,
                       disable=not progress):
         zw, zwo = head_values(model, cap, layer)
         a = model.attention(layer)
-        U = U_shared if U_shared is not None else readout_basis(model, layer, True)
-        WOU = torch.matmul(a.W_O.to(dev, torch.float32), U.to(dev))  # (H, dh, V)
+        W_O, _, U_columns = layer_readout(shared, a, a.W_O.to(dev, torch.float32))
         Y = torch.cat([zw, zwo], 1).float()  # (H, 2n, dh)
-        hits, supp = topk_hits(Y, WOU, targets, ks)
+        hits, supp = count_hits(Y, W_O, U_columns, model.vocab_size, rows, targets, ks)
         for key, h in (("with", hits[:, :n]), ("without", hits[:, n:]),
                        ("supp_with", supp[:, :n]), ("supp_without", supp[:, n:])):
             acc[key][:, layer, :].index_add_(0, group, h.T.to(torch.float64).cpu())
-        del WOU, Y
+        del W_O, Y

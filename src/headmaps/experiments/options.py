@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from .. import projection as P
 from ..errors import HeadmapsError
+from ..relations import MIN_PAIRS
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ class RunOptions:
     k: int | dict[str, int] | None = None
     preset: str | P.ProjectionOptions | None = None
     max_pairs: int | None = None
-    min_pairs: int = 30
+    min_pairs: int = MIN_PAIRS
     batch_size: int = 32
     seed: int = 0
     progress: bool = False

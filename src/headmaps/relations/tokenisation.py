@@ -16,6 +16,7 @@ obtained by encoding the bare string, so the rule means the same token on every 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ def prepare(model: Any, pairs_or_name: str | Path | Sequence[Sequence[str]],
         pairs = validate_pairs(list(pairs_or_name), "pairs", strict=False)
         rel_name = name or "custom"
     tokenizer, vocab_size, model_id = _unpack(model)
-    encoder = _Encoder(tokenizer)
+    encoder = encoder_for(tokenizer)
 
     src_ids: list[int] = []
     tgt_ids: list[int] = []
@@ -227,10 +228,24 @@ class _Encoder:
             self._cache[text] = ids
         return ids
 
+    def spaced(self, text: str) -> list[int]:
+        """Ids of the leading-space form of ``text`` (the dummy prefix supplies the space)."""
+        return self.encode(text if self.dummy_prefix else " " + text)
+
+    def continuation(self, text: str) -> list[int]:
+        """Ids of ``text`` as it reads after earlier text (no dummy prefix of its own)."""
+        if not self.dummy_prefix:
+            return self.encode(text)
+        if text.startswith(" "):  # the dummy prefix is that space
+            return self.encode(text[1:])
+        anchor = self.encode("a")  # glued on: encode behind a word, then drop the word
+        ids = self.encode("a" + text)
+        return ids[len(anchor):] if ids[:len(anchor)] == anchor else self.encode(text)
+
     def single(self, text: str, space: SpaceRule) -> tuple[int, str] | None:
         """(token id, form encoded) when ``text`` is one token under ``space``, else None."""
         if space != "never":
-            ids = self.encode(text if self.dummy_prefix else " " + text)
+            ids = self.spaced(text)
             if len(ids) == 1:
                 return ids[0], " " + text
             if space == "always":
@@ -239,6 +254,40 @@ class _Encoder:
             return None
         ids = self.encode(text)
         return (ids[0], text) if len(ids) == 1 else None
+
+
+_ENCODERS: weakref.WeakKeyDictionary[Any, _Encoder] = weakref.WeakKeyDictionary()
+
+
+def encoder_for(tokenizer: Any) -> _Encoder:
+    """The (cached) encoder of a tokenizer: one place that knows about dummy prefixes."""
+    try:
+        enc = _ENCODERS.get(tokenizer)
+    except TypeError:  # not weak-referenceable
+        return _Encoder(tokenizer)
+    if enc is None:
+        enc = _ENCODERS[tokenizer] = _Encoder(tokenizer)
+    return enc
+
+
+def word_ids(tokenizer: Any, word: str) -> list[int]:
+    """Token ids of ``word`` in its leading-space form (``" France"``), no special tokens.
+
+    The form relations are tokenised in (:func:`prepare`), for prompts and multi-token
+    words alike; on a tokenizer that adds a dummy prefix (SentencePiece) the bare word is
+    encoded, so the ids are the same token(s) the word has inside a sentence.
+    """
+    return encoder_for(tokenizer).spaced(word.strip())
+
+
+def continuation_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` as it reads after earlier tokens, no special tokens.
+
+    Plain BPE tokenizers encode ``text`` as is; a dummy-prefix tokenizer would add a
+    space of its own, so a leading space is left to its prefix and text glued to the
+    previous word is encoded behind a word that is then dropped.
+    """
+    return encoder_for(tokenizer).continuation(text)
 
 
 def _adds_dummy_prefix(tokenizer: Any, encode) -> bool:

@@ -7,6 +7,8 @@ through it and through ``U``, and take ``topk`` of every row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -20,6 +22,7 @@ def reference_scores(
     target_ids: torch.Tensor,
     k: int,
     opts: P.ProjectionOptions,
+    layers: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Relation and suppression scores ``(n_layers, n_heads)``, head by head.
 
@@ -29,6 +32,7 @@ def reference_scores(
         target_ids: ``(n_pairs,)`` target token ids.
         k: top-k.
         opts: projection options (same meaning as in the batched engine).
+        layers: compute only these layers (the others stay 0); default all.
     """
     L, H = model.n_layers, model.n_heads
     scores = np.zeros((L, H), np.float32)
@@ -36,7 +40,7 @@ def reference_scores(
     with torch.no_grad():
         base0 = P.base_sources(model, source_ids, opts, layer0=True)
         base = P.base_sources(model, source_ids, opts)
-        for layer in range(L):
+        for layer in range(L) if layers is None else layers:
             a = model.attention(layer)
             X = P.layer_sources(base0 if layer == 0 else base, a, opts)
             U = P.output_basis(model, opts, a)

@@ -1,0 +1,169 @@
+"""The exact early exit of the scan kernel against the dense path and brute-force counting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import headmaps as hm
+from headmaps import projection as P
+from headmaps.scoring import reference_scores, scan
+from headmaps.scoring.kernel import count_hits, stage_bounds
+from tiny import tiny_model
+from tiny_tokenizer import tiny_tokenizer
+
+WORDS = [f"w{i}" for i in range(150)]
+BLOCKS = (16, 64)  # a cascade 16 -> 64 -> 211 on the tiny vocabulary
+
+
+def brute_force(Y, W_O, U, rows, targets, k, out_bias=None):
+    """Hits and suppressions by counting the other entries strictly above/below the target."""
+    H = Y.shape[0]
+    logits = torch.einsum("hsd,hde,ev->hsv", Y, W_O, U)[:, rows]
+    if out_bias is not None:
+        logits = logits + out_bias
+    idx = targets.view(1, -1, 1).expand(H, -1, 1)
+    tgt = logits.gather(2, idx).squeeze(2)
+    others = logits.scatter(2, idx, float("nan"))  # NaN compares False: the target is left out
+    return (others > tgt.unsqueeze(2)).sum(2) < k, (others < tgt.unsqueeze(2)).sum(2) < k
+
+
+def integer_problem(seed: int, H=3, S=30, d_head=4, d_model=8, V=700, n_pairs=80, lo=-2, hi=3):
+    """Small integer weights: exact logits with many ties."""
+    g = torch.Generator().manual_seed(seed)
+    Y = torch.randint(lo, hi, (H, S, d_head), generator=g).float()
+    W_O = torch.randint(lo, hi, (H, d_head, d_model), generator=g).float()
+    U = torch.randint(lo, hi, (d_model, V), generator=g).float()
+    rows = torch.sort(torch.randint(0, S, (n_pairs,), generator=g)).values
+    targets = torch.randint(0, V, (n_pairs,), generator=g)
+    return Y, W_O, U, rows, targets, g
+
+
+def run(Y, W_O, U, rows, targets, k, out_bias=None, **kw):
+    stats: dict = {}
+    out = count_hits(Y, W_O, lambda cols: U[:, cols], U.shape[1], rows, targets, k, out_bias,
+                     chunk_bytes=4 * 3 * 8 * 64 * 3, stats=stats, **kw)
+    return out, stats
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kmax", [1, 5, 40])
+@pytest.mark.parametrize("blocks", [(64,), (64, 192), (128, 256, 512)])
+def test_tie_heavy_integers_equal_dense_and_brute_force(seed, kmax, blocks):
+    Y, W_O, U, rows, targets, g = integer_problem(seed)
+    logits = torch.einsum("hsd,hde,ev->hsv", Y, W_O, U)[:, rows]
+    # a third of the targets at the top of head 0's row, a third at the bottom of head 1's
+    targets[0::3] = logits[0, 0::3].argmax(-1)
+    targets[1::3] = logits[1, 1::3].argmin(-1)
+    k = torch.randint(1, kmax + 1, (len(rows),), generator=g)
+    (hits, supp), stats = run(Y, W_O, U, rows, targets, k, blocks=blocks)
+    (d_hits, d_supp), _ = run(Y, W_O, U, rows, targets, k, exact_dense=True)
+    b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k)
+    assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+    assert torch.equal(d_hits, b_hits) and torch.equal(d_supp, b_supp)
+    assert hits.any() and not hits.all() and supp.any()
+    assert [s[:2] for s in stats["stages"]] == [[0, blocks[0]]] + [
+        [a, b] for a, b in zip(blocks, list(blocks[1:]) + [700])][:len(stats["stages"]) - 1]
+
+
+def test_no_row_continues_past_the_first_block():
+    """Column 0 is far above and column 1 far below every logit: every pair is decided at once."""
+    Y, W_O, U, rows, targets, _ = integer_problem(5)
+    targets = targets.clamp(min=2)
+    bias = torch.zeros(U.shape[1])
+    bias[0], bias[1] = 1e4, -1e4
+    k = torch.ones(len(rows), dtype=torch.long)
+    (hits, supp), stats = run(Y, W_O, U, rows, targets, k, bias, blocks=(64, 256))
+    assert stats["stages"][0][2] == stats["rows"] and stats["stages"][1][2] == 0
+    b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k, bias)
+    assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+    assert not hits.any() and not supp.any()
+
+
+def test_every_row_continues_to_the_end():
+    """Every target is the last column, lifted far above the rest: all pairs are hits."""
+    Y, W_O, U, _, _, g = integer_problem(6)
+    S, V = Y.shape[1], U.shape[1]
+    rows = torch.arange(S)  # every row has a pair
+    targets = torch.full((S,), V - 1)
+    bias = torch.zeros(V)
+    bias[V - 1] = 1e4
+    k = torch.randint(1, 4, (S,), generator=g)
+    (hits, supp), stats = run(Y, W_O, U, rows, targets, k, bias, blocks=(64, 256))
+    assert [s[2] for s in stats["stages"]] == [stats["rows"]] * 3
+    assert hits.all() and not supp.any()
+    b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k, bias)
+    assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+
+
+@pytest.mark.parametrize("n_rows_continuing", ["few", "most"])
+def test_both_products_for_continuing_rows(n_rows_continuing):
+    """Continuing rows go through (y W_O) U stacked, per head through W_O U, or both: same answers."""
+    H, S = (2, 6) if n_rows_continuing == "few" else (6, 200)
+    Y, W_O, U, rows, targets, g = integer_problem(7, H=H, S=S, d_head=2, d_model=16, n_pairs=3 * S)
+    k = torch.randint(1, 30, (len(rows),), generator=g)
+    (hits, supp), stats = run(Y, W_O, U, rows, targets, k, blocks=(64,))
+    assert stats["stages"][1][2] > 0
+    b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k)
+    assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+
+
+def test_stage_bounds_grow_from_k_and_vocabulary():
+    assert stage_bounds(49152, 11) == [2048, 16384, 49152]
+    first = stage_bounds(262144, 26)[0]
+    assert first >= 128 * 26 and first % 64 == 0
+    assert stage_bounds(262144, 26)[-1] == 262144 and len(stage_bounds(262144, 26)) == 3
+    assert stage_bounds(1000, 11) == [1000]  # a small vocabulary is read densely
+    assert stage_bounds(211, 3, blocks=(64, 16, 500)) == [16, 64, 211]
+
+
+# ---- the whole scan on tiny models -------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["llama", "gemma3_text", "gpt2"])
+def model(request):
+    return hm.load(tiny_model(request.param), tokenizer=tiny_tokenizer(WORDS))
+
+
+def pairs(seed: int, n: int = 60):
+    g = np.random.default_rng(seed)
+    return [(WORDS[s], WORDS[t]) for s, t in zip(g.choice(len(WORDS), n), g.choice(len(WORDS), n))]
+
+
+@pytest.mark.parametrize("preset", ["paper", "norms", "embedding"])
+@pytest.mark.parametrize("k", [1, 7, 60, 205])
+def test_scan_early_exit_equals_dense(model, preset, k):
+    # relations share sources (same seed prefix) with different k: duplicate source rows
+    rels = {"a": pairs(0), "b": pairs(0, 45), "c": pairs(1)}
+    ks = {"a": k, "b": max(1, k // 2), "c": k}
+    stats: dict = {}
+    early = scan(model, rels, k=ks, preset=preset, blocks=BLOCKS, stats=stats, chunk_bytes=4 * 8 * 64 * 8)
+    dense = scan(model, rels, k=ks, preset=preset, exact_dense=True)
+    np.testing.assert_array_equal(early.scores, dense.scores)
+    np.testing.assert_array_equal(early.suppression, dense.suppression)
+    assert stats["stages"][0][:2] == [0, 16]
+    if k <= 7:  # a real early exit: some rows stop after the first block
+        assert stats["stages"][1][2] < stats["rows"]
+
+
+def test_targets_inside_and_outside_the_first_block(model):
+    tok = model.tokenizer
+    ps = pairs(3, 80)
+    tgt = [tok.encode(" " + t, add_special_tokens=False)[0] for _, t in ps]
+    assert min(tgt) < BLOCKS[0] and max(tgt) >= BLOCKS[1]
+    early = scan(model, {"a": ps}, k=3, blocks=BLOCKS)
+    dense = scan(model, {"a": ps}, k=3, exact_dense=True)
+    np.testing.assert_array_equal(early.scores, dense.scores)
+    np.testing.assert_array_equal(early.suppression, dense.suppression)
+
+
+@pytest.mark.parametrize("preset", ["paper", "norms"])
+def test_shared_basis_with_gain_in_the_left_factor_equals_reference(model, preset):
+    """Gemma's post-attention gain moves into W_O; scores still equal the per-layer reference."""
+    ps = pairs(4)
+    res = scan(model, {"a": ps}, k=5, preset=preset, blocks=BLOCKS, output_bias=True)
+    enc = lambda w: model.tokenizer.encode(" " + w, add_special_tokens=False)[0]  # noqa: E731
+    src, tgt = torch.tensor([enc(s) for s, _ in ps]), torch.tensor([enc(t) for _, t in ps])
+    s, sp = reference_scores(model, src, tgt, 5, P.resolve_options(preset, output_bias=True))
+    np.testing.assert_array_equal(res["a"].scores, s)
+    np.testing.assert_array_equal(res["a"].suppression, sp)
