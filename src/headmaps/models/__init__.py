@@ -3,7 +3,7 @@
 from .adapters import ADAPTERS, supported_model_types
 from .headmodel import HeadModel
 from .loader import ALIASES, DEFAULT_MODEL, from_transformers, load, load_gguf
-from .weights import MLP, ArchSpec, AttentionWeights, MLPBlock, Norm
+from .weights import MLP, ArchSpec, AttentionWeights, MLPBlock, Norm, Positions, QKWeights
 
 __all__ = ["ADAPTERS", "ALIASES", "DEFAULT_MODEL", "ArchSpec", "AttentionWeights", "HeadModel",
-           "MLP", "MLPBlock", "Norm", "from_transformers", "load", "load_gguf", "supported_model_types"]
+           "MLP", "MLPBlock", "Norm", "Positions", "QKWeights", "from_transformers", "load", "load_gguf", "supported_model_types"]
