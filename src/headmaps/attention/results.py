@@ -271,6 +271,22 @@ class AttentionSummary:
             })
         return pd.DataFrame(rows)
 
+    def to_extras(self, n_keys: int = 6) -> dict[str, dict[str, Any]]:
+        """Per-head report extras (``{"L.H": {"attention": {...}}}``, see :mod:`headmaps.report.schema`).
+
+        Pass them to :func:`headmaps.report` (``extras=...``) to show the QK half in the
+        explorer's head detail.
+        """
+        out = {}
+        for layer, h in self.heads:
+            pr, pf = self.profile_at(layer, h), self.preferences(layer, h)
+            out[f"{layer}.{h}"] = {"attention": {
+                "weights": [float(w) for w in pr.weights],
+                "keys": [[t, float(s)] for t, s in zip(pf.key_tokens[:n_keys], pf.key_scores[:n_keys])],
+                "summary": describe_qk(pf, pr),
+            }}
+        return out
+
     def header(self) -> dict[str, Any]:
         """Provenance and every array, JSON-able (non-finite logits as None)."""
         arrays = {}
