@@ -35,7 +35,7 @@ from .. import projection as P
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
-from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context
+from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
 from . import qk as Q
 from .results import AttentionPreferences, AttentionSummary, PositionalProfile
 
@@ -172,14 +172,7 @@ def attention_summary(
             raise HeadmapsError(f"{name} must be at least 1, got {v}")
     if max_distance < 1:
         raise HeadmapsError(f"max_distance must be at least 1, got {max_distance}")
-    layers = list(range(model.n_layers)) if layers is None else [int(x) for x in layers]
-    if not layers:
-        raise HeadmapsError("no layers to compute")
-    for layer in layers:
-        model.check_layer(layer)
-    heads = list(range(model.n_heads)) if heads is None else [int(h) for h in heads]
-    for h in heads:
-        model.check_head(layers[0], h)
+    layers, heads = layers_and_heads(model, layers, heads)
     opts = P.resolve_options(preset, **options)
     ctx = _Context(model, opts, False, chunk_rows)
     parts = []

@@ -132,27 +132,27 @@ def normalise_extras(extras: dict[str, Any] | None, n_layers: int, n_heads: int)
 def _salient(key: str, s: Any) -> SalientEntry:
     if not isinstance(s, dict) or "token" not in s:
         raise HeadmapsError(f"salient entry of head {key} needs a 'token': {s!r}")
-    targets = []
-    for t in s.get("targets") or []:
+    targets = _token_scores(key, s.get("targets"), "target")
+    return {"token": str(s["token"]), "saliency": _num(key, "saliency", s.get("saliency", 0.0)),
+            "targets": targets}
+
+
+def _token_scores(key: str, items: Any, what: str) -> list[tuple[str, float]]:
+    """``[[token, score], ...]`` checked: strings and finite floats."""
+    out = []
+    for t in items or []:
         try:
             tok, score = t
         except (TypeError, ValueError):
-            raise HeadmapsError(f"target of head {key} must be [token, score]: {t!r}") from None
-        targets.append((str(tok), _num(key, "target score", score)))
-    return {"token": str(s["token"]), "saliency": _num(key, "saliency", s.get("saliency", 0.0)),
-            "targets": targets}
+            raise HeadmapsError(f"{what} of head {key} must be [token, score]: {t!r}") from None
+        out.append((str(tok), _num(key, f"{what} score", score)))
+    return out
 
 
 def _attention(key: str, a: Any) -> AttentionExtra:
     if not isinstance(a, dict):
         raise HeadmapsError(f"attention extras of head {key} must be a dict, got {type(a).__name__}")
-    keys = []
-    for t in a.get("keys") or []:
-        try:
-            tok, score = t
-        except (TypeError, ValueError):
-            raise HeadmapsError(f"attention key of head {key} must be [token, score]: {t!r}") from None
-        keys.append((str(tok), _num(key, "key score", score)))
+    keys = _token_scores(key, a.get("keys"), "attention key")
     return {"weights": [_num(key, "profile weight", w) for w in a.get("weights") or []], "keys": keys,
             "summary": str(a.get("summary") or "")}
 
