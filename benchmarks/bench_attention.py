@@ -15,6 +15,10 @@ same distances):
 2. previous-token heads: of the measured top-10 heads by mean attention at ``Δ = 1``,
    how many the static ``prev_mass`` ranks in its top 10, and the AUROC of
    ``prev_mass`` for telling those 10 from the other heads;
+
+both for the mean-vector profile (softmax of the mean query's logits on the mean key)
+and for the sampled profile (expected softmax over random token sequences, 256
+queries per layer, computed from parameters and the source representations);
 3. content: per head, the Spearman correlation over the text's frequent tokens
    (>= 3 occurrences) between the static key-side preference and the measured
    attention each token receives (mean of ``attn[q, j] * (q + 1)`` over the 16
@@ -198,11 +202,13 @@ def main() -> None:
     # the static side: all heads, full key ranking (for the content check)
     res = hm.attention_summary(m, max_distance=MAX_D, n_keys=m.vocab_size, n_queries=1, n_pairs=1)
     t_static = time.perf_counter() - t0
+    print(f"static summary done in {t_static:.0f} s", flush=True)
     hf = m.require_hf_model()
     hf.set_attn_implementation("eager")
     tok = m.require_tokenizer()
     t0 = time.perf_counter()
     text = generate(hf, tok, args.n_text, args.length - 16, args.seed)
+    print(f"generated {len(text)} sequences in {time.perf_counter() - t0:.0f} s", flush=True)
     text = [s[-args.length:] if len(s) > args.length else s for s in text]
     g = torch.Generator().manual_seed(args.seed + 1)
     n_valid = min(len(tok), m.vocab_size)
@@ -210,14 +216,16 @@ def main() -> None:
     att_text, att_rand = attentions(hf, text), attentions(hf, rand)
     t_real = time.perf_counter() - t0
     static_w = np.stack([[res.profile_at(layer, h).weights for h in range(res.n_heads)] for layer in res.layers])
-    prev_static = static_w[:, :, 1].ravel()
+    sampled = res.sampled.astype(np.float64)
     print(f"model {args.model}: {m.n_layers} layers x {m.n_heads} heads; positions: {res.positions[0]}")
     print(f"text: {len(text)} model-generated sequences of {[len(s) for s in text]} tokens; random: "
           f"{len(rand)} x {args.length} tokens; seed {args.seed}")
     print(f"time: static summary {t_static:.0f} s, generation + real attention {t_real:.0f} s "
           "(shared 2-core machine)")
-    positional_report("text", static_w, by_distance(att_text), prev_static)
-    positional_report("random tokens", static_w, by_distance(att_rand), prev_static)
+    for label, A in (("text", att_text), ("random tokens", att_rand)):
+        measured = by_distance(A)
+        positional_report(f"{label}; static = mean-vector profile", static_w, measured, static_w[:, :, 1].ravel())
+        positional_report(f"{label}; static = sampled profile", sampled, measured, sampled[:, :, 1].ravel())
     content_report(m, res, text, att_text)
 
 

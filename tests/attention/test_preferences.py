@@ -129,3 +129,21 @@ def test_lazy_path_reads_qk_tensors_layer_by_layer(tmp_path):
     b = hm.attention_summary(ea, max_distance=4)
     assert np.allclose(a.profile, b.profile, rtol=1e-5, atol=1e-7)
     assert np.array_equal(a.key_ids, b.key_ids)
+
+
+@pytest.mark.parametrize("arch", ["phi", "opt"])
+def test_sampled_profile_is_mean_softmax_over_sampled_sequences(arch):
+    from headmaps.attention.compute import sample_ids
+
+    m = hm.load(tiny_model(arch))
+    layer, head, D, n = 1, 2, 5, 7
+    prof = hm.attention_summary(m, [layer], max_distance=D, n_samples=n, seed=4).profile_at(layer, head)
+    qi, ki = sample_ids(torch.ones(m.vocab_size, dtype=torch.bool), n, D + 1, 4 + layer)
+    expected = np.zeros(D + 1)
+    for a, keys in zip(qi.tolist(), ki.tolist()):
+        # query at position D, key for distance d at position D - d (learned positions use them)
+        s = torch.stack([hm.attention_logits(m, layer, head, [a], [keys[d]], d, query_position=D)[0, 0]
+                         for d in range(D + 1)])
+        expected += torch.softmax(s.double(), 0).numpy() / n
+    assert np.allclose(prof.sampled, expected, rtol=1e-4, atol=1e-6)
+    assert prof.sampled.sum() == pytest.approx(1, abs=1e-5)

@@ -49,9 +49,6 @@ def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: t
     D = torch.arange(max_distance + 1, device=q_mean.device)
     kind = qk.positions.kind
     if kind == "learned":
-        n_pos = qk.positions.embedding.shape[0] - qk.positions.offset
-        if max_distance >= n_pos:
-            raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} positions")
         pos = torch.cat([D[-1:], D[-1] - D])  # query at max_distance, keys at max_distance - Δ
         x = x_mean[None, :] + Q.position_embedding(qk.positions, pos, x_mean.device)
         x = Q.layer_input(qk, x, opts)
@@ -68,11 +65,56 @@ def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: t
     return s
 
 
+def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random valid token ids: ``(n_samples,)`` queries and ``(n_samples, n_keys)`` keys."""
+    g = torch.Generator().manual_seed(seed)
+    pool = valid.nonzero().reshape(-1).cpu()
+    qi = pool[torch.randint(len(pool), (n_samples,), generator=g)]
+    return qi, pool[torch.randint(len(pool), (n_samples, n_keys), generator=g)]
+
+
+def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: torch.Tensor,
+             opts: P.ProjectionOptions, valid: torch.Tensor, max_distance: int, n_samples: int,
+             seed: int) -> torch.Tensor:
+    """``(n_h, max_distance + 1)`` expected attention by distance over random token sequences.
+
+    ``n_samples`` queries (random valid tokens) each see ``max_distance + 1`` random valid
+    key tokens at distances ``0..max_distance``; the softmax of their exact logits is
+    averaged over queries. Unlike the mean-vector profile, content variation is kept.
+    """
+    n_d = max_distance + 1
+    qi, ki = sample_ids(valid, n_samples, n_d, seed)
+    qi, ki = qi.to(base.device), ki.to(base.device)
+    D = torch.arange(n_d, device=base.device)
+    kv = model.spec.kv_index().to(heads.device)[heads]
+    if qk.positions.kind == "learned":
+        pe = Q.position_embedding(qk.positions, torch.cat([D[-1:], D[-1] - D]), base.device)
+        q = Q.queries(qk, Q.layer_input(qk, base[qi] + pe[0], opts), heads)  # (n_h, n, dh)
+        xk = Q.layer_input(qk, (base[ki] + pe[1:][None]).reshape(-1, base.shape[1]), opts)
+        k = Q.keys(qk, xk).index_select(0, kv).unflatten(1, (n_samples, n_d))  # (n_h, n, D, dh)
+        s = (q[:, :, None, :] * k).sum(-1) * qk.scale
+    else:
+        q = Q.queries(qk, Q.layer_input(qk, base[qi], opts), heads)  # (n_h, n, dh)
+        q = Q.rotate(q[:, :, None, :].expand(-1, -1, n_d, -1), qk.positions, D)  # (n_h, n, D, dh)
+        k = Q.rotate(K[kv[:, None, None], ki[None]], qk.positions, 0.0)  # (n_h, n, D, dh)
+        s = (q * k).sum(-1) * qk.scale
+    if qk.softcap:
+        s = qk.softcap * torch.tanh(s / qk.softcap)
+    window = qk.positions.sliding_window
+    if window is not None:
+        s[..., D >= window] = float("-inf")
+    return torch.softmax(s, dim=-1).mean(1)
+
+
 def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int, n_pairs: int,
-           max_distance: int) -> dict[str, Any]:
+           max_distance: int, n_samples: int = 256, seed: int = 0) -> dict[str, Any]:
     """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays)."""
     model, opts = ctx.model, ctx.opts
     qk = model.qk(layer)
+    if qk.positions.kind == "learned":
+        n_pos = qk.positions.embedding.shape[0] - qk.positions.offset
+        if max_distance >= n_pos:
+            raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} positions")
     base = ctx.base(layer)
     V, dev = base.shape[0], base.device
     heads_t = torch.as_tensor(list(heads), dtype=torch.long, device=dev)
@@ -110,13 +152,14 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
         spec.masked_fill_(~mask, float("-inf"))  # (n_h, nq, V): query-specific logits
         npairs = min(n_pairs, int(n_valid))
         pairs = torch.topk(spec, npairs, dim=-1)
+        sampled = _sampled(model, qk, heads_t, K, base, opts, mask, max_distance, n_samples, seed + layer)
         prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum, opts,
                            max_distance)
     return {
         "key_ids": top_k.indices.cpu(), "key_scores": top_k.values.cpu(),
         "query_ids": top_q.indices.cpu(), "selectivity": top_q.values.cpu(),
         "pair_ids": pairs.indices.cpu(), "pair_scores": pairs.values.cpu(),
-        "profile": prof.cpu(), "key_spread": _std(kappa, mask).cpu(),
+        "profile": prof.cpu(), "sampled": sampled.cpu(), "key_spread": _std(kappa, mask).cpu(),
         "positions": qk.positions.describe(),
     }
 
@@ -137,6 +180,8 @@ def attention_summary(
     n_queries: int = 5,
     n_pairs: int = 5,
     preset: str | P.ProjectionOptions | None = None,
+    n_samples: int = 256,
+    seed: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool = False,
     **options: Any,
@@ -159,6 +204,9 @@ def attention_summary(
         preset: projection preset for source representations and norm folding (default
             :data:`headmaps.projection.DEFAULT_PRESET`); with ``fold_norms`` the logits
             are the model's own for those residual vectors.
+        n_samples: random query tokens for the sampled profile (each sees random key
+            tokens at every distance; the softmax of the exact logits is averaged).
+        seed: seed of that sample.
         chunk_rows: vocabulary rows per chunk.
         progress: show a progress bar over layers.
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
@@ -172,17 +220,20 @@ def attention_summary(
             raise HeadmapsError(f"{name} must be at least 1, got {v}")
     if max_distance < 1:
         raise HeadmapsError(f"max_distance must be at least 1, got {max_distance}")
+    if n_samples < 1:
+        raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
     layers, heads = layers_and_heads(model, layers, heads)
     opts = P.resolve_options(preset, **options)
     ctx = _Context(model, opts, False, chunk_rows)
     parts = []
     for layer in tqdm(layers, desc="attention", unit="layer", disable=not progress):
-        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance))
+        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples, seed))
         logger.info("QK summary of layer %d done", layer)
     arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}
     used = np.unique(np.concatenate([arr[k].ravel() for k in ("key_ids", "query_ids", "pair_ids")]))
     return AttentionSummary(
         layers=layers, n_heads=len(heads), profile=arr["profile"].astype(np.float32),
+        sampled=arr["sampled"].astype(np.float32),
         key_ids=arr["key_ids"].astype(np.int64), key_scores=arr["key_scores"].astype(np.float32),
         query_ids=arr["query_ids"].astype(np.int64), selectivity=arr["selectivity"].astype(np.float32),
         pair_ids=arr["pair_ids"].astype(np.int64), pair_scores=arr["pair_scores"].astype(np.float32),

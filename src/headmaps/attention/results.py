@@ -39,6 +39,8 @@ class PositionalProfile:
         logits: ``(max_distance + 1,)``; ``-inf`` outside a sliding window.
         positions: the layer's positional scheme in words.
         model_id, preset: provenance.
+        sampled: ``(max_distance + 1,)`` expected attention by distance of a random query
+            token over random key tokens (content variation kept), or None.
     """
 
     layer: int
@@ -47,6 +49,12 @@ class PositionalProfile:
     positions: str = ""
     model_id: str = ""
     preset: str = ""
+    sampled: np.ndarray | None = None
+
+    @property
+    def sampled_prev_mass(self) -> float:
+        """Expected attention on ``Δ = 1`` over random tokens (:attr:`sampled`); NaN without it."""
+        return float(self.sampled[1]) if self.sampled is not None and len(self.sampled) > 1 else float("nan")
 
     @property
     def weights(self) -> np.ndarray:
@@ -114,7 +122,8 @@ class PositionalProfile:
                 "logits": [float(v) if np.isfinite(v) else None for v in self.logits],
                 "weights": [float(v) for v in self.weights], "kind": self.kind(),
                 "prev_mass": self.prev_mass, "self_mass": self.self_mass, "local_mass": self.local_mass,
-                "preferred_distance": self.preferred_distance, "flatness": self.flatness}
+                "preferred_distance": self.preferred_distance, "flatness": self.flatness,
+                "sampled": None if self.sampled is None else [float(v) for v in self.sampled]}
 
     def __str__(self) -> str:
         return (f"positional profile of {self.layer}.{self.head} ({self.positions}): {self.kind()}; "
@@ -194,7 +203,8 @@ class AttentionSummary:
 
     Attributes:
         layers: the layers computed; n_heads: heads per layer.
-        profile: ``(L, H, max_distance + 1)`` positional logits.
+        profile: ``(L, H, max_distance + 1)`` positional logits (mean query on mean key).
+        sampled: ``(L, H, max_distance + 1)`` expected attention by distance over random tokens.
         key_ids, key_scores: ``(L, H, n_keys)`` key-side preferences.
         query_ids, selectivity: ``(L, H, n_queries)`` most selective query tokens.
         pair_ids, pair_scores: ``(L, H, n_queries, n_pairs)`` their preferred keys.
@@ -207,6 +217,7 @@ class AttentionSummary:
     layers: list[int]
     n_heads: int
     profile: np.ndarray
+    sampled: np.ndarray
     key_ids: np.ndarray
     key_scores: np.ndarray
     query_ids: np.ndarray
@@ -222,7 +233,7 @@ class AttentionSummary:
     options: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
-    _ARRAYS = ("profile", "key_ids", "key_scores", "query_ids", "selectivity", "pair_ids", "pair_scores",
+    _ARRAYS = ("profile", "sampled", "key_ids", "key_scores", "query_ids", "selectivity", "pair_ids", "pair_scores",
                "key_spread")
 
     @property
@@ -244,7 +255,7 @@ class AttentionSummary:
         """One head's :class:`PositionalProfile`."""
         i = self._index(layer, head)
         return PositionalProfile(layer, head, self.profile[i, head].copy(), self.positions[i], self.model_id,
-                                 self.preset)
+                                 self.preset, self.sampled[i, head].copy())
 
     def preferences(self, layer: int, head: int) -> AttentionPreferences:
         """One head's :class:`AttentionPreferences`."""
@@ -265,7 +276,7 @@ class AttentionSummary:
                 "layer": layer, "head": h, "kind": pr.kind(), "prev_mass": pr.prev_mass,
                 "self_mass": pr.self_mass, "local_mass": pr.local_mass,
                 "preferred_distance": pr.preferred_distance, "flatness": pr.flatness,
-                "key_spread": float(self.key_spread[self.layers.index(layer), h]),
+                "sampled_prev_mass": pr.sampled_prev_mass, "key_spread": float(self.key_spread[self.layers.index(layer), h]),
                 "top_key": pf.key_tokens[0], "top_key_score": float(pf.key_scores[0]),
                 "top_query": pf.query_tokens[0], "selectivity": float(pf.selectivity[0]),
             })
