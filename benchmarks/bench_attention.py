@@ -2,8 +2,10 @@
 
 Ground truth is the model's own attention on two kinds of input, recorded in one run:
 
-* text the model generates itself from short prompts written for this project
-  (sampled, fixed seed), so no third-party text is used;
+* text written for this project (``benchmarks/data/qk_text.txt``, cut into windows of
+  ``--length`` tokens), or with ``--text generated`` text the model generates itself
+  from short prompts written for this project (sampled, fixed seed; slow on a shared
+  CPU), so no third-party text is used;
 * sequences of random tokens (uniform over the tokenizer's vocabulary, fixed seed).
 
 For every head, the measured mean attention by relative distance ``Δ = 0..64`` (queries
@@ -29,13 +31,14 @@ with the default preset before any text is generated.
 
 Usage::
 
-    python benchmarks/bench_attention.py [--model smollm2-135m] [--n-text 8] [--n-random 8]
+    python benchmarks/bench_attention.py [--model smollm2-135m] [--text project|generated] [--n-random 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +56,13 @@ PROMPTS = [
     "Dear Anna,\nThank you for your letter. I was glad to hear that",
 ]
 MAX_D = 64
+TEXT = Path(__file__).parent / "data" / "qk_text.txt"
+
+
+def project_text(tok, length: int) -> list[torch.Tensor]:
+    """The project's text as consecutive windows of ``length`` tokens."""
+    ids = tok(TEXT.read_text(encoding="utf-8"), return_tensors="pt").input_ids[0]
+    return [ids[i:i + length] for i in range(0, len(ids) - length + 1, length)]
 
 
 def generate(hf, tok, n: int, new_tokens: int, seed: int) -> list[torch.Tensor]:
@@ -191,6 +201,7 @@ def content_report(m: hm.HeadModel, res: hm.AttentionSummary, seqs: list[torch.T
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--text", choices=["project", "generated"], default="project")
     ap.add_argument("--n-text", type=int, default=8, help=f"generated sequences (max {len(PROMPTS)})")
     ap.add_argument("--n-random", type=int, default=8)
     ap.add_argument("--length", type=int, default=144, help="tokens per sequence")
@@ -207,9 +218,12 @@ def main() -> None:
     hf.set_attn_implementation("eager")
     tok = m.require_tokenizer()
     t0 = time.perf_counter()
-    text = generate(hf, tok, args.n_text, args.length - 16, args.seed)
-    print(f"generated {len(text)} sequences in {time.perf_counter() - t0:.0f} s", flush=True)
-    text = [s[-args.length:] if len(s) > args.length else s for s in text]
+    if args.text == "generated":
+        text = generate(hf, tok, args.n_text, args.length - 16, args.seed)
+        print(f"generated {len(text)} sequences in {time.perf_counter() - t0:.0f} s", flush=True)
+        text = [s[-args.length:] if len(s) > args.length else s for s in text]
+    else:
+        text = project_text(tok, args.length)
     g = torch.Generator().manual_seed(args.seed + 1)
     n_valid = min(len(tok), m.vocab_size)
     rand = [torch.randint(0, n_valid, (args.length,), generator=g) for _ in range(args.n_random)]
@@ -218,7 +232,7 @@ def main() -> None:
     static_w = np.stack([[res.profile_at(layer, h).weights for h in range(res.n_heads)] for layer in res.layers])
     sampled = res.sampled.astype(np.float64)
     print(f"model {args.model}: {m.n_layers} layers x {m.n_heads} heads; positions: {res.positions[0]}")
-    print(f"text: {len(text)} model-generated sequences of {[len(s) for s in text]} tokens; random: "
+    print(f"text ({args.text}): {len(text)} sequences of {[len(s) for s in text]} tokens; random: "
           f"{len(rand)} x {args.length} tokens; seed {args.seed}")
     print(f"time: static summary {t_static:.0f} s, generation + real attention {t_real:.0f} s "
           "(shared 2-core machine)")
