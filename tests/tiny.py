@@ -57,11 +57,24 @@ TINY_VARIANTS: dict[str, tuple[str, dict]] = {
 }
 
 
+#: Rotary-scaling variants for the QK exactness tests (not run by the OV adapter tests).
+ROPE_VARIANTS: dict[str, tuple[str, dict]] = {
+    "llama-rope_linear": ("LlamaConfig", dict(TINY_CONFIGS["llama"][1], rope_parameters=dict(
+        rope_type="linear", factor=4.0, rope_theta=500.0))),
+    "llama-rope_llama3": ("LlamaConfig", dict(TINY_CONFIGS["llama"][1], rope_parameters=dict(
+        rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=16, rope_theta=10000.0))),
+    "llama-rope_yarn": ("LlamaConfig", dict(TINY_CONFIGS["llama"][1], rope_parameters=dict(
+        rope_type="yarn", factor=4.0, original_max_position_embeddings=16, rope_theta=10000.0))),
+    "gpt2-scaled": ("GPT2Config", dict(TINY_CONFIGS["gpt2"][1], scale_attn_by_inverse_layer_idx=True)),
+}
+
+
 def tiny_config(model_type: str):
     """The transformers config of ``tiny_model(model_type)``, without building the model."""
     import transformers
 
-    cls_name, kwargs = {**TINY_CONFIGS, **TINY_VARIANTS}[model_type]
+    cls_name, kwargs = {**TINY_CONFIGS, **TINY_VARIANTS, **ROPE_VARIANTS}[model_type]
     return getattr(transformers, cls_name)(**kwargs)
 
 

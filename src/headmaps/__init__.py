@@ -12,6 +12,15 @@ Quick start::
 __version__ = "0.1.0"
 
 from . import describe, experiments, projection, relations
+from .attention import (
+    AttentionPreferences,
+    AttentionSummary,
+    PositionalProfile,
+    attention_logits,
+    attention_preferences,
+    attention_summary,
+    positional_profile,
+)
 from .errors import (
     CorruptFileError,
     HeadmapsError,
@@ -25,6 +34,8 @@ from .salient import SalientAll, SalientOperations, salient_all, salient_operati
 from .scoring import RelationScores, ScanResult, relation_scores, scan
 
 __all__ = [
+    "AttentionPreferences", "AttentionSummary", "PositionalProfile", "attention_logits",
+    "attention_preferences", "attention_summary", "positional_profile",
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
     "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe",

@@ -61,7 +61,7 @@ def test_parse_layers():
 def test_head_prints_table_and_description(model_dir, capsys):
     # the crafted mapping is exact in the raw OV circuit: the paper preset folds no norm
     assert run(["head", model_dir, "1.0", "--tokens", "6", "--mappings", "3", "--preset",
-                "paper"]) == 0
+                "paper", "--no-qk"]) == 0
     out = capsys.readouterr().out
     assert "(projection paper," in out.splitlines()[0]
     assert "saliency" in out and "top 3 mappings" in out
@@ -113,3 +113,23 @@ def test_describe_writes_files(model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 heads described (projection paper, describer pattern)" in printed
     assert "wrote" in printed
+
+
+def test_head_card_shows_what_the_head_attends_to(model_dir, capsys):
+    assert run(["head", model_dir, "1.0", "--tokens", "4", "--describe", "none", "--max-distance", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "what it attends to (QK" in out and "key side (any query):" in out
+    line = next(x for x in out.splitlines() if x.startswith("position ("))
+    assert "Δ=0..12" in line and len(line.split()[-1]) == 13  # one bar per distance
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("1.0: writes ") and "| attends " in last and "keys favoured:" in last
+
+
+def test_head_card_json_has_both_halves(model_dir, capsys):
+    assert run(["head", model_dir, "1.0", "--json", "--describe", "none", "--max-distance", "5"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    att = data["attention"]
+    assert len(att["profile"]["logits"]) == 6 and abs(sum(att["profile"]["weights"]) - 1) < 1e-6
+    assert len(att["preferences"]["keys"]) == 8 and att["summary"].startswith("1.0: writes")
+    assert run(["head", model_dir, "1.0", "--json", "--describe", "none", "--no-qk"]) == 0
+    assert "attention" not in json.loads(capsys.readouterr().out)

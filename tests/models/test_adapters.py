@@ -317,6 +317,9 @@ def test_gemma3_multimodal_layout(gemma_cases, text_prefix, head_name):
         mine, ref = adapter.attention(layer), text.m.attention(layer)
         assert torch.equal(mine.W_V, ref.W_V) and torch.equal(mine.W_O, ref.W_O)
         assert torch.equal(mine.post_norm.weight, ref.post_norm.weight)
+        mq, rq = adapter.qk(layer), text.m.qk(layer)
+        assert torch.equal(mq.W_Q, rq.W_Q) and torch.equal(mq.W_K, rq.W_K)
+        assert torch.equal(mq.q_norm.weight, rq.q_norm.weight) and torch.equal(mq.positions.inv_freq, rq.positions.inv_freq)
     assert torch.equal(adapter.embedding(), text.m.E)
     assert torch.equal(adapter.final_norm().weight, text.m.final_norm.weight)
 

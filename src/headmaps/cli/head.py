@@ -1,9 +1,12 @@
-"""`headmaps head MODEL L.H`: a head's salient operations as a table, and a description."""
+"""`headmaps head MODEL L.H`: a head's card: its salient operations (OV: what it writes), what it
+attends to (QK: content preferences and positional profile), and a one-line description."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from ..errors import HeadmapsError
 from ..models import parse_head
 from . import common
 
@@ -20,7 +23,36 @@ def register(sub) -> None:
     common.add_describer_args(p)
     p.add_argument("--json", action="store_true",
                    help="print the result as JSON instead of a table")
+    p.add_argument("--qk-preset", default=None,
+                   help="projection preset of the QK half (default: the package default, norms: "
+                        "the model's own logits for the source representations)")
+    p.add_argument("--max-distance", type=int, default=32,
+                   help="positional profile over distances 0..N (default 32)")
+    p.add_argument("--no-qk", action="store_true", help="leave out what the head attends to")
     p.set_defaults(func=run)
+
+
+def qk_card(model: Any, layer: int, head: int, preset: str | None, max_distance: int) -> tuple[Any, Any]:
+    """The QK half of one head: ``(AttentionPreferences, PositionalProfile)`` from one pass."""
+    from ..attention import attention_summary
+
+    res = attention_summary(model, [layer], heads=[head], n_keys=8, n_queries=5, n_pairs=4,
+                            max_distance=max_distance, preset=preset)
+    prefs, prof = res.preferences(layer, 0), res.profile_at(layer, 0)
+    prefs.head = prof.head = head
+    return prefs, prof
+
+
+def one_line(ops: Any, desc: Any, prefs: Any, prof: Any) -> str:
+    """Both halves in one line: what the head writes (OV) and where it looks (QK)."""
+    from ..attention import describe_qk
+    from ..salient.tokens import visible
+
+    if desc is not None and not desc.unclear and desc.text:
+        writes = desc.text
+    else:
+        writes = "; ".join(f"{visible(s)} -> {visible(t[0])}" for s, t in ops.mappings[:3] if t)
+    return f"{ops.name}: writes {writes} | {describe_qk(prefs, prof)}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,9 +69,15 @@ def run(args: argparse.Namespace) -> int:
     ops = salient_operations(model, layer, head, n_tokens=args.tokens, n_mappings=args.mappings,
                              skip_nonwords=skip, **common.projection_kwargs(args))
     desc = describer.describe(ops) if describer is not None else None
+    if args.max_distance < 1:
+        raise HeadmapsError(f"--max-distance must be at least 1, got {args.max_distance}")
+    qk = None if args.no_qk else qk_card(model, layer, head, args.qk_preset, args.max_distance)
     if args.json:
         out = ops.to_dict()
         out["description"] = desc.to_dict() if desc is not None else None
+        if qk is not None:
+            out["attention"] = {"preferences": qk[0].to_dict(), "profile": qk[1].to_dict(),
+                                "summary": one_line(ops, desc, *qk)}
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
     print(f"head {ops.name} of {model.model_id} (projection {common.projection_label(ops)}, "
@@ -54,4 +92,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"confidence: {desc.confidence:.2f}")
         if desc.error:
             print(f"error: {desc.error}")
+    if qk is not None:
+        prefs, prof = qk
+        print()
+        print(f"what it attends to (QK, from parameters; preset {prof.preset}; content ignores position)")
+        print(prefs.table())
+        print(f"position ({prof.positions}): Δ=0..{len(prof.logits) - 1} {prof.sparkline()}")
+        print(f"  kind: {prof.kind()}; Δ=1 {prof.prev_mass:.0%}, Δ=0 {prof.self_mass:.0%}, Δ<=4 {prof.local_mass:.0%}, "
+              f"preferred Δ={prof.preferred_distance}; over random tokens: Δ=1 {prof.sampled_prev_mass:.0%}")
+        print()
+        print(one_line(ops, desc, prefs, prof))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 
 from ..errors import HeadmapsError, MissingComponentError, OutOfRangeError
 from .adapters import Adapter
-from .weights import ArchSpec, AttentionWeights, MLPBlock, Norm
+from .weights import ArchSpec, AttentionWeights, MLPBlock, Norm, QKWeights
 
 
 class HeadModel:
@@ -152,6 +153,22 @@ class HeadModel:
             b_O=self._to(a.b_O),
             input_norm=self._norm_to(a.input_norm),
             post_norm=self._norm_to(a.post_norm) if a.post_norm is not None else None,
+        )
+
+    def qk(self, layer: int) -> QKWeights:
+        """The QK weights, biases, norms, scale and positional scheme of ``layer``.
+
+        Read on demand, one layer at a time (also on the lazy path); see
+        :class:`~headmaps.models.weights.QKWeights`.
+        """
+        self.check_layer(layer)
+        q = self.adapter.qk(layer)
+        pos = dataclasses.replace(q.positions, embedding=self._to(q.positions.embedding))
+        return dataclasses.replace(
+            q, W_Q=self._to(q.W_Q), W_K=self._to(q.W_K), b_Q=self._to(q.b_Q), b_K=self._to(q.b_K),
+            input_norm=self._norm_to(q.input_norm), positions=pos,
+            q_norm=self._norm_to(q.q_norm) if q.q_norm is not None else None,
+            k_norm=self._norm_to(q.k_norm) if q.k_norm is not None else None,
         )
 
     def first_mlp(self) -> MLPBlock:

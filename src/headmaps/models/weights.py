@@ -208,3 +208,88 @@ class ArchSpec:
     def kv_index(self) -> torch.Tensor:
         """``(n_heads,)`` long tensor: :meth:`kv_head` of every query head."""
         return torch.tensor([self.kv_head(h) for h in range(self.n_heads)], dtype=torch.long)
+
+
+PositionKind = Literal["rotary", "learned", "none"]
+
+
+@dataclass
+class Positions:
+    """How a layer's attention sees token positions.
+
+    Attributes:
+        kind: ``"rotary"`` (RoPE on queries and keys), ``"learned"`` (absolute position
+            embeddings added to the residual stream before block 0: GPT-2, OPT) or
+            ``"none"``.
+        inv_freq: rotary: ``(rotary_dim // 2,)`` float32 angular frequencies, computed
+            the way transformers does for the config (scaled variants included).
+        rotary_dim: rotary: how many leading dims of each head rotate (partial rotary).
+        interleaved: rotary: pairs are ``(2i, 2i+1)`` (GPT-J) instead of ``(i, i + rotary_dim/2)``
+            (rotate-half: Llama, NeoX, Phi, Gemma).
+        attention_scaling: rotary: factor on ``cos``/``sin`` (YaRN, LongRoPE; 1 otherwise),
+            so a score carries it squared.
+        rope_type: rotary: the config's ``rope_type`` (``default``, ``linear``, ``llama3``...).
+        embedding: learned: ``(n_positions, d_model)`` position embeddings.
+        offset: learned: row of position 0 (OPT: 2).
+        sliding_window: keys further than this many tokens back are masked (local
+            layers of Mistral, Gemma 2/3), else None.
+    """
+
+    kind: PositionKind
+    inv_freq: torch.Tensor | None = None
+    rotary_dim: int = 0
+    interleaved: bool = False
+    attention_scaling: float = 1.0
+    rope_type: str = ""
+    embedding: torch.Tensor | None = None
+    offset: int = 0
+    sliding_window: int | None = None
+
+    def describe(self) -> str:
+        """One line, e.g. ``rotary (llama3, 64 of 64 dims, rotate-half, theta ~ 1e+04)``."""
+        if self.kind == "rotary":
+            assert self.inv_freq is not None
+            theta = float(self.inv_freq[1]) ** (-self.rotary_dim / 2.0) if len(self.inv_freq) > 1 else 0.0
+            pairs = "interleaved" if self.interleaved else "rotate-half"
+            s = f"rotary ({self.rope_type or 'default'}, {self.rotary_dim} dims, {pairs}, theta ~ {theta:.3g})"
+        elif self.kind == "learned":
+            n = 0 if self.embedding is None else self.embedding.shape[0] - self.offset
+            s = f"learned absolute ({n} positions, offset {self.offset})"
+        else:
+            s = "none"
+        return s + (f", sliding window {self.sliding_window}" if self.sliding_window else "")
+
+
+@dataclass
+class QKWeights:
+    """What the QK half of one layer needs, all raw (no norm folded in).
+
+    The attention logit of query position ``i`` on key position ``j`` for head ``h``
+    is ``softcap(scale * <rot_i(qn(x_i W_Q[h] + b_Q[h])), rot_j(kn(x_j W_K[kv] + b_K[kv]))>)``
+    with ``x = input_norm(residual)``, ``qn``/``kn`` the optional per-head norms,
+    ``rot`` the rotary embedding and ``kv = ArchSpec.kv_head(h)``.
+
+    Attributes:
+        W_Q: query weights ``(n_heads, d_model, d_head)``.
+        W_K: key weights ``(n_kv_heads, d_model, d_head)``.
+        b_Q: ``(n_heads, d_head)`` or None.
+        b_K: ``(n_kv_heads, d_head)`` or None.
+        q_norm, k_norm: per-head norms over ``d_head`` applied to queries and keys before
+            the rotary embedding (Qwen 3, Gemma 3, Phi with ``qk_layernorm``), else None.
+        scale: factor on ``q . k`` (``1/sqrt(d_head)``; Gemma: ``query_pre_attn_scalar**-0.5``;
+            GPT-2 with ``scale_attn_by_inverse_layer_idx``: also ``1/(layer+1)``).
+        softcap: Gemma 2's ``attn_logit_softcapping`` (``c * tanh(s / c)``), else None.
+        positions: the positional scheme (:class:`Positions`).
+        input_norm: the norm applied to the residual stream before attention.
+    """
+
+    W_Q: torch.Tensor
+    W_K: torch.Tensor
+    b_Q: torch.Tensor | None
+    b_K: torch.Tensor | None
+    scale: float
+    positions: Positions
+    input_norm: Norm
+    q_norm: Norm | None = None
+    k_norm: Norm | None = None
+    softcap: float | None = None

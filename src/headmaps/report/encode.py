@@ -68,7 +68,8 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
 
     Each entry is None or a dict with the short keys ``s`` (salient:
     ``[token, saliency, [target, score, target, score, ...]]``), ``d`` (description),
-    ``e`` (evidence), ``c`` (confidence) and ``u`` (1 when unclear).
+    ``e`` (evidence), ``c`` (confidence), ``u`` (1 when unclear) and ``a`` (the QK half:
+    ``{"w": profile weights, "k": [token, score, ...], "t": summary}``).
     """
     intern = _Interner()
     heads: list[Any] = [None] * (n_layers * n_heads)
@@ -86,6 +87,10 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
             out["c"] = _num(e["confidence"])
         if e.get("unclear"):
             out["u"] = 1
+        if e.get("attention"):
+            a = e["attention"]
+            out["a"] = {"w": [_num(w) for w in a["weights"]], "k": [v for t, sc in a["keys"] for v in (intern(t), _num(sc))],
+                        "t": a["summary"]}
         heads[layer * n_heads + head] = out or None
     return intern.table, heads
 

@@ -14,6 +14,11 @@ written by hand) can feed it::
             "evidence": [" France -> Paris", " Italy -> Rome"],
             "confidence": 0.9,                           # 0..1, optional
             "unclear": False,                            # True: no clear pattern found
+            "attention": {                               # the QK half (AttentionSummary.to_extras)
+                "weights": [0.1, 0.6, 0.2],              # positional profile, Δ = 0, 1, 2, ...
+                "keys": [[" the", 2.1], [".", 1.7]],     # key-side preferences, best first
+                "summary": "attends previous-token ...",
+            },
         },
     }
 
@@ -40,6 +45,14 @@ class SalientEntry(TypedDict):
     targets: list[tuple[str, float]]
 
 
+class AttentionExtra(TypedDict, total=False):
+    """The QK half of one head: positional profile weights, key-side preferences, a line."""
+
+    weights: list[float]
+    keys: list[tuple[str, float]]
+    summary: str
+
+
 class HeadExtra(TypedDict, total=False):
     """Everything beyond the scores that the report knows about one head."""
 
@@ -48,6 +61,7 @@ class HeadExtra(TypedDict, total=False):
     evidence: list[str]
     confidence: float
     unclear: bool
+    attention: AttentionExtra
 
 
 #: ``"L.H"`` -> :class:`HeadExtra`.
@@ -112,6 +126,8 @@ def normalise_extras(extras: dict[str, Any] | None, n_layers: int,
             e["confidence"] = _num(key, "confidence", raw["confidence"])
         if raw.get("unclear"):
             e["unclear"] = True
+        if raw.get("attention"):
+            e["attention"] = _attention(key, raw["attention"])
         out[(layer, head)] = e
     return out
 
@@ -119,15 +135,29 @@ def normalise_extras(extras: dict[str, Any] | None, n_layers: int,
 def _salient(key: str, s: Any) -> SalientEntry:
     if not isinstance(s, dict) or "token" not in s:
         raise HeadmapsError(f"salient entry of head {key} needs a 'token': {s!r}")
-    targets = []
-    for t in s.get("targets") or []:
+    targets = _token_scores(key, s.get("targets"), "target")
+    return {"token": str(s["token"]), "saliency": _num(key, "saliency", s.get("saliency", 0.0)),
+            "targets": targets}
+
+
+def _token_scores(key: str, items: Any, what: str) -> list[tuple[str, float]]:
+    """``[[token, score], ...]`` checked: strings and finite floats."""
+    out = []
+    for t in items or []:
         try:
             tok, score = t
         except (TypeError, ValueError):
-            raise HeadmapsError(f"target of head {key} must be [token, score]: {t!r}") from None
-        targets.append((str(tok), _num(key, "target score", score)))
-    return {"token": str(s["token"]), "saliency": _num(key, "saliency", s.get("saliency", 0.0)),
-            "targets": targets}
+            raise HeadmapsError(f"{what} of head {key} must be [token, score]: {t!r}") from None
+        out.append((str(tok), _num(key, f"{what} score", score)))
+    return out
+
+
+def _attention(key: str, a: Any) -> AttentionExtra:
+    if not isinstance(a, dict):
+        raise HeadmapsError(f"attention extras of head {key} must be a dict, got {type(a).__name__}")
+    keys = _token_scores(key, a.get("keys"), "attention key")
+    return {"weights": [_num(key, "profile weight", w) for w in a.get("weights") or []], "keys": keys,
+            "summary": str(a.get("summary") or "")}
 
 
 def _num(key: str, what: str, x: Any) -> float:

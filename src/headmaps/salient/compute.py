@@ -149,6 +149,24 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
             "target_ids": tgt_ids, "scores": tgt_scores}
 
 
+def layers_and_heads(model: HeadModel, layers: Iterable[int] | None,
+                     heads: Sequence[int] | None) -> tuple[list[int], list[int]]:
+    """The layers and heads to compute (default all), checked against the model.
+
+    Raises:
+        HeadmapsError: no layers; IndexError: a layer or head out of range.
+    """
+    layers = list(range(model.n_layers)) if layers is None else [int(x) for x in layers]
+    if not layers:
+        raise HeadmapsError("no layers to compute")
+    for layer in layers:
+        model.check_layer(layer)
+    heads = list(range(model.n_heads)) if heads is None else [int(h) for h in heads]
+    for h in heads:
+        model.check_head(layers[0], h)
+    return layers, heads
+
+
 def salient_operations(
     model: HeadModel,
     layer: int,
@@ -230,14 +248,7 @@ def salient_all(
     if n_tokens < 1 or n_mappings < 1:
         raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and "
                             f"{n_mappings}")
-    layers = list(range(model.n_layers)) if layers is None else [int(x) for x in layers]
-    if not layers:
-        raise HeadmapsError("no layers to compute")
-    for layer in layers:
-        model.check_layer(layer)
-    heads = list(range(model.n_heads)) if heads is None else [int(h) for h in heads]
-    for h in heads:
-        model.check_head(layers[0], h)
+    layers, heads = layers_and_heads(model, layers, heads)
     opts, preset_label = resolve_salient_options(preset, **options)
     ctx = _Context(model, opts, skip_nonwords, chunk_rows)
     parts = []

@@ -12,8 +12,18 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from ...errors import UnsupportedArchitectureError
 from ..sources import MissingTensorError, TensorSource
-from ..weights import MLP, ArchSpec, AttentionWeights, MLPBlock, Norm, NormKind
+from ..weights import (
+    MLP,
+    ArchSpec,
+    AttentionWeights,
+    MLPBlock,
+    Norm,
+    NormKind,
+    Positions,
+    QKWeights,
+)
 
 
 def text_config(config: Any) -> Any:
@@ -167,11 +177,80 @@ class Adapter:
         """Block 0's MLP with its norms, as a function of embeddings."""
         raise NotImplementedError
 
+    def qk(self, layer: int) -> QKWeights:
+        """The QK weights, biases, norms, scale and positional scheme of ``layer``."""
+        raise NotImplementedError
+
+    # ---- QK helpers shared by the adapters ----------------------------------------------
+    def heads_in(self, w: torch.Tensor, b: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``nn.Linear`` weight/bias of ``n`` heads -> ``(n, d_model, d_head)``, ``(n, d_head)``."""
+        return self.split_heads_in(w, n), None if b is None else b.reshape(n, self.spec.d_head)
+
+    def layer_type(self, layer: int) -> str | None:
+        """The config's ``layer_types[layer]`` (``sliding_attention``/``full_attention``) or None."""
+        types = getattr(self.config, "layer_types", None)
+        return types[layer] if types and layer < len(types) else None
+
+    def sliding_window(self, layer: int) -> int | None:
+        """Window of a sliding-window layer, else None (Mistral: every layer has one)."""
+        window = self.cfg("sliding_window")
+        lt = self.layer_type(layer)
+        if lt is not None:
+            return window if lt == "sliding_attention" else None
+        return window
+
+    def rotary(self, layer: int, *, rotary_dim: int | None = None, interleaved: bool = False,
+               theta: float | None = None) -> Positions:
+        """Rotary frequencies of ``layer`` as transformers computes them for the config.
+
+        Per-layer-type parameters (Gemma 3: local and global layers), partial rotary
+        (``partial_rotary_factor``) and every scaled ``rope_type`` transformers knows
+        (through its own ``ROPE_INIT_FUNCTIONS``) are honoured. Dynamic variants give the
+        frequencies for sequences within the original context length.
+        """
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        params = getattr(self.config, "rope_parameters", None) or {}
+        lt = self.layer_type(layer)
+        if lt is not None and isinstance(params.get(lt), dict):
+            params = params[lt]
+        else:
+            lt = None
+        rope_type = params.get("rope_type", "default") or "default"
+        d_head = self.spec.d_head
+        if rotary_dim is None:
+            frac = params.get("partial_rotary_factor") or self.cfg("partial_rotary_factor", default=1.0)
+            rotary_dim = int(d_head * frac)
+        scaling = 1.0
+        if rope_type == "default":
+            base = theta or params.get("rope_theta") or self.cfg("rope_theta", default=10000.0)
+            exps = torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim
+            inv_freq = 1.0 / (float(base) ** exps)
+        else:
+            fn = ROPE_INIT_FUNCTIONS.get(rope_type)
+            if fn is None:
+                raise UnsupportedArchitectureError(
+                    f"rope_type {rope_type!r} of {self.architecture!r} is unknown to this transformers")
+            kwargs = {"layer_type": lt} if lt is not None else {}
+            inv_freq, scaling = fn(self.config, None, **kwargs)
+        return Positions("rotary", inv_freq=inv_freq.float(), rotary_dim=rotary_dim, interleaved=interleaved,
+                         attention_scaling=float(scaling), rope_type=rope_type,
+                         sliding_window=self.sliding_window(layer))
+
+    def head_scale(self) -> float:
+        """``1/sqrt(d_head)``, the usual factor on ``q . k``."""
+        return self.spec.d_head ** -0.5
+
+    def head_norm(self, prefix: str, eps: float) -> Norm | None:
+        """A per-head q/k norm stored at ``prefix`` (over ``d_head``), or None if absent."""
+        return self.norm(prefix, eps) if self.tensors.has(f"{prefix}.weight") else None
+
 
 def sqrt_scale(d_model: int) -> float:
     """Gemma's embedding multiplier (the model rounds it to its dtype; we keep float)."""
     return math.sqrt(d_model)
 
 
-__all__ = ["Adapter", "HookModules", "MLP", "MLPBlock", "Norm", "AttentionWeights", "text_config",
+__all__ = ["Adapter", "HookModules", "MLP", "MLPBlock", "Norm", "AttentionWeights", "Positions",
+           "QKWeights", "text_config",
            "sqrt_scale"]

@@ -8,6 +8,9 @@
   ``pre_feedforward_layernorm`` and ``post_feedforward_layernorm``. In Gemma 1,
   ``post_attention_layernorm`` is the MLP's input norm, as in Llama.
 * Gated MLP with tanh-approximated GELU; multi-query (2B) and grouped-query attention.
+* QK: the score scale is ``query_pre_attn_scalar ** -0.5`` (Gemma 2/3); Gemma 2 soft-caps
+  attention logits (``attn_logit_softcapping``); Gemma 3 has per-head ``q_norm``/``k_norm``
+  (``1 + w`` gains) and different rotary bases for local (sliding) and global layers.
 
 Gemma 3 multimodal checkpoints keep the text model under ``model.language_model.``
 (transformers 5) or ``language_model.model.`` (hub files); both are found.
@@ -19,7 +22,7 @@ import functools
 
 import torch
 
-from .base import MLP, AttentionWeights, MLPBlock, Norm, sqrt_scale
+from .base import MLP, AttentionWeights, MLPBlock, Norm, QKWeights, sqrt_scale
 from .llama import LlamaAdapter
 
 _TEXT_PREFIXES = ("model", "model.language_model", "language_model.model")
@@ -65,6 +68,16 @@ class GemmaAdapter(LlamaAdapter):
             a.post_norm = self.norm(f"{self.prefix}.layers.{layer}.post_attention_layernorm",
                                     self.eps())
         return a
+
+    def head_scale(self) -> float:
+        scalar = self.cfg("query_pre_attn_scalar")
+        return float(scalar) ** -0.5 if scalar else super().head_scale()
+
+    def qk(self, layer: int) -> QKWeights:
+        q = super().qk(layer)
+        cap = self.cfg("attn_logit_softcapping")
+        q.softcap = float(cap) if cap else None
+        return q
 
     def _act(self) -> str:
         # Gemma 1 configs name it hidden_act (its legacy "gelu" means the tanh form);

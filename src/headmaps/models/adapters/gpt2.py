@@ -2,14 +2,16 @@
 
 GPT-2's ``Conv1D`` stores weights as ``(in_features, out_features)``, the transpose of
 ``nn.Linear``; ``c_attn`` holds ``[q | k | v]`` side by side along the output axis,
-each ``n_heads * d_head`` wide and split into heads in order.
+each ``n_heads * d_head`` wide and split into heads in order. Positions are learned
+absolute embeddings (``wpe``) added before block 0; scores are divided by ``sqrt(d_head)``
+(``scale_attn_weights``) and by ``layer + 1`` with ``scale_attn_by_inverse_layer_idx``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm, Positions, QKWeights
 
 
 class GPT2Adapter(Adapter):
@@ -49,6 +51,24 @@ class GPT2Adapter(Adapter):
             b_O=self.maybe(f"{p}.c_proj.bias"),
             input_norm=self.norm(f"{self.prefix}.h.{layer}.ln_1", self.eps()),
         )
+
+    def qk(self, layer: int) -> QKWeights:
+        s, p = self.spec, f"{self.prefix}.h.{layer}.attn"
+        width = s.n_heads * s.d_head
+        w = self.get(f"{p}.c_attn.weight")  # (d_model, 3 * width)
+        b = self.maybe(f"{p}.c_attn.bias")
+
+        def part(i: int):
+            wi = w[:, i * width:(i + 1) * width].reshape(s.d_model, s.n_heads, s.d_head).permute(1, 0, 2)
+            return wi, None if b is None else b[i * width:(i + 1) * width].reshape(s.n_heads, s.d_head)
+
+        (W_Q, b_Q), (W_K, b_K) = part(0), part(1)
+        scale = self.head_scale() if self.cfg("scale_attn_weights", default=True) else 1.0
+        if self.cfg("scale_attn_by_inverse_layer_idx", default=False):
+            scale /= layer + 1
+        pos = Positions("learned", embedding=self.get(f"{self.prefix}.wpe.weight"))
+        return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=scale, positions=pos,
+                         input_norm=self.norm(f"{self.prefix}.h.{layer}.ln_1", self.eps()))
 
     def first_mlp(self) -> MLPBlock:
         p = f"{self.prefix}.h.0"

@@ -6,7 +6,8 @@ head: for head ``h`` the rows ``[h*3*d_head, (h+1)*3*d_head)`` hold that head's
 ``(n_heads, 3 * d_head)`` and chunks into three). With ``use_parallel_residual`` the MLP
 reads the block input through ``post_attention_layernorm``; without it, it reads the
 residual after attention through the same norm. The LM head is ``embed_out`` in hub
-checkpoints and ``lm_head`` in transformers 5 modules; it is untied in Pythia.
+checkpoints and ``lm_head`` in transformers 5 modules; it is untied in Pythia. Queries and
+keys use partial rotary embeddings (``rotary_pct``, rotate-half).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 import torch
 
 from ..weights import ArchSpec
-from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm, QKWeights
 
 
 class GPTNeoXAdapter(Adapter):
@@ -61,6 +62,16 @@ class GPTNeoXAdapter(Adapter):
             b_O=self.maybe(f"{p}.attention.dense.bias"),
             input_norm=self.norm(f"{p}.input_layernorm", self.eps()),
         )
+
+    def qk(self, layer: int) -> QKWeights:
+        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        w = self.get(f"{p}.attention.query_key_value.weight")
+        w = w.reshape(s.n_heads, 3, s.d_head, w.shape[-1]).transpose(2, 3)  # (H, 3, d_model, d_head)
+        b = self.maybe(f"{p}.attention.query_key_value.bias")
+        b = None if b is None else b.reshape(s.n_heads, 3, s.d_head)
+        return QKWeights(W_Q=w[:, 0], W_K=w[:, 1], b_Q=None if b is None else b[:, 0],
+                         b_K=None if b is None else b[:, 1], scale=self.head_scale(),
+                         positions=self.rotary(layer), input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
 
     def first_mlp(self) -> MLPBlock:
         p = f"{self.prefix}.layers.0"

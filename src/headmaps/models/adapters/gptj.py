@@ -1,14 +1,15 @@
 """GPT-J: separate bias-free ``q/k/v_proj`` and ``out_proj``, one shared ``ln_1``.
 
 Attention and MLP run in parallel on the same normalised input ``ln_1(x)``; the LM head
-is an untied ``nn.Linear`` with a bias.
+is an untied ``nn.Linear`` with a bias. Rotary embeddings act on the first ``rotary_dim``
+dims of each head, on interleaved pairs ``(2i, 2i+1)``, with base 10000.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm, QKWeights
 
 
 class GPTJAdapter(Adapter):
@@ -49,6 +50,16 @@ class GPTJAdapter(Adapter):
             b_O=self.maybe(f"{p}.attn.out_proj.bias"),
             input_norm=self.norm(f"{p}.ln_1", self.eps()),
         )
+
+    def qk(self, layer: int) -> QKWeights:
+        s, p = self.spec, f"{self.prefix}.h.{layer}"
+        W_Q, b_Q = self.heads_in(self.get(f"{p}.attn.q_proj.weight"), self.maybe(f"{p}.attn.q_proj.bias"), s.n_heads)
+        W_K, b_K = self.heads_in(self.get(f"{p}.attn.k_proj.weight"), self.maybe(f"{p}.attn.k_proj.bias"),
+                                 s.n_kv_heads)
+        rot = self.cfg("rotary_dim") or s.d_head
+        return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
+                         positions=self.rotary(layer, rotary_dim=rot, interleaved=True, theta=10000.0),
+                         input_norm=self.norm(f"{p}.ln_1", self.eps()))
 
     def first_mlp(self) -> MLPBlock:
         p = f"{self.prefix}.h.0"

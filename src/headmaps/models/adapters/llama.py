@@ -1,12 +1,13 @@
 """Llama family: Llama 2/3, Mistral, Qwen 2/2.5/3, SmolLM and other pre-norm RMSNorm models.
 
 Separate ``q/k/v/o_proj`` linears; grouped-query attention; gated SiLU MLP; RMSNorm.
-Qwen 2 adds a bias to ``q/k/v``; Qwen 3 adds per-head q/k norms (irrelevant to OV).
+Qwen 2 adds a bias to ``q/k/v``; Qwen 3 adds per-head q/k norms (``q_norm``/``k_norm``,
+RMSNorm over ``d_head`` before the rotary embedding). Rotate-half rotary positions.
 """
 
 from __future__ import annotations
 
-from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm, QKWeights
 
 
 class LlamaAdapter(Adapter):
@@ -42,6 +43,17 @@ class LlamaAdapter(Adapter):
             b_V=None if b_v is None else b_v.reshape(s.n_kv_heads, s.d_head),
             b_O=self.maybe(f"{p}.self_attn.o_proj.bias"),
             input_norm=self.norm(f"{p}.input_layernorm", self.eps()),
+        )
+
+    def qk(self, layer: int) -> QKWeights:
+        s, p = self.spec, f"{self.prefix}.layers.{layer}.self_attn"
+        W_Q, b_Q = self.heads_in(self.get(f"{p}.q_proj.weight"), self.maybe(f"{p}.q_proj.bias"), s.n_heads)
+        W_K, b_K = self.heads_in(self.get(f"{p}.k_proj.weight"), self.maybe(f"{p}.k_proj.bias"), s.n_kv_heads)
+        return QKWeights(
+            W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
+            positions=self.rotary(layer), input_norm=self.norm(f"{self.prefix}.layers.{layer}.input_layernorm",
+                                                               self.eps()),
+            q_norm=self.head_norm(f"{p}.q_norm", self.eps()), k_norm=self.head_norm(f"{p}.k_norm", self.eps()),
         )
 
     def first_mlp(self) -> MLPBlock:

@@ -20,9 +20,10 @@ import torch
 
 from ...errors import UnsupportedArchitectureError
 from ..weights import ArchSpec
-from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm, Positions, QKWeights
 
 _LN_EPS = 1e-5  # OPT builds nn.LayerNorm with its default epsilon
+_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding's row of position 0
 
 
 class OPTAdapter(Adapter):
@@ -86,6 +87,16 @@ class OPTAdapter(Adapter):
             b_O=self.maybe(f"{p}.self_attn.out_proj.bias"),
             input_norm=self.norm(f"{p}.self_attn_layer_norm", _LN_EPS),
         )
+
+    def qk(self, layer: int) -> QKWeights:
+        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        a = f"{p}.self_attn"
+        W_Q, b_Q = self.heads_in(self.get(f"{a}.q_proj.weight"), self.maybe(f"{a}.q_proj.bias"), s.n_heads)
+        W_K, b_K = self.heads_in(self.get(f"{a}.k_proj.weight"), self.maybe(f"{a}.k_proj.bias"), s.n_kv_heads)
+        pos = Positions("learned", embedding=self.get(f"{self.prefix}.embed_positions.weight"),
+                        offset=_POSITION_OFFSET)
+        return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(), positions=pos,
+                         input_norm=self.norm(f"{p}.self_attn_layer_norm", _LN_EPS))
 
     def first_mlp(self) -> MLPBlock:
         p = f"{self.prefix}.layers.0"

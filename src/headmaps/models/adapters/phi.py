@@ -1,15 +1,16 @@
 """Phi-1/1.5/2: ``q/k/v_proj`` and ``dense`` with biases, parallel attention and MLP.
 
 Both branches read ``input_layernorm(x)``; the final norm is ``final_layernorm`` and the
-untied LM head has a bias. Partial rotary embeddings and optional q/k LayerNorms only
-affect queries and keys, so they do not matter here.
+untied LM head has a bias. Queries and keys use partial rotary embeddings
+(``partial_rotary_factor``, rotate-half) and, with ``qk_layernorm``, LayerNorms over
+``d_head`` shared by all heads (``q_layernorm``/``k_layernorm``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm
+from .base import MLP, Adapter, AttentionWeights, HookModules, MLPBlock, Norm, QKWeights
 
 
 class PhiAdapter(Adapter):
@@ -50,6 +51,16 @@ class PhiAdapter(Adapter):
             b_O=self.maybe(f"{p}.self_attn.dense.bias"),
             input_norm=self.norm(f"{p}.input_layernorm", self.eps()),
         )
+
+    def qk(self, layer: int) -> QKWeights:
+        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        a = f"{p}.self_attn"
+        W_Q, b_Q = self.heads_in(self.get(f"{a}.q_proj.weight"), self.maybe(f"{a}.q_proj.bias"), s.n_heads)
+        W_K, b_K = self.heads_in(self.get(f"{a}.k_proj.weight"), self.maybe(f"{a}.k_proj.bias"), s.n_kv_heads)
+        return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
+                         positions=self.rotary(layer), input_norm=self.norm(f"{p}.input_layernorm", self.eps()),
+                         q_norm=self.head_norm(f"{a}.q_layernorm", self.eps()),
+                         k_norm=self.head_norm(f"{a}.k_layernorm", self.eps()))
 
     def first_mlp(self) -> MLPBlock:
         p = f"{self.prefix}.layers.0"

@@ -7,7 +7,7 @@ gate rows, then the up rows. Norms are RMSNorm as in Llama.
 
 from __future__ import annotations
 
-from .base import MLP, AttentionWeights, MLPBlock
+from .base import MLP, AttentionWeights, MLPBlock, QKWeights
 from .llama import LlamaAdapter
 
 
@@ -33,6 +33,16 @@ class Phi3Adapter(LlamaAdapter):
             b_O=self.maybe(f"{p}.self_attn.o_proj.bias"),
             input_norm=self.norm(f"{p}.input_layernorm", self.eps()),
         )
+
+    def qk(self, layer: int) -> QKWeights:
+        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        nq, nk = s.n_heads * s.d_head, s.n_kv_heads * s.d_head
+        w = self.get(f"{p}.self_attn.qkv_proj.weight")
+        b = self.maybe(f"{p}.self_attn.qkv_proj.bias")
+        W_Q, b_Q = self.heads_in(w[:nq], None if b is None else b[:nq], s.n_heads)
+        W_K, b_K = self.heads_in(w[nq:nq + nk], None if b is None else b[nq:nq + nk], s.n_kv_heads)
+        return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
+                         positions=self.rotary(layer), input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
 
     def first_mlp(self) -> MLPBlock:
         p = f"{self.prefix}.layers.0"

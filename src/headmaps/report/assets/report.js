@@ -302,8 +302,35 @@
       });
       out.push('</tbody></table>');
     } else out.push('<p class="muted">No salient operations in this report.</p>');
+    if (e.a) out.push(attentionHTML(e.a));
     out.push('<h4>Scores for every relation</h4>' + barsSVG(i));
     return out.join('');
+  }
+  // The QK half (extras "a"): one line, key-side preferences and the positional profile.
+  function attentionHTML(a) {
+    var o = ['<h4>What it attends to</h4><div class="qk">'];
+    if (a.t) o.push('<p class="qk-sum">' + esc(a.t) + '</p>');
+    if (a.k && a.k.length) {
+      var ks = [];
+      for (var k = 0; k < a.k.length; k += 2) ks.push(tok(a.k[k]) + '<small>' + a.k[k + 1] + '</small>');
+      o.push('<p class="meta">Key tokens any query favours: </p><div class="maps qk-keys">' + ks.join(' ') + '</div>');
+    }
+    if (a.w && a.w.length > 1) o.push(profileSVG(a.w));
+    return o.join('') + '</div>';
+  }
+  function profileSVG(w) {  // bars of attention weight by distance, Δ = 0 on the left
+    var n = w.length, bw = Math.max(3, Math.min(12, Math.floor(360 / n))), ph = 64, top = 6, base = top + ph;
+    var mx = Math.max.apply(null, w) || 1, o = [];
+    o.push('<svg class="qk-profile" role="img" aria-label="positional profile: attention weight by distance" width="' +
+      (n * bw + 40) + '" height="' + (base + 18) + '">');
+    for (var d = 0; d < n; d++) {
+      var hgt = Math.max(0.5, ph * w[d] / mx);
+      o.push('<rect x="' + (30 + d * bw) + '" y="' + (base - hgt).toFixed(1) + '" width="' + (bw - 1) + '" height="' +
+        hgt.toFixed(1) + '"><title>\u0394=' + d + ': ' + w[d] + '</title></rect>');
+    }
+    o.push('<text x="0" y="' + (top + 8) + '">' + mx.toFixed(2) + '</text><text x="30" y="' + (base + 14) +
+      '">\u0394=0</text><text x="' + (30 + (n - 1) * bw) + '" y="' + (base + 14) + '" text-anchor="end">' + (n - 1) + '</text>');
+    return o.join('') + '</svg>';
   }
   function barsSVG(i) {
     if (!R) return '<p class="muted">No relations were scored.</p>';

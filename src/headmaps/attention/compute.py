@@ -1,0 +1,340 @@
+"""Content preferences and positional profiles of heads, from parameters (DESIGN §8).
+
+Per layer, for the chosen heads at once and the vocabulary in chunks of rows:
+
+1. keys ``K`` of every token for every key head (``(n_kv, V, d_head)``, kept for the
+   layer) and their covariance ``C`` over the vocabulary;
+2. queries ``Q`` of every token for every head (never kept): their mean ``q̄`` and each
+   query's *selectivity* ``scale * sqrt(q C q^T)``, the spread (std over key tokens) of
+   its logits;
+3. the *key-side preference* ``kappa(b) = scale * q̄ . k_b``: the logit the average
+   query gives key token ``b`` (query-independent: e.g. a head that always looks at
+   BOS or at punctuation);
+4. for the most selective query tokens, the keys they prefer beyond that shared part:
+   ``scale * (q_a - q̄) . k_b`` (the *query-specific* logit);
+5. the positional profile from ``q̄`` and ``k̄`` (the mean key): ``s(Δ)`` for a key
+   ``Δ`` tokens before the query (rotary: ``q̄`` rotated by ``Δ``; learned positions:
+   the mean source plus the position embeddings through the same path);
+6. the sampled profile: the softmax over distances of the exact logits of random query
+   tokens on random key tokens, averaged (the expected attention by distance on random
+   token sequences whose residual stream holds the source representations).
+
+Content ignores position (the logit at distance 0, no rotation) and Gemma 2's soft-cap
+(monotone for one logit; the means are of uncapped logits). Means are plain means over
+the tokenizer's vocabulary. Nothing of size ``V x V`` is formed; memory is
+the source representations (``V x d_model``) plus the keys of one layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import projection as P
+from ..errors import HeadmapsError
+from ..io import versions
+from ..models import HeadModel
+from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
+from . import qk as Q
+from .results import AttentionPreferences, AttentionSummary, PositionalProfile
+
+logger = logging.getLogger(__name__)
+
+
+def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: torch.Tensor,
+                k_mean: torch.Tensor, x_mean: torch.Tensor, opts: P.ProjectionOptions,
+                max_distance: int) -> torch.Tensor:
+    """``(n_h, max_distance + 1)`` logits of a mean key ``Δ`` tokens before a mean query."""
+    D = torch.arange(max_distance + 1, device=q_mean.device)
+    kind = qk.positions.kind
+    if kind == "learned":
+        pos = torch.cat([D[-1:], D[-1] - D])  # query at max_distance, keys at max_distance - Δ
+        x = x_mean[None, :] + Q.position_embedding(qk.positions, pos, x_mean.device)
+        x = Q.layer_input(qk, x, opts)
+        q = Q.queries(qk, x[:1], heads)  # (n_h, 1, dh)
+        k = Q.keys(qk, x[1:]).index_select(0, model.spec.kv_index().to(heads.device)[heads])
+        s = Q.logits(qk, q, k)[:, 0]  # (n_h, D)
+    else:
+        q = Q.rotate(q_mean[:, None, :].expand(-1, len(D), -1), qk.positions, D)  # (n_h, D, dh)
+        k = Q.rotate(k_mean[:, None, :], qk.positions, 0.0)  # (n_h, 1, dh)
+        s = Q.logits(qk, q, k)[..., 0]
+    window = qk.positions.sliding_window
+    if window is not None:
+        s[:, D >= window] = float("-inf")
+    return s
+
+
+def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random valid token ids: ``(n_samples,)`` queries and ``(n_samples, n_keys)`` keys."""
+    g = torch.Generator().manual_seed(seed)
+    pool = valid.nonzero().reshape(-1).cpu()
+    qi = pool[torch.randint(len(pool), (n_samples,), generator=g)]
+    return qi, pool[torch.randint(len(pool), (n_samples, n_keys), generator=g)]
+
+
+def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: torch.Tensor,
+             opts: P.ProjectionOptions, valid: torch.Tensor, max_distance: int, n_samples: int,
+             seed: int) -> torch.Tensor:
+    """``(n_h, max_distance + 1)`` expected attention by distance over random token sequences.
+
+    ``n_samples`` queries (random valid tokens) each see ``max_distance + 1`` random valid
+    key tokens at distances ``0..max_distance``; the softmax of their exact logits is
+    averaged over queries. Unlike the mean-vector profile, content variation is kept.
+    """
+    n_d = max_distance + 1
+    qi, ki = sample_ids(valid, n_samples, n_d, seed)
+    qi, ki = qi.to(base.device), ki.to(base.device)
+    D = torch.arange(n_d, device=base.device)
+    kv = model.spec.kv_index().to(heads.device)[heads]
+    if qk.positions.kind == "learned":
+        pe = Q.position_embedding(qk.positions, torch.cat([D[-1:], D[-1] - D]), base.device)
+        q = Q.queries(qk, Q.layer_input(qk, base[qi] + pe[0], opts), heads)  # (n_h, n, dh)
+        xk = Q.layer_input(qk, (base[ki] + pe[1:][None]).reshape(-1, base.shape[1]), opts)
+        k = Q.keys(qk, xk).index_select(0, kv).unflatten(1, (n_samples, n_d))  # (n_h, n, D, dh)
+        s = (q[:, :, None, :] * k).sum(-1) * qk.scale
+    else:
+        q = Q.queries(qk, Q.layer_input(qk, base[qi], opts), heads)  # (n_h, n, dh)
+        q = Q.rotate(q[:, :, None, :].expand(-1, -1, n_d, -1), qk.positions, D)  # (n_h, n, D, dh)
+        k = Q.rotate(K[kv[:, None, None], ki[None]], qk.positions, 0.0)  # (n_h, n, D, dh)
+        s = (q * k).sum(-1) * qk.scale
+    if qk.softcap:
+        s = qk.softcap * torch.tanh(s / qk.softcap)
+    window = qk.positions.sliding_window
+    if window is not None:
+        s[..., D >= window] = float("-inf")
+    return torch.softmax(s, dim=-1).mean(1)
+
+
+def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int, n_pairs: int,
+           max_distance: int, n_samples: int = 256, seed: int = 0) -> dict[str, Any]:
+    """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays)."""
+    model, opts = ctx.model, ctx.opts
+    qk = model.qk(layer)
+    if qk.positions.kind == "learned":
+        n_pos = qk.positions.embedding.shape[0] - qk.positions.offset
+        if max_distance >= n_pos:
+            raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} positions")
+    base = ctx.base(layer)
+    V, dev = base.shape[0], base.device
+    heads_t = torch.as_tensor(list(heads), dtype=torch.long, device=dev)
+    kv = model.spec.kv_index().to(dev)[heads_t]
+    mask = ctx.src_mask
+    n_valid = float(mask.sum())
+    w = mask.float() / n_valid
+    cr = ctx.chunk_rows
+    with torch.no_grad():
+        K = torch.cat([Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts)) for c in range(0, V, cr)], 1)
+        k_mean = torch.einsum("v,kve->ke", w, K)
+        Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
+        C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)
+        del Kc
+        q_sum = torch.zeros(len(heads), model.d_head, device=dev)
+        x_sum = torch.zeros(model.d_model, device=dev)
+        sel = torch.empty(len(heads), V, device=dev)
+        for c in range(0, V, cr):
+            X = Q.layer_input(qk, base[c:c + cr], opts)
+            Qc = Q.queries(qk, X, heads_t)  # (n_h, c, dh)
+            q_sum += torch.einsum("c,hce->he", w[c:c + cr], Qc)
+            x_sum += w[c:c + cr] @ base[c:c + cr]
+            sel[:, c:c + cr] = ((Qc @ C) * Qc).sum(-1).clamp_min(0).sqrt() * abs(qk.scale)
+        q_mean = q_sum
+        sel.masked_fill_(~mask, float("-inf"))
+        kappa = torch.stack([K[kv[j]] @ q_mean[j] for j in range(len(heads))]) * qk.scale  # (n_h, V)
+        kappa.masked_fill_(~mask, float("-inf"))
+        nk, nq = min(n_keys, int(n_valid)), min(n_queries, int(n_valid))
+        top_k = torch.topk(kappa, nk, dim=-1)
+        top_q = torch.topk(sel, nq, dim=-1)
+        Xq = Q.layer_input(qk, base[top_q.indices.reshape(-1)], opts)
+        Qq = Q.queries(qk, Xq, heads_t)  # (n_h, n_h * nq, dh): each head's own rows below
+        Qq = torch.stack([Qq[j, j * nq:(j + 1) * nq] for j in range(len(heads))])  # (n_h, nq, dh)
+        spec = torch.stack([(Qq[j] - q_mean[j]) @ K[kv[j]].T for j in range(len(heads))]) * qk.scale
+        spec.masked_fill_(~mask, float("-inf"))  # (n_h, nq, V): query-specific logits
+        npairs = min(n_pairs, int(n_valid))
+        pairs = torch.topk(spec, npairs, dim=-1)
+        sampled = _sampled(model, qk, heads_t, K, base, opts, mask, max_distance, n_samples, seed + layer)
+        prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum, opts,
+                           max_distance)
+    return {
+        "key_ids": top_k.indices.cpu(), "key_scores": top_k.values.cpu(),
+        "query_ids": top_q.indices.cpu(), "selectivity": top_q.values.cpu(),
+        "pair_ids": pairs.indices.cpu(), "pair_scores": pairs.values.cpu(),
+        "profile": prof.cpu(), "sampled": sampled.cpu(), "key_spread": _std(kappa, mask).cpu(),
+        "positions": qk.positions.describe(),
+    }
+
+
+def _std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Std over the masked entries of each row of ``x``."""
+    v = x[:, mask]
+    return v.std(dim=-1)
+
+
+def attention_summary(
+    model: HeadModel,
+    layers: Iterable[int] | None = None,
+    *,
+    heads: Sequence[int] | None = None,
+    max_distance: int = 64,
+    n_keys: int = 10,
+    n_queries: int = 5,
+    n_pairs: int = 5,
+    preset: str | P.ProjectionOptions | None = None,
+    n_samples: int = 256,
+    seed: int = 0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: bool = False,
+    **options: Any,
+) -> AttentionSummary:
+    """The QK half of every head of ``layers`` (default all), from parameters.
+
+    See the module docstring for what is computed. Per layer, all heads go through
+    batched products over the vocabulary in chunks of ``chunk_rows``; the layer's
+    tensors are read on demand (lazy checkpoints too).
+
+    Args:
+        model: the model (see :func:`headmaps.load`).
+        layers: layers to compute (default all).
+        heads: restrict to these heads of each layer (default all); the result numbers
+            them ``0..len(heads)-1``.
+        max_distance: the positional profile covers distances ``0..max_distance``.
+        n_keys: key tokens kept by key-side preference.
+        n_queries: most selective query tokens kept.
+        n_pairs: preferred key tokens kept per query token.
+        preset: projection preset for source representations and norm folding (default
+            :data:`headmaps.projection.DEFAULT_PRESET`); with ``fold_norms`` the logits
+            are the model's own for those residual vectors.
+        n_samples: random query tokens for the sampled profile (each sees random key
+            tokens at every distance; the softmax of the exact logits is averaged).
+        seed: seed of that sample.
+        chunk_rows: vocabulary rows per chunk.
+        progress: show a progress bar over layers.
+        **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
+
+    Returns:
+        :class:`AttentionSummary`; ``res.preferences(l, h)`` and ``res.profile_at(l, h)``
+        give one head.
+    """
+    for name, v in (("n_keys", n_keys), ("n_queries", n_queries), ("n_pairs", n_pairs)):
+        if v < 1:
+            raise HeadmapsError(f"{name} must be at least 1, got {v}")
+    if max_distance < 1:
+        raise HeadmapsError(f"max_distance must be at least 1, got {max_distance}")
+    if n_samples < 1:
+        raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
+    layers, heads = layers_and_heads(model, layers, heads)
+    opts = P.resolve_options(preset, **options)
+    ctx = _Context(model, opts, False, chunk_rows)
+    parts = []
+    for layer in tqdm(layers, desc="attention", unit="layer", disable=not progress):
+        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples, seed))
+        logger.info("QK summary of layer %d done", layer)
+    arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}
+    used = np.unique(np.concatenate([arr[k].ravel() for k in ("key_ids", "query_ids", "pair_ids")]))
+    return AttentionSummary(
+        layers=layers, n_heads=len(heads), profile=arr["profile"].astype(np.float32),
+        sampled=arr["sampled"].astype(np.float32),
+        key_ids=arr["key_ids"].astype(np.int64), key_scores=arr["key_scores"].astype(np.float32),
+        query_ids=arr["query_ids"].astype(np.int64), selectivity=arr["selectivity"].astype(np.float32),
+        pair_ids=arr["pair_ids"].astype(np.int64), pair_scores=arr["pair_scores"].astype(np.float32),
+        key_spread=arr["key_spread"].astype(np.float32), positions=[p["positions"] for p in parts],
+        strings={int(i): ctx.string(int(i)) for i in used}, model_id=model.model_id,
+        model_info=model.info(), preset=P.preset_name(preset, opts), options=opts.to_dict(),
+        versions=versions(),
+    )
+
+
+def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10, n_queries: int = 10,
+                          n_pairs: int = 5, preset: str | P.ProjectionOptions | None = None, *,
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS, **options: Any) -> AttentionPreferences:
+    """What one head's queries look for in keys, by content (position ignored).
+
+    Args:
+        model, layer, head: the head (Hugging Face numbering).
+        n_keys: key tokens kept by key-side preference (the logit the average query
+            gives each key token).
+        n_queries: most selective query tokens (largest spread of their logits over keys).
+        n_pairs: preferred key tokens per query token, by the query-specific logit.
+        preset, chunk_rows, **options: as in :func:`attention_summary`.
+
+    Returns:
+        :class:`AttentionPreferences`.
+    """
+    model.check_head(layer, head)
+    res = attention_summary(model, [layer], heads=[head], n_keys=n_keys, n_queries=n_queries, n_pairs=n_pairs,
+                            preset=preset, chunk_rows=chunk_rows, max_distance=1, **options)
+    p = res.preferences(layer, 0)
+    p.head = head
+    return p
+
+
+def positional_profile(model: HeadModel, layer: int, head: int, max_distance: int = 64,
+                       preset: str | P.ProjectionOptions | None = None, *,
+                       chunk_rows: int = DEFAULT_CHUNK_ROWS, **options: Any) -> PositionalProfile:
+    """The logit a head gives a key ``0..max_distance`` tokens back, content averaged out.
+
+    Args:
+        model, layer, head: the head.
+        max_distance: largest distance.
+        preset, chunk_rows, **options: as in :func:`attention_summary`.
+
+    Returns:
+        :class:`PositionalProfile` (logits, softmax weights, previous-token and self mass,
+        preferred distance, flatness).
+    """
+    model.check_head(layer, head)
+    res = attention_summary(model, [layer], heads=[head], n_keys=1, n_queries=1, n_pairs=1,
+                            preset=preset, chunk_rows=chunk_rows, max_distance=max_distance, **options)
+    p = res.profile_at(layer, 0)
+    p.head = head
+    return p
+
+
+def attention_logits(model: HeadModel, layer: int, head: int, query_ids: Sequence[int] | torch.Tensor,
+                     key_ids: Sequence[int] | torch.Tensor, distance: int = 0, *,
+                     query_position: int | None = None, preset: str | P.ProjectionOptions | None = None,
+                     **options: Any) -> torch.Tensor:
+    """Parameter-only attention logits of query tokens on key tokens ``distance`` back.
+
+    With ``fold_norms`` (the default preset) this is exactly the pre-softmax score the
+    model computes when its residual stream entering ``layer`` holds the source
+    representations (plus learned position embeddings, where the model has them).
+
+    Args:
+        model, layer, head: the head.
+        query_ids: ``(n,)`` query token ids.
+        key_ids: ``(m,)`` key token ids.
+        distance: how many tokens the key precedes the query.
+        query_position: absolute position of the query (default ``distance``: the key at
+            position 0); only learned absolute positions depend on it.
+        preset, **options: projection options.
+
+    Returns:
+        ``(n, m)`` float32 logits.
+    """
+    model.check_head(layer, head)
+    if distance < 0:
+        raise HeadmapsError(f"distance must be >= 0 (a key at or before the query), got {distance}")
+    opts = P.resolve_options(preset, **options)
+    qk = model.qk(layer)
+    qpos = distance if query_position is None else int(query_position)
+    if qpos < distance:
+        raise HeadmapsError(f"query_position {qpos} is before the key ({distance} tokens back)")
+    dev = model.E.device
+    qi = torch.as_tensor(query_ids, dtype=torch.long, device=dev).reshape(-1)
+    ki = torch.as_tensor(key_ids, dtype=torch.long, device=dev).reshape(-1)
+    h = torch.tensor([head], device=dev)
+    with torch.no_grad():
+        xq = Q.layer_input(qk, Q.residual(model, qk, layer, qi, torch.full_like(qi, qpos), opts), opts)
+        xk = Q.layer_input(qk, Q.residual(model, qk, layer, ki, torch.full_like(ki, qpos - distance), opts), opts)
+        q = Q.rotate(Q.queries(qk, xq, h), qk.positions, float(qpos))
+        k = Q.rotate(Q.keys(qk, xk, torch.tensor([model.kv_head(head)], device=dev)), qk.positions,
+                     float(qpos - distance))
+        s = Q.logits(qk, q, k)[0]
+    if Q.masked(qk, distance):
+        s = torch.full_like(s, float("-inf"))
+    return s

@@ -1,0 +1,344 @@
+"""Result types of the QK half: one head's content preferences and positional profile,
+and every head at once."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import HeadmapsError
+from ..io import load_table, save_table, table_path
+from ..salient.tokens import visible
+
+_BARS = "▁▂▃▄▅▆▇█"
+#: Distances counted as "local" by :attr:`PositionalProfile.local_mass`.
+LOCAL_DISTANCE = 4
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(x)
+    if not finite.any():
+        return np.zeros_like(x, dtype=np.float64)
+    z = np.where(finite, x - x[finite].max(), -np.inf).astype(np.float64)
+    e = np.exp(z)
+    return e / e.sum()
+
+
+@dataclass
+class PositionalProfile:
+    """The logit a head gives a key ``Δ = 0..max_distance`` tokens back, content averaged.
+
+    Attributes:
+        layer, head: the head.
+        logits: ``(max_distance + 1,)``; ``-inf`` outside a sliding window.
+        positions: the layer's positional scheme in words.
+        model_id, preset: provenance.
+        sampled: ``(max_distance + 1,)`` expected attention by distance of a random query
+            token over random key tokens (content variation kept), or None.
+    """
+
+    layer: int
+    head: int
+    logits: np.ndarray
+    positions: str = ""
+    model_id: str = ""
+    preset: str = ""
+    sampled: np.ndarray | None = None
+
+    @property
+    def sampled_prev_mass(self) -> float:
+        """Expected attention on ``Δ = 1`` over random tokens (:attr:`sampled`); NaN without it."""
+        return float(self.sampled[1]) if self.sampled is not None and len(self.sampled) > 1 else float("nan")
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Softmax of :attr:`logits`: the attention of a query that sees exactly these keys."""
+        return _softmax(np.asarray(self.logits, dtype=np.float64))
+
+    @property
+    def self_mass(self) -> float:
+        """Weight on ``Δ = 0`` (the query's own token)."""
+        return float(self.weights[0])
+
+    @property
+    def prev_mass(self) -> float:
+        """Weight on ``Δ = 1`` (the previous token)."""
+        return float(self.weights[1]) if len(self.logits) > 1 else 0.0
+
+    @property
+    def local_mass(self) -> float:
+        """Weight on ``Δ <= 4``."""
+        return float(self.weights[:LOCAL_DISTANCE + 1].sum())
+
+    @property
+    def preferred_distance(self) -> int:
+        """The distance with the largest logit."""
+        return int(np.argmax(np.where(np.isfinite(self.logits), self.logits, -np.inf)))
+
+    @property
+    def flatness(self) -> float:
+        """Entropy of :attr:`weights` over its maximum (1 = no positional preference)."""
+        w = self.weights
+        n = int(np.isfinite(self.logits).sum())
+        if n < 2:
+            return 0.0
+        nz = w[w > 0]
+        return float(-(nz * np.log(nz)).sum() / math.log(n))
+
+    def kind(self) -> str:
+        """A short positional label.
+
+        ``previous-token`` / ``self`` (half the weight or more on Δ = 1 / 0), ``mostly
+        previous-token`` / ``mostly self`` / ``Δ=k`` (the preferred distance holds 30% or
+        more), ``flat`` (entropy >= 95% of its maximum), ``local`` (half on Δ <= 4), else ``broad``.
+        """
+        if self.prev_mass >= 0.5:
+            return "previous-token"
+        if self.self_mass >= 0.5:
+            return "self"
+        d = self.preferred_distance
+        if self.weights[d] >= 0.3:
+            return {0: "mostly self", 1: "mostly previous-token"}.get(d, f"Δ={d}")
+        if self.flatness >= 0.95:
+            return "flat"
+        return "local" if self.local_mass >= 0.5 else "broad"
+
+    def sparkline(self, width: int | None = None) -> str:
+        """The profile as a line of block characters, distance 0 on the left."""
+        x = np.asarray(self.logits if width is None else self.logits[:width], dtype=np.float64)
+        fin = np.isfinite(x)
+        if not fin.any():
+            return " " * len(x)
+        lo, hi = x[fin].min(), x[fin].max()
+        span = hi - lo if hi > lo else 1.0
+        return "".join(_BARS[int(round((v - lo) / span * (len(_BARS) - 1)))] if f else " "
+                       for v, f in zip(x, fin))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (``-inf`` logits as None)."""
+        return {"layer": self.layer, "head": self.head, "positions": self.positions,
+                "model_id": self.model_id, "preset": self.preset,
+                "logits": [float(v) if np.isfinite(v) else None for v in self.logits],
+                "weights": [float(v) for v in self.weights], "kind": self.kind(),
+                "prev_mass": self.prev_mass, "self_mass": self.self_mass, "local_mass": self.local_mass,
+                "preferred_distance": self.preferred_distance, "flatness": self.flatness,
+                "sampled": None if self.sampled is None else [float(v) for v in self.sampled]}
+
+    def __str__(self) -> str:
+        return (f"positional profile of {self.layer}.{self.head} ({self.positions}): {self.kind()}; "
+                f"Δ=0..{len(self.logits) - 1} {self.sparkline()}; previous {self.prev_mass:.2f}, "
+                f"self {self.self_mass:.2f}, preferred Δ={self.preferred_distance}")
+
+
+@dataclass
+class AttentionPreferences:
+    """What one head looks for by content (position ignored: the logit at distance 0).
+
+    Attributes:
+        layer, head: the head.
+        key_ids, key_tokens, key_scores: ``(n_keys,)`` key tokens with the largest
+            key-side preference (the logit the average query gives them).
+        query_ids, query_tokens, selectivity: ``(n_queries,)`` query tokens with the
+            largest spread of logits over keys.
+        pair_ids, pair_tokens, pair_scores: ``(n_queries, n_pairs)`` each query's
+            preferred keys by the query-specific logit ``scale * (q_a - q̄) . k_b``.
+        model_id, preset: provenance.
+    """
+
+    layer: int
+    head: int
+    key_ids: np.ndarray
+    key_tokens: list[str]
+    key_scores: np.ndarray
+    query_ids: np.ndarray
+    query_tokens: list[str]
+    selectivity: np.ndarray
+    pair_ids: np.ndarray
+    pair_tokens: list[list[str]]
+    pair_scores: np.ndarray
+    model_id: str = ""
+    preset: str = ""
+
+    @property
+    def pairs(self) -> list[tuple[str, list[str]]]:
+        """``[(query token, [preferred key tokens]), ...]``, most selective first."""
+        return list(zip(self.query_tokens, self.pair_tokens))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return {
+            "layer": self.layer, "head": self.head, "model_id": self.model_id, "preset": self.preset,
+            "keys": [{"id": int(i), "token": t, "score": float(s)}
+                     for i, t, s in zip(self.key_ids, self.key_tokens, self.key_scores)],
+            "queries": [{"id": int(i), "token": t, "selectivity": float(s),
+                         "keys": [{"id": int(pi), "token": pt, "score": float(ps)}
+                                  for pi, pt, ps in zip(pids, ptoks, pscs)]}
+                        for i, t, s, pids, ptoks, pscs in zip(self.query_ids, self.query_tokens, self.selectivity,
+                                                              self.pair_ids, self.pair_tokens, self.pair_scores)],
+        }
+
+    def table(self) -> str:
+        """Plain text: key-side preferences, then query tokens and their preferred keys."""
+        keys = ", ".join(f"{visible(t)} ({s:.2f})" for t, s in zip(self.key_tokens, self.key_scores))
+        lines = [f"key side (any query): {keys}"]
+        for t, sel, toks, scs in zip(self.query_tokens, self.selectivity, self.pair_tokens, self.pair_scores):
+            prefs = ", ".join(f"{visible(k)} ({s:+.2f})" for k, s in zip(toks, scs))
+            lines.append(f"  {visible(t)} [{sel:.2f}] -> {prefs}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return f"content preferences of {self.layer}.{self.head} (position ignored)\n{self.table()}"
+
+
+def describe_qk(prefs: AttentionPreferences, profile: PositionalProfile, n: int = 3) -> str:
+    """One line on where a head looks: its positional kind and favoured key tokens."""
+    keys = ", ".join(visible(t) for t in prefs.key_tokens[:n])
+    return f"attends {profile.kind()} (Δ=1 {profile.prev_mass:.0%}, Δ=0 {profile.self_mass:.0%}); keys favoured: {keys}"
+
+
+@dataclass
+class AttentionSummary:
+    """The QK half of every head of the chosen layers.
+
+    Attributes:
+        layers: the layers computed; n_heads: heads per layer.
+        profile: ``(L, H, max_distance + 1)`` positional logits (mean query on mean key).
+        sampled: ``(L, H, max_distance + 1)`` expected attention by distance over random tokens.
+        key_ids, key_scores: ``(L, H, n_keys)`` key-side preferences.
+        query_ids, selectivity: ``(L, H, n_queries)`` most selective query tokens.
+        pair_ids, pair_scores: ``(L, H, n_queries, n_pairs)`` their preferred keys.
+        key_spread: ``(L, H)`` std over the vocabulary of the key-side preference.
+        positions: per layer, the positional scheme in words.
+        strings: token id -> decoded string for every id that appears.
+        model_id, model_info, preset, options, versions: provenance.
+    """
+
+    layers: list[int]
+    n_heads: int
+    profile: np.ndarray
+    sampled: np.ndarray
+    key_ids: np.ndarray
+    key_scores: np.ndarray
+    query_ids: np.ndarray
+    selectivity: np.ndarray
+    pair_ids: np.ndarray
+    pair_scores: np.ndarray
+    key_spread: np.ndarray
+    positions: list[str]
+    strings: dict[int, str]
+    model_id: str = ""
+    model_info: dict[str, Any] = field(default_factory=dict)
+    preset: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    _ARRAYS = ("profile", "sampled", "key_ids", "key_scores", "query_ids", "selectivity", "pair_ids", "pair_scores",
+               "key_spread")
+
+    @property
+    def heads(self) -> list[tuple[int, int]]:
+        """Every computed head as ``(layer, head)``."""
+        return [(layer, h) for layer in self.layers for h in range(self.n_heads)]
+
+    def _index(self, layer: int, head: int) -> int:
+        if layer not in self.layers:
+            raise IndexError(f"layer {layer} was not computed; layers: {self.layers}")
+        if not 0 <= head < self.n_heads:
+            raise IndexError(f"head {head} out of range: heads 0..{self.n_heads - 1}")
+        return self.layers.index(layer)
+
+    def _s(self, i: Any) -> str:
+        return self.strings.get(int(i), f"<{int(i)}>")
+
+    def profile_at(self, layer: int, head: int) -> PositionalProfile:
+        """One head's :class:`PositionalProfile`."""
+        i = self._index(layer, head)
+        return PositionalProfile(layer, head, self.profile[i, head].copy(), self.positions[i], self.model_id,
+                                 self.preset, self.sampled[i, head].copy())
+
+    def preferences(self, layer: int, head: int) -> AttentionPreferences:
+        """One head's :class:`AttentionPreferences`."""
+        i = self._index(layer, head)
+        k, q, p = self.key_ids[i, head], self.query_ids[i, head], self.pair_ids[i, head]
+        return AttentionPreferences(
+            layer, head, k.copy(), [self._s(t) for t in k], self.key_scores[i, head].copy(),
+            q.copy(), [self._s(t) for t in q], self.selectivity[i, head].copy(),
+            p.copy(), [[self._s(t) for t in row] for row in p], self.pair_scores[i, head].copy(),
+            self.model_id, self.preset)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy frame, one row per head: positional summaries and top key tokens."""
+        rows = []
+        for layer, h in self.heads:
+            pr, pf = self.profile_at(layer, h), self.preferences(layer, h)
+            rows.append({
+                "layer": layer, "head": h, "kind": pr.kind(), "prev_mass": pr.prev_mass,
+                "self_mass": pr.self_mass, "local_mass": pr.local_mass,
+                "preferred_distance": pr.preferred_distance, "flatness": pr.flatness,
+                "sampled_prev_mass": pr.sampled_prev_mass, "key_spread": float(self.key_spread[self.layers.index(layer), h]),
+                "top_key": pf.key_tokens[0], "top_key_score": float(pf.key_scores[0]),
+                "top_query": pf.query_tokens[0], "selectivity": float(pf.selectivity[0]),
+            })
+        return pd.DataFrame(rows)
+
+    def to_extras(self, n_keys: int = 6) -> dict[str, dict[str, Any]]:
+        """Per-head report extras (``{"L.H": {"attention": {...}}}``, see :mod:`headmaps.report.schema`).
+
+        Pass them to :func:`headmaps.report` (``extras=...``) to show the QK half in the
+        explorer's head detail.
+        """
+        out = {}
+        for layer, h in self.heads:
+            pr, pf = self.profile_at(layer, h), self.preferences(layer, h)
+            out[f"{layer}.{h}"] = {"attention": {
+                "weights": [float(w) for w in pr.weights],
+                "keys": [[t, float(s)] for t, s in zip(pf.key_tokens[:n_keys], pf.key_scores[:n_keys])],
+                "summary": describe_qk(pf, pr),
+            }}
+        return out
+
+    def header(self) -> dict[str, Any]:
+        """Provenance and every array, JSON-able (non-finite logits as None)."""
+        arrays = {}
+        for name in self._ARRAYS:
+            a = getattr(self, name)
+            arrays[name] = {"shape": list(a.shape), "dtype": str(a.dtype),
+                            "data": [None if not np.isfinite(v) else v.item() for v in a.ravel()]}
+        return {"kind": "headmaps.AttentionSummary", "model_id": self.model_id, "model_info": self.model_info,
+                "layers": list(self.layers), "n_heads": self.n_heads, "positions": list(self.positions),
+                "preset": self.preset, "options": self.options, "versions": self.versions,
+                "strings": {str(k): v for k, v in sorted(self.strings.items())}, "arrays": arrays}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``attention.parquet`` (or the given .parquet/.csv file) and its ``.json`` header.
+
+        The frame is :meth:`to_frame`; the header keeps every array and token string, so
+        :meth:`load` restores the result exactly.
+        """
+        return save_table(self.to_frame(), self.header(), table_path(path, "attention.parquet"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AttentionSummary:
+        """Read what :meth:`save` wrote (a file, or a folder holding attention.parquet)."""
+        _, h = load_table(path, "attention.parquet")
+        if h.get("kind") != "headmaps.AttentionSummary":
+            raise HeadmapsError(f"{path} is not a headmaps attention summary (kind={h.get('kind')!r})")
+        arrays = {}
+        for name in cls._ARRAYS:
+            a = h["arrays"][name]
+            data = [np.nan if v is None else v for v in a["data"]]
+            arr = np.asarray(data, dtype=a["dtype"]).reshape(a["shape"])
+            if name == "profile":
+                arr = np.where(np.isnan(arr), -np.inf, arr).astype(np.float32)
+            arrays[name] = arr
+        return cls(layers=[int(x) for x in h["layers"]], n_heads=int(h["n_heads"]),
+                   positions=list(h["positions"]), strings={int(k): v for k, v in h["strings"].items()},
+                   model_id=h.get("model_id", ""), model_info=dict(h.get("model_info", {})),
+                   preset=h.get("preset", ""), options=dict(h.get("options", {})),
+                   versions=dict(h.get("versions", {})), **arrays)
