@@ -224,7 +224,7 @@ def load_gguf(path: str | Path, *, device=None, dtype=None, model_id: str | None
     The first load dequantises the file (tens of seconds for small models); later loads
     read the cache entry keyed by the file's SHA-256 and the headmaps version.
     """
-    from .. import __version__
+    from .._version import __version__
 
     path = Path(path)
     if not path.is_file():

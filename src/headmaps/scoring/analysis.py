@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from .results import ScanResult
+if TYPE_CHECKING:  # type only: results.py imports this module, not the other way round
+    from .results import ScanResult
 
 
 def _tau(scan: ScanResult, tau: float | None) -> float:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
+from . import analysis
 
 DEFAULT_TAU = 0.15
 
@@ -103,39 +104,27 @@ class ScanResult:
     # Analyses (see headmaps.scoring.analysis for details).
     def relation_heads(self, tau: float | None = None, suppression: bool = False) -> dict[str, list[str]]:
         """Relation -> heads ``"L.H"`` with score >= tau (default ``self.tau``), best first."""
-        from .analysis import relation_heads
-
-        return relation_heads(self, tau, suppression)
+        return analysis.relation_heads(self, tau, suppression)
 
     def multi_relation_heads(self, tau: float | None = None, min_relations: int = 2) -> pd.DataFrame:
         """Heads implementing at least ``min_relations`` relations (see analysis module)."""
-        from .analysis import multi_relation_heads
-
-        return multi_relation_heads(self, tau, min_relations)
+        return analysis.multi_relation_heads(self, tau, min_relations)
 
     def layer_distribution(self, tau: float | None = None, suppression: bool = False) -> pd.DataFrame:
         """Relation heads per layer: index layer, one column per relation."""
-        from .analysis import layer_distribution
-
-        return layer_distribution(self, tau, suppression)
+        return analysis.layer_distribution(self, tau, suppression)
 
     def gqa_agreement(self, tau: float | None = None) -> pd.DataFrame:
         """Relation-set agreement of heads sharing a value head versus other heads."""
-        from .analysis import gqa_agreement
-
-        return gqa_agreement(self, tau=tau)
+        return analysis.gqa_agreement(self, tau=tau)
 
     def top_heads(self, relation: str, n: int = 5, suppression: bool = False) -> pd.DataFrame:
         """The ``n`` best heads for ``relation``."""
-        from .analysis import top_heads
-
-        return top_heads(self, relation, n, suppression)
+        return analysis.top_heads(self, relation, n, suppression)
 
     def summary_markdown(self, tau: float | None = None) -> str:
         """A Markdown summary of the scan."""
-        from .analysis import summary_markdown
-
-        return summary_markdown(self, tau)
+        return analysis.summary_markdown(self, tau)
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame: one row per (relation, layer, head) with score and suppression."""
