@@ -9,6 +9,7 @@ id="hm-ex">``; the script draws the heatmap, the table, the head panel and the s
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Any
 from ..io import write_text
 from ..scoring.results import ScanResult
 from .encode import encode
+from .redact import shareable
 from .schema import normalise_extras
 from .summary import kv_group_size
 
@@ -99,7 +101,8 @@ def model_card(scan: ScanResult, generated: str) -> str:
     return "".join(parts)
 
 
-def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *, title: str | None = None) -> str:
+def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *, title: str | None = None,
+                 show_paths: bool = False) -> str:
     """The full HTML page of a scan.
 
     Args:
@@ -107,10 +110,16 @@ def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *, titl
         extras: optional per-head salient operations and descriptions in the
             :data:`~headmaps.report.schema.HeadExtras` schema (``{"L.H": {...}}``).
         title: page title (default ``headmaps · MODEL``).
+        show_paths: keep absolute local paths (model file, cache folder) in the page;
+            by default each is shown as its file name only, so the page can be shared.
 
     Returns:
         A self-contained HTML document (inline CSS, JS and data; no external resources).
     """
+    if not show_paths:
+        scan = dataclasses.replace(scan, model_id=shareable(scan.model_id), model_info=shareable(scan.model_info),
+                                   skipped=shareable(scan.skipped), options=shareable(scan.options))
+        title = shareable(title)
     title = title or f"headmaps · {scan.model_id or 'scan'}"
     norm = normalise_extras(extras, scan.n_layers, scan.n_heads)
     payload, heads = encode(scan, norm, title)
@@ -125,12 +134,12 @@ def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *, titl
 
 
 def write_report(path: str | os.PathLike, scan: ScanResult, extras: dict[str, Any] | None = None, *,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, show_paths: bool = False) -> Path:
     """Build the report (see :func:`build_report`) and write it atomically to ``path``.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    write_text(path, build_report(scan, extras, title=title))
+    write_text(path, build_report(scan, extras, title=title, show_paths=show_paths))
     return path
