@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
+from ..scoring.analysis import kv_group_size
 from ..scoring.results import ScanResult
 from .encode import encode
 from .redact import shareable
 from .schema import normalise_extras
-from .summary import kv_group_size
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _fmt(v: Any) -> str:
 def model_card(scan: ScanResult, generated: str) -> str:
     """The model card as an HTML fragment (a definition list and relation details)."""
     info = scan.model_info or {}
-    group = kv_group_size(info, scan.n_heads)
+    group = kv_group_size(scan)
     kv = info.get("n_kv_heads", scan.n_heads)
     arch = info.get("architecture", "")
     if info.get("family") and info.get("family") != arch:

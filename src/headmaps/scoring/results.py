@@ -115,7 +115,7 @@ class ScanResult:
         return analysis.layer_distribution(self, tau, suppression)
 
     def gqa_agreement(self, tau: float | None = None) -> pd.DataFrame:
-        """Relation-set agreement of heads sharing a value head versus other heads."""
+        """Per relation, how much heads sharing a value head agree, against chance."""
         return analysis.gqa_agreement(self, tau=tau)
 
     def top_heads(self, relation: str, n: int = 5, suppression: bool = False) -> pd.DataFrame:
