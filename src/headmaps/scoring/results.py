@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,13 @@ class RelationScores:
         """Heads whose score is at least ``tau``, as ``(layer, head)``."""
         a = self.suppression if suppression else self.scores
         return [tuple(map(int, x)) for x in np.argwhere(a >= tau)]
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the ten best heads as a compact table."""
+        frame = pd.DataFrame([{"head": f"{layer}.{h}", "score": s} for layer, h, s in self.top_heads(10)])
+        title = (f"<b>{html.escape(self.relation)}</b> on {html.escape(self.model_id or 'model')}: "
+                 f"{self.n_pairs} pairs, k = {self.k}, preset {html.escape(self.preset or '?')}")
+        return f"<div>{title}{frame.to_html(index=False, float_format='{:.3f}'.format)}</div>"
 
 
 @dataclass
@@ -125,6 +133,14 @@ class ScanResult:
     def summary_markdown(self, tau: float | None = None) -> str:
         """A Markdown summary of the scan."""
         return analysis.summary_markdown(self, tau)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: one row per relation with its best heads (see ``summary_markdown``)."""
+        title = (f"<b>scan of {html.escape(self.model_id or 'model')}</b>: {len(self.relations)} relations, "
+                 f"{self.n_layers} x {self.n_heads} heads, preset {html.escape(self.preset or '?')}, "
+                 f"tau = {self.tau}")
+        table = analysis.summary_table(self).to_html(index=False)
+        return f"<div>{title}{table}</div>"
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame: one row per (relation, layer, head) with score and suppression."""
