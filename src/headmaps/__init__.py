@@ -9,9 +9,8 @@ Quick start::
     scan = hm.scan(m)     # every built-in relation at once
 """
 
-__version__ = "0.1.0"
-
 from . import describe, experiments, projection, relations
+from ._version import __version__
 from .attention import (
     AttentionPreferences,
     AttentionSummary,

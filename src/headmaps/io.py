@@ -121,7 +121,7 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from . import __version__
+    from ._version import __version__
 
     return {"headmaps": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": numpy.__version__}

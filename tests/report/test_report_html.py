@@ -15,12 +15,9 @@ from headmaps.errors import HeadmapsError
 from headmaps.report import build_report, normalise_extras, synthetic_scan, write_report
 from headmaps.report.encode import Q, quantise
 from headmaps.report.extras import extras_from_descriptions, extras_from_salient, load_extras
-from headmaps.report.summary import (
-    coverage_per_layer,
-    gqa_agreement,
-    kv_group_size,
-    multi_relation_heads,
-)
+from headmaps.report.summary import coverage_per_layer, gqa_agreement, multi_relation_heads
+from headmaps.scoring import ScanResult
+from headmaps.scoring.analysis import kv_group_size
 
 VOID = {"meta", "link", "br", "hr", "img", "input", "col", "source", "wbr", "area", "base", "embed",
         "track"}
@@ -174,25 +171,50 @@ def test_normalise_extras_errors():
     assert out == {(1, 1): {"description": "d", "evidence": ["one"]}}
 
 
+def _scan(scores: np.ndarray, relations: list[str], n_kv_heads: int | None = None) -> ScanResult:
+    info = {} if n_kv_heads is None else {"n_kv_heads": n_kv_heads}
+    return ScanResult("m", info, relations, scores, np.zeros_like(scores),
+                      dict.fromkeys(relations, 50), dict.fromkeys(relations, 10), tau=0.15)
+
+
 def test_gqa_agreement_against_hand_count():
     scores = np.zeros((1, 2, 4))
     scores[0, 0, [0, 1]] = 0.5  # both heads of KV group 0 in layer 0
-    g = gqa_agreement(scores, 0.15, 2, ["r"])[0]
+    g = gqa_agreement(_scan(scores, ["r"], n_kv_heads=2))[0]
     assert (g["heads"], g["groups"], g["share"]) == (2, 1, 1.0)
     # chance: 2 of 4 heads at random, groups of 2: P(group empty) = 1/6, E[touched] = 5/3
     assert g["chance"] == pytest.approx(0.6, abs=1e-4)
-    assert gqa_agreement(scores, 0.15, 1, ["r"]) == []
+    assert gqa_agreement(_scan(scores, ["r"], n_kv_heads=4)) == []
+
+
+def test_report_and_summary_markdown_agree():
+    """One analysis: the page's GQA and multi-relation tables are the summary's."""
+    scan, _ = synthetic_scan(n_layers=6, n_heads=8, n_relations=5, seed=3, with_extras=False)
+    scan = dataclasses.replace(scan, model_info=dict(scan.model_info, n_kv_heads=2))
+    data = payload(build_report(scan))["summary"]
+    frame = scan.gqa_agreement()
+    assert [g["relation"] for g in data["gqa"]] == list(frame["relation"])
+    assert [g["share"] for g in data["gqa"]] == pytest.approx(list(frame["share"]), abs=1e-4)
+    multi = scan.multi_relation_heads()
+    assert [m["head"] for m in data["multi"]] == list(multi["head"])[:50]
+    md = scan.summary_markdown()
+    for rel, share in zip(frame["relation"], frame["share"]):
+        assert f"| {rel} |" in md and f"{share:.3f}" in md
 
 
 def test_summaries():
-    assert kv_group_size({"n_kv_heads": 3}, 9) == 3
-    assert kv_group_size({}, 9) == 1
-    assert kv_group_size({"n_kv_heads": 4}, 9) == 1
+    assert kv_group_size(_scan(np.zeros((1, 1, 9)), ["a"], 3)) == 3
+    assert kv_group_size(_scan(np.zeros((1, 1, 9)), ["a"])) == 1
+    assert kv_group_size(_scan(np.zeros((1, 1, 9)), ["a"], 4)) == 1
     scores = np.zeros((3, 2, 2))
     scores[:, 1, 0] = 0.9
     scores[0, 0, 1] = 0.9
-    multi = multi_relation_heads(scores, 0.15, ["a", "b", "c"])
+    multi = multi_relation_heads(_scan(scores, ["a", "b", "c"]))
     assert multi == [{"head": "1.0", "relations": ["a", "b", "c"], "max": 0.9}]
+    scores[[0, 1], 0, 0] = [0.95, 0.2]  # two relations, but a better score than 1.1 below
+    scores[[0, 1], 1, 1] = [0.5, 0.5]
+    order = [m["head"] for m in multi_relation_heads(_scan(scores, ["a", "b", "c"]))]
+    assert order == ["1.0", "0.0", "1.1"]  # most relations, then best score
     cov = coverage_per_layer({(0, 0): {"description": "x"}, (1, 1): {"unclear": True}}, 2, 2)
     assert cov == {"described": [1, 0], "unclear": [0, 1], "none": [1, 1]}
     assert coverage_per_layer({(0, 0): {"salient": []}}, 2, 2) is None

@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .._version import __version__
 from ..errors import HeadmapsError
 from . import describe, head, info, plot, relations, report, scan, validate
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="What does every attention head do? MAPS from the parameters alone.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--version", action="version", version=f"headmaps {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS:

@@ -36,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--extras", type=Path, default=None, metavar="JSON",
                    help="extra per-head data in the report schema ({'L.H': {...}}), merged last")
     p.add_argument("--title", default=None, help="page title (default: headmaps · MODEL)")
+    p.add_argument("--show-paths", action="store_true",
+                   help="keep absolute local paths (model file, cache folder) in the page; "
+                        "by default it shows file names only, so it can be shared")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --describe llm")
     p.add_argument("--llm-model", default="gpt-4o",
                    help="chat model for --describe llm (default gpt-4o)")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         ex.extras_from_descriptions(load_descriptions(args.descriptions), extras)
     for key, value in (ex.load_extras(args.extras) if args.extras is not None else {}).items():
         extras.setdefault(key, {}).update(value)
-    path = build.write_report(args.output, scan, extras or None, title=args.title)
+    path = build.write_report(args.output, scan, extras or None, title=args.title, show_paths=args.show_paths)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.1f} MB): {scan.n_layers} layers x {scan.n_heads} heads, "
           f"{len(scan.relations)} relations, {len(extras)} heads with salient operations or "

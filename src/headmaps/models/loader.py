@@ -69,7 +69,9 @@ def load(
     Args:
         source: a built-in alias (``"smollm2-135m"``, ``"gemma3-270m"``), a Hugging
             Face model id, a local model folder, a path to a ``.gguf`` file, a
-            transformers ``PreTrainedModel`` or an existing ``HeadModel``.
+            transformers ``PreTrainedModel``, a TransformerLens ``HookedTransformer``, an
+            nnsight ``LanguageModel`` (see :mod:`headmaps.models.interop`) or an existing
+            ``HeadModel``.
         device: where tensors go (default CPU).
         dtype: convert tensors to this dtype (default: keep the checkpoint's).
         revision: hub revision for model ids.
@@ -89,7 +91,11 @@ def load(
     t0 = time.perf_counter()
     if isinstance(source, HeadModel):
         return source
-    if isinstance(source, torch.nn.Module):
+    from .interop import from_interop  # TransformerLens / nnsight models (optional extras)
+
+    if (model := from_interop(source, tokenizer=tokenizer, device=device, dtype=dtype)) is not None:
+        pass
+    elif isinstance(source, torch.nn.Module):
         model = from_transformers(source, tokenizer=tokenizer, device=device, dtype=dtype)
     elif isinstance(source, (str, os.PathLike)):
         model = _load_named(str(source), device=device, dtype=dtype, revision=revision,
@@ -97,7 +103,8 @@ def load(
     else:
         raise HeadmapsError(
             f"cannot load a model from {type(source).__name__}; pass an alias, hub id, "
-            "folder, .gguf path or a transformers model"
+            "folder, .gguf path, a transformers model, a TransformerLens HookedTransformer "
+            "or an nnsight LanguageModel"
         )
     model.load_seconds = time.perf_counter() - t0
     return model
@@ -196,7 +203,7 @@ def load_gguf(path: str | Path, *, device=None, dtype=None,
     The first load dequantises the file (tens of seconds for small models); later loads
     read the cache entry keyed by the file's SHA-256 and the headmaps version.
     """
-    from .. import __version__
+    from .._version import __version__
 
     path = Path(path)
     if not path.is_file():

@@ -19,7 +19,8 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
            scan: ScanResult | str | os.PathLike | None = None,
            describe: str = "pattern", salient: bool | None = None,
            extras: dict[str, Any] | None = None,
-           title: str | None = None, progress: bool = False, **load_options: Any) -> Path:
+           title: str | None = None, progress: bool = False, show_paths: bool = False,
+           **load_options: Any) -> Path:
     """Write the self-contained HTML explorer of a model's heads.
 
     Args:
@@ -36,6 +37,8 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
             they override computed ones head by head.
         title: page title.
         progress: show progress bars.
+        show_paths: keep absolute local paths (model file, cache) in the page; by default
+            only file names, aliases and hub ids appear, so the page can be shared.
         **load_options: passed to :func:`headmaps.load` when ``source`` is a name.
 
     Returns:
@@ -61,4 +64,4 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
     computed = collect_extras(model, scan, describe, progress=progress) if salient else {}
     for key, value in (extras or {}).items():
         computed.setdefault(key, {}).update(value)
-    return write_report(path, scan, computed or None, title=title)
+    return write_report(path, scan, computed or None, title=title, show_paths=show_paths)

@@ -9,6 +9,7 @@ id="hm-ex">``; the script draws the heatmap, the table, the head panel and the s
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
+from ..scoring.analysis import kv_group_size
 from ..scoring.results import ScanResult
 from .encode import encode
+from .redact import shareable
 from .schema import normalise_extras
-from .summary import kv_group_size
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def _fmt(v: Any) -> str:
 def model_card(scan: ScanResult, generated: str) -> str:
     """The model card as an HTML fragment (a definition list and relation details)."""
     info = scan.model_info or {}
-    group = kv_group_size(info, scan.n_heads)
+    group = kv_group_size(scan)
     kv = info.get("n_kv_heads", scan.n_heads)
     arch = info.get("architecture", "")
     if info.get("family") and info.get("family") != arch:
@@ -104,7 +106,7 @@ def model_card(scan: ScanResult, generated: str) -> str:
 
 
 def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *,
-                 title: str | None = None) -> str:
+                 title: str | None = None, show_paths: bool = False) -> str:
     """The full HTML page of a scan.
 
     Args:
@@ -112,10 +114,16 @@ def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *,
         extras: optional per-head salient operations and descriptions in the
             :data:`~headmaps.report.schema.HeadExtras` schema (``{"L.H": {...}}``).
         title: page title (default ``headmaps · MODEL``).
+        show_paths: keep absolute local paths (model file, cache folder) in the page;
+            by default each is shown as its file name only, so the page can be shared.
 
     Returns:
         A self-contained HTML document (inline CSS, JS and data; no external resources).
     """
+    if not show_paths:
+        scan = dataclasses.replace(scan, model_id=shareable(scan.model_id), model_info=shareable(scan.model_info),
+                                   skipped=shareable(scan.skipped), options=shareable(scan.options))
+        title = shareable(title)
     title = title or f"headmaps · {scan.model_id or 'scan'}"
     norm = normalise_extras(extras, scan.n_layers, scan.n_heads)
     payload, heads = encode(scan, norm, title)
@@ -131,12 +139,12 @@ def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *,
 
 
 def write_report(path: str | os.PathLike, scan: ScanResult, extras: dict[str, Any] | None = None, *,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, show_paths: bool = False) -> Path:
     """Build the report (see :func:`build_report`) and write it atomically to ``path``.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    write_text(path, build_report(scan, extras, title=title))
+    write_text(path, build_report(scan, extras, title=title, show_paths=show_paths))
     return path

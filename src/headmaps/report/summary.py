@@ -1,31 +1,20 @@
 """Summary statistics of a scan that the report and the plots show.
 
-All functions take the score arrays of a :class:`~headmaps.scoring.ScanResult`
-(``(n_relations, n_layers, n_heads)``) and the threshold ``tau``; a head *implements*
-a relation when its score is at least ``tau`` (and *suppresses* it likewise).
+The analyses themselves (multi-relation heads, GQA agreement) are defined once, in
+:mod:`headmaps.scoring.analysis`; this module only shapes their results for the page,
+so the HTML report and ``summary.md`` agree. A head *implements* a relation when its
+score is at least ``tau`` (and *suppresses* it likewise).
 """
 
 from __future__ import annotations
 
-from math import comb
 from typing import Any
 
 import numpy as np
 
+from ..scoring import analysis
 from ..scoring.results import ScanResult
 from .schema import HeadExtra, coverage
-
-
-def kv_group_size(model_info: dict[str, Any], n_heads: int) -> int:
-    """Query heads per KV head (1 without grouping, or when the info does not say)."""
-    n_kv = model_info.get("n_kv_heads") or n_heads
-    try:
-        n_kv = int(n_kv)
-    except (TypeError, ValueError):
-        return 1
-    if n_kv <= 0 or n_heads % n_kv:
-        return 1
-    return n_heads // n_kv
 
 
 def heads_per_layer(scores: np.ndarray, tau: float) -> np.ndarray:
@@ -40,58 +29,24 @@ def any_per_layer(scores: np.ndarray, tau: float) -> np.ndarray:
     return (scores >= tau).any(axis=0).sum(axis=1).astype(int)
 
 
-def multi_relation_heads(scores: np.ndarray, tau: float, relations: list[str],
-                         limit: int = 50) -> list[dict[str, Any]]:
-    """Heads implementing two or more relations, most relations first (then best score).
+def multi_relation_heads(scan: ScanResult, limit: int = 50) -> list[dict[str, Any]]:
+    """:func:`headmaps.scoring.analysis.multi_relation_heads`, for the page.
 
     Returns:
-        Up to ``limit`` dicts ``{"head": "L.H", "relations": [names], "max": best score}``.
+        Up to ``limit`` dicts ``{"head": "L.H", "relations": [names], "max": best score}``,
+        in the analysis's order.
     """
-    if scores.shape[0] == 0:
-        return []
-    hits = scores >= tau
-    n = hits.sum(axis=0)
-    best = scores.max(axis=0)
-    L, H = np.nonzero(n >= 2)
-    order = sorted(zip(L, H), key=lambda lh: (-n[lh], -best[lh], lh))
-    return [{"head": f"{layer}.{head}",
-             "relations": [relations[r] for r in np.nonzero(hits[:, layer, head])[0]],
-             "max": round(float(best[layer, head]), 4)} for layer, head in order[:limit]]
+    frame = analysis.multi_relation_heads(scan).head(limit)
+    return [{"head": row.head, "relations": row.relations.split(", "), "max": round(row.max_score, 4)}
+            for row in frame.itertuples(index=False)]
 
 
-def gqa_agreement(scores: np.ndarray, tau: float, group: int,
-                  relations: list[str]) -> list[dict[str, Any]]:
-    """How much heads that share a KV head agree on each relation.
-
-    For each relation: ``heads`` implementing it, ``groups`` (KV groups holding at least
-    one of them), ``share`` = mean fraction of a touched group's heads that implement it,
-    and ``chance`` = the same expected if each layer's relation heads were placed at random
-    among its heads (hypergeometric). ``share`` well above ``chance`` means the heads of a
-    KV group tend to implement the relation together.
-
-    Returns:
-        One dict per relation; empty when ``group`` is 1 (no grouping).
-    """
-    if group <= 1 or scores.shape[0] == 0:
-        return []
-    R, L, H = scores.shape
-    G = H // group
-    out = []
-    for r in range(R):
-        hits = scores[r] >= tau  # (L, H)
-        n = int(hits.sum())
-        touched = int(hits.reshape(L, G, group).any(axis=2).sum())
-        expected = 0.0
-        for layer in range(L):
-            k = int(hits[layer].sum())
-            if k:
-                p0 = comb(H - k, group) / comb(H, group)
-                expected += G * (1.0 - p0)
-        share = n / (group * touched) if touched else 0.0
-        chance = n / (group * expected) if expected else 0.0
-        out.append({"relation": relations[r], "heads": n, "groups": touched,
-                    "share": round(share, 4), "chance": round(chance, 4)})
-    return out
+def gqa_agreement(scan: ScanResult) -> list[dict[str, Any]]:
+    """:func:`headmaps.scoring.analysis.gqa_agreement`, for the page (one dict per relation)."""
+    frame = analysis.gqa_agreement(scan)
+    return [{"relation": row.relation, "heads": int(row.heads), "groups": int(row.groups),
+             "share": round(row.share, 4), "chance": round(row.chance, 4)}
+            for row in frame.itertuples(index=False)]
 
 
 def coverage_per_layer(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
@@ -116,14 +71,14 @@ def coverage_per_layer(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
 def summarise(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra]) -> dict[str, Any]:
     """Every summary the report shows, as JSON-able data."""
     tau = scan.tau
-    group = kv_group_size(scan.model_info, scan.n_heads)
+    group = analysis.kv_group_size(scan)
     return {
         "per_layer": heads_per_layer(scan.scores, tau).tolist(),
         "any_per_layer": any_per_layer(scan.scores, tau).tolist(),
         "supp_any_per_layer": any_per_layer(scan.suppression, tau).tolist(),
-        "multi": multi_relation_heads(scan.scores, tau, scan.relations),
+        "multi": multi_relation_heads(scan),
         "n_multi": int(((scan.scores >= tau).sum(axis=0) >= 2).sum()) if scan.relations else 0,
         "kv_group": group,
-        "gqa": gqa_agreement(scan.scores, tau, group, scan.relations),
+        "gqa": gqa_agreement(scan),
         "coverage": coverage_per_layer(extras, scan.n_layers, scan.n_heads),
     }

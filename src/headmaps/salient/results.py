@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,19 @@ class SalientOperations:
         lines += [f"{a:>{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  "
                   f"{d}" for a, b, c, d in rows]
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the salient tokens and their top mappings as an HTML table."""
+        esc = html.escape
+        rows = "".join(
+            f"<tr><td>{r}</td><td>{sal:.3f}</td><td><code>{esc(visible(s))}</code></td><td>"
+            + ", ".join(f"<code>{esc(visible(t))}</code> ({sc:.2f})" for t, sc in zip(tstr, scs))
+            + "</td></tr>"
+            for r, (s, sal, tstr, scs) in enumerate(zip(self.tokens, self.saliency, self.targets, self.scores), 1))
+        return (f"<div><b>head {esc(self.name)}</b> of {esc(self.model_id or 'model')} "
+                f"(preset {esc(self.preset or '?')})<table><thead><tr><th>#</th><th>saliency</th>"
+                f"<th>token</th><th>top {self.n_mappings} mappings (score)</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table></div>")
 
     def __str__(self) -> str:
         return (f"head {self.name} of {self.model_id or 'model'} (preset {self.preset or '?'})\n"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from math import comb
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from .results import ScanResult
+if TYPE_CHECKING:  # type only: results.py imports this module, not the other way round
+    from .results import ScanResult
 
 
 def _tau(scan: ScanResult, tau: float | None) -> float:
@@ -33,20 +37,25 @@ def multi_relation_heads(scan: ScanResult, tau: float | None = None,
                          min_relations: int = 2) -> pd.DataFrame:
     """Heads implementing at least ``min_relations`` relations.
 
+    The one definition the summary, the CLI and the HTML report all use.
+
     Returns:
         Frame with columns ``head`` (``L.H``), ``layer``, ``head_index``, ``n_relations``,
-        ``relations`` (comma-separated), sorted by ``n_relations`` descending.
+        ``relations`` (comma-separated, in scan order), ``max_score`` (the head's best
+        score over all relations); most relations first, then best score, then position.
     """
     imp = implements(scan, tau)
     count = imp.sum(0)
+    best = scan.scores.max(0) if len(scan.relations) else np.zeros((scan.n_layers, scan.n_heads))
     rows = []
     for layer, head in np.argwhere(count >= min_relations):
         rels = [scan.relations[r] for r in np.flatnonzero(imp[:, layer, head])]
         rows.append({"head": f"{layer}.{head}", "layer": int(layer), "head_index": int(head),
-                     "n_relations": len(rels), "relations": ", ".join(rels)})
-    frame = pd.DataFrame(rows, columns=["head", "layer", "head_index", "n_relations", "relations"])
-    return frame.sort_values(["n_relations", "layer", "head_index"], ascending=[False, True, True],
-                             ignore_index=True)
+                     "n_relations": len(rels), "relations": ", ".join(rels),
+                     "max_score": float(best[layer, head])})
+    frame = pd.DataFrame(rows, columns=["head", "layer", "head_index", "n_relations", "relations", "max_score"])
+    return frame.sort_values(["n_relations", "max_score", "layer", "head_index"],
+                             ascending=[False, False, True, True], ignore_index=True)
 
 
 def layer_distribution(scan: ScanResult, tau: float | None = None,
@@ -57,41 +66,45 @@ def layer_distribution(scan: ScanResult, tau: float | None = None,
                         columns=scan.relations)
 
 
-def gqa_agreement(scan: ScanResult, n_kv_heads: int | None = None,
-                  tau: float | None = None) -> pd.DataFrame:
-    """Do heads that share a value head implement the same relations?
+def kv_group_size(scan: ScanResult) -> int:
+    """Query heads per value head (1 without grouping, or when the model info does not say)."""
+    n_kv = int(scan.model_info.get("n_kv_heads") or scan.n_heads)
+    return scan.n_heads // n_kv if n_kv and scan.n_heads % n_kv == 0 else 1
 
-    For every pair of heads in the same layer that each implement at least one relation,
-    the Jaccard similarity of their relation sets; averaged over pairs that share a value
-    head (same GQA group) and over pairs that do not (the chance level).
+
+def gqa_agreement(scan: ScanResult, tau: float | None = None) -> pd.DataFrame:
+    """Do heads that share a value head (a GQA group) implement a relation together?
+
+    The one definition the summary, the CLI and the HTML report all use. Per relation:
+    ``heads`` implementing it, ``groups`` (KV groups of a layer holding at least one of
+    them), ``share`` = mean fraction of a touched group's heads that implement it, and
+    ``chance`` = the same expected if each layer's relation heads sat at random among its
+    heads (hypergeometric: a group of ``g`` of the layer's ``H`` heads is untouched by
+    ``k`` relation heads with probability ``C(H-k, g) / C(H, g)``). ``share`` well above
+    ``chance`` means a group's heads tend to implement the relation together.
 
     Returns:
-        One-row frame: ``same_group_jaccard``, ``other_group_jaccard``, ``same_group_pairs``,
-        ``other_group_pairs``, ``group_size``. Empty for models without grouped heads.
+        Frame with columns ``relation``, ``heads``, ``groups``, ``share``, ``chance``,
+        ``group_size``; empty for models without grouped heads.
     """
-    n_heads = scan.n_heads
-    n_kv = n_kv_heads or int(scan.model_info.get("n_kv_heads", n_heads))
-    cols = ["same_group_jaccard", "other_group_jaccard", "same_group_pairs", "other_group_pairs",
-            "group_size"]
-    if n_kv >= n_heads:
+    cols = ["relation", "heads", "groups", "share", "chance", "group_size"]
+    group = kv_group_size(scan)
+    if group <= 1 or not scan.relations:
         return pd.DataFrame(columns=cols)
-    group = np.arange(n_heads) // (n_heads // n_kv)
+    L, H = scan.n_layers, scan.n_heads
+    G = H // group
     imp = implements(scan, tau)
-    same, other = [], []
-    for layer in range(scan.n_layers):
-        sets = imp[:, layer, :].T  # (H, R)
-        active = np.flatnonzero(sets.any(1))
-        for i_pos, i in enumerate(active):
-            for j in active[i_pos + 1:]:
-                inter = np.logical_and(sets[i], sets[j]).sum()
-                union = np.logical_or(sets[i], sets[j]).sum()
-                (same if group[i] == group[j] else other).append(inter / union)
-    return pd.DataFrame([{
-        "same_group_jaccard": float(np.mean(same)) if same else float("nan"),
-        "other_group_jaccard": float(np.mean(other)) if other else float("nan"),
-        "same_group_pairs": len(same), "other_group_pairs": len(other),
-        "group_size": n_heads // n_kv,
-    }], columns=cols)
+    rows = []
+    for r, rel in enumerate(scan.relations):
+        hits = imp[r]  # (L, H)
+        n = int(hits.sum())
+        touched = int(hits.reshape(L, G, group).any(axis=2).sum())
+        expected = sum(G * (1.0 - comb(H - k, group) / comb(H, group))
+                       for k in hits.sum(axis=1).tolist() if k)
+        rows.append({"relation": rel, "heads": n, "groups": touched,
+                     "share": n / (group * touched) if touched else 0.0,
+                     "chance": n / (group * expected) if expected else 0.0, "group_size": group})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def top_heads(scan: ScanResult, relation: str, n: int = 5,
@@ -134,8 +147,9 @@ def summary_markdown(scan: ScanResult, tau: float | None = None) -> str:
     gqa = gqa_agreement(scan, tau=t)
     if len(gqa):
         lines += ["## Grouped-query attention", "",
-                  "Mean Jaccard similarity of the relation sets of two heads in the same layer, "
-                  "for heads sharing a value head versus not:", "", _md(gqa), ""]
+                  "Per relation: the mean share of a touched KV group's heads that implement it, "
+                  "against the share expected if the relation heads sat at random in their layer:",
+                  "", _md(gqa), ""]
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
 from ..relations.errors import UnknownRelationError
+from . import analysis
 
 DEFAULT_TAU = 0.15
 
@@ -50,6 +52,13 @@ class RelationScores:
         """Heads whose score is at least ``tau``, as ``(layer, head)``."""
         a = self.suppression if suppression else self.scores
         return [tuple(map(int, x)) for x in np.argwhere(a >= tau)]
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the ten best heads as a compact table."""
+        frame = pd.DataFrame([{"head": f"{layer}.{h}", "score": s} for layer, h, s in self.top_heads(10)])
+        title = (f"<b>{html.escape(self.relation)}</b> on {html.escape(self.model_id or 'model')}: "
+                 f"{self.n_pairs} pairs, k = {self.k}, preset {html.escape(self.preset or '?')}")
+        return f"<div>{title}{frame.to_html(index=False, float_format='{:.3f}'.format)}</div>"
 
 
 @dataclass
@@ -106,41 +115,37 @@ class ScanResult:
     def relation_heads(self, tau: float | None = None,
                        suppression: bool = False) -> dict[str, list[str]]:
         """Relation -> heads ``"L.H"`` with score >= tau (default ``self.tau``), best first."""
-        from .analysis import relation_heads
-
-        return relation_heads(self, tau, suppression)
+        return analysis.relation_heads(self, tau, suppression)
 
     def multi_relation_heads(self, tau: float | None = None,
                              min_relations: int = 2) -> pd.DataFrame:
         """Heads implementing at least ``min_relations`` relations (see analysis module)."""
-        from .analysis import multi_relation_heads
-
-        return multi_relation_heads(self, tau, min_relations)
+        return analysis.multi_relation_heads(self, tau, min_relations)
 
     def layer_distribution(self, tau: float | None = None,
                            suppression: bool = False) -> pd.DataFrame:
         """Relation heads per layer: index layer, one column per relation."""
-        from .analysis import layer_distribution
-
-        return layer_distribution(self, tau, suppression)
+        return analysis.layer_distribution(self, tau, suppression)
 
     def gqa_agreement(self, tau: float | None = None) -> pd.DataFrame:
-        """Relation-set agreement of heads sharing a value head versus other heads."""
-        from .analysis import gqa_agreement
-
-        return gqa_agreement(self, tau=tau)
+        """Per relation, how much heads sharing a value head agree, against chance."""
+        return analysis.gqa_agreement(self, tau=tau)
 
     def top_heads(self, relation: str, n: int = 5, suppression: bool = False) -> pd.DataFrame:
         """The ``n`` best heads for ``relation``."""
-        from .analysis import top_heads
-
-        return top_heads(self, relation, n, suppression)
+        return analysis.top_heads(self, relation, n, suppression)
 
     def summary_markdown(self, tau: float | None = None) -> str:
         """A Markdown summary of the scan."""
-        from .analysis import summary_markdown
+        return analysis.summary_markdown(self, tau)
 
-        return summary_markdown(self, tau)
+    def _repr_html_(self) -> str:
+        """Jupyter: one row per relation with its best heads (see ``summary_markdown``)."""
+        title = (f"<b>scan of {html.escape(self.model_id or 'model')}</b>: {len(self.relations)} relations, "
+                 f"{self.n_layers} x {self.n_heads} heads, preset {html.escape(self.preset or '?')}, "
+                 f"tau = {self.tau}")
+        table = analysis.summary_table(self).to_html(index=False)
+        return f"<div>{title}{table}</div>"
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame: one row per (relation, layer, head) with score and suppression."""
