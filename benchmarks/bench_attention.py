@@ -213,7 +213,10 @@ def main() -> None:
     # the static side: all heads, full key ranking (for the content check)
     res = hm.attention_summary(m, max_distance=MAX_D, n_keys=m.vocab_size, n_queries=1, n_pairs=1)
     t_static = time.perf_counter() - t0
-    print(f"static summary done in {t_static:.0f} s", flush=True)
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"static summary done in {t_static:.0f} s; peak RSS so far {rss:.1f} GB (model + summary)", flush=True)
     hf = m.require_hf_model()
     hf.set_attn_implementation("eager")
     tok = m.require_tokenizer()

@@ -147,3 +147,16 @@ def test_sampled_profile_is_mean_softmax_over_sampled_sequences(arch):
         expected += torch.softmax(s.double(), 0).numpy() / n
     assert np.allclose(prof.sampled, expected, rtol=1e-4, atol=1e-6)
     assert prof.sampled.sum() == pytest.approx(1, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_smollm2_layer1_previous_token_head():
+    """On the real SmolLM2-135M, head 1.0 is a static previous-token head (its real attention
+    at distance 1 is among the 10 highest on random tokens: docs/results/attention.md)."""
+    m = hm.load("smollm2-135m")
+    res = hm.attention_summary(m, [1], max_distance=16, n_keys=3, n_queries=2, n_pairs=2, n_samples=64)
+    prof = res.profile_at(1, 0)
+    assert prof.kind() == "previous-token" and prof.prev_mass > 0.9
+    assert prof.sampled_prev_mass > 0.5
+    others = [res.profile_at(1, h).prev_mass for h in range(1, m.n_heads)]
+    assert max(others) < prof.prev_mass

@@ -14,10 +14,14 @@ Per layer, for the chosen heads at once and the vocabulary in chunks of rows:
    ``scale * (q_a - q̄) . k_b`` (the *query-specific* logit);
 5. the positional profile from ``q̄`` and ``k̄`` (the mean key): ``s(Δ)`` for a key
    ``Δ`` tokens before the query (rotary: ``q̄`` rotated by ``Δ``; learned positions:
-   the mean source plus the position embeddings through the same path).
+   the mean source plus the position embeddings through the same path);
+6. the sampled profile: the softmax over distances of the exact logits of random query
+   tokens on random key tokens, averaged (the expected attention by distance on random
+   token sequences whose residual stream holds the source representations).
 
-Content ignores position (the logit at distance 0, no rotation). Means are plain
-means over the tokenizer's vocabulary. Nothing of size ``V x V`` is formed; memory is
+Content ignores position (the logit at distance 0, no rotation) and Gemma 2's soft-cap
+(monotone for one logit; the means are of uncapped logits). Means are plain means over
+the tokenizer's vocabulary. Nothing of size ``V x V`` is formed; memory is
 the source representations (``V x d_model``) plus the keys of one layer.
 """
 

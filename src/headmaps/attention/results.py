@@ -92,14 +92,19 @@ class PositionalProfile:
         return float(-(nz * np.log(nz)).sum() / math.log(n))
 
     def kind(self) -> str:
-        """A short positional label: ``previous-token``, ``self``, ``Δ=k``, ``local``, ``flat`` or ``broad``."""
+        """A short positional label.
+
+        ``previous-token`` / ``self`` (half the weight or more on Δ = 1 / 0), ``mostly
+        previous-token`` / ``mostly self`` / ``Δ=k`` (the preferred distance holds 30% or
+        more), ``flat`` (entropy >= 95% of its maximum), ``local`` (half on Δ <= 4), else ``broad``.
+        """
         if self.prev_mass >= 0.5:
             return "previous-token"
         if self.self_mass >= 0.5:
             return "self"
         d = self.preferred_distance
         if self.weights[d] >= 0.3:
-            return f"Δ={d}"
+            return {0: "mostly self", 1: "mostly previous-token"}.get(d, f"Δ={d}")
         if self.flatness >= 0.95:
             return "flat"
         return "local" if self.local_mass >= 0.5 else "broad"

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"what it attends to (QK, from parameters; preset {prof.preset}; content ignores position)")
         print(prefs.table())
         print(f"position ({prof.positions}): Δ=0..{len(prof.logits) - 1} {prof.sparkline()}")
-        print(f"  {prof.kind()}: Δ=1 {prof.prev_mass:.0%}, Δ=0 {prof.self_mass:.0%}, Δ<=4 {prof.local_mass:.0%}, "
+        print(f"  kind: {prof.kind()}; Δ=1 {prof.prev_mass:.0%}, Δ=0 {prof.self_mass:.0%}, Δ<=4 {prof.local_mass:.0%}, "
               f"preferred Δ={prof.preferred_distance}; over random tokens: Δ=1 {prof.sampled_prev_mass:.0%}")
         print()
         print(one_line(ops, desc, prefs, prof))
