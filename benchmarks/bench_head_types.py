@@ -37,30 +37,34 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--top-fraction", type=float, default=0.05)
     ap.add_argument("--out", default=None, help="also write the tables as markdown here")
+    ap.add_argument("--max-distance", type=int, default=64, help="distances of the sampled profile (default 64)")
+    ap.add_argument("--attention-only", action="store_true",
+                    help="skip the relation scores and the dynamic relation detectors")
     args = ap.parse_args()
 
     m = hm.load(args.model)
     _ = m.hf_model  # load the transformers model outside the timings
     t = time.perf_counter()
-    fast = hm.head_types(m, relations=False)
+    fast = hm.head_types(m, relations=False, max_distance=args.max_distance)
     t_fast = time.perf_counter() - t
     t = time.perf_counter()
-    full = hm.head_types(m)
-    t_full = time.perf_counter() - t
+    full = fast if args.attention_only else hm.head_types(m, max_distance=args.max_distance)
+    t_full = t_fast if args.attention_only else time.perf_counter() - t
 
     t = time.perf_counter()
     induction, duplicate = B.repeat_scores(m)
     beh = {"previous_token": B.previous_token_scores(m), "induction": induction, "duplicate_token": duplicate}
     t_attn = time.perf_counter() - t
     t = time.perf_counter()
-    for name in ("copying", "successor"):
+    for name in () if args.attention_only else ("copying", "successor"):
         beh[name] = B.relation_behaviour(m, name)
     t_rel = time.perf_counter() - t
     t_beh = t_attn + t_rel
 
     table = compare(full, beh, args.top_fraction)
     table_fast = compare(fast, beh, args.top_fraction)
-    lines = [f"model {m.model_id}: {m.n_layers} layers x {m.n_heads} heads; behavioural positives = top "
+    lines = [f"model {m.model_id}: {m.n_layers} layers x {m.n_heads} heads; max_distance {args.max_distance}; "
+             f"behavioural positives = top "
              f"{args.top_fraction:.0%} of heads; machine {platform.machine()} CPU, shared with other jobs",
              "", "static pass with relation scores:", markdown(table), "",
              "static pass without relation scores (copying from eigenvalues alone):",

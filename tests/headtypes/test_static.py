@@ -216,3 +216,12 @@ def test_cli_types_prints_the_table(built, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "previous_token" in text and "0.2" in text and out.exists()
     assert main(["types", str(tmp_path / "m"), "--tokens", "1"]) == 2
+
+
+def test_learned_positions_work_and_bound_the_distance():
+    m = hm.load(tiny_model("gpt2"))
+    res = hm.head_types(m, relations=False, max_distance=16, n_sources=4)
+    assert res.scores["previous_token"].shape == (3, 4)
+    assert np.isfinite(res.scores["induction"]).all()
+    with pytest.raises(hm.HeadmapsError, match="max_distance=64 exceeds"):
+        hm.head_types(m, relations=False)

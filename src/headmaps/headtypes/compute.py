@@ -143,7 +143,7 @@ def head_types(
     *,
     preset: str | P.ProjectionOptions | None = None,
     n_tokens: int | None = S.DEFAULT_N_TOKENS,
-    max_distance: int = 8,
+    max_distance: int = 64,
     n_samples: int = 256,
     n_sources: int = 16,
     seed: int = 0,

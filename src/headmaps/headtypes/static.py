@@ -36,6 +36,7 @@ import torch
 
 from .. import projection as P
 from ..attention import qk as Q
+from ..errors import HeadmapsError
 from ..models import HeadModel
 from ..salient.tokens import valid_mask
 
@@ -167,7 +168,7 @@ def self_preference(model: HeadModel, src: Sources) -> np.ndarray:
     return out
 
 
-def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 8, n_samples: int = 256,
+def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 64, n_samples: int = 256,
                         seed: int = 0) -> np.ndarray:
     """Expected attention on distance 1 of the sampled positional profile, ``(n_layers, n_heads)``.
 
@@ -183,6 +184,11 @@ def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 8, n
     with torch.no_grad():
         for layer in range(L):
             qk = model.qk(layer)
+            if qk.positions.kind == "learned":
+                n_pos = qk.positions.embedding.shape[0] - qk.positions.offset
+                if max_distance >= n_pos:
+                    raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} positions; "
+                                        f"pass max_distance <= {n_pos - 1}")
             base = src.base(layer)
             K = Q.keys(qk, Q.layer_input(qk, base, src.opts))  # (n_kv, n, dh), rows = subset
             valid = torch.ones(base.shape[0], dtype=torch.bool, device=base.device)
