@@ -166,6 +166,7 @@ def test_result_round_trip_and_frame(built, tmp_path):
     res = hm.head_types(hm.load(built), relations=False, n_sources=4, max_distance=8)
     assert set(res.skipped) == {"copying_relation", "copying_suppression", "successor_relation"}
     assert np.isnan(res.scores["successor"]).all()
+    assert res.thresholds["copying"] == "eigen copying >= 0.5"
     frame = res.to_frame()
     assert len(frame) == 12 and {"previous_token", "is_induction", "c_eigen_copying", "types"} <= set(frame.columns)
     assert "previous_token" in frame.set_index(["layer", "head"]).loc[(0, 2), "types"]

@@ -189,9 +189,12 @@ def head_types(
     scores, labels = combine({**comp, "k_composition": kc}, sources=sources)
     kc0 = np.nan_to_num(kc, nan=-np.inf)
     comp["k_composition"] = np.where(np.isfinite(kc0.max(-1)), kc0.max(-1), np.nan).astype(np.float32)
+    thresholds = dict(THRESHOLDS)
+    if "copying_relation" not in comp:
+        thresholds["copying"], thresholds["copy_suppression"] = "eigen copying >= 0.5", "eigen copying <= -0.5"
     return HeadTypes(
         model_id=model.model_id, n_layers=L, n_heads=H, scores=scores, labels=labels, components=comp,
-        thresholds=dict(THRESHOLDS), skipped=skipped, preset=P.preset_name(preset, opts), options=opts.to_dict(),
+        thresholds=thresholds, skipped=skipped, preset=P.preset_name(preset, opts), options=opts.to_dict(),
         params={"n_tokens": int(len(ids)), "max_distance": max_distance, "n_samples": n_samples,
                 "n_sources": n_sources, "k_sources": [f"{m}.{g}" for m, g in sources], "seed": seed},
         seconds=time.perf_counter() - t0, model_info=model.info(), versions=versions(),
