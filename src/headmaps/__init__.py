@@ -26,6 +26,7 @@ from .errors import (
     ModelNotFoundError,
     UnsupportedArchitectureError,
 )
+from .headtypes import HeadTypes, head_types
 from .models import DEFAULT_MODEL, HeadModel, load
 from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
 from .report.api import report
@@ -38,7 +39,7 @@ __all__ = [
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
     "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe",
-    "experiments",
+    "experiments", "HeadTypes", "head_types",
     "load", "projection", "report", "relation_scores", "relations", "salient_all",
     "salient_operations", "scan",
 ]

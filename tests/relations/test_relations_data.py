@@ -11,7 +11,8 @@ from headmaps.relations.registry import DATA_DIR
 
 EXPECTED = {
     "algorithmic": ["copying", "name_copying", "word_first_letter", "word_last_letter",
-                    "year_to_following"],
+                    "year_to_following",
+                    "successor"],
     "knowledge": ["country_to_capital", "country_to_language", "object_to_superclass",
                   "product_to_company",
                   "work_to_location"],
@@ -26,9 +27,9 @@ FLOORS = {"copying": 500, "year_to_following": 500, "word_first_letter": 200,
 ALL = [n for group in EXPECTED.values() for n in group]
 
 
-def test_names_are_the_twenty():
+def test_names_are_the_twenty_one():
     assert R.names() == ALL
-    assert len(set(R.names())) == 20
+    assert len(set(R.names())) == 21
     assert R.categories() == EXPECTED
 
 

@@ -159,3 +159,9 @@ def test_smollm2_letters_and_years(smollm2):
 def test_smollm2_coverage_at_least_15_of_20(smollm2):
     valid = [name for name in R.names() if R.prepare(smollm2, name).valid]
     assert len(valid) >= 15, valid
+
+
+@pytest.mark.slow
+def test_smollm2_successor_is_valid(smollm2):
+    succ = R.prepare(smollm2, "successor")
+    assert succ.valid and succ.n_pairs >= 30

@@ -20,10 +20,11 @@ logger = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).parent / "data"
 TEMPLATES_FILE = "templates.json"
 
-#: The 20 built-in relations, by category, in the paper's order.
+#: The 21 built-in relations, by category (the paper's 20 in its order, then successor).
 BUILTIN: dict[str, tuple[str, ...]] = {
     "algorithmic": ("copying", "name_copying", "word_first_letter", "word_last_letter",
-                    "year_to_following"),
+                    "year_to_following",
+                    "successor"),
     "knowledge": ("country_to_capital", "country_to_language", "object_to_superclass",
                   "product_to_company",
                   "work_to_location"),

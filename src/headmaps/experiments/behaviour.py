@@ -1,0 +1,206 @@
+"""Behavioural head-type detectors: real forward passes, attention probabilities per head.
+
+These are the judges that the parameter-only head types (:mod:`headmaps.headtypes`)
+are checked against. Each returns an ``(n_layers, n_heads)`` array; exact definitions,
+with ``A[l, h, i, j]`` the attention probability of query position ``i`` on key position
+``j`` (softmax output, rows sum to 1), averaged over the batch:
+
+* **previous-token** (:func:`previous_token_scores`): ``mean_{i >= 1} A[i, i - 1]`` on
+  :data:`TEXT` (prose written for this project), i.e. the mean attention to distance 1.
+* **induction** (:func:`induction_scores`): sequences of ``n`` distinct random tokens
+  ``t_0..t_{n-1}`` repeated once (length ``2n``); ``mean_{j = 0..n-2} A[n + j, j + 1]``:
+  attention from the second copy of ``t_j`` to the token that followed its earlier
+  occurrence.
+* **duplicate-token** (:func:`duplicate_token_scores`): the same sequences,
+  ``mean_{j = 0..n-1} A[n + j, j]``: attention to the earlier occurrence of the same token.
+* **copying** and **successor** (:func:`relation_behaviour`): the dynamic relation score
+  of :mod:`headmaps.experiments.dynamic` (with context, mean over the library's neutral
+  templates) for the ``copying`` and ``successor`` relations: the fraction of prompts
+  whose target is in the top-k of the head's actual output projected to the vocabulary.
+
+Attention probabilities are read with forward hooks (:func:`~headmaps.experiments.hooks.hooked`)
+on every attention module while the model runs its eager attention (switched on for the
+pass and restored afterwards), so they are the model's own softmax outputs.
+Random tokens are drawn with a seeded generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import HeadmapsError
+from ..models import HeadModel
+from .hooks import Hook, hf_model_of, hooked, layer_modules
+
+logger = logging.getLogger(__name__)
+
+#: Prose written for this project (no licence concerns), for the previous-token detector.
+TEXT = (
+    "The lighthouse keeper climbed the stairs every evening at six. From the lamp room he could see "
+    "the harbour, the fishing boats coming home, and the long grey line of the northern cliffs. "
+    "He wrote the weather in a small notebook: wind from the west, light rain, a calm sea by night. "
+    "In winter the storms were loud and the glass shook in its frame, but the lamp kept turning. "
+    "His daughter sent letters from the city, where she studied chemistry and worked in a bakery "
+    "on weekends. She asked whether he was warm enough, whether the roof still leaked, and whether "
+    "the old cat had caught any more mice. He answered each letter on Sunday, slowly, with a pencil "
+    "that he sharpened with a knife. When the new electric lamp arrived, a young engineer came to "
+    "install it. They drank tea together and talked about tides, engines and the price of bread."
+)
+
+
+@contextlib.contextmanager
+def eager_attention(hf: Any) -> Iterator[None]:
+    """Run ``hf`` with eager attention (which returns probabilities) inside the block."""
+    configs = [m.config for m in hf.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
+    old = [c._attn_implementation for c in configs]
+    try:
+        for c in configs:
+            c._attn_implementation = "eager"
+        yield
+    finally:
+        for c, o in zip(configs, old):
+            c._attn_implementation = o
+
+
+def attention_patterns(model: HeadModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """Attention probabilities of every head for unpadded sequences.
+
+    Args:
+        model: a HeadModel with its transformers model.
+        input_ids: ``(B, T)`` token ids (no padding).
+
+    Returns:
+        ``(n_layers, B, n_heads, T, T)`` float32 probabilities (query, key).
+    """
+    hf = hf_model_of(model)
+    mods = layer_modules(model)
+    out: list[torch.Tensor | None] = [None] * len(mods)
+
+    def grab(i: int):
+        def fn(_m, _args, output):
+            w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if w is None:
+                raise HeadmapsError("the attention module returned no probabilities (eager attention unavailable)")
+            out[i] = w.detach().float().cpu()
+        return fn
+
+    hooks: list[Hook] = [(m.attention, "forward", grab(i)) for i, m in enumerate(mods)]
+    dev = next(hf.parameters()).device
+    with torch.no_grad(), eager_attention(hf), hooked(hooks):
+        hf.base_model(input_ids=input_ids.to(dev), attention_mask=torch.ones_like(input_ids).to(dev),
+                      use_cache=False, output_attentions=True)
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def token_pool(model: HeadModel, n_pool: int = 20000) -> torch.Tensor:
+    """Ordinary token ids to draw random sequences from: the first ``n_pool`` non-special ids."""
+    V = model.vocab_size
+    special: set[int] = set()
+    tok = model.tokenizer
+    if tok is not None:
+        special = set(getattr(tok, "all_special_ids", []) or [])
+        V = min(V, len(tok))
+    ids = [i for i in range(min(V, n_pool + len(special))) if i not in special][:n_pool]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def repeated_random(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8, seed: int = 0,
+                    pool: torch.Tensor | None = None) -> torch.Tensor:
+    """``(n_seqs, 2 * n_tokens)`` sequences of distinct random tokens repeated once (seeded)."""
+    pool = token_pool(model) if pool is None else pool
+    if len(pool) < n_tokens:
+        raise HeadmapsError(f"need {n_tokens} distinct tokens, the pool has {len(pool)}")
+    g = torch.Generator().manual_seed(seed)
+    rows = [pool[torch.randperm(len(pool), generator=g)[:n_tokens]] for _ in range(n_seqs)]
+    first = torch.stack(rows)
+    return torch.cat([first, first], 1)
+
+
+def previous_token_scores(model: HeadModel, input_ids: torch.Tensor | None = None) -> np.ndarray:
+    """Mean attention to distance 1, ``mean_{i>=1} A[i, i-1]``, per head ``(n_layers, n_heads)``.
+
+    Args:
+        model: the model.
+        input_ids: ``(B, T)`` token ids; default :data:`TEXT` tokenised without special tokens.
+    """
+    if input_ids is None:
+        tok = model.require_tokenizer()
+        input_ids = torch.tensor([tok(TEXT, add_special_tokens=False)["input_ids"]])
+    A = attention_patterns(model, input_ids)
+    T = A.shape[-1]
+    i = torch.arange(1, T)
+    return A[..., i, i - 1].mean(dim=(1, 3)).numpy()
+
+
+def repeat_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8, seed: int = 0,
+                  pool: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Induction and duplicate-token scores from one pass over repeated random tokens.
+
+    Returns:
+        ``(induction, duplicate)``, each ``(n_layers, n_heads)``; see the module docstring.
+    """
+    ids = repeated_random(model, n_tokens, n_seqs, seed, pool)
+    A = attention_patterns(model, ids)
+    n = n_tokens
+    j = torch.arange(n - 1)
+    induction = A[..., n + j, j + 1].mean(dim=(1, 3)).numpy()
+    jj = torch.arange(n)
+    duplicate = A[..., n + jj, jj].mean(dim=(1, 3)).numpy()
+    return induction, duplicate
+
+
+def induction_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8, seed: int = 0) -> np.ndarray:
+    """Attention from a repeated token to the token after its earlier occurrence ``(n_layers, n_heads)``."""
+    return repeat_scores(model, n_tokens, n_seqs, seed)[0]
+
+
+def duplicate_token_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8, seed: int = 0) -> np.ndarray:
+    """Attention from a repeated token to its earlier occurrence ``(n_layers, n_heads)``."""
+    return repeat_scores(model, n_tokens, n_seqs, seed)[1]
+
+
+def relation_behaviour(model: HeadModel, relation: str, max_pairs: int | None = 200, seed: int = 0) -> np.ndarray:
+    """Dynamic (with context) score of ``relation``, mean over templates ``(n_layers, n_heads)``.
+
+    Args:
+        model: a model with tokenizer and transformers model.
+        relation: a relation name (``copying``, ``successor``...).
+        max_pairs: at most this many pairs (seeded subset).
+        seed: seed of the subset.
+    """
+    from .dynamic import dynamic_scores
+
+    ds = dynamic_scores(model, [relation], max_pairs=max_pairs, seed=seed)
+    if not ds.relations:
+        raise HeadmapsError(f"relation {relation!r} cannot be scored on {model.model_id}: "
+                            f"{ds.skipped.get(relation, 'too few single-token pairs')}")
+    return ds.with_context[0].mean(0)
+
+
+#: Behavioural detector names, in display order.
+BEHAVIOURS = ("previous_token", "induction", "duplicate_token", "copying", "successor")
+
+
+def behaviour_scores(model: HeadModel, *, relations: bool = True, n_tokens: int = 50, n_seqs: int = 8,
+                     max_pairs: int | None = 200, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every behavioural detector on ``model``: name -> ``(n_layers, n_heads)``.
+
+    Args:
+        model: a model with its transformers model (and tokenizer for the text and relations).
+        relations: also run the copying and successor relation detectors (need a tokenizer).
+        n_tokens, n_seqs: size of the repeated random sequences.
+        max_pairs: pairs per relation for the dynamic scores.
+        seed: seed of the random tokens and pair subsets.
+    """
+    induction, duplicate = repeat_scores(model, n_tokens, n_seqs, seed)
+    out = {"previous_token": previous_token_scores(model), "induction": induction, "duplicate_token": duplicate}
+    if relations:
+        for name in ("copying", "successor"):
+            out[name] = relation_behaviour(model, name, max_pairs, seed)
+    return out

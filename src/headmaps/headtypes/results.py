@@ -1,0 +1,126 @@
+"""`HeadTypes`: the parameter-only head types of every head; saves and loads itself."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import HeadmapsError
+from ..io import load_table, save_table, table_path
+
+#: Head types, in display order.
+TYPES = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression", "successor")
+
+
+@dataclass
+class HeadTypes:
+    """Static type scores and labels of every head.
+
+    Attributes:
+        model_id: the model.
+        n_layers, n_heads: sizes.
+        scores: type -> ``(n_layers, n_heads)`` static score (higher = more of that type);
+            NaN where it could not be computed (see ``skipped``).
+        labels: type -> ``(n_layers, n_heads)`` bool, the score's threshold rule passed.
+        components: name -> ``(n_layers, n_heads)`` ingredients of the scores
+            (``eigen_copying``, ``copying_relation``, ``copying_suppression``,
+            ``successor_relation``, ``prev_mass``, ``k_composition``, ``self_preference``).
+        thresholds: type -> the rule behind its label, in words.
+        skipped: ingredient -> why it is missing.
+        preset, options: projection choices; params: the other arguments; seconds: time.
+        model_info, versions: provenance.
+    """
+
+    model_id: str
+    n_layers: int
+    n_heads: int
+    scores: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    components: dict[str, np.ndarray]
+    thresholds: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    preset: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    model_info: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def heads_of(self, kind: str) -> list[tuple[int, int]]:
+        """Heads labelled ``kind``, as ``(layer, head)``, by descending score."""
+        if kind not in self.labels:
+            raise HeadmapsError(f"unknown head type {kind!r}; known: {', '.join(self.labels)}")
+        lab, s = self.labels[kind], np.nan_to_num(self.scores[kind], nan=-np.inf)
+        idx = [tuple(map(int, x)) for x in np.argwhere(lab)]
+        return sorted(idx, key=lambda lh: -s[lh])
+
+    def top(self, kind: str, n: int = 10) -> list[tuple[int, int, float]]:
+        """The ``n`` highest-scoring heads for ``kind`` as ``(layer, head, score)``."""
+        s = np.nan_to_num(self.scores[kind], nan=-np.inf)
+        flat = np.argsort(-s, axis=None, kind="stable")[:n]
+        L, H = np.unravel_index(flat, s.shape)
+        return [(int(a), int(b), float(s[a, b])) for a, b in zip(L, H)]
+
+    def types_of(self, layer: int, head: int) -> list[str]:
+        """The type labels of one head."""
+        return [t for t in self.labels if bool(self.labels[t][layer, head])]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per head; ``<type>`` scores, ``is_<type>`` labels, components."""
+        L, H = np.meshgrid(np.arange(self.n_layers), np.arange(self.n_heads), indexing="ij")
+        cols: dict[str, Any] = {"layer": L.ravel(), "head": H.ravel()}
+        for t, s in self.scores.items():
+            cols[t] = s.ravel().astype(np.float32)
+        for t, lab in self.labels.items():
+            cols[f"is_{t}"] = lab.ravel().astype(bool)
+        for c, v in self.components.items():
+            cols[f"c_{c}"] = v.ravel().astype(np.float32)
+        frame = pd.DataFrame(cols)
+        frame["types"] = [",".join(self.types_of(int(a), int(b))) for a, b in zip(frame["layer"], frame["head"])]
+        return frame
+
+    def header(self) -> dict[str, Any]:
+        """Everything but the arrays, as a JSON-able dict."""
+        return {"kind": "headmaps.HeadTypes", "model_id": self.model_id, "n_layers": self.n_layers,
+                "n_heads": self.n_heads, "types": list(self.scores), "components": list(self.components),
+                "thresholds": self.thresholds, "skipped": self.skipped, "preset": self.preset,
+                "options": self.options, "params": self.params, "seconds": self.seconds,
+                "model_info": self.model_info, "versions": self.versions}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and its ``.json`` header."""
+        return save_table(self.to_frame(), self.header(), table_path(path, "head_types.parquet"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HeadTypes:
+        """Read a result written by :meth:`save`."""
+        frame, h = load_table(path, "head_types.parquet")
+        if h.get("kind") != "headmaps.HeadTypes":
+            raise HeadmapsError(f"{path} is not a headmaps head-types result (kind={h.get('kind')!r})")
+        L, H = int(h["n_layers"]), int(h["n_heads"])
+        frame = frame.sort_values(["layer", "head"])
+
+        def grid(col: str, dtype: Any) -> np.ndarray:
+            return frame[col].to_numpy().astype(dtype).reshape(L, H)
+
+        return cls(h["model_id"], L, H, {t: grid(t, np.float32) for t in h["types"]},
+                   {t: grid(f"is_{t}", bool) for t in h["types"]},
+                   {c: grid(f"c_{c}", np.float32) for c in h["components"]}, dict(h["thresholds"]),
+                   dict(h["skipped"]), h["preset"], dict(h["options"]), dict(h["params"]), float(h["seconds"]),
+                   dict(h["model_info"]), dict(h.get("versions", {})))
+
+    def table(self) -> str:
+        """Which heads are which type, as plain text (best first, at most 12 per type)."""
+        lines = []
+        for t in self.scores:
+            hs = self.heads_of(t)
+            shown = ", ".join(f"{a}.{b}" for a, b in hs[:12]) + (" ..." if len(hs) > 12 else "")
+            lines.append(f"{t:<17} {len(hs):>4}  {shown or '-'}")
+            if t in self.thresholds:
+                lines.append(f"{'':<17}       rule: {self.thresholds[t]}")
+        return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""Parameter-only head-type scores, batched over heads (DESIGN §8).
+
+Every function returns arrays over ``(n_layers, n_heads)`` (or pairs of heads) and reads
+the layer's tensors through the model view, so lazy checkpoints work too. Source
+representations, norm folding and ``U`` come from the same projection presets as the
+OV relation scores (:mod:`headmaps.projection`).
+
+* :func:`eigen_copying`: ``sum(λ) / sum(|λ|)`` over the eigenvalues of the OV circuit in
+  token space ``X_S W_V W_O U_S`` (``|S| x |S|``, rank ``d_head``). Its nonzero
+  eigenvalues are those of the ``d_head x d_head`` product ``W_O (U_S X_S) W_V``, so
+  only the ``d_model x d_model`` matrix ``U_S X_S`` is formed per layer. ``S`` is a
+  subset of tokens: by default the first ``n_tokens`` ordinary token ids (BPE
+  vocabularies number tokens by merge order, so low ids are the frequent ones); the full
+  vocabulary costs ``2 d_model^2 |V|`` per layer and gives the same ranking in practice.
+  +1: every eigenvalue positive (the head copies); -1: all negative (it suppresses).
+* :func:`k_composition`: Elhage et al.'s K-composition of a later head ``h`` with an
+  earlier head ``g`` in the form that fits rotary models, on the key side only:
+  ``||W_VO^g diag(γ) W_K^h||_F / (||W_VO^g||_F ||diag(γ) W_K^h||_F)`` with ``γ`` the
+  input-norm gain of ``h``'s layer. Elhage's ``W_QK^h = W_Q W_K^T`` is not defined
+  under rotary embeddings (it becomes ``W_Q R(Δ) W_K^T``, different for every
+  distance); the rotation acts on the key's ``d_head`` side as an orthogonal matrix, so
+  the key-side norm above is the same at every distance.
+* :func:`self_preference`: the QK content preference of a token for itself: for each
+  query token ``a`` of ``S``, ``(s(a, a) - mean_b s(a, b)) / std_b s(a, b)`` with ``s``
+  the content logit (distance 0, no rotation, as in :mod:`headmaps.attention`), averaged
+  over ``a``. Mean and std over keys come from the keys' mean and covariance, so no
+  ``|S| x |S|`` matrix is formed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .. import projection as P
+from ..attention import qk as Q
+from ..errors import HeadmapsError
+from ..models import HeadModel
+from ..salient.tokens import valid_mask
+
+#: Default size of the token subset ``S`` (see the module docstring).
+DEFAULT_N_TOKENS = 8192
+
+
+def token_subset(model: HeadModel, n_tokens: int | None = DEFAULT_N_TOKENS) -> torch.Tensor:
+    """The first ``n_tokens`` valid (non-special) token ids, ``(n,)`` long; all for None."""
+    mask = valid_mask(model.tokenizer, model.vocab_size)
+    ids = mask.nonzero().reshape(-1)
+    return ids if n_tokens is None else ids[:n_tokens]
+
+
+class Sources:
+    """Base source representations of a token subset, computed once per kind (layer 0 or later)."""
+
+    def __init__(self, model: HeadModel, ids: torch.Tensor, opts: P.ProjectionOptions):
+        self.model, self.ids, self.opts = model, ids, opts
+        self._base: dict[bool, torch.Tensor] = {}
+
+    def base(self, layer: int) -> torch.Tensor:
+        """``(n, d_model)`` float32 representations before ``layer``'s input norm."""
+        key = layer == 0
+        if key not in self._base:
+            with torch.no_grad():
+                self._base[key] = P.base_sources(self.model, self.ids, self.opts, layer0=key)
+        return self._base[key]
+
+
+def eigen_copying(model: HeadModel, src: Sources, layers: Sequence[int] | None = None) -> np.ndarray:
+    """Eigenvalue copying score ``sum(λ)/sum(|λ|)`` of every head, ``(len(layers), n_heads)``.
+
+    Args:
+        model: the model.
+        src: source representations of the token subset ``S`` (and the projection options).
+        layers: layers (default all).
+    """
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    kv = model.spec.kv_index()
+    out = np.zeros((len(layers), model.n_heads), dtype=np.float32)
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            a = model.attention(layer)
+            X = P.layer_sources(src.base(layer), a, src.opts)  # (n, d)
+            U = P.output_basis(model, src.opts, a, columns=src.ids.to(model.U.device))  # (d, n)
+            G = U @ X  # (d, d)
+            W_V = a.W_V.float()[kv.to(a.W_V.device)]  # (H, d, dh)
+            small = a.W_O.float() @ G @ W_V  # (H, dh, dh)
+            lam = torch.linalg.eigvals(small.double())
+            out[i] = (lam.sum(-1).real / lam.abs().sum(-1).clamp_min(1e-30)).float().cpu().numpy()
+    return out
+
+
+def _key_weights(model: HeadModel, layer: int) -> torch.Tensor:
+    """``diag(γ) W_K`` of ``layer`` per query head, ``(n_heads, d, dh)`` float32."""
+    qk = model.qk(layer)
+    W_K = qk.W_K.float()[model.spec.kv_index().to(qk.W_K.device)]
+    g = qk.input_norm.gain()
+    return W_K if g is None else g.float()[None, :, None] * W_K
+
+
+def k_composition(model: HeadModel, sources: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+    """K-composition of every head with earlier heads ``g`` (key-side form, module docstring).
+
+    Args:
+        model: the model.
+        sources: the earlier heads ``g`` as ``(layer, head)`` (default every head).
+
+    Returns:
+        ``(L, H, n_sources)``: ``[l, h, i]`` is the composition of head ``h`` of layer
+        ``l`` with ``sources[i]``; NaN where ``sources[i]`` is not in an earlier layer.
+    """
+    L, H = model.n_layers, model.n_heads
+    if sources is None:
+        sources = [(m, g) for m in range(L) for g in range(H)]
+    sources = [(int(m), int(g)) for m, g in sources]
+    out = np.full((L, H, len(sources)), np.nan, dtype=np.float32)
+    if not sources:
+        return out
+    with torch.no_grad():
+        factors = []  # per source: R (dh, dh) with R^T R = W_V^T W_V, and W_O (dh, d)
+        for m, g in sources:
+            v, o = model.ov(m, g)
+            v, o = v.float(), o.float()
+            gram = v.T @ v
+            evals, evecs = torch.linalg.eigh(gram.double())
+            R = (evecs * evals.clamp_min(0).sqrt()).T.float()  # R^T R = gram
+            factors.append((R @ o, (gram * (o @ o.T)).sum().clamp_min(0).sqrt()))
+        A = torch.stack([f[0] for f in factors])  # (n_s, dh, d): ||A K||_F = ||W_V W_O K||_F
+        norm_vo = torch.stack([f[1] for f in factors])
+        first = torch.tensor([m for m, _ in sources])
+        for layer in range(1, L):
+            earlier = (first < layer).nonzero().reshape(-1)
+            if len(earlier) == 0:
+                continue
+            K = _key_weights(model, layer)  # (H, d, dh)
+            nk = K.pow(2).sum((1, 2)).sqrt()
+            prod = torch.einsum("sxd,hdy->shxy", A[earlier], K)  # (n_e, H, dh, dh)
+            comp = prod.pow(2).sum((2, 3)).sqrt() / (norm_vo[earlier][:, None] * nk[None]).clamp_min(1e-30)
+            out[layer][:, earlier.numpy()] = comp.T.cpu().numpy()
+    return out
+
+
+def self_preference(model: HeadModel, src: Sources) -> np.ndarray:
+    """Mean standardised content logit of a token on itself, ``(n_layers, n_heads)``.
+
+    Args:
+        model: the model.
+        src: source representations of the token subset (queries and keys).
+    """
+    L, H = model.n_layers, model.n_heads
+    out = np.zeros((L, H), dtype=np.float32)
+    heads = torch.arange(H)
+    kv = model.spec.kv_index()
+    with torch.no_grad():
+        for layer in range(L):
+            qk = model.qk(layer)
+            X = Q.layer_input(qk, src.base(layer), src.opts)
+            q = Q.queries(qk, X, heads.to(X.device))  # (H, n, dh)
+            k = Q.keys(qk, X)[kv.to(X.device)]  # (H, n, dh)
+            k_mean = k.mean(1, keepdim=True)
+            kc = k - k_mean
+            C = kc.transpose(1, 2) @ kc / k.shape[1]  # (H, dh, dh)
+            diag = (q * k).sum(-1)
+            mean = (q * k_mean).sum(-1)
+            std = ((q @ C) * q).sum(-1).clamp_min(1e-30).sqrt()
+            out[layer] = ((diag - mean) / std).mean(1).float().cpu().numpy()
+    return out
+
+
+def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 64, n_samples: int = 256,
+                        seed: int = 0) -> np.ndarray:
+    """Expected attention on distance 1 of the sampled positional profile, ``(n_layers, n_heads)``.
+
+    The sampled profile of :mod:`headmaps.attention` (random query tokens, each with
+    random key tokens at distances ``0..max_distance``, softmax of the exact logits,
+    averaged), drawn from the token subset of ``src`` so that only its keys are formed.
+    """
+    from ..attention.compute import _sampled
+
+    L, H = model.n_layers, model.n_heads
+    out = np.zeros((L, H), dtype=np.float32)
+    heads = torch.arange(H)
+    with torch.no_grad():
+        for layer in range(L):
+            qk = model.qk(layer)
+            if qk.positions.kind == "learned":
+                n_pos = qk.positions.embedding.shape[0] - qk.positions.offset
+                if max_distance >= n_pos:
+                    raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} positions; "
+                                        f"pass max_distance <= {n_pos - 1}")
+            base = src.base(layer)
+            K = Q.keys(qk, Q.layer_input(qk, base, src.opts))  # (n_kv, n, dh), rows = subset
+            valid = torch.ones(base.shape[0], dtype=torch.bool, device=base.device)
+            s = _sampled(model, qk, heads.to(base.device), K, base, src.opts, valid, max_distance, n_samples,
+                         seed + layer)
+            out[layer] = s[:, 1].float().cpu().numpy()
+    return out
