@@ -95,7 +95,7 @@ def _key_weights(model: HeadModel, layer: int) -> torch.Tensor:
     """``diag(γ) W_K`` of ``layer`` per query head, ``(n_heads, d, dh)`` float32."""
     qk = model.qk(layer)
     W_K = qk.W_K.float()[model.spec.kv_index().to(qk.W_K.device)]
-    g = qk.input_norm.gain()
+    g = qk.input_norm.weight
     return W_K if g is None else g.float()[None, :, None] * W_K
 
 
