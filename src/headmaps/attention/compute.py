@@ -1,4 +1,4 @@
-"""Content preferences and positional profiles of heads, from parameters (DESIGN §8).
+"""Content preferences and positional profiles of heads, from parameters.
 
 Per layer, for the chosen heads at once and the vocabulary in chunks of rows:
 

@@ -1,4 +1,4 @@
-"""Parameter-only head-type scores, batched over heads (DESIGN §8).
+"""Parameter-only head-type scores, batched over heads (definitions: docs/head-types.md).
 
 Every function returns arrays over ``(n_layers, n_heads)`` (or pairs of heads) and reads
 the layer's tensors through the model view, so lazy checkpoints work too. Source
