@@ -37,7 +37,8 @@ def test_select_skips_with_one_wording_and_chooses_k(model):
     assert [c.name for c in chosen] == ["ok", "copies"]
     assert [c.k for c in chosen] == [10, 1]  # custom sets: 10, or 1 when every pair is a copy
     assert chosen[0].prepared.n_pairs == 35
-    assert skipped == {"few": f"only 5 of 5 pairs are single tokens for this model (need {MIN_PAIRS})"}
+    assert skipped == {"few": "only 5 of 5 pairs are single tokens for this model (need "
+                              f"{MIN_PAIRS})"}
 
 
 def test_k_per_relation_and_range(model):

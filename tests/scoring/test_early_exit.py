@@ -137,7 +137,8 @@ def test_scan_early_exit_equals_dense(model, preset, k):
     rels = {"a": pairs(0), "b": pairs(0, 45), "c": pairs(1)}
     ks = {"a": k, "b": max(1, k // 2), "c": k}
     stats: dict = {}
-    early = scan(model, rels, k=ks, preset=preset, blocks=BLOCKS, stats=stats, chunk_bytes=4 * 8 * 64 * 8)
+    early = scan(model, rels, k=ks, preset=preset, blocks=BLOCKS, stats=stats,
+                 chunk_bytes=4 * 8 * 64 * 8)
     dense = scan(model, rels, k=ks, preset=preset, exact_dense=True)
     np.testing.assert_array_equal(early.scores, dense.scores)
     np.testing.assert_array_equal(early.suppression, dense.suppression)

@@ -69,7 +69,8 @@ def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: t
     return s
 
 
-def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int, seed: int) -> tuple[torch.Tensor,
+                                                                                     torch.Tensor]:
     """Random valid token ids: ``(n_samples,)`` queries and ``(n_samples, n_keys)`` keys."""
     g = torch.Generator().manual_seed(seed)
     pool = valid.nonzero().reshape(-1).cpu()
@@ -110,7 +111,8 @@ def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: t
     return torch.softmax(s, dim=-1).mean(1)
 
 
-def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int, n_pairs: int,
+def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int,
+           n_pairs: int,
            max_distance: int, n_samples: int = 256, seed: int = 0) -> dict[str, Any]:
     """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays)."""
     model, opts = ctx.model, ctx.opts
@@ -128,7 +130,8 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     w = mask.float() / n_valid
     cr = ctx.chunk_rows
     with torch.no_grad():
-        K = torch.cat([Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts)) for c in range(0, V, cr)], 1)
+        K = torch.cat([Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts)) for c in range(0, V,
+                                                                                          cr)], 1)
         k_mean = torch.einsum("v,kve->ke", w, K)
         Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
         C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)
@@ -156,8 +159,10 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
         spec.masked_fill_(~mask, float("-inf"))  # (n_h, nq, V): query-specific logits
         npairs = min(n_pairs, int(n_valid))
         pairs = torch.topk(spec, npairs, dim=-1)
-        sampled = _sampled(model, qk, heads_t, K, base, opts, mask, max_distance, n_samples, seed + layer)
-        prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum, opts,
+        sampled = _sampled(model, qk, heads_t, K, base, opts, mask, max_distance, n_samples,
+                           seed + layer)
+        prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum,
+                           opts,
                            max_distance)
     return {
         "key_ids": top_k.indices.cpu(), "key_scores": top_k.values.cpu(),
@@ -231,7 +236,8 @@ def attention_summary(
     ctx = _Context(model, opts, False, chunk_rows)
     parts = []
     for layer in tqdm(layers, desc="attention", unit="layer", disable=not progress):
-        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples, seed))
+        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples,
+                            seed))
         logger.info("QK summary of layer %d done", layer)
     arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}
     used = np.unique(np.concatenate([arr[k].ravel() for k in ("key_ids", "query_ids", "pair_ids")]))
@@ -239,8 +245,10 @@ def attention_summary(
         layers=layers, n_heads=len(heads), profile=arr["profile"].astype(np.float32),
         sampled=arr["sampled"].astype(np.float32),
         key_ids=arr["key_ids"].astype(np.int64), key_scores=arr["key_scores"].astype(np.float32),
-        query_ids=arr["query_ids"].astype(np.int64), selectivity=arr["selectivity"].astype(np.float32),
-        pair_ids=arr["pair_ids"].astype(np.int64), pair_scores=arr["pair_scores"].astype(np.float32),
+        query_ids=arr["query_ids"].astype(np.int64),
+        selectivity=arr["selectivity"].astype(np.float32),
+        pair_ids=arr["pair_ids"].astype(np.int64),
+        pair_scores=arr["pair_scores"].astype(np.float32),
         key_spread=arr["key_spread"].astype(np.float32), positions=[p["positions"] for p in parts],
         strings={int(i): ctx.string(int(i)) for i in used}, model_id=model.model_id,
         model_info=model.info(), preset=P.preset_name(preset, opts), options=opts.to_dict(),
@@ -248,9 +256,11 @@ def attention_summary(
     )
 
 
-def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10, n_queries: int = 10,
+def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10,
+                          n_queries: int = 10,
                           n_pairs: int = 5, preset: str | P.ProjectionOptions | None = None, *,
-                          chunk_rows: int = DEFAULT_CHUNK_ROWS, **options: Any) -> AttentionPreferences:
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                          **options: Any) -> AttentionPreferences:
     """What one head's queries look for in keys, by content (position ignored).
 
     Args:
@@ -265,7 +275,8 @@ def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int =
         :class:`AttentionPreferences`.
     """
     model.check_head(layer, head)
-    res = attention_summary(model, [layer], heads=[head], n_keys=n_keys, n_queries=n_queries, n_pairs=n_pairs,
+    res = attention_summary(model, [layer], heads=[head], n_keys=n_keys, n_queries=n_queries,
+                            n_pairs=n_pairs,
                             preset=preset, chunk_rows=chunk_rows, max_distance=1, **options)
     p = res.preferences(layer, 0)
     p.head = head
@@ -288,15 +299,18 @@ def positional_profile(model: HeadModel, layer: int, head: int, max_distance: in
     """
     model.check_head(layer, head)
     res = attention_summary(model, [layer], heads=[head], n_keys=1, n_queries=1, n_pairs=1,
-                            preset=preset, chunk_rows=chunk_rows, max_distance=max_distance, **options)
+                            preset=preset, chunk_rows=chunk_rows, max_distance=max_distance,
+                            **options)
     p = res.profile_at(layer, 0)
     p.head = head
     return p
 
 
-def attention_logits(model: HeadModel, layer: int, head: int, query_ids: Sequence[int] | torch.Tensor,
+def attention_logits(model: HeadModel, layer: int, head: int,
+                     query_ids: Sequence[int] | torch.Tensor,
                      key_ids: Sequence[int] | torch.Tensor, distance: int = 0, *,
-                     query_position: int | None = None, preset: str | P.ProjectionOptions | None = None,
+                     query_position: int | None = None,
+                     preset: str | P.ProjectionOptions | None = None,
                      **options: Any) -> torch.Tensor:
     """Parameter-only attention logits of query tokens on key tokens ``distance`` back.
 
@@ -329,8 +343,10 @@ def attention_logits(model: HeadModel, layer: int, head: int, query_ids: Sequenc
     ki = torch.as_tensor(key_ids, dtype=torch.long, device=dev).reshape(-1)
     h = torch.tensor([head], device=dev)
     with torch.no_grad():
-        xq = Q.layer_input(qk, Q.residual(model, qk, layer, qi, torch.full_like(qi, qpos), opts), opts)
-        xk = Q.layer_input(qk, Q.residual(model, qk, layer, ki, torch.full_like(ki, qpos - distance), opts), opts)
+        xq = Q.layer_input(qk, Q.residual(model, qk, layer, qi, torch.full_like(qi, qpos), opts),
+                           opts)
+        xk = Q.layer_input(qk, Q.residual(model, qk, layer, ki,
+                                          torch.full_like(ki, qpos - distance), opts), opts)
         q = Q.rotate(Q.queries(qk, xq, h), qk.positions, float(qpos))
         k = Q.rotate(Q.keys(qk, xk, torch.tensor([model.kv_head(head)], device=dev)), qk.positions,
                      float(qpos - distance))

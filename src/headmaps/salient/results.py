@@ -127,7 +127,8 @@ class SalientOperations:
             f"<tr><td>{r}</td><td>{sal:.3f}</td><td><code>{esc(visible(s))}</code></td><td>"
             + ", ".join(f"<code>{esc(visible(t))}</code> ({sc:.2f})" for t, sc in zip(tstr, scs))
             + "</td></tr>"
-            for r, (s, sal, tstr, scs) in enumerate(zip(self.tokens, self.saliency, self.targets, self.scores), 1))
+            for r, (s, sal, tstr, scs) in enumerate(zip(self.tokens, self.saliency, self.targets,
+                                                        self.scores), 1))
         return (f"<div><b>head {esc(self.name)}</b> of {esc(self.model_id or 'model')} "
                 f"(preset {esc(self.preset or '?')})<table><thead><tr><th>#</th><th>saliency</th>"
                 f"<th>token</th><th>top {self.n_mappings} mappings (score)</th></tr></thead>"

@@ -53,7 +53,8 @@ def multi_relation_heads(scan: ScanResult, tau: float | None = None,
         rows.append({"head": f"{layer}.{head}", "layer": int(layer), "head_index": int(head),
                      "n_relations": len(rels), "relations": ", ".join(rels),
                      "max_score": float(best[layer, head])})
-    frame = pd.DataFrame(rows, columns=["head", "layer", "head_index", "n_relations", "relations", "max_score"])
+    frame = pd.DataFrame(rows, columns=["head", "layer", "head_index", "n_relations", "relations",
+                                        "max_score"])
     return frame.sort_values(["n_relations", "max_score", "layer", "head_index"],
                              ascending=[False, False, True, True], ignore_index=True)
 

@@ -92,7 +92,8 @@ def _merge(run_v: torch.Tensor | None, run_i: torch.Tensor | None, v: torch.Tens
     return best_v, cat_i.gather(-1, pos)
 
 
-def _pad(v: torch.Tensor, i: torch.Tensor, n: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(v: torch.Tensor, i: torch.Tensor, n: int, largest: bool) -> tuple[torch.Tensor,
+                                                                           torch.Tensor]:
     """Pad candidate lists to ``n`` entries with -inf/+inf values at column -1 (no column)."""
     short = n - v.shape[-1]
     if short <= 0:
@@ -356,7 +357,8 @@ def count_hits(
     if out_bias is not None:
         tgt = tgt + out_bias[targets]
     bounds = [vocab_size] if exact_dense else stage_bounds(vocab_size, n_keep, blocks)
-    cand = _Candidates(*_all_rows_best(Y, W_O, U_columns, 0, bounds[0], n_keep, out_bias, chunk_bytes),
+    cand = _Candidates(*_all_rows_best(Y, W_O, U_columns, 0, bounds[0], n_keep, out_bias,
+                                       chunk_bytes),
                        n_keep)
     reached = [H * S]
     for c0, c1 in zip(bounds, bounds[1:]):

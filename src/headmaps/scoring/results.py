@@ -55,7 +55,8 @@ class RelationScores:
 
     def _repr_html_(self) -> str:
         """Jupyter: the ten best heads as a compact table."""
-        frame = pd.DataFrame([{"head": f"{layer}.{h}", "score": s} for layer, h, s in self.top_heads(10)])
+        frame = pd.DataFrame([{"head": f"{layer}.{h}", "score": s} for layer, h,
+                              s in self.top_heads(10)])
         title = (f"<b>{html.escape(self.relation)}</b> on {html.escape(self.model_id or 'model')}: "
                  f"{self.n_pairs} pairs, k = {self.k}, preset {html.escape(self.preset or '?')}")
         return f"<div>{title}{frame.to_html(index=False, float_format='{:.3f}'.format)}</div>"
@@ -141,8 +142,10 @@ class ScanResult:
 
     def _repr_html_(self) -> str:
         """Jupyter: one row per relation with its best heads (see ``summary_markdown``)."""
-        title = (f"<b>scan of {html.escape(self.model_id or 'model')}</b>: {len(self.relations)} relations, "
-                 f"{self.n_layers} x {self.n_heads} heads, preset {html.escape(self.preset or '?')}, "
+        title = (f"<b>scan of {html.escape(self.model_id or 'model')}</b>: {len(self.relations)} "
+                 "relations, "
+                 f"{self.n_layers} x {self.n_heads} heads, preset "
+                 f"{html.escape(self.preset or '?')}, "
                  f"tau = {self.tau}")
         table = analysis.summary_table(self).to_html(index=False)
         return f"<div>{title}{table}</div>"
