@@ -238,8 +238,8 @@ def main() -> None:
     rand = [torch.randint(0, n_valid, (args.length,), generator=g) for _ in range(args.n_random)]
     att_text, att_rand = attentions(hf, text), attentions(hf, rand)
     t_real = time.perf_counter() - t0
-    static_w = np.stack([[res.profile_at(layer,
-                                         h).weights for h in range(res.n_heads)] for layer in res.layers])
+    static_w = np.stack([[res.profile_at(layer, h).weights for h in range(res.n_heads)]
+                         for layer in res.layers])
     sampled = res.sampled.astype(np.float64)
     print(f"model {args.model}: {m.n_layers} layers x {m.n_heads} heads; positions: "
           f"{res.positions[0]}")

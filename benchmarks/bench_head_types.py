@@ -84,8 +84,8 @@ def main() -> None:
     top = {k: [f"{a}.{b}" for a, b in zip(*np.unravel_index(np.argsort(-v, axis=None)[:5],
                                                             v.shape))]
            for k, v in beh.items()}
-    lines += ["", "behavioural top-5 heads: " + "; ".join(f"{k}: {', '.join(v)}" for k,
-                                                          v in top.items())]
+    lines += ["", "behavioural top-5 heads: "
+              + "; ".join(f"{k}: {', '.join(v)}" for k, v in top.items())]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -141,14 +141,14 @@ def test_sampled_profile_is_mean_softmax_over_sampled_sequences(arch):
 
     m = hm.load(tiny_model(arch))
     layer, head, D, n = 1, 2, 5, 7
-    prof = hm.attention_summary(m, [layer], max_distance=D, n_samples=n, seed=4).profile_at(layer,
-                                                                                            head)
+    res = hm.attention_summary(m, [layer], max_distance=D, n_samples=n, seed=4)
+    prof = res.profile_at(layer, head)
     qi, ki = sample_ids(torch.ones(m.vocab_size, dtype=torch.bool), n, D + 1, 4 + layer)
     expected = np.zeros(D + 1)
     for a, keys in zip(qi.tolist(), ki.tolist()):
         # query at position D, key for distance d at position D - d (learned positions use them)
-        s = torch.stack([hm.attention_logits(m, layer, head, [a], [keys[d]], d, query_position=D)[0,
-                                                                                                  0]
+        s = torch.stack([hm.attention_logits(m, layer, head, [a], [keys[d]], d,
+                                             query_position=D)[0, 0]
                          for d in range(D + 1)])
         expected += torch.softmax(s.double(), 0).numpy() / n
     assert np.allclose(prof.sampled, expected, rtol=1e-4, atol=1e-6)

@@ -156,10 +156,10 @@ def test_induction_detector_on_repeated_tokens(built):
     assert all(len(set(r[:10].tolist())) == 10 for r in ids)
     ind, dup = B.repeat_scores(m, 10, 3, seed=0, pool=pool)
     A = B.attention_patterns(m, ids)
-    assert ind[1, 1] == pytest.approx(float(np.mean([A[1, :, 1, 10 + j,
-                                                       j + 1].mean() for j in range(9)])), abs=1e-6)
-    assert dup[2, 0] == pytest.approx(float(A[2, :, 0, 10 + torch.arange(10),
-                                              torch.arange(10)].mean()), abs=1e-6)
+    expected_ind = float(np.mean([A[1, :, 1, 10 + j, j + 1].mean() for j in range(9)]))
+    assert ind[1, 1] == pytest.approx(expected_ind, abs=1e-6)
+    expected_dup = float(A[2, :, 0, 10 + torch.arange(10), torch.arange(10)].mean())
+    assert dup[2, 0] == pytest.approx(expected_dup, abs=1e-6)
     # the previous-token head attends to the token before: from n+j that is never j+1 or j (n > 2)
     assert ind[0, 2] < 0.05 and dup[0, 2] < 0.05
 
@@ -205,8 +205,8 @@ def test_compare_finds_the_constructed_previous_token_head(built):
     ids = torch.randint(3, m.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
     beh = {"previous_token": B.previous_token_scores(m, ids)}
     table = compare(res, beh, top_fraction=0.05, k=1).set_index("type")
-    assert table.loc["previous_token", "auroc"] == 1.0 and table.loc["previous_token",
-                                                                     "precision_at_1"] == 1.0
+    assert table.loc["previous_token", "auroc"] == 1.0
+    assert table.loc["previous_token", "precision_at_1"] == 1.0
 
 
 def test_bad_arguments_are_clear(built):

@@ -69,8 +69,8 @@ def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: t
     return s
 
 
-def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int, seed: int) -> tuple[torch.Tensor,
-                                                                                     torch.Tensor]:
+def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random valid token ids: ``(n_samples,)`` queries and ``(n_samples, n_keys)`` keys."""
     g = torch.Generator().manual_seed(seed)
     pool = valid.nonzero().reshape(-1).cpu()
@@ -130,8 +130,8 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     w = mask.float() / n_valid
     cr = ctx.chunk_rows
     with torch.no_grad():
-        K = torch.cat([Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts)) for c in range(0, V,
-                                                                                          cr)], 1)
+        K = torch.cat([Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts))
+                       for c in range(0, V, cr)], 1)
         k_mean = torch.einsum("v,kve->ke", w, K)
         Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
         C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)

@@ -352,8 +352,8 @@ class AttentionSummary:
                 arr = np.where(np.isnan(arr), -np.inf, arr).astype(np.float32)
             arrays[name] = arr
         return cls(layers=[int(x) for x in h["layers"]], n_heads=int(h["n_heads"]),
-                   positions=list(h["positions"]), strings={int(k): v for k,
-                                                            v in h["strings"].items()},
+                   positions=list(h["positions"]),
+                   strings={int(k): v for k, v in h["strings"].items()},
                    model_id=h.get("model_id", ""), model_info=dict(h.get("model_info", {})),
                    preset=h.get("preset", ""), options=dict(h.get("options", {})),
                    versions=dict(h.get("versions", {})), **arrays)

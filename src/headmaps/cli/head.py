@@ -32,8 +32,8 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def qk_card(model: Any, layer: int, head: int, preset: str | None, max_distance: int) -> tuple[Any,
-                                                                                               Any]:
+def qk_card(model: Any, layer: int, head: int, preset: str | None,
+            max_distance: int) -> tuple[Any, Any]:
     """The QK half of one head: ``(AttentionPreferences, PositionalProfile)`` from one pass."""
     from ..attention import attention_summary
 

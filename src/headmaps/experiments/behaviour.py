@@ -43,16 +43,13 @@ logger = logging.getLogger(__name__)
 #: Prose written for this project (no licence concerns), for the previous-token detector.
 TEXT = (
     "The lighthouse keeper climbed the stairs every evening at six. From the lamp room he could "
-    "see "
-    "the harbour, the fishing boats coming home, and the long grey line of the northern cliffs. "
+    "see the harbour, the fishing boats coming home, and the long grey line of the northern cliffs. "
     "He wrote the weather in a small notebook: wind from the west, light rain, a calm sea by "
-    "night. "
-    "In winter the storms were loud and the glass shook in its frame, but the lamp kept turning. "
+    "night. In winter the storms were loud and the glass shook in its frame, but the lamp kept turning. "
     "His daughter sent letters from the city, where she studied chemistry and worked in a bakery "
     "on weekends. She asked whether he was warm enough, whether the roof still leaked, and whether "
     "the old cat had caught any more mice. He answered each letter on Sunday, slowly, with a "
-    "pencil "
-    "that he sharpened with a knife. When the new electric lamp arrived, a young engineer came to "
+    "pencil that he sharpened with a knife. When the new electric lamp arrived, a young engineer came to "
     "install it. They drank tea together and talked about tides, engines and the price of bread."
 )
 
@@ -60,8 +57,8 @@ TEXT = (
 @contextlib.contextmanager
 def eager_attention(hf: Any) -> Iterator[None]:
     """Run ``hf`` with eager attention (which returns probabilities) inside the block."""
-    configs = [m.config for m in hf.modules() if hasattr(m, "config") and hasattr(m.config,
-                                                                                  "_attn_implementation")]
+    configs = [m.config for m in hf.modules()
+               if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
     old = [c._attn_implementation for c in configs]
     try:
         for c in configs:

@@ -137,8 +137,8 @@ def k_composition(model: HeadModel, sources: Sequence[tuple[int, int]] | None = 
             K = _key_weights(model, layer)  # (H, d, dh)
             nk = K.pow(2).sum((1, 2)).sqrt()
             prod = torch.einsum("sxd,hdy->shxy", A[earlier], K)  # (n_e, H, dh, dh)
-            comp = prod.pow(2).sum((2, 3)).sqrt() / (norm_vo[earlier][:,
-                                                                      None] * nk[None]).clamp_min(1e-30)
+            denom = (norm_vo[earlier][:, None] * nk[None]).clamp_min(1e-30)
+            comp = prod.pow(2).sum((2, 3)).sqrt() / denom
             out[layer][:, earlier.numpy()] = comp.T.cpu().numpy()
     return out
 

@@ -31,8 +31,8 @@ BEHAVIOUR_OF = {"previous_token": ("previous_token", 1), "induction": ("inductio
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` for the boolean ``positive`` (Mann-Whitney, ties 1/2)."""
-    scores, positive = np.asarray(scores, dtype=float).ravel(), np.asarray(positive,
-                                                                           dtype=bool).ravel()
+    scores = np.asarray(scores, dtype=float).ravel()
+    positive = np.asarray(positive, dtype=bool).ravel()
     n1, n0 = int(positive.sum()), int((~positive).sum())
     if n1 == 0 or n0 == 0:
         return math.nan
@@ -74,8 +74,8 @@ def compare(types: HeadTypes, behaviour: dict[str, np.ndarray], top_fraction: fl
         pos = positives(b[ok], top_fraction)
         top = np.argsort(-s[ok], kind="stable")[:k]
         rows.append({"type": t, "behaviour": name + (" (reversed)" if sign < 0 else ""),
-                     "spearman": float(spearmanr(s[ok], b[ok]).statistic), "auroc": auroc(s[ok],
-                                                                                          pos),
+                     "spearman": float(spearmanr(s[ok], b[ok]).statistic),
+                     "auroc": auroc(s[ok], pos),
                      f"precision_at_{k}": float(pos[top].mean()), "positives": int(pos.sum()),
                      "labelled": int(types.labels[t].sum())})
     return pd.DataFrame(rows)

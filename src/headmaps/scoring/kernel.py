@@ -92,8 +92,8 @@ def _merge(run_v: torch.Tensor | None, run_i: torch.Tensor | None, v: torch.Tens
     return best_v, cat_i.gather(-1, pos)
 
 
-def _pad(v: torch.Tensor, i: torch.Tensor, n: int, largest: bool) -> tuple[torch.Tensor,
-                                                                           torch.Tensor]:
+def _pad(v: torch.Tensor, i: torch.Tensor, n: int,
+         largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad candidate lists to ``n`` entries with -inf/+inf values at column -1 (no column)."""
     short = n - v.shape[-1]
     if short <= 0:

@@ -54,10 +54,9 @@ class LlamaAdapter(Adapter):
         return QKWeights(
             W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
             positions=self.rotary(layer),
-            input_norm=self.norm(f"{self.prefix}.layers.{layer}.input_layernorm",
-                                                               self.eps()),
-            q_norm=self.head_norm(f"{p}.q_norm", self.eps()), k_norm=self.head_norm(f"{p}.k_norm",
-                                                                                    self.eps()),
+            input_norm=self.norm(f"{self.prefix}.layers.{layer}.input_layernorm", self.eps()),
+            q_norm=self.head_norm(f"{p}.q_norm", self.eps()),
+            k_norm=self.head_norm(f"{p}.k_norm", self.eps()),
         )
 
     def first_mlp(self) -> MLPBlock:
