@@ -31,7 +31,8 @@ with the default preset before any text is generated.
 
 Usage::
 
-    python benchmarks/bench_attention.py [--model smollm2-135m] [--text project|generated] [--n-random 8]
+    python benchmarks/bench_attention.py [--model smollm2-135m] [--text project|generated] \
+        [--n-random 8]
 """
 
 from __future__ import annotations
@@ -222,7 +223,8 @@ def main() -> None:
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"static summary done in {t_static:.0f} s; peak RSS so far {rss:.1f} GB (model + summary)", flush=True)
+    print(f"static summary done in {t_static:.0f} s; peak RSS so far {rss:.1f} GB "
+          "(model + summary)", flush=True)
     hf = m.require_hf_model()
     hf.set_attn_implementation("eager")
     tok = m.require_tokenizer()

@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         n_sources = len(torch.unique(torch.cat([p.source_ids for p in prepared])))
         same_dense = (np.array_equal(early.scores, dense.scores)
                       and np.array_equal(early.suppression, dense.suppression))
-        n_diff = int((early.scores != dense.scores).sum() + (early.suppression != dense.suppression).sum())
+        n_diff = int((early.scores != dense.scores).sum()
+                     + (early.suppression != dense.suppression).sum())
 
         t0 = time.perf_counter()
         sub = hm.scan(m, preset=args.preset, layers=layers)

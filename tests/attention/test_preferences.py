@@ -18,7 +18,10 @@ from tiny import tiny_model
 
 @pytest.fixture(scope="module", params=["llama", "qwen3", "gemma2"])
 def tiny_hm(request):
-    """Rotary models: at distance 0 the logit is the content-only one (learned positions add P[0])."""
+    """Rotary models: at distance 0 the logit is the content-only one.
+
+    Learned positions add P[0].
+    """
     return request.param, hm.load(tiny_model(request.param))
 
 

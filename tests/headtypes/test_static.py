@@ -23,7 +23,10 @@ def _cols(head: int, dh: int) -> slice:
 
 
 def make_copying(model, layer: int, head: int) -> None:
-    """Set ``W_O^h = W_V^T G^T`` with ``G = U_S X_S``: the token-space OV circuit is PSD (copies)."""
+    """Set ``W_O^h = W_V^T G^T`` with ``G = U_S X_S``: the token-space OV circuit is PSD.
+
+    So the head copies.
+    """
     m = hm.load(model)
     ids = S.token_subset(m, None)
     a = m.attention(layer)
@@ -103,7 +106,8 @@ def test_eigen_copying_equals_full_matrix_eigenvalues(built):
     U = P.output_basis(m, OPTS, a, columns=ids)
     for h in range(m.n_heads):
         W_V, W_O = m.ov(1, h)
-        lam = torch.linalg.eigvals((X @ W_V.float() @ W_O.float() @ U).double())  # (50, 50), rank d_head
+        # (50, 50), rank d_head
+        lam = torch.linalg.eigvals((X @ W_V.float() @ W_O.float() @ U).double())
         assert eig[0, h] == pytest.approx(float(lam.sum().real / lam.abs().sum()), abs=1e-3)
 
 

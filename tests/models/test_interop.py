@@ -85,9 +85,11 @@ def test_per_head_outputs_equal_transformer_lens(kind, processed):
 
     # embedding, first MLP block, final norm + unembedding
     assert torch.equal(m.E, model.W_E.detach())
-    mlp_in = cache["blocks.0.hook_resid_pre" if cfg.parallel_attn_mlp else "blocks.0.hook_resid_mid"]
+    mlp_in = cache["blocks.0.hook_resid_pre" if cfg.parallel_attn_mlp
+                   else "blocks.0.hook_resid_mid"]
     assert rel_err(m.first_mlp()(mlp_in), cache["blocks.0.hook_mlp_out"]) <= 1e-5
-    final = m.final_norm(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"]) @ m.U + m.unembedding_bias
+    resid = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"]
+    final = m.final_norm(resid) @ m.U + m.unembedding_bias
     assert rel_err(final, logits) <= 1e-5
 
 

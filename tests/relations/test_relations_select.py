@@ -57,7 +57,10 @@ def test_large_vocabularies_get_the_papers_larger_k():
 
 
 def test_scan_and_dynamic_use_the_same_selection():
-    """The engine and the experiments keep the same relations, pairs and k, with one skip wording."""
+    """The engine and the experiments keep the same relations, pairs and k.
+
+    And they word a skip the same way.
+    """
     from headmaps.experiments.dynamic import single_token_pairs
     from headmaps.scoring import scan
     from tiny import tiny_model

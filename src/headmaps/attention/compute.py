@@ -120,7 +120,8 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     if qk.positions.kind == "learned":
         n_pos = qk.positions.embedding.shape[0] - qk.positions.offset
         if max_distance >= n_pos:
-            raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} positions")
+            raise HeadmapsError(f"max_distance={max_distance} exceeds the model's "
+                                f"{n_pos} positions")
     base = ctx.base(layer)
     V, dev = base.shape[0], base.device
     heads_t = torch.as_tensor(list(heads), dtype=torch.long, device=dev)
@@ -147,7 +148,8 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
             sel[:, c:c + cr] = ((Qc @ C) * Qc).sum(-1).clamp_min(0).sqrt() * abs(qk.scale)
         q_mean = q_sum
         sel.masked_fill_(~mask, float("-inf"))
-        kappa = torch.stack([K[kv[j]] @ q_mean[j] for j in range(len(heads))]) * qk.scale  # (n_h, V)
+        # (n_h, V)
+        kappa = torch.stack([K[kv[j]] @ q_mean[j] for j in range(len(heads))]) * qk.scale
         kappa.masked_fill_(~mask, float("-inf"))
         nk, nq = min(n_keys, int(n_valid)), min(n_queries, int(n_valid))
         top_k = torch.topk(kappa, nk, dim=-1)

@@ -54,7 +54,9 @@ class PositionalProfile:
     @property
     def sampled_prev_mass(self) -> float:
         """Expected attention on ``Δ = 1`` over random tokens (:attr:`sampled`); NaN without it."""
-        return float(self.sampled[1]) if self.sampled is not None and len(self.sampled) > 1 else float("nan")
+        if self.sampled is not None and len(self.sampled) > 1:
+            return float(self.sampled[1])
+        return float("nan")
 
     @property
     def weights(self) -> np.ndarray:
@@ -206,7 +208,8 @@ class AttentionPreferences:
 def describe_qk(prefs: AttentionPreferences, profile: PositionalProfile, n: int = 3) -> str:
     """One line on where a head looks: its positional kind and favoured key tokens."""
     keys = ", ".join(visible(t) for t in prefs.key_tokens[:n])
-    return f"attends {profile.kind()} (Δ=1 {profile.prev_mass:.0%}, Δ=0 {profile.self_mass:.0%}); keys favoured: {keys}"
+    return (f"attends {profile.kind()} (Δ=1 {profile.prev_mass:.0%}, "
+            f"Δ=0 {profile.self_mass:.0%}); keys favoured: {keys}")
 
 
 @dataclass
@@ -298,7 +301,9 @@ class AttentionSummary:
         return pd.DataFrame(rows)
 
     def to_extras(self, n_keys: int = 6) -> dict[str, dict[str, Any]]:
-        """Per-head report extras (``{"L.H": {"attention": {...}}}``, see :mod:`headmaps.report.schema`).
+        """Per-head report extras ``{"L.H": {"attention": {...}}}``.
+
+        See :mod:`headmaps.report.schema`.
 
         Pass them to :func:`headmaps.report` (``extras=...``) to show the QK half in the
         explorer's head detail.

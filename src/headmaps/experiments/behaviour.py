@@ -43,14 +43,15 @@ logger = logging.getLogger(__name__)
 #: Prose written for this project (no licence concerns), for the previous-token detector.
 TEXT = (
     "The lighthouse keeper climbed the stairs every evening at six. From the lamp room he could "
-    "see the harbour, the fishing boats coming home, and the long grey line of the northern cliffs. "
-    "He wrote the weather in a small notebook: wind from the west, light rain, a calm sea by "
-    "night. In winter the storms were loud and the glass shook in its frame, but the lamp kept turning. "
-    "His daughter sent letters from the city, where she studied chemistry and worked in a bakery "
-    "on weekends. She asked whether he was warm enough, whether the roof still leaked, and whether "
-    "the old cat had caught any more mice. He answered each letter on Sunday, slowly, with a "
-    "pencil that he sharpened with a knife. When the new electric lamp arrived, a young engineer came to "
-    "install it. They drank tea together and talked about tides, engines and the price of bread."
+    "see the harbour, the fishing boats coming home, and the long grey line of the northern "
+    "cliffs. He wrote the weather in a small notebook: wind from the west, light rain, a calm sea "
+    "by night. In winter the storms were loud and the glass shook in its frame, but the lamp kept "
+    "turning. His daughter sent letters from the city, where she studied chemistry and worked in a "
+    "bakery on weekends. She asked whether he was warm enough, whether the roof still leaked, and "
+    "whether the old cat had caught any more mice. He answered each letter on Sunday, slowly, with "
+    "a pencil that he sharpened with a knife. When the new electric lamp arrived, a young engineer "
+    "came to install it. They drank tea together and talked about tides, engines and the price of "
+    "bread."
 )
 
 
@@ -160,7 +161,10 @@ def repeat_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8, seed: i
 
 def induction_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8,
                      seed: int = 0) -> np.ndarray:
-    """Attention from a repeated token to the token after its earlier occurrence ``(n_layers, n_heads)``."""
+    """Attention from a repeated token to the token after its earlier occurrence.
+
+    Returns ``(n_layers, n_heads)``.
+    """
     return repeat_scores(model, n_tokens, n_seqs, seed)[0]
 
 
@@ -194,14 +198,15 @@ BEHAVIOURS = ("previous_token", "induction", "duplicate_token", "copying", "succ
 
 
 def behaviour_scores(model: HeadModel, *, relations: bool = True, n_tokens: int = 50,
-                     n_seqs: int = 8,
-                     max_pairs: int | None = 200, seed: int = 0) -> dict[str, np.ndarray]:
+                     n_seqs: int = 8, max_pairs: int | None = 200,
+                     seed: int = 0) -> dict[str, np.ndarray]:
     """Every behavioural detector on ``model``: name -> ``(n_layers, n_heads)``.
 
     Args:
         model: a model with its transformers model (and tokenizer for the text and relations).
         relations: also run the copying and successor relation detectors (need a tokenizer).
-        n_tokens, n_seqs: size of the repeated random sequences.
+        n_tokens: length of each repeated random sequence.
+        n_seqs: number of repeated random sequences.
         max_pairs: pairs per relation for the dynamic scores.
         seed: seed of the random tokens and pair subsets.
     """

@@ -4,22 +4,27 @@ How each type's score is built from the ingredients of :mod:`headmaps.headtypes.
 the copying/successor relation scores (approach A) and the positional profile of
 :mod:`headmaps.attention`, and the rule behind each label:
 
-=================  ===========================================================  ==========================================
-type               static score                                                 label when (grounds)
-=================  ===========================================================  ==========================================
-previous_token     expected attention on Δ = 1 of the sampled positional        score >= 0.5: most attention on the
-                   profile (random query/key tokens, exact logits)              previous token
-copying            mean of the copying relation score and ``(1 + eig) / 2``     copying relation score >= τ = 0.15 (MAPS)
-copy_suppression   mean of the copying suppression score and ``(1 - eig) / 2``  suppression score >= τ = 0.15 (MAPS)
-successor          the ``successor`` relation score                             score >= τ = 0.15 (MAPS)
-induction          ``max_g prev(g) * kcomp(h, g) * (1 + eig(h)) / 2`` over      eig >= 0.5 and K-composition with a
-                   the 16 heads ``g`` of highest ``prev`` in earlier layers     previous-token head >= 2x the median
-                                                                                composition of all head pairs (Elhage
-                                                                                et al. compare against such a baseline)
-duplicate_token    ``self_pref * (1 - max(eig, 0))``                            self_pref >= 2 (a token's key stands two
-                                                                                standard deviations above the others
-                                                                                for its own query) and eig < 0.5
-=================  ===========================================================  ==========================================
+================  ==========================================  ======================================
+type              static score                                label when (grounds)
+================  ==========================================  ======================================
+previous_token    expected attention on Δ = 1 of the sampled  score >= 0.5: most attention on the
+                  positional profile (random query/key        previous token
+                  tokens, exact logits)
+copying           mean of the copying relation score and      copying relation score >= τ = 0.15
+                  ``(1 + eig) / 2``                           (MAPS)
+copy_suppression  mean of the copying suppression score and   suppression score >= τ = 0.15
+                  ``(1 - eig) / 2``                           (MAPS)
+successor         the ``successor`` relation score            score >= τ = 0.15 (MAPS)
+induction         ``max_g prev(g) * kcomp(h, g) *             eig >= 0.5 and K-composition with a
+                  (1 + eig(h)) / 2`` over the 16 heads ``g``  previous-token head >= 2x the median
+                  of highest ``prev`` in earlier layers       composition of all head pairs (Elhage
+                                                              et al. compare against such a
+                                                              baseline)
+duplicate_token   ``self_pref * (1 - max(eig, 0))``           self_pref >= 2 (a token's key stands
+                                                              two standard deviations above the
+                                                              others for its own query) and
+                                                              eig < 0.5
+================  ==========================================  ======================================
 
 ``eig`` is the eigenvalue copying score; without a tokenizer (or when a relation has too
 few single-token pairs) the relation ingredients are missing, recorded in ``skipped``:
@@ -60,11 +65,15 @@ THRESHOLDS = {
 def _relations(model: HeadModel, preset: Any, skipped: dict[str, str],
                scan_result: ScanResult | None,
                relations: bool) -> dict[str, np.ndarray]:
-    """Copying (scores, suppression) and successor relation scores; missing ones go to ``skipped``."""
+    """Copying (scores, suppression) and successor relation scores.
+
+    Missing ones go to ``skipped``.
+    """
     from ..scoring.engine import scan
 
     reason = ("not asked for (relations=False)" if not relations and scan_result is None
-              else "the model has no tokenizer" if model.tokenizer is None and scan_result is None else "")
+              else "the model has no tokenizer" if model.tokenizer is None and scan_result is None
+              else "")
     if reason:
         for name in ("copying_relation", "copying_suppression", "successor_relation"):
             skipped[name] = reason
@@ -108,7 +117,8 @@ def combine(c: dict[str, np.ndarray], sources: list[tuple[int, int]],
     Returns:
         ``(scores, labels)``: type -> ``(L, H)``.
     """
-    eig, prev, selfp, kc = c["eigen_copying"], c["prev_mass"], c["self_preference"], c["k_composition"]
+    eig, prev = c["eigen_copying"], c["prev_mass"]
+    selfp, kc = c["self_preference"], c["k_composition"]
     L, H = eig.shape
     scores: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
@@ -198,7 +208,8 @@ def head_types(
                                      np.nan).astype(np.float32)
     thresholds = dict(THRESHOLDS)
     if "copying_relation" not in comp:
-        thresholds["copying"], thresholds["copy_suppression"] = "eigen copying >= 0.5", "eigen copying <= -0.5"
+        thresholds["copying"] = "eigen copying >= 0.5"
+        thresholds["copy_suppression"] = "eigen copying <= -0.5"
     return HeadTypes(
         model_id=model.model_id, n_layers=L, n_heads=H, scores=scores, labels=labels,
         components=comp,

@@ -96,7 +96,7 @@ class HeadTypes:
                 "model_info": self.model_info, "versions": self.versions}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and its ``.json`` header."""
+        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and a ``.json`` header."""
         return save_table(self.to_frame(), self.header(), table_path(path, "head_types.parquet"))
 
     @classmethod

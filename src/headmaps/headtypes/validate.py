@@ -30,7 +30,7 @@ BEHAVIOUR_OF = {"previous_token": ("previous_token", 1), "induction": ("inductio
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (Mann-Whitney, ties 1/2)."""
+    """Area under the ROC curve of ``scores`` for boolean ``positive`` (Mann-Whitney, ties 1/2)."""
     scores = np.asarray(scores, dtype=float).ravel()
     positive = np.asarray(positive, dtype=bool).ravel()
     n1, n0 = int(positive.sum()), int((~positive).sum())

@@ -154,7 +154,8 @@ def _token_scores(key: str, items: Any, what: str) -> list[tuple[str, float]]:
 
 def _attention(key: str, a: Any) -> AttentionExtra:
     if not isinstance(a, dict):
-        raise HeadmapsError(f"attention extras of head {key} must be a dict, got {type(a).__name__}")
+        raise HeadmapsError(f"attention extras of head {key} must be a dict, "
+                            f"got {type(a).__name__}")
     keys = _token_scores(key, a.get("keys"), "attention key")
     return {"weights": [_num(key, "profile weight", w) for w in a.get("weights") or []],
             "keys": keys,

@@ -188,7 +188,10 @@ class Adapter:
         return self.split_heads_in(w, n), None if b is None else b.reshape(n, self.spec.d_head)
 
     def layer_type(self, layer: int) -> str | None:
-        """The config's ``layer_types[layer]`` (``sliding_attention``/``full_attention``) or None."""
+        """The config's ``layer_types[layer]`` (``sliding_attention``/``full_attention``), or None.
+
+        None when the config has no ``layer_types``.
+        """
         types = getattr(self.config, "layer_types", None)
         return types[layer] if types and layer < len(types) else None
 
