@@ -259,27 +259,31 @@ def attention_summary(
 
 
 def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10,
-                          n_queries: int = 10,
-                          n_pairs: int = 5, preset: str | P.ProjectionOptions | None = None, *,
+                          n_queries: int = 10, n_pairs: int = 5,
+                          preset: str | P.ProjectionOptions | None = None, *,
                           chunk_rows: int = DEFAULT_CHUNK_ROWS,
                           **options: Any) -> AttentionPreferences:
     """What one head's queries look for in keys, by content (position ignored).
 
     Args:
-        model, layer, head: the head (Hugging Face numbering).
+        model: the model.
+        layer: layer of the head (Hugging Face numbering).
+        head: head index within the layer.
         n_keys: key tokens kept by key-side preference (the logit the average query
             gives each key token).
         n_queries: most selective query tokens (largest spread of their logits over keys).
         n_pairs: preferred key tokens per query token, by the query-specific logit.
-        preset, chunk_rows, **options: as in :func:`attention_summary`.
+        preset: as in :func:`attention_summary`.
+        chunk_rows: as in :func:`attention_summary`.
+        **options: as in :func:`attention_summary`.
 
     Returns:
         :class:`AttentionPreferences`.
     """
     model.check_head(layer, head)
     res = attention_summary(model, [layer], heads=[head], n_keys=n_keys, n_queries=n_queries,
-                            n_pairs=n_pairs,
-                            preset=preset, chunk_rows=chunk_rows, max_distance=1, **options)
+                            n_pairs=n_pairs, preset=preset, chunk_rows=chunk_rows, max_distance=1,
+                            **options)
     p = res.preferences(layer, 0)
     p.head = head
     return p
@@ -291,9 +295,13 @@ def positional_profile(model: HeadModel, layer: int, head: int, max_distance: in
     """The logit a head gives a key ``0..max_distance`` tokens back, content averaged out.
 
     Args:
-        model, layer, head: the head.
+        model: the model.
+        layer: layer of the head.
+        head: head index within the layer.
         max_distance: largest distance.
-        preset, chunk_rows, **options: as in :func:`attention_summary`.
+        preset: as in :func:`attention_summary`.
+        chunk_rows: as in :func:`attention_summary`.
+        **options: as in :func:`attention_summary`.
 
     Returns:
         :class:`PositionalProfile` (logits, softmax weights, previous-token and self mass,
@@ -321,13 +329,16 @@ def attention_logits(model: HeadModel, layer: int, head: int,
     representations (plus learned position embeddings, where the model has them).
 
     Args:
-        model, layer, head: the head.
+        model: the model.
+        layer: layer of the head.
+        head: head index within the layer.
         query_ids: ``(n,)`` query token ids.
         key_ids: ``(m,)`` key token ids.
         distance: how many tokens the key precedes the query.
         query_position: absolute position of the query (default ``distance``: the key at
             position 0); only learned absolute positions depend on it.
-        preset, **options: projection options.
+        preset: projection preset.
+        **options: overrides of the preset's projection options.
 
     Returns:
         ``(n, m)`` float32 logits.

@@ -29,8 +29,12 @@ def residual(model: HeadModel, qk: QKWeights, layer: int, token_ids: torch.Tenso
     ``positions`` here (they act on queries and keys).
 
     Args:
+        model: the model.
+        qk: the layer's QK weights (their position scheme).
+        layer: the layer (layer 0 reads the raw embeddings).
         token_ids: ``(n,)`` token ids.
         positions: ``(n,)`` absolute positions, or None (no position embedding added).
+        opts: projection options.
 
     Returns:
         ``(n, d_model)`` float32.

@@ -1,5 +1,7 @@
-"""Result types of the QK half: one head's content preferences and positional profile,
-and every head at once."""
+"""Result types of the QK half.
+
+One head's content preferences and positional profile, and every head at once.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""`headmaps head MODEL L.H`: a head's card: its salient operations (OV: what it writes), what it
-attends to (QK: content preferences and positional profile), and a one-line description."""
+"""`headmaps head MODEL L.H`: a head's card.
+
+Its salient operations (OV: what it writes), what it attends to (QK: content preferences and
+positional profile), and a one-line description.
+"""
 
 from __future__ import annotations
 

@@ -141,7 +141,8 @@ def _count_beyond(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, 
     k-th best other entry beats the target, so ``count < k`` is the hit test.
 
     Args:
-        vals, idx: ``(H, P, k_max + 1)`` best values and their columns, per pair.
+        vals: ``(H, P, k_max + 1)`` best values per pair.
+        idx: ``(H, P, k_max + 1)`` their columns.
         targets: ``(P,)`` target column of each pair.
         tgt: ``(H, P)`` target logits.
         largest: beat means larger (top-k) or smaller (bottom-k).
@@ -240,7 +241,16 @@ def _some_rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_en
     when ``W_O^h U`` is formed for it; each head takes the cheaper form.
 
     Args:
-        heads, srcs: ``(N,)`` head and row of each (head, row), sorted by head.
+        Y: ``(H, S, d_head)`` value-side rows of every head.
+        W_O: ``(H, d_head, d_model)`` output weights.
+        heads: ``(N,)`` head of each (head, row), sorted by head.
+        srcs: ``(N,)`` row of each (head, row).
+        U_columns: gives the ``(d_model, n)`` unembedding columns of a slice or index.
+        c_start: first vocabulary column.
+        c_end: end (exclusive) of the vocabulary columns.
+        n_keep: how many best and worst logits to keep.
+        out_bias: ``(V,)`` bias added to every logit, or None.
+        chunk_bytes: memory budget of one chunk of logits.
 
     Returns:
         ``(N, n_keep)`` values and absolute columns, top then bottom.
