@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
 from ..salient.tokens import visible
 
@@ -346,10 +345,8 @@ class AttentionSummary:
     @classmethod
     def load(cls, path: str | os.PathLike) -> AttentionSummary:
         """Read what :meth:`save` wrote (a file, or a folder holding attention.parquet)."""
-        _, h = load_table(path, "attention.parquet")
-        if h.get("kind") != "headmaps.AttentionSummary":
-            raise HeadmapsError(f"{path} is not a headmaps attention summary "
-                                f"(kind={h.get('kind')!r})")
+        _, h = load_table(path, "attention.parquet", "headmaps.AttentionSummary",
+                          "attention summary")
         arrays = {}
         for name in cls._ARRAYS:
             a = h["arrays"][name]

@@ -102,10 +102,8 @@ class HeadTypes:
     @classmethod
     def load(cls, path: str | os.PathLike) -> HeadTypes:
         """Read a result written by :meth:`save`."""
-        frame, h = load_table(path, "head_types.parquet")
-        if h.get("kind") != "headmaps.HeadTypes":
-            raise HeadmapsError(f"{path} is not a headmaps head-types result "
-                                f"(kind={h.get('kind')!r})")
+        frame, h = load_table(path, "head_types.parquet", "headmaps.HeadTypes",
+                              "head-types result")
         L, H = int(h["n_layers"]), int(h["n_heads"])
         frame = frame.sort_values(["layer", "head"])
 

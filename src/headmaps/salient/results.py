@@ -243,10 +243,8 @@ class SalientAll:
     @classmethod
     def load(cls, path: str | os.PathLike) -> SalientAll:
         """Read what :meth:`save` wrote (a file, or a folder holding salient.parquet)."""
-        frame, h = load_table(path, "salient.parquet")
-        if h.get("kind") != "headmaps.SalientAll":
-            raise HeadmapsError(f"{path} is not a headmaps salient-operations result "
-                                f"(kind={h.get('kind')!r})")
+        frame, h = load_table(path, "salient.parquet", "headmaps.SalientAll",
+                              "salient-operations result")
         layers = [int(x) for x in h["layers"]]
         L, H, T, K = len(layers), int(h["n_heads"]), int(h["n_tokens"]), int(h["n_mappings"])
         if len(frame) != L * H * T * K:

@@ -179,9 +179,7 @@ class ScanResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ScanResult:
         """Read a result written by :meth:`save` (a file, or a folder holding scores.parquet)."""
-        frame, h = load_table(path, "scores.parquet")
-        if h.get("kind") != "headmaps.ScanResult":
-            raise HeadmapsError(f"{path} is not a headmaps scan result (kind={h.get('kind')!r})")
+        frame, h = load_table(path, "scores.parquet", "headmaps.ScanResult", "scan result")
         R, L, H = len(h["relations"]), h["n_layers"], h["n_heads"]
         scores = np.zeros((R, L, H), dtype=np.float32)
         supp = np.zeros_like(scores)
