@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
 from ..relations.errors import UnknownRelationError
 from . import analysis
@@ -191,19 +190,6 @@ class ScanResult:
         return cls(h["model_id"], h["model_info"], list(h["relations"]), scores, supp,
                    dict(h["n_pairs"]), {r: int(v) for r, v in h["k"].items()}, dict(h["skipped"]),
                    h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})))
-
-    @classmethod
-    def from_relation_scores(cls, results: list[RelationScores],
-                             model_info: dict[str, Any] | None = None) -> ScanResult:
-        """Stack several :class:`RelationScores` of one model into a scan result."""
-        if not results:
-            raise HeadmapsError("no relation scores to combine")
-        r0 = results[0]
-        return cls(r0.model_id, model_info or {}, [r.relation for r in results],
-                   np.stack([r.scores for r in results]),
-                   np.stack([r.suppression for r in results]),
-                   {r.relation: r.n_pairs for r in results}, {r.relation: r.k for r in results},
-                   preset=r0.preset, options=dict(r0.options))
 
 
 def _top(a: np.ndarray, n: int) -> list[tuple[int, int, float]]:
