@@ -31,7 +31,8 @@ with the default preset before any text is generated.
 
 Usage::
 
-    python benchmarks/bench_attention.py [--model smollm2-135m] [--text project|generated] [--n-random 8]
+    python benchmarks/bench_attention.py [--model smollm2-135m] [--text project|generated] \
+        [--n-random 8]
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def generate(hf, tok, n: int, new_tokens: int, seed: int) -> list[torch.Tensor]:
     for p in PROMPTS[:n]:
         ids = tok(p, return_tensors="pt").input_ids
         with torch.no_grad():
-            g = hf.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True,
+            g = hf.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                            do_sample=True,
                             temperature=0.8, top_p=0.95, pad_token_id=tok.eos_token_id)
         out.append(g[0])
     return out
@@ -137,7 +139,8 @@ def quart(x: np.ndarray) -> str:
     return f"median {q[1]:.2f} (IQR {q[0]:.2f}..{q[2]:.2f}, n={len(x)})"
 
 
-def positional_report(label: str, static_w: np.ndarray, measured: np.ndarray, prev_static: np.ndarray) -> dict:
+def positional_report(label: str, static_w: np.ndarray, measured: np.ndarray,
+                      prev_static: np.ndarray) -> dict:
     L, H, _ = measured.shape
     pr = np.array([pearson(static_w[i, j], measured[i, j]) for i in range(L) for j in range(H)])
     sr = np.array([spearman(static_w[i, j], measured[i, j]) for i in range(L) for j in range(H)])
@@ -156,7 +159,8 @@ def positional_report(label: str, static_w: np.ndarray, measured: np.ndarray, pr
     print(f"  measured top-10 previous-token heads: {', '.join(names)}")
     print(f"    (measured Δ=1 attention: {', '.join(f'{prev_meas[i]:.2f}' for i in top_meas)})")
     print(f"  static top-10 by prev_mass: {', '.join(f'{i // H}.{i % H}' for i in top_static)}")
-    print(f"  overlap of top-10: {out['overlap']}/10; AUROC of static prev_mass: {out['auroc']:.3f}; "
+    print(f"  overlap of top-10: {out['overlap']}/10; AUROC of static prev_mass: "
+          f"{out['auroc']:.3f}; "
           f"Spearman(static prev_mass, measured Δ=1) over all heads: {out['rank_corr_prev']:.3f}")
     return out
 
@@ -192,17 +196,20 @@ def content_report(m: hm.HeadModel, res: hm.AttentionSummary, seqs: list[torch.T
             rho[li, h] = spearman(kappa, recv[li, h])
     spread = res.key_spread
     strong = spread >= np.percentile(spread, 75)
-    print(f"\n[text] content: {len(frequent)} frequent tokens (>= 3 occurrences); Spearman per head of "
+    print(f"\n[text] content: {len(frequent)} frequent tokens (>= 3 occurrences); Spearman per "
+          "head of "
           "static key-side preference vs measured attention received")
     print(f"  all heads: {quart(rho.ravel())}; share of heads with rho > 0: {(rho > 0).mean():.2f}")
-    print(f"  heads in the top quarter by key_spread: {quart(rho[strong])}; share > 0: {(rho[strong] > 0).mean():.2f}")
+    print(f"  heads in the top quarter by key_spread: {quart(rho[strong])}; share > 0: "
+          f"{(rho[strong] > 0).mean():.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--text", choices=["project", "generated"], default="project")
-    ap.add_argument("--n-text", type=int, default=8, help=f"generated sequences (max {len(PROMPTS)})")
+    ap.add_argument("--n-text", type=int, default=8,
+                    help=f"generated sequences (max {len(PROMPTS)})")
     ap.add_argument("--n-random", type=int, default=8)
     ap.add_argument("--length", type=int, default=144, help="tokens per sequence")
     ap.add_argument("--seed", type=int, default=0)
@@ -216,7 +223,8 @@ def main() -> None:
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"static summary done in {t_static:.0f} s; peak RSS so far {rss:.1f} GB (model + summary)", flush=True)
+    print(f"static summary done in {t_static:.0f} s; peak RSS so far {rss:.1f} GB "
+          "(model + summary)", flush=True)
     hf = m.require_hf_model()
     hf.set_attn_implementation("eager")
     tok = m.require_tokenizer()
@@ -232,17 +240,21 @@ def main() -> None:
     rand = [torch.randint(0, n_valid, (args.length,), generator=g) for _ in range(args.n_random)]
     att_text, att_rand = attentions(hf, text), attentions(hf, rand)
     t_real = time.perf_counter() - t0
-    static_w = np.stack([[res.profile_at(layer, h).weights for h in range(res.n_heads)] for layer in res.layers])
+    static_w = np.stack([[res.profile_at(layer, h).weights for h in range(res.n_heads)]
+                         for layer in res.layers])
     sampled = res.sampled.astype(np.float64)
-    print(f"model {args.model}: {m.n_layers} layers x {m.n_heads} heads; positions: {res.positions[0]}")
+    print(f"model {args.model}: {m.n_layers} layers x {m.n_heads} heads; positions: "
+          f"{res.positions[0]}")
     print(f"text ({args.text}): {len(text)} sequences of {[len(s) for s in text]} tokens; random: "
           f"{len(rand)} x {args.length} tokens; seed {args.seed}")
     print(f"time: static summary {t_static:.0f} s, generation + real attention {t_real:.0f} s "
           "(shared 2-core machine)")
     for label, A in (("text", att_text), ("random tokens", att_rand)):
         measured = by_distance(A)
-        positional_report(f"{label}; static = mean-vector profile", static_w, measured, static_w[:, :, 1].ravel())
-        positional_report(f"{label}; static = sampled profile", sampled, measured, sampled[:, :, 1].ravel())
+        positional_report(f"{label}; static = mean-vector profile", static_w, measured,
+                          static_w[:, :, 1].ravel())
+        positional_report(f"{label}; static = sampled profile", sampled, measured,
+                          sampled[:, :, 1].ravel())
     content_report(m, res, text, att_text)
 
 

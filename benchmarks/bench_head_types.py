@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--top-fraction", type=float, default=0.05)
     ap.add_argument("--out", default=None, help="also write the tables as markdown here")
-    ap.add_argument("--max-distance", type=int, default=64, help="distances of the sampled profile (default 64)")
+    ap.add_argument("--max-distance", type=int, default=64,
+                    help="distances of the sampled profile (default 64)")
     ap.add_argument("--attention-only", action="store_true",
                     help="skip the relation scores and the dynamic relation detectors")
     args = ap.parse_args()
@@ -53,7 +54,8 @@ def main() -> None:
 
     t = time.perf_counter()
     induction, duplicate = B.repeat_scores(m)
-    beh = {"previous_token": B.previous_token_scores(m), "induction": induction, "duplicate_token": duplicate}
+    beh = {"previous_token": B.previous_token_scores(m), "induction": induction,
+           "duplicate_token": duplicate}
     t_attn = time.perf_counter() - t
     t = time.perf_counter()
     for name in () if args.attention_only else ("copying", "successor"):
@@ -63,9 +65,11 @@ def main() -> None:
 
     table = compare(full, beh, args.top_fraction)
     table_fast = compare(fast, beh, args.top_fraction)
-    lines = [f"model {m.model_id}: {m.n_layers} layers x {m.n_heads} heads; max_distance {args.max_distance}; "
+    lines = [f"model {m.model_id}: {m.n_layers} layers x {m.n_heads} heads; max_distance "
+             f"{args.max_distance}; "
              f"behavioural positives = top "
-             f"{args.top_fraction:.0%} of heads; machine {platform.machine()} CPU, shared with other jobs",
+             f"{args.top_fraction:.0%} of heads; machine {platform.machine()} CPU, shared with "
+             "other jobs",
              "", "static pass with relation scores:", markdown(table), "",
              "static pass without relation scores (copying from eigenvalues alone):",
              markdown(table_fast), "",
@@ -73,12 +77,15 @@ def main() -> None:
              f"| static, with relation scores | {t_full:.1f} | {t_beh / t_full:.1f}x |",
              f"| static, without relation scores | {t_fast:.1f} | {t_beh / t_fast:.1f}x |",
              f"| behavioural, all detectors | {t_beh:.1f} | 1 |",
-             f"| behavioural, attention detectors only (prev, induction, duplicate) | {t_attn:.1f} | "
+             f"| behavioural, attention detectors only (prev, induction, duplicate) | {t_attn:.1f} "
+             "| "
              f"(vs static w/o relations: {t_attn / t_fast:.1f}x) |",
              "", "labelled heads (static, with relation scores):", "```", full.table(), "```"]
-    top = {k: [f"{a}.{b}" for a, b in zip(*np.unravel_index(np.argsort(-v, axis=None)[:5], v.shape))]
+    top = {k: [f"{a}.{b}" for a, b in zip(*np.unravel_index(np.argsort(-v, axis=None)[:5],
+                                                            v.shape))]
            for k, v in beh.items()}
-    lines += ["", "behavioural top-5 heads: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in top.items())]
+    lines += ["", "behavioural top-5 heads: "
+              + "; ".join(f"{k}: {', '.join(v)}" for k, v in top.items())]
     text = "\n".join(lines)
     print(text)
     if args.out:

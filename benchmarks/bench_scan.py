@@ -62,7 +62,8 @@ def reference_layers(m, scan_res, layers, opts) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     for ri, rel in enumerate(scan_res.relations):
         prep = hm.relations.prepare(m, rel)
-        scores, _ = reference_scores(m, prep.source_ids, prep.target_ids, scan_res.k[rel], opts, layers)
+        scores, _ = reference_scores(m, prep.source_ids, prep.target_ids, scan_res.k[rel], opts,
+                                     layers)
         out[ri] = scores[layers]
     return out, time.perf_counter() - t0
 
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
         n_sources = len(torch.unique(torch.cat([p.source_ids for p in prepared])))
         same_dense = (np.array_equal(early.scores, dense.scores)
                       and np.array_equal(early.suppression, dense.suppression))
-        n_diff = int((early.scores != dense.scores).sum() + (early.suppression != dense.suppression).sum())
+        n_diff = int((early.scores != dense.scores).sum()
+                     + (early.suppression != dense.suppression).sum())
 
         t0 = time.perf_counter()
         sub = hm.scan(m, preset=args.preset, layers=layers)
@@ -132,7 +134,8 @@ def main(argv=None) -> int:
         floor = minimal_flops(m, n_sources, m.n_layers)
         print(f"model {m.model_id}: {m.n_layers} layers x {m.n_heads} heads, vocab {m.vocab_size}, "
               f"{len(early.relations)} relations, {n_pairs} pairs, {n_sources} unique sources, "
-              f"k {sorted(set(early.k.values()))}, preset {args.preset}, torch threads {torch.get_num_threads()}")
+              f"k {sorted(set(early.k.values()))}, preset {args.preset}, torch threads "
+              f"{torch.get_num_threads()}")
         print(f"(a) early exit, all {m.n_layers} layers:   {t_early:8.2f} s")
         print(f"(b) dense engine, all {m.n_layers} layers: {t_dense:8.2f} s")
         print(f"speed-up (b)/(a): {t_dense / t_early:.1f}x")
@@ -140,19 +143,24 @@ def main(argv=None) -> int:
             f"columns {c0}-{c1}: {n / stats['rows']:.1%}" for c0, c1, n in stats["stages"]))
         print(f"identical scores and suppression, early exit vs dense, all layers: {same_dense} "
               f"({n_diff} of {early.scores.size * 2} (relation, layer, head) values differ)")
-        print(f"(a) early exit, layers {layers}:  {t_sub:8.2f} s  ({t_sub / len(layers):.3f} s/layer)")
-        print(f"(c) reference order, layers {layers}: {t_ref:8.2f} s  ({t_ref / len(layers):.3f} s/layer)")
+        print(f"(a) early exit, layers {layers}:  {t_sub:8.2f} s  ({t_sub / len(layers):.3f} "
+              "s/layer)")
+        print(f"(c) reference order, layers {layers}: {t_ref:8.2f} s  ({t_ref / len(layers):.3f} "
+              "s/layer)")
         print(f"speed-up (c)/(a) on those layers: {t_ref / t_sub:.1f}x")
         print(f"identical scores, early exit vs reference, layers {layers}: {same_ref} "
               f"(max abs difference {max_diff:.2e})")
         print(f"dense engine: minimal FLOPs {floor:.3e}; machine matmul "
-              f"{flops_machine / 1e9:.1f} GFLOP/s; dense achieved {floor / t_dense / 1e9:.1f} GFLOP/s "
+              f"{flops_machine / 1e9:.1f} GFLOP/s; dense achieved {floor / t_dense / 1e9:.1f} "
+              "GFLOP/s "
               f"= {100 * floor / t_dense / flops_machine:.0f}% of it")
 
     mem = peak_memory_child(args.model, args.preset)
     extra = (mem["peak"] - mem["rss_before"]) / 2**30
-    print(f"peak RSS of an early-exit hm.scan on {args.model}: {mem['peak'] / 2**30:.2f} GiB in all, "
-          f"{extra:.2f} GiB above the loaded model (RSS before {mem['rss_before'] / 2**30:.2f} GiB; "
+    print(f"peak RSS of an early-exit hm.scan on {args.model}: {mem['peak'] / 2**30:.2f} GiB in "
+          "all, "
+          f"{extra:.2f} GiB above the loaded model (RSS before {mem['rss_before'] / 2**30:.2f} "
+          "GiB; "
           f"scan {mem['seconds']:.1f} s, {mem['relations']} relations)")
     return 0
 

@@ -26,7 +26,8 @@ def test_no_module_imports_version_from_package_init():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level >= 1 and not node.module:
                 names = {a.name for a in node.names}
-                assert "__version__" not in names, f"{path} imports __version__ from a package __init__"
+                assert "__version__" not in names, (
+                    f"{path} imports __version__ from a package __init__")
 
 
 def test_analysis_does_not_import_results_at_runtime():

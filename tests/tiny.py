@@ -66,7 +66,8 @@ ROPE_VARIANTS: dict[str, tuple[str, dict]] = {
         original_max_position_embeddings=16, rope_theta=10000.0))),
     "llama-rope_yarn": ("LlamaConfig", dict(TINY_CONFIGS["llama"][1], rope_parameters=dict(
         rope_type="yarn", factor=4.0, original_max_position_embeddings=16, rope_theta=10000.0))),
-    "gpt2-scaled": ("GPT2Config", dict(TINY_CONFIGS["gpt2"][1], scale_attn_by_inverse_layer_idx=True)),
+    "gpt2-scaled": ("GPT2Config", dict(TINY_CONFIGS["gpt2"][1],
+                                       scale_attn_by_inverse_layer_idx=True)),
 }
 
 

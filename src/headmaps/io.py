@@ -100,9 +100,21 @@ def save_table(frame: pd.DataFrame, header: dict[str, Any], path: str | os.PathL
     return path
 
 
-def load_table(path: str | os.PathLike, default_name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a table written by :func:`save_table` and its header."""
-    path = table_path(path, default_name)
+def load_table(path: str | os.PathLike, default_name: str, kind: str | None = None,
+               what: str = "result") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a table written by :func:`save_table` and its header.
+
+    Args:
+        path: the table file, or a folder holding ``default_name``.
+        default_name: the table's file name inside a folder.
+        kind: the header's expected ``"kind"``; a header of another kind raises
+            :class:`HeadmapsError` saying ``path`` is not a headmaps ``what``.
+        what: what the result is called in that error.
+
+    Returns:
+        ``(frame, header)``.
+    """
+    given, path = path, table_path(path, default_name)
     if not path.is_file():
         raise MissingFileError(f"no result file at {path}")
     try:
@@ -112,6 +124,8 @@ def load_table(path: str | os.PathLike, default_name: str) -> tuple[pd.DataFrame
         raise MissingFileError(f"{path} has no JSON header {header_path(path)} beside it") from None
     except (ValueError, OSError) as err:
         raise CorruptFileError(f"cannot read result {path}: {err}") from err
+    if kind is not None and header.get("kind") != kind:
+        raise HeadmapsError(f"{given} is not a headmaps {what} (kind={header.get('kind')!r})")
     return frame, header
 
 

@@ -18,7 +18,10 @@ from tiny import tiny_model
 
 @pytest.fixture(scope="module", params=["llama", "qwen3", "gemma2"])
 def tiny_hm(request):
-    """Rotary models: at distance 0 the logit is the content-only one (learned positions add P[0])."""
+    """Rotary models: at distance 0 the logit is the content-only one.
+
+    Learned positions add P[0].
+    """
     return request.param, hm.load(tiny_model(request.param))
 
 
@@ -32,7 +35,8 @@ def test_key_side_preference_is_mean_query_logit(tiny_hm):
     layer, head = 1, m.n_heads - 1
     A = full_logits(m, layer, head)  # (V queries, V keys)
     kappa = A.mean(0)
-    prefs = hm.attention_preferences(m, layer, head, n_keys=8, n_queries=4, n_pairs=3, chunk_rows=50)
+    prefs = hm.attention_preferences(m, layer, head, n_keys=8, n_queries=4, n_pairs=3,
+                                     chunk_rows=50)
     assert prefs.key_ids.tolist() == torch.topk(kappa, 8).indices.tolist()
     assert np.allclose(prefs.key_scores, kappa[prefs.key_ids].numpy(), rtol=1e-4, atol=1e-6)
     # selectivity: std over keys of each query's logits; the top queries by it
@@ -82,10 +86,12 @@ def test_summary_matches_single_heads_and_round_trips(tmp_path):
     assert res.profile.shape == (m.n_layers, m.n_heads, 7)
     one = hm.attention_preferences(m, 2, 3, n_keys=4, n_queries=3, n_pairs=2)
     assert one.key_ids.tolist() == res.preferences(2, 3).key_ids.tolist()
-    assert np.allclose(hm.positional_profile(m, 2, 3, max_distance=6).logits, res.profile[2, 3], rtol=1e-5)
+    assert np.allclose(hm.positional_profile(m, 2, 3, max_distance=6).logits, res.profile[2, 3],
+                       rtol=1e-5)
     frame = res.to_frame()
     assert len(frame) == m.n_layers * m.n_heads
-    assert {"layer", "head", "kind", "prev_mass", "self_mass", "preferred_distance", "top_key"} <= set(frame)
+    assert {"layer", "head", "kind", "prev_mass", "self_mass", "preferred_distance",
+            "top_key"} <= set(frame)
     for path in (tmp_path / "out", tmp_path / "a.csv"):
         res.save(path)
         back = hm.AttentionSummary.load(path)
@@ -123,7 +129,8 @@ def test_lazy_path_reads_qk_tensors_layer_by_layer(tmp_path):
     q = lz.qk(1)
     names = {n for n, _ in src.trace}
     p = "model.layers.1."
-    assert names == {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "input_layernorm.weight"}
+    assert names == {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                     p + "input_layernorm.weight"}
     assert torch.equal(q.W_Q, ea.qk(1).W_Q) and torch.equal(q.W_K, ea.qk(1).W_K)
     a = hm.attention_summary(lz, max_distance=4)
     b = hm.attention_summary(ea, max_distance=4)
@@ -137,12 +144,14 @@ def test_sampled_profile_is_mean_softmax_over_sampled_sequences(arch):
 
     m = hm.load(tiny_model(arch))
     layer, head, D, n = 1, 2, 5, 7
-    prof = hm.attention_summary(m, [layer], max_distance=D, n_samples=n, seed=4).profile_at(layer, head)
+    res = hm.attention_summary(m, [layer], max_distance=D, n_samples=n, seed=4)
+    prof = res.profile_at(layer, head)
     qi, ki = sample_ids(torch.ones(m.vocab_size, dtype=torch.bool), n, D + 1, 4 + layer)
     expected = np.zeros(D + 1)
     for a, keys in zip(qi.tolist(), ki.tolist()):
         # query at position D, key for distance d at position D - d (learned positions use them)
-        s = torch.stack([hm.attention_logits(m, layer, head, [a], [keys[d]], d, query_position=D)[0, 0]
+        s = torch.stack([hm.attention_logits(m, layer, head, [a], [keys[d]], d,
+                                             query_position=D)[0, 0]
                          for d in range(D + 1)])
         expected += torch.softmax(s.double(), 0).numpy() / n
     assert np.allclose(prof.sampled, expected, rtol=1e-4, atol=1e-6)
@@ -154,7 +163,8 @@ def test_smollm2_layer1_previous_token_head():
     """On the real SmolLM2-135M, head 1.0 is a static previous-token head (its real attention
     at distance 1 is among the 10 highest on random tokens: docs/results/attention.md)."""
     m = hm.load("smollm2-135m")
-    res = hm.attention_summary(m, [1], max_distance=16, n_keys=3, n_queries=2, n_pairs=2, n_samples=64)
+    res = hm.attention_summary(m, [1], max_distance=16, n_keys=3, n_queries=2, n_pairs=2,
+                               n_samples=64)
     prof = res.profile_at(1, 0)
     assert prof.kind() == "previous-token" and prof.prev_mass > 0.9
     assert prof.sampled_prev_mass > 0.5

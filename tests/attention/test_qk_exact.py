@@ -98,7 +98,8 @@ def test_logit_equals_model_pre_softmax_score(case):
             scores = model_scores(model, m, layer, resid)  # (H, T, T)
             kpos = qpos - distance
             for h in range(m.n_heads):
-                mine = hm.attention_logits(m, layer, h, ids[qpos:qpos + 1], ids[kpos:kpos + 1], distance,
+                mine = hm.attention_logits(m, layer, h, ids[qpos:qpos + 1], ids[kpos:kpos + 1],
+                                           distance,
                                            query_position=qpos)[0, 0].double()
                 real = scores[h, qpos, kpos]
                 assert torch.isclose(mine, real, rtol=RTOL, atol=1e-6), \

@@ -116,7 +116,8 @@ def test_describe_writes_files(model_dir, tmp_path, capsys):
 
 
 def test_head_card_shows_what_the_head_attends_to(model_dir, capsys):
-    assert run(["head", model_dir, "1.0", "--tokens", "4", "--describe", "none", "--max-distance", "12"]) == 0
+    assert run(["head", model_dir, "1.0", "--tokens", "4", "--describe", "none", "--max-distance",
+                "12"]) == 0
     out = capsys.readouterr().out
     assert "what it attends to (QK" in out and "key side (any query):" in out
     line = next(x for x in out.splitlines() if x.startswith("position ("))
@@ -126,7 +127,8 @@ def test_head_card_shows_what_the_head_attends_to(model_dir, capsys):
 
 
 def test_head_card_json_has_both_halves(model_dir, capsys):
-    assert run(["head", model_dir, "1.0", "--json", "--describe", "none", "--max-distance", "5"]) == 0
+    assert run(["head", model_dir, "1.0", "--json", "--describe", "none", "--max-distance",
+                "5"]) == 0
     data = json.loads(capsys.readouterr().out)
     att = data["attention"]
     assert len(att["profile"]["logits"]) == 6 and abs(sum(att["profile"]["weights"]) - 1) < 1e-6

@@ -57,7 +57,8 @@ def test_scan_exact_dense_flag_gives_the_same_scores(model_dir, capitals_file, t
     assert early.scores.max() > 0
 
 
-def test_scan_with_no_valid_relation_fails_and_writes_nothing(model_dir, capitals_file, tmp_path, capsys):
+def test_scan_with_no_valid_relation_fails_and_writes_nothing(model_dir, capitals_file, tmp_path,
+                                                              capsys):
     out = tmp_path / "out"
     argv = ["scan", model_dir, "--relations", capitals_file, "--min-pairs", "100", "--out",
             str(out)]

@@ -23,7 +23,10 @@ def _cols(head: int, dh: int) -> slice:
 
 
 def make_copying(model, layer: int, head: int) -> None:
-    """Set ``W_O^h = W_V^T G^T`` with ``G = U_S X_S``: the token-space OV circuit is PSD (copies)."""
+    """Set ``W_O^h = W_V^T G^T`` with ``G = U_S X_S``: the token-space OV circuit is PSD.
+
+    So the head copies.
+    """
     m = hm.load(model)
     ids = S.token_subset(m, None)
     a = m.attention(layer)
@@ -103,7 +106,8 @@ def test_eigen_copying_equals_full_matrix_eigenvalues(built):
     U = P.output_basis(m, OPTS, a, columns=ids)
     for h in range(m.n_heads):
         W_V, W_O = m.ov(1, h)
-        lam = torch.linalg.eigvals((X @ W_V.float() @ W_O.float() @ U).double())  # (50, 50), rank d_head
+        # (50, 50), rank d_head
+        lam = torch.linalg.eigvals((X @ W_V.float() @ W_O.float() @ U).double())
         assert eig[0, h] == pytest.approx(float(lam.sum().real / lam.abs().sum()), abs=1e-3)
 
 
@@ -156,8 +160,10 @@ def test_induction_detector_on_repeated_tokens(built):
     assert all(len(set(r[:10].tolist())) == 10 for r in ids)
     ind, dup = B.repeat_scores(m, 10, 3, seed=0, pool=pool)
     A = B.attention_patterns(m, ids)
-    assert ind[1, 1] == pytest.approx(float(np.mean([A[1, :, 1, 10 + j, j + 1].mean() for j in range(9)])), abs=1e-6)
-    assert dup[2, 0] == pytest.approx(float(A[2, :, 0, 10 + torch.arange(10), torch.arange(10)].mean()), abs=1e-6)
+    expected_ind = float(np.mean([A[1, :, 1, 10 + j, j + 1].mean() for j in range(9)]))
+    assert ind[1, 1] == pytest.approx(expected_ind, abs=1e-6)
+    expected_dup = float(A[2, :, 0, 10 + torch.arange(10), torch.arange(10)].mean())
+    assert dup[2, 0] == pytest.approx(expected_dup, abs=1e-6)
     # the previous-token head attends to the token before: from n+j that is never j+1 or j (n > 2)
     assert ind[0, 2] < 0.05 and dup[0, 2] < 0.05
 
@@ -168,7 +174,8 @@ def test_result_round_trip_and_frame(built, tmp_path):
     assert np.isnan(res.scores["successor"]).all()
     assert res.thresholds["copying"] == "eigen copying >= 0.5"
     frame = res.to_frame()
-    assert len(frame) == 12 and {"previous_token", "is_induction", "c_eigen_copying", "types"} <= set(frame.columns)
+    assert len(frame) == 12 and {"previous_token", "is_induction", "c_eigen_copying",
+                                 "types"} <= set(frame.columns)
     assert "previous_token" in frame.set_index(["layer", "head"]).loc[(0, 2), "types"]
     back = hm.HeadTypes.load(res.save(tmp_path / "t.parquet"))
     for t in res.scores:
@@ -202,7 +209,8 @@ def test_compare_finds_the_constructed_previous_token_head(built):
     ids = torch.randint(3, m.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
     beh = {"previous_token": B.previous_token_scores(m, ids)}
     table = compare(res, beh, top_fraction=0.05, k=1).set_index("type")
-    assert table.loc["previous_token", "auroc"] == 1.0 and table.loc["previous_token", "precision_at_1"] == 1.0
+    assert table.loc["previous_token", "auroc"] == 1.0
+    assert table.loc["previous_token", "precision_at_1"] == 1.0
 
 
 def test_bad_arguments_are_clear(built):

@@ -22,16 +22,19 @@ import headmaps as hm
 CONFIGS = {
     "gpt2": dict(normalization_type="LN", act_fn="gelu_new", positional_embedding_type="standard",
                  original_architecture="GPT2LMHeadModel"),
-    "neox": dict(normalization_type="LN", act_fn="gelu", positional_embedding_type="rotary", rotary_dim=4,
+    "neox": dict(normalization_type="LN", act_fn="gelu", positional_embedding_type="rotary",
+                 rotary_dim=4,
                  parallel_attn_mlp=True, original_architecture="GPTNeoXForCausalLM"),
     "llama_gqa": dict(normalization_type="RMS", act_fn="silu", positional_embedding_type="rotary",
-                      gated_mlp=True, n_key_value_heads=2, original_architecture="LlamaForCausalLM"),
+                      gated_mlp=True, n_key_value_heads=2,
+                      original_architecture="LlamaForCausalLM"),
 }
 
 
 def lens_model(kind: str, processed: bool):
     """A random-weight HookedTransformer (every parameter perturbed so biases and gains matter)."""
-    cfg = tl.HookedTransformerConfig(n_layers=3, d_model=32, n_ctx=24, d_head=8, n_heads=4, d_mlp=48,
+    cfg = tl.HookedTransformerConfig(n_layers=3, d_model=32, n_ctx=24, d_head=8, n_heads=4,
+                                     d_mlp=48,
                                      d_vocab=61, dtype=torch.float64, seed=0, **CONFIGS[kind])
     model = tl.HookedTransformer(cfg)
     gen = torch.Generator().manual_seed(1)
@@ -82,9 +85,11 @@ def test_per_head_outputs_equal_transformer_lens(kind, processed):
 
     # embedding, first MLP block, final norm + unembedding
     assert torch.equal(m.E, model.W_E.detach())
-    mlp_in = cache["blocks.0.hook_resid_pre" if cfg.parallel_attn_mlp else "blocks.0.hook_resid_mid"]
+    mlp_in = cache["blocks.0.hook_resid_pre" if cfg.parallel_attn_mlp
+                   else "blocks.0.hook_resid_mid"]
     assert rel_err(m.first_mlp()(mlp_in), cache["blocks.0.hook_mlp_out"]) <= 1e-5
-    final = m.final_norm(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"]) @ m.U + m.unembedding_bias
+    resid = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"]
+    final = m.final_norm(resid) @ m.U + m.unembedding_bias
     assert rel_err(final, logits) <= 1e-5
 
 

@@ -98,18 +98,6 @@ BAD_JSON = [
 ]
 
 
-@pytest.mark.parametrize(("text", "where", "problem"), BAD_JSON)
-def test_malformed_json(tmp_path, text, where, problem):
-    path = write(tmp_path, "bad.json", text)
-    with pytest.raises(R.RelationDataError) as exc:
-        R.load(path)
-    msg = str(exc.value)
-    assert str(path) in msg and where in msg
-    if problem:
-        assert problem in msg
-    assert isinstance(exc.value, hm.HeadmapsError) and isinstance(exc.value, ValueError)
-
-
 BAD_CSV = [
     ("source,target\nFrance,Paris\nJapan,Tokyo,Honshu\n", "line 3", "expected 2 columns"),
     ("France\n", "line 1", "expected 2 columns"),
@@ -122,15 +110,19 @@ BAD_CSV = [
 ]
 
 
-@pytest.mark.parametrize(("text", "where", "problem"), BAD_CSV)
-def test_malformed_csv(tmp_path, text, where, problem):
-    path = write(tmp_path, "bad.csv", text)
+@pytest.mark.parametrize(("name", "text", "where", "problem"),
+                         [("bad.json", *case) for case in BAD_JSON]
+                         + [("bad.csv", *case) for case in BAD_CSV])
+def test_malformed_file(tmp_path, name, text, where, problem):
+    """A malformed JSON or CSV relation file names the file, the place and the problem."""
+    path = write(tmp_path, name, text)
     with pytest.raises(R.RelationDataError) as exc:
         R.load(path)
     msg = str(exc.value)
     assert str(path) in msg and where in msg
     if problem:
         assert problem in msg
+    assert isinstance(exc.value, hm.HeadmapsError) and isinstance(exc.value, ValueError)
 
 
 def test_not_utf8(tmp_path):

@@ -37,7 +37,8 @@ def test_select_skips_with_one_wording_and_chooses_k(model):
     assert [c.name for c in chosen] == ["ok", "copies"]
     assert [c.k for c in chosen] == [10, 1]  # custom sets: 10, or 1 when every pair is a copy
     assert chosen[0].prepared.n_pairs == 35
-    assert skipped == {"few": f"only 5 of 5 pairs are single tokens for this model (need {MIN_PAIRS})"}
+    assert skipped == {"few": "only 5 of 5 pairs are single tokens for this model (need "
+                              f"{MIN_PAIRS})"}
 
 
 def test_k_per_relation_and_range(model):
@@ -56,7 +57,10 @@ def test_large_vocabularies_get_the_papers_larger_k():
 
 
 def test_scan_and_dynamic_use_the_same_selection():
-    """The engine and the experiments keep the same relations, pairs and k, with one skip wording."""
+    """The engine and the experiments keep the same relations, pairs and k.
+
+    And they word a skip the same way.
+    """
     from headmaps.experiments.dynamic import single_token_pairs
     from headmaps.scoring import scan
     from tiny import tiny_model

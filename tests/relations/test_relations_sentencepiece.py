@@ -19,16 +19,19 @@ def sp():
 
 def test_the_dummy_prefix_is_the_leading_space(sp):
     naive = sp.encode(" France", add_special_tokens=False)
-    assert sp.convert_ids_to_tokens(naive) == ["\u2581", "\u2581France"]  # what a plain " " + word gives
+    # what a plain " " + word gives
+    assert sp.convert_ids_to_tokens(naive) == ["\u2581", "\u2581France"]
     assert sp.convert_ids_to_tokens(word_ids(sp, "France")) == ["\u2581France"]
     assert sp.convert_ids_to_tokens(word_ids(sp, "New York")) == ["\u2581New", "\u2581York"]
-    prep = hm.relations.prepare(sp, [("France", "Paris"), ("Japan", "Tokyo"), ("New York", "Paris")],
+    prep = hm.relations.prepare(sp, [("France", "Paris"), ("Japan", "Tokyo"),
+                                     ("New York", "Paris")],
                                 min_pairs=1)
     assert prep.kept == [("France", "Paris"), ("Japan", "Tokyo")]
     assert prep.source_ids.tolist() == [word_ids(sp, "France")[0], word_ids(sp, "Japan")[0]]
 
 
-@pytest.mark.parametrize("template", ["The capital of <X> is", "<X> is", "The capital of <X>.", "<X>"])
+@pytest.mark.parametrize("template", ["The capital of <X> is", "<X> is", "The capital of <X>.",
+                                      "<X>"])
 def test_prompts_equal_the_whole_text_encoding(sp, template):
     """Assembled token by token, the prompt is what the model sees for the whole text."""
     ids, pos = build_prompt(sp, template, word_ids(sp, "France"))

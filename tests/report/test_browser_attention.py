@@ -17,7 +17,8 @@ from headmaps.report import synthetic_scan, write_report
 from tiny import tiny_model
 
 CHROMIUM = os.environ.get("HEADMAPS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
@@ -57,8 +58,8 @@ def test_head_detail_draws_the_positional_profile(report_with_attention):
             top = max(range(17), key=lambda d: weights[d])
             assert heights[top] == pytest.approx(64, abs=0.2)  # the largest weight fills the plot
             assert panel.locator(".qk-keys .tok").count() == 6
-            assert panel.locator(".qk-keys .tok").first.inner_text() == att.preferences(2, 5).key_tokens[0].replace(
-                " ", "\u2423")
+            top_key = att.preferences(2, 5).key_tokens[0].replace(" ", "\u2423")
+            assert panel.locator(".qk-keys .tok").first.inner_text() == top_key
         finally:
             browser.close()
     assert not errors, errors

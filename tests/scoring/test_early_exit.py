@@ -99,7 +99,10 @@ def test_every_row_continues_to_the_end():
 
 @pytest.mark.parametrize("n_rows_continuing", ["few", "most"])
 def test_both_products_for_continuing_rows(n_rows_continuing):
-    """Continuing rows go through (y W_O) U stacked, per head through W_O U, or both: same answers."""
+    """Continuing rows go through (y W_O) U stacked, per head through W_O U, or both.
+
+    All give the same answers.
+    """
     H, S = (2, 6) if n_rows_continuing == "few" else (6, 200)
     Y, W_O, U, rows, targets, g = integer_problem(7, H=H, S=S, d_head=2, d_model=16, n_pairs=3 * S)
     k = torch.randint(1, 30, (len(rows),), generator=g)
@@ -137,7 +140,8 @@ def test_scan_early_exit_equals_dense(model, preset, k):
     rels = {"a": pairs(0), "b": pairs(0, 45), "c": pairs(1)}
     ks = {"a": k, "b": max(1, k // 2), "c": k}
     stats: dict = {}
-    early = scan(model, rels, k=ks, preset=preset, blocks=BLOCKS, stats=stats, chunk_bytes=4 * 8 * 64 * 8)
+    early = scan(model, rels, k=ks, preset=preset, blocks=BLOCKS, stats=stats,
+                 chunk_bytes=4 * 8 * 64 * 8)
     dense = scan(model, rels, k=ks, preset=preset, exact_dense=True)
     np.testing.assert_array_equal(early.scores, dense.scores)
     np.testing.assert_array_equal(early.suppression, dense.suppression)

@@ -20,8 +20,10 @@ def test_scan_and_relation_scores_repr_html():
 
 
 def test_salient_operations_repr_html_escapes_tokens():
-    ops = SalientOperations.from_dict({"layer": 2, "head": 1, "model_id": "m", "preset": "norms", "tokens": [
-        {"id": 5, "token": " <b>", "saliency": 2.5, "mappings": [{"id": 6, "token": " x&y", "score": 1.25}]}]})
+    ops = SalientOperations.from_dict({"layer": 2, "head": 1, "model_id": "m", "preset": "norms",
+                                       "tokens": [
+        {"id": 5, "token": " <b>", "saliency": 2.5, "mappings": [{"id": 6, "token": " x&y",
+                                                                  "score": 1.25}]}]})
     page = ops._repr_html_()
     assert "head 2.1" in page and "&lt;b&gt;" in page and "x&amp;y" in page and "2.500" in page
     assert "<b>" not in page.replace("<b>head", "")

@@ -69,7 +69,8 @@ def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: t
     return s
 
 
-def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random valid token ids: ``(n_samples,)`` queries and ``(n_samples, n_keys)`` keys."""
     g = torch.Generator().manual_seed(seed)
     pool = valid.nonzero().reshape(-1).cpu()
@@ -110,7 +111,8 @@ def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: t
     return torch.softmax(s, dim=-1).mean(1)
 
 
-def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int, n_pairs: int,
+def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int,
+           n_pairs: int,
            max_distance: int, n_samples: int = 256, seed: int = 0) -> dict[str, Any]:
     """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays)."""
     model, opts = ctx.model, ctx.opts
@@ -118,7 +120,8 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     if qk.positions.kind == "learned":
         n_pos = qk.positions.embedding.shape[0] - qk.positions.offset
         if max_distance >= n_pos:
-            raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} positions")
+            raise HeadmapsError(f"max_distance={max_distance} exceeds the model's "
+                                f"{n_pos} positions")
     base = ctx.base(layer)
     V, dev = base.shape[0], base.device
     heads_t = torch.as_tensor(list(heads), dtype=torch.long, device=dev)
@@ -128,7 +131,8 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     w = mask.float() / n_valid
     cr = ctx.chunk_rows
     with torch.no_grad():
-        K = torch.cat([Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts)) for c in range(0, V, cr)], 1)
+        K = torch.cat([Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts))
+                       for c in range(0, V, cr)], 1)
         k_mean = torch.einsum("v,kve->ke", w, K)
         Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
         C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)
@@ -144,7 +148,8 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
             sel[:, c:c + cr] = ((Qc @ C) * Qc).sum(-1).clamp_min(0).sqrt() * abs(qk.scale)
         q_mean = q_sum
         sel.masked_fill_(~mask, float("-inf"))
-        kappa = torch.stack([K[kv[j]] @ q_mean[j] for j in range(len(heads))]) * qk.scale  # (n_h, V)
+        # (n_h, V)
+        kappa = torch.stack([K[kv[j]] @ q_mean[j] for j in range(len(heads))]) * qk.scale
         kappa.masked_fill_(~mask, float("-inf"))
         nk, nq = min(n_keys, int(n_valid)), min(n_queries, int(n_valid))
         top_k = torch.topk(kappa, nk, dim=-1)
@@ -156,8 +161,10 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
         spec.masked_fill_(~mask, float("-inf"))  # (n_h, nq, V): query-specific logits
         npairs = min(n_pairs, int(n_valid))
         pairs = torch.topk(spec, npairs, dim=-1)
-        sampled = _sampled(model, qk, heads_t, K, base, opts, mask, max_distance, n_samples, seed + layer)
-        prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum, opts,
+        sampled = _sampled(model, qk, heads_t, K, base, opts, mask, max_distance, n_samples,
+                           seed + layer)
+        prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum,
+                           opts,
                            max_distance)
     return {
         "key_ids": top_k.indices.cpu(), "key_scores": top_k.values.cpu(),
@@ -231,7 +238,8 @@ def attention_summary(
     ctx = _Context(model, opts, False, chunk_rows)
     parts = []
     for layer in tqdm(layers, desc="attention", unit="layer", disable=not progress):
-        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples, seed))
+        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples,
+                            seed))
         logger.info("QK summary of layer %d done", layer)
     arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}
     used = np.unique(np.concatenate([arr[k].ravel() for k in ("key_ids", "query_ids", "pair_ids")]))
@@ -239,8 +247,10 @@ def attention_summary(
         layers=layers, n_heads=len(heads), profile=arr["profile"].astype(np.float32),
         sampled=arr["sampled"].astype(np.float32),
         key_ids=arr["key_ids"].astype(np.int64), key_scores=arr["key_scores"].astype(np.float32),
-        query_ids=arr["query_ids"].astype(np.int64), selectivity=arr["selectivity"].astype(np.float32),
-        pair_ids=arr["pair_ids"].astype(np.int64), pair_scores=arr["pair_scores"].astype(np.float32),
+        query_ids=arr["query_ids"].astype(np.int64),
+        selectivity=arr["selectivity"].astype(np.float32),
+        pair_ids=arr["pair_ids"].astype(np.int64),
+        pair_scores=arr["pair_scores"].astype(np.float32),
         key_spread=arr["key_spread"].astype(np.float32), positions=[p["positions"] for p in parts],
         strings={int(i): ctx.string(int(i)) for i in used}, model_id=model.model_id,
         model_info=model.info(), preset=P.preset_name(preset, opts), options=opts.to_dict(),
@@ -248,25 +258,32 @@ def attention_summary(
     )
 
 
-def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10, n_queries: int = 10,
-                          n_pairs: int = 5, preset: str | P.ProjectionOptions | None = None, *,
-                          chunk_rows: int = DEFAULT_CHUNK_ROWS, **options: Any) -> AttentionPreferences:
+def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10,
+                          n_queries: int = 10, n_pairs: int = 5,
+                          preset: str | P.ProjectionOptions | None = None, *,
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                          **options: Any) -> AttentionPreferences:
     """What one head's queries look for in keys, by content (position ignored).
 
     Args:
-        model, layer, head: the head (Hugging Face numbering).
+        model: the model.
+        layer: layer of the head (Hugging Face numbering).
+        head: head index within the layer.
         n_keys: key tokens kept by key-side preference (the logit the average query
             gives each key token).
         n_queries: most selective query tokens (largest spread of their logits over keys).
         n_pairs: preferred key tokens per query token, by the query-specific logit.
-        preset, chunk_rows, **options: as in :func:`attention_summary`.
+        preset: as in :func:`attention_summary`.
+        chunk_rows: as in :func:`attention_summary`.
+        **options: as in :func:`attention_summary`.
 
     Returns:
         :class:`AttentionPreferences`.
     """
     model.check_head(layer, head)
-    res = attention_summary(model, [layer], heads=[head], n_keys=n_keys, n_queries=n_queries, n_pairs=n_pairs,
-                            preset=preset, chunk_rows=chunk_rows, max_distance=1, **options)
+    res = attention_summary(model, [layer], heads=[head], n_keys=n_keys, n_queries=n_queries,
+                            n_pairs=n_pairs, preset=preset, chunk_rows=chunk_rows, max_distance=1,
+                            **options)
     p = res.preferences(layer, 0)
     p.head = head
     return p
@@ -278,9 +295,13 @@ def positional_profile(model: HeadModel, layer: int, head: int, max_distance: in
     """The logit a head gives a key ``0..max_distance`` tokens back, content averaged out.
 
     Args:
-        model, layer, head: the head.
+        model: the model.
+        layer: layer of the head.
+        head: head index within the layer.
         max_distance: largest distance.
-        preset, chunk_rows, **options: as in :func:`attention_summary`.
+        preset: as in :func:`attention_summary`.
+        chunk_rows: as in :func:`attention_summary`.
+        **options: as in :func:`attention_summary`.
 
     Returns:
         :class:`PositionalProfile` (logits, softmax weights, previous-token and self mass,
@@ -288,15 +309,18 @@ def positional_profile(model: HeadModel, layer: int, head: int, max_distance: in
     """
     model.check_head(layer, head)
     res = attention_summary(model, [layer], heads=[head], n_keys=1, n_queries=1, n_pairs=1,
-                            preset=preset, chunk_rows=chunk_rows, max_distance=max_distance, **options)
+                            preset=preset, chunk_rows=chunk_rows, max_distance=max_distance,
+                            **options)
     p = res.profile_at(layer, 0)
     p.head = head
     return p
 
 
-def attention_logits(model: HeadModel, layer: int, head: int, query_ids: Sequence[int] | torch.Tensor,
+def attention_logits(model: HeadModel, layer: int, head: int,
+                     query_ids: Sequence[int] | torch.Tensor,
                      key_ids: Sequence[int] | torch.Tensor, distance: int = 0, *,
-                     query_position: int | None = None, preset: str | P.ProjectionOptions | None = None,
+                     query_position: int | None = None,
+                     preset: str | P.ProjectionOptions | None = None,
                      **options: Any) -> torch.Tensor:
     """Parameter-only attention logits of query tokens on key tokens ``distance`` back.
 
@@ -305,13 +329,16 @@ def attention_logits(model: HeadModel, layer: int, head: int, query_ids: Sequenc
     representations (plus learned position embeddings, where the model has them).
 
     Args:
-        model, layer, head: the head.
+        model: the model.
+        layer: layer of the head.
+        head: head index within the layer.
         query_ids: ``(n,)`` query token ids.
         key_ids: ``(m,)`` key token ids.
         distance: how many tokens the key precedes the query.
         query_position: absolute position of the query (default ``distance``: the key at
             position 0); only learned absolute positions depend on it.
-        preset, **options: projection options.
+        preset: projection preset.
+        **options: overrides of the preset's projection options.
 
     Returns:
         ``(n, m)`` float32 logits.
@@ -329,8 +356,10 @@ def attention_logits(model: HeadModel, layer: int, head: int, query_ids: Sequenc
     ki = torch.as_tensor(key_ids, dtype=torch.long, device=dev).reshape(-1)
     h = torch.tensor([head], device=dev)
     with torch.no_grad():
-        xq = Q.layer_input(qk, Q.residual(model, qk, layer, qi, torch.full_like(qi, qpos), opts), opts)
-        xk = Q.layer_input(qk, Q.residual(model, qk, layer, ki, torch.full_like(ki, qpos - distance), opts), opts)
+        xq = Q.layer_input(qk, Q.residual(model, qk, layer, qi, torch.full_like(qi, qpos), opts),
+                           opts)
+        xk = Q.layer_input(qk, Q.residual(model, qk, layer, ki,
+                                          torch.full_like(ki, qpos - distance), opts), opts)
         q = Q.rotate(Q.queries(qk, xq, h), qk.positions, float(qpos))
         k = Q.rotate(Q.keys(qk, xk, torch.tensor([model.kv_head(head)], device=dev)), qk.positions,
                      float(qpos - distance))

@@ -29,8 +29,12 @@ def residual(model: HeadModel, qk: QKWeights, layer: int, token_ids: torch.Tenso
     ``positions`` here (they act on queries and keys).
 
     Args:
+        model: the model.
+        qk: the layer's QK weights (their position scheme).
+        layer: the layer (layer 0 reads the raw embeddings).
         token_ids: ``(n,)`` token ids.
         positions: ``(n,)`` absolute positions, or None (no position embedding added).
+        opts: projection options.
 
     Returns:
         ``(n, d_model)`` float32.
@@ -39,7 +43,8 @@ def residual(model: HeadModel, qk: QKWeights, layer: int, token_ids: torch.Tenso
     return x + position_embedding(qk.positions, positions, x.device)
 
 
-def position_embedding(pos: Positions, positions: torch.Tensor | None, device: torch.device) -> torch.Tensor | float:
+def position_embedding(pos: Positions, positions: torch.Tensor | None,
+                       device: torch.device) -> torch.Tensor | float:
     """Learned position embeddings ``(n, d_model)`` of ``positions``; 0 for other schemes."""
     if pos.kind != "learned" or positions is None or pos.embedding is None:
         return 0.0
@@ -47,7 +52,8 @@ def position_embedding(pos: Positions, positions: torch.Tensor | None, device: t
     return pos.embedding[rows].float().to(device)
 
 
-def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, norm: Norm | None) -> torch.Tensor:
+def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
+             norm: Norm | None) -> torch.Tensor:
     """``(n, d) x (k, d, dh) -> (k, n, dh)`` with bias and per-head norm."""
     y = torch.einsum("nd,kde->kne", x, W.float())
     if b is not None:

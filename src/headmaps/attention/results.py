@@ -1,5 +1,7 @@
-"""Result types of the QK half: one head's content preferences and positional profile,
-and every head at once."""
+"""Result types of the QK half.
+
+One head's content preferences and positional profile, and every head at once.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
 from ..salient.tokens import visible
 
@@ -54,7 +55,9 @@ class PositionalProfile:
     @property
     def sampled_prev_mass(self) -> float:
         """Expected attention on ``Δ = 1`` over random tokens (:attr:`sampled`); NaN without it."""
-        return float(self.sampled[1]) if self.sampled is not None and len(self.sampled) > 1 else float("nan")
+        if self.sampled is not None and len(self.sampled) > 1:
+            return float(self.sampled[1])
+        return float("nan")
 
     @property
     def weights(self) -> np.ndarray:
@@ -126,12 +129,14 @@ class PositionalProfile:
                 "model_id": self.model_id, "preset": self.preset,
                 "logits": [float(v) if np.isfinite(v) else None for v in self.logits],
                 "weights": [float(v) for v in self.weights], "kind": self.kind(),
-                "prev_mass": self.prev_mass, "self_mass": self.self_mass, "local_mass": self.local_mass,
+                "prev_mass": self.prev_mass, "self_mass": self.self_mass,
+                "local_mass": self.local_mass,
                 "preferred_distance": self.preferred_distance, "flatness": self.flatness,
                 "sampled": None if self.sampled is None else [float(v) for v in self.sampled]}
 
     def __str__(self) -> str:
-        return (f"positional profile of {self.layer}.{self.head} ({self.positions}): {self.kind()}; "
+        return (f"positional profile of {self.layer}.{self.head} ({self.positions}): "
+                f"{self.kind()}; "
                 f"Δ=0..{len(self.logits) - 1} {self.sparkline()}; previous {self.prev_mass:.2f}, "
                 f"self {self.self_mass:.2f}, preferred Δ={self.preferred_distance}")
 
@@ -173,21 +178,26 @@ class AttentionPreferences:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         return {
-            "layer": self.layer, "head": self.head, "model_id": self.model_id, "preset": self.preset,
+            "layer": self.layer, "head": self.head, "model_id": self.model_id,
+            "preset": self.preset,
             "keys": [{"id": int(i), "token": t, "score": float(s)}
                      for i, t, s in zip(self.key_ids, self.key_tokens, self.key_scores)],
             "queries": [{"id": int(i), "token": t, "selectivity": float(s),
                          "keys": [{"id": int(pi), "token": pt, "score": float(ps)}
                                   for pi, pt, ps in zip(pids, ptoks, pscs)]}
-                        for i, t, s, pids, ptoks, pscs in zip(self.query_ids, self.query_tokens, self.selectivity,
-                                                              self.pair_ids, self.pair_tokens, self.pair_scores)],
+                        for i, t, s, pids, ptoks, pscs in zip(self.query_ids, self.query_tokens,
+                                                              self.selectivity,
+                                                              self.pair_ids, self.pair_tokens,
+                                                              self.pair_scores)],
         }
 
     def table(self) -> str:
         """Plain text: key-side preferences, then query tokens and their preferred keys."""
-        keys = ", ".join(f"{visible(t)} ({s:.2f})" for t, s in zip(self.key_tokens, self.key_scores))
+        keys = ", ".join(f"{visible(t)} ({s:.2f})" for t, s in zip(self.key_tokens,
+                                                                   self.key_scores))
         lines = [f"key side (any query): {keys}"]
-        for t, sel, toks, scs in zip(self.query_tokens, self.selectivity, self.pair_tokens, self.pair_scores):
+        for t, sel, toks, scs in zip(self.query_tokens, self.selectivity, self.pair_tokens,
+                                     self.pair_scores):
             prefs = ", ".join(f"{visible(k)} ({s:+.2f})" for k, s in zip(toks, scs))
             lines.append(f"  {visible(t)} [{sel:.2f}] -> {prefs}")
         return "\n".join(lines)
@@ -199,7 +209,8 @@ class AttentionPreferences:
 def describe_qk(prefs: AttentionPreferences, profile: PositionalProfile, n: int = 3) -> str:
     """One line on where a head looks: its positional kind and favoured key tokens."""
     keys = ", ".join(visible(t) for t in prefs.key_tokens[:n])
-    return f"attends {profile.kind()} (Δ=1 {profile.prev_mass:.0%}, Δ=0 {profile.self_mass:.0%}); keys favoured: {keys}"
+    return (f"attends {profile.kind()} (Δ=1 {profile.prev_mass:.0%}, "
+            f"Δ=0 {profile.self_mass:.0%}); keys favoured: {keys}")
 
 
 @dataclass
@@ -238,7 +249,8 @@ class AttentionSummary:
     options: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
-    _ARRAYS = ("profile", "sampled", "key_ids", "key_scores", "query_ids", "selectivity", "pair_ids", "pair_scores",
+    _ARRAYS = ("profile", "sampled", "key_ids", "key_scores", "query_ids", "selectivity",
+               "pair_ids", "pair_scores",
                "key_spread")
 
     @property
@@ -259,7 +271,8 @@ class AttentionSummary:
     def profile_at(self, layer: int, head: int) -> PositionalProfile:
         """One head's :class:`PositionalProfile`."""
         i = self._index(layer, head)
-        return PositionalProfile(layer, head, self.profile[i, head].copy(), self.positions[i], self.model_id,
+        return PositionalProfile(layer, head, self.profile[i, head].copy(), self.positions[i],
+                                 self.model_id,
                                  self.preset, self.sampled[i, head].copy())
 
     def preferences(self, layer: int, head: int) -> AttentionPreferences:
@@ -281,14 +294,17 @@ class AttentionSummary:
                 "layer": layer, "head": h, "kind": pr.kind(), "prev_mass": pr.prev_mass,
                 "self_mass": pr.self_mass, "local_mass": pr.local_mass,
                 "preferred_distance": pr.preferred_distance, "flatness": pr.flatness,
-                "sampled_prev_mass": pr.sampled_prev_mass, "key_spread": float(self.key_spread[self.layers.index(layer), h]),
+                "sampled_prev_mass": pr.sampled_prev_mass,
+                "key_spread": float(self.key_spread[self.layers.index(layer), h]),
                 "top_key": pf.key_tokens[0], "top_key_score": float(pf.key_scores[0]),
                 "top_query": pf.query_tokens[0], "selectivity": float(pf.selectivity[0]),
             })
         return pd.DataFrame(rows)
 
     def to_extras(self, n_keys: int = 6) -> dict[str, dict[str, Any]]:
-        """Per-head report extras (``{"L.H": {"attention": {...}}}``, see :mod:`headmaps.report.schema`).
+        """Per-head report extras ``{"L.H": {"attention": {...}}}``.
+
+        See :mod:`headmaps.report.schema`.
 
         Pass them to :func:`headmaps.report` (``extras=...``) to show the QK half in the
         explorer's head detail.
@@ -298,7 +314,8 @@ class AttentionSummary:
             pr, pf = self.profile_at(layer, h), self.preferences(layer, h)
             out[f"{layer}.{h}"] = {"attention": {
                 "weights": [float(w) for w in pr.weights],
-                "keys": [[t, float(s)] for t, s in zip(pf.key_tokens[:n_keys], pf.key_scores[:n_keys])],
+                "keys": [[t, float(s)] for t, s in zip(pf.key_tokens[:n_keys],
+                                                       pf.key_scores[:n_keys])],
                 "summary": describe_qk(pf, pr),
             }}
         return out
@@ -310,8 +327,10 @@ class AttentionSummary:
             a = getattr(self, name)
             arrays[name] = {"shape": list(a.shape), "dtype": str(a.dtype),
                             "data": [None if not np.isfinite(v) else v.item() for v in a.ravel()]}
-        return {"kind": "headmaps.AttentionSummary", "model_id": self.model_id, "model_info": self.model_info,
-                "layers": list(self.layers), "n_heads": self.n_heads, "positions": list(self.positions),
+        return {"kind": "headmaps.AttentionSummary", "model_id": self.model_id,
+                "model_info": self.model_info,
+                "layers": list(self.layers), "n_heads": self.n_heads,
+                "positions": list(self.positions),
                 "preset": self.preset, "options": self.options, "versions": self.versions,
                 "strings": {str(k): v for k, v in sorted(self.strings.items())}, "arrays": arrays}
 
@@ -326,9 +345,8 @@ class AttentionSummary:
     @classmethod
     def load(cls, path: str | os.PathLike) -> AttentionSummary:
         """Read what :meth:`save` wrote (a file, or a folder holding attention.parquet)."""
-        _, h = load_table(path, "attention.parquet")
-        if h.get("kind") != "headmaps.AttentionSummary":
-            raise HeadmapsError(f"{path} is not a headmaps attention summary (kind={h.get('kind')!r})")
+        _, h = load_table(path, "attention.parquet", "headmaps.AttentionSummary",
+                          "attention summary")
         arrays = {}
         for name in cls._ARRAYS:
             a = h["arrays"][name]
@@ -338,7 +356,8 @@ class AttentionSummary:
                 arr = np.where(np.isnan(arr), -np.inf, arr).astype(np.float32)
             arrays[name] = arr
         return cls(layers=[int(x) for x in h["layers"]], n_heads=int(h["n_heads"]),
-                   positions=list(h["positions"]), strings={int(k): v for k, v in h["strings"].items()},
+                   positions=list(h["positions"]),
+                   strings={int(k): v for k, v in h["strings"].items()},
                    model_id=h.get("model_id", ""), model_info=dict(h.get("model_info", {})),
                    preset=h.get("preset", ""), options=dict(h.get("options", {})),
                    versions=dict(h.get("versions", {})), **arrays)

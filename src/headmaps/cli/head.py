@@ -1,5 +1,8 @@
-"""`headmaps head MODEL L.H`: a head's card: its salient operations (OV: what it writes), what it
-attends to (QK: content preferences and positional profile), and a one-line description."""
+"""`headmaps head MODEL L.H`: a head's card.
+
+Its salient operations (OV: what it writes), what it attends to (QK: content preferences and
+positional profile), and a one-line description.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def qk_card(model: Any, layer: int, head: int, preset: str | None, max_distance: int) -> tuple[Any, Any]:
+def qk_card(model: Any, layer: int, head: int, preset: str | None,
+            max_distance: int) -> tuple[Any, Any]:
     """The QK half of one head: ``(AttentionPreferences, PositionalProfile)`` from one pass."""
     from ..attention import attention_summary
 
@@ -95,11 +99,14 @@ def run(args: argparse.Namespace) -> int:
     if qk is not None:
         prefs, prof = qk
         print()
-        print(f"what it attends to (QK, from parameters; preset {prof.preset}; content ignores position)")
+        print(f"what it attends to (QK, from parameters; preset {prof.preset}; content ignores "
+              "position)")
         print(prefs.table())
         print(f"position ({prof.positions}): Δ=0..{len(prof.logits) - 1} {prof.sparkline()}")
-        print(f"  kind: {prof.kind()}; Δ=1 {prof.prev_mass:.0%}, Δ=0 {prof.self_mass:.0%}, Δ<=4 {prof.local_mass:.0%}, "
-              f"preferred Δ={prof.preferred_distance}; over random tokens: Δ=1 {prof.sampled_prev_mass:.0%}")
+        print(f"  kind: {prof.kind()}; Δ=1 {prof.prev_mass:.0%}, Δ=0 {prof.self_mass:.0%}, Δ<=4 "
+              f"{prof.local_mass:.0%}, "
+              f"preferred Δ={prof.preferred_distance}; over random tokens: Δ=1 "
+              f"{prof.sampled_prev_mass:.0%}")
         print()
         print(one_line(ops, desc, prefs, prof))
     return 0

@@ -141,7 +141,8 @@ def run_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
-def coverage_rows(model: Any, relations: Sequence[str], *, min_pairs: int = MIN_PAIRS, space: str = "always") -> list[dict]:
+def coverage_rows(model: Any, relations: Sequence[str], *, min_pairs: int = MIN_PAIRS,
+                  space: str = "always") -> list[dict]:
     """One row per relation: category, pairs, kept, drop counts, identical, valid."""
     from .. import relations as R
 

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         ex.extras_from_descriptions(load_descriptions(args.descriptions), extras)
     for key, value in (ex.load_extras(args.extras) if args.extras is not None else {}).items():
         extras.setdefault(key, {}).update(value)
-    path = build.write_report(args.output, scan, extras or None, title=args.title, show_paths=args.show_paths)
+    path = build.write_report(args.output, scan, extras or None, title=args.title,
+                              show_paths=args.show_paths)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.1f} MB): {scan.n_layers} layers x {scan.n_heads} heads, "
           f"{len(scan.relations)} relations, {len(extras)} heads with salient operations or "

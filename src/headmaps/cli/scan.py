@@ -21,7 +21,8 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated names and/or paths to JSON/CSV pair files")
-    p.add_argument("--k", type=int, default=None, help="top-k for every relation (default: per relation)")
+    p.add_argument("--k", type=int, default=None,
+                   help="top-k for every relation (default: per relation)")
     p.add_argument("--tau", type=float, default=DEFAULT_TAU,
                    help=f"threshold for 'implements' (default {DEFAULT_TAU})")
     p.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
@@ -30,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--exact-dense", action="store_true",
                    help="compute every logit instead of the exact early exit (same scores, slower; "
                         "for comparison)")
-    p.add_argument("--out", type=Path, default=None, help="folder for scores.parquet, summary.md, heatmaps")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for scores.parquet, summary.md, heatmaps")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
     p.add_argument("--top", type=int, default=3, help="heads per relation in the printed table")
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from ..scoring.analysis import summary_table
 
     model = load_model(args)
-    res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau, min_pairs=args.min_pairs,
+    res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau,
+               min_pairs=args.min_pairs,
                progress=True, exact_dense=args.exact_dense, **projection_kwargs(args))
     if not res.relations:
         reasons = "; ".join(f"{rel}: {why}" for rel, why in res.skipped.items())

@@ -42,22 +42,24 @@ logger = logging.getLogger(__name__)
 
 #: Prose written for this project (no licence concerns), for the previous-token detector.
 TEXT = (
-    "The lighthouse keeper climbed the stairs every evening at six. From the lamp room he could see "
-    "the harbour, the fishing boats coming home, and the long grey line of the northern cliffs. "
-    "He wrote the weather in a small notebook: wind from the west, light rain, a calm sea by night. "
-    "In winter the storms were loud and the glass shook in its frame, but the lamp kept turning. "
-    "His daughter sent letters from the city, where she studied chemistry and worked in a bakery "
-    "on weekends. She asked whether he was warm enough, whether the roof still leaked, and whether "
-    "the old cat had caught any more mice. He answered each letter on Sunday, slowly, with a pencil "
-    "that he sharpened with a knife. When the new electric lamp arrived, a young engineer came to "
-    "install it. They drank tea together and talked about tides, engines and the price of bread."
+    "The lighthouse keeper climbed the stairs every evening at six. From the lamp room he could "
+    "see the harbour, the fishing boats coming home, and the long grey line of the northern "
+    "cliffs. He wrote the weather in a small notebook: wind from the west, light rain, a calm sea "
+    "by night. In winter the storms were loud and the glass shook in its frame, but the lamp kept "
+    "turning. His daughter sent letters from the city, where she studied chemistry and worked in a "
+    "bakery on weekends. She asked whether he was warm enough, whether the roof still leaked, and "
+    "whether the old cat had caught any more mice. He answered each letter on Sunday, slowly, with "
+    "a pencil that he sharpened with a knife. When the new electric lamp arrived, a young engineer "
+    "came to install it. They drank tea together and talked about tides, engines and the price of "
+    "bread."
 )
 
 
 @contextlib.contextmanager
 def eager_attention(hf: Any) -> Iterator[None]:
     """Run ``hf`` with eager attention (which returns probabilities) inside the block."""
-    configs = [m.config for m in hf.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
+    configs = [m.config for m in hf.modules()
+               if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
     old = [c._attn_implementation for c in configs]
     try:
         for c in configs:
@@ -86,14 +88,16 @@ def attention_patterns(model: HeadModel, input_ids: torch.Tensor) -> torch.Tenso
         def fn(_m, _args, output):
             w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if w is None:
-                raise HeadmapsError("the attention module returned no probabilities (eager attention unavailable)")
+                raise HeadmapsError("the attention module returned no probabilities (eager "
+                                    "attention unavailable)")
             out[i] = w.detach().float().cpu()
         return fn
 
     hooks: list[Hook] = [(m.attention, "forward", grab(i)) for i, m in enumerate(mods)]
     dev = next(hf.parameters()).device
     with torch.no_grad(), eager_attention(hf), hooked(hooks):
-        hf.base_model(input_ids=input_ids.to(dev), attention_mask=torch.ones_like(input_ids).to(dev),
+        hf.base_model(input_ids=input_ids.to(dev),
+                      attention_mask=torch.ones_like(input_ids).to(dev),
                       use_cache=False, output_attentions=True)
     return torch.stack(out)  # type: ignore[arg-type]
 
@@ -155,17 +159,23 @@ def repeat_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8, seed: i
     return induction, duplicate
 
 
-def induction_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8, seed: int = 0) -> np.ndarray:
-    """Attention from a repeated token to the token after its earlier occurrence ``(n_layers, n_heads)``."""
+def induction_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8,
+                     seed: int = 0) -> np.ndarray:
+    """Attention from a repeated token to the token after its earlier occurrence.
+
+    Returns ``(n_layers, n_heads)``.
+    """
     return repeat_scores(model, n_tokens, n_seqs, seed)[0]
 
 
-def duplicate_token_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8, seed: int = 0) -> np.ndarray:
+def duplicate_token_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8,
+                           seed: int = 0) -> np.ndarray:
     """Attention from a repeated token to its earlier occurrence ``(n_layers, n_heads)``."""
     return repeat_scores(model, n_tokens, n_seqs, seed)[1]
 
 
-def relation_behaviour(model: HeadModel, relation: str, max_pairs: int | None = 200, seed: int = 0) -> np.ndarray:
+def relation_behaviour(model: HeadModel, relation: str, max_pairs: int | None = 200,
+                       seed: int = 0) -> np.ndarray:
     """Dynamic (with context) score of ``relation``, mean over templates ``(n_layers, n_heads)``.
 
     Args:
@@ -187,19 +197,22 @@ def relation_behaviour(model: HeadModel, relation: str, max_pairs: int | None = 
 BEHAVIOURS = ("previous_token", "induction", "duplicate_token", "copying", "successor")
 
 
-def behaviour_scores(model: HeadModel, *, relations: bool = True, n_tokens: int = 50, n_seqs: int = 8,
-                     max_pairs: int | None = 200, seed: int = 0) -> dict[str, np.ndarray]:
+def behaviour_scores(model: HeadModel, *, relations: bool = True, n_tokens: int = 50,
+                     n_seqs: int = 8, max_pairs: int | None = 200,
+                     seed: int = 0) -> dict[str, np.ndarray]:
     """Every behavioural detector on ``model``: name -> ``(n_layers, n_heads)``.
 
     Args:
         model: a model with its transformers model (and tokenizer for the text and relations).
         relations: also run the copying and successor relation detectors (need a tokenizer).
-        n_tokens, n_seqs: size of the repeated random sequences.
+        n_tokens: length of each repeated random sequence.
+        n_seqs: number of repeated random sequences.
         max_pairs: pairs per relation for the dynamic scores.
         seed: seed of the random tokens and pair subsets.
     """
     induction, duplicate = repeat_scores(model, n_tokens, n_seqs, seed)
-    out = {"previous_token": previous_token_scores(model), "induction": induction, "duplicate_token": duplicate}
+    out = {"previous_token": previous_token_scores(model), "induction": induction,
+           "duplicate_token": duplicate}
     if relations:
         for name in ("copying", "successor"):
             out[name] = relation_behaviour(model, name, max_pairs, seed)

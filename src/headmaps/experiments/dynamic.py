@@ -221,7 +221,8 @@ def single_token_pairs(model: HeadModel, relations: Any, k: Any, max_pairs: int 
         rows = subsample(list(zip(prep.kept, prep.source_ids.tolist(), prep.target_ids.tolist())),
                          max_pairs, seed)
         pairs = [tuple(p) for p, _, _ in rows]
-        out.append(RelationPrompts(c.name, pairs, [[int(s)] for _, s, _ in rows], [int(t) for _, _, t in rows],
+        out.append(RelationPrompts(c.name, pairs, [[int(s)] for _, s, _ in rows],
+                                   [int(t) for _, _, t in rows],
                                    c.k, pairs))
     return out, skipped
 

@@ -1,4 +1,7 @@
-"""Head types (copying, copy suppression, previous-token, induction, duplicate-token, successor) from parameters."""
+"""Head types from parameters.
+
+Copying, copy suppression, previous-token, induction, duplicate-token and successor heads.
+"""
 
 from .compute import THRESHOLDS, combine, head_types
 from .results import TYPES, HeadTypes

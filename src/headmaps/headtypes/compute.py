@@ -4,22 +4,27 @@ How each type's score is built from the ingredients of :mod:`headmaps.headtypes.
 the copying/successor relation scores (approach A) and the positional profile of
 :mod:`headmaps.attention`, and the rule behind each label:
 
-=================  ===========================================================  ==========================================
-type               static score                                                 label when (grounds)
-=================  ===========================================================  ==========================================
-previous_token     expected attention on Δ = 1 of the sampled positional        score >= 0.5: most attention on the
-                   profile (random query/key tokens, exact logits)              previous token
-copying            mean of the copying relation score and ``(1 + eig) / 2``     copying relation score >= τ = 0.15 (MAPS)
-copy_suppression   mean of the copying suppression score and ``(1 - eig) / 2``  suppression score >= τ = 0.15 (MAPS)
-successor          the ``successor`` relation score                             score >= τ = 0.15 (MAPS)
-induction          ``max_g prev(g) * kcomp(h, g) * (1 + eig(h)) / 2`` over      eig >= 0.5 and K-composition with a
-                   the 16 heads ``g`` of highest ``prev`` in earlier layers     previous-token head >= 2x the median
-                                                                                composition of all head pairs (Elhage
-                                                                                et al. compare against such a baseline)
-duplicate_token    ``self_pref * (1 - max(eig, 0))``                            self_pref >= 2 (a token's key stands two
-                                                                                standard deviations above the others
-                                                                                for its own query) and eig < 0.5
-=================  ===========================================================  ==========================================
+================  ==========================================  ======================================
+type              static score                                label when (grounds)
+================  ==========================================  ======================================
+previous_token    expected attention on Δ = 1 of the sampled  score >= 0.5: most attention on the
+                  positional profile (random query/key        previous token
+                  tokens, exact logits)
+copying           mean of the copying relation score and      copying relation score >= τ = 0.15
+                  ``(1 + eig) / 2``                           (MAPS)
+copy_suppression  mean of the copying suppression score and   suppression score >= τ = 0.15
+                  ``(1 - eig) / 2``                           (MAPS)
+successor         the ``successor`` relation score            score >= τ = 0.15 (MAPS)
+induction         ``max_g prev(g) * kcomp(h, g) *             eig >= 0.5 and K-composition with a
+                  (1 + eig(h)) / 2`` over the 16 heads ``g``  previous-token head >= 2x the median
+                  of highest ``prev`` in earlier layers       composition of all head pairs (Elhage
+                                                              et al. compare against such a
+                                                              baseline)
+duplicate_token   ``self_pref * (1 - max(eig, 0))``           self_pref >= 2 (a token's key stands
+                                                              two standard deviations above the
+                                                              others for its own query) and
+                                                              eig < 0.5
+================  ==========================================  ======================================
 
 ``eig`` is the eigenvalue copying score; without a tokenizer (or when a relation has too
 few single-token pairs) the relation ingredients are missing, recorded in ``skipped``:
@@ -48,7 +53,8 @@ logger = logging.getLogger(__name__)
 #: Label rules, in words (stored with every result).
 THRESHOLDS = {
     "previous_token": "expected attention on distance 1 >= 0.5",
-    "induction": "eigen copying >= 0.5 and K-composition with a previous-token head >= 2x the median composition",
+    "induction": "eigen copying >= 0.5 and K-composition with a previous-token head >= 2x the "
+                 "median composition",
     "duplicate_token": "self-preference z >= 2 and eigen copying < 0.5",
     "copying": f"copying relation score >= {DEFAULT_TAU}",
     "copy_suppression": f"copying suppression score >= {DEFAULT_TAU}",
@@ -56,18 +62,24 @@ THRESHOLDS = {
 }
 
 
-def _relations(model: HeadModel, preset: Any, skipped: dict[str, str], scan_result: ScanResult | None,
+def _relations(model: HeadModel, preset: Any, skipped: dict[str, str],
+               scan_result: ScanResult | None,
                relations: bool) -> dict[str, np.ndarray]:
-    """Copying (scores, suppression) and successor relation scores; missing ones go to ``skipped``."""
+    """Copying (scores, suppression) and successor relation scores.
+
+    Missing ones go to ``skipped``.
+    """
     from ..scoring.engine import scan
 
     reason = ("not asked for (relations=False)" if not relations and scan_result is None
-              else "the model has no tokenizer" if model.tokenizer is None and scan_result is None else "")
+              else "the model has no tokenizer" if model.tokenizer is None and scan_result is None
+              else "")
     if reason:
         for name in ("copying_relation", "copying_suppression", "successor_relation"):
             skipped[name] = reason
         return {}
-    res = scan_result if scan_result is not None else scan(model, ["copying", "successor"], preset=preset)
+    res = scan_result if scan_result is not None else scan(model, ["copying", "successor"],
+                                                           preset=preset)
     if (res.n_layers, res.n_heads) != (model.n_layers, model.n_heads):
         raise HeadmapsError(f"the scan result has {res.n_layers}x{res.n_heads} heads, the model "
                             f"{model.n_layers}x{model.n_heads}: it is not this model's")
@@ -76,7 +88,8 @@ def _relations(model: HeadModel, preset: Any, skipped: dict[str, str], scan_resu
         out["copying_relation"] = res["copying"].scores
         out["copying_suppression"] = res["copying"].suppression
     else:
-        skipped["copying_relation"] = skipped["copying_suppression"] = res.skipped.get("copying", "not scored")
+        skipped["copying_relation"] = skipped["copying_suppression"] = res.skipped.get("copying",
+                                                                                       "not scored")
     if "successor" in res.relations:
         out["successor_relation"] = res["successor"].scores
     else:
@@ -104,7 +117,8 @@ def combine(c: dict[str, np.ndarray], sources: list[tuple[int, int]],
     Returns:
         ``(scores, labels)``: type -> ``(L, H)``.
     """
-    eig, prev, selfp, kc = c["eigen_copying"], c["prev_mass"], c["self_preference"], c["k_composition"]
+    eig, prev = c["eigen_copying"], c["prev_mass"]
+    selfp, kc = c["self_preference"], c["k_composition"]
     L, H = eig.shape
     scores: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
@@ -112,7 +126,8 @@ def combine(c: dict[str, np.ndarray], sources: list[tuple[int, int]],
     labels["previous_token"] = prev >= 0.5
     kc0 = np.nan_to_num(kc, nan=0.0)
     src_prev = np.array([prev[m, g] for m, g in sources], dtype=np.float32).reshape(-1)
-    src_label = np.array([labels["previous_token"][m, g] for m, g in sources], dtype=bool).reshape(-1)
+    src_label = np.array([labels["previous_token"][m, g] for m, g in sources],
+                         dtype=bool).reshape(-1)
     best = (kc0 * src_prev[None, None, :]).max(-1) if len(sources) else np.zeros((L, H))
     scores["induction"] = best * (1 + eig) / 2
     base = np.nanmedian(kc) if np.isfinite(kc).any() else 0.0
@@ -134,7 +149,8 @@ def combine(c: dict[str, np.ndarray], sources: list[tuple[int, int]],
     else:
         scores["successor"] = np.full((L, H), np.nan, dtype=np.float32)
         labels["successor"] = np.zeros((L, H), dtype=bool)
-    order = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression", "successor")
+    order = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression",
+             "successor")
     return ({t: scores[t].astype(np.float32) for t in order}, {t: labels[t] for t in order})
 
 
@@ -188,14 +204,19 @@ def head_types(
     kc = S.k_composition(model, sources)
     scores, labels = combine({**comp, "k_composition": kc}, sources=sources)
     kc0 = np.nan_to_num(kc, nan=-np.inf)
-    comp["k_composition"] = np.where(np.isfinite(kc0.max(-1)), kc0.max(-1), np.nan).astype(np.float32)
+    comp["k_composition"] = np.where(np.isfinite(kc0.max(-1)), kc0.max(-1),
+                                     np.nan).astype(np.float32)
     thresholds = dict(THRESHOLDS)
     if "copying_relation" not in comp:
-        thresholds["copying"], thresholds["copy_suppression"] = "eigen copying >= 0.5", "eigen copying <= -0.5"
+        thresholds["copying"] = "eigen copying >= 0.5"
+        thresholds["copy_suppression"] = "eigen copying <= -0.5"
     return HeadTypes(
-        model_id=model.model_id, n_layers=L, n_heads=H, scores=scores, labels=labels, components=comp,
-        thresholds=thresholds, skipped=skipped, preset=P.preset_name(preset, opts), options=opts.to_dict(),
+        model_id=model.model_id, n_layers=L, n_heads=H, scores=scores, labels=labels,
+        components=comp,
+        thresholds=thresholds, skipped=skipped, preset=P.preset_name(preset, opts),
+        options=opts.to_dict(),
         params={"n_tokens": int(len(ids)), "max_distance": max_distance, "n_samples": n_samples,
-                "n_sources": n_sources, "k_sources": [f"{m}.{g}" for m, g in sources], "seed": seed},
+                "n_sources": n_sources, "k_sources": [f"{m}.{g}" for m, g in sources],
+                "seed": seed},
         seconds=time.perf_counter() - t0, model_info=model.info(), versions=versions(),
     )

@@ -14,7 +14,8 @@ from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
 
 #: Head types, in display order.
-TYPES = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression", "successor")
+TYPES = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression",
+         "successor")
 
 
 @dataclass
@@ -81,27 +82,28 @@ class HeadTypes:
         for c, v in self.components.items():
             cols[f"c_{c}"] = v.ravel().astype(np.float32)
         frame = pd.DataFrame(cols)
-        frame["types"] = [",".join(self.types_of(int(a), int(b))) for a, b in zip(frame["layer"], frame["head"])]
+        frame["types"] = [",".join(self.types_of(int(a), int(b))) for a, b in zip(frame["layer"],
+                                                                                  frame["head"])]
         return frame
 
     def header(self) -> dict[str, Any]:
         """Everything but the arrays, as a JSON-able dict."""
         return {"kind": "headmaps.HeadTypes", "model_id": self.model_id, "n_layers": self.n_layers,
-                "n_heads": self.n_heads, "types": list(self.scores), "components": list(self.components),
+                "n_heads": self.n_heads, "types": list(self.scores),
+                "components": list(self.components),
                 "thresholds": self.thresholds, "skipped": self.skipped, "preset": self.preset,
                 "options": self.options, "params": self.params, "seconds": self.seconds,
                 "model_info": self.model_info, "versions": self.versions}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and its ``.json`` header."""
+        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and a ``.json`` header."""
         return save_table(self.to_frame(), self.header(), table_path(path, "head_types.parquet"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HeadTypes:
         """Read a result written by :meth:`save`."""
-        frame, h = load_table(path, "head_types.parquet")
-        if h.get("kind") != "headmaps.HeadTypes":
-            raise HeadmapsError(f"{path} is not a headmaps head-types result (kind={h.get('kind')!r})")
+        frame, h = load_table(path, "head_types.parquet", "headmaps.HeadTypes",
+                              "head-types result")
         L, H = int(h["n_layers"]), int(h["n_heads"])
         frame = frame.sort_values(["layer", "head"])
 
@@ -111,7 +113,8 @@ class HeadTypes:
         return cls(h["model_id"], L, H, {t: grid(t, np.float32) for t in h["types"]},
                    {t: grid(f"is_{t}", bool) for t in h["types"]},
                    {c: grid(f"c_{c}", np.float32) for c in h["components"]}, dict(h["thresholds"]),
-                   dict(h["skipped"]), h["preset"], dict(h["options"]), dict(h["params"]), float(h["seconds"]),
+                   dict(h["skipped"]), h["preset"], dict(h["options"]), dict(h["params"]),
+                   float(h["seconds"]),
                    dict(h["model_info"]), dict(h.get("versions", {})))
 
     def table(self) -> str:

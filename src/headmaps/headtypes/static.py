@@ -67,7 +67,8 @@ class Sources:
         return self._base[key]
 
 
-def eigen_copying(model: HeadModel, src: Sources, layers: Sequence[int] | None = None) -> np.ndarray:
+def eigen_copying(model: HeadModel, src: Sources,
+                  layers: Sequence[int] | None = None) -> np.ndarray:
     """Eigenvalue copying score ``sum(λ)/sum(|λ|)`` of every head, ``(len(layers), n_heads)``.
 
     Args:
@@ -136,7 +137,8 @@ def k_composition(model: HeadModel, sources: Sequence[tuple[int, int]] | None = 
             K = _key_weights(model, layer)  # (H, d, dh)
             nk = K.pow(2).sum((1, 2)).sqrt()
             prod = torch.einsum("sxd,hdy->shxy", A[earlier], K)  # (n_e, H, dh, dh)
-            comp = prod.pow(2).sum((2, 3)).sqrt() / (norm_vo[earlier][:, None] * nk[None]).clamp_min(1e-30)
+            denom = (norm_vo[earlier][:, None] * nk[None]).clamp_min(1e-30)
+            comp = prod.pow(2).sum((2, 3)).sqrt() / denom
             out[layer][:, earlier.numpy()] = comp.T.cpu().numpy()
     return out
 
@@ -168,7 +170,8 @@ def self_preference(model: HeadModel, src: Sources) -> np.ndarray:
     return out
 
 
-def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 64, n_samples: int = 256,
+def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 64,
+                        n_samples: int = 256,
                         seed: int = 0) -> np.ndarray:
     """Expected attention on distance 1 of the sampled positional profile, ``(n_layers, n_heads)``.
 
@@ -187,12 +190,14 @@ def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 64, 
             if qk.positions.kind == "learned":
                 n_pos = qk.positions.embedding.shape[0] - qk.positions.offset
                 if max_distance >= n_pos:
-                    raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} positions; "
+                    raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} "
+                                        "positions; "
                                         f"pass max_distance <= {n_pos - 1}")
             base = src.base(layer)
             K = Q.keys(qk, Q.layer_input(qk, base, src.opts))  # (n_kv, n, dh), rows = subset
             valid = torch.ones(base.shape[0], dtype=torch.bool, device=base.device)
-            s = _sampled(model, qk, heads.to(base.device), K, base, src.opts, valid, max_distance, n_samples,
+            s = _sampled(model, qk, heads.to(base.device), K, base, src.opts, valid, max_distance,
+                         n_samples,
                          seed + layer)
             out[layer] = s[:, 1].float().cpu().numpy()
     return out

@@ -30,8 +30,9 @@ BEHAVIOUR_OF = {"previous_token": ("previous_token", 1), "induction": ("inductio
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (Mann-Whitney, ties 1/2)."""
-    scores, positive = np.asarray(scores, dtype=float).ravel(), np.asarray(positive, dtype=bool).ravel()
+    """Area under the ROC curve of ``scores`` for boolean ``positive`` (Mann-Whitney, ties 1/2)."""
+    scores = np.asarray(scores, dtype=float).ravel()
+    positive = np.asarray(positive, dtype=bool).ravel()
     n1, n0 = int(positive.sum()), int((~positive).sum())
     if n1 == 0 or n0 == 0:
         return math.nan
@@ -67,12 +68,14 @@ def compare(types: HeadTypes, behaviour: dict[str, np.ndarray], top_fraction: fl
         ok = np.isfinite(s) & np.isfinite(b)
         if ok.sum() < 3:
             rows.append({"type": t, "behaviour": name, "spearman": math.nan, "auroc": math.nan,
-                         f"precision_at_{k}": math.nan, "positives": 0, "labelled": int(types.labels[t].sum())})
+                         f"precision_at_{k}": math.nan, "positives": 0,
+                         "labelled": int(types.labels[t].sum())})
             continue
         pos = positives(b[ok], top_fraction)
         top = np.argsort(-s[ok], kind="stable")[:k]
         rows.append({"type": t, "behaviour": name + (" (reversed)" if sign < 0 else ""),
-                     "spearman": float(spearmanr(s[ok], b[ok]).statistic), "auroc": auroc(s[ok], pos),
+                     "spearman": float(spearmanr(s[ok], b[ok]).statistic),
+                     "auroc": auroc(s[ok], pos),
                      f"precision_at_{k}": float(pos[top].mean()), "positives": int(pos.sum()),
                      "labelled": int(types.labels[t].sum())})
     return pd.DataFrame(rows)

@@ -93,7 +93,8 @@ class LensAdapter(Adapter):
         eps = float(getattr(module, "eps", self.model.cfg.eps))
         w = getattr(module, "w", None)
         b = getattr(module, "b", None)
-        return Norm(self.norm_kind, None if w is None else w.detach(), None if b is None else b.detach(), eps)
+        return Norm(self.norm_kind, None if w is None else w.detach(),
+                    None if b is None else b.detach(), eps)
 
     def embedding(self) -> torch.Tensor:
         """``W_E`` ``(d_vocab, d_model)``."""
@@ -165,7 +166,8 @@ class LensAdapter(Adapter):
         )
 
 
-def from_transformer_lens(model: Any, *, tokenizer: Any = None, device: str | torch.device | None = None,
+def from_transformer_lens(model: Any, *, tokenizer: Any = None,
+                          device: str | torch.device | None = None,
                           dtype: torch.dtype | None = None) -> Any:
     """A :class:`~headmaps.HeadModel` over a TransformerLens ``HookedTransformer``.
 
@@ -182,7 +184,8 @@ def from_transformer_lens(model: Any, *, tokenizer: Any = None, device: str | to
 
     adapter = LensAdapter(model)
     name = getattr(model.cfg, "model_name", "") or "HookedTransformer"
-    return HeadModel(adapter, tokenizer or getattr(model, "tokenizer", None), source=f"TransformerLens {name}",
+    return HeadModel(adapter, tokenizer or getattr(model, "tokenizer", None),
+                     source=f"TransformerLens {name}",
                      model_id=name, device=device, dtype=dtype)
 
 
@@ -204,7 +207,8 @@ def from_nnsight(model: Any, *, tokenizer: Any = None, device: str | torch.devic
         raise HeadmapsError(f"{type(model).__name__} does not wrap a transformers model "
                             "(dispatch it first, e.g. LanguageModel(name, dispatch=True))")
     repo = state.get("repo_id") or ""
-    return from_transformers(inner, tokenizer=tokenizer or state.get("tokenizer"), device=device, dtype=dtype,
+    return from_transformers(inner, tokenizer=tokenizer or state.get("tokenizer"), device=device,
+                             dtype=dtype,
                              source=f"nnsight {type(model).__name__}", model_id=repo or None)
 
 

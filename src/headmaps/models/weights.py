@@ -249,9 +249,11 @@ class Positions:
         """One line, e.g. ``rotary (llama3, 64 of 64 dims, rotate-half, theta ~ 1e+04)``."""
         if self.kind == "rotary":
             assert self.inv_freq is not None
-            theta = float(self.inv_freq[1]) ** (-self.rotary_dim / 2.0) if len(self.inv_freq) > 1 else 0.0
+            theta = (float(self.inv_freq[1]) ** (-self.rotary_dim / 2.0)
+                     if len(self.inv_freq) > 1 else 0.0)
             pairs = "interleaved" if self.interleaved else "rotate-half"
-            s = f"rotary ({self.rope_type or 'default'}, {self.rotary_dim} dims, {pairs}, theta ~ {theta:.3g})"
+            s = (f"rotary ({self.rope_type or 'default'}, {self.rotary_dim} dims, {pairs}, "
+                 f"theta ~ {theta:.3g})")
         elif self.kind == "learned":
             n = 0 if self.embedding is None else self.embedding.shape[0] - self.offset
             s = f"learned absolute ({n} positions, offset {self.offset})"

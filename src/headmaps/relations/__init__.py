@@ -37,7 +37,9 @@ from .tokenisation import MIN_PAIRS, PreparedRelation, continuation_ids, prepare
 __all__ = [
     "BUILTIN", "CATEGORIES", "InvalidRelationError", "MIN_PAIRS", "PLACEHOLDER", "PreparedRelation",
     "RelationDataError", "RelationError", "RelationInfo", "SelectedRelation", "TokenizerError",
-    "UnknownRelationError", "categories", "choose_k", "continuation_ids", "default_k", "info", "is_builtin", "load", "names",
-    "normalise", "prepare", "read_csv", "read_json", "read_relation_file", "relation_name", "resolve",
+    "UnknownRelationError", "categories", "choose_k", "continuation_ids", "default_k", "info",
+    "is_builtin", "load", "names",
+    "normalise", "prepare", "read_csv", "read_json", "read_relation_file", "relation_name",
+    "resolve",
     "select", "skip_reason", "templates", "word_ids",
 ]

@@ -81,7 +81,8 @@ def choose_k(model: Any, name: str, spec: Any, k: int | Mapping[str, int] | None
         copies = bool(prepared.n_pairs) and bool((prepared.source_ids == prepared.target_ids).all())
         kk = default_k(model, name if isinstance(spec, str) else None, copies)
     if not 1 <= kk <= model.vocab_size:
-        raise HeadmapsError(f"k={kk} is out of range for relation {name!r}: it must be between 1 and "
+        raise HeadmapsError(f"k={kk} is out of range for relation {name!r}: it must be between 1 "
+                            "and "
                             f"the vocabulary size {model.vocab_size}")
     return int(kk)
 

@@ -121,7 +121,8 @@ def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *,
         A self-contained HTML document (inline CSS, JS and data; no external resources).
     """
     if not show_paths:
-        scan = dataclasses.replace(scan, model_id=shareable(scan.model_id), model_info=shareable(scan.model_info),
+        scan = dataclasses.replace(scan, model_id=shareable(scan.model_id),
+                                   model_info=shareable(scan.model_info),
                                    skipped=shareable(scan.skipped), options=shareable(scan.options))
         title = shareable(title)
     title = title or f"headmaps · {scan.model_id or 'scan'}"

@@ -89,7 +89,8 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
             out["u"] = 1
         if e.get("attention"):
             a = e["attention"]
-            out["a"] = {"w": [_num(w) for w in a["weights"]], "k": [v for t, sc in a["keys"] for v in (intern(t), _num(sc))],
+            out["a"] = {"w": [_num(w) for w in a["weights"]],
+                        "k": [v for t, sc in a["keys"] for v in (intern(t), _num(sc))],
                         "t": a["summary"]}
         heads[layer * n_heads + head] = out or None
     return intern.table, heads

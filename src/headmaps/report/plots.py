@@ -61,6 +61,15 @@ def _relation_index(scan: ScanResult, relation: str) -> int:
     return scan.relations.index(relation)
 
 
+def _relations_to_plot(scan: ScanResult,
+                       relations: Sequence[str] | None) -> tuple[list[str], list[int]]:
+    """The relations to plot (default: all scanned) and their indices in ``scan``."""
+    rels = list(relations) if relations is not None else list(scan.relations)
+    if not rels:
+        raise HeadmapsError("no relations to plot: the scan holds none")
+    return rels, [_relation_index(scan, r) for r in rels]
+
+
 def _cmap(suppression: bool) -> str:
     return "Reds" if suppression else "Blues"
 
@@ -160,10 +169,7 @@ def plot_heatmaps(scan: ScanResult, path: str | os.PathLike, relations: Sequence
         The path written.
     """
     path = _check_path(path)
-    rels = list(relations) if relations is not None else list(scan.relations)
-    if not rels:
-        raise HeadmapsError("no relations to plot: the scan holds none")
-    idx = [_relation_index(scan, r) for r in rels]
+    rels, idx = _relations_to_plot(scan, relations)
     n = len(idx)
     ncols = ncols or min(5, n)
     nrows = math.ceil(n / ncols)
@@ -216,10 +222,7 @@ def plot_layer_distribution(scan: ScanResult, path: str | os.PathLike,
         The path written.
     """
     path = _check_path(path)
-    rels = list(relations) if relations is not None else list(scan.relations)
-    if not rels:
-        raise HeadmapsError("no relations to plot: the scan holds none")
-    idx = [_relation_index(scan, r) for r in rels]
+    rels, idx = _relations_to_plot(scan, relations)
     data = (scan.suppression if suppression else scan.scores)[idx] >= scan.tau  # (R, L, H)
     counts = data.sum(axis=2)
     any_ = data.any(axis=0).sum(axis=1)

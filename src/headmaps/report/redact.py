@@ -14,7 +14,8 @@ from typing import Any
 
 #: An absolute POSIX path (``/a/b``, at least two parts), a home path (``~/a``) or a
 #: Windows path (``C:\a``), up to whitespace, a quote, a comma or a bracket.
-_ABS_PATH = re.compile(r"""(?<![\w.~/])(?:~|[A-Za-z]:)?[/\\](?:[^\s'"`,;()\[\]{}<>/\\]+[/\\])+[^\s'"`,;()\[\]{}<>/\\]*""")
+_ABS_PATH = re.compile(r"""(?<![\w.~/])(?:~|[A-Za-z]:)?[/\\]"""
+                       r"""(?:[^\s'"`,;()\[\]{}<>/\\]+[/\\])+[^\s'"`,;()\[\]{}<>/\\]*""")
 
 
 def _name(match: re.Match[str]) -> str:

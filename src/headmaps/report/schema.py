@@ -33,6 +33,7 @@ import math
 from typing import Any, TypedDict
 
 from ..errors import HeadmapsError
+from ..models.headmodel import parse_head
 
 COVERAGE = ("described", "unclear", "none")
 
@@ -66,16 +67,6 @@ class HeadExtra(TypedDict, total=False):
 
 #: ``"L.H"`` -> :class:`HeadExtra`.
 HeadExtras = dict[str, HeadExtra]
-
-
-def parse_head(key: str) -> tuple[int, int]:
-    """``"12.3"`` -> ``(12, 3)``; a clear error for anything else."""
-    try:
-        layer, head = str(key).split(".")
-        return int(layer), int(head)
-    except ValueError:
-        raise HeadmapsError(f"head key {key!r} is not of the form 'LAYER.HEAD', e.g. "
-                            "'12.3'") from None
 
 
 def coverage(extra: HeadExtra | None) -> str:
@@ -154,9 +145,11 @@ def _token_scores(key: str, items: Any, what: str) -> list[tuple[str, float]]:
 
 def _attention(key: str, a: Any) -> AttentionExtra:
     if not isinstance(a, dict):
-        raise HeadmapsError(f"attention extras of head {key} must be a dict, got {type(a).__name__}")
+        raise HeadmapsError(f"attention extras of head {key} must be a dict, "
+                            f"got {type(a).__name__}")
     keys = _token_scores(key, a.get("keys"), "attention key")
-    return {"weights": [_num(key, "profile weight", w) for w in a.get("weights") or []], "keys": keys,
+    return {"weights": [_num(key, "profile weight", w) for w in a.get("weights") or []],
+            "keys": keys,
             "summary": str(a.get("summary") or "")}
 
 

@@ -37,7 +37,8 @@ def multi_relation_heads(scan: ScanResult, limit: int = 50) -> list[dict[str, An
         in the analysis's order.
     """
     frame = analysis.multi_relation_heads(scan).head(limit)
-    return [{"head": row.head, "relations": row.relations.split(", "), "max": round(row.max_score, 4)}
+    return [{"head": row.head, "relations": row.relations.split(", "), "max": round(row.max_score,
+                                                                                    4)}
             for row in frame.itertuples(index=False)]
 
 

@@ -127,7 +127,8 @@ class SalientOperations:
             f"<tr><td>{r}</td><td>{sal:.3f}</td><td><code>{esc(visible(s))}</code></td><td>"
             + ", ".join(f"<code>{esc(visible(t))}</code> ({sc:.2f})" for t, sc in zip(tstr, scs))
             + "</td></tr>"
-            for r, (s, sal, tstr, scs) in enumerate(zip(self.tokens, self.saliency, self.targets, self.scores), 1))
+            for r, (s, sal, tstr, scs) in enumerate(zip(self.tokens, self.saliency, self.targets,
+                                                        self.scores), 1))
         return (f"<div><b>head {esc(self.name)}</b> of {esc(self.model_id or 'model')} "
                 f"(preset {esc(self.preset or '?')})<table><thead><tr><th>#</th><th>saliency</th>"
                 f"<th>token</th><th>top {self.n_mappings} mappings (score)</th></tr></thead>"
@@ -242,10 +243,8 @@ class SalientAll:
     @classmethod
     def load(cls, path: str | os.PathLike) -> SalientAll:
         """Read what :meth:`save` wrote (a file, or a folder holding salient.parquet)."""
-        frame, h = load_table(path, "salient.parquet")
-        if h.get("kind") != "headmaps.SalientAll":
-            raise HeadmapsError(f"{path} is not a headmaps salient-operations result "
-                                f"(kind={h.get('kind')!r})")
+        frame, h = load_table(path, "salient.parquet", "headmaps.SalientAll",
+                              "salient-operations result")
         layers = [int(x) for x in h["layers"]]
         L, H, T, K = len(layers), int(h["n_heads"]), int(h["n_tokens"]), int(h["n_mappings"])
         if len(frame) != L * H * T * K:

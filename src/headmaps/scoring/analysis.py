@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..io import markdown_table
+
 if TYPE_CHECKING:  # type only: results.py imports this module, not the other way round
     from .results import ScanResult
 
@@ -53,7 +55,8 @@ def multi_relation_heads(scan: ScanResult, tau: float | None = None,
         rows.append({"head": f"{layer}.{head}", "layer": int(layer), "head_index": int(head),
                      "n_relations": len(rels), "relations": ", ".join(rels),
                      "max_score": float(best[layer, head])})
-    frame = pd.DataFrame(rows, columns=["head", "layer", "head_index", "n_relations", "relations", "max_score"])
+    frame = pd.DataFrame(rows, columns=["head", "layer", "head_index", "n_relations", "relations",
+                                        "max_score"])
     return frame.sort_values(["n_relations", "max_score", "layer", "head_index"],
                              ascending=[False, False, True, True], ignore_index=True)
 
@@ -137,31 +140,17 @@ def summary_markdown(scan: ScanResult, tau: float | None = None) -> str:
     t = _tau(scan, tau)
     lines = [f"# headmaps scan: {scan.model_id}", "",
              f"Preset `{scan.preset}`, tau = {t}, options: `{scan.options}`.", "",
-             "## Relations", "", _md(summary_table(scan, tau=t)), ""]
+             "## Relations", "", markdown_table(summary_table(scan, tau=t), digits=3), ""]
     if scan.skipped:
         lines += ["## Skipped relations",
                   ""] + [f"- `{r}`: {why}" for r, why in scan.skipped.items()] + [""]
     multi = multi_relation_heads(scan, t)
     lines += ["## Heads implementing several relations", "",
-              _md(multi.head(30)) if len(multi) else "None.", ""]
+              markdown_table(multi.head(30), digits=3) if len(multi) else "None.", ""]
     gqa = gqa_agreement(scan, tau=t)
     if len(gqa):
         lines += ["## Grouped-query attention", "",
                   "Per relation: the mean share of a touched KV group's heads that implement it, "
                   "against the share expected if the relation heads sat at random in their layer:",
-                  "", _md(gqa), ""]
+                  "", markdown_table(gqa, digits=3), ""]
     return "\n".join(lines)
-
-
-def _md(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in frame.itertuples(index=False):
-        out.append("| " + " | ".join(_fmt(v) for v in row) + " |")
-    return "\n".join(out)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)

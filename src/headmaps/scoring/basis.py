@@ -60,7 +60,8 @@ class SharedBasis:
                 return self._cache[:, start:stop]
             if start < self._n:
                 return torch.cat([self._cache[:, start:],
-                                  P.output_basis(self.model, self.opts, None, slice(self._n, stop))], 1)
+                                  P.output_basis(self.model, self.opts, None, slice(self._n,
+                                                                                    stop))], 1)
         elif self._n == self.vocab_size:
             return self._cache[:, cols.to(self._cache.device)]
         return P.output_basis(self.model, self.opts, None, cols)

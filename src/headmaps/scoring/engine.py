@@ -62,7 +62,8 @@ def _prepare(model: HeadModel, relations: Any, k: int | dict[str, int] | None, m
     src_all = torch.cat(src)
     unique, inverse = torch.unique(src_all, return_inverse=True)
     order = torch.argsort(inverse, stable=True)
-    batch = _Batch([c.name for c in chosen], inverse[order], tgt[order], rel[order], ks[order], unique,
+    batch = _Batch([c.name for c in chosen], inverse[order], tgt[order], rel[order], ks[order],
+                   unique,
                    [len(s) for s in src])
     return batch, skipped, k_used
 

@@ -92,7 +92,8 @@ def _merge(run_v: torch.Tensor | None, run_i: torch.Tensor | None, v: torch.Tens
     return best_v, cat_i.gather(-1, pos)
 
 
-def _pad(v: torch.Tensor, i: torch.Tensor, n: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(v: torch.Tensor, i: torch.Tensor, n: int,
+         largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad candidate lists to ``n`` entries with -inf/+inf values at column -1 (no column)."""
     short = n - v.shape[-1]
     if short <= 0:
@@ -140,7 +141,8 @@ def _count_beyond(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, 
     k-th best other entry beats the target, so ``count < k`` is the hit test.
 
     Args:
-        vals, idx: ``(H, P, k_max + 1)`` best values and their columns, per pair.
+        vals: ``(H, P, k_max + 1)`` best values per pair.
+        idx: ``(H, P, k_max + 1)`` their columns.
         targets: ``(P,)`` target column of each pair.
         tgt: ``(H, P)`` target logits.
         largest: beat means larger (top-k) or smaller (bottom-k).
@@ -239,7 +241,16 @@ def _some_rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_en
     when ``W_O^h U`` is formed for it; each head takes the cheaper form.
 
     Args:
-        heads, srcs: ``(N,)`` head and row of each (head, row), sorted by head.
+        Y: ``(H, S, d_head)`` value-side rows of every head.
+        W_O: ``(H, d_head, d_model)`` output weights.
+        heads: ``(N,)`` head of each (head, row), sorted by head.
+        srcs: ``(N,)`` row of each (head, row).
+        U_columns: gives the ``(d_model, n)`` unembedding columns of a slice or index.
+        c_start: first vocabulary column.
+        c_end: end (exclusive) of the vocabulary columns.
+        n_keep: how many best and worst logits to keep.
+        out_bias: ``(V,)`` bias added to every logit, or None.
+        chunk_bytes: memory budget of one chunk of logits.
 
     Returns:
         ``(N, n_keep)`` values and absolute columns, top then bottom.
@@ -356,7 +367,8 @@ def count_hits(
     if out_bias is not None:
         tgt = tgt + out_bias[targets]
     bounds = [vocab_size] if exact_dense else stage_bounds(vocab_size, n_keep, blocks)
-    cand = _Candidates(*_all_rows_best(Y, W_O, U_columns, 0, bounds[0], n_keep, out_bias, chunk_bytes),
+    cand = _Candidates(*_all_rows_best(Y, W_O, U_columns, 0, bounds[0], n_keep, out_bias,
+                                       chunk_bytes),
                        n_keep)
     reached = [H * S]
     for c0, c1 in zip(bounds, bounds[1:]):

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
 from ..relations.errors import UnknownRelationError
 from . import analysis
@@ -55,7 +54,8 @@ class RelationScores:
 
     def _repr_html_(self) -> str:
         """Jupyter: the ten best heads as a compact table."""
-        frame = pd.DataFrame([{"head": f"{layer}.{h}", "score": s} for layer, h, s in self.top_heads(10)])
+        frame = pd.DataFrame([{"head": f"{layer}.{h}", "score": s} for layer, h,
+                              s in self.top_heads(10)])
         title = (f"<b>{html.escape(self.relation)}</b> on {html.escape(self.model_id or 'model')}: "
                  f"{self.n_pairs} pairs, k = {self.k}, preset {html.escape(self.preset or '?')}")
         return f"<div>{title}{frame.to_html(index=False, float_format='{:.3f}'.format)}</div>"
@@ -141,8 +141,10 @@ class ScanResult:
 
     def _repr_html_(self) -> str:
         """Jupyter: one row per relation with its best heads (see ``summary_markdown``)."""
-        title = (f"<b>scan of {html.escape(self.model_id or 'model')}</b>: {len(self.relations)} relations, "
-                 f"{self.n_layers} x {self.n_heads} heads, preset {html.escape(self.preset or '?')}, "
+        title = (f"<b>scan of {html.escape(self.model_id or 'model')}</b>: {len(self.relations)} "
+                 "relations, "
+                 f"{self.n_layers} x {self.n_heads} heads, preset "
+                 f"{html.escape(self.preset or '?')}, "
                  f"tau = {self.tau}")
         table = analysis.summary_table(self).to_html(index=False)
         return f"<div>{title}{table}</div>"
@@ -176,9 +178,7 @@ class ScanResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ScanResult:
         """Read a result written by :meth:`save` (a file, or a folder holding scores.parquet)."""
-        frame, h = load_table(path, "scores.parquet")
-        if h.get("kind") != "headmaps.ScanResult":
-            raise HeadmapsError(f"{path} is not a headmaps scan result (kind={h.get('kind')!r})")
+        frame, h = load_table(path, "scores.parquet", "headmaps.ScanResult", "scan result")
         R, L, H = len(h["relations"]), h["n_layers"], h["n_heads"]
         scores = np.zeros((R, L, H), dtype=np.float32)
         supp = np.zeros_like(scores)
@@ -190,19 +190,6 @@ class ScanResult:
         return cls(h["model_id"], h["model_info"], list(h["relations"]), scores, supp,
                    dict(h["n_pairs"]), {r: int(v) for r, v in h["k"].items()}, dict(h["skipped"]),
                    h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})))
-
-    @classmethod
-    def from_relation_scores(cls, results: list[RelationScores],
-                             model_info: dict[str, Any] | None = None) -> ScanResult:
-        """Stack several :class:`RelationScores` of one model into a scan result."""
-        if not results:
-            raise HeadmapsError("no relation scores to combine")
-        r0 = results[0]
-        return cls(r0.model_id, model_info or {}, [r.relation for r in results],
-                   np.stack([r.scores for r in results]),
-                   np.stack([r.suppression for r in results]),
-                   {r.relation: r.n_pairs for r in results}, {r.relation: r.k for r in results},
-                   preset=r0.preset, options=dict(r0.options))
 
 
 def _top(a: np.ndarray, n: int) -> list[tuple[int, int, float]]:

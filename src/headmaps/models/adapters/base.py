@@ -182,12 +182,16 @@ class Adapter:
         raise NotImplementedError
 
     # ---- QK helpers shared by the adapters ----------------------------------------------
-    def heads_in(self, w: torch.Tensor, b: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def heads_in(self, w: torch.Tensor, b: torch.Tensor | None,
+                 n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``nn.Linear`` weight/bias of ``n`` heads -> ``(n, d_model, d_head)``, ``(n, d_head)``."""
         return self.split_heads_in(w, n), None if b is None else b.reshape(n, self.spec.d_head)
 
     def layer_type(self, layer: int) -> str | None:
-        """The config's ``layer_types[layer]`` (``sliding_attention``/``full_attention``) or None."""
+        """The config's ``layer_types[layer]`` (``sliding_attention``/``full_attention``), or None.
+
+        None when the config has no ``layer_types``.
+        """
         types = getattr(self.config, "layer_types", None)
         return types[layer] if types and layer < len(types) else None
 
@@ -219,7 +223,8 @@ class Adapter:
         rope_type = params.get("rope_type", "default") or "default"
         d_head = self.spec.d_head
         if rotary_dim is None:
-            frac = params.get("partial_rotary_factor") or self.cfg("partial_rotary_factor", default=1.0)
+            frac = params.get("partial_rotary_factor") or self.cfg("partial_rotary_factor",
+                                                                   default=1.0)
             rotary_dim = int(d_head * frac)
         scaling = 1.0
         if rope_type == "default":
@@ -230,10 +235,12 @@ class Adapter:
             fn = ROPE_INIT_FUNCTIONS.get(rope_type)
             if fn is None:
                 raise UnsupportedArchitectureError(
-                    f"rope_type {rope_type!r} of {self.architecture!r} is unknown to this transformers")
+                    f"rope_type {rope_type!r} of {self.architecture!r} is unknown to this "
+                    "transformers")
             kwargs = {"layer_type": lt} if lt is not None else {}
             inv_freq, scaling = fn(self.config, None, **kwargs)
-        return Positions("rotary", inv_freq=inv_freq.float(), rotary_dim=rotary_dim, interleaved=interleaved,
+        return Positions("rotary", inv_freq=inv_freq.float(), rotary_dim=rotary_dim,
+                         interleaved=interleaved,
                          attention_scaling=float(scaling), rope_type=rope_type,
                          sliding_window=self.sliding_window(layer))
 

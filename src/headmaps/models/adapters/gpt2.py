@@ -59,8 +59,10 @@ class GPT2Adapter(Adapter):
         b = self.maybe(f"{p}.c_attn.bias")
 
         def part(i: int):
-            wi = w[:, i * width:(i + 1) * width].reshape(s.d_model, s.n_heads, s.d_head).permute(1, 0, 2)
-            return wi, None if b is None else b[i * width:(i + 1) * width].reshape(s.n_heads, s.d_head)
+            wi = w[:, i * width:(i + 1) * width].reshape(s.d_model, s.n_heads,
+                                                         s.d_head).permute(1, 0, 2)
+            return wi, None if b is None else b[i * width:(i + 1) * width].reshape(s.n_heads,
+                                                                                   s.d_head)
 
         (W_Q, b_Q), (W_K, b_K) = part(0), part(1)
         scale = self.head_scale() if self.cfg("scale_attn_weights", default=True) else 1.0

@@ -66,12 +66,14 @@ class GPTNeoXAdapter(Adapter):
     def qk(self, layer: int) -> QKWeights:
         s, p = self.spec, f"{self.prefix}.layers.{layer}"
         w = self.get(f"{p}.attention.query_key_value.weight")
-        w = w.reshape(s.n_heads, 3, s.d_head, w.shape[-1]).transpose(2, 3)  # (H, 3, d_model, d_head)
+        # (H, 3, d_model, d_head)
+        w = w.reshape(s.n_heads, 3, s.d_head, w.shape[-1]).transpose(2, 3)
         b = self.maybe(f"{p}.attention.query_key_value.bias")
         b = None if b is None else b.reshape(s.n_heads, 3, s.d_head)
         return QKWeights(W_Q=w[:, 0], W_K=w[:, 1], b_Q=None if b is None else b[:, 0],
                          b_K=None if b is None else b[:, 1], scale=self.head_scale(),
-                         positions=self.rotary(layer), input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
+                         positions=self.rotary(layer),
+                         input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
 
     def first_mlp(self) -> MLPBlock:
         p = f"{self.prefix}.layers.0"

@@ -47,13 +47,16 @@ class LlamaAdapter(Adapter):
 
     def qk(self, layer: int) -> QKWeights:
         s, p = self.spec, f"{self.prefix}.layers.{layer}.self_attn"
-        W_Q, b_Q = self.heads_in(self.get(f"{p}.q_proj.weight"), self.maybe(f"{p}.q_proj.bias"), s.n_heads)
-        W_K, b_K = self.heads_in(self.get(f"{p}.k_proj.weight"), self.maybe(f"{p}.k_proj.bias"), s.n_kv_heads)
+        W_Q, b_Q = self.heads_in(self.get(f"{p}.q_proj.weight"), self.maybe(f"{p}.q_proj.bias"),
+                                 s.n_heads)
+        W_K, b_K = self.heads_in(self.get(f"{p}.k_proj.weight"), self.maybe(f"{p}.k_proj.bias"),
+                                 s.n_kv_heads)
         return QKWeights(
             W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
-            positions=self.rotary(layer), input_norm=self.norm(f"{self.prefix}.layers.{layer}.input_layernorm",
-                                                               self.eps()),
-            q_norm=self.head_norm(f"{p}.q_norm", self.eps()), k_norm=self.head_norm(f"{p}.k_norm", self.eps()),
+            positions=self.rotary(layer),
+            input_norm=self.norm(f"{self.prefix}.layers.{layer}.input_layernorm", self.eps()),
+            q_norm=self.head_norm(f"{p}.q_norm", self.eps()),
+            k_norm=self.head_norm(f"{p}.k_norm", self.eps()),
         )
 
     def first_mlp(self) -> MLPBlock:

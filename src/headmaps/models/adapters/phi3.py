@@ -42,7 +42,8 @@ class Phi3Adapter(LlamaAdapter):
         W_Q, b_Q = self.heads_in(w[:nq], None if b is None else b[:nq], s.n_heads)
         W_K, b_K = self.heads_in(w[nq:nq + nk], None if b is None else b[nq:nq + nk], s.n_kv_heads)
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
-                         positions=self.rotary(layer), input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
+                         positions=self.rotary(layer),
+                         input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
 
     def first_mlp(self) -> MLPBlock:
         p = f"{self.prefix}.layers.0"
