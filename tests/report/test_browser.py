@@ -104,6 +104,8 @@ def test_relation_picker_redraws(page, small):
     layer, head = np.unravel_index(np.argmax(scan.scores[r]), scan.scores.shape[1:])
     assert scan.scores[r, layer, head] > 0.5 and scan.scores[0, layer, head] < 0.1
     cell = f"{layer}.{head}"
+    pg.select_option("#hm-rel", "0")
+    assert pg.get_attribute("#hm-grid", "data-relation") == scan.relations[0]
     image = pg.evaluate("() => document.getElementById('hm-canvas').toDataURL()")
     draws = int(pg.get_attribute("#hm-grid", "data-draws"))
     red, green, blue = pg.evaluate(PIXEL, cell)
@@ -122,6 +124,66 @@ def test_relation_picker_redraws(page, small):
     assert pg.get_attribute("#hm-grid", "data-mode") == "supp"
     red, green, blue = pg.evaluate(PIXEL, cell)
     assert red >= blue  # the suppression scale is red
+
+
+def _hex(colour: str) -> np.ndarray:
+    return np.array([int(colour[k:k + 2], 16) for k in (1, 3, 5)], dtype=float)
+
+
+def test_opens_on_the_overview_and_the_picker_narrows_it(page, small):
+    """First view: each head's best relation coloured by family; a relation; back again."""
+    _, scan, _ = small
+    pg = page.page
+    assert pg.get_attribute("#hm-grid", "data-relation") == "overview"
+    assert pg.input_value("#hm-rel") == "-1"
+    assert pg.locator("#hm-rel option").first.inner_text().startswith("overview")
+    # A head whose best relation is country_to_capital (a knowledge relation), above tau.
+    r = scan.relations.index("country_to_capital")
+    layer, head = np.unravel_index(np.argmax(scan.scores[r]), scan.scores.shape[1:])
+    assert scan.scores[:, layer, head].argmax() == r and scan.scores[r, layer, head] >= scan.tau
+    cell = f"{layer}.{head}"
+    overview = pg.evaluate("() => document.getElementById('hm-canvas').toDataURL()")
+    legend = pg.locator('#hm-fam-legend [data-family="knowledge"]')
+    assert legend.is_visible() and not pg.locator("#hm-legend").is_visible()
+    swatch = pg.evaluate("el => getComputedStyle(el.querySelector('i')).backgroundColor",
+                         legend.element_handle())
+    knowledge = np.array([float(x) for x in swatch[4:-1].split(",")])
+    assert knowledge[0] > knowledge[2] + 60  # the knowledge family is red-ish
+    # The cell's colour is the family's colour blended with the page background: one
+    # blend factor explains all three channels.
+    pixel = np.array(pg.evaluate(PIXEL, cell), dtype=float)
+    base = np.array([246.0, 247.0, 250.0])
+    blend = (pixel - base) / (knowledge - base)
+    assert 0.3 < blend.mean() <= 1.0 and np.ptp(blend) < 0.05, (pixel, knowledge)
+    pg.hover(f'#hm-grid [data-head="{cell}"]')
+    tip = pg.inner_text("#hm-tip")
+    assert f"head {cell}" in tip and "country_to_capital (knowledge)" in tip
+    assert f"{scan.scores[r, layer, head]:.3f}" in tip
+    pg.focus(f'#hm-grid [data-head="{cell}"]')
+    label = pg.get_attribute(f'#hm-grid [data-head="{cell}"]', "aria-label")
+    assert "country_to_capital (knowledge)" in label
+    # A head with no relation above tau is neutral (grey), and says so.
+    quiet = np.argwhere(scan.scores.max(axis=0) < scan.tau)[0]
+    qcell = f"{quiet[0]}.{quiet[1]}"
+    assert pg.evaluate(PIXEL, qcell) == [226, 229, 234]
+    pg.hover(f'#hm-grid [data-head="{qcell}"]')
+    assert "no relation \u2265 \u03c4" in pg.inner_text("#hm-tip")
+    # Clicking a cell opens the head detail, as in the relation view.
+    pg.click(f'#hm-grid [data-head="{cell}"]')
+    assert pg.get_attribute("#hm-panel", "data-head") == cell
+    # The picker narrows the view to one relation...
+    pg.select_option("#hm-rel", str(r))
+    assert pg.get_attribute("#hm-grid", "data-relation") == "country_to_capital"
+    assert pg.locator("#hm-legend").is_visible() and not legend.is_visible()
+    red, green, blue = pg.evaluate(PIXEL, cell)
+    assert blue > red + 60  # the relation scale is blue
+    pg.hover(f'#hm-grid [data-head="{cell}"]')
+    assert "country_to_capital:" in pg.inner_text("#hm-tip")
+    # ... and its "overview" entry goes back.
+    pg.select_option("#hm-rel", "-1")
+    assert pg.get_attribute("#hm-grid", "data-relation") == "overview"
+    assert pg.evaluate("() => document.getElementById('hm-canvas').toDataURL()") == overview
+    assert legend.is_visible()
 
 
 def test_click_cell_opens_panel_with_mappings(page, small):

@@ -13,7 +13,7 @@ import pytest
 
 from headmaps.errors import HeadmapsError
 from headmaps.report import build_report, normalise_extras, synthetic_scan, write_report
-from headmaps.report.encode import Q, quantise
+from headmaps.report.encode import FAMILY_COLOURS, Q, best_relation, families, quantise
 from headmaps.report.extras import extras_from_descriptions, extras_from_salient, load_extras
 from headmaps.report.summary import coverage_per_layer, gqa_agreement, multi_relation_heads
 from headmaps.scoring import ScanResult
@@ -106,6 +106,33 @@ def test_data_round_trip(small):
     assert d["toks"][e["s"][0][0]] == first["token"]
     assert d["toks"][e["s"][0][2][0]] == first["targets"][0][0]
     assert e["s"][0][2][1] == pytest.approx(first["targets"][0][1], rel=5e-3)
+
+
+def test_overview_payload_best_relation_and_families():
+    """The overview's data: each head's best relation and the family of every relation."""
+    scores = np.zeros((3, 2, 2))
+    scores[0, 0, 0], scores[1, 0, 0] = 0.3, 0.9  # best: antonym (linguistic)
+    scores[2, 0, 1] = 0.5  # best: a user relation (custom)
+    scores[0, 1, 0] = 0.05  # best: country_to_capital, below tau (the page shows it neutral)
+    scores[:, 1, 1] = np.nan  # NaN counts as 0: ties go to the first relation
+    supp = np.zeros_like(scores)
+    supp[2, 1, 0] = 0.4
+    rels = ["country_to_capital", "antonym", "my_pairs"]
+    scan = dataclasses.replace(_scan(scores, rels), suppression=supp)
+    d = payload(build_report(scan))
+    assert d["best"] == [1, 2, 0, 0]  # layer * n_heads + head order
+    assert d["bestSupp"] == [0, 0, 2, 0]
+    assert d["families"] == ["knowledge", "linguistic", "custom"]
+    assert [d["families"][f] for f in d["fam"]] == ["knowledge", "linguistic", "custom"]
+    assert d["famColours"] == [FAMILY_COLOURS[f] for f in d["families"]]
+    assert len(set(FAMILY_COLOURS.values())) == len(FAMILY_COLOURS)
+    # Every built-in relation has its category's family, in the categories' order.
+    names, index = families(["successor", "english_to_french", "copying", "object_to_superclass"])
+    assert names == ["algorithmic", "knowledge", "translation"]
+    assert [names[i] for i in index] == ["algorithmic", "translation", "algorithmic", "knowledge"]
+    assert best_relation(np.zeros((0, 2, 3))).tolist() == [-1] * 6
+    synthetic = payload(build_report(synthetic_scan(4, 4, 20, seed=0, with_extras=False)[0]))
+    assert synthetic["families"] == ["algorithmic", "knowledge", "linguistic", "translation"]
 
 
 def test_quantise_is_exact_at_tau():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import RelationDataError, UnknownRelationError
 from .io import SUFFIXES, read_json, read_relation_file
-from .schema import PLACEHOLDER, Pair, RelationInfo
+from .schema import CUSTOM_CATEGORY, PLACEHOLDER, Pair, RelationInfo
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ BUILTIN: dict[str, tuple[str, ...]] = {
     "translation": ("english_to_french", "english_to_spanish"),
 }
 _NAMES: tuple[str, ...] = tuple(name for group in BUILTIN.values() for name in group)
+_CATEGORY: dict[str, str] = {name: cat for cat, group in BUILTIN.items() for name in group}
 
 
 def names() -> list[str]:
@@ -44,6 +45,14 @@ def names() -> list[str]:
 def categories() -> dict[str, list[str]]:
     """Category -> the built-in relation names in it."""
     return {cat: list(group) for cat, group in BUILTIN.items()}
+
+
+def category_of(name: str) -> str:
+    """The category of a relation as a scan names it: its built-in category, else ``"custom"``.
+
+    A scan keeps only relation names, so a user set is ``"custom"`` whatever its file says.
+    """
+    return _CATEGORY.get(name, CUSTOM_CATEGORY)
 
 
 def is_builtin(name: object) -> bool:

@@ -17,12 +17,20 @@ from typing import Any
 
 import numpy as np
 
+from ..relations.registry import category_of
+from ..relations.schema import CATEGORIES, CUSTOM_CATEGORY
 from ..scoring.results import ScanResult
 from .schema import HeadExtra
 from .summary import summarise
 
 #: Quantisation levels of the scores (uint16).
 Q = 65535
+
+#: The colour of each relation family in the overview (distinct for colour-blind readers).
+FAMILY_COLOURS: dict[str, str] = {
+    "algorithmic": "#4e79a7", "knowledge": "#e15759", "linguistic": "#59a14f",
+    "translation": "#b07aa1", CUSTOM_CATEGORY: "#f28e2b",
+}
 
 
 def quantise(a: np.ndarray, tau: float) -> tuple[np.ndarray, int]:
@@ -37,6 +45,38 @@ def quantise(a: np.ndarray, tau: float) -> tuple[np.ndarray, int]:
     above = a >= tau
     q = np.where(above, np.maximum(q, tau_q), np.minimum(q, tau_q - 1))
     return np.clip(q, 0, Q).astype("<u2"), tau_q
+
+
+def best_relation(scores: np.ndarray) -> np.ndarray:
+    """Index of each head's best-scoring relation (the first on ties; NaN counts as 0).
+
+    Args:
+        scores: ``(n_relations, n_layers, n_heads)`` scores.
+
+    Returns:
+        ``(n_layers * n_heads,)`` int array in ``layer * n_heads + head`` order; ``-1``
+        everywhere when there are no relations.
+    """
+    n_rel = scores.shape[0]
+    if n_rel == 0:
+        return np.full(scores.shape[1] * scores.shape[2], -1, dtype=int)
+    flat = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0).reshape(n_rel, -1)
+    return flat.argmax(axis=0)
+
+
+def families(relations: list[str]) -> tuple[list[str], list[int]]:
+    """The relation families a scan holds, in display order, and each relation's family.
+
+    Families are the categories of :mod:`headmaps.relations` (algorithmic, knowledge,
+    linguistic, translation) and ``custom`` for relations that are not built in.
+
+    Returns:
+        ``(names, index)``: the families present, and per relation the position of its
+        family in ``names``.
+    """
+    cats = [category_of(r) for r in relations]
+    order = [f for f in (*CATEGORIES, CUSTOM_CATEGORY) if f in cats]
+    return order, [order.index(c) for c in cats]
 
 
 def b64(a: np.ndarray) -> str:
@@ -109,6 +149,7 @@ def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra],
     scores, tau_q = quantise(scan.scores, scan.tau)
     supp, _ = quantise(scan.suppression, scan.tau)
     toks, heads = encode_extras(extras, scan.n_layers, scan.n_heads)
+    fams, fam = families(list(scan.relations))
     return {
         "format": 1,
         "title": title,
@@ -119,6 +160,11 @@ def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra],
         "nL": scan.n_layers, "nH": scan.n_heads,
         "tau": float(scan.tau), "Q": Q, "tauQ": tau_q,
         "scores": b64(scores), "supp": b64(supp),
+        # The overview: each head's best relation (by relation and by suppression score)
+        # and the family of every relation; the page shows a head neutral below tau.
+        "families": fams, "famColours": [FAMILY_COLOURS[f] for f in fams], "fam": fam,
+        "best": best_relation(scan.scores).tolist(),
+        "bestSupp": best_relation(scan.suppression).tolist(),
         "toks": toks,
         "summary": summarise(scan, extras),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

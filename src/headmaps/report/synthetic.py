@@ -16,13 +16,13 @@ import numpy as np
 from ..scoring.results import DEFAULT_TAU, ScanResult
 from .schema import HeadExtras
 
-#: The 20 relations of the library (names as a scan reports them), with a typical depth
+#: The paper's 20 relations (the built-in names), with a typical depth
 #: (fraction of the layers) where their heads sit.
 RELATIONS: dict[str, float] = {
-    "copying": 0.35, "name_copying": 0.45, "word_to_first_letter": 0.5, "word_to_last_letter": 0.55,
+    "copying": 0.35, "name_copying": 0.45, "word_first_letter": 0.5, "word_last_letter": 0.55,
     "year_to_following": 0.5, "country_to_capital": 0.65, "country_to_language": 0.65,
     "object_to_superclass": 0.6, "product_to_company": 0.7, "work_to_location": 0.7,
-    "antonyms": 0.6, "adjective_to_comparative": 0.55, "adjective_to_superlative": 0.55,
+    "antonym": 0.6, "adj_to_comparative": 0.55, "adj_to_superlative": 0.55,
     "noun_to_pronoun": 0.5, "verb_to_past_tense": 0.55, "word_to_homophone": 0.6,
     "word_to_synonym": 0.6, "word_to_compound": 0.6, "english_to_french": 0.75,
     "english_to_spanish": 0.75,
@@ -37,14 +37,14 @@ _EXAMPLES: dict[str, list[tuple[str, str]]] = {
                             (" Brazil", " Portuguese"), (" Germany", " German")],
     "verb_to_past_tense": [(" walk", " walked"), (" run", " ran"), (" eat", " ate"),
                            (" go", " went"), (" see", " saw")],
-    "antonyms": [(" hot", " cold"), (" up", " down"), (" big", " small"), (" early", " late"),
+    "antonym": [(" hot", " cold"), (" up", " down"), (" big", " small"), (" early", " late"),
                  (" open", " closed")],
     "english_to_french": [(" dog", " chien"), (" house", " maison"), (" water", " eau"),
                           (" red", " rouge")],
     "english_to_spanish": [(" dog", " perro"), (" house", " casa"), (" water", " agua"),
                            (" red", " rojo")],
     "year_to_following": [("1990", "1991"), ("2003", "2004"), ("1871", "1872"), ("2019", "2020")],
-    "word_to_first_letter": [(" apple", " A"), (" banana", " B"), (" cherry", " C"),
+    "word_first_letter": [(" apple", " A"), (" banana", " B"), (" cherry", " C"),
                              (" dog", " D")],
 }
 
@@ -53,11 +53,11 @@ _DESCRIPTIONS: dict[str, str] = {
     "country_to_capital": "maps countries to their capital cities",
     "country_to_language": "maps countries to their official languages",
     "verb_to_past_tense": "maps verbs to their past tense",
-    "antonyms": "maps words to their opposites",
+    "antonym": "maps words to their opposites",
     "english_to_french": "translates English words to French",
     "english_to_spanish": "translates English words to Spanish",
     "year_to_following": "maps a year to the next year",
-    "word_to_first_letter": "maps words to their first letter",
+    "word_first_letter": "maps words to their first letter",
 }
 
 _SYLL = ["ka", "lo", "mi", "ster", "on", "re", "tu", "vin", "ash", "el", "dor", "pi", "quen", "sa",

@@ -22,7 +22,8 @@
   var S = u16(D.scores), P = u16(D.supp);
   var $ = function (id) { return document.getElementById(id); };
 
-  var state = { rel: R ? 0 : -1, mode: 'rel', sel: -1, sort: 'head', dir: 1 };
+  // rel -1 is the overview (each head's best relation, coloured by family): the first view.
+  var state = { rel: -1, mode: 'rel', sel: -1, sort: 'head', dir: 1 };
 
   // ---------- data helpers ----------
   function u16(b64) {
@@ -59,7 +60,7 @@
     return out;
   }
   function name(i) { return ((i / H) | 0) + '.' + (i % H); }
-  function relName() { return state.rel < 0 ? 'max over relations' : REL[state.rel]; }
+  function relName() { return state.rel < 0 ? 'best relation' : REL[state.rel]; }
   function cov(i) {
     var e = ex(i);
     if (!e) return 'none';
@@ -106,6 +107,45 @@
       [0.75, [176, 40, 38]], [1, [92, 10, 20]]])
   };
 
+  // ---------- overview: each head's best relation, coloured by its family ----------
+  // The families, their colours and each head's best relation come from Python (encode.py).
+  var FAMS = D.families || [], FAM = D.fam || [], BEST = { rel: D.best || [], supp: D.bestSupp || [] };
+  var FRGB = (D.famColours || []).map(function (c) {
+    return [1, 3, 5].map(function (k) { return parseInt(c.slice(k, k + 2), 16); });
+  });
+  var BASE = [246, 247, 250], NEUTRAL = [226, 229, 234];
+  // Best relation of head i in the current mode, or -1 when none reaches tau.
+  function bestOf(i) {
+    var b = BEST[state.mode][i];
+    return b >= 0 && b < R && q(i, b) >= TQ ? b : -1;
+  }
+  // Colour of head i in the overview: its family's colour, paler for a lower score.
+  function overviewRGB(i) {
+    var b = bestOf(i);
+    if (b < 0) return NEUTRAL;
+    var f = FRGB[FAM[b]], t = Math.min(1, Math.max(0, (q(i, b) / Q - D.tau) / Math.max(1e-9, 1 - D.tau)));
+    var a = 0.35 + 0.65 * t;
+    return [0, 1, 2].map(function (m) { return Math.round(BASE[m] + a * (f[m] - BASE[m])); });
+  }
+  function overviewText(i) {
+    var b = BEST[state.mode][i], what = state.mode === 'rel' ? 'best relation' : 'most suppressed';
+    if (!(b >= 0 && b < R)) return 'head ' + name(i) + ' \u00b7 no relations scored';
+    var sc = fmt(q(i, b));
+    if (bestOf(i) < 0) return 'head ' + name(i) + ' \u00b7 no relation \u2265 \u03c4 (' + what + ': ' + REL[b] + ' ' + sc + ')';
+    return 'head ' + name(i) + ' \u00b7 ' + what + ': ' + REL[b] + ' (' + FAMS[FAM[b]] + ') \u00b7 ' +
+      (state.mode === 'rel' ? '\u03c6 ' : 'suppression ') + sc;
+  }
+  function familyLegend() {
+    var n = FAMS.map(function () { return 0; }), none = 0;
+    for (var i = 0; i < N; i++) { var b = bestOf(i); if (b < 0) none++; else n[FAM[b]]++; }
+    var item = function (fam, rgb, k) {
+      return '<span class="fam" data-family="' + esc(fam) + '"><i style="background:rgb(' + rgb.join(',') + ')"></i>' +
+        esc(fam) + ' <small>' + k + '</small></span>';
+    };
+    $('hm-fam-legend').innerHTML = FAMS.map(function (f, k) { return item(f, FRGB[k], n[k]); }).join('') +
+      item('none \u2265 \u03c4', NEUTRAL, none);
+  }
+
   // ---------- heatmap ----------
   // Colours are painted on a canvas (one pixel per head, scaled up); the transparent DOM
   // cells above it carry data-head, focus, clicks and the tau outline.
@@ -143,7 +183,11 @@
     var sg = small.getContext('2d'), img = sg.createImageData(Math.max(1, H), Math.max(1, L)), px = img.data;
     for (var i = 0; i < N; i++) {
       var v = useMax ? mx[i] : a[base + i], k = 3 * ((v * 255 / Q + 0.5) | 0), o = 4 * i;
-      px[o] = rgb[k]; px[o + 1] = rgb[k + 1]; px[o + 2] = rgb[k + 2]; px[o + 3] = 255;
+      if (useMax) {
+        var c = overviewRGB(i);
+        px[o] = c[0]; px[o + 1] = c[1]; px[o + 2] = c[2];
+      } else { px[o] = rgb[k]; px[o + 1] = rgb[k + 1]; px[o + 2] = rgb[k + 2]; }
+      px[o + 3] = 255;
       var el = cells[i], t = v >= TQ;
       if (t !== el.classList.contains('t')) el.classList.toggle('t', t);
     }
@@ -156,7 +200,7 @@
       g.fillStyle = 'rgba(90,100,115,0.6)';
       for (var c = G; c < H; c += G) g.fillRect(Math.round(c * sx - lw / 2), 0, lw, canvas.height);
     }
-    grid.setAttribute('data-relation', relName());
+    grid.setAttribute('data-relation', useMax ? 'overview' : relName());
     grid.setAttribute('data-mode', state.mode);
     grid.setAttribute('data-draws', String(++draws));
   }
@@ -171,6 +215,15 @@
     refresh();
   }
   function drawLegend() {
+    var ov = state.rel < 0;
+    $('hm-fam-legend').hidden = !ov;
+    $('hm-legend').parentNode.hidden = ov;
+    if (ov) {
+      familyLegend();
+      $('hm-legend-text').textContent = (state.mode === 'rel' ? 'Overview: each head\u2019s best relation' :
+        'Overview: the relation each head suppresses most') + ', coloured by family, paler for a lower score (\u03c4 = ' + D.tau + ')';
+      return;
+    }
     var cv = $('hm-legend'), dpr = window.devicePixelRatio || 1, w = 240, hgt = 34;
     cv.width = w * dpr; cv.height = hgt * dpr;
     var g = cv.getContext('2d');
@@ -191,8 +244,8 @@
   grid.addEventListener('mousemove', function (ev) {
     var i = cellOf(ev.target);
     if (i < 0) { tip.hidden = true; return; }
-    tip.textContent = 'head ' + name(i) + ' \u00b7 ' + relName() + ': ' + fmt(q(i, state.rel, 'rel')) +
-      ' \u00b7 suppression ' + fmt(q(i, state.rel, 'supp'));
+    tip.textContent = state.rel < 0 ? overviewText(i) : 'head ' + name(i) + ' \u00b7 ' + relName() + ': ' +
+      fmt(q(i, state.rel, 'rel')) + ' \u00b7 suppression ' + fmt(q(i, state.rel, 'supp'));
     tip.style.left = (ev.clientX + 14) + 'px'; tip.style.top = (ev.clientY + 12) + 'px';
     tip.hidden = false;
   });
@@ -211,7 +264,7 @@
     roving = i;
     var el = cells[i];
     el.tabIndex = 0;
-    el.setAttribute('aria-label', 'head ' + name(i) + ', ' + relName() + ' ' + fmt(q(i)));
+    el.setAttribute('aria-label', state.rel < 0 ? overviewText(i) : 'head ' + name(i) + ', ' + relName() + ' ' + fmt(q(i)));
   }
   function focusCell(i) { rove(i); cells[i].focus({ preventScroll: false }); }
   grid.addEventListener('keydown', function (ev) {
@@ -597,8 +650,9 @@
 
   // ---------- controls ----------
   var sel = $('hm-rel');
-  sel.innerHTML = REL.map(function (r, k) { return '<option value="' + k + '">' + esc(r) + ' (' + D.n_pairs[k] + ' pairs, k=' + D.k[k] + ')</option>'; }).join('') +
-    (R ? '<option value="-1">max over relations</option>' : '<option value="-1">(no relations scored)</option>');
+  sel.innerHTML = '<option value="-1">' + (R ? 'overview: best relation per head' : '(no relations scored)') + '</option>' +
+    REL.map(function (r, k) { return '<option value="' + k + '">' + esc(r) + ' (' + D.n_pairs[k] + ' pairs, k=' + D.k[k] + ')</option>'; }).join('');
+  sel.value = String(state.rel);
   sel.addEventListener('change', function () { pickRelation(+sel.value); });
   function pickRelation(r) {
     if (String(r) !== sel.value) sel.value = String(r);
