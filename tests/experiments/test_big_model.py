@@ -102,3 +102,20 @@ def test_smollm2_with_disk_offload_gives_the_plain_dynamic_scores(smollm2, tmp_p
         # the same float32 arithmetic: at most a near-tie at the k-th logit may flip one pair
         assert np.abs(x - y).max() <= 1 / 16 + 1e-6, name
         assert (x == y).mean() > 0.99, name
+
+
+def test_module_device_follows_accelerate_execution_device():
+    """A dispatched module computes on its hook's execution device, wherever its weights are."""
+    from types import SimpleNamespace
+
+    lin = torch.nn.Linear(2, 2, device="meta")
+    assert H.module_device(lin) == torch.device("cpu")  # only meta weights: the CPU
+    lin._hf_hook = SimpleNamespace(execution_device=1)
+    assert H.module_device(lin) == torch.device("cuda:1")
+    lin._hf_hook = SimpleNamespace(hooks=[SimpleNamespace(), SimpleNamespace(
+        execution_device="cpu")])  # accelerate's SequentialHook
+    assert H.module_device(lin) == torch.device("cpu")
+    emb = torch.nn.Embedding(3, 2)
+    emb._hf_hook = SimpleNamespace(execution_device=torch.device("cuda:0"))
+    hf = SimpleNamespace(get_input_embeddings=lambda: emb)
+    assert H.input_device(hf) == torch.device("cuda:0")
