@@ -51,3 +51,29 @@ def test_describer_options(path):
 def test_head_model_may_be_left_out():
     args = build_parser().parse_args(["head", "23.4"])
     assert (args.model, args.head) == (DEFAULT_MODEL, "23.4")
+
+
+def test_big_model_args_reach_the_loader(model_dir, tmp_path):
+    """--max-memory/--offload-folder parse into a dispatched model (blocks on disk)."""
+    import argparse
+
+    from headmaps.cli import common
+
+    p = argparse.ArgumentParser()
+    common.add_model_args(p)
+    common.add_big_model_args(p)
+    args = p.parse_args([model_dir, "--max-memory", "cpu=1kB", "--offload-folder",
+                         str(tmp_path)])
+    assert common.big_model_flags(args) == f" --max-memory cpu=1kB --offload-folder {tmp_path}"
+    model = common.load_model(args)
+    assert "disk" in set(model.hf_model.hf_device_map.values())
+
+
+def test_bad_big_model_args_are_one_line_errors(model_dir, capsys):
+    import headmaps.cli as cli
+
+    for flags, says in ((["--max-memory", "cpu:2GiB"], "DEVICE=SIZE"),
+                        (["--device-map", "everywhere"], "unknown device_map 'everywhere'")):
+        assert cli.main(["validate", model_dir, "--experiment", "correlation", *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("headmaps: error: ") and says in err and err.count("\n") == 1

@@ -1,6 +1,7 @@
 """Argument groups shared by subcommands, each defined once.
 
-The groups: model, projection, salient operations, describer, relation lists.
+The groups: model, big-model placement, projection, salient operations, describer,
+relation lists.
 """
 
 from __future__ import annotations
@@ -28,12 +29,45 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="let --lazy read .bin pickle checkpoints (only for files you trust)")
 
 
+def add_big_model_args(p: argparse.ArgumentParser) -> None:
+    """--device-map, --max-memory and --offload-folder: run a model bigger than one device.
+
+    Read by :func:`load_model` (see :mod:`headmaps.models.bigmodel`); a command that runs
+    the model adds them with this one call.
+    """
+    g = p.add_argument_group("models bigger than one device (need accelerate)")
+    g.add_argument("--device-map", default=None, metavar="STRATEGY",
+                   help="spread the model's forward passes over the GPUs, CPU and disk: "
+                        "auto | balanced | balanced_low_0 | sequential (accelerate)")
+    g.add_argument("--max-memory", default=None, metavar="DEVICE=SIZE,...",
+                   help="memory per device, e.g. 0=70GiB,1=70GiB,cpu=100GiB or "
+                        "cpu=2GiB,disk=50GiB (implies --device-map auto)")
+    g.add_argument("--offload-folder", default=None, metavar="DIR",
+                   help="folder for the modules offloaded to disk")
+
+
+def big_model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``device_map``/``max_memory``/``offload_folder`` for :func:`headmaps.load`, given ones only.
+
+    The values are checked by :func:`headmaps.load` (a bad one is a one-line error).
+    """
+    kw = {"device_map": getattr(args, "device_map", None),
+          "max_memory": getattr(args, "max_memory", None),
+          "offload_folder": getattr(args, "offload_folder", None)}
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def big_model_flags(args: argparse.Namespace) -> str:
+    """The big-model options as command-line text, for the command a result records."""
+    return "".join(f" --{k.replace('_', '-')} {v}" for k, v in big_model_kwargs(args).items())
+
+
 def load_model(args: argparse.Namespace):
-    """Load the model named by ``args`` (see :func:`add_model_args`)."""
+    """Load the model named by ``args`` (see :func:`add_model_args`, :func:`add_big_model_args`)."""
     from ..models import load
 
     return load(args.model, device=args.device, dtype=args.dtype, lazy=getattr(args, "lazy", None),
-                allow_pickle=getattr(args, "allow_pickle", False))
+                allow_pickle=getattr(args, "allow_pickle", False), **big_model_kwargs(args))
 
 
 def add_projection_args(p: argparse.ArgumentParser) -> None:

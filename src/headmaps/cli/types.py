@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, add_projection_args, load_model, projection_kwargs
+from .common import (
+    add_big_model_args,
+    add_model_args,
+    add_projection_args,
+    load_model,
+    projection_kwargs,
+)
 
 
 def register(sub) -> None:
@@ -18,6 +24,7 @@ def register(sub) -> None:
                                    "parameters; --validate runs the behavioural detectors and "
                                    "compares.")
     add_model_args(p)
+    add_big_model_args(p)  # --validate runs the model
     add_projection_args(p)
     p.add_argument("--tokens", type=int, default=8192,
                    help="token subset for the eigenvalue and self-preference scores (default 8192)")

@@ -22,6 +22,7 @@ def register(sub) -> None:
         description="Run one of the paper's validation experiments and write CSV tables, plots "
                     "and summary.md under --out.")
     common.add_model_args(p)
+    common.add_big_model_args(p)
     p.add_argument("--experiment", required=True, choices=["correlation", "causal", "multitoken"])
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated built-in names / paths to JSON or CSV sets")
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     cmd = (f"headmaps validate {args.model} --experiment {args.experiment} "
            f"--relations {args.relations} --max-pairs {max_pairs or 0}")
     cmd += f" --templates {args.templates}" if args.templates else ""
+    cmd += common.big_model_flags(args)
     cmd += "".join(f" --{k.replace('_', '-')} "
                    f"{v}" for k, v in common.projection_kwargs(args).items())
     if args.experiment == "causal":

@@ -36,7 +36,7 @@ import torch
 
 from ..errors import HeadmapsError
 from ..models import HeadModel
-from .hooks import Hook, hf_model_of, hooked, layer_modules
+from .hooks import Hook, hf_model_of, hooked, input_device, layer_modules
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def attention_patterns(model: HeadModel, input_ids: torch.Tensor) -> torch.Tenso
         return fn
 
     hooks: list[Hook] = [(m.attention, "forward", grab(i)) for i, m in enumerate(mods)]
-    dev = next(hf.parameters()).device
+    dev = input_device(hf)
     with torch.no_grad(), eager_attention(hf), hooked(hooks):
         hf.base_model(input_ids=input_ids.to(dev),
                       attention_mask=torch.ones_like(input_ids).to(dev),

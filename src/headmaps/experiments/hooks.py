@@ -11,6 +11,15 @@ Two places are hooked, both as *forward pre-hooks* (they see a module's input):
 * the attention output projection (``o_proj``/``c_proj``/``dense``/``out_proj``): its
   input is ``z``, the concatenation of every query head's output ``(batch, pos,
   n_heads * d_head)``, head ``h`` in columns ``h*d_head:(h+1)*d_head``.
+
+A model dispatched by accelerate (``hm.load(..., device_map="auto")``) runs each block on
+its own device, and offloaded blocks keep their weights on ``meta`` between passes.
+The hooks need no change for that: torch runs forward pre-hooks before accelerate's
+hook moves the inputs and loads the weights, so a hook sees the tensors on the device
+of the block before. What changes is where tensors go: inputs are placed on the device
+that runs the input embedding (:func:`input_device`), every captured tensor is moved to
+the HeadModel's device (where the static weights and the scoring live), and the final
+hidden state to the device that runs the LM head.
 """
 
 from __future__ import annotations
@@ -40,9 +49,34 @@ def hf_model_of(model: HeadModel) -> nn.Module:
     if model.hf_model is None:
         raise MissingComponentError(
             f"model {model.model_id!r} was loaded without a transformers model (lazy checkpoint?); "
-            "the validation experiments run the model: load it with hm.load(..., lazy=False)"
+            "the validation experiments run the model: load it with hm.load(..., lazy=False), "
+            "or with device_map='auto' (and max_memory=...) when it does not fit on one device"
         )
     return model.hf_model
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device ``module`` computes on.
+
+    accelerate's execution device when the module is dispatched (its weights may sit on
+    ``meta`` or another device between passes), else the device of its first weight
+    that is not on ``meta``, else the CPU.
+    """
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            return torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}")
+    for t in (*module.parameters(), *module.buffers()):
+        if t.device.type != "meta":
+            return t.device
+    return torch.device("cpu")
+
+
+def input_device(hf: nn.Module) -> torch.device:
+    """Where a transformers model wants its ``input_ids``: the input embedding's device."""
+    emb = hf.get_input_embeddings() if hasattr(hf, "get_input_embeddings") else None
+    return module_device(emb if emb is not None else hf)
 
 
 def layer_modules(model: HeadModel) -> list[LayerModules]:
@@ -155,7 +189,7 @@ def forward_base(model: HeadModel, input_ids: torch.Tensor, attention_mask: torc
         non-padding position.
     """
     hf = hf_model_of(model)
-    dev = next(hf.parameters()).device
+    dev = input_device(hf)
     with torch.no_grad(), hooked(hooks):
         out = hf.base_model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                             use_cache=False)
@@ -182,21 +216,23 @@ def capture(model: HeadModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     zs: list[torch.Tensor | None] = [None] * len(mods)
     xs: list[torch.Tensor | None] = [None] * len(mods)
 
+    dev = model.device  # blocks may run on several devices: gather everything here
+
     def z_hook(i: int):
         def fn(_m, args, _kwargs):
             z = _rows(args[0], last)
-            zs[i] = z.reshape(z.shape[0], H, dh).detach()
+            zs[i] = z.reshape(z.shape[0], H, dh).detach().to(dev)
         return fn
 
     def x_hook(i: int):
         def fn(_m, args, kwargs):
-            xs[i] = _rows(_hidden_states(args, kwargs), source_pos).detach()
+            xs[i] = _rows(_hidden_states(args, kwargs), source_pos).detach().to(dev)
         return fn
 
     hooks: list[Hook] = [(m.out_proj, "pre", z_hook(i)) for i, m in enumerate(mods)]
     if source_pos is not None:
         hooks += [(m.attention, "pre", x_hook(i)) for i, m in enumerate(mods)]
-    hidden = forward_base(model, input_ids, attention_mask, hooks)
+    hidden = forward_base(model, input_ids, attention_mask, hooks).to(dev)
     return Captured(torch.stack(zs), torch.stack(xs) if source_pos is not None else None, hidden)
 
 
@@ -243,7 +279,7 @@ def next_token_logits(model: HeadModel, input_ids: torch.Tensor, attention_mask:
     hidden = forward_base(model, input_ids, attention_mask, hooks)
     head = hf_model_of(model).get_output_embeddings()
     with torch.no_grad():
-        return head(hidden)
+        return head(hidden.to(module_device(head)))
 
 
 def _cache_kwarg(base: nn.Module) -> str:
@@ -261,10 +297,10 @@ def prefix_cache(model: HeadModel, prefix_ids: torch.Tensor) -> Any:
         model: the model.
         prefix_ids: ``(B, T - 1)`` token ids (every row the same length, no padding).
     """
-    base = hf_model_of(model).base_model
-    dev = next(base.parameters()).device
+    hf = hf_model_of(model)
+    base = hf.base_model
     with torch.no_grad():
-        out = base(input_ids=prefix_ids.to(dev), use_cache=True)
+        out = base(input_ids=prefix_ids.to(input_device(hf)), use_cache=True)
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
 
@@ -287,8 +323,8 @@ def next_token_logits_cached(model: HeadModel, cache: Any, last_ids: torch.Tenso
 
     hf = hf_model_of(model)
     base = hf.base_model
-    dev = next(base.parameters()).device
     kwargs = {_cache_kwarg(base): copy.deepcopy(cache)}
+    head = hf.get_output_embeddings()
     with torch.no_grad(), hooked(hooks):
-        out = base(input_ids=last_ids.to(dev), use_cache=True, **kwargs)
-        return hf.get_output_embeddings()(out.last_hidden_state[:, -1])
+        out = base(input_ids=last_ids.to(input_device(hf)), use_cache=True, **kwargs)
+        return head(out.last_hidden_state[:, -1].to(module_device(head)))

@@ -14,6 +14,7 @@ import torch
 from ..errors import CorruptFileError, HeadmapsError, ModelNotFoundError
 from . import cache
 from .adapters import adapter_for
+from .bigmodel import BigModelOptions
 from .headmodel import HeadModel
 from .hub import offline, parse_dtype
 from .lazy import load_lazy, should_load_lazily
@@ -63,6 +64,9 @@ def load(
     tokenizer: Any = None,
     lazy: bool | None = None,
     allow_pickle: bool = False,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, int | str] | str | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> HeadModel:
     """Load a model as a :class:`HeadModel`.
 
@@ -81,6 +85,14 @@ def load(
             (default) does so for a local folder whose weights would take more than half
             of the available memory.
         allow_pickle: let the lazy loader read ``.bin`` pickle checkpoints.
+        device_map: spread the transformers model (the validation experiments' forward
+            passes) over devices with accelerate: ``"auto"``, ``"balanced"``,
+            ``"balanced_low_0"``, ``"sequential"`` or a dict (see
+            :mod:`headmaps.models.bigmodel`). The static side still reads weights one
+            layer at a time, from the checkpoint where it can.
+        max_memory: per-device budget, e.g. ``{0: "70GiB", 1: "70GiB", "cpu": "100GiB"}``
+            or ``"cpu=2GiB,disk=50GiB"``; implies ``device_map="auto"``.
+        offload_folder: folder for modules offloaded to disk.
 
     Raises:
         ModelNotFoundError: unknown alias/id or missing file.
@@ -88,7 +100,13 @@ def load(
         UnsupportedArchitectureError: no adapter for the model's ``model_type``.
     """
     dtype = parse_dtype(dtype)
+    big = BigModelOptions.create(device_map, max_memory, offload_folder)
     t0 = time.perf_counter()
+    if big is not None and not isinstance(source, (str, os.PathLike)):
+        raise HeadmapsError(
+            "device_map/max_memory/offload_folder apply when headmaps loads the model from a "
+            "name or path; dispatch an in-memory model yourself "
+            "(from_pretrained(..., device_map='auto')) and pass it as it is")
     if isinstance(source, HeadModel):
         return source
     from .interop import from_interop  # TransformerLens / nnsight models (optional extras)
@@ -99,7 +117,7 @@ def load(
         model = from_transformers(source, tokenizer=tokenizer, device=device, dtype=dtype)
     elif isinstance(source, (str, os.PathLike)):
         model = _load_named(str(source), device=device, dtype=dtype, revision=revision,
-                            lazy=lazy, allow_pickle=allow_pickle)
+                            lazy=lazy, allow_pickle=allow_pickle, big=big)
     else:
         raise HeadmapsError(
             f"cannot load a model from {type(source).__name__}; pass an alias, hub id, "
@@ -130,28 +148,36 @@ def from_transformers(
                      model_id=name, device=device, dtype=dtype)
 
 
-def _load_named(name: str, *, device, dtype, revision, lazy, allow_pickle) -> HeadModel:
+def _load_named(name: str, *, device, dtype, revision, lazy, allow_pickle,
+                big: BigModelOptions | None = None) -> HeadModel:
     if name in ALIASES:
-        return load_gguf(ALIASES[name][0](), device=device, dtype=dtype, model_id=name)
+        return load_gguf(ALIASES[name][0](), device=device, dtype=dtype, model_id=name, big=big)
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file not found: {path}")
-        return load_gguf(path, device=device, dtype=dtype)
+        return load_gguf(path, device=device, dtype=dtype, big=big)
     if path.exists():
         if not path.is_dir():
             raise ModelNotFoundError(
                 f"{path} is a file but not a .gguf; pass a model folder, a .gguf file or a hub id"
             )
-        if lazy or (lazy is None and should_load_lazily(path)):
+        if big is not None and any(path.glob("*.safetensors")):
+            # static side from the checkpoint, tensor by tensor; the dispatched model
+            # is built when an experiment first needs it
+            model = load_lazy(path, device=device, dtype=dtype)
+            model._hf_model_loader = lambda: build_hf_model(str(path), dtype, big)
+            model.source += f"; forward passes: {big.describe()}"
+            return model
+        if lazy or (lazy is None and big is None and should_load_lazily(path)):
             return load_lazy(path, device=device, dtype=dtype, allow_pickle=allow_pickle)
-        return _from_pretrained(str(path), device=device, dtype=dtype, revision=None)
+        return _from_pretrained(str(path), device=device, dtype=dtype, revision=None, big=big)
     if _looks_like_path(name):
         raise ModelNotFoundError(f"no such file or folder: {path}")
-    if lazy:
+    if lazy and big is None:
         return load_lazy(name, device=device, dtype=dtype, revision=revision,
                          allow_pickle=allow_pickle)
-    return _from_pretrained(name, device=device, dtype=dtype, revision=revision)
+    return _from_pretrained(name, device=device, dtype=dtype, revision=revision, big=big)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -167,8 +193,43 @@ def _unknown(name: str, err: Exception) -> ModelNotFoundError:
     )
 
 
-def _from_pretrained(name: str, *, device, dtype, revision) -> HeadModel:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def build_hf_model(name: str | Path, dtype: torch.dtype | None, big: BigModelOptions | None = None,
+             **kwargs: Any) -> torch.nn.Module:
+    """The transformers model of a folder or hub id, in eval mode: the one place it is built.
+
+    Args:
+        name: a local folder or a hub id.
+        dtype: weights' dtype (None: the checkpoint's).
+        big: device map, memory budget and offload folder (None: all on the CPU).
+        kwargs: more ``from_pretrained`` arguments (``revision``).
+
+    Raises:
+        CorruptFileError: the weights cannot be read.
+        HeadmapsError: accelerate cannot place the model with the given budget.
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if big is not None:
+        kwargs.update(big.from_pretrained_kwargs())
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto", **kwargs)
+    except OSError as err:
+        raise CorruptFileError(f"could not read the weights of {name!r}: {err}") from err
+    except ValueError as err:
+        if big is None:
+            raise
+        # accelerate reports a budget it cannot meet (or a missing offload folder) so
+        raise HeadmapsError(f"cannot place {name!r} with {big.describe()}: {err}") from err
+    if big is not None:
+        logger.info("%s dispatched: %s", name, getattr(model, "hf_device_map", None))
+    return model.eval()
+
+
+def _from_pretrained(name: str, *, device, dtype, revision,
+                     big: BigModelOptions | None = None) -> HeadModel:
+    from transformers import AutoConfig, AutoTokenizer
 
     kwargs: dict[str, Any] = {"revision": revision} if revision else {}
     last_err: Exception | None = None
@@ -181,27 +242,25 @@ def _from_pretrained(name: str, *, device, dtype, revision) -> HeadModel:
     else:
         raise _unknown(name, last_err) from last_err
     adapter_for(config, StateDictSource({}))  # fail fast on unsupported architectures
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto", **kwargs)
-    except OSError as err:
-        raise CorruptFileError(f"could not read the weights of {name!r}: {err}") from err
-    model.eval()
+    model = build_hf_model(name, dtype, big, **kwargs)
     try:
         tok = AutoTokenizer.from_pretrained(name, **kwargs)
     except Exception as err:  # noqa: BLE001
         logger.warning("no tokenizer for %s (%s); relation scoring will need one", name, err)
         tok = None
+    where = f"; {big.describe()}" if big is not None else ""
     return from_transformers(model, tokenizer=tok, device=device, dtype=dtype,
-                             source=f"transformers: {name}",
+                             source=f"transformers: {name}{where}",
                              model_id=name)
 
 
 def load_gguf(path: str | Path, *, device=None, dtype=None,
-              model_id: str | None = None) -> HeadModel:
+              model_id: str | None = None, big: BigModelOptions | None = None) -> HeadModel:
     """Load a GGUF file through transformers, caching the converted model as safetensors.
 
     The first load dequantises the file (tens of seconds for small models); later loads
-    read the cache entry keyed by the file's SHA-256 and the headmaps version.
+    read the cache entry keyed by the file's SHA-256 and the headmaps version. ``big``
+    dispatches the transformers model (built on first use) over devices.
     """
     from .._version import __version__
 
@@ -217,15 +276,16 @@ def load_gguf(path: str | Path, *, device=None, dtype=None,
 
     entry = cache.get_or_build(key, build)
     try:
-        return _load_cached(entry, path, device, dtype, model_id)
+        return _load_cached(entry, path, device, dtype, model_id, big)
     except Exception as err:  # noqa: BLE001 - any failure to read the entry means rebuild
         logger.warning("cache entry %s failed to load (%s); rebuilding", entry, err)
         cache.invalidate(entry)
         entry = cache.get_or_build(key, build)
-        return _load_cached(entry, path, device, dtype, model_id)
+        return _load_cached(entry, path, device, dtype, model_id, big)
 
 
-def _load_cached(entry: Path, path: Path, device, dtype, model_id) -> HeadModel:
+def _load_cached(entry: Path, path: Path, device, dtype, model_id,
+                 big: BigModelOptions | None = None) -> HeadModel:
     """Read a cache entry: weights memory-mapped tensor by tensor.
 
     The transformers model (only the validation experiments need it) is built on first
@@ -235,18 +295,11 @@ def _load_cached(entry: Path, path: Path, device, dtype, model_id) -> HeadModel:
     model.spec  # noqa: B018 - fail here, inside the caller's rebuild guard, on a bad entry
     model.E  # noqa: B018
     model.source = f"gguf: {path} (cache: {entry})"
+    if big is not None:
+        model.source += f"; forward passes: {big.describe()}"
     model.model_id = model_id or path.name
-    model._hf_model_loader = lambda: _cached_hf_model(entry, dtype)
+    model._hf_model_loader = lambda: build_hf_model(entry, dtype or torch.float32, big)
     return model
-
-
-def _cached_hf_model(entry: Path, dtype) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype or torch.float32)
-    return model.eval()
 
 
 def _convert_gguf(path: Path):

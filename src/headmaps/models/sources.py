@@ -44,9 +44,15 @@ class StateDictSource:
     Names are tried as given and, failing that, with a leading wrapper prefix
     (``transformer.``, ``model.``, ``gpt_neox.``) removed or added, because some hub
     checkpoints were saved from the bare model and others from the LM-head wrapper.
+
+    A module that accelerate dispatched with CPU or disk offload holds its offloaded
+    weights on the ``meta`` device (they are loaded only while the module runs); such a
+    tensor is read from the offload store of the module's accelerate hook instead, one
+    tensor at a time, in the dtype the model runs in.
     """
 
     def __init__(self, tensors: Mapping[str, torch.Tensor] | torch.nn.Module):
+        self._module = tensors if isinstance(tensors, torch.nn.Module) else None
         if isinstance(tensors, torch.nn.Module):
             tensors = dict(tensors.state_dict(keep_vars=False))
         self._tensors = dict(tensors)
@@ -64,11 +70,48 @@ class StateDictSource:
         stored = self.resolve(name)
         if stored is None:
             raise MissingTensorError(name)
-        return self._tensors[stored].detach()
+        t = self._tensors[stored].detach()
+        if t.device.type == "meta":
+            return offloaded_tensor(self._module, stored, t)
+        return t
 
     def names(self) -> list[str]:
         """All stored names."""
         return list(self._tensors)
+
+
+def offloaded_tensor(module: torch.nn.Module | None, name: str, meta: torch.Tensor) -> torch.Tensor:
+    """The real value of ``module``'s tensor ``name``, which sits on the ``meta`` device.
+
+    accelerate's ``AlignDevicesHook`` on the owning submodule keeps a ``weights_map``
+    (CPU tensors, or the offload folder / safetensors files for disk offload) from which
+    it loads the weights for each forward pass; read the one tensor from there.
+
+    Raises:
+        HeadmapsError: no accelerate hook holds the tensor (a model built on ``meta`` and
+            never loaded).
+    """
+    from ..errors import HeadmapsError
+
+    owner, _, leaf = name.rpartition(".")
+    hook = None
+    if module is not None:
+        try:
+            hook = getattr(module.get_submodule(owner), "_hf_hook", None)
+        except AttributeError:
+            hook = None
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        weights = getattr(h, "weights_map", None)
+        if weights is None:
+            continue
+        try:
+            t = weights[leaf]
+        except KeyError:
+            continue
+        return t.detach().to(meta.dtype)
+    raise HeadmapsError(f"tensor {name!r} is on the meta device and no accelerate offload hook "
+                        "holds it; load the model's weights (or let headmaps load it with "
+                        "device_map=...)")
 
 
 _PREFIXES = ("transformer.", "model.", "gpt_neox.", "model.decoder.")
