@@ -1,6 +1,7 @@
 """Argument groups shared by subcommands, each defined once.
 
-The groups: model, projection, salient operations, describer, relation lists.
+The groups: model, projection, salient operations, describer, relation lists, and the
+parts of :func:`headmaps.analyse` (shared by ``analyse`` and ``report``).
 """
 
 from __future__ import annotations
