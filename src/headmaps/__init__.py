@@ -11,6 +11,7 @@ Quick start::
 
 from . import describe, experiments, projection, relations
 from ._version import __version__
+from .analyse import HeadReport, analyse
 from .attention import (
     AttentionPreferences,
     AttentionSummary,
@@ -34,6 +35,7 @@ from .salient import SalientAll, SalientOperations, salient_all, salient_operati
 from .scoring import RelationScores, ScanResult, relation_scores, scan
 
 __all__ = [
+    "HeadReport", "analyse",
     "AttentionPreferences", "AttentionSummary", "PositionalProfile", "attention_logits",
     "attention_preferences", "attention_summary", "positional_profile",
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",

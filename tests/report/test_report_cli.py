@@ -11,8 +11,6 @@ import pytest
 from headmaps.cli import plot as plot_cmd
 from headmaps.cli import report as report_cmd
 from headmaps.report import synthetic_scan
-from headmaps.report.extras import collect_extras
-from headmaps.scoring import ScanResult
 
 
 def run(argv: list[str]) -> int:
@@ -34,13 +32,15 @@ def saved(tmp_path_factory):
 
 def test_report_from_saved_scan_without_model(saved, tmp_path, capsys, monkeypatch):
     folder, scan, extras = saved
-    monkeypatch.setattr(report_cmd, "load_model",
-                        lambda args: pytest.fail("the model must not be loaded"))
+    import headmaps.models
+
+    monkeypatch.setattr(headmaps.models, "load",
+                        lambda *a, **k: pytest.fail("the model must not be loaded"))
     ex = tmp_path / "extras.json"
     ex.write_text(json.dumps({"1.2": extras["1.2"]}))
     out = tmp_path / "r.html"
-    assert run(["report", "--scan", str(folder), "--no-salient", "--extras", str(ex), "-o",
-                str(out)]) == 0
+    assert run(["report", "--scan", str(folder), "--no-salient", "--no-attention", "--no-types",
+                "--extras", str(ex), "-o", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     data = json.loads(re.search(r'id="hm-data">(.*?)</script>', page, re.S).group(1))
     lines = re.search(r'id="hm-ex">(.*?)</script>', page, re.S).group(1).split("\n")
@@ -65,26 +65,3 @@ def test_help_texts():
         with pytest.raises(SystemExit) as e:
             run([cmd, "--help"])
         assert e.value.code == 0
-
-
-def test_collect_extras_on_a_real_model(tiny_llama_hm):
-    """Salient operations and pattern descriptions of every head of a tiny model."""
-    m = tiny_llama_hm
-    scan, _ = synthetic_scan(m.n_layers, m.n_heads, 2, seed=0, with_extras=False)
-    scan = ScanResult(**{**scan.__dict__, "preset": "paper"})
-    extras = collect_extras(m, scan, "pattern")
-    assert len(extras) == m.n_layers * m.n_heads
-    e = extras["1.3"]
-    assert len(e["salient"]) == 15 and len(e["salient"][0]["targets"]) == 5
-    assert "description" in e or e.get("unclear")
-
-
-def test_report_api_from_scan(saved, tmp_path):
-    from headmaps.errors import HeadmapsError
-    from headmaps.report import report
-
-    folder, scan, extras = saved
-    path = report(scan, tmp_path / "a.html", extras={"0.1": extras["0.1"]})
-    assert path.exists() and scan.model_id in path.read_text(encoding="utf-8")
-    with pytest.raises(HeadmapsError, match="need the model"):
-        report(scan, tmp_path / "b.html", salient=True)

@@ -1,7 +1,8 @@
 """Argument groups shared by subcommands, each defined once.
 
 The groups: model, big-model placement, projection, salient operations, describer,
-relation lists.
+relation lists, and the parts of :func:`headmaps.analyse` (shared by ``analyse`` and
+``report``).
 """
 
 from __future__ import annotations
@@ -62,12 +63,20 @@ def big_model_flags(args: argparse.Namespace) -> str:
     return "".join(f" --{k.replace('_', '-')} {v}" for k, v in big_model_kwargs(args).items())
 
 
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`headmaps.load` from :func:`add_model_args`.
+
+    Includes the big-model options of :func:`add_big_model_args` when given.
+    """
+    return {"device": args.device, "dtype": args.dtype, "lazy": getattr(args, "lazy", None),
+            "allow_pickle": getattr(args, "allow_pickle", False), **big_model_kwargs(args)}
+
+
 def load_model(args: argparse.Namespace):
     """Load the model named by ``args`` (see :func:`add_model_args`, :func:`add_big_model_args`)."""
     from ..models import load
 
-    return load(args.model, device=args.device, dtype=args.dtype, lazy=getattr(args, "lazy", None),
-                allow_pickle=getattr(args, "allow_pickle", False), **big_model_kwargs(args))
+    return load(args.model, **load_options(args))
 
 
 def add_projection_args(p: argparse.ArgumentParser) -> None:
@@ -151,3 +160,55 @@ def make_describer(args: argparse.Namespace):
     if args.describe == "pattern":
         return PatternDescriber()
     return LLMDescriber(**llm_options(args))
+
+
+def add_analyse_args(p: argparse.ArgumentParser) -> None:
+    """The parts of :func:`headmaps.analyse` and the describer options.
+
+    --scan, --relations, --no-salient, --no-attention, --no-types, --salient and
+    --descriptions.
+    """
+    from pathlib import Path
+
+    p.add_argument("--scan", type=Path, default=None,
+                   help="a saved scan (folder with scores.parquet, or the file) instead of "
+                        "scanning now")
+    p.add_argument("--relations", default="all",
+                   help="relations to scan when there is no --scan: 'all', or comma-separated "
+                        "names and/or JSON/CSV files")
+    p.add_argument("--no-salient", action="store_true",
+                   help="no salient operations or descriptions")
+    p.add_argument("--no-attention", action="store_true",
+                   help="skip the QK half (what each head attends to)")
+    p.add_argument("--no-types", action="store_true",
+                   help="skip the head types (previous-token, induction, copying...)")
+    p.add_argument("--salient", type=Path, default=None, metavar="PATH",
+                   help="saved salient operations (SalientAll.save) instead of computing them")
+    p.add_argument("--descriptions", type=Path, default=None, metavar="PATH",
+                   help="saved descriptions (descriptions.jsonl) instead of describing now")
+    add_describer_args(p)
+
+
+def analyse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`headmaps.analyse` from :func:`add_analyse_args`."""
+    salient: Any = not args.no_salient
+    if salient and args.salient is not None:
+        from ..salient import SalientAll
+
+        salient = SalientAll.load(args.salient)
+    descriptions = None
+    if args.descriptions is not None:
+        from ..describe import load_descriptions
+
+        descriptions = load_descriptions(args.descriptions)
+    describer = make_describer(args) if salient is not False else None
+    return {"scan": args.scan, "relations": parse_relations(args.relations), "salient": salient,
+            "describe": describer or "none", "descriptions": descriptions,
+            "attention": not args.no_attention, "head_types": not args.no_types, "progress": True}
+
+
+def analyse_model(args: argparse.Namespace):
+    """Run :func:`headmaps.analyse` as the arguments ask; the model is loaded only if needed."""
+    from ..analyse import analyse
+
+    return analyse(args.model, **analyse_kwargs(args), **load_options(args))

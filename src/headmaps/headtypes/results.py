@@ -71,6 +71,15 @@ class HeadTypes:
         """The type labels of one head."""
         return [t for t in self.labels if bool(self.labels[t][layer, head])]
 
+    def to_extras(self) -> dict[str, dict[str, Any]]:
+        """Per-head report extras: ``{"L.H": {"types": ["induction", ...]}}`` for labelled heads.
+
+        See :mod:`headmaps.report.schema`; the report shows them as badges and a filter.
+        """
+        return {f"{layer}.{head}": {"types": kinds}
+                for layer in range(self.n_layers) for head in range(self.n_heads)
+                if (kinds := self.types_of(layer, head))}
+
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per head; ``<type>`` scores, ``is_<type>`` labels, components."""
         L, H = np.meshgrid(np.arange(self.n_layers), np.arange(self.n_heads), indexing="ij")

@@ -1,4 +1,4 @@
-"""One call from a model (or a saved scan) to the HTML explorer: :func:`report`."""
+"""One call from a model, a saved head report or a scan to the HTML explorer: :func:`report`."""
 
 from __future__ import annotations
 
@@ -7,32 +7,41 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import HeadmapsError
+from ..analyse import HeadReport, analyse
 from ..scoring.results import ScanResult
 from .build import write_report
-from .extras import collect_extras
+from .extras import extras_from_report, merge_extras
 
 log = logging.getLogger(__name__)
 
 
 def report(source: Any, path: str | os.PathLike = "report.html", *,
            scan: ScanResult | str | os.PathLike | None = None,
-           describe: str = "pattern", salient: bool | None = None,
+           describe: Any = "pattern", salient: bool | None = None,
+           attention: bool | None = None, head_types: bool | None = None,
            extras: dict[str, Any] | None = None,
            title: str | None = None, progress: bool = False, show_paths: bool = False,
            **load_options: Any) -> Path:
     """Write the self-contained HTML explorer of a model's heads.
 
+    The computing is :func:`headmaps.analyse`; this renders its
+    :class:`~headmaps.analyse.HeadReport`.
+
     Args:
-        source: a :class:`~headmaps.HeadModel`, anything :func:`headmaps.load` accepts
-            (alias, hub id, folder, .gguf), or a :class:`~headmaps.scoring.ScanResult`
-            (then no model is loaded and the report shows the scores and ``extras``).
+        source: a :class:`~headmaps.analyse.HeadReport` (rendered as it is), a
+            :class:`~headmaps.HeadModel` or anything :func:`headmaps.load` accepts
+            (alias, hub id, folder, .gguf; analysed now), or a
+            :class:`~headmaps.scoring.ScanResult` (then no model is loaded and the report
+            shows the scores and ``extras``).
         path: the HTML file to write.
         scan: a scan result or a folder/file it was saved to; default: scan every
             relation of the library now.
-        describe: ``"pattern"``, ``"llm"`` or ``"none"`` (see :func:`collect_extras`).
+        describe: ``"pattern"``, ``"llm"``, ``"none"`` or a describer (see
+            :func:`headmaps.analyse`).
         salient: compute salient operations (and descriptions) of every head; default:
-            when a model is at hand. False keeps the report to the scores (and ``extras``).
+            when a model is at hand.
+        attention: compute the QK half of every head; default: when a model is at hand.
+        head_types: compute the head types; default: when a model is at hand.
         extras: per-head extras to add (schema :data:`~headmaps.report.schema.HeadExtras`);
             they override computed ones head by head.
         title: page title.
@@ -44,24 +53,19 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
     Returns:
         The path written.
     """
-    if isinstance(source, ScanResult):
-        model, scan = None, source
+    if isinstance(source, HeadReport):
+        result = source
     else:
-        from ..models import HeadModel, load
+        has_model = not isinstance(source, ScanResult)
+        if not has_model:
+            scan = source
 
-        model = source if isinstance(source, HeadModel) else load(source, **load_options)
-    if isinstance(scan, (str, os.PathLike)):
-        scan = ScanResult.load(scan)
-    if scan is None:
-        from ..scoring import scan as run_scan
+        def want(flag: bool | None) -> bool:
+            return has_model if flag is None else flag
 
-        scan = run_scan(model, "all", progress=progress)
-    if salient is None:
-        salient = model is not None
-    if salient and model is None:
-        raise HeadmapsError("salient operations need the model: pass the model as source and the "
-                            "scan as scan=..., or salient=False")
-    computed = collect_extras(model, scan, describe, progress=progress) if salient else {}
-    for key, value in (extras or {}).items():
-        computed.setdefault(key, {}).update(value)
-    return write_report(path, scan, computed or None, title=title, show_paths=show_paths)
+        result = analyse(source if has_model else None, scan=scan, salient=want(salient),
+                         describe=describe if want(salient) else "none",
+                         attention=want(attention), head_types=want(head_types),
+                         progress=progress, **load_options)
+    computed = merge_extras(extras_from_report(result), extras)
+    return write_report(path, result.scan, computed or None, title=title, show_paths=show_paths)

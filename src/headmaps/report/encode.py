@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..headtypes.results import TYPES as TYPE_ORDER
 from ..relations.registry import category_of
 from ..relations.schema import CATEGORIES, CUSTOM_CATEGORY
 from ..scoring.results import ScanResult
@@ -109,7 +110,8 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
     Each entry is None or a dict with the short keys ``s`` (salient:
     ``[token, saliency, [target, score, target, score, ...]]``), ``d`` (description),
     ``e`` (evidence), ``c`` (confidence), ``u`` (1 when unclear) and ``a`` (the QK half:
-    ``{"w": profile weights, "k": [token, score, ...], "t": summary}``).
+    ``{"w": profile weights, "k": [token, score, ...], "t": summary}``). Head types go
+    to the payload instead (:func:`encode_types`).
     """
     intern = _Interner()
     heads: list[Any] = [None] * (n_layers * n_heads)
@@ -134,6 +136,21 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
                         "t": a["summary"]}
         heads[layer * n_heads + head] = out or None
     return intern.table, heads
+
+
+def encode_types(extras: dict[tuple[int, int], HeadExtra], n_heads: int) -> dict[str, Any]:
+    """Head types of the extras -> ``{"names": [type, ...], "heads": [[head index, ...], ...]}``.
+
+    One list of head indices (``layer * n_heads + head``, ascending) per type name, so
+    the page can filter by type without parsing every head's extras.
+    """
+    heads: dict[str, list[int]] = {}
+    for (layer, head), e in sorted(extras.items()):
+        for t in e.get("types") or []:
+            heads.setdefault(t, []).append(layer * n_heads + head)
+    rank = {t: i for i, t in enumerate(TYPE_ORDER)}
+    names = sorted(heads, key=lambda t: (rank.get(t, len(rank)), t))
+    return {"names": names, "heads": [heads[t] for t in names]}
 
 
 def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra],
@@ -167,5 +184,6 @@ def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra],
         "bestSupp": best_relation(scan.suppression).tolist(),
         "toks": toks,
         "summary": summarise(scan, extras),
+        "types": encode_types(extras, scan.n_heads),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }, heads

@@ -1,27 +1,21 @@
-"""Gather the per-head extras of a report: salient operations and descriptions.
+"""The per-head extras of a report, converted from results (nothing is computed here).
 
 Converters turn the library's own results (:class:`~headmaps.salient.SalientAll`,
-:class:`~headmaps.describe.Description`) into the plain
-:data:`~headmaps.report.schema.HeadExtras` the report reads; :func:`collect_extras`
-computes them from a model.
+:class:`~headmaps.describe.Description`, :class:`~headmaps.analyse.HeadReport`) into
+the plain :data:`~headmaps.report.schema.HeadExtras` the report reads. The results
+come from :func:`headmaps.analyse`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import HeadmapsError
-from ..scoring.results import ScanResult
 from .schema import HeadExtras
-
-log = logging.getLogger(__name__)
-
-DESCRIBE_CHOICES = ("pattern", "llm", "none")
 
 
 def extras_from_salient(salient: Any, extras: HeadExtras | None = None) -> HeadExtras:
@@ -86,44 +80,25 @@ def load_extras(path: str | os.PathLike) -> HeadExtras:
     return data
 
 
-def collect_extras(model: Any, scan: ScanResult, describe: str = "pattern", *,
-                   progress: bool = False,
-                   llm_options: dict[str, Any] | None = None) -> HeadExtras:
-    """Compute salient operations of every head (and describe them) for a report.
+def merge_extras(extras: HeadExtras, more: HeadExtras | None) -> HeadExtras:
+    """Merge ``more`` into ``extras`` head by head (its fields win); returns ``extras``."""
+    for key, value in (more or {}).items():
+        extras.setdefault(key, {}).update(value)
+    return extras
 
-    Args:
-        model: the :class:`~headmaps.HeadModel` the scan was made on.
-        scan: the scan (its preset is reused for the salient operations when it is a
-            named preset; otherwise the salient default applies).
-        describe: ``"pattern"`` (offline pattern matcher), ``"llm"`` (an
-            OpenAI-compatible endpoint, see :class:`~headmaps.describe.LLMDescriber`) or
-            ``"none"`` (salient operations only).
-        progress: show progress bars.
-        llm_options: keyword arguments of the LLM describer (model, base_url...).
 
-    Returns:
-        :data:`~headmaps.report.schema.HeadExtras` for every head.
+def extras_from_report(result: Any) -> HeadExtras:
+    """The per-head extras of a :class:`~headmaps.analyse.HeadReport`: pure conversion.
 
-    Raises:
-        HeadmapsError: unknown ``describe``, or the model does not match the scan.
+    Salient operations, descriptions, the QK half (``attention``) and head types
+    (``types``) of every head, whichever parts the result holds.
     """
-    if describe not in DESCRIBE_CHOICES:
-        raise HeadmapsError(f"unknown describer {describe!r}; use one of "
-                            f"{', '.join(DESCRIBE_CHOICES)}")
-    if (model.n_layers, model.n_heads) != (scan.n_layers, scan.n_heads):
-        raise HeadmapsError(f"the model has {model.n_layers}x{model.n_heads} heads but the scan "
-                            f"{scan.n_layers}x{scan.n_heads}: was the scan made on another model?")
-    from ..projection import PRESETS
-    from ..salient import salient_all
-
-    kwargs: dict[str, Any] = {"preset": scan.preset} if scan.preset in PRESETS else {}
-    log.info("salient operations of %d heads", scan.n_layers * scan.n_heads)
-    salient = salient_all(model, progress=progress, **kwargs)
-    extras = extras_from_salient(salient)
-    if describe != "none":
-        from ..describe import describe_all, get_describer
-
-        options = (llm_options or {}) if describe == "llm" else {}
-        describer = get_describer(describe, **options)
-        extras_from_descriptions(describe_all(salient, describer, progress=progress), extras)
+    extras: HeadExtras = {}
+    if result.salient is not None:
+        extras_from_salient(result.salient, extras)
+    if result.descriptions is not None:
+        extras_from_descriptions(result.descriptions, extras)
+    for part in (result.attention, result.types):
+        if part is not None:
+            merge_extras(extras, part.to_extras())
     return extras

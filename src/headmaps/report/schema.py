@@ -19,6 +19,7 @@ written by hand) can feed it::
                 "keys": [[" the", 2.1], [".", 1.7]],     # key-side preferences, best first
                 "summary": "attends previous-token ...",
             },
+            "types": ["previous_token"],                 # head types (HeadTypes.to_extras)
         },
     }
 
@@ -63,6 +64,7 @@ class HeadExtra(TypedDict, total=False):
     confidence: float
     unclear: bool
     attention: AttentionExtra
+    types: list[str]
 
 
 #: ``"L.H"`` -> :class:`HeadExtra`.
@@ -119,6 +121,8 @@ def normalise_extras(extras: dict[str, Any] | None, n_layers: int,
             e["unclear"] = True
         if raw.get("attention"):
             e["attention"] = _attention(key, raw["attention"])
+        if raw.get("types"):
+            e["types"] = _types(key, raw["types"])
         out[(layer, head)] = e
     return out
 
@@ -151,6 +155,12 @@ def _attention(key: str, a: Any) -> AttentionExtra:
     return {"weights": [_num(key, "profile weight", w) for w in a.get("weights") or []],
             "keys": keys,
             "summary": str(a.get("summary") or "")}
+
+
+def _types(key: str, t: Any) -> list[str]:
+    if isinstance(t, str) or not all(isinstance(x, str) and x for x in t):
+        raise HeadmapsError(f"types of head {key} must be a list of type names, got {t!r}")
+    return list(dict.fromkeys(t))
 
 
 def _num(key: str, what: str, x: Any) -> float:

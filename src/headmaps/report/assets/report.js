@@ -60,6 +60,17 @@
     return out;
   }
   function name(i) { return ((i / H) | 0) + '.' + (i % H); }
+  // Head types (payload "types": one ascending list of head indices per type name).
+  var TYN = (D.types && D.types.names) || [], TYH = new Array(N);
+  TYN.forEach(function (t, k) { D.types.heads[k].forEach(function (i) { (TYH[i] = TYH[i] || []).push(k); }); });
+  function typeLabel(t) { return String(t).replace(/_/g, ' '); }
+  function typeBadges(i) {
+    return (TYH[i] || []).map(function (k) {
+      return ' <span class="badge htype" data-type="' + esc(TYN[k]) + '" title="head type (from parameters)">' +
+        esc(typeLabel(TYN[k])) + '</span>';
+    }).join('');
+  }
+  function hasType(i, k) { return !!TYH[i] && TYH[i].indexOf(k) >= 0; }
   function relName() { return state.rel < 0 ? 'best relation' : REL[state.rel]; }
   function cov(i) {
     var e = ex(i);
@@ -323,7 +334,7 @@
     var l = (i / H) | 0, h = i % H, e = ex(i) || {}, c = cov(i), out = [];
     var meta = 'layer ' + l + ' \u00b7 head ' + h;
     if (G > 1) meta += ' \u00b7 KV head ' + ((h / G) | 0) + ' of ' + (H / G);
-    out.push('<p class="meta">' + meta + ' <span class="badge ' + c + '">' + c + '</span></p>');
+    out.push('<p class="meta">' + meta + ' <span class="badge ' + c + '">' + c + '</span>' + typeBadges(i) + '</p>');
     if (G > 1) {
       var g0 = ((h / G) | 0) * G, sib = [];
       for (var s = g0; s < g0 + G; s++) {
@@ -415,6 +426,7 @@
     var s = searchCache[i];
     if (s === undefined) {
       var e = ex(i) || {}, parts = [name(i), relsOf(i, S).join(' '), relsOf(i, P).join(' '), cov(i), e.d || '', (e.e || []).join(' ')];
+      (TYH[i] || []).forEach(function (k) { parts.push(typeLabel(TYN[k])); });
       if (e.s) e.s.forEach(function (x) {
         parts.push(TOKS[x[0]]);
         for (var k = 0; k < x[2].length; k += 2) parts.push(TOKS[x[2][k]]);
@@ -444,12 +456,14 @@
   function applyFilter() {
     var terms = $('hm-filter').value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     var show = $('hm-show').value, cv = $('hm-cov').value, out = [];
+    var tyk = TYN.indexOf($('hm-type').value);
     for (var i = 0; i < N; i++) {
       if (show === 'any' && !nrel[i]) continue;
       if (show === 'supp' && !nsupp[i]) continue;
       if (show === 'multi' && nrel[i] < 2) continue;
       if (show === 'cur' && q(i, state.rel, 'rel') < TQ) continue;
       if (cv !== 'all' && cov(i) !== cv) continue;
+      if (tyk >= 0 && !hasType(i, tyk)) continue;
       if (terms.length) {
         var t = searchText(i), ok = true;
         for (var k = 0; k < terms.length && ok; k++) ok = t.indexOf(terms[k]) >= 0;
@@ -468,7 +482,8 @@
   function rowHTML(i, pos) {
     var e = ex(i) || {}, rl = relsOf(i, S).join(', '), sl = relsOf(i, P).join(', '), m = mappingsText(i, 3), c = cov(i);
     return '<tr class="r' + (i === state.sel ? ' sel' : '') + '" tabindex="-1" data-head="' + name(i) + '" data-i="' + i + '" aria-rowindex="' + (pos + 2) + '">' +
-      '<td>' + name(i) + '</td><td class="num">' + fmt(q(i)) + '</td>' +
+      '<td class="hname" title="' + esc((TYH[i] || []).map(function (k) { return typeLabel(TYN[k]); }).join(', ')) + '">' +
+      name(i) + typeBadges(i) + '</td><td class="num">' + fmt(q(i)) + '</td>' +
       '<td title="' + esc(rl) + '">' + esc(rl) + '</td><td title="' + esc(sl) + '">' + esc(sl) + '</td>' +
       '<td class="num">' + fmt(maxS[i]) + '</td><td title="' + esc(m) + '">' + esc(m) + '</td>' +
       '<td title="' + esc(e.d || '') + '">' + esc(e.d || '') + '</td><td><span class="badge ' + c + '">' + c + '</span></td></tr>';
@@ -535,6 +550,18 @@
   $('hm-filter').addEventListener('input', function () { clearTimeout(timer); timer = setTimeout(applyFilter, 150); });
   $('hm-show').addEventListener('change', applyFilter);
   $('hm-cov').addEventListener('change', applyFilter);
+  (function () {  // the type filter: shown only when the report has head types
+    var sel = $('hm-type');
+    TYN.forEach(function (t, k) {
+      var o = document.createElement('option');
+      o.value = t;
+      o.textContent = typeLabel(t) + ' (' + D.types.heads[k].length + ')';
+      sel.appendChild(o);
+    });
+    $('hm-type-l').hidden = !TYN.length;
+    if (TYN.length) document.querySelector('#hm-table col.w-head').classList.add('typed');
+    sel.addEventListener('change', applyFilter);
+  })();
   document.querySelectorAll('#hm-table thead button').forEach(function (b) {
     b.addEventListener('click', function () {
       var key = b.getAttribute('data-sort');

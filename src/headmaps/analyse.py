@@ -1,0 +1,250 @@
+"""One pipeline from a model to everything the report shows: :func:`analyse` -> :class:`HeadReport`.
+
+The scan (OV relation scores), the salient operations and descriptions of every head,
+the QK half (:func:`~headmaps.attention_summary`) and the head types
+(:func:`~headmaps.head_types`) are computed here, once, and kept in one result that
+saves and loads itself. :func:`headmaps.report` and ``headmaps report`` render a
+:class:`HeadReport`; they compute nothing themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .attention import AttentionSummary
+from .describe import (
+    Describer,
+    Description,
+    describe_all,
+    get_describer,
+    load_descriptions,
+    save_descriptions,
+)
+from .errors import HeadmapsError, MissingFileError
+from .headtypes import HeadTypes
+from .io import write_json
+from .salient import SalientAll
+from .scoring.results import ScanResult
+
+log = logging.getLogger(__name__)
+
+#: The manifest of a saved :class:`HeadReport`, beside its parts in one folder.
+MANIFEST = "head_report.json"
+#: Part -> file name inside the folder.
+PARTS = {"scan": "scores.parquet", "salient": "salient.parquet",
+         "descriptions": "descriptions.jsonl", "attention": "attention.parquet",
+         "types": "head_types.parquet"}
+DESCRIBE_CHOICES = ("pattern", "llm", "none")
+
+
+@dataclass
+class HeadReport:
+    """Everything known about every head of one model: the input of the report.
+
+    Attributes:
+        scan: relation scores of every head (``(R, n_layers, n_heads)``).
+        salient: salient operations of every head, or None (not computed).
+        descriptions: one :class:`~headmaps.describe.Description` per head, or None.
+        attention: the QK half of every head, or None.
+        types: the parameter-only head types, or None.
+        seconds: part -> seconds it took in :func:`analyse` (parts loaded or passed in
+            are absent).
+    """
+
+    scan: ScanResult
+    salient: SalientAll | None = None
+    descriptions: list[Description] | None = None
+    attention: AttentionSummary | None = None
+    types: HeadTypes | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        """The model the scan was made on."""
+        return self.scan.model_id
+
+    def parts(self) -> list[str]:
+        """The parts present, in :data:`PARTS` order."""
+        return [p for p in PARTS if getattr(self, p) is not None]
+
+    def __repr__(self) -> str:
+        return (f"HeadReport({self.model_id!r}, {self.scan.n_layers}x{self.scan.n_heads} heads, "
+                f"parts={self.parts()})")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write every part into the folder ``path`` and the manifest ``head_report.json`` last.
+
+        Each file is written atomically; the manifest names the parts, so parts left
+        in the folder by an earlier save are never read back.
+
+        Returns:
+            The folder.
+        """
+        folder = Path(path)
+        if folder.suffix:
+            raise HeadmapsError(f"a head report is saved to a folder, not a file: {folder}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in self.parts():
+            value, target = getattr(self, part), folder / PARTS[part]
+            if part == "descriptions":
+                save_descriptions(value, target)
+            else:
+                value.save(target)
+        write_json(folder / MANIFEST, {"kind": "headmaps.HeadReport", "model_id": self.model_id,
+                                       "parts": {p: PARTS[p] for p in self.parts()},
+                                       "seconds": self.seconds})
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HeadReport:
+        """Read what :meth:`save` wrote (the folder, or its ``head_report.json``)."""
+        path = Path(path)
+        manifest = path if path.name == MANIFEST else path / MANIFEST
+        if not manifest.is_file():
+            raise MissingFileError(f"no head report at {path}: {manifest.name} is missing (write "
+                                   "one with `headmaps analyse MODEL --out DIR`)")
+        try:
+            head = json.loads(manifest.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise HeadmapsError(f"{manifest} is not valid JSON: {err}") from err
+        if head.get("kind") != "headmaps.HeadReport":
+            raise HeadmapsError(f"{manifest} is not a headmaps head report "
+                                f"(kind={head.get('kind')!r})")
+        files = head.get("parts", {})
+        if "scan" not in files:
+            raise HeadmapsError(f"{manifest} names no scan")
+        folder = manifest.parent
+        loaders = {"scan": ScanResult.load, "salient": SalientAll.load,
+                   "descriptions": load_descriptions, "attention": AttentionSummary.load,
+                   "types": HeadTypes.load}
+        parts = {p: loaders[p](folder / files[p]) for p in PARTS if p in files}
+        return cls(**parts, seconds={k: float(v) for k, v in head.get("seconds", {}).items()})
+
+
+def _describer(describe: str | Describer, llm_options: dict[str, Any] | None) -> Describer | None:
+    if not isinstance(describe, str):
+        return describe
+    if describe not in DESCRIBE_CHOICES:
+        raise HeadmapsError(f"unknown describer {describe!r}; use one of "
+                            f"{', '.join(DESCRIBE_CHOICES)}")
+    if describe == "none":
+        return None
+    return get_describer(describe, **((llm_options or {}) if describe == "llm" else {}))
+
+
+def _check(name: str, shape: tuple[int, int], scan: ScanResult) -> None:
+    if shape != (scan.n_layers, scan.n_heads):
+        raise HeadmapsError(f"the {name} has {shape[0]}x{shape[1]} heads but the scan "
+                            f"{scan.n_layers}x{scan.n_heads}: was it made on another model?")
+
+
+def analyse(
+    model: Any,
+    *,
+    scan: ScanResult | str | os.PathLike | None = None,
+    relations: Any = "all",
+    preset: str | None = None,
+    salient: bool | SalientAll = True,
+    describe: str | Describer = "pattern",
+    descriptions: list[Description] | None = None,
+    attention: bool | AttentionSummary = True,
+    head_types: bool | HeadTypes = True,
+    llm_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    **load_options: Any,
+) -> HeadReport:
+    """Compute everything the report shows about every head of ``model``.
+
+    Each part is computed (True), skipped (False) or taken as given (a result object).
+    The model is loaded only when some part needs it.
+
+    Args:
+        model: a :class:`~headmaps.HeadModel`, or anything :func:`headmaps.load` accepts.
+        scan: a scan result, or a folder/file it was saved to; default: scan
+            ``relations`` now.
+        relations: the relations to scan when ``scan`` is None (see :func:`headmaps.scan`).
+        preset: projection preset of the scan (default
+            :data:`headmaps.projection.DEFAULT_PRESET`). The other parts use the scan's
+            preset when it is a named one, so every part of the report projects alike.
+        salient: salient operations of every head (15 tokens x 5 mappings).
+        describe: ``"pattern"`` (offline), ``"llm"`` (an OpenAI-compatible endpoint,
+            options in ``llm_options``), ``"none"``, or any
+            :class:`~headmaps.describe.Describer`. Needs salient operations.
+        descriptions: descriptions made earlier (skips describing).
+        attention: the QK half (:func:`headmaps.attention_summary`).
+        head_types: the head types (:func:`headmaps.head_types`); the scan's copying and
+            successor scores are reused when it has them.
+        llm_options: keyword arguments of :class:`~headmaps.describe.LLMDescriber`.
+        progress: show progress bars.
+        **load_options: passed to :func:`headmaps.load` when ``model`` is a name.
+
+    Returns:
+        :class:`HeadReport`.
+
+    Raises:
+        HeadmapsError: bad arguments, or a given part was made on another model.
+    """
+    describer = None if descriptions is not None else _describer(describe, llm_options)
+    if describer is not None and salient is False:
+        raise HeadmapsError("descriptions need salient operations: pass salient=True (or a "
+                            "SalientAll), or describe='none'")
+    if isinstance(scan, (str, os.PathLike)):
+        scan = ScanResult.load(scan)
+    need_model = scan is None or any(x is True for x in (salient, attention, head_types))
+    m = _model(model, load_options) if need_model else None
+    seconds: dict[str, float] = {}
+
+    def timed(part: str, fn, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds[part] = round(time.perf_counter() - t0, 3)
+        log.info("%s of %s: %.1f s", part, m.model_id if m is not None else "", seconds[part])
+        return out
+
+    if scan is None:
+        from .scoring import scan as run_scan
+
+        scan = timed("scan", run_scan, m, relations, preset=preset, progress=progress)
+    elif m is not None:
+        _check("model", (m.n_layers, m.n_heads), scan)
+    from .projection import PRESETS
+
+    same = {"preset": scan.preset} if scan.preset in PRESETS else {}
+    if salient is True:
+        from .salient import salient_all
+
+        salient = timed("salient", salient_all, m, progress=progress, **same)
+    sal = salient or None
+    if sal is not None and (sal.n_heads != scan.n_heads or max(sal.layers) >= scan.n_layers):
+        raise HeadmapsError(f"the salient operations ({len(sal.layers)} layers x {sal.n_heads} "
+                            f"heads) do not fit the scan ({scan.n_layers}x{scan.n_heads})")
+    if describer is not None and sal is not None:
+        descriptions = timed("descriptions", describe_all, sal, describer, progress=progress)
+    if attention is True:
+        from .attention import attention_summary
+
+        attention = timed("attention", attention_summary, m, progress=progress, **same)
+    if head_types is True:
+        from .headtypes import head_types as run_types
+
+        reuse = scan if same and {"copying", "successor"} <= set(scan.relations) else None
+        head_types = timed("types", run_types, m, scan=reuse, **same)
+    types = head_types or None
+    if types is not None:
+        _check("head types", (types.n_layers, types.n_heads), scan)
+    return HeadReport(scan, sal, descriptions, attention or None, types, seconds)
+
+
+def _model(model: Any, load_options: dict[str, Any]) -> Any:
+    from .models import HeadModel, load
+
+    if model is None:
+        raise HeadmapsError("scanning, salient operations, attention and head types need the "
+                            "model: pass it, or turn those parts off")
+    return model if isinstance(model, HeadModel) else load(model, **load_options)

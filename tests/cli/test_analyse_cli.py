@@ -1,0 +1,58 @@
+"""`headmaps analyse MODEL --out DIR` and `headmaps report --from DIR` (no model loaded)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import headmaps.cli as cli
+import headmaps.models
+from headmaps.analyse import HeadReport
+
+
+@pytest.fixture(scope="module")
+def saved(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysed") / "hr"
+    assert cli.main(["analyse", model_dir, "--relations", "copying,successor", "--out",
+                     str(out)]) == 0
+    return out
+
+
+def test_analyse_writes_every_part(saved, capsys):
+    res = HeadReport.load(saved)
+    assert res.parts() == ["scan", "salient", "descriptions", "attention", "types"]
+    assert res.scan.relations == ["copying", "successor"]
+    assert set(res.seconds) == {"scan", "salient", "descriptions", "attention", "types"}
+
+
+def test_report_from_saved_loads_no_model(saved, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(headmaps.models, "load",
+                        lambda *a, **k: pytest.fail("the model must not be loaded"))
+    out = tmp_path / "r.html"
+    assert cli.main(["report", "--from", str(saved), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parts: scan, salient, descriptions, attention, types" in printed
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="hm-data">(.*?)</script>', page, re.S).group(1))
+    res = HeadReport.load(saved)
+    labelled = {f"{la}.{h}" for t in res.types.labels
+                for la, h in res.types.heads_of(t)}
+    shown = {f"{i // data['nH']}.{i % data['nH']}" for hs in data["types"]["heads"] for i in hs}
+    assert shown == labelled
+    lines = re.search(r'id="hm-ex">(.*?)</script>', page, re.S).group(1).split("\n")
+    assert all('"a":' in line for line in lines)  # the QK half of every head
+
+
+def test_parts_can_be_skipped(model_dir, saved, tmp_path, capsys):
+    out = tmp_path / "hr"
+    assert cli.main(["analyse", model_dir, "--scan", str(saved / "scores.parquet"),
+                     "--no-attention", "--no-types", "--describe", "none", "--out", str(out)]) == 0
+    assert HeadReport.load(out).parts() == ["scan", "salient"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_missing_head_report_is_one_line(tmp_path, capsys):
+    assert cli.main(["report", "--from", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    assert "headmaps analyse" in capsys.readouterr().err
