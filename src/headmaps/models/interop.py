@@ -189,34 +189,26 @@ def from_transformer_lens(model: Any, *, tokenizer: Any = None,
                      model_id=name, device=device, dtype=dtype)
 
 
-def from_nnsight(model: Any, *, tokenizer: Any = None, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> Any:
-    """A :class:`~headmaps.HeadModel` over the transformers model an nnsight model wraps.
+def unwrap_nnsight(model: Any,
+                   tokenizer: Any = None) -> tuple[torch.nn.Module, Any, str, str | None]:
+    """The transformers model an nnsight model wraps, for :func:`headmaps.models.from_transformers`.
 
     Args:
         model: an nnsight ``LanguageModel`` (or any nnsight transformers wrapper).
         tokenizer: overrides the wrapper's tokenizer.
-        device: where tensors are returned (default CPU).
-        dtype: dtype of returned tensors (default: the model's).
-    """
-    from .loader import from_transformers
 
+    Returns:
+        ``(hf_model, tokenizer, source, model_id)``: the wrapped model, the tokenizer to use,
+        a source label and the hub id (None when the wrapper does not say).
+
+    Raises:
+        HeadmapsError: the wrapper holds no transformers model (not dispatched).
+    """
     state = vars(model)  # nnsight's Envoy answers attribute look-ups itself: read the fields
     inner = state.get("_module", state.get("_model"))
     if not isinstance(inner, torch.nn.Module) or getattr(inner, "config", None) is None:
         raise HeadmapsError(f"{type(model).__name__} does not wrap a transformers model "
                             "(dispatch it first, e.g. LanguageModel(name, dispatch=True))")
     repo = state.get("repo_id") or ""
-    return from_transformers(inner, tokenizer=tokenizer or state.get("tokenizer"), device=device,
-                             dtype=dtype,
-                             source=f"nnsight {type(model).__name__}", model_id=repo or None)
-
-
-def from_interop(source: Any, *, tokenizer: Any = None, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> Any | None:
-    """The HeadModel of a TransformerLens or nnsight model, or None for anything else."""
-    if is_hooked_transformer(source):
-        return from_transformer_lens(source, tokenizer=tokenizer, device=device, dtype=dtype)
-    if is_nnsight_model(source):
-        return from_nnsight(source, tokenizer=tokenizer, device=device, dtype=dtype)
-    return None
+    return (inner, tokenizer or state.get("tokenizer"), f"nnsight {type(model).__name__}",
+            repo or None)

@@ -109,10 +109,15 @@ def load(
             "(from_pretrained(..., device_map='auto')) and pass it as it is")
     if isinstance(source, HeadModel):
         return source
-    from .interop import from_interop  # TransformerLens / nnsight models (optional extras)
+    from . import interop  # TransformerLens / nnsight models (optional extras)
 
-    if (model := from_interop(source, tokenizer=tokenizer, device=device, dtype=dtype)) is not None:
-        pass
+    if interop.is_hooked_transformer(source):
+        model = interop.from_transformer_lens(source, tokenizer=tokenizer, device=device,
+                                              dtype=dtype)
+    elif interop.is_nnsight_model(source):
+        inner, tok, label, model_id = interop.unwrap_nnsight(source, tokenizer)
+        model = from_transformers(inner, tokenizer=tok, device=device, dtype=dtype, source=label,
+                                  model_id=model_id)
     elif isinstance(source, torch.nn.Module):
         model = from_transformers(source, tokenizer=tokenizer, device=device, dtype=dtype)
     elif isinstance(source, (str, os.PathLike)):
