@@ -20,12 +20,14 @@ from .attention import (
     attention_summary,
     positional_profile,
 )
+from .calibration import Calibration, load_calibration
 from .errors import (
     CorruptFileError,
     HeadmapsError,
     ModelNotFoundError,
     UnsupportedArchitectureError,
 )
+from .experiments.calibrate import calibrate
 from .headtypes import HeadTypes, head_types
 from .models import DEFAULT_MODEL, HeadModel, load
 from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
@@ -34,7 +36,8 @@ from .salient import SalientAll, SalientOperations, salient_all, salient_operati
 from .scoring import RelationScores, ScanResult, relation_scores, scan
 
 __all__ = [
-    "AttentionPreferences", "AttentionSummary", "PositionalProfile", "attention_logits",
+    "AttentionPreferences", "AttentionSummary",
+    "Calibration", "calibrate", "load_calibration", "PositionalProfile", "attention_logits",
     "attention_preferences", "attention_summary", "positional_profile",
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
