@@ -12,10 +12,12 @@ import headmaps as hm
 from headmaps import calibration as C
 from headmaps import experiments as ex
 from headmaps.experiments.calibrate import candidates, choose
-from tiny_vocab import COUNTRY_CAPITAL, mapping_matrix, set_mapping, vocab_model
+from tiny_vocab import COUNTRY_CAPITAL, VERB_PAST, mapping_matrix, set_mapping, vocab_model
 
 TEMPLATES = ["apple <X>", "river house <X>"]
 EXACT = hm.ProjectionOptions(source="mlp0_residual", fold_norms=True)
+SETS = {"capitals": COUNTRY_CAPITAL, "past": VERB_PAST}
+K = 12  # random heads then hit some targets, so projections differ in r
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def exact_model():
     at the source is ``e + MLP_0(LN(e))``: the ``mlp0_residual`` source, through the
     layer's input norm (``fold_norms``), is then exactly what inference computes. Random
     norm gains make folding matter; head 1.0 maps countries to capitals."""
-    model, tok = vocab_model(n_layers=2, seed=3)
+    model, tok = vocab_model(n_layers=2, seed=0)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         model.model.layers[0].self_attn.o_proj.weight.mul_(1e-6)
@@ -54,39 +56,57 @@ def test_choose_breaks_ties_towards_the_simpler():
         choose([{"median_r": None, "complexity": 0}])
 
 
-def test_calibrate_picks_the_exact_projection_and_stores_it(exact_model):
-    cal = hm.calibrate(exact_model, {"capitals": COUNTRY_CAPITAL}, TEMPLATES, k=1, min_pairs=10,
-                       max_pairs=None)
-    assert cal.projection() == EXACT and cal.median_r == pytest.approx(1.0)
-    assert cal.n_pairs == 16 and cal.sample["templates"] == TEMPLATES
+def test_calibrate_chooses_by_the_rule_and_stores_it(exact_model):
+    cal = hm.calibrate(exact_model, SETS, TEMPLATES, k=K, min_pairs=10, max_pairs=None)
+    assert cal.n_pairs == 32 and cal.sample["templates"] == TEMPLATES
+    assert cal.sample["relations"] == {"capitals": 16, "past": 16}
+    # every candidate's median r is the correlation experiment's on one set of dynamic scores
+    dyn = ex.dynamic_scores(exact_model, SETS, TEMPLATES, K, min_pairs=10)
+    medians = {name: ex.correlation(exact_model, dynamic=dyn, preset=opts).median()
+               for name, opts in candidates(exact_model)}
     by_name = {c["name"]: c for c in cal.candidates}
-    # every candidate's median r is the correlation experiment's, on one set of dynamic scores
-    dyn = ex.dynamic_scores(exact_model, {"capitals": COUNTRY_CAPITAL}, TEMPLATES, 1,
-                            min_pairs=10)
-    for name, opts in candidates(exact_model):
-        med = ex.correlation(exact_model, dynamic=dyn, preset=opts).median()
+    for name, med in medians.items():
         got = by_name[name]["median_r"]
         assert (got is None and math.isnan(med)) or got == pytest.approx(med, abs=1e-4)
-    others = [c["median_r"] for c in cal.candidates if c["name"] != cal.choice]
-    assert max(r for r in others if r is not None) < 0.99
+    # the winner is the best, clearly ahead of the rest (so the tie rule does not decide)
+    best = max(medians, key=lambda n: medians[n])
+    assert cal.choice == best and cal.median_r == pytest.approx(medians[best], abs=1e-4)
+    assert all(medians[n] < cal.median_r - 0.01 for n in medians if n != best)
+    assert cal.median_r > 0.99  # the folded projections read what inference computes
     # stored under the model's id + fingerprint, and read back the same
     assert C.calibration_path(exact_model).is_file()
     back = hm.load_calibration(exact_model)
     assert back is not None and back.choice == cal.choice and back.sample == cal.sample
-    assert back.median_r == pytest.approx(cal.median_r)
+    assert back.median_r == pytest.approx(cal.median_r) and back.projection() == cal.projection()
+
+
+def test_save_load_and_fingerprint_guard(exact_model, tiny_llama_hm, tmp_path):
+    cal = hm.calibrate(exact_model, SETS, TEMPLATES, k=K, min_pairs=10, save=False,
+                       candidates_=[("exact", EXACT)])
+    assert hm.load_calibration(exact_model) is None  # save=False stores nothing
+    path = cal.save(tmp_path / "cal.json")
+    assert hm.load_calibration(exact_model, path).label() == cal.label()
+    with pytest.raises(hm.HeadmapsError, match="other weights"):
+        hm.load_calibration(tiny_llama_hm, path)
+    with pytest.raises(hm.HeadmapsError, match=".json"):
+        cal.save(tmp_path / "cal.txt")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(hm.CorruptFileError):
+        C.Calibration.load(tmp_path / "bad.json")
+    assert C.fingerprint(exact_model) != C.fingerprint(tiny_llama_hm)
 
 
 def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     before = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)
     assert before.calibration == {"status": "uncalibrated"} and before.preset == hm.DEFAULT_PRESET
     assert C.label(before.preset, before.options, before.calibration) == "norms (uncalibrated)"
-    cal = hm.calibrate(exact_model, {"capitals": COUNTRY_CAPITAL}, TEMPLATES, k=1, min_pairs=10,
-                       candidates_=[("paper", hm.PRESETS["paper"]), ("exact", EXACT)])
+    cal = hm.calibrate(exact_model, SETS, TEMPLATES, k=K, min_pairs=10,
+                       candidates_=[("embedding", hm.PRESETS["embedding"]), ("exact", EXACT)])
     res = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)
     assert res.calibration["status"] == "calibrated" and res.calibration["choice"] == "exact"
     assert res.options == EXACT.to_dict()
     assert C.label(res.preset, res.options, res.calibration) == cal.label()
-    assert cal.label() == "calibrated exact (median r 1.00 on 16 pairs)"
+    assert cal.label() == f"calibrated exact (median r {cal.median_r:.2f} on 16 pairs)"  # 8 pairs x 2 relations by default
     res.save(tmp_path / "s.parquet")
     assert hm.ScanResult.load(tmp_path / "s.parquet").calibration == res.calibration
     # an explicit preset or option wins; calibration=False and the env var ignore it
@@ -102,15 +122,13 @@ def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     # the salient operations and the correlation experiment follow the same rule
     ops = hm.salient_operations(exact_model, 1, 0, n_tokens=3)
     assert ops.calibration["choice"] == "exact" and ops.options == EXACT.to_dict()
-    corr = ex.correlation(exact_model, {"capitals": COUNTRY_CAPITAL}, TEMPLATES, k=1,
-                          min_pairs=10)
-    assert corr.calibration["choice"] == "exact"
-    assert corr.median() == pytest.approx(1.0)
+    corr = ex.correlation(exact_model, SETS, TEMPLATES, k=K, min_pairs=10, max_pairs=8)
+    assert corr.calibration["choice"] == "exact" and corr.options == EXACT.to_dict()
+    assert corr.median() == pytest.approx(cal.median_r, abs=1e-4)
 
 
 def test_no_calibration_env(exact_model, monkeypatch):
-    hm.calibrate(exact_model, {"capitals": COUNTRY_CAPITAL}, TEMPLATES, k=1, min_pairs=10,
-                 candidates_=[("exact", EXACT)])
+    hm.calibrate(exact_model, SETS, TEMPLATES, k=K, min_pairs=10, candidates_=[("exact", EXACT)])
     monkeypatch.setenv("HEADMAPS_NO_CALIBRATION", "1")
     res = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)
     assert res.calibration == {"status": "uncalibrated", "reason": "calibration disabled"}
