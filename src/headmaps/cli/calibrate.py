@@ -11,6 +11,7 @@ from . import common
 def register(sub) -> None:
     """Add the ``calibrate`` subcommand."""
     from ..experiments.calibrate import DEFAULT_MAX_PAIRS, DEFAULT_N_TEMPLATES, RULE
+    from ..relations import MIN_PAIRS
 
     p = sub.add_parser(
         "calibrate", help="pick the projection that agrees best with inference on this model",
@@ -29,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--template-file", default=None, metavar="FILE",
                    help="templates with one <X> instead (as for validate --templates)")
     p.add_argument("--k", type=int, default=None, help="top-k (default: per relation)")
+    p.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
+                   help=f"single-token pairs a relation needs (default {MIN_PAIRS})")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair subset")
     p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     p.add_argument("--out", type=Path, default=None,
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     rels = common.parse_relations(args.relations) if args.relations else None
     cal = calibrate(model, rels, templates,
                     max_pairs=args.max_pairs or None, n_templates=args.templates, k=args.k,
-                    seed=args.seed, batch_size=args.batch_size, save=not args.no_store,
+                    min_pairs=args.min_pairs, seed=args.seed, batch_size=args.batch_size, save=not args.no_store,
                     progress=True)
     table = cal.table()[["name", "median_r", "median_r_with_context", "n_relations"]]
     print(f"{model.model_id}: {len(cal.candidates)} candidate projections, "
