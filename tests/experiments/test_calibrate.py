@@ -106,7 +106,8 @@ def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     assert res.calibration["status"] == "calibrated" and res.calibration["choice"] == "exact"
     assert res.options == EXACT.to_dict()
     assert C.label(res.preset, res.options, res.calibration) == cal.label()
-    assert cal.label() == f"calibrated exact (median r {cal.median_r:.2f} on 16 pairs)"  # 8 pairs x 2 relations by default
+    # 8 pairs (the default max_pairs) x 2 relations
+    assert cal.label() == f"calibrated exact (median r {cal.median_r:.2f} on 16 pairs)"
     res.save(tmp_path / "s.parquet")
     assert hm.ScanResult.load(tmp_path / "s.parquet").calibration == res.calibration
     # an explicit preset or option wins; calibration=False and the env var ignore it

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     rels = common.parse_relations(args.relations) if args.relations else None
     cal = calibrate(model, rels, templates,
                     max_pairs=args.max_pairs or None, n_templates=args.templates, k=args.k,
-                    min_pairs=args.min_pairs, seed=args.seed, batch_size=args.batch_size, save=not args.no_store,
+                    min_pairs=args.min_pairs, seed=args.seed, batch_size=args.batch_size,
+                    save=not args.no_store,
                     progress=True)
     table = cal.table()[["name", "median_r", "median_r_with_context", "n_relations"]]
     print(f"{model.model_id}: {len(cal.candidates)} candidate projections, "

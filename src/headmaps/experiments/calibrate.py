@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -183,11 +184,13 @@ def calibrate(
     for name, opts in (candidates_ if candidates_ is not None else candidates(model)):
         res = correlation(model, dynamic=dyn, preset=opts)
         n_def = int(res.table.corr_without_context.notna().sum())
-        med = res.median("corr_without_context")
+        with warnings.catch_warnings():  # a candidate with no defined r is allowed (NaN)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = res.median("corr_without_context")
+            m = res.median("corr_with_context")
         rows.append({"name": name, "options": opts.to_dict(),
                      "median_r": None if math.isnan(med) else round(med, 4),
-                     "median_r_with_context": (None if math.isnan(m := res.median(
-                         "corr_with_context")) else round(m, 4)),
+                     "median_r_with_context": None if math.isnan(m) else round(m, 4),
                      "n_relations": n_def, "complexity": complexity(opts)})
         logger.info("calibration: %s median r %.3f over %d relations", name, med, n_def)
     win = rows[choose(rows)]
