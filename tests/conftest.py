@@ -12,6 +12,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import tiny_model  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _calibration_store(tmp_path_factory, monkeypatch):
+    """Every test gets an empty calibration store, so a user's stored calibrations never
+    change the default projection a test sees (see headmaps.calibration)."""
+    monkeypatch.setenv("HEADMAPS_CALIBRATIONS", str(tmp_path_factory.mktemp("calibrations")))
+    monkeypatch.delenv("HEADMAPS_NO_CALIBRATION", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama():
     """A tiny Llama with grouped-query attention (8 heads, 2 KV heads), float64."""

@@ -21,12 +21,14 @@ from .attention import (
     attention_summary,
     positional_profile,
 )
+from .calibration import Calibration, load_calibration
 from .errors import (
     CorruptFileError,
     HeadmapsError,
     ModelNotFoundError,
     UnsupportedArchitectureError,
 )
+from .experiments.calibrate import calibrate
 from .headtypes import HeadTypes, head_types
 from .models import DEFAULT_MODEL, HeadModel, load
 from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
@@ -36,7 +38,8 @@ from .scoring import RelationScores, ScanResult, relation_scores, scan
 
 __all__ = [
     "HeadReport", "analyse",
-    "AttentionPreferences", "AttentionSummary", "PositionalProfile", "attention_logits",
+    "AttentionPreferences", "AttentionSummary",
+    "Calibration", "calibrate", "load_calibration", "PositionalProfile", "attention_logits",
     "attention_preferences", "attention_summary", "positional_profile",
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",

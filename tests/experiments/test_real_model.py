@@ -40,7 +40,7 @@ def test_correlation_cli(smollm2, tmp_path, monkeypatch, capsys):
                               "name_copying", "--max-pairs", "12", "--templates",
                               str(tmp_path / "t.json"), "--out", str(tmp_path / "out")])
     assert args.func(args) == 0
-    assert "correlation (static scores: projection norms)" in capsys.readouterr().out
+    assert "correlation (static scores: projection norms (uncalibrated))" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "out" / "correlation.csv")
     assert list(table.columns) == CORRELATION_COLUMNS
     assert table.loc[0, "n_pairs"] == 12

@@ -15,10 +15,23 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import HeadmapsError
-from . import analyse, describe, head, info, plot, relations, report, scan, types, validate
+from . import (
+    analyse,
+    calibrate,
+    describe,
+    head,
+    info,
+    plot,
+    relations,
+    report,
+    scan,
+    types,
+    validate,
+)
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = [info, scan, head, describe, analyse, report, plot, validate, relations, types]
+COMMANDS = [info, scan, head, describe, analyse, report, plot, validate, calibrate, relations,
+            types]
 
 
 def build_parser() -> argparse.ArgumentParser:

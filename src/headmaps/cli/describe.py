@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, model.n_layers)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
     res = salient_all(model, layers, n_tokens=args.tokens, n_mappings=args.mappings,
-                      skip_nonwords=skip, progress=True, **common.projection_kwargs(args))
+                      skip_nonwords=skip, progress=True, **common.projection_kwargs(args),
+               **common.calibration_kwargs(args))
     res.save(out / "salient.parquet")
     descs = describe_all(res, describer, progress=True)
     save_descriptions(descs, out / "descriptions.jsonl")

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     layer, head = parse_head(args.head, model)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
     ops = salient_operations(model, layer, head, n_tokens=args.tokens, n_mappings=args.mappings,
-                             skip_nonwords=skip, **common.projection_kwargs(args))
+                             skip_nonwords=skip, **common.projection_kwargs(args),
+               **common.calibration_kwargs(args))
     desc = describer.describe(ops) if describer is not None else None
     if args.max_distance < 1:
         raise HeadmapsError(f"--max-distance must be at least 1, got {args.max_distance}")

@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args)
     res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau,
-               min_pairs=args.min_pairs,
-               progress=True, exact_dense=args.exact_dense, **projection_kwargs(args))
+               min_pairs=args.min_pairs, progress=True, exact_dense=args.exact_dense,
+               **projection_kwargs(args), **common.calibration_kwargs(args))
     if not res.relations:
         reasons = "; ".join(f"{rel}: {why}" for rel, why in res.skipped.items())
         raise HeadmapsError(f"no relation could be scored on {model.model_id}, nothing written "

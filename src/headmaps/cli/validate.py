@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"validate-{model.model_id.replace('/', '_')}-{args.experiment}")
     kw = dict(k=args.k, max_pairs=max_pairs, batch_size=args.batch_size, seed=args.seed,
               progress=True,
-              **common.projection_kwargs(args))
+              **common.projection_kwargs(args), **common.calibration_kwargs(args))
     rels = common.parse_relations(args.relations)
     cmd = (f"headmaps validate {args.model} --experiment {args.experiment} "
            f"--relations {args.relations} --max-pairs {max_pairs or 0}")
@@ -84,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
     cmd += common.big_model_flags(args)
     cmd += "".join(f" --{k.replace('_', '-')} "
                    f"{v}" for k, v in common.projection_kwargs(args).items())
+    cmd += " --no-calibration" if args.no_calibration else ""
     if args.experiment == "causal":
         res = ex.causal(model, rels, **kw)
         res.save(out)
         res.plot(out / "causal.png")
         summary = [f"# Causal ablation: {model.model_id}", "",
-                   f"`{cmd}`; preset `{res.preset}`, up to {res.meta['m']} heads removed, "
+                   f"`{cmd}`; projection `{common.projection_label(res)}`, "
+                   f"up to {res.meta['m']} heads removed, "
                    f"{res.meta['n_random']} random draws, at most {max_pairs} prompts per "
                    "relation.", "",
                    markdown_table(res.table), "", "![curves](causal.png)", ""]
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         res.plot(out / f"{args.experiment}.png")
         d = res.dynamic
         summary = [f"# {args.experiment.capitalize()} with inference: {model.model_id}", "",
-                   f"`{cmd}`; preset `{res.preset}`, {len(d.templates)} templates, at most "
+                   f"`{cmd}`; projection `{common.projection_label(res)}`, "
+                   f"{len(d.templates)} templates, at most "
                    f"{max_pairs} pairs per relation.", "",
                    f"Median correlation without context {res.median('corr_without_context'):.2f}, "
                    f"with context {res.median('corr_with_context'):.2f} over the "

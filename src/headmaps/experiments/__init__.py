@@ -4,6 +4,7 @@ Correlation with inference, causal ablation and multi-token generalisation
 (docs/results/smollm2-135m.md).
 """
 
+from .calibrate import calibrate
 from .causal import AblationOptions, causal
 from .correlation import correlation, pearson
 from .dynamic import DynamicScores, dynamic_scores, head_outputs
@@ -11,6 +12,7 @@ from .multitoken import multitoken
 from .options import RunOptions
 from .results import CausalResult, CorrelationResult
 
-__all__ = ["AblationOptions", "CausalResult", "CorrelationResult", "DynamicScores", "causal",
+__all__ = ["AblationOptions", "CausalResult", "CorrelationResult", "DynamicScores",
+           "calibrate", "causal",
            "correlation",
            "dynamic_scores", "head_outputs", "multitoken", "pearson", "RunOptions"]

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import relations as rel_lib
+from ..calibration import resolve as resolve_projection
 from ..models import HeadModel
 from ..scoring import ScanResult, scan
 from ..scoring.engine import normalise_relations
@@ -223,7 +224,8 @@ def causal(
     """
     abl = take(AblationOptions, ablation, kwargs)
     run = RunOptions.from_kwargs(run, kwargs, batch_size=64)
-    opts, preset = run.static_options()
+    opts, preset, cal_info = resolve_projection(model, run.preset, run.projection,
+                                                 run.calibration)
     if static is None:
         static = scan(model, relations, k=run.k, preset=opts, min_pairs=run.min_pairs)
     L, H = model.n_layers, model.n_heads
@@ -264,7 +266,8 @@ def causal(
               "seed": run.seed,
               "n_prompts": {n: len(tasks[n].ids) for n in names},
               "templates": {n: tasks[n].template for n in names}, "shots": abl.shots, "k": static.k,
-              "skipped": static.skipped, "max_controls": abl.max_controls})
+              "skipped": static.skipped, "max_controls": abl.max_controls,
+              "calibration": cal_info})
 
 
 def build_tasks(model: HeadModel, names: Sequence[str], relations: Any,

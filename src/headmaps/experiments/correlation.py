@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import projection as P
+from ..calibration import resolve as resolve_projection
 from ..models import HeadModel
 from ..scoring import ScanResult, scan
 from .dynamic import DynamicScores, dynamic_scores
@@ -131,9 +132,15 @@ def correlation(
 
 def correlation_result(model: HeadModel, dyn: DynamicScores, run: RunOptions,
                        kind: str) -> CorrelationResult:
-    """Static scores for ``dyn`` (with the run's projection) and their correlation table."""
-    opts, preset = run.static_options()
+    """Static scores for ``dyn`` (with the run's projection) and their correlation table.
+
+    With no preset or projection option in ``run``, the model's stored calibration (if
+    any) gives the projection, as for :func:`headmaps.scan`; ``static.calibration`` says.
+    """
+    opts, preset, cal_info = resolve_projection(model, run.preset, run.projection,
+                                                 run.calibration)
     static = static_for(model, dyn, opts)
+    static.calibration = cal_info
     table = correlation_table(static, dyn)
     for name, why in dyn.skipped.items():
         logger.info("%s: %s skipped: %s", kind, name, why)

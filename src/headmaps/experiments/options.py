@@ -45,6 +45,9 @@ class RunOptions:
         progress: show progress bars.
         projection: overrides of :class:`~headmaps.projection.ProjectionOptions` fields
             for the static scores.
+        calibration: with no preset or projection option, use the model's stored
+            calibration (None: unless ``$HEADMAPS_NO_CALIBRATION``; see
+            :mod:`headmaps.calibration`).
     """
 
     k: int | dict[str, int] | None = None
@@ -55,6 +58,7 @@ class RunOptions:
     seed: int = 0
     progress: bool = False
     projection: dict[str, Any] = field(default_factory=dict)
+    calibration: bool | None = None
 
     @classmethod
     def from_kwargs(cls, run: RunOptions | None, kwargs: dict[str, Any],

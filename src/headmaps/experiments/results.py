@@ -90,6 +90,11 @@ class CorrelationResult:
     options: dict[str, Any] = field(default_factory=dict)
     kind: str = "correlation"
 
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """How the static scores' projection was chosen (see ``ScanResult.calibration``)."""
+        return self.static.calibration
+
     def median(self, column: str = "corr_without_context") -> float:
         """Median of a column over the relations (NaN rows ignored)."""
         return float(np.nanmedian(self.table[column])) if len(self.table) else float("nan")
@@ -123,7 +128,8 @@ class CorrelationResult:
                 "multitoken": d.multitoken, "fold_norms_dynamic": d.fold_norms,
                 "static_pairs": d.static_pairs, "first_target_token": d.first_target_token,
                 "n_layers": self.static.n_layers, "n_heads": self.static.n_heads,
-                "model_info": self.static.model_info, "versions": versions()}
+                "model_info": self.static.model_info, "versions": versions(),
+                "calibration": self.static.calibration}
 
     def save(self, out: str | os.PathLike) -> Path:
         """Write ``<kind>.csv`` (+ ``.json``) and ``<kind>_heads.csv`` under folder ``out``."""
@@ -161,7 +167,7 @@ class CorrelationResult:
                             relations=rels,
                             scores=arr("static", False), suppression=arr("static_supp", False),
                             n_pairs=h["n_static_pairs"], k=h["k"], preset=h["preset"],
-                            options=h["options"])
+                            options=h["options"], calibration=dict(h.get("calibration") or {}))
         return cls(table, static, dyn, h["model_id"], h["preset"], h["options"], h["kind"])
 
     def plot(self, path: str | os.PathLike, max_relations: int = 20) -> Path:
@@ -208,6 +214,11 @@ class CausalResult:
     preset: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """How the static scores' projection was chosen (see ``ScanResult.calibration``)."""
+        return dict(self.meta.get("calibration") or {})
 
     def header(self) -> dict[str, Any]:
         """JSON header of the saved table."""

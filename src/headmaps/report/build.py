@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..calibration import label as projection_label
 from ..io import write_text
 from ..scoring.analysis import kv_group_size
 from ..scoring.results import ScanResult
@@ -80,6 +81,8 @@ def model_card(scan: ScanResult, generated: str) -> str:
         ("Tied embeddings", info.get("tied_embeddings")),
         ("Source", info.get("source")),
         ("Preset", scan.preset),
+        ("Projection", projection_label(scan.preset, scan.options,
+                                        getattr(scan, "calibration", None))),
         ("Options", scan.options),
         ("τ (implements)", scan.tau),
         ("Relations", f"{len(scan.relations)} scored, {len(scan.skipped)} skipped"),

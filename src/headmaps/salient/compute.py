@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import projection as P
+from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
@@ -177,6 +178,7 @@ def salient_operations(
     skip_nonwords: bool | str | None = False,
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    calibration: bool | None = None,
     **options: Any,
 ) -> SalientOperations:
     """The most salient source tokens of one head and their top targets (approach B).
@@ -194,6 +196,8 @@ def salient_operations(
             fragments, special tokens) on the ``"source"`` side, the ``"target"`` side or
             ``"both"`` (``True``). Needs a tokenizer.
         chunk_rows: vocabulary rows per chunk (memory bound).
+        calibration: with no preset or option given, use the model's stored calibration
+            (as :func:`headmaps.scan` does; None: unless ``$HEADMAPS_NO_CALIBRATION``).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
@@ -204,7 +208,8 @@ def salient_operations(
     """
     model.check_head(layer, head)
     res = salient_all(model, layers=[layer], heads=[head], n_tokens=n_tokens, n_mappings=n_mappings,
-                      preset=preset, skip_nonwords=skip_nonwords, chunk_rows=chunk_rows, **options)
+                      preset=preset, skip_nonwords=skip_nonwords, chunk_rows=chunk_rows,
+                      calibration=calibration, **options)
     ops = res[layer, 0]
     ops.head = head
     return ops
@@ -221,6 +226,7 @@ def salient_all(
     heads: Sequence[int] | None = None,
     progress: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    calibration: bool | None = None,
     **options: Any,
 ) -> SalientAll:
     """Salient operations of every head of ``layers`` (default: all), batched per layer.
@@ -237,6 +243,7 @@ def salient_all(
         preset: as in :func:`salient_operations`.
         skip_nonwords: as in :func:`salient_operations`.
         chunk_rows: as in :func:`salient_operations`.
+        calibration: as in :func:`salient_operations`.
         **options: as in :func:`salient_operations`.
         heads: restrict to these heads of each layer (default: all); the result then
             numbers them ``0..len(heads)-1``.
@@ -249,7 +256,9 @@ def salient_all(
         raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and "
                             f"{n_mappings}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts, preset_label = resolve_salient_options(preset, **options)
+    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
+    if not cal_info:  # explicit: the paper preset keeps the reference code's layer-0 choice
+        opts, preset_label = resolve_salient_options(preset, **options)
     ctx = _Context(model, opts, skip_nonwords, chunk_rows)
     parts = []
     for layer in tqdm(layers, desc="salient", unit="layer", disable=not progress):
@@ -264,5 +273,5 @@ def salient_all(
         target_ids=stack["target_ids"].astype(np.int64),
         scores=stack["scores"].astype(np.float32), strings=strings, model_id=model.model_id,
         model_info=model.info(), preset=preset_label, options=opts.to_dict(),
-        skip_nonwords=skip_label(skip_nonwords), versions=versions(),
+        skip_nonwords=skip_label(skip_nonwords), versions=versions(), calibration=cal_info,
     )

@@ -30,6 +30,7 @@ class SalientOperations:
         scores: ``(n_tokens, n_mappings)`` the mapping scores ``M[t, target]``.
         model_id: the model; preset: preset name; options: projection options.
         skip_nonwords: ``none``, ``source``, ``target`` or ``both``.
+        calibration: how the projection was chosen (see ``ScanResult.calibration``).
     """
 
     layer: int
@@ -44,6 +45,7 @@ class SalientOperations:
     preset: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     skip_nonwords: str = "none"
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_tokens(self) -> int:
@@ -70,7 +72,7 @@ class SalientOperations:
         return {
             "layer": self.layer, "head": self.head, "model_id": self.model_id,
             "preset": self.preset, "options": dict(self.options),
-            "skip_nonwords": self.skip_nonwords,
+            "skip_nonwords": self.skip_nonwords, "calibration": dict(self.calibration),
             "tokens": [
                 {"id": int(i), "token": s, "saliency": float(sal),
                  "mappings": [{"id": int(ti), "token": ts, "score": float(sc)}
@@ -96,7 +98,7 @@ class SalientOperations:
             np.array([[m["score"] for m in t["mappings"]] for t in toks],
                      dtype=np.float32).reshape(len(toks), k),
             d.get("model_id", ""), d.get("preset", ""), dict(d.get("options", {})),
-            d.get("skip_nonwords", "none"),
+            d.get("skip_nonwords", "none"), dict(d.get("calibration") or {}),
         )
 
     def table(self, scores: bool = True) -> str:
@@ -152,6 +154,7 @@ class SalientAll:
         scores: ``(n_layers_computed, n_heads, n_tokens, n_mappings)``.
         strings: token id -> decoded string for every id that appears.
         model_id, model_info, preset, options, skip_nonwords, versions: provenance.
+        calibration: how the projection was chosen (see ``ScanResult.calibration``).
     """
 
     layers: list[int]
@@ -167,6 +170,7 @@ class SalientAll:
     options: dict[str, Any] = field(default_factory=dict)
     skip_nonwords: str = "none"
     versions: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def heads(self) -> list[tuple[int, int]]:
@@ -194,6 +198,7 @@ class SalientAll:
             layer, head, ids.copy(), [self._s(t) for t in ids], self.saliency[i, head].copy(),
             tids.copy(), [[self._s(t) for t in row] for row in tids], self.scores[i, head].copy(),
             self.model_id, self.preset, dict(self.options), self.skip_nonwords,
+            dict(self.calibration),
         )
 
     def _s(self, i: Any) -> str:
@@ -226,7 +231,7 @@ class SalientAll:
                 "model_info": self.model_info,
                 "layers": list(self.layers), "n_heads": H, "n_tokens": T, "n_mappings": K,
                 "preset": self.preset, "options": self.options, "skip_nonwords": self.skip_nonwords,
-                "versions": self.versions}
+                "versions": self.versions, "calibration": self.calibration}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``salient.parquet`` (or the given .parquet/.csv file) and its ``.json`` header.
@@ -262,7 +267,8 @@ class SalientAll:
         return cls(layers, H, token_ids, saliency, target_ids, scores, strings,
                    h.get("model_id", ""),
                    dict(h.get("model_info", {})), h.get("preset", ""), dict(h.get("options", {})),
-                   h.get("skip_nonwords", "none"), dict(h.get("versions", {})))
+                   h.get("skip_nonwords", "none"), dict(h.get("versions", {})),
+                   dict(h.get("calibration") or {}))
 
 
 def _ranges(xs: list[int]) -> str:

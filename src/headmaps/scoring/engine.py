@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import projection as P
 from .. import relations as rel_lib
+from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
@@ -82,6 +83,7 @@ def scan(
     exact_dense: bool = False,
     blocks: Sequence[int] | None = None,
     stats: dict[str, Any] | None = None,
+    calibration: bool | None = None,
     **options: Any,
 ) -> ScanResult:
     """Score every head against many relations, sharing all per-layer work.
@@ -93,8 +95,10 @@ def scan(
             name -> any of those.
         k: top-k for all relations, a dict per relation, or None for the defaults
             (:func:`default_k`).
-        preset: ``"paper"``, ``"norms"``, ``"embedding"`` or a ProjectionOptions
-            (default :data:`headmaps.projection.DEFAULT_PRESET`).
+        preset: ``"paper"``, ``"norms"``, ``"embedding"`` or a ProjectionOptions. When
+            neither a preset nor an option is given, the model's stored calibration
+            (:func:`headmaps.calibrate`) is used if it has one, else
+            :data:`headmaps.projection.DEFAULT_PRESET`; ``ScanResult.calibration`` says which.
         tau: threshold for "implements" (stored on the result for its analyses).
         min_pairs: a relation needs this many single-token pairs to be scored.
         progress: show a progress bar over layers.
@@ -106,19 +110,21 @@ def scan(
             vocabulary size and k, see :func:`headmaps.scoring.kernel.stage_bounds`).
         stats: if given, filled with the (head, source) rows that reached each stage of
             the cascade, summed over layers (see :func:`count_hits`).
+        calibration: use the stored calibration when no projection is given (None: yes
+            unless ``$HEADMAPS_NO_CALIBRATION`` is set; see :mod:`headmaps.calibration`).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
         A :class:`ScanResult` with ``scores``/``suppression`` ``(n_relations, n_layers, n_heads)``.
         Relations with too few single-token pairs are listed in ``skipped`` with the reason.
     """
-    opts = P.resolve_options(preset, **options)
+    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
     model.require_tokenizer()
     batch, skipped, k_used = _prepare(model, relations, k, min_pairs)
     L, H = model.n_layers, model.n_heads
     info = model.info()
-    common = dict(model_id=model.model_id, model_info=info, preset=P.preset_name(preset, opts),
-                  options=opts.to_dict(), tau=tau, versions=versions())
+    common = dict(model_id=model.model_id, model_info=info, preset=preset_label,
+                  options=opts.to_dict(), tau=tau, versions=versions(), calibration=cal_info)
     if batch is None:
         return ScanResult(relations=[], scores=np.zeros((0, L, H), np.float32),
                           suppression=np.zeros((0, L, H), np.float32), n_pairs={}, k={},

@@ -76,6 +76,10 @@ class ScanResult:
         skipped: relation -> reason it was not scored (too few single-token pairs...).
         preset: preset name; options: projection options dict.
         tau: threshold for "implements"; versions: library versions.
+        calibration: how the projection was chosen: ``{}`` when given explicitly,
+            ``{"status": "uncalibrated"}`` for the default preset without a stored
+            calibration, else the calibration's ``status``, ``label``, ``choice``,
+            ``median_r``, ``n_pairs``, ``fingerprint`` (see :mod:`headmaps.calibration`).
     """
 
     model_id: str
@@ -90,6 +94,7 @@ class ScanResult:
     options: dict[str, Any] = field(default_factory=dict)
     tau: float = DEFAULT_TAU
     versions: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_layers(self) -> int:
@@ -169,6 +174,7 @@ class ScanResult:
             "n_layers": self.n_layers, "n_heads": self.n_heads,
             "n_pairs": self.n_pairs, "k": self.k, "skipped": self.skipped, "preset": self.preset,
             "options": self.options, "tau": self.tau, "versions": self.versions,
+            "calibration": self.calibration,
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -189,7 +195,8 @@ class ScanResult:
         supp[ri, li, hi] = frame["suppression"].to_numpy()
         return cls(h["model_id"], h["model_info"], list(h["relations"]), scores, supp,
                    dict(h["n_pairs"]), {r: int(v) for r, v in h["k"].items()}, dict(h["skipped"]),
-                   h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})))
+                   h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})),
+                   dict(h.get("calibration") or {}))
 
 
 def _top(a: np.ndarray, n: int) -> list[tuple[int, int, float]]:
