@@ -92,6 +92,19 @@ def test_causal_result_round_trip(tmp_path):
     assert res.plot(tmp_path / "c.png").stat().st_size > 0
 
 
+def test_plots_leave_the_pyplot_backend_alone(tmp_path, pdf_backend):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    static, dyn = _fake()
+    CorrelationResult(correlation_table(static, dyn), static, dyn, "tiny").plot(tmp_path / "a.png")
+    table = pd.DataFrame([["rel0", 1, 0.9, 0.1, 0.85, 0.05, 1, 0.8, 0.75]], columns=CAUSAL_COLUMNS)
+    curves = pd.DataFrame([["rel0", 1, 0.5, 0.8, 0.1]], columns=CURVE_COLUMNS)
+    CausalResult(table, curves, model_id="tiny").plot(tmp_path / "b.png")
+    assert matplotlib.get_backend() == pdf_backend and plt.get_fignums() == []
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_causal_helpers():
     assert [heads_budget(n) for n in (144, 270, 400, 800, 1200,
                                       5000)] == [30, 30, 50, 100, 150, 250]

@@ -29,34 +29,29 @@ _HEAD_COLUMNS = ["relation", "template", "layer", "head", "static", "static_supp
                  "without_context", "with_context", "supp_without_context", "supp_with_context"]
 
 
-def _matplotlib():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _panels(n: int, height: float, max_cols: int = 5):
     """A figure with one panel per relation (at most ``max_cols`` a row); spare panels hidden.
+
+    The figure is a bare :class:`matplotlib.figure.Figure`: pyplot and its backend are not
+    touched (a notebook's inline backend stays as it is).
 
     Returns:
         ``(figure, axes)`` with ``axes`` a flat array of at least ``n`` panels.
     """
-    plt = _matplotlib()
+    from matplotlib.figure import Figure
+
     n = max(1, n)
     cols = min(max_cols, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height * rows), squeeze=False)
-    axes = axes.ravel()
+    fig = Figure(figsize=(3.2 * cols, height * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.axis("off")
     return fig, axes
 
 
 def _save_panels(fig, axes, legend: bool, path: str | os.PathLike, title: str) -> Path:
-    """Small labels and a legend in the first panel, the title; write ``path`` (PNG) and close."""
+    """Small labels and a legend in the first panel, the title; write ``path`` (PNG)."""
     for ax in axes:
         ax.tick_params(labelsize=6)
     if legend:
@@ -66,7 +61,6 @@ def _save_panels(fig, axes, legend: bool, path: str | os.PathLike, title: str) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    _matplotlib().close(fig)
     return path
 
 
