@@ -105,6 +105,17 @@ def test_plots_leave_the_pyplot_backend_alone(tmp_path, pdf_backend):
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_results_repr_html():
+    static, dyn = _fake()
+    res = CorrelationResult(correlation_table(static, dyn), static, dyn, "<tiny>", "paper")
+    page = res._repr_html_()
+    assert "correlation of &lt;tiny&gt;" in page and f"without context {res.median():.2f}" in page
+    assert page.count("<tr") == 1 + len(res.table) and "corr_with_context" in page
+    table = pd.DataFrame([["a&b", 1, 0.9, 0.1, 0.85, 0.05, 1, 0.8, 0.75]], columns=CAUSAL_COLUMNS)
+    page = CausalResult(table, pd.DataFrame(columns=CURVE_COLUMNS), model_id="m")._repr_html_()
+    assert "causal ablation on m" in page and "<td>a&amp;b</td>" in page and "0.850" in page
+
+
 def test_causal_helpers():
     assert [heads_budget(n) for n in (144, 270, 400, 800, 1200,
                                       5000)] == [30, 30, 50, 100, 150, 250]

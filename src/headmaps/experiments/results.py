@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._html import html_card
 from ..io import load_table, save_table, versions
 from ..scoring import ScanResult
 from .dynamic import DynamicScores
@@ -87,6 +88,13 @@ class CorrelationResult:
     def median(self, column: str = "corr_without_context") -> float:
         """Median of a column over the relations (NaN rows ignored)."""
         return float(np.nanmedian(self.table[column])) if len(self.table) else float("nan")
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the per-relation table, with the median correlations."""
+        return html_card(f"{self.kind} of {self.model_id or 'model'}: static vs dynamic scores, "
+                         f"preset {self.preset or '?'}", self.table,
+                         [f"median r without context {self.median():.2f}, with context "
+                          f"{self.median('corr_with_context'):.2f}"])
 
     def heads_frame(self) -> pd.DataFrame:
         """Per (relation, template, head) static and dynamic scores, long format."""
@@ -202,6 +210,11 @@ class CausalResult:
     preset: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the per-relation table (accuracy before and after zeroing heads)."""
+        return html_card(f"causal ablation on {self.model_id or 'model'}: zeroing relation "
+                         f"heads vs random heads, preset {self.preset or '?'}", self.table)
 
     def header(self) -> dict[str, Any]:
         """JSON header of the saved table."""
