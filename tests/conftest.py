@@ -43,3 +43,15 @@ def tiny_llama_hm(tiny_llama):
     import headmaps as hm
 
     return hm.load(tiny_llama)
+
+
+@pytest.fixture
+def pdf_backend():
+    """pyplot on the ``pdf`` backend for the test, restored after: a plot that calls
+    ``matplotlib.use`` (and so would break a notebook's inline backend) switches it away."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    yield "pdf"
+    matplotlib.use(before)

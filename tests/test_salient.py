@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +13,7 @@ import headmaps as hm
 from headmaps import projection as P
 from headmaps.errors import HeadmapsError
 from headmaps.salient import SalientAll, resolve_salient_options, salient_all, salient_operations
+from headmaps.salient.tokens import visible
 from tiny import tiny_model
 from tiny_vocab import PUNCT, vocab_model
 
@@ -153,3 +157,15 @@ def test_table_and_dict(worded):
     assert len(d["tokens"]) == 3 and len(d["tokens"][0]["mappings"]) == 2
     back = type(ops).from_dict(d)
     assert back.tokens == ops.tokens and np.array_equal(back.target_ids, ops.target_ids)
+
+
+def test_salient_all_repr_html(llama):
+    res = salient_all(llama, layers=[0, 2], n_tokens=4, n_mappings=2)
+    page = res._repr_html_(max_heads=5, n_tokens=2)
+    assert "layers 0, 2 x" in page and f"{2 * llama.n_heads - 5} more heads" in page
+    heads = re.findall(r"<tr>\s*<td>(\d+\.\d+)</td>", page)
+    assert heads == ["0.0", "0.1", "0.2", "0.3", "0.4"]
+    one = res[0, 1]
+    expected = ", ".join(f"{visible(s)} → {visible(t[0])}" for s, t in
+                         zip(one.tokens[:2], one.targets[:2]))
+    assert f"<td>{html.escape(expected)}</td>" in page

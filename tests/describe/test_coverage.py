@@ -36,10 +36,13 @@ def test_coverage_table():
     assert coverage([]).empty
 
 
-def test_plot_and_jsonl(tmp_path):
+def test_plot_and_jsonl(tmp_path, pdf_backend):
+    import matplotlib
+
     cov = coverage(descs())
     png = plot_coverage(cov, tmp_path / "sub" / "coverage.png", title="t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == pdf_backend  # a notebook's backend is left alone
     path = save_descriptions(descs(), tmp_path / "d.jsonl")
     back = load_descriptions(path)
     assert back == descs()

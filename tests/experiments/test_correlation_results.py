@@ -92,6 +92,30 @@ def test_causal_result_round_trip(tmp_path):
     assert res.plot(tmp_path / "c.png").stat().st_size > 0
 
 
+def test_plots_leave_the_pyplot_backend_alone(tmp_path, pdf_backend):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    static, dyn = _fake()
+    CorrelationResult(correlation_table(static, dyn), static, dyn, "tiny").plot(tmp_path / "a.png")
+    table = pd.DataFrame([["rel0", 1, 0.9, 0.1, 0.85, 0.05, 1, 0.8, 0.75]], columns=CAUSAL_COLUMNS)
+    curves = pd.DataFrame([["rel0", 1, 0.5, 0.8, 0.1]], columns=CURVE_COLUMNS)
+    CausalResult(table, curves, model_id="tiny").plot(tmp_path / "b.png")
+    assert matplotlib.get_backend() == pdf_backend and plt.get_fignums() == []
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_results_repr_html():
+    static, dyn = _fake()
+    res = CorrelationResult(correlation_table(static, dyn), static, dyn, "<tiny>", "paper")
+    page = res._repr_html_()
+    assert "correlation of &lt;tiny&gt;" in page and f"without context {res.median():.2f}" in page
+    assert page.count("<tr") == 1 + len(res.table) and "corr_with_context" in page
+    table = pd.DataFrame([["a&b", 1, 0.9, 0.1, 0.85, 0.05, 1, 0.8, 0.75]], columns=CAUSAL_COLUMNS)
+    page = CausalResult(table, pd.DataFrame(columns=CURVE_COLUMNS), model_id="m")._repr_html_()
+    assert "causal ablation on m" in page and "<td>a&amp;b</td>" in page and "0.850" in page
+
+
 def test_causal_helpers():
     assert [heads_budget(n) for n in (144, 270, 400, 800, 1200,
                                       5000)] == [30, 30, 50, 100, 150, 250]

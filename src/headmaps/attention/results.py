@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._html import html_card
 from ..io import load_table, save_table, table_path
 from ..salient.tokens import visible
 
@@ -134,6 +135,17 @@ class PositionalProfile:
                 "preferred_distance": self.preferred_distance, "flatness": self.flatness,
                 "sampled": None if self.sampled is None else [float(v) for v in self.sampled]}
 
+    def _repr_html_(self, width: int = 12) -> str:
+        """Jupyter: the kind, the masses and the first ``width`` distances' weights and logits."""
+        n = min(width, len(self.logits))
+        frame = pd.DataFrame({"Δ": ["weight", "logit"]}
+                             | {str(d): [self.weights[d], self.logits[d]] for d in range(n)})
+        notes = [f"previous {self.prev_mass:.2f}, self {self.self_mass:.2f}, Δ<={LOCAL_DISTANCE} "
+                 f"{self.local_mass:.2f}, preferred Δ={self.preferred_distance}, flatness "
+                 f"{self.flatness:.2f}; Δ=0..{len(self.logits) - 1} {self.sparkline()}"]
+        return html_card(f"positional profile of {self.layer}.{self.head} ({self.positions}): "
+                         f"{self.kind()}", frame, notes, "{:.2f}")
+
     def __str__(self) -> str:
         return (f"positional profile of {self.layer}.{self.head} ({self.positions}): "
                 f"{self.kind()}; "
@@ -201,6 +213,20 @@ class AttentionPreferences:
             prefs = ", ".join(f"{visible(k)} ({s:+.2f})" for k, s in zip(toks, scs))
             lines.append(f"  {visible(t)} [{sel:.2f}] -> {prefs}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the key-side preferences, then each query token and its preferred keys."""
+        keys = ", ".join(f"{visible(t)} ({s:.2f})"
+                         for t, s in zip(self.key_tokens, self.key_scores))
+        frame = pd.DataFrame({
+            "query": [visible(t) for t in self.query_tokens],
+            "selectivity": self.selectivity,
+            "preferred keys (logit)": [", ".join(f"{visible(k)} ({s:+.2f})" for k, s in zip(ks, ss))
+                                       for ks, ss in zip(self.pair_tokens, self.pair_scores)],
+        })
+        return html_card(f"content preferences of {self.layer}.{self.head} of "
+                         f"{self.model_id or 'model'} (position ignored)", frame,
+                         [f"key side (any query): {keys}"], "{:.2f}")
 
     def __str__(self) -> str:
         return f"content preferences of {self.layer}.{self.head} (position ignored)\n{self.table()}"
@@ -300,6 +326,20 @@ class AttentionSummary:
                 "top_query": pf.query_tokens[0], "selectivity": float(pf.selectivity[0]),
             })
         return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: per positional kind, how many heads and the most peaked of them."""
+        frame = self.to_frame().sort_values("flatness", kind="stable")
+        rows = [{"kind": kind, "heads": len(g),
+                 "most peaked": ", ".join(f"{a}.{b}" for a, b in zip(g["layer"][:8], g["head"][:8]))
+                 + (" ..." if len(g) > 8 else ""),
+                 "their top keys": ", ".join(visible(t) for t in g["top_key"][:4])}
+                for kind, g in frame.groupby("kind", sort=False)]
+        rows.sort(key=lambda r: -r["heads"])
+        return html_card(f"attention (QK) of {self.model_id or 'model'}: {len(self.layers)} "
+                         f"layers x {self.n_heads} heads, preset {self.preset or '?'}",
+                         pd.DataFrame(rows, columns=["kind", "heads", "most peaked",
+                                                     "their top keys"]))
 
     def to_extras(self, n_keys: int = 6) -> dict[str, dict[str, Any]]:
         """Per-head report extras ``{"L.H": {"attention": {...}}}``.

@@ -46,13 +46,11 @@ def coverage(descriptions: Iterable[Description]) -> pd.DataFrame:
 
 def plot_coverage(frame: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> Path:
     """Bar chart of coverage per layer, written as PNG (atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it is
 
     per_layer = frame[frame["layer"] != "all"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.28 * len(per_layer) + 2), 3.2), dpi=120)
+    fig = Figure(figsize=(max(4.0, 0.28 * len(per_layer) + 2), 3.2), dpi=120)
+    ax = fig.add_subplot()
     ax.bar(per_layer["layer"].astype(int), per_layer["coverage"] * 100, color="#4472c4")
     ax.set_xlabel("layer")
     ax.set_ylabel("heads with a clear description (%)")
@@ -64,7 +62,6 @@ def plot_coverage(frame: pd.DataFrame, path: str | os.PathLike, title: str | Non
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return path
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._html import html_card
 from ..io import load_table, save_table, versions
 from ..scoring import ScanResult
 from .dynamic import DynamicScores
@@ -29,34 +30,29 @@ _HEAD_COLUMNS = ["relation", "template", "layer", "head", "static", "static_supp
                  "without_context", "with_context", "supp_without_context", "supp_with_context"]
 
 
-def _matplotlib():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _panels(n: int, height: float, max_cols: int = 5):
     """A figure with one panel per relation (at most ``max_cols`` a row); spare panels hidden.
+
+    The figure is a bare :class:`matplotlib.figure.Figure`: pyplot and its backend are not
+    touched (a notebook's inline backend stays as it is).
 
     Returns:
         ``(figure, axes)`` with ``axes`` a flat array of at least ``n`` panels.
     """
-    plt = _matplotlib()
+    from matplotlib.figure import Figure
+
     n = max(1, n)
     cols = min(max_cols, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height * rows), squeeze=False)
-    axes = axes.ravel()
+    fig = Figure(figsize=(3.2 * cols, height * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.axis("off")
     return fig, axes
 
 
 def _save_panels(fig, axes, legend: bool, path: str | os.PathLike, title: str) -> Path:
-    """Small labels and a legend in the first panel, the title; write ``path`` (PNG) and close."""
+    """Small labels and a legend in the first panel, the title; write ``path`` (PNG)."""
     for ax in axes:
         ax.tick_params(labelsize=6)
     if legend:
@@ -66,7 +62,6 @@ def _save_panels(fig, axes, legend: bool, path: str | os.PathLike, title: str) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    _matplotlib().close(fig)
     return path
 
 
@@ -98,6 +93,13 @@ class CorrelationResult:
     def median(self, column: str = "corr_without_context") -> float:
         """Median of a column over the relations (NaN rows ignored)."""
         return float(np.nanmedian(self.table[column])) if len(self.table) else float("nan")
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the per-relation table, with the median correlations."""
+        return html_card(f"{self.kind} of {self.model_id or 'model'}: static vs dynamic scores, "
+                         f"preset {self.preset or '?'}", self.table,
+                         [f"median r without context {self.median():.2f}, with context "
+                          f"{self.median('corr_with_context'):.2f}"])
 
     def heads_frame(self) -> pd.DataFrame:
         """Per (relation, template, head) static and dynamic scores, long format."""
@@ -219,6 +221,11 @@ class CausalResult:
     def calibration(self) -> dict[str, Any]:
         """How the static scores' projection was chosen (see ``ScanResult.calibration``)."""
         return dict(self.meta.get("calibration") or {})
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the per-relation table (accuracy before and after zeroing heads)."""
+        return html_card(f"causal ablation on {self.model_id or 'model'}: zeroing relation "
+                         f"heads vs random heads, preset {self.preset or '?'}", self.table)
 
     def header(self) -> dict[str, Any]:
         """JSON header of the saved table."""

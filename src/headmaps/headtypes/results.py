@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._html import html_card
 from ..errors import HeadmapsError
 from ..io import load_table, save_table, table_path
 
@@ -136,3 +137,15 @@ class HeadTypes:
             if t in self.thresholds:
                 lines.append(f"{'':<17}       rule: {self.thresholds[t]}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: per type, how many heads carry the label and the highest-scoring heads."""
+        rows = [{"type": t, "labelled": len(self.heads_of(t)),
+                 "top heads (score)": ", ".join(f"{a}.{b} ({v:.2f})" for a, b, v in self.top(t, 6)
+                                                if np.isfinite(v)),
+                 "rule": self.thresholds.get(t, "")} for t in self.scores]
+        notes = [f"skipped {k}: {v}" for k, v in self.skipped.items()]
+        return html_card(f"head types of {self.model_id or 'model'}: {self.n_layers} x "
+                         f"{self.n_heads} heads, preset {self.preset or '?'}",
+                         pd.DataFrame(rows, columns=["type", "labelled", "top heads (score)",
+                                                     "rule"]), notes)

@@ -1,12 +1,14 @@
 """Publication-ready static plots of a scan (matplotlib, no display needed).
 
-Every function takes a :class:`~headmaps.scoring.ScanResult` and a path; the format
+Every ``plot_*`` function takes a :class:`~headmaps.scoring.ScanResult` and a path; the format
 follows the suffix (``.png``, ``.svg``, ``.pdf``). Figures are built with
 :class:`matplotlib.figure.Figure` directly, so the global pyplot backend is never touched
 and nothing opens a window.
 
 * :func:`plot_heatmap`: one relation, layers x heads, colour bar, cells >= tau outlined.
 * :func:`plot_heatmaps`: small multiples of several relations with one shared colour bar.
+* :func:`heatmap_figure`, :func:`heatmaps_figure`: the same as Figures, not written
+  (what :meth:`ScanResult.plot <headmaps.scoring.ScanResult.plot>` returns in a notebook).
 * :func:`plot_layer_distribution`: per layer, how many heads implement each relation.
 * :func:`relation_heatmaps`: one heatmap file per relation in a folder.
 """
@@ -117,23 +119,20 @@ def _title(scan: ScanResult, r: int) -> str:
     return f"{rel.replace('_', ' ')} (n={scan.n_pairs.get(rel, 0)}, k={scan.k.get(rel, '?')})"
 
 
-def plot_heatmap(scan: ScanResult, path: str | os.PathLike, relation: str, *,
-                 suppression: bool = False,
-                 title: str | None = None, dpi: int = 200) -> Path:
-    """Heatmap of one relation's scores over layers x heads.
+def heatmap_figure(scan: ScanResult, relation: str, *, suppression: bool = False,
+                   title: str | None = None) -> Figure:
+    """The heatmap of one relation's scores over layers x heads, as a Figure.
 
     Args:
         scan: the scan result.
-        path: output file (.png, .svg or .pdf).
         relation: a scanned relation.
         suppression: plot the suppression score instead of the relation score.
         title: figure title (default: relation, pairs, k, model).
-        dpi: resolution of raster output.
 
     Returns:
-        The path written.
+        A :class:`matplotlib.figure.Figure` (not registered with pyplot: nothing opens a
+        window; Jupyter shows it inline).
     """
-    path = _check_path(path)
     r = _relation_index(scan, relation)
     L, H = scan.n_layers, scan.n_heads
     import matplotlib as mpl
@@ -147,28 +146,44 @@ def plot_heatmap(scan: ScanResult, path: str | os.PathLike, relation: str, *,
         _colorbar(fig, im, ax, scan.tau, suppression)
         ax.set_title(title or f"{scan.model_id}: {_title(scan, r)}"
                      + (" - suppression" if suppression else ""))
-        return save_figure(fig, path, dpi)
+    return fig
 
 
-def plot_heatmaps(scan: ScanResult, path: str | os.PathLike, relations: Sequence[str] | None = None,
-                  *,
-                  suppression: bool = False, ncols: int | None = None, title: str | None = None,
-                  dpi: int = 200) -> Path:
-    """Small multiples: one heatmap per relation, one shared colour bar, tau outlined.
+def plot_heatmap(scan: ScanResult, path: str | os.PathLike, relation: str, *,
+                 suppression: bool = False,
+                 title: str | None = None, dpi: int = 200) -> Path:
+    """Heatmap of one relation's scores over layers x heads (:func:`heatmap_figure`) to a file.
 
     Args:
         scan: the scan result.
         path: output file (.png, .svg or .pdf).
-        relations: which relations (default: all scanned).
-        suppression: plot suppression scores.
-        ncols: panels per row (default: up to 5).
-        title: figure title (default: the model).
+        relation: a scanned relation.
+        suppression: plot the suppression score instead of the relation score.
+        title: figure title (default: relation, pairs, k, model).
         dpi: resolution of raster output.
 
     Returns:
         The path written.
     """
     path = _check_path(path)
+    return _save(heatmap_figure(scan, relation, suppression=suppression, title=title), path, dpi)
+
+
+def heatmaps_figure(scan: ScanResult, relations: Sequence[str] | None = None, *,
+                    suppression: bool = False, ncols: int | None = None,
+                    title: str | None = None) -> Figure:
+    """Small multiples as a Figure: one heatmap per relation, one shared colour bar.
+
+    Args:
+        scan: the scan result.
+        relations: which relations (default: all scanned).
+        suppression: plot suppression scores.
+        ncols: panels per row (default: up to 5).
+        title: figure title (default: the model).
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` (see :func:`heatmap_figure`).
+    """
     rels, idx = _relations_to_plot(scan, relations)
     n = len(idx)
     ncols = ncols or min(5, n)
@@ -198,6 +213,37 @@ def plot_heatmaps(scan: ScanResult, path: str | os.PathLike, relations: Sequence
         fig.suptitle(title or f"{scan.model_id}: {'suppression' if suppression else 'relation'} "
                               "scores, "
                      f"cells with score $\\geq \\tau$ = {scan.tau:g} outlined", fontsize=9)
+    return fig
+
+
+def plot_heatmaps(scan: ScanResult, path: str | os.PathLike, relations: Sequence[str] | None = None,
+                  *,
+                  suppression: bool = False, ncols: int | None = None, title: str | None = None,
+                  dpi: int = 200) -> Path:
+    """Small multiples (:func:`heatmaps_figure`) to a file.
+
+    Args:
+        scan: the scan result.
+        path: output file (.png, .svg or .pdf).
+        relations: which relations (default: all scanned).
+        suppression: plot suppression scores.
+        ncols: panels per row (default: up to 5).
+        title: figure title (default: the model).
+        dpi: resolution of raster output.
+
+    Returns:
+        The path written.
+    """
+    path = _check_path(path)
+    fig = heatmaps_figure(scan, relations, suppression=suppression, ncols=ncols, title=title)
+    return _save(fig, path, dpi)
+
+
+def _save(fig: Figure, path: Path, dpi: int) -> Path:
+    """:func:`save_figure` under the module's rc settings (the PDF/SVG font types apply at save)."""
+    import matplotlib as mpl
+
+    with mpl.rc_context(_RC):
         return save_figure(fig, path, dpi)
 
 

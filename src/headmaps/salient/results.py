@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._html import html_card
 from ..errors import HeadmapsError, OutOfRangeError
 from ..io import load_table, save_table, table_path
 from .tokens import visible
@@ -203,6 +204,20 @@ class SalientAll:
 
     def _s(self, i: Any) -> str:
         return self.strings.get(int(i), f"<{int(i)}>")
+
+    def _repr_html_(self, max_heads: int = 30, n_tokens: int = 3) -> str:
+        """Jupyter: per head (the first ``max_heads``), its top sources and their best target."""
+        rows = [{"head": f"{layer}.{h}",
+                 "top sources → best target": ", ".join(
+                     f"{visible(self._s(t))} → {visible(self._s(g))}"
+                     for t, g in zip(self.token_ids[i, h, :n_tokens],
+                                     self.target_ids[i, h, :n_tokens, 0]))}
+                for i, layer in enumerate(self.layers) for h in range(self.n_heads)]
+        notes = [f"{len(rows) - max_heads} more heads; res[layer, head] shows one in full"
+                 ] if len(rows) > max_heads else []
+        return html_card(f"salient operations of {self.model_id or 'model'}: layers "
+                         f"{_ranges(self.layers)} x {self.n_heads} heads, preset "
+                         f"{self.preset or '?'}", pd.DataFrame(rows[:max_heads]), notes)
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame, one row per (layer, head, rank, target_rank)."""

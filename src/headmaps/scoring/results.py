@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,9 @@ import pandas as pd
 from ..io import load_table, save_table, table_path
 from ..relations.errors import UnknownRelationError
 from . import analysis
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_TAU = 0.15
 
@@ -153,6 +157,27 @@ class ScanResult:
                  f"tau = {self.tau}")
         table = analysis.summary_table(self).to_html(index=False)
         return f"<div>{title}{table}</div>"
+
+    def plot(self, relation: str | Sequence[str] | None = None, *, suppression: bool = False,
+             ncols: int | None = None, title: str | None = None) -> Figure:
+        """Heatmap(s) of the scores over layers x heads, for a notebook (cells >= tau outlined).
+
+        Args:
+            relation: one scanned relation (one heatmap with its colour bar), several (a grid
+                of small multiples), or None for every scanned relation (a grid).
+            suppression: plot the suppression scores instead.
+            ncols: panels per row of a grid (default: up to 5).
+            title: figure title.
+
+        Returns:
+            The :class:`matplotlib.figure.Figure`; Jupyter shows it inline, ``fig.savefig``
+            writes it (or use :func:`headmaps.report.plot_heatmap` for a file).
+        """
+        from ..report.plots import heatmap_figure, heatmaps_figure
+
+        if isinstance(relation, str):
+            return heatmap_figure(self, relation, suppression=suppression, title=title)
+        return heatmaps_figure(self, relation, suppression=suppression, ncols=ncols, title=title)
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame: one row per (relation, layer, head) with score and suppression."""
