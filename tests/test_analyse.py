@@ -96,3 +96,20 @@ def test_bad_input(model, result, tmp_path):
         HeadReport.load(tmp_path)
     with pytest.raises(hm.HeadmapsError, match="folder"):
         result.save(tmp_path / "x.parquet")
+
+
+def test_every_part_projects_as_the_calibrated_scan(model):
+    from headmaps.calibration import Calibration, fingerprint, store
+    from headmaps.projection import ProjectionOptions
+
+    chosen = ProjectionOptions(source="mlp0_residual", fold_norms=True)
+    cal = Calibration(model_id=model.model_id, fingerprint=fingerprint(model),
+                      choice="mlp0_residual+fold", options=chosen.to_dict(), median_r=0.5,
+                      n_pairs=8)
+    store(cal, model)
+    res = hm.analyse(model, relations=["copying", "successor"], describe="none")
+    assert res.scan.calibration["status"] == "calibrated"
+    assert res.scan.options == chosen.to_dict()
+    assert res.salient.options == chosen.to_dict()
+    assert res.attention.options == chosen.to_dict()
+    assert res.types.options == chosen.to_dict()

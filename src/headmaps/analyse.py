@@ -213,9 +213,7 @@ def analyse(
         scan = timed("scan", run_scan, m, relations, preset=preset, progress=progress)
     elif m is not None:
         _check("model", (m.n_layers, m.n_heads), scan)
-    from .projection import PRESETS
-
-    same = {"preset": scan.preset} if scan.preset in PRESETS else {}
+    same = _scan_projection(scan)
     if salient is True:
         from .salient import salient_all
 
@@ -239,6 +237,23 @@ def analyse(
     if types is not None:
         _check("head types", (types.n_layers, types.n_heads), scan)
     return HeadReport(scan, sal, descriptions, attention or None, types, seconds)
+
+
+def _scan_projection(scan: ScanResult) -> dict[str, Any]:
+    """``{"preset": ...}`` that makes a part project as ``scan`` did (empty: the default).
+
+    A named preset is passed by name (salient operations read ``paper`` as the reference
+    code did); a calibrated or custom projection by its options, so every part of the
+    report uses the scan's projection.
+    """
+    from .projection import PRESETS, ProjectionOptions
+
+    calibrated = (scan.calibration or {}).get("status") == "calibrated"
+    if scan.preset in PRESETS and not calibrated:
+        return {"preset": scan.preset}
+    if scan.options:
+        return {"preset": ProjectionOptions(**scan.options)}
+    return {}
 
 
 def _model(model: Any, load_options: dict[str, Any]) -> Any:

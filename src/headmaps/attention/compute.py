@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import projection as P
+from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
@@ -195,6 +196,7 @@ def attention_summary(
     seed: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool = False,
+    calibration: bool | None = None,
     **options: Any,
 ) -> AttentionSummary:
     """The QK half of every head of ``layers`` (default all), from parameters.
@@ -220,6 +222,9 @@ def attention_summary(
         seed: seed of that sample.
         chunk_rows: vocabulary rows per chunk.
         progress: show a progress bar over layers.
+        calibration: with no preset or option given, use the model's stored calibration
+            (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
+            :mod:`headmaps.calibration`).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
@@ -234,7 +239,7 @@ def attention_summary(
     if n_samples < 1:
         raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts = P.resolve_options(preset, **options)
+    opts, preset_label, _ = resolve_projection(model, preset, options, calibration)
     ctx = _Context(model, opts, False, chunk_rows)
     parts = []
     for layer in tqdm(layers, desc="attention", unit="layer", disable=not progress):
@@ -253,7 +258,7 @@ def attention_summary(
         pair_scores=arr["pair_scores"].astype(np.float32),
         key_spread=arr["key_spread"].astype(np.float32), positions=[p["positions"] for p in parts],
         strings={int(i): ctx.string(int(i)) for i in used}, model_id=model.model_id,
-        model_info=model.info(), preset=P.preset_name(preset, opts), options=opts.to_dict(),
+        model_info=model.info(), preset=preset_label, options=opts.to_dict(),
         versions=versions(),
     )
 

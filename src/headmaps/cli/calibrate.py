@@ -19,6 +19,7 @@ def register(sub) -> None:
                     f"projection against it (rule: {RULE}) and store the winner; scan, head, "
                     "describe, validate and report then use it unless a projection is given.")
     common.add_model_args(p)
+    common.add_big_model_args(p)
     p.add_argument("--relations", default=None,
                    help="'all', or comma-separated built-in names / paths to JSON or CSV sets "
                         "(default: eight relations, two per category)")

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .. import projection as P
+from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
@@ -165,6 +166,7 @@ def head_types(
     seed: int = 0,
     relations: bool = True,
     scan: ScanResult | None = None,
+    calibration: bool | None = None,
     **options: Any,
 ) -> HeadTypes:
     """Label every head with the circuit types from its parameters (no forward pass).
@@ -183,6 +185,9 @@ def head_types(
             every head's ``W_O U`` over the vocabulary); False uses the eigenvalue score alone.
         scan: reuse these relation scores (a scan of this model holding ``copying`` and
             ``successor``) instead of scoring them again.
+        calibration: with no preset or option given, use the model's stored calibration
+            (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
+            :mod:`headmaps.calibration`).
         **options: projection option overrides.
 
     Returns:
@@ -191,7 +196,7 @@ def head_types(
     if n_tokens is not None and n_tokens < 2:
         raise HeadmapsError(f"n_tokens must be at least 2 (or None for all), got {n_tokens}")
     t0 = time.perf_counter()
-    opts = P.resolve_options(preset, **options)
+    opts, preset_label, _ = resolve_projection(model, preset, options, calibration)
     ids = S.token_subset(model, n_tokens)
     src = S.Sources(model, ids, opts)
     skipped: dict[str, str] = {}
@@ -213,7 +218,7 @@ def head_types(
     return HeadTypes(
         model_id=model.model_id, n_layers=L, n_heads=H, scores=scores, labels=labels,
         components=comp,
-        thresholds=thresholds, skipped=skipped, preset=P.preset_name(preset, opts),
+        thresholds=thresholds, skipped=skipped, preset=preset_label,
         options=opts.to_dict(),
         params={"n_tokens": int(len(ids)), "max_distance": max_distance, "n_samples": n_samples,
                 "n_sources": n_sources, "k_sources": [f"{m}.{g}" for m, g in sources],
