@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_analyse_args, add_model_args, analyse_model
+from .common import add_analyse_args, add_model_args, analyse_model, projection_label
 
 
 def register(sub) -> None:
@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     took = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
     print(f"wrote {folder}/ ({', '.join(res.parts())}) for {res.model_id} "
           f"[{res.scan.n_layers} layers x {res.scan.n_heads} heads, projection "
-          f"{res.scan.preset}]" + (f"; {took}" if took else ""))
+          f"{projection_label(res.scan)}]" + (f"; {took}" if took else ""))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_analyse_args, add_model_args, analyse_model
+from .common import add_analyse_args, add_model_args, analyse_model, projection_label
 
 
 def register(sub) -> None:
@@ -47,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
                               show_paths=args.show_paths)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.1f} MB): {scan.n_layers} layers x {scan.n_heads} heads, "
-          f"{len(scan.relations)} relations (projection {scan.preset}), parts: "
+          f"{len(scan.relations)} relations (projection {projection_label(scan)}), parts: "
           f"{', '.join(result.parts())}")
     return 0
