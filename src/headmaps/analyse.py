@@ -156,6 +156,7 @@ def analyse(
     attention: bool | AttentionSummary = True,
     head_types: bool | HeadTypes = True,
     llm_options: dict[str, Any] | None = None,
+    calibration: bool | None = None,
     progress: bool = False,
     **load_options: Any,
 ) -> HeadReport:
@@ -181,6 +182,8 @@ def analyse(
         head_types: the head types (:func:`headmaps.head_types`); the scan's copying and
             successor scores are reused when it has them.
         llm_options: keyword arguments of :class:`~headmaps.describe.LLMDescriber`.
+        calibration: with no ``preset``, scan with the model's stored calibration (None:
+            yes unless ``$HEADMAPS_NO_CALIBRATION`` is set); the other parts follow the scan.
         progress: show progress bars.
         **load_options: passed to :func:`headmaps.load` when ``model`` is a name.
 
@@ -210,7 +213,8 @@ def analyse(
     if scan is None:
         from .scoring import scan as run_scan
 
-        scan = timed("scan", run_scan, m, relations, preset=preset, progress=progress)
+        scan = timed("scan", run_scan, m, relations, preset=preset, calibration=calibration,
+                     progress=progress)
     elif m is not None:
         _check("model", (m.n_layers, m.n_heads), scan)
     same = _scan_projection(scan)

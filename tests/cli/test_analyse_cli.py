@@ -56,3 +56,22 @@ def test_parts_can_be_skipped(model_dir, saved, tmp_path, capsys):
 def test_missing_head_report_is_one_line(tmp_path, capsys):
     assert cli.main(["report", "--from", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
     assert "headmaps analyse" in capsys.readouterr().err
+
+
+def test_analyse_uses_a_stored_calibration_unless_told_not_to(model_dir, tmp_path, capsys):
+    import headmaps as hm
+    from headmaps.calibration import Calibration, fingerprint, store
+    from headmaps.projection import ProjectionOptions
+
+    m = hm.load(model_dir)
+    chosen = ProjectionOptions(source="mlp0_residual", fold_norms=True)
+    store(Calibration(model_id=m.model_id, fingerprint=fingerprint(m), choice="mlp0_residual+fold",
+                      options=chosen.to_dict(), median_r=0.5, n_pairs=8), m)
+    base = ["analyse", model_dir, "--relations", "copying", "--no-salient", "--no-attention",
+            "--no-types"]
+    assert cli.main(base + ["--out", str(tmp_path / "cal")]) == 0
+    assert "calibrated mlp0_residual+fold" in capsys.readouterr().out
+    assert HeadReport.load(tmp_path / "cal").scan.options == chosen.to_dict()
+    assert cli.main(base + ["--no-calibration", "--out", str(tmp_path / "plain")]) == 0
+    assert "(uncalibrated)" in capsys.readouterr().out
+    assert HeadReport.load(tmp_path / "plain").scan.calibration["status"] == "uncalibrated"

@@ -199,6 +199,9 @@ def add_analyse_args(p: argparse.ArgumentParser) -> None:
                    help="saved salient operations (SalientAll.save) instead of computing them")
     p.add_argument("--descriptions", type=Path, default=None, metavar="PATH",
                    help="saved descriptions (descriptions.jsonl) instead of describing now")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="scan with the default projection even if the model has a stored "
+                        "calibration (as $HEADMAPS_NO_CALIBRATION=1)")
     add_describer_args(p)
 
 
@@ -217,7 +220,8 @@ def analyse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     describer = make_describer(args) if salient is not False else None
     return {"scan": args.scan, "relations": parse_relations(args.relations), "salient": salient,
             "describe": describer or "none", "descriptions": descriptions,
-            "attention": not args.no_attention, "head_types": not args.no_types, "progress": True}
+            "attention": not args.no_attention, "head_types": not args.no_types, "progress": True,
+            **calibration_kwargs(args)}
 
 
 def analyse_model(args: argparse.Namespace):
