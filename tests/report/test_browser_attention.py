@@ -6,20 +6,14 @@ synthetic scan's extras, rendered in headless Chromium (same launch as test_brow
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-from playwright import sync_api
 
 import headmaps as hm
+from browser_page import report_page
 from headmaps.report import synthetic_scan, write_report
 from tiny import tiny_model
 
-CHROMIUM = os.environ.get("HEADMAPS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
@@ -35,31 +29,20 @@ def report_with_attention(tmp_path_factory):
 
 def test_head_detail_draws_the_positional_profile(report_with_attention):
     path, att = report_with_attention
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`")
     errors: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.on("pageerror", lambda e: errors.append(str(e)))
-            pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            pg.goto(path.resolve().as_uri())
-            pg.wait_for_function("() => window.__headmapsReady === true", timeout=10_000)
-            pg.click('#hm-grid [data-head="2.5"]')
-            panel = pg.locator("#hm-panel")
-            text = panel.inner_text()
-            assert "What it attends to" in text
-            assert att.to_extras()["2.5"]["attention"]["summary"] in text
-            bars = panel.locator("svg.qk-profile rect")
-            assert bars.count() == 17  # Δ = 0..16
-            heights = [float(bars.nth(d).get_attribute("height")) for d in range(17)]
-            weights = att.profile_at(2, 5).weights
-            top = max(range(17), key=lambda d: weights[d])
-            assert heights[top] == pytest.approx(64, abs=0.2)  # the largest weight fills the plot
-            assert panel.locator(".qk-keys .tok").count() == 6
-            top_key = att.preferences(2, 5).key_tokens[0].replace(" ", "\u2423")
-            assert panel.locator(".qk-keys .tok").first.inner_text() == top_key
-        finally:
-            browser.close()
+    with report_page(path, errors, timeout_ms=10_000) as pg:
+        pg.click('#hm-grid [data-head="2.5"]')
+        panel = pg.locator("#hm-panel")
+        text = panel.inner_text()
+        assert "What it attends to" in text
+        assert att.to_extras()["2.5"]["attention"]["summary"] in text
+        bars = panel.locator("svg.qk-profile rect")
+        assert bars.count() == 17  # Δ = 0..16
+        heights = [float(bars.nth(d).get_attribute("height")) for d in range(17)]
+        weights = att.profile_at(2, 5).weights
+        top = max(range(17), key=lambda d: weights[d])
+        assert heights[top] == pytest.approx(64, abs=0.2)  # the largest weight fills the plot
+        assert panel.locator(".qk-keys .tok").count() == 6
+        top_key = att.preferences(2, 5).key_tokens[0].replace(" ", "\u2423")
+        assert panel.locator(".qk-keys .tok").first.inner_text() == top_key
     assert not errors, errors

@@ -6,19 +6,13 @@ rendered in headless Chromium (same launch as test_browser.py).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-from playwright import sync_api
 
+from browser_page import report_page
 from headmaps.report import synthetic_scan, write_report
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("HEADMAPS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 TYPES = {"2.5": ["induction"], "1.1": ["previous_token", "copying"], "0.3": ["previous_token"]}
 
 
@@ -32,20 +26,9 @@ def typed_report(tmp_path_factory):
 
 @pytest.fixture
 def page(typed_report):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`")
     errors: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.on("pageerror", lambda e: errors.append(str(e)))
-            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            pg.goto(typed_report.resolve().as_uri())
-            pg.wait_for_function("() => window.__headmapsReady === true", timeout=30_000)
-            yield pg
-        finally:
-            browser.close()
+    with report_page(typed_report, errors) as pg:
+        yield pg
     assert not errors, errors
 
 
