@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extras", type=Path, help="extras JSON in the report schema")
     ap.add_argument("--html", type=Path,
                     help="an existing report (then --scan is only used to pick the head)")
-    ap.add_argument("--relation", default="country_to_capital",
-                    help="relation to show (default country_to_capital)")
+    ap.add_argument("--relation", default="overview",
+                    help="relation to show, or 'overview' (the first view; the default)")
     ap.add_argument("-o", "--output", type=Path, default=Path("docs/img/report.png"))
     ap.add_argument("--width", type=int, default=1440)
     args = ap.parse_args(argv)
@@ -53,16 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     if html is None:
         html = Path(tempfile.mkdtemp()) / "report.html"
         write_report(html, scan, extras)
+    overview = args.relation == "overview"
     rel = args.relation if args.relation in scan.relations else scan.relations[0]
     r = scan.relations.index(rel)
-    layer, head = np.unravel_index(np.argmax(scan.scores[r]), scan.scores.shape[1:])
+    best = scan.scores.max(axis=0) if overview else scan.scores[r]
+    layer, head = np.unravel_index(np.argmax(best), scan.scores.shape[1:])
+    if overview:
+        rel = "overview"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": args.width, "height": 1000},
                                 device_scale_factor=1)
         page.goto(html.resolve().as_uri())
         page.wait_for_function("() => window.__headmapsReady === true")
-        page.select_option("#hm-rel", str(r))
+        if not overview:
+            page.select_option("#hm-rel", str(r))
         page.click(f'#hm-grid [data-head="{layer}.{head}"]')
         page.mouse.move(0, 0)
         bottom = page.evaluate("() => { const r = "
