@@ -1,0 +1,36 @@
+"""`benchmarks/reproduce.py --quick`: the documented SmolLM2-135M numbers still hold."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("headmaps_reproduce", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_checks_hold_on_smollm2(smollm2):
+    rep = _load_script()
+    rows = rep.run_checks(smollm2, rep.QUICK)
+    assert len(rows) == len(rep.QUICK) >= 9
+    failed = [r for r in rows if not r["ok"]]
+    assert not failed, failed
+
+
+def test_a_check_fails_when_the_value_moves():
+    rep = _load_script()
+    checks = [rep.Check("number", "here", 0.5, 0.01, lambda m: 0.52),
+              rep.Check("label", "here", "a", 0, lambda m: "b"),
+              rep.Check("close", "here", 0.5, 0.01, lambda m: 0.505)]
+    assert [r["ok"] for r in rep.run_checks(None, checks)] == [False, False, True]
