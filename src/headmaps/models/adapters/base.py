@@ -187,6 +187,19 @@ class Adapter:
         """``nn.Linear`` weight/bias of ``n`` heads -> ``(n, d_model, d_head)``, ``(n, d_head)``."""
         return self.split_heads_in(w, n), None if b is None else b.reshape(n, self.spec.d_head)
 
+    def query_key(self, attn: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
+                                            torch.Tensor | None]:
+        """``W_Q, b_Q, W_K, b_K`` from separate ``{attn}.q_proj`` / ``{attn}.k_proj`` linears.
+
+        Shapes ``(n_heads, d_model, d_head)``, ``(n_heads, d_head)``, ``(n_kv_heads, d_model,
+        d_head)``, ``(n_kv_heads, d_head)``; a bias is None when the checkpoint has none.
+        """
+        W_Q, b_Q = self.heads_in(self.get(f"{attn}.q_proj.weight"),
+                                 self.maybe(f"{attn}.q_proj.bias"), self.spec.n_heads)
+        W_K, b_K = self.heads_in(self.get(f"{attn}.k_proj.weight"),
+                                 self.maybe(f"{attn}.k_proj.bias"), self.spec.n_kv_heads)
+        return W_Q, b_Q, W_K, b_K
+
     def layer_type(self, layer: int) -> str | None:
         """The config's ``layer_types[layer]`` (``sliding_attention``/``full_attention``), or None.
 

@@ -52,13 +52,9 @@ class GPTJAdapter(Adapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        s, p = self.spec, f"{self.prefix}.h.{layer}"
-        W_Q, b_Q = self.heads_in(self.get(f"{p}.attn.q_proj.weight"),
-                                 self.maybe(f"{p}.attn.q_proj.bias"), s.n_heads)
-        W_K, b_K = self.heads_in(self.get(f"{p}.attn.k_proj.weight"),
-                                 self.maybe(f"{p}.attn.k_proj.bias"),
-                                 s.n_kv_heads)
-        rot = self.cfg("rotary_dim") or s.d_head
+        p = f"{self.prefix}.h.{layer}"
+        W_Q, b_Q, W_K, b_K = self.query_key(f"{p}.attn")
+        rot = self.cfg("rotary_dim") or self.spec.d_head
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
                          positions=self.rotary(layer, rotary_dim=rot, interleaved=True,
                                                theta=10000.0),

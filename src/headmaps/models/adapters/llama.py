@@ -46,11 +46,8 @@ class LlamaAdapter(Adapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}.self_attn"
-        W_Q, b_Q = self.heads_in(self.get(f"{p}.q_proj.weight"), self.maybe(f"{p}.q_proj.bias"),
-                                 s.n_heads)
-        W_K, b_K = self.heads_in(self.get(f"{p}.k_proj.weight"), self.maybe(f"{p}.k_proj.bias"),
-                                 s.n_kv_heads)
+        p = f"{self.prefix}.layers.{layer}.self_attn"
+        W_Q, b_Q, W_K, b_K = self.query_key(p)
         return QKWeights(
             W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
             positions=self.rotary(layer),

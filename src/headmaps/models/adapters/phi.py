@@ -53,12 +53,9 @@ class PhiAdapter(Adapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        p = f"{self.prefix}.layers.{layer}"
         a = f"{p}.self_attn"
-        W_Q, b_Q = self.heads_in(self.get(f"{a}.q_proj.weight"), self.maybe(f"{a}.q_proj.bias"),
-                                 s.n_heads)
-        W_K, b_K = self.heads_in(self.get(f"{a}.k_proj.weight"), self.maybe(f"{a}.k_proj.bias"),
-                                 s.n_kv_heads)
+        W_Q, b_Q, W_K, b_K = self.query_key(a)
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
                          positions=self.rotary(layer),
                          input_norm=self.norm(f"{p}.input_layernorm", self.eps()),
