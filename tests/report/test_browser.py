@@ -6,7 +6,6 @@ missing browser is a failure, not a skip.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from playwright import sync_api
 
+from browser_page import ARGS, CHROMIUM
 from headmaps.report import synthetic_scan, write_report
 
 pytestmark = pytest.mark.browser
@@ -22,10 +22,6 @@ pytestmark = pytest.mark.browser
 #: idle machine (0.35-0.5 s); the asserts allow 5x so that a loaded 2-core machine
 #: does not fail them, and the measured times are printed.
 SLACK = 5
-CHROMIUM = os.environ.get("HEADMAPS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def vis(token: str) -> str:
