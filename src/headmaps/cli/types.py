@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import common
 from .common import (
     add_big_model_args,
     add_model_args,
     add_projection_args,
+    calibration_kwargs,
     load_model,
     projection_kwargs,
 )
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     m = load_model(args)
     res = head_types(m, n_tokens=args.tokens, relations=not args.no_relations,
-                     **projection_kwargs(args), **common.calibration_kwargs(args))
+                     **projection_kwargs(args), **calibration_kwargs(args))
     print(f"head types of {m.model_id} from parameters ({res.seconds:.1f} s):")
     print(res.table())
     for name, why in res.skipped.items():
