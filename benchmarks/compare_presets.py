@@ -2,9 +2,10 @@
 
 Dynamic scores do not depend on the projection options, so they are computed once
 (or read from a saved correlation run with ``--from``) and the static scores are
-recomputed for every combination of source representation, norm folding, biases and
-embedding scaling (options that cannot matter for the model are left out: biases on a
-model without biases, scaling on a model whose embedding scale is 1).
+recomputed for every candidate projection that ``headmaps calibrate`` tries on the model
+(:func:`headmaps.experiments.calibrate.candidates`: the presets, then every combination
+of source representation, norm folding, biases and embedding scaling that can matter
+for the model).
 
     HEADMAPS_CACHE=/tmp/hmcache python benchmarks/compare_presets.py smollm2-135m \\
         --from out/smollm2-135m-correlation
@@ -17,7 +18,6 @@ defined correlation and counts as 0), and the per-relation correlations without 
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 
 import numpy as np
@@ -25,24 +25,9 @@ import pandas as pd
 
 import headmaps as hm
 from headmaps.experiments import CorrelationResult, correlation
+from headmaps.experiments.calibrate import candidate_name, candidates
 from headmaps.experiments.dynamic import dynamic_scores, single_token_pairs
 from headmaps.projection import PRESETS, ProjectionOptions
-
-
-def combinations(model: hm.HeadModel) -> list[tuple[str, ProjectionOptions]]:
-    """Every meaningful combination of options for ``model``, named presets first."""
-    has_bias = any(model.attention(layer).b_V is not None or model.attention(layer).b_O is not None
-                   for layer in range(model.n_layers))
-    scales = [False, True] if model.embedding_scale != 1.0 else [False]
-    biases = [False, True] if has_bias else [False]
-    out = []
-    for source, fold, bias, scale in itertools.product(["embedding", "mlp0", "mlp0_residual"],
-                                                       [False, True], biases, scales):
-        opts = ProjectionOptions(source=source, fold_norms=fold, value_bias=bias, output_bias=bias,
-                                 scale_embeddings=scale)
-        name = next((n for n, p in PRESETS.items() if p == opts), "")
-        out.append((name, opts))
-    return sorted(out, key=lambda x: (x[0] == "", x[0]))
 
 
 def _med(values: pd.Series) -> float:
@@ -94,19 +79,17 @@ def main() -> None:
           f"({time.perf_counter() - t0:.0f} s)")
     rows = []
     combos = ([parse_combo(c) for c in args.combos.split(",")] if args.combos
-              else combinations(model))
+              else candidates(model))
     for name, opts in combos:
         t = time.perf_counter()
         res = correlation(model, dynamic=dyn, preset=opts)
         tab = res.table.set_index("relation")
-        label = name or "+".join([opts.source] + [f for f, on in (("fold", opts.fold_norms),
-                                  ("scale", opts.scale_embeddings),
-                                  ("bias", opts.value_bias)) if on])
+        label = name or candidate_name(opts)
         if args.save:
             res.save(f"{args.save}/{label}")
             res.plot(f"{args.save}/{label}/correlation.png")
         rows.append({
-            "preset": name or "-", "label": label, "source": opts.source,
+            "preset": name if name in PRESETS else "-", "label": label, "source": opts.source,
             "fold_norms": opts.fold_norms,
             "biases": opts.value_bias, "scale_emb": opts.scale_embeddings,
             # a relation whose static scores are all equal (no head scores) has no defined

@@ -23,7 +23,7 @@ def plain(model, layer, head, preset="paper", n_tokens=15, n_mappings=5, **optio
     opts, _ = resolve_salient_options(preset, **options)
     ids = torch.arange(model.vocab_size)
     a = model.attention(layer)
-    X = P.layer_sources(P.base_sources(model, ids, opts, layer0=layer == 0), a, opts).double()
+    X = P.layer_sources(P.base_sources(model, ids, opts, layer), a, opts).double()
     W_V, W_O = (w.double() for w in model.ov(layer, head))
     b_v, b_o = P.layer_biases(a, opts)
     Z = X @ (W_V @ W_O)

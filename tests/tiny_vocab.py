@@ -109,7 +109,7 @@ def set_mapping(model, layer: int, head: int, P: torch.Tensor, preset: str = "pa
     V = P.shape[0]
     all_ids = torch.arange(V)
     a = hm_model.attention(layer)
-    X = proj.layer_sources(proj.base_sources(hm_model, all_ids, opts, layer0=layer == 0), a,
+    X = proj.layer_sources(proj.base_sources(hm_model, all_ids, opts, layer), a,
                            opts).double()
     U = proj.output_basis(hm_model, opts, a).double()
     W_VO = torch.linalg.pinv(X) @ P @ torch.linalg.pinv(U)

@@ -10,6 +10,12 @@ biases) are bundled as :class:`ProjectionOptions`; named presets fix them:
   ``e + post(MLP_0(pre(e)))`` with the model's embedding scale, passed through the
   head's layer input norm; the post-attention norm gain (Gemma 2/3) and the final norm
   gain are folded into ``U``; value biases included.
+* ``alone``: ``X`` is, for a head of layer ``l``, the residual stream entering block
+  ``l`` when the source token is run through the model alone (a one-token sequence,
+  where every head can only attend to the token itself), with norms folded as in
+  ``norms``. It follows the residual through every earlier block (attention, MLP and,
+  on Gemma 2/3, the sandwich norms) instead of stopping after block 0, at the cost of
+  one block's arithmetic per source token and layer.
 
 Every function here is pure: tensors in, tensors out.
 """
@@ -24,7 +30,10 @@ import torch
 from .errors import HeadmapsError
 from .models import AttentionWeights, HeadModel
 
-SourceKind = Literal["embedding", "mlp0", "mlp0_residual"]
+SourceKind = Literal["embedding", "mlp0", "mlp0_residual", "token_alone"]
+
+#: Every source representation (see :class:`ProjectionOptions`).
+SOURCE_KINDS: tuple[str, ...] = ("embedding", "mlp0", "mlp0_residual", "token_alone")
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,10 @@ class ProjectionOptions:
 
     Attributes:
         source: representation of source tokens for layers > 0: ``"embedding"`` (raw
-            ``e``), ``"mlp0"`` (``MLP_0(LN(e))``, the paper's first-MLP trick) or
-            ``"mlp0_residual"`` (``e + MLP_0(LN(e))``, the residual after block 0).
+            ``e``), ``"mlp0"`` (``MLP_0(LN(e))``, the paper's first-MLP trick),
+            ``"mlp0_residual"`` (``e + MLP_0(LN(e))``, the residual after block 0) or
+            ``"token_alone"`` (the residual entering the head's block when the token
+            is run alone, through every earlier block; see :func:`token_alone`).
         mlp0_at_layer0: also use ``source`` at layer 0 (the reference code does this for
             salient operations, by accident); otherwise layer 0 reads ``e``.
         scale_embeddings: multiply ``e`` by the model's embedding scale (Gemma).
@@ -53,10 +64,10 @@ class ProjectionOptions:
     output_bias: bool = False
 
     def __post_init__(self) -> None:
-        if self.source not in ("embedding", "mlp0", "mlp0_residual"):
+        if self.source not in SOURCE_KINDS:
             raise HeadmapsError(
-                f"unknown source representation {self.source!r}; use embedding, mlp0 or "
-                "mlp0_residual"
+                f"unknown source representation {self.source!r}; use one of "
+                f"{', '.join(SOURCE_KINDS)}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +80,8 @@ PRESETS: dict[str, ProjectionOptions] = {
     "norms": ProjectionOptions(source="mlp0_residual", scale_embeddings=True, fold_norms=True,
                                value_bias=True),
     "embedding": ProjectionOptions(source="embedding"),
+    "alone": ProjectionOptions(source="token_alone", scale_embeddings=True, fold_norms=True,
+                               value_bias=True),
 }
 
 #: The preset used when none is given. Chosen by the correlation experiment
@@ -133,22 +146,117 @@ def embed(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions) ->
 
 
 def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions,
-                 layer0: bool = False) -> torch.Tensor:
-    """Source representations before any layer-specific norm, ``(n, d_model)`` float32.
+                 layer: int = 1) -> torch.Tensor:
+    """Source representations for heads of ``layer``, before its input norm; ``(n, d_model)``.
+
+    Float32. For many layers in a row use :class:`Sources`, which computes each kind
+    once (and advances ``token_alone`` block by block instead of from the start).
 
     Args:
         model: the model.
         token_ids: ``(n,)`` source token ids.
         opts: projection options.
-        layer0: build the layer-0 representation (raw embedding unless
-            ``opts.mlp0_at_layer0``).
+        layer: the head's layer. Layer 0 reads the raw embedding unless
+            ``opts.mlp0_at_layer0``; ``token_alone`` depends on the layer, the other
+            kinds are the same for every layer > 0.
     """
     e = embed(model, token_ids, opts)
-    if opts.source == "embedding" or (layer0 and not opts.mlp0_at_layer0):
+    if opts.source == "token_alone":
+        return token_alone(model, e, range(layer))
+    if opts.source == "embedding" or (layer == 0 and not opts.mlp0_at_layer0):
         return e
     with torch.no_grad():
         mlp_out = model.first_mlp()(e).float()
     return e + mlp_out if opts.source == "mlp0_residual" else mlp_out
+
+
+def token_alone(model: HeadModel, x: torch.Tensor, blocks: range,
+                chunk_rows: int = 16384) -> torch.Tensor:
+    """Advance residual streams ``x`` ``(n, d_model)`` through ``blocks`` of a lone token.
+
+    Each row is the residual of a one-token sequence, so every attention head attends to
+    that token with probability 1 and its output is its value: block ``l`` adds
+    ``post_attn(sum_h (LN_1(x) W_V^h + b_V^h) W_O^h + b_O)`` and its MLP (after the
+    attention, or beside it for parallel blocks), all biases and norms as in the model.
+    Learned position embeddings are not added (the token has no position here, as in
+    the other source representations).
+
+    Args:
+        model: the model (each block's weights are read once).
+        x: ``(n, d_model)`` residual streams entering block ``blocks.start``.
+        blocks: the blocks to pass, in order.
+        chunk_rows: rows computed at a time (bounds the MLP's ``(rows, d_mlp)`` hidden
+            layer when ``x`` is the whole vocabulary).
+
+    Returns:
+        ``(n, d_model)`` float32: the residual entering block ``blocks.stop``.
+    """
+    x = x.float()
+    kv = model.spec.kv_index().to(x.device)
+    step = max(1, int(chunk_rows))
+    with torch.no_grad():
+        for layer in blocks:
+            a, mlp = model.attention(layer), model.mlp(layer)
+            W_V, W_O = a.W_V.float(), a.W_O.float()
+            out = torch.empty_like(x)
+            for c in range(0, x.shape[0], step):
+                xc = x[c:c + step]
+                v = torch.einsum("nd,kde->kne", a.input_norm(xc).float(), W_V)
+                if a.b_V is not None:
+                    v = v + a.b_V.float()[:, None, :]
+                attn = torch.einsum("hne,hed->nd", v.index_select(0, kv), W_O)
+                if a.b_O is not None:
+                    attn = attn + a.b_O.float()
+                if a.post_norm is not None:
+                    attn = a.post_norm(attn).float()
+                if model.parallel_attn_mlp:
+                    out[c:c + step] = xc + attn + mlp(xc).float()
+                else:
+                    mid = xc + attn
+                    out[c:c + step] = mid + mlp(mid).float()
+            x = out
+    return x
+
+
+class Sources:
+    """Source representations of a fixed token set for every layer, each computed once.
+
+    ``at(layer)`` gives what :func:`base_sources` gives; layers read in increasing order
+    (as every scan does) cost one block each for ``token_alone``.
+
+    Args:
+        model: the model.
+        token_ids: ``(n,)`` source token ids.
+        opts: projection options.
+        chunk_rows: rows computed at a time (bounds the MLP's ``(rows, d_mlp)`` hidden
+            layer when the set is the whole vocabulary).
+    """
+
+    def __init__(self, model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions,
+                 chunk_rows: int = 16384):
+        self.model, self.ids, self.opts = model, token_ids, opts
+        self.chunk_rows = max(1, int(chunk_rows))
+        self._fixed: dict[bool, torch.Tensor] = {}
+        self._alone: tuple[int, torch.Tensor] | None = None
+
+    def at(self, layer: int) -> torch.Tensor:
+        """``(n, d_model)`` float32 representations before ``layer``'s input norm."""
+        if self.opts.source == "token_alone":
+            if self._alone is None or layer < self._alone[0]:
+                self._alone = (0, embed(self.model, self.ids, self.opts).float())
+            done, x = self._alone
+            if layer > done:
+                x = token_alone(self.model, x, range(done, layer), self.chunk_rows)
+                self._alone = (layer, x)
+            return x
+        key = layer == 0 and not self.opts.mlp0_at_layer0 or self.opts.source == "embedding"
+        if key not in self._fixed:
+            ids, step = self.ids, self.chunk_rows
+            with torch.no_grad():
+                self._fixed[key] = torch.cat([
+                    base_sources(self.model, ids[i:i + step], self.opts, 0 if key else 1)
+                    for i in range(0, max(len(ids), 1), step)])
+        return self._fixed[key]
 
 
 def layer_sources(base: torch.Tensor, attn: AttentionWeights,

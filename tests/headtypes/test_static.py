@@ -30,7 +30,7 @@ def make_copying(model, layer: int, head: int) -> None:
     m = hm.load(model)
     ids = S.token_subset(m, None)
     a = m.attention(layer)
-    X = P.layer_sources(P.base_sources(m, ids, OPTS, layer0=layer == 0), a, OPTS)
+    X = P.layer_sources(P.base_sources(m, ids, OPTS, layer), a, OPTS)
     G = P.output_basis(m, OPTS, a, columns=ids) @ X
     W_V = a.W_V[m.kv_head(head)].to(G.dtype)
     W_O = W_V.T @ G.T  # (dh, d)
@@ -87,7 +87,7 @@ def _argmax(a: np.ndarray) -> tuple[int, int]:
 
 def test_eigen_copying_ranks_the_constructed_heads_first(built):
     m = hm.load(built)
-    src = S.Sources(m, S.token_subset(m, None), OPTS)
+    src = P.Sources(m, S.token_subset(m, None), OPTS)
     eig = S.eigen_copying(m, src)
     assert eig.shape == (3, 4)
     assert eig[2, 3] > 0.99 and eig[1, 1] > 0.99  # PSD token-space circuit: all eigenvalues >= 0
@@ -99,10 +99,10 @@ def test_eigen_copying_ranks_the_constructed_heads_first(built):
 def test_eigen_copying_equals_full_matrix_eigenvalues(built):
     m = hm.load(built)
     ids = S.token_subset(m, 50)
-    src = S.Sources(m, ids, OPTS)
+    src = P.Sources(m, ids, OPTS)
     eig = S.eigen_copying(m, src, layers=[1])
     a = m.attention(1)
-    X = P.layer_sources(src.base(1), a, OPTS)
+    X = P.layer_sources(src.at(1), a, OPTS)
     U = P.output_basis(m, OPTS, a, columns=ids)
     for h in range(m.n_heads):
         W_V, W_O = m.ov(1, h)
@@ -113,7 +113,7 @@ def test_eigen_copying_equals_full_matrix_eigenvalues(built):
 
 def test_previous_token_static_and_behaviour_agree(built):
     m = hm.load(built)
-    src = S.Sources(m, S.token_subset(m, None), OPTS)
+    src = P.Sources(m, S.token_subset(m, None), OPTS)
     prev = S.previous_token_mass(m, src, max_distance=8)
     assert _argmax(prev) == (0, 2) and prev[0, 2] > 0.9
     ids = torch.randint(3, m.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
@@ -134,7 +134,7 @@ def test_k_composition_and_induction_rank_the_circuit_first(built):
 
 def test_self_preference_ranks_the_symmetric_head_first(built):
     m = hm.load(built)
-    sp = S.self_preference(m, S.Sources(m, S.token_subset(m, None), OPTS))
+    sp = S.self_preference(m, P.Sources(m, S.token_subset(m, None), OPTS))
     assert _argmax(sp) == (2, 2) and sp[2, 2] > 2
     res = hm.head_types(m, relations=False, n_sources=4, max_distance=8)
     assert res.top("duplicate_token", 1)[0][:2] == (2, 2)

@@ -34,7 +34,7 @@ def ids(model, pairs_):
     return (torch.tensor([enc(s) for s, _ in pairs_]), torch.tensor([enc(t) for _, t in pairs_]))
 
 
-@pytest.mark.parametrize("preset", ["paper", "norms", "embedding"])
+@pytest.mark.parametrize("preset", ["paper", "norms", "embedding", "alone"])
 @pytest.mark.parametrize("k", [1, 7])
 def test_batched_equals_reference(model, preset, k):
     rels = {"a": pairs(0), "b": pairs(1, 45)}

@@ -39,7 +39,7 @@ def residual(model: HeadModel, qk: QKWeights, layer: int, token_ids: torch.Tenso
     Returns:
         ``(n, d_model)`` float32.
     """
-    x = P.base_sources(model, token_ids, opts, layer0=layer == 0)
+    x = P.base_sources(model, token_ids, opts, layer)
     return x + position_embedding(qk.positions, positions, x.device)
 
 

@@ -81,13 +81,14 @@ def load_model(args: argparse.Namespace):
 
 def add_projection_args(p: argparse.ArgumentParser) -> None:
     """--preset and the projection option overrides."""
-    from ..projection import DEFAULT_PRESET, PRESETS
+    from ..projection import DEFAULT_PRESET, PRESETS, SOURCE_KINDS
 
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help="projection preset (default: the model's calibration from `headmaps "
                         f"calibrate`, else {DEFAULT_PRESET})")
-    p.add_argument("--source", default=None, choices=["embedding", "mlp0", "mlp0_residual"],
-                   help="source representation for layers > 0 (overrides the preset)")
+    p.add_argument("--source", default=None, choices=SOURCE_KINDS,
+                   help="source representation for layers > 0 (overrides the preset; "
+                        "token_alone: the token run alone through the earlier blocks)")
     p.add_argument("--fold-norms", default=None, action=argparse.BooleanOptionalAction,
                    help="fold norm gains into the projection (overrides the preset)")
     p.add_argument("--biases", default=None, action=argparse.BooleanOptionalAction,

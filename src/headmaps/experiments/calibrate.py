@@ -67,8 +67,9 @@ def effective(model: HeadModel, opts: P.ProjectionOptions) -> P.ProjectionOption
 
 
 def complexity(opts: P.ProjectionOptions) -> int:
-    """Options switched on: the residual source, norm folding, scaling, each bias."""
-    return (int(opts.source == "mlp0_residual") + int(opts.fold_norms) + int(opts.scale_embeddings)
+    """Options switched on: the residual source (2 for token_alone), norm folding, scaling, biases."""
+    source = {"mlp0_residual": 1, "token_alone": 2}.get(opts.source, 0)
+    return (source + int(opts.fold_norms) + int(opts.scale_embeddings)
             + int(opts.value_bias) + int(opts.output_bias) + int(opts.mlp0_at_layer0))
 
 
@@ -88,8 +89,10 @@ def candidates(model: HeadModel) -> list[tuple[str, P.ProjectionOptions]]:
 
     Combinations: source (embedding, mlp0, mlp0_residual) x fold_norms, x
     scale_embeddings when the model scales its embeddings, x biases (value and output
-    together) when it has any. Candidates whose effective options (see :func:`effective`)
-    equal an earlier one are dropped; the effective options are what is tried.
+    together) when it has any; and ``token_alone`` with folded norms and the model's
+    embedding scale (the residual the model itself would carry), x biases. Candidates
+    whose effective options (see :func:`effective`) equal an earlier one are dropped; the
+    effective options are what is tried.
     """
     scale = (False, True) if model.embedding_scale != 1.0 else (False,)
     bias = (False, True) if _has_biases(model) else (False,)
@@ -103,6 +106,10 @@ def candidates(model: HeadModel) -> list[tuple[str, P.ProjectionOptions]]:
                     o = P.ProjectionOptions(source=source, fold_norms=fold, scale_embeddings=s,
                                             value_bias=b, output_bias=b)
                     pool.append((candidate_name(o), o))
+    for b in bias:
+        o = P.ProjectionOptions(source="token_alone", fold_norms=True, scale_embeddings=True,
+                                value_bias=b, output_bias=b)
+        pool.append((candidate_name(effective(model, o)), o))
     for name, opts in pool:
         eff = effective(model, opts)
         if eff not in seen:

@@ -198,7 +198,7 @@ def head_types(
     t0 = time.perf_counter()
     opts, preset_label, _ = resolve_projection(model, preset, options, calibration)
     ids = S.token_subset(model, n_tokens)
-    src = S.Sources(model, ids, opts)
+    src = P.Sources(model, ids, opts)
     skipped: dict[str, str] = {}
     comp: dict[str, np.ndarray] = {"eigen_copying": S.eigen_copying(model, src)}
     comp.update(_relations(model, opts, skipped, scan, relations))

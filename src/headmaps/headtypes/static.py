@@ -51,23 +51,7 @@ def token_subset(model: HeadModel, n_tokens: int | None = DEFAULT_N_TOKENS) -> t
     return ids if n_tokens is None else ids[:n_tokens]
 
 
-class Sources:
-    """Base source representations of a token subset, computed once per kind (layer 0 or later)."""
-
-    def __init__(self, model: HeadModel, ids: torch.Tensor, opts: P.ProjectionOptions):
-        self.model, self.ids, self.opts = model, ids, opts
-        self._base: dict[bool, torch.Tensor] = {}
-
-    def base(self, layer: int) -> torch.Tensor:
-        """``(n, d_model)`` float32 representations before ``layer``'s input norm."""
-        key = layer == 0
-        if key not in self._base:
-            with torch.no_grad():
-                self._base[key] = P.base_sources(self.model, self.ids, self.opts, layer0=key)
-        return self._base[key]
-
-
-def eigen_copying(model: HeadModel, src: Sources,
+def eigen_copying(model: HeadModel, src: P.Sources,
                   layers: Sequence[int] | None = None) -> np.ndarray:
     """Eigenvalue copying score ``sum(λ)/sum(|λ|)`` of every head, ``(len(layers), n_heads)``.
 
@@ -82,7 +66,7 @@ def eigen_copying(model: HeadModel, src: Sources,
     with torch.no_grad():
         for i, layer in enumerate(layers):
             a = model.attention(layer)
-            X = P.layer_sources(src.base(layer), a, src.opts)  # (n, d)
+            X = P.layer_sources(src.at(layer), a, src.opts)  # (n, d)
             U = P.output_basis(model, src.opts, a, columns=src.ids.to(model.U.device))  # (d, n)
             G = U @ X  # (d, d)
             W_V = a.W_V.float()[kv.to(a.W_V.device)]  # (H, d, dh)
@@ -143,7 +127,7 @@ def k_composition(model: HeadModel, sources: Sequence[tuple[int, int]] | None = 
     return out
 
 
-def self_preference(model: HeadModel, src: Sources) -> np.ndarray:
+def self_preference(model: HeadModel, src: P.Sources) -> np.ndarray:
     """Mean standardised content logit of a token on itself, ``(n_layers, n_heads)``.
 
     Args:
@@ -157,7 +141,7 @@ def self_preference(model: HeadModel, src: Sources) -> np.ndarray:
     with torch.no_grad():
         for layer in range(L):
             qk = model.qk(layer)
-            X = Q.layer_input(qk, src.base(layer), src.opts)
+            X = Q.layer_input(qk, src.at(layer), src.opts)
             q = Q.queries(qk, X, heads.to(X.device))  # (H, n, dh)
             k = Q.keys(qk, X)[kv.to(X.device)]  # (H, n, dh)
             k_mean = k.mean(1, keepdim=True)
@@ -170,7 +154,7 @@ def self_preference(model: HeadModel, src: Sources) -> np.ndarray:
     return out
 
 
-def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 64,
+def previous_token_mass(model: HeadModel, src: P.Sources, max_distance: int = 64,
                         n_samples: int = 256,
                         seed: int = 0) -> np.ndarray:
     """Expected attention on distance 1 of the sampled positional profile, ``(n_layers, n_heads)``.
@@ -193,7 +177,7 @@ def previous_token_mass(model: HeadModel, src: Sources, max_distance: int = 64,
                     raise HeadmapsError(f"max_distance={max_distance} exceeds the model's {n_pos} "
                                         "positions; "
                                         f"pass max_distance <= {n_pos - 1}")
-            base = src.base(layer)
+            base = src.at(layer)
             K = Q.keys(qk, Q.layer_input(qk, base, src.opts))  # (n_kv, n, dh), rows = subset
             valid = torch.ones(base.shape[0], dtype=torch.bool, device=base.device)
             s = _sampled(model, qk, heads.to(base.device), K, base, src.opts, valid, max_distance,

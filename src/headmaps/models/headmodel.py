@@ -173,7 +173,16 @@ class HeadModel:
 
     def first_mlp(self) -> MLPBlock:
         """Block 0's MLP with its norms: ``x -> post_norm(MLP_0(pre_norm(x)))``."""
-        b = self.adapter.first_mlp()
+        return self.mlp(0)
+
+    def mlp(self, layer: int) -> MLPBlock:
+        """Block ``layer``'s MLP with its norms, ``(..., d_model) -> (..., d_model)``.
+
+        ``x -> post_norm(MLP_l(pre_norm(x)))``: what the MLP adds to the residual stream
+        when its input is ``x``. Read on demand (also on the lazy path).
+        """
+        self.check_layer(layer)
+        b = self.adapter.mlp(layer)
         m = b.mlp
         m.W_in, m.b_in, m.W_gate = self._to(m.W_in), self._to(m.b_in), self._to(m.W_gate)
         m.W_out, m.b_out = self._to(m.W_out), self._to(m.b_out)

@@ -132,9 +132,9 @@ class LensAdapter(Adapter):
             post_norm=None if post is None else self._norm(post),
         )
 
-    def first_mlp(self) -> MLPBlock:
-        """Block 0's MLP with ``ln2`` before it (and ``ln2_post`` where the model has one)."""
-        block = self.model.blocks[0]
+    def mlp(self, layer: int) -> MLPBlock:
+        """Block ``layer``'s MLP with ``ln2`` before it (and ``ln2_post`` where there is one)."""
+        block = self.model.blocks[layer]
         mlp = block.mlp
         if not hasattr(mlp, "W_in"):
             raise UnsupportedArchitectureError(

@@ -73,20 +73,12 @@ class _Context:
             raise HeadmapsError("no source token is left after filtering")
         dev = model.E.device
         self.src_mask, self.tgt_mask = self.src_mask.to(dev), self.tgt_mask.to(dev)
-        self._base: dict[bool, torch.Tensor] = {}
+        self._sources = P.Sources(model, torch.arange(V, device=dev), self.opts,
+                                  chunk_rows=self.chunk_rows)
 
     def base(self, layer: int) -> torch.Tensor:
         """Source representations of the whole vocabulary for ``layer``, ``(V, d)`` float32."""
-        key = layer == 0 and not self.opts.mlp0_at_layer0
-        if key not in self._base:
-            V = self.model.vocab_size
-            ids = torch.arange(V, device=self.model.E.device)
-            with torch.no_grad():
-                self._base[key] = torch.cat([
-                    P.base_sources(self.model, ids[i:i + self.chunk_rows], self.opts, layer0=key)
-                    for i in range(0, V, self.chunk_rows)
-                ])
-        return self._base[key]
+        return self._sources.at(layer)
 
     def string(self, i: int) -> str:
         """Decoded token, or ``<id>`` without a tokenizer."""

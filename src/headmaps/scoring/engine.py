@@ -140,13 +140,12 @@ def scan(
     supp = scores.copy()
     kv_index = model.spec.kv_index().to(dev)
     with torch.no_grad():
-        base0 = P.base_sources(model, batch.unique_sources, opts, layer0=True)
-        base = P.base_sources(model, batch.unique_sources, opts) if L > 1 else base0
+        sources = P.Sources(model, batch.unique_sources, opts)
         # U folded once for all layers, its first columns cached (read by every row)
         shared = SharedBasis(model, opts, cache_bytes=chunk_bytes)
         for layer in tqdm(todo, desc="scan", unit="layer", disable=not progress):
             a = model.attention(layer)
-            X = P.layer_sources(base0 if layer == 0 else base, a, opts)
+            X = P.layer_sources(sources.at(layer), a, opts)
             b_v, b_o = P.layer_biases(a, opts)
             Y = torch.einsum("nd,kde->kne", X, a.W_V.float())
             if b_v is not None:

@@ -38,11 +38,10 @@ def reference_scores(
     scores = np.zeros((L, H), np.float32)
     supp = np.zeros((L, H), np.float32)
     with torch.no_grad():
-        base0 = P.base_sources(model, source_ids, opts, layer0=True)
-        base = P.base_sources(model, source_ids, opts)
+        sources = P.Sources(model, source_ids, opts)
         for layer in range(L) if layers is None else layers:
             a = model.attention(layer)
-            X = P.layer_sources(base0 if layer == 0 else base, a, opts)
+            X = P.layer_sources(sources.at(layer), a, opts)
             U = P.output_basis(model, opts, a)
             b_v, b_o = P.layer_biases(a, opts)
             for head in range(H):

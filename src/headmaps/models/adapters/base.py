@@ -173,8 +173,8 @@ class Adapter:
         """The OV weights, biases and norms of ``layer``."""
         raise NotImplementedError
 
-    def first_mlp(self) -> MLPBlock:
-        """Block 0's MLP with its norms, as a function of embeddings."""
+    def mlp(self, layer: int) -> MLPBlock:
+        """Block ``layer``'s MLP with the norms around it, as a function of its input."""
         raise NotImplementedError
 
     def qk(self, layer: int) -> QKWeights:

@@ -87,8 +87,8 @@ class GemmaAdapter(LlamaAdapter):
         act = self.cfg("hidden_act", "hidden_activation", default="gelu_pytorch_tanh")
         return "gelu_pytorch_tanh" if act == "gelu" else act
 
-    def first_mlp(self) -> MLPBlock:
-        p = f"{self.prefix}.layers.0"
+    def mlp(self, layer: int) -> MLPBlock:
+        p = f"{self.prefix}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.up_proj.weight").T,
             b_in=None,

@@ -72,8 +72,8 @@ class GPT2Adapter(Adapter):
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=scale, positions=pos,
                          input_norm=self.norm(f"{self.prefix}.h.{layer}.ln_1", self.eps()))
 
-    def first_mlp(self) -> MLPBlock:
-        p = f"{self.prefix}.h.0"
+    def mlp(self, layer: int) -> MLPBlock:
+        p = f"{self.prefix}.h.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.c_fc.weight"),
             b_in=self.maybe(f"{p}.mlp.c_fc.bias"),

@@ -75,8 +75,8 @@ class GPTNeoXAdapter(Adapter):
                          positions=self.rotary(layer),
                          input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
 
-    def first_mlp(self) -> MLPBlock:
-        p = f"{self.prefix}.layers.0"
+    def mlp(self, layer: int) -> MLPBlock:
+        p = f"{self.prefix}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.dense_h_to_4h.weight").T,
             b_in=self.maybe(f"{p}.mlp.dense_h_to_4h.bias"),

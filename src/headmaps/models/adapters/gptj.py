@@ -60,8 +60,8 @@ class GPTJAdapter(Adapter):
                                                theta=10000.0),
                          input_norm=self.norm(f"{p}.ln_1", self.eps()))
 
-    def first_mlp(self) -> MLPBlock:
-        p = f"{self.prefix}.h.0"
+    def mlp(self, layer: int) -> MLPBlock:
+        p = f"{self.prefix}.h.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.fc_in.weight").T,
             b_in=self.maybe(f"{p}.mlp.fc_in.bias"),

@@ -56,8 +56,8 @@ class LlamaAdapter(Adapter):
             k_norm=self.head_norm(f"{p}.k_norm", self.eps()),
         )
 
-    def first_mlp(self) -> MLPBlock:
-        p = f"{self.prefix}.layers.0"
+    def mlp(self, layer: int) -> MLPBlock:
+        p = f"{self.prefix}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.up_proj.weight").T,
             b_in=self.maybe(f"{p}.mlp.up_proj.bias"),

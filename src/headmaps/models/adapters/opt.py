@@ -97,8 +97,8 @@ class OPTAdapter(Adapter):
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(), positions=pos,
                          input_norm=self.norm(f"{p}.self_attn_layer_norm", _LN_EPS))
 
-    def first_mlp(self) -> MLPBlock:
-        p = f"{self.prefix}.layers.0"
+    def mlp(self, layer: int) -> MLPBlock:
+        p = f"{self.prefix}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.fc1.weight").T,
             b_in=self.maybe(f"{p}.fc1.bias"),

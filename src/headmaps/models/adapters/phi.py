@@ -62,8 +62,8 @@ class PhiAdapter(Adapter):
                          q_norm=self.head_norm(f"{a}.q_layernorm", self.eps()),
                          k_norm=self.head_norm(f"{a}.k_layernorm", self.eps()))
 
-    def first_mlp(self) -> MLPBlock:
-        p = f"{self.prefix}.layers.0"
+    def mlp(self, layer: int) -> MLPBlock:
+        p = f"{self.prefix}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.fc1.weight").T,
             b_in=self.maybe(f"{p}.mlp.fc1.bias"),

@@ -45,8 +45,8 @@ class Phi3Adapter(LlamaAdapter):
                          positions=self.rotary(layer),
                          input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
 
-    def first_mlp(self) -> MLPBlock:
-        p = f"{self.prefix}.layers.0"
+    def mlp(self, layer: int) -> MLPBlock:
+        p = f"{self.prefix}.layers.{layer}"
         gate_up = self.get(f"{p}.mlp.gate_up_proj.weight")  # (2 * d_mlp, d_model)
         d_mlp = gate_up.shape[0] // 2
         mlp = MLP(

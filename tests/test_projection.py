@@ -1,0 +1,81 @@
+"""Source representations: the ``token_alone`` residual against the real model, and the
+per-layer cache every scan reads through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import headmaps as hm
+from headmaps import projection as P
+from headmaps.experiments.calibrate import candidates
+from tiny import TINY_CONFIGS, TINY_VARIANTS, tiny_model
+
+ARCHS = sorted(TINY_CONFIGS) + sorted(TINY_VARIANTS)
+RTOL = 1e-6
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``||a - b|| / ||b||``."""
+    return (a - b).norm().item() / b.norm().item()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_token_alone_is_the_residual_of_a_one_token_sequence(arch):
+    """Block by block, ``token_alone`` reproduces the hidden states transformers computes
+    for a batch of one-token sequences (its input is the model's own layer-0 state, so
+    learned position 0 and OPT's input projection are included as the model adds them)."""
+    model = tiny_model(arch)
+    m = hm.load(model)
+    ids = torch.arange(3, 40).reshape(-1, 1)  # 37 sequences of one token
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+    x0 = hidden[0][:, 0]
+    for layer in range(1, m.n_layers):  # the last entry has the final norm on some models
+        got = P.token_alone(m, x0, range(layer))
+        assert rel_err(got, hidden[layer][:, 0]) <= RTOL, f"{arch} layer {layer}"
+    # chunking the rows changes nothing beyond float32 rounding
+    assert rel_err(P.token_alone(m, x0, range(2), chunk_rows=5),
+                   P.token_alone(m, x0, range(2))) <= RTOL
+
+
+def test_token_alone_source_matches_hidden_states_on_rotary_model():
+    """Without learned positions the source is exactly the lone token's residual: the
+    embedding (scaled as the model scales it) advanced through the earlier blocks."""
+    model = tiny_model("gemma3_text")
+    m = hm.load(model)
+    ids = torch.arange(5, 30)
+    with torch.no_grad():
+        hidden = model(input_ids=ids[:, None], output_hidden_states=True).hidden_states
+    opts = P.PRESETS["alone"]
+    for layer in range(m.n_layers):
+        assert rel_err(P.base_sources(m, ids, opts, layer), hidden[layer][:, 0]) <= RTOL
+
+
+@pytest.mark.parametrize("preset", ["paper", "norms", "embedding", "alone"])
+def test_sources_in_any_order_equal_base_sources(tiny_llama_hm, preset):
+    m, opts = tiny_llama_hm, P.PRESETS[preset]
+    ids = torch.arange(2, 60)
+    src = P.Sources(m, ids, opts, chunk_rows=7)
+    for layer in [0, 2, 1, 2, 0, 1]:  # forwards, backwards and repeated
+        assert rel_err(src.at(layer), P.base_sources(m, ids, opts, layer)) <= RTOL
+
+
+def test_mlp_of_each_layer_is_read_from_that_layer(tiny_llama_hm):
+    m = tiny_llama_hm
+    x = torch.randn(4, m.d_model, dtype=torch.float64)
+    outs = [m.mlp(layer)(x) for layer in range(m.n_layers)]
+    assert torch.equal(outs[0], m.first_mlp()(x))
+    assert not torch.allclose(outs[0], outs[1])
+    with pytest.raises(hm.HeadmapsError, match="layer"):
+        m.mlp(m.n_layers)
+
+
+def test_unknown_source_is_a_clear_error():
+    with pytest.raises(hm.HeadmapsError, match="token_alone"):
+        hm.ProjectionOptions(source="residual")
+
+
+def test_calibration_tries_token_alone(tiny_llama_hm):
+    names = [name for name, _ in candidates(tiny_llama_hm)]
+    assert "alone" in names  # the preset, with the switches this model ignores dropped
