@@ -67,7 +67,7 @@ def effective(model: HeadModel, opts: P.ProjectionOptions) -> P.ProjectionOption
 
 
 def complexity(opts: P.ProjectionOptions) -> int:
-    """Options switched on: the residual source (2 for token_alone), norm folding, scaling, biases."""
+    """Switches on: the residual source (2 for token_alone), norm folding, scaling, biases."""
     source = {"mlp0_residual": 1, "token_alone": 2}.get(opts.source, 0)
     return (source + int(opts.fold_norms) + int(opts.scale_embeddings)
             + int(opts.value_bias) + int(opts.output_bias) + int(opts.mlp0_at_layer0))
