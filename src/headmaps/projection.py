@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
+from tqdm.auto import tqdm
 
 from .errors import HeadmapsError
 from .models import AttentionWeights, HeadModel
@@ -170,6 +171,11 @@ def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOpti
     return e + mlp_out if opts.source == "mlp0_residual" else mlp_out
 
 
+#: ``token_alone`` shows a progress bar over blocks from this many rows on (a whole
+#: vocabulary costs minutes on a CPU: one block's arithmetic per token and block).
+PROGRESS_ROWS = 50_000
+
+
 def token_alone(model: HeadModel, x: torch.Tensor, blocks: range,
                 chunk_rows: int = 16384) -> torch.Tensor:
     """Advance residual streams ``x`` ``(n, d_model)`` through ``blocks`` of a lone token.
@@ -195,7 +201,9 @@ def token_alone(model: HeadModel, x: torch.Tensor, blocks: range,
     kv = model.spec.kv_index().to(x.device)
     step = max(1, int(chunk_rows))
     with torch.no_grad():
-        for layer in blocks:
+        bar = tqdm(blocks, desc="token_alone sources", unit="block", leave=False,
+                   disable=x.shape[0] < PROGRESS_ROWS or len(blocks) < 2)
+        for layer in bar:
             a, mlp = model.attention(layer), model.mlp(layer)
             W_V, W_O = a.W_V.float(), a.W_O.float()
             out = torch.empty_like(x)
