@@ -36,16 +36,23 @@ def _med(values: pd.Series) -> float:
 
 
 def parse_combo(text: str) -> tuple[str, ProjectionOptions]:
-    """``"paper"`` (a preset) or ``"mlp0_residual+fold+scale+bias"`` (source and flags)."""
+    """``"paper"`` (a preset) or ``"mlp0_residual+fold+scale+bias"`` (source and flags).
+
+    ``after=TOKEN`` as a flag sets the ``token_alone`` prefix, e.g.
+    ``"token_alone+fold+after=<|endoftext|>"``.
+    """
     if text in PRESETS:
         return text, PRESETS[text]
     source, *flags = text.split("+")
+    prefix = next((f.split("=", 1)[1] for f in flags if f.startswith("after=")), "")
+    flags = [f for f in flags if not f.startswith("after=")]
     unknown = set(flags) - {"fold", "scale", "bias"}
     if unknown:
-        raise SystemExit(f"unknown flag(s) {unknown} in {text!r}; use fold, scale, bias")
+        raise SystemExit(f"unknown flag(s) {unknown} in {text!r}; use fold, scale, bias, after=")
     opts = ProjectionOptions(source=source, fold_norms="fold" in flags,
                              scale_embeddings="scale" in flags,
-                             value_bias="bias" in flags, output_bias="bias" in flags)
+                             value_bias="bias" in flags, output_bias="bias" in flags,
+                             prefix=prefix)
     return next((n for n, p in PRESETS.items() if p == opts), ""), opts
 
 

@@ -39,6 +39,60 @@ def test_token_alone_is_the_residual_of_a_one_token_sequence(arch):
                    P.token_alone(m, x0, range(2))) <= RTOL
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_token_after_prefix_is_the_second_token_of_a_two_token_sequence(arch):
+    """With a prefix, each source is the second token of ``[prefix, token]``: its heads mix
+    the prefix's value and its own with the model's attention weights (queries, keys,
+    rotary angles, q/k norms, soft cap), and transformers agrees at every layer."""
+    model = tiny_model(arch)
+    m = hm.load(model)
+    ids = torch.arange(3, 40)
+    seqs = torch.stack([torch.full_like(ids, 7), ids], 1)  # (37, 2): token 7, then each id
+    with torch.no_grad():
+        hidden = model(input_ids=seqs, output_hidden_states=True).hidden_states
+    first, x0 = hidden[0][0, 0], hidden[0][:, 1]
+    for layer in range(1, m.n_layers):
+        f, got = P.token_alone(m, x0, range(layer), first=first, with_first=True)
+        assert rel_err(got, hidden[layer][:, 1]) <= RTOL, f"{arch} layer {layer}"
+        assert rel_err(f, hidden[layer][0, 0]) <= RTOL, f"{arch} prefix, layer {layer}"
+
+
+def test_prefix_option_reads_the_token_from_the_tokenizer():
+    from tiny_vocab import vocab_model
+
+    model, tok = vocab_model(n_layers=2, seed=0)
+    m = hm.load(model, tokenizer=tok)
+    word = next(w for w in tok.get_vocab() if w.isalpha())
+    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix=word)
+    ids = torch.arange(5, 25)
+    seqs = torch.stack([torch.full_like(ids, tok.get_vocab()[word]), ids], 1)
+    with torch.no_grad():
+        hidden = model(input_ids=seqs, output_hidden_states=True).hidden_states
+    src = P.Sources(m, ids, opts)
+    for layer in (1, 0, 1):
+        assert rel_err(src.at(layer), hidden[layer][:, 1].float()) <= RTOL
+    with pytest.raises(hm.HeadmapsError, match="not a token"):
+        P.base_sources(m, ids, hm.ProjectionOptions(source="token_alone", prefix="<nope>"), 1)
+    with pytest.raises(hm.HeadmapsError, match="token_alone"):
+        hm.ProjectionOptions(source="mlp0", prefix=word)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "opt"])
+def test_prefix_source_adds_learned_positions_as_the_model_does(arch):
+    from tiny_tokenizer import tiny_tokenizer
+
+    model = tiny_model(arch)
+    tok = tiny_tokenizer([f"w{i}" for i in range(150)])
+    m = hm.load(model, tokenizer=tok)
+    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    ids = torch.arange(10, 30)
+    seqs = torch.stack([torch.full_like(ids, tok.get_vocab()["w3"]), ids], 1)
+    with torch.no_grad():
+        hidden = model(input_ids=seqs, output_hidden_states=True).hidden_states
+    for layer in range(m.n_layers):
+        assert rel_err(P.base_sources(m, ids, opts, layer), hidden[layer][:, 1]) <= RTOL
+
+
 def test_token_alone_source_matches_hidden_states_on_rotary_model():
     """Without learned positions the source is exactly the lone token's residual: the
     embedding (scaled as the model scales it) advanced through the earlier blocks."""

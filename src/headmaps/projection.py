@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .errors import HeadmapsError
 from .models import AttentionWeights, HeadModel
+from .models.weights import MLPBlock
 
 SourceKind = Literal["embedding", "mlp0", "mlp0_residual", "token_alone"]
 
@@ -55,6 +56,10 @@ class ProjectionOptions:
             for LayerNorm) into ``U``.
         value_bias: add the value bias ``b_V`` to ``X W_V``.
         output_bias: add the layer's output bias ``b_O`` to every head's output.
+        prefix: ``token_alone`` only: a token placed before every source token, as the
+            tokenizer spells it (``"<|endoftext|>"``, ``"<bos>"``); the source is then the
+            second token of a two-token sequence and attends to the prefix and itself with
+            the model's own attention. ``""``: the source token alone.
     """
 
     source: SourceKind = "mlp0"
@@ -63,6 +68,7 @@ class ProjectionOptions:
     fold_norms: bool = False
     value_bias: bool = False
     output_bias: bool = False
+    prefix: str = ""
 
     def __post_init__(self) -> None:
         if self.source not in SOURCE_KINDS:
@@ -70,6 +76,8 @@ class ProjectionOptions:
                 f"unknown source representation {self.source!r}; use one of "
                 f"{', '.join(SOURCE_KINDS)}"
             )
+        if self.prefix and self.source != "token_alone":
+            raise HeadmapsError(f"a prefix token needs source='token_alone', not {self.source!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for result headers)."""
@@ -161,9 +169,10 @@ def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOpti
             ``opts.mlp0_at_layer0``; ``token_alone`` depends on the layer, the other
             kinds are the same for every layer > 0.
     """
-    e = embed(model, token_ids, opts)
     if opts.source == "token_alone":
-        return token_alone(model, e, range(layer))
+        first, x = _alone_start(model, token_ids, opts)
+        return token_alone(model, x, range(layer), first=first)
+    e = embed(model, token_ids, opts)
     if opts.source == "embedding" or (layer == 0 and not opts.mlp0_at_layer0):
         return e
     with torch.no_grad():
@@ -176,8 +185,68 @@ def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOpti
 PROGRESS_ROWS = 50_000
 
 
-def token_alone(model: HeadModel, x: torch.Tensor, blocks: range,
-                chunk_rows: int = 16384) -> torch.Tensor:
+def prefix_id(model: HeadModel, prefix: str) -> int:
+    """The id of the token spelled ``prefix`` in the model's tokenizer.
+
+    Raises:
+        HeadmapsError: no tokenizer, or ``prefix`` is not one token of it.
+    """
+    tok = model.tokenizer
+    if tok is None:
+        raise HeadmapsError(f"prefix {prefix!r} needs a tokenizer; load the model with one")
+    vocab = tok.get_vocab()
+    if prefix not in vocab:
+        specials = ", ".join(repr(t) for t in tok.all_special_tokens[:8])
+        raise HeadmapsError(f"prefix {prefix!r} is not a token of this tokenizer (special "
+                            f"tokens: {specials})")
+    return int(vocab[prefix])
+
+
+def _alone_start(model: HeadModel, token_ids: torch.Tensor,
+                 opts: ProjectionOptions) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Layer-0 streams of ``token_alone``: the prefix's ``(d_model,)`` (or None) and the sources'.
+
+    With a prefix, learned position embeddings are added as the model adds them (prefix
+    at position 0, source at 1); a lone token gets none.
+    """
+    x = embed(model, token_ids, opts).float()
+    if not opts.prefix:
+        return None, x
+    first = embed(model, torch.tensor([prefix_id(model, opts.prefix)]), opts).float()[0]
+    pos = model.qk(0).positions
+    if pos.kind == "learned" and pos.embedding is not None:
+        rows = pos.embedding[pos.offset:pos.offset + 2].float().to(x.device)
+        first, x = first + rows[0], x + rows[1]
+    return first.to(x.device), x
+
+
+def _attend_after(model: HeadModel, layer: int, first: torch.Tensor, x: torch.Tensor,
+                  v_first: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Per-head outputs ``z`` ``(n_heads, n, d_head)`` of tokens at position 1 after ``first``.
+
+    ``v_first`` ``(n_heads, 1, d_head)`` and ``v`` ``(n_heads, n, d_head)`` are the values of
+    the prefix (position 0) and of the tokens; the weights come from the layer's queries
+    and keys with its norms, rotary angles, scale, soft cap and window.
+    """
+    from .attention import qk as Q  # attention.qk builds on this module
+
+    qk = model.qk(layer)
+    heads = torch.arange(model.n_heads, device=x.device)
+    kv = model.spec.kv_index().to(x.device)
+    q = Q.rotate(Q.queries(qk, qk.input_norm(x).float(), heads), qk.positions, 1.0)
+    k_first = Q.rotate(Q.keys(qk, qk.input_norm(first[None]).float(), kv), qk.positions, 0.0)
+    k = Q.rotate(Q.keys(qk, qk.input_norm(x).float(), kv), qk.positions, 1.0)
+    s = torch.stack([(q * k_first).sum(-1), (q * k).sum(-1)], -1) * qk.scale  # (H, n, 2)
+    if qk.softcap:
+        s = qk.softcap * torch.tanh(s / qk.softcap)
+    if Q.masked(qk, 1):
+        s[..., 0] = float("-inf")
+    w = torch.softmax(s, dim=-1)
+    return w[..., :1] * v_first + w[..., 1:] * v
+
+
+def token_alone(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int = 16384,
+                first: torch.Tensor | None = None, with_first: bool = False) -> Any:
     """Advance residual streams ``x`` ``(n, d_model)`` through ``blocks`` of a lone token.
 
     Each row is the residual of a one-token sequence, so every attention head attends to
@@ -187,43 +256,63 @@ def token_alone(model: HeadModel, x: torch.Tensor, blocks: range,
     Learned position embeddings are not added (the token has no position here, as in
     the other source representations).
 
+    With ``first`` (the residual ``(d_model,)`` of a prefix token at position 0), each
+    row is instead the second token of the sequence ``[prefix, token]``: its heads mix
+    the prefix's value and its own with the model's attention weights, and the prefix
+    advances as a lone token.
+
     Args:
         model: the model (each block's weights are read once).
         x: ``(n, d_model)`` residual streams entering block ``blocks.start``.
         blocks: the blocks to pass, in order.
         chunk_rows: rows computed at a time (bounds the MLP's ``(rows, d_mlp)`` hidden
             layer when ``x`` is the whole vocabulary).
+        first: the prefix's residual entering ``blocks.start``, or None.
+        with_first: also return the prefix's residual after the blocks.
 
     Returns:
-        ``(n, d_model)`` float32: the residual entering block ``blocks.stop``.
+        ``(n, d_model)`` float32: the residual entering block ``blocks.stop``; with
+        ``with_first``, the pair ``(prefix residual or None, that)``.
     """
     x = x.float()
     kv = model.spec.kv_index().to(x.device)
     step = max(1, int(chunk_rows))
+
+    def values(a: AttentionWeights, rows: torch.Tensor) -> torch.Tensor:  # (H, n, dh)
+        v = torch.einsum("nd,kde->kne", a.input_norm(rows).float(), a.W_V.float())
+        if a.b_V is not None:
+            v = v + a.b_V.float()[:, None, :]
+        return v.index_select(0, kv)
+
+    def block(a: AttentionWeights, mlp: MLPBlock, rows: torch.Tensor,
+              z: torch.Tensor) -> torch.Tensor:
+        attn = torch.einsum("hne,hed->nd", z, a.W_O.float())
+        if a.b_O is not None:
+            attn = attn + a.b_O.float()
+        if a.post_norm is not None:
+            attn = a.post_norm(attn).float()
+        if model.parallel_attn_mlp:
+            return rows + attn + mlp(rows).float()
+        mid = rows + attn
+        return mid + mlp(mid).float()
+
     with torch.no_grad():
         bar = tqdm(blocks, desc="token_alone sources", unit="block", leave=False,
                    disable=x.shape[0] < PROGRESS_ROWS or len(blocks) < 2)
         for layer in bar:
             a, mlp = model.attention(layer), model.mlp(layer)
-            W_V, W_O = a.W_V.float(), a.W_O.float()
+            v_first = values(a, first[None]) if first is not None else None
             out = torch.empty_like(x)
             for c in range(0, x.shape[0], step):
                 xc = x[c:c + step]
-                v = torch.einsum("nd,kde->kne", a.input_norm(xc).float(), W_V)
-                if a.b_V is not None:
-                    v = v + a.b_V.float()[:, None, :]
-                attn = torch.einsum("hne,hed->nd", v.index_select(0, kv), W_O)
-                if a.b_O is not None:
-                    attn = attn + a.b_O.float()
-                if a.post_norm is not None:
-                    attn = a.post_norm(attn).float()
-                if model.parallel_attn_mlp:
-                    out[c:c + step] = xc + attn + mlp(xc).float()
-                else:
-                    mid = xc + attn
-                    out[c:c + step] = mid + mlp(mid).float()
+                z = values(a, xc)
+                if first is not None:
+                    z = _attend_after(model, layer, first, xc, v_first, z)
+                out[c:c + step] = block(a, mlp, xc, z)
+            if first is not None:
+                first = block(a, mlp, first[None], v_first)[0]
             x = out
-    return x
+    return (first, x) if with_first else x
 
 
 class Sources:
@@ -245,17 +334,18 @@ class Sources:
         self.model, self.ids, self.opts = model, token_ids, opts
         self.chunk_rows = max(1, int(chunk_rows))
         self._fixed: dict[bool, torch.Tensor] = {}
-        self._alone: tuple[int, torch.Tensor] | None = None
+        self._alone: tuple[int, torch.Tensor | None, torch.Tensor] | None = None
 
     def at(self, layer: int) -> torch.Tensor:
         """``(n, d_model)`` float32 representations before ``layer``'s input norm."""
         if self.opts.source == "token_alone":
             if self._alone is None or layer < self._alone[0]:
-                self._alone = (0, embed(self.model, self.ids, self.opts).float())
-            done, x = self._alone
+                self._alone = (0, *_alone_start(self.model, self.ids, self.opts))
+            done, first, x = self._alone
             if layer > done:
-                x = token_alone(self.model, x, range(done, layer), self.chunk_rows)
-                self._alone = (layer, x)
+                first, x = token_alone(self.model, x, range(done, layer), self.chunk_rows,
+                                       first=first, with_first=True)
+                self._alone = (layer, first, x)
             return x
         key = layer == 0 and not self.opts.mlp0_at_layer0 or self.opts.source == "embedding"
         if key not in self._fixed:

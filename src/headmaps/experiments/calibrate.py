@@ -68,7 +68,7 @@ def effective(model: HeadModel, opts: P.ProjectionOptions) -> P.ProjectionOption
 
 def complexity(opts: P.ProjectionOptions) -> int:
     """Switches on: the residual source (2 for token_alone), norm folding, scaling, biases."""
-    source = {"mlp0_residual": 1, "token_alone": 2}.get(opts.source, 0)
+    source = {"mlp0_residual": 1, "token_alone": 2}.get(opts.source, 0) + int(bool(opts.prefix))
     return (source + int(opts.fold_norms) + int(opts.scale_embeddings)
             + int(opts.value_bias) + int(opts.output_bias) + int(opts.mlp0_at_layer0))
 
@@ -81,7 +81,25 @@ def candidate_name(opts: P.ProjectionOptions) -> str:
     if opts.value_bias or opts.output_bias:
         parts += ["bias"] if opts.value_bias and opts.output_bias else (
             ["vbias"] if opts.value_bias else ["obias"])
+    parts += [f"after {opts.prefix}"] if opts.prefix else []
     return "+".join(parts)
+
+
+def prefixes(model: HeadModel) -> list[str]:
+    """``""`` (a lone token) and the tokenizer's bos, eos, unk and pad tokens, one per id.
+
+    A model's first token acts as an attention sink, so what a lone token's residual
+    looks like depends on the model; a token before it changes that (which one works is
+    measured, not assumed).
+    """
+    tok = model.tokenizer
+    out, ids = [""], set()
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        t = getattr(tok, name, None) if tok is not None else None
+        if isinstance(t, str) and t and t in tok.get_vocab() and tok.get_vocab()[t] not in ids:
+            ids.add(tok.get_vocab()[t])
+            out.append(t)
+    return out
 
 
 def candidates(model: HeadModel) -> list[tuple[str, P.ProjectionOptions]]:
@@ -90,7 +108,8 @@ def candidates(model: HeadModel) -> list[tuple[str, P.ProjectionOptions]]:
     Combinations: source (embedding, mlp0, mlp0_residual) x fold_norms, x
     scale_embeddings when the model scales its embeddings, x biases (value and output
     together) when it has any; and ``token_alone`` with folded norms and the model's
-    embedding scale (the residual the model itself would carry), x biases. Candidates
+    embedding scale (the residual the model itself would carry), x biases, alone and
+    after each of the tokenizer's special tokens (see :func:`prefixes`). Candidates
     whose effective options (see :func:`effective`) equal an earlier one are dropped; the
     effective options are what is tried.
     """
@@ -106,10 +125,11 @@ def candidates(model: HeadModel) -> list[tuple[str, P.ProjectionOptions]]:
                     o = P.ProjectionOptions(source=source, fold_norms=fold, scale_embeddings=s,
                                             value_bias=b, output_bias=b)
                     pool.append((candidate_name(o), o))
-    for b in bias:
-        o = P.ProjectionOptions(source="token_alone", fold_norms=True, scale_embeddings=True,
-                                value_bias=b, output_bias=b)
-        pool.append((candidate_name(effective(model, o)), o))
+    for prefix in prefixes(model):
+        for b in bias:
+            o = P.ProjectionOptions(source="token_alone", fold_norms=True, scale_embeddings=True,
+                                    value_bias=b, output_bias=b, prefix=prefix)
+            pool.append((candidate_name(effective(model, o)), o))
     for name, opts in pool:
         eff = effective(model, opts)
         if eff not in seen:
