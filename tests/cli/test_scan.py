@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import headmaps as hm
 import headmaps.cli as cli
 from headmaps import ScanResult
 from tiny_vocab import COUNTRY_CAPITAL
@@ -55,6 +56,21 @@ def test_scan_exact_dense_flag_gives_the_same_scores(model_dir, capitals_file, t
     dense = ScanResult.load(tmp_path / "dense" / "scores.csv")
     assert (early.scores == dense.scores).all() and (early.suppression == dense.suppression).all()
     assert early.scores.max() > 0
+
+
+def test_scan_token_alone_source_with_prefix(model_dir, capitals_file, tmp_path, capsys):
+    common = ["scan", model_dir, "--relations", capitals_file, "--k", "1", "--min-pairs", "10",
+              "--format", "csv", "--no-plots", "--source", "token_alone", "--fold-norms"]
+    assert cli.main(common + ["--prefix", "[PAD]", "--out", str(tmp_path)]) == 0
+    res = ScanResult.load(tmp_path / "scores.csv")
+    assert res.options["source"] == "token_alone" and res.options["prefix"] == "[PAD]"
+    lib = hm.scan(hm.load(model_dir), capitals_file, k=1, min_pairs=10, source="token_alone",
+                  fold_norms=True, prefix="[PAD]")
+    assert (res.scores == lib.scores).all() and res.scores.shape == (1, 2, lib.scores.shape[2])
+    capsys.readouterr()
+    assert cli.main(common + ["--prefix", "<nope>", "--out", str(tmp_path / "bad")]) != 0
+    err = capsys.readouterr().err
+    assert "not a token of this tokenizer" in err and "Traceback" not in err
 
 
 def test_scan_with_no_valid_relation_fails_and_writes_nothing(model_dir, capitals_file, tmp_path,

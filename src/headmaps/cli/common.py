@@ -96,6 +96,9 @@ def add_projection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale-embeddings", default=None, action=argparse.BooleanOptionalAction,
                    help="multiply embeddings by the model's scale, e.g. Gemma (overrides the "
                         "preset)")
+    p.add_argument("--prefix", default=None, metavar="TOKEN",
+                   help="with --source token_alone: a token placed before each source, as the "
+                        "tokenizer spells it (e.g. '<|endoftext|>', '<bos>')")
     p.add_argument("--no-calibration", action="store_true",
                    help="ignore the model's stored calibration (as $HEADMAPS_NO_CALIBRATION=1)")
 
@@ -103,7 +106,7 @@ def add_projection_args(p: argparse.ArgumentParser) -> None:
 def projection_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments for scan/salient functions from :func:`add_projection_args`."""
     kw = {"preset": args.preset, "source": args.source, "fold_norms": args.fold_norms,
-          "scale_embeddings": args.scale_embeddings}
+          "scale_embeddings": args.scale_embeddings, "prefix": getattr(args, "prefix", None)}
     if args.biases is not None:
         kw["value_bias"] = kw["output_bias"] = args.biases
     return {k: v for k, v in kw.items() if v is not None}
