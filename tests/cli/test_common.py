@@ -77,3 +77,19 @@ def test_bad_big_model_args_are_one_line_errors(model_dir, capsys):
         assert cli.main(["validate", model_dir, "--experiment", "correlation", *flags]) == 2
         err = capsys.readouterr().err
         assert err.startswith("headmaps: error: ") and says in err and err.count("\n") == 1
+
+
+def test_projection_flags_round_trip():
+    """The flags written into a result's command parse back to the same options."""
+    import shlex
+
+    from headmaps.cli import common
+
+    parser = build_parser()
+    argv = ["scan", "m", "--source", "token_alone", "--prefix", "<|endoftext|>", "--fold-norms",
+            "--no-biases"]
+    args = parser.parse_args(argv)
+    flags = common.projection_flags(args)
+    assert flags == " --source token_alone --prefix '<|endoftext|>' --fold-norms --no-biases"
+    again = parser.parse_args(["scan", "m", *shlex.split(flags)])
+    assert common.projection_kwargs(again) == common.projection_kwargs(args)

@@ -112,6 +112,21 @@ def projection_kwargs(args: argparse.Namespace) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
+def projection_flags(args: argparse.Namespace) -> str:
+    """The projection flags of ``args`` as they would be typed: `` --preset norms --fold-norms``."""
+    import shlex
+
+    out = ""
+    for flag in ("preset", "source", "prefix"):
+        v = getattr(args, flag, None)
+        out += f" --{flag} {shlex.quote(str(v))}" if v is not None else ""
+    for flag in ("fold_norms", "biases", "scale_embeddings"):
+        v = getattr(args, flag, None)
+        if v is not None:
+            out += f" --{'' if v else 'no-'}{flag.replace('_', '-')}"
+    return out
+
+
 def calibration_kwargs(args: argparse.Namespace) -> dict:
     """``{"calibration": False}`` under ``--no-calibration``, else nothing."""
     return {"calibration": False} if getattr(args, "no_calibration", False) else {}

@@ -82,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
            f"--relations {args.relations} --max-pairs {max_pairs or 0}")
     cmd += f" --templates {args.templates}" if args.templates else ""
     cmd += common.big_model_flags(args)
-    cmd += "".join(f" --{k.replace('_', '-')} "
-                   f"{v}" for k, v in common.projection_kwargs(args).items())
+    cmd += common.projection_flags(args)
     cmd += " --no-calibration" if args.no_calibration else ""
     if args.experiment == "causal":
         res = ex.causal(model, rels, **kw)
