@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/reproduce.py --quick                       # SmolLM2-135M, ~2.5 min
     python benchmarks/reproduce.py --quick --model gemma3-270m   # Gemma 3 270M, ~6 min
+    python benchmarks/reproduce.py --quick --out repro.txt        # + repro.json run header
 
 (times with one thread on the shared 2-core machine; see README "Reproducing the numbers").
 
@@ -386,19 +387,34 @@ def main(argv: list[str] | None = None) -> int:
                     help="the small checks (the only mode so far)")
     ap.add_argument("--model", default="smollm2-135m", choices=sorted(CHECKS),
                     help="the model whose documented numbers are checked")
+    ap.add_argument("--out", default=None,
+                    help="also write the table here, with a JSON run header beside it")
     args = ap.parse_args(argv)
     if not args.quick:
         ap.error("only --quick exists so far")
     t0 = time.perf_counter()
     model = hm.load(args.model)
     rows = run_checks(model, CHECKS[args.model])
+    lines = []
     for r in rows:
         got = f"{r['got']:.3f}" if isinstance(r["got"], float) else r["got"]
-        print(f"{'ok ' if r['ok'] else 'FAIL'} {r['check']}: expected {r['expected']} "
-              f"(± {r['tolerance']}), got {got}  [{r['source']}; {r['seconds']} s]")
+        lines.append(f"{'ok ' if r['ok'] else 'FAIL'} {r['check']}: expected {r['expected']} "
+                     f"(± {r['tolerance']}), got {got}  [{r['source']}; {r['seconds']} s]")
     failed = [r for r in rows if not r["ok"]]
-    print(f"{len(rows) - len(failed)} of {len(rows)} checks hold on {args.model} "
-          f"({time.perf_counter() - t0:.0f} s with loading)")
+    seconds = time.perf_counter() - t0
+    lines.append(f"{len(rows) - len(failed)} of {len(rows)} checks hold on {args.model} "
+                 f"({seconds:.0f} s with loading)")
+    print("\n".join(lines))
+    if args.out:
+        from _report import save_report
+
+        from headmaps.io import command_line, run_header
+
+        header = run_header(command_line(__file__, argv), model.model_id, 0,
+                            {"checks": [r["check"] for r in rows]},
+                            failed=[r["check"] for r in failed], seconds=round(seconds, 1))
+        written = save_report(args.out, "\n".join(lines) + "\n", header)
+        print(f"wrote {args.out} and {written}")
     return 1 if failed else 0
 
 

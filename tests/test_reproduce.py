@@ -53,3 +53,22 @@ def test_the_command_line_refuses_a_model_without_checks(capsys):
     with pytest.raises(SystemExit):
         rep.main(["--quick", "--model", "gpt2"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_out_writes_the_table_and_a_run_header(tmp_path, monkeypatch, capsys):
+    import json
+    from types import SimpleNamespace
+
+    from headmaps.io import RUN_HEADER_KEYS
+
+    rep = _load_script()
+    monkeypatch.setitem(rep.CHECKS, "smollm2-135m",
+                        [rep.Check("holds", "here", 1.0, 0.1, lambda m: 1.05),
+                         rep.Check("fails", "here", "a", 0, lambda m: "b")])
+    monkeypatch.setattr(rep.hm, "load", lambda name: SimpleNamespace(model_id=name))
+    assert rep.main(["--quick", "--out", str(tmp_path / "r.txt")]) == 1
+    text = (tmp_path / "r.txt").read_text()
+    assert "ok  holds" in text and "FAIL fails" in text and "1 of 2 checks hold" in text
+    header = json.loads((tmp_path / "r.json").read_text())
+    assert set(RUN_HEADER_KEYS) <= set(header) and header["failed"] == ["fails"]
+    assert header["command"].endswith(f"--quick --out {tmp_path / 'r.txt'}")
