@@ -32,7 +32,10 @@ with the default preset before any text is generated.
 Usage::
 
     python benchmarks/bench_attention.py [--model smollm2-135m] [--text project|generated] \
-        [--n-random 8]
+        [--n-random 8] [--out report.txt]
+
+With ``--out`` the printed report is also written there, with a JSON run header beside
+it (``report.json``: command, model, seed, sample, versions, date).
 """
 
 from __future__ import annotations
@@ -43,8 +46,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import recorded, save_report
 
 import headmaps as hm
+from headmaps.experiments.behaviour import eager_attention
+from headmaps.experiments.hooks import hf_model_of
+from headmaps.io import command_line, run_header
 
 PROMPTS = [
     "The old lighthouse keeper climbed the stairs every evening and",
@@ -81,12 +88,13 @@ def generate(hf, tok, n: int, new_tokens: int, seed: int) -> list[torch.Tensor]:
 
 
 def attentions(hf, seqs: list[torch.Tensor]) -> list[np.ndarray]:
-    """``(L, H, T, T)`` attention probabilities of each sequence."""
+    """``(L, H, T, T)`` attention probabilities of each sequence (eager attention)."""
     res = []
-    for s in seqs:
-        with torch.no_grad():
-            o = hf(input_ids=s[None], output_attentions=True)
-        res.append(torch.stack([a[0] for a in o.attentions]).float().numpy())
+    with eager_attention(hf):
+        for s in seqs:
+            with torch.no_grad():
+                o = hf(input_ids=s[None], output_attentions=True)
+            res.append(torch.stack([a[0] for a in o.attentions]).float().numpy())
     return res
 
 
@@ -204,7 +212,7 @@ def content_report(m: hm.HeadModel, res: hm.AttentionSummary, seqs: list[torch.T
           f"{(rho[strong] > 0).mean():.2f}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--text", choices=["project", "generated"], default="project")
@@ -213,20 +221,32 @@ def main() -> None:
     ap.add_argument("--n-random", type=int, default=8)
     ap.add_argument("--length", type=int, default=144, help="tokens per sequence")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--out", default=None,
+                    help="also write the report here, with a JSON run header beside it")
+    args = ap.parse_args(argv)
+    with recorded() as log:
+        sample = run(args)
+    if args.out:
+        header = run_header(command_line(__file__, argv), args.model, args.seed, sample)
+        print(f"wrote {args.out} and {save_report(args.out, log.getvalue(), header)}")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the benchmark (prints its report); return the sample it ran over."""
     torch.set_grad_enabled(False)
     m = hm.load(args.model)
     t0 = time.perf_counter()
     # the static side: all heads, full key ranking (for the content check)
-    res = hm.attention_summary(m, max_distance=MAX_D, n_keys=m.vocab_size, n_queries=1, n_pairs=1)
+    # the default preset, never a stored calibration, so the run is the documented one
+    res = hm.attention_summary(m, max_distance=MAX_D, n_keys=m.vocab_size, n_queries=1, n_pairs=1,
+                               calibration=False)
     t_static = time.perf_counter() - t0
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"static summary done in {t_static:.0f} s; peak RSS so far {rss:.1f} GB "
           "(model + summary)", flush=True)
-    hf = m.require_hf_model()
-    hf.set_attn_implementation("eager")
+    hf = hf_model_of(m)
     tok = m.require_tokenizer()
     t0 = time.perf_counter()
     if args.text == "generated":
@@ -256,6 +276,10 @@ def main() -> None:
         positional_report(f"{label}; static = sampled profile", sampled, measured,
                           sampled[:, :, 1].ravel())
     content_report(m, res, text, att_text)
+    return {"text": args.text, "text_sequences": [len(s) for s in text],
+            "random_sequences": len(rand), "tokens_per_sequence": args.length,
+            "heads": m.n_layers * m.n_heads, "distances": f"0..{MAX_D}",
+            "preset": res.preset, "n_samples_sampled_profile": 256}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
     PYTHONPATH=src python benchmarks/bench_head_types.py --model smollm2-135m [--out FILE.md]
 
+With ``--out`` the tables are also written to ``FILE.md``, with a JSON run header beside it
+(``FILE.json``: command, model, seed, sample, versions, date).
+
 For every type: Spearman correlation static vs behavioural over all heads, AUROC of the
 static score for "behaviourally a type" (top 5 % of heads by the behavioural score, fixed
 before looking), precision@10. Times of both passes are measured in the same run: the
@@ -17,10 +20,13 @@ import platform
 import time
 
 import numpy as np
+from _report import save_report
 
 import headmaps as hm
 from headmaps.experiments import behaviour as B
+from headmaps.headtypes.static import DEFAULT_N_TOKENS
 from headmaps.headtypes.validate import compare
+from headmaps.io import command_line, run_header
 
 
 def markdown(frame) -> str:
@@ -32,7 +38,7 @@ def markdown(frame) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--top-fraction", type=float, default=0.05)
@@ -41,15 +47,17 @@ def main() -> None:
                     help="distances of the sampled profile (default 64)")
     ap.add_argument("--attention-only", action="store_true",
                     help="skip the relation scores and the dynamic relation detectors")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     m = hm.load(args.model)
     _ = m.hf_model  # load the transformers model outside the timings
     t = time.perf_counter()
-    fast = hm.head_types(m, relations=False, max_distance=args.max_distance)
+    # the default preset, never a stored calibration, so the run is the documented one
+    fast = hm.head_types(m, relations=False, max_distance=args.max_distance, calibration=False)
     t_fast = time.perf_counter() - t
     t = time.perf_counter()
-    full = fast if args.attention_only else hm.head_types(m, max_distance=args.max_distance)
+    full = fast if args.attention_only else hm.head_types(m, max_distance=args.max_distance,
+                                                         calibration=False)
     t_full = t_fast if args.attention_only else time.perf_counter() - t
 
     t = time.perf_counter()
@@ -89,8 +97,16 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        sample = {"heads": m.n_layers * m.n_heads, "top_fraction": args.top_fraction,
+                  "max_distance": args.max_distance, "attention_only": args.attention_only,
+                  "static": {"preset": full.preset, "n_tokens": DEFAULT_N_TOKENS,
+                             "n_samples": 256, "n_sources": 16},
+                  "behaviour": {"text": "headmaps.experiments.behaviour.TEXT",
+                                "repeated_random": "8 x 50 tokens repeated once",
+                                "relations": [] if args.attention_only
+                                else ["copying", "successor"], "max_pairs": 200}}
+        header = run_header(command_line(__file__, argv), m.model_id, 0, sample)
+        print(f"wrote {args.out} and {save_report(args.out, text + chr(10), header)}")
 
 
 if __name__ == "__main__":

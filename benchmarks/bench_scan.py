@@ -21,6 +21,7 @@ Usage::
     python benchmarks/bench_scan.py [--model smollm2-135m] [--ref-layers 0,15,29]
     python benchmarks/bench_scan.py --model gemma3-270m --ref-layers 0,17 --preset norms
     python benchmarks/bench_scan.py --model gemma3-270m --memory-only
+    python benchmarks/bench_scan.py --ref-layers 0,29 --out scan.txt   # + scan.json header
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 
 import numpy as np
 import torch
+from _report import recorded, save_report
 
 
 def matmul_flops(seconds: float = 3.0) -> float:
@@ -89,9 +91,6 @@ len(r.relations)}}))
 
 
 def main(argv=None) -> int:
-    import headmaps as hm
-    from headmaps import projection as P
-
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -99,8 +98,25 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-layers", default="0,15,29",
                     help="layers on which the reference order runs")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement")
+    ap.add_argument("--out", default=None,
+                    help="also write the report here, with a JSON run header beside it")
     args = ap.parse_args(argv)
+    with recorded() as log:
+        sample = run(args)
+    if args.out:
+        from headmaps.io import command_line, run_header
 
+        header = run_header(command_line(__file__, argv), args.model, None, sample)
+        print(f"wrote {args.out} and {save_report(args.out, log.getvalue(), header)}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the benchmark (prints its report); return the sample it ran over."""
+    import headmaps as hm
+    from headmaps import projection as P
+
+    sample: dict = {"preset": args.preset, "memory_only": args.memory_only}
     if not args.memory_only:
         m = hm.load(args.model)
         m.E, m.U  # noqa: B018 - materialise outside the timings
@@ -154,6 +170,8 @@ def main(argv=None) -> int:
               f"{flops_machine / 1e9:.1f} GFLOP/s; dense achieved {floor / t_dense / 1e9:.1f} "
               "GFLOP/s "
               f"= {100 * floor / t_dense / flops_machine:.0f}% of it")
+        sample.update(relations=list(early.relations), pairs=n_pairs, unique_sources=n_sources,
+                      k=early.k, heads=m.n_layers * m.n_heads, reference_layers=layers)
 
     mem = peak_memory_child(args.model, args.preset)
     extra = (mem["peak"] - mem["rss_before"]) / 2**30
@@ -162,7 +180,7 @@ def main(argv=None) -> int:
           f"{extra:.2f} GiB above the loaded model (RSS before {mem['rss_before'] / 2**30:.2f} "
           "GiB; "
           f"scan {mem['seconds']:.1f} s, {mem['relations']} relations)")
-    return 0
+    return sample
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ for the model).
 Prints one row per combination: median and mean correlation (without / with context)
 over the relations (a relation where no head gets a non-zero static score has no
 defined correlation and counts as 0), and the per-relation correlations without context.
+With ``--out FILE.csv`` the table is written there (atomically) with a JSON run header
+beside it (``FILE.json``: command, model, seed, sample, versions, date).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import headmaps as hm
 from headmaps.experiments import CorrelationResult, correlation
 from headmaps.experiments.calibrate import candidate_name, candidates
 from headmaps.experiments.dynamic import dynamic_scores, single_token_pairs
+from headmaps.io import command_line, run_header, save_table
 from headmaps.projection import PRESETS, ProjectionOptions
 
 
@@ -56,7 +59,7 @@ def parse_combo(text: str) -> tuple[str, ProjectionOptions]:
     return next((n for n, p in PRESETS.items() if p == opts), ""), opts
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", nargs="?", default="smollm2-135m")
     p.add_argument("--from", dest="src", default=None,
@@ -68,7 +71,7 @@ def main() -> None:
                    help="comma-separated subset, e.g. 'paper,norms,mlp0+fold+scale' (default: all)")
     p.add_argument("--save", default=None, help="save every combination's result under this folder")
     p.add_argument("--templates", type=int, default=None, help="use the first N library templates")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     model = hm.load(args.model)
     t0 = time.perf_counter()
     if args.src:
@@ -119,7 +122,12 @@ def main() -> None:
     print(f"best (median r without context): preset={best.preset} source={best.source} "
           f"fold_norms={best.fold_norms} biases={best.biases} scale={best.scale_emb}")
     if args.out:
-        frame.to_csv(args.out, index=False)
+        sample = {"relations": list(dyn.relations), "pairs_per_relation": dyn.n_pairs,
+                  "templates": list(dyn.templates), "k": dyn.k,
+                  "dynamic_from": args.src, "combinations": list(frame["label"])}
+        # the pair subsets are seeded with 0 (dynamic_scores' and subsample's default)
+        save_table(frame, run_header(command_line(__file__, argv), model.model_id, 0, sample),
+                   args.out)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,17 @@ def test_writing_never_touches_the_process_umask(tmp_path, monkeypatch):
 def test_markdown_table():
     text = markdown_table(pd.DataFrame({"a": ["x"], "r": [0.12345], "tiny": [1e-5]}))
     assert text.splitlines() == ["| a | r | tiny |", "|---|---|---|", "| x | 0.12 | 1.0e-05 |"]
+
+
+def test_run_header_records_the_run(tmp_path):
+    from headmaps.io import RUN_HEADER_KEYS, command_line, run_header, versions
+
+    h = run_header("python benchmarks/x.py --seed 3", "smollm2-135m", 3,
+                   {"relations": ["copying"], "pairs_per_relation": 8}, note="test")
+    assert set(RUN_HEADER_KEYS) <= set(h)
+    assert h["versions"] == versions() and set(h["versions"]) == {"headmaps", "torch",
+                                                                  "transformers", "numpy"}
+    assert h["seed"] == 3 and h["note"] == "test" and h["date"].endswith("+00:00")
+    assert run_header(["a", "b"], "m", None, {})["command"] == ["a", "b"]
+    script = tmp_path / "bench x.py"
+    assert command_line(script, ["--out", "a b"]) == f"python '{script}' --out 'a b'"

@@ -13,7 +13,10 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Iterator
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +142,44 @@ def versions() -> dict[str, str]:
 
     return {"headmaps": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": numpy.__version__}
+
+
+#: Keys of a run header (:func:`run_header`): what a documented table needs to be rerun.
+RUN_HEADER_KEYS = ("command", "model_id", "seed", "sample", "versions", "date")
+
+
+def command_line(script: str | os.PathLike, argv: Sequence[str] | None = None) -> str:
+    """The shell command that runs ``script`` with ``argv`` (default ``sys.argv[1:]``).
+
+    The script's path is relative to the working directory when it lies below it, so
+    ``python benchmarks/bench_scan.py --ref-layers 0,29`` reads as it was typed.
+    """
+    path = Path(script).resolve()
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(Path.cwd())
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", str(path), *args])
+
+
+def run_header(command: str | Sequence[str], model_id: str, seed: int | None,
+               sample: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The provenance of one run, for a JSON header beside what it wrote.
+
+    Args:
+        command: the command (or commands) that made the output.
+        model_id: the model it ran on.
+        seed: the seed of its random choices (None when nothing is random).
+        sample: what it ran over (relations, pairs per relation, templates, prompts,
+            heads, ...), as the output's reader needs to know it.
+        **extra: anything else to record (options, timings, notes).
+
+    Returns:
+        A dict with :data:`RUN_HEADER_KEYS` (``versions`` from :func:`versions`, ``date``
+        the current UTC time in ISO 8601) and ``extra``.
+    """
+    return {"command": command if isinstance(command, str) else list(command),
+            "model_id": model_id, "seed": seed, "sample": sample, "versions": versions(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:

@@ -47,6 +47,11 @@ def test_correlation_cli(smollm2, tmp_path, monkeypatch, capsys):
     assert table.loc[0, "corr_without_context"] > 0.5  # name copying heads are clear-cut
     assert (tmp_path / "out" / "summary.md").is_file()
     assert (tmp_path / "out" / "correlation.png").is_file()
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["command"].startswith("headmaps validate smollm2-135m --experiment correlation")
+    assert run["seed"] == 0 and run["model_id"] == smollm2.model_id
+    assert run["sample"]["pairs_per_relation"] == {"name_copying": 12}
+    assert run["sample"]["templates"] == TEMPLATES and run["versions"]["headmaps"]
 
 
 def test_causal_short(smollm2):

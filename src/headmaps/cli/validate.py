@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptFileError, MissingFileError
-from ..io import markdown_table, write_text
+from ..io import markdown_table, run_header, write_json, write_text
 from . import common
 
 #: Pairs per relation when --max-pairs is not given: keeps a run to minutes on a laptop CPU.
@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
                    "relation.", "",
                    markdown_table(res.table), "", "![curves](causal.png)", ""]
         table = res.table
+        sample = {"relations": list(res.table["relation"]),
+                  "prompts_per_relation": res.meta["n_prompts"], "templates": res.meta["templates"],
+                  "m": res.meta["m"], "n_random": res.meta["n_random"],
+                  "max_controls": res.meta["max_controls"]}
     else:
         templates = read_templates(args.templates) if args.templates else None
         if args.experiment == "correlation":
@@ -119,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
         if d.skipped:
             summary += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]
         table = res.table
+        sample = {"relations": list(d.relations), "pairs_per_relation": d.n_pairs,
+                  "templates": list(d.templates), "skipped": d.skipped}
+    # the run header: what tests/test_results_docs.py asks of a documented table
+    write_json(out / "run.json", run_header(cmd, model.model_id, args.seed, sample,
+                                            projection=common.projection_label(res)))
     write_text(out / "summary.md", "\n".join(summary))
     print(f"{model.model_id}: {args.experiment} (static scores: projection "
           f"{common.projection_label(res)})")
