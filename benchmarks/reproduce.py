@@ -195,9 +195,13 @@ def _causal(relation: str, column: str, preset: str | ProjectionOptions) -> Call
     return run
 
 
-def _calibrated_options(model_dir: str) -> ProjectionOptions:
-    """The projection chosen by the documented calibration (its stored JSON)."""
-    doc = json.loads((RESULTS / model_dir / "calibration.json").read_text(encoding="utf-8"))
+def _calibrated_options(model_dir: str,
+                        name: str = "calibration-before-token-alone.json") -> ProjectionOptions:
+    """The projection chosen by a documented calibration (its stored JSON).
+
+    The default is the calibration the runs before the ``token_alone`` source used.
+    """
+    doc = json.loads((RESULTS / model_dir / name).read_text(encoding="utf-8"))
     return ProjectionOptions(**doc["options"])
 
 
@@ -277,7 +281,10 @@ QUICK: list[Check] = [
           _top_score("name_copying", 1, "norms")),
     Check("valid relations scored", "README.md, Relations valid per model", 19.0, 0,
           _valid_relations),
-    Check("calibration choice", f"{SMOL} section 6", "mlp0+fold", 0, _calibration("choice")),
+    Check("calibration choice", f"{SMOL} section 7", "token_alone+fold+after <|endoftext|>", 0,
+          _calibration("choice")),
+    Check("calibration: median r of token_alone+fold+after <|endoftext|>", f"{SMOL} section 7",
+          0.855, 0.03, _calibration("token_alone+fold+after <|endoftext|>")),
     Check("calibration: median r of mlp0+fold", f"{SMOL} section 6", 0.761, 0.03,
           _calibration("mlp0+fold")),
     Check("calibration: median r of norms", f"{SMOL} section 6", 0.765, 0.03,
