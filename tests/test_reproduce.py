@@ -23,7 +23,7 @@ def _load_script():
 def test_quick_checks_hold_on_smollm2(smollm2):
     rep = _load_script()
     rows = rep.run_checks(smollm2, rep.QUICK)
-    assert len(rows) == len(rep.QUICK) >= 26
+    assert len(rows) == len(rep.QUICK) >= 27
     failed = [r for r in rows if not r["ok"]]
     assert not failed, failed
 
