@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from headmaps.io import header_path, write_json, write_text
+from headmaps.io import command_line, header_path, run_header, write_json, write_text
 
 
 class _Tee(io.TextIOBase):
@@ -45,3 +45,23 @@ def save_report(out: str | Path, text: str, header: dict[str, Any]) -> Path:
     write_text(out, text)
     write_json(header_path(out), header)
     return header_path(out)
+
+
+def run_with_report(ap: Any, argv: Sequence[str] | None, script: str,
+                    run: Callable[[Any], dict], seeded: bool = True) -> Any:
+    """Add ``--out`` to the parser ``ap``, parse ``argv`` and call ``run(args)``.
+
+    ``run`` prints the report and returns the sample it ran over; with ``--out`` the
+    printed report and its run header (``args.model``, ``args.seed`` when ``seeded``)
+    are saved. Returns the parsed arguments.
+    """
+    ap.add_argument("--out", default=None,
+                    help="also write the report here, with a JSON run header beside it")
+    args = ap.parse_args(argv)
+    with recorded() as log:
+        sample = run(args)
+    if args.out:
+        seed = args.seed if seeded else None
+        header = run_header(command_line(script, argv), args.model, seed, sample)
+        print(f"wrote {args.out} and {save_report(args.out, log.getvalue(), header)}")
+    return args

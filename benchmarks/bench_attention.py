@@ -46,12 +46,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _report import recorded, save_report
+from _report import run_with_report
 
 import headmaps as hm
 from headmaps.experiments.behaviour import eager_attention
 from headmaps.experiments.hooks import hf_model_of
-from headmaps.io import command_line, run_header
 
 PROMPTS = [
     "The old lighthouse keeper climbed the stairs every evening and",
@@ -221,14 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-random", type=int, default=8)
     ap.add_argument("--length", type=int, default=144, help="tokens per sequence")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None,
-                    help="also write the report here, with a JSON run header beside it")
-    args = ap.parse_args(argv)
-    with recorded() as log:
-        sample = run(args)
-    if args.out:
-        header = run_header(command_line(__file__, argv), args.model, args.seed, sample)
-        print(f"wrote {args.out} and {save_report(args.out, log.getvalue(), header)}")
+    run_with_report(ap, argv, __file__, run)
 
 
 def run(args: argparse.Namespace) -> dict:

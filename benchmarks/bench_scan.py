@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 import torch
-from _report import recorded, save_report
+from _report import run_with_report
 
 
 def matmul_flops(seconds: float = 3.0) -> float:
@@ -98,16 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-layers", default="0,15,29",
                     help="layers on which the reference order runs")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement")
-    ap.add_argument("--out", default=None,
-                    help="also write the report here, with a JSON run header beside it")
-    args = ap.parse_args(argv)
-    with recorded() as log:
-        sample = run(args)
-    if args.out:
-        from headmaps.io import command_line, run_header
-
-        header = run_header(command_line(__file__, argv), args.model, None, sample)
-        print(f"wrote {args.out} and {save_report(args.out, log.getvalue(), header)}")
+    run_with_report(ap, argv, __file__, run, seeded=False)
     return 0
 
 

@@ -197,6 +197,28 @@ def _causal(relation: str, column: str, preset: str | ProjectionOptions) -> Call
     return run
 
 
+def _calibration_checks(page: str, choice: tuple[str, str, float],
+                        others: list[tuple[str, str, float]]) -> list[Check]:
+    """The calibration's choice and the median r of it and of ``others``.
+
+    Each of ``choice`` and ``others`` is ``(section of page, candidate name, median r)``.
+    """
+    section, name, _ = choice
+    return [Check("calibration choice", f"{page} {section}", name, 0, _calibration("choice")),
+            *[Check(f"calibration: median r of {n}", f"{page} {sec}", r, 0.03, _calibration(n))
+              for sec, n, r in (choice, *others)]]
+
+
+def _causal_checks(source: str, label: str, relation: str, preset: Any,
+                   values: tuple[float, float, float]) -> list[Check]:
+    """Heads removed (exact), base accuracy and accuracy without them (0.01) of one relation."""
+    fields = (("n_heads_removed", f"{relation} heads removed", 0),
+              ("base_acc", f"{relation} base accuracy", 0.01),
+              ("acc_relation_heads_removed", "... with its relation heads removed", 0.01))
+    return [Check(f"{label}: {what}", source, float(v), tol, _causal(relation, field, preset))
+            for (field, what, tol), v in zip(fields, values)]
+
+
 def _calibrated_options(model_dir: str,
                         name: str = "calibration-before-token-alone.json") -> ProjectionOptions:
     """The projection chosen by a documented calibration (its stored JSON).
@@ -283,16 +305,9 @@ QUICK: list[Check] = [
           _top_score("name_copying", 1, "norms")),
     Check("valid relations scored", "README.md, Relations valid per model", 19.0, 0,
           _valid_relations),
-    Check("calibration choice", f"{SMOL} section 7", "token_alone+fold+after <|endoftext|>", 0,
-          _calibration("choice")),
-    Check("calibration: median r of token_alone+fold+after <|endoftext|>", f"{SMOL} section 7",
-          0.855, 0.03, _calibration("token_alone+fold+after <|endoftext|>")),
-    Check("calibration: median r of mlp0+fold", f"{SMOL} section 6", 0.761, 0.03,
-          _calibration("mlp0+fold")),
-    Check("calibration: median r of norms", f"{SMOL} section 6", 0.765, 0.03,
-          _calibration("norms")),
-    Check("calibration: median r of embedding", f"{SMOL} section 6", 0.177, 0.03,
-          _calibration("embedding")),
+    *_calibration_checks(SMOL, ("section 7", "token_alone+fold+after <|endoftext|>", 0.855),
+                         [("section 6", "mlp0+fold", 0.761), ("section 6", "norms", 0.765),
+                          ("section 6", "embedding", 0.177)]),
     *[Check(f"correlation: {rel} r {ctx} context (paper, 20 pairs)", f"{SMOL} section 1",
             value, 0.01, _corr("correlation", ("name_copying", "country_to_capital"), "paper",
                                20, rel, f"corr_{ctx}_context"))
@@ -303,12 +318,7 @@ QUICK: list[Check] = [
             0.01, _corr("correlation", ("name_copying", "country_to_capital"), "paper", 20, rel,
                         "corr_without_context", static_preset="mlp0+fold"))
       for rel, value in (("name_copying", 0.97), ("country_to_capital", 0.88))],
-    Check("causal: country_to_capital heads removed", f"{SMOL} section 3", 7.0, 0,
-          _causal("country_to_capital", "n_heads_removed", "paper")),
-    Check("causal: country_to_capital base accuracy", f"{SMOL} section 3", 0.28, 0.01,
-          _causal("country_to_capital", "base_acc", "paper")),
-    Check("causal: ... with its relation heads removed", f"{SMOL} section 3", 0.00, 0.01,
-          _causal("country_to_capital", "acc_relation_heads_removed", "paper")),
+    *_causal_checks(f"{SMOL} section 3", "causal", "country_to_capital", "paper", (7, 0.28, 0.00)),
     *[Check(f"multi-token: noun_to_pronoun r {ctx} context", f"{SMOL} section 4", value, 0.01,
             _corr("multitoken", ("noun_to_pronoun",), "paper", 16, "noun_to_pronoun",
                   f"corr_{ctx}_context"))
@@ -333,20 +343,11 @@ GEMMA_QUICK: list[Check] = [
             _corr("correlation", ("noun_to_pronoun",), "norms", 8, "noun_to_pronoun",
                   "corr_without_context", n_templates=4, static_preset=label))
       for label, value in (("paper", 0.86), ("norms", 0.94), ("embedding+fold+scale", 0.93))],
-    Check("causal (norms): noun_to_pronoun heads removed", f"{GEMMA} section 2", 5.0, 0,
-          _causal("noun_to_pronoun", "n_heads_removed", "norms")),
-    Check("causal (norms): noun_to_pronoun base accuracy", f"{GEMMA} section 2", 0.77, 0.01,
-          _causal("noun_to_pronoun", "base_acc", "norms")),
-    Check("causal (norms): ... with its relation heads removed", f"{GEMMA} section 2", 0.35, 0.01,
-          _causal("noun_to_pronoun", "acc_relation_heads_removed", "norms")),
-    Check("calibration choice", f"{GEMMA} section 7", "token_alone+fold+scale+after <bos>", 0,
-          _calibration("choice")),
-    Check("calibration: median r of token_alone+fold+scale+after <bos>", f"{GEMMA} section 7",
-          0.942, 0.03, _calibration("token_alone+fold+scale+after <bos>")),
-    Check("calibration: median r of mlp0_residual+scale", f"{GEMMA} section 3", 0.288, 0.03,
-          _calibration("mlp0_residual+scale")),
-    Check("calibration: median r of norms", f"{GEMMA} section 3", 0.275, 0.03,
-          _calibration("norms")),
+    *_causal_checks(f"{GEMMA} section 2", "causal (norms)", "noun_to_pronoun", "norms",
+                    (5, 0.77, 0.35)),
+    *_calibration_checks(GEMMA, ("section 7", "token_alone+fold+scale+after <bos>", 0.942),
+                         [("section 3", "mlp0_residual+scale", 0.288),
+                          ("section 3", "norms", 0.275)]),
     *[Check(f"correlation: {rel} r {ctx} context (norms, 20 pairs)", f"{GEMMA} section 4",
             value, 0.01, _corr("correlation", ("noun_to_pronoun", "country_to_capital"), "norms",
                                20, rel, f"corr_{ctx}_context"))
@@ -358,13 +359,8 @@ GEMMA_QUICK: list[Check] = [
             _corr("multitoken", ("noun_to_pronoun",), "norms", 20, "noun_to_pronoun",
                   f"corr_{ctx}_context"))
       for ctx, value in (("without", 0.75), ("with", 0.56))],
-    Check("causal (calibrated): name_copying heads removed", f"{GEMMA} section 6", 4.0, 0,
-          _causal("name_copying", "n_heads_removed", _calibrated_options("gemma3-270m"))),
-    Check("causal (calibrated): name_copying base accuracy", f"{GEMMA} section 6", 1.00, 0.01,
-          _causal("name_copying", "base_acc", _calibrated_options("gemma3-270m"))),
-    Check("causal (calibrated): ... with its relation heads removed", f"{GEMMA} section 6", 0.22,
-          0.01, _causal("name_copying", "acc_relation_heads_removed",
-                        _calibrated_options("gemma3-270m"))),
+    *_causal_checks(f"{GEMMA} section 6", "causal (calibrated)", "name_copying",
+                    _calibrated_options("gemma3-270m"), (4, 1.00, 0.22)),
     *[Check(f"head types: {kind} AUROC", "docs/results/head-types.md, Gemma 3 270M", value,
             0.002, _head_type_auroc(kind))
       for kind, value in (("previous_token", 0.287), ("induction", 0.474),
