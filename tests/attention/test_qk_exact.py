@@ -17,7 +17,7 @@ import torch
 
 import headmaps as hm
 from headmaps import projection as P
-from headmaps.attention import qk as Q
+from headmaps.attention.compute import residual
 from tiny import ROPE_VARIANTS, TINY_CONFIGS, TINY_VARIANTS, tiny_model
 
 ARCHS = sorted(TINY_CONFIGS) + sorted(TINY_VARIANTS) + sorted(ROPE_VARIANTS)
@@ -94,7 +94,7 @@ def test_logit_equals_model_pre_softmax_score(case):
             qpos = distance + (2 if learned else 0)  # learned positions: not only from position 0
             T = qpos + 1
             ids = torch.randint(3, m.vocab_size, (T,), generator=g)
-            resid = Q.residual(m, qk, layer, ids, torch.arange(T), opts)
+            resid = residual(m, qk, layer, ids, torch.arange(T), opts)
             scores = model_scores(model, m, layer, resid)  # (H, T, T)
             kpos = qpos - distance
             for h in range(m.n_heads):

@@ -40,11 +40,35 @@ from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..models.weights import QKWeights
 from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
 from . import qk as Q
 from .results import AttentionPreferences, AttentionSummary, PositionalProfile
 
 logger = logging.getLogger(__name__)
+
+
+def residual(model: HeadModel, qk: QKWeights, layer: int, token_ids: torch.Tensor,
+             positions: torch.Tensor | None, opts: P.ProjectionOptions) -> torch.Tensor:
+    """Source representations of tokens at absolute positions, before the layer norm.
+
+    ``base_sources`` of the projection options, plus the learned position embedding of
+    each position when the model has them (GPT-2, OPT); rotary models ignore
+    ``positions`` here (they act on queries and keys).
+
+    Args:
+        model: the model.
+        qk: the layer's QK weights (their position scheme).
+        layer: the layer (layer 0 reads the raw embeddings).
+        token_ids: ``(n,)`` token ids.
+        positions: ``(n,)`` absolute positions, or None (no position embedding added).
+        opts: projection options.
+
+    Returns:
+        ``(n, d_model)`` float32.
+    """
+    x = P.base_sources(model, token_ids, opts, layer)
+    return x + Q.position_embedding(qk.positions, positions, x.device)
 
 
 def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: torch.Tensor,
@@ -361,9 +385,9 @@ def attention_logits(model: HeadModel, layer: int, head: int,
     ki = torch.as_tensor(key_ids, dtype=torch.long, device=dev).reshape(-1)
     h = torch.tensor([head], device=dev)
     with torch.no_grad():
-        xq = Q.layer_input(qk, Q.residual(model, qk, layer, qi, torch.full_like(qi, qpos), opts),
+        xq = Q.layer_input(qk, residual(model, qk, layer, qi, torch.full_like(qi, qpos), opts),
                            opts)
-        xk = Q.layer_input(qk, Q.residual(model, qk, layer, ki,
+        xk = Q.layer_input(qk, residual(model, qk, layer, ki,
                                           torch.full_like(ki, qpos - distance), opts), opts)
         q = Q.rotate(Q.queries(qk, xq, h), qk.positions, float(qpos))
         k = Q.rotate(Q.keys(qk, xk, torch.tensor([model.kv_head(head)], device=dev)), qk.positions,

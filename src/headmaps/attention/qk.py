@@ -8,39 +8,24 @@ attention logit of a query at position ``i`` on a key at position ``j`` is::
 with ``x`` the residual stream after the layer's input norm and ``kv`` the key head of
 ``h`` (``ArchSpec.kv_index``, the one place the mapping is written). With rotary
 positions only ``i - j`` matters; with learned absolute positions the position
-embeddings are part of ``x`` (:func:`residual`).
+embeddings are part of ``x`` (:func:`headmaps.attention.compute.residual`).
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
-from .. import projection as P
-from ..models import HeadModel
 from ..models.weights import Norm, Positions, QKWeights
 
 
-def residual(model: HeadModel, qk: QKWeights, layer: int, token_ids: torch.Tensor,
-             positions: torch.Tensor | None, opts: P.ProjectionOptions) -> torch.Tensor:
-    """Source representations of tokens at absolute positions, before the layer norm.
-
-    ``base_sources`` of the projection options, plus the learned position embedding of
-    each position when the model has them (GPT-2, OPT); rotary models ignore
-    ``positions`` here (they act on queries and keys).
-
-    Args:
-        model: the model.
-        qk: the layer's QK weights (their position scheme).
-        layer: the layer (layer 0 reads the raw embeddings).
-        token_ids: ``(n,)`` token ids.
-        positions: ``(n,)`` absolute positions, or None (no position embedding added).
-        opts: projection options.
-
-    Returns:
-        ``(n, d_model)`` float32.
+class Folding(Protocol):
+    """What :func:`layer_input` reads of the projection options (this module sits below
+    :mod:`headmaps.projection`, which uses it for ``token_alone`` after a prefix).
     """
-    x = P.base_sources(model, token_ids, opts, layer)
-    return x + position_embedding(qk.positions, positions, x.device)
+
+    fold_norms: bool
 
 
 def position_embedding(pos: Positions, positions: torch.Tensor | None,
@@ -80,7 +65,7 @@ def keys(qk: QKWeights, x: torch.Tensor, kv_heads: torch.Tensor | None = None) -
     return _project(x, W, b, qk.k_norm)
 
 
-def layer_input(qk: QKWeights, resid: torch.Tensor, opts: P.ProjectionOptions) -> torch.Tensor:
+def layer_input(qk: QKWeights, resid: torch.Tensor, opts: Folding) -> torch.Tensor:
     """The layer's input norm applied to ``resid`` when ``opts.fold_norms`` (as on the OV side)."""
     return qk.input_norm(resid).float() if opts.fold_norms else resid.float()
 
