@@ -21,8 +21,10 @@ from ..models.weights import Norm, Positions, QKWeights
 
 
 class Folding(Protocol):
-    """What :func:`layer_input` reads of the projection options (this module sits below
-    :mod:`headmaps.projection`, which uses it for ``token_alone`` after a prefix).
+    """What :func:`layer_input` reads of the projection options.
+
+    A protocol, not ``ProjectionOptions``: this module sits below
+    :mod:`headmaps.projection`, which uses it for ``token_alone`` after a prefix.
     """
 
     fold_norms: bool
