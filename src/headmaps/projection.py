@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .errors import HeadmapsError
 from .models import AttentionWeights, HeadModel
-from .models.weights import MLPBlock
+from .models.weights import MLPBlock, QKWeights
 
 SourceKind = Literal["embedding", "mlp0", "mlp0_residual", "token_alone"]
 
@@ -220,22 +220,26 @@ def _alone_start(model: HeadModel, token_ids: torch.Tensor,
     return first.to(x.device), x
 
 
-def _attend_after(model: HeadModel, layer: int, first: torch.Tensor, x: torch.Tensor,
+def _attend_after(qk: QKWeights, kv: torch.Tensor, k_first: torch.Tensor, x: torch.Tensor,
                   v_first: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Per-head outputs ``z`` ``(n_heads, n, d_head)`` of tokens at position 1 after ``first``.
+    """Per-head outputs ``z`` ``(n_heads, n, d_head)`` of tokens at position 1 after a prefix.
 
-    ``v_first`` ``(n_heads, 1, d_head)`` and ``v`` ``(n_heads, n, d_head)`` are the values of
-    the prefix (position 0) and of the tokens; the weights come from the layer's queries
-    and keys with its norms, rotary angles, scale, soft cap and window.
+    Args:
+        qk: the layer's QK weights.
+        kv: ``(n_heads,)`` key/value head of each query head.
+        k_first: the prefix's rotated keys (position 0) ``(n_heads, 1, d_head)``.
+        x: ``(n, d_model)`` residual streams of the tokens.
+        v_first: the prefix's values ``(n_heads, 1, d_head)``.
+        v: the tokens' values ``(n_heads, n, d_head)``.
+
+    The weights come from the layer's queries and keys with its norms, rotary angles,
+    scale, soft cap and window.
     """
     from .attention import qk as Q  # attention.qk builds on this module
 
-    qk = model.qk(layer)
-    heads = torch.arange(model.n_heads, device=x.device)
-    kv = model.spec.kv_index().to(x.device)
-    q = Q.rotate(Q.queries(qk, qk.input_norm(x).float(), heads), qk.positions, 1.0)
-    k_first = Q.rotate(Q.keys(qk, qk.input_norm(first[None]).float(), kv), qk.positions, 0.0)
-    k = Q.rotate(Q.keys(qk, qk.input_norm(x).float(), kv), qk.positions, 1.0)
+    h = qk.input_norm(x).float()
+    q = Q.rotate(Q.queries(qk, h, torch.arange(len(kv), device=x.device)), qk.positions, 1.0)
+    k = Q.rotate(Q.keys(qk, h, kv), qk.positions, 1.0)
     s = torch.stack([(q * k_first).sum(-1), (q * k).sum(-1)], -1) * qk.scale  # (H, n, 2)
     if qk.softcap:
         s = qk.softcap * torch.tanh(s / qk.softcap)
@@ -243,6 +247,13 @@ def _attend_after(model: HeadModel, layer: int, first: torch.Tensor, x: torch.Te
         s[..., 0] = float("-inf")
     w = torch.softmax(s, dim=-1)
     return w[..., :1] * v_first + w[..., 1:] * v
+
+
+def _prefix_keys(qk: QKWeights, kv: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """Rotated keys ``(n_heads, 1, d_head)`` of the prefix residual ``first`` at position 0."""
+    from .attention import qk as Q  # attention.qk builds on this module
+
+    return Q.rotate(Q.keys(qk, qk.input_norm(first[None]).float(), kv), qk.positions, 0.0)
 
 
 def token_alone(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int = 16384,
@@ -278,15 +289,15 @@ def token_alone(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: in
     kv = model.spec.kv_index().to(x.device)
     step = max(1, int(chunk_rows))
 
-    def values(a: AttentionWeights, rows: torch.Tensor) -> torch.Tensor:  # (H, n, dh)
-        v = torch.einsum("nd,kde->kne", a.input_norm(rows).float(), a.W_V.float())
+    def values(a: AttentionWeights, W_V: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        v = torch.einsum("nd,kde->kne", a.input_norm(rows).float(), W_V)
         if a.b_V is not None:
             v = v + a.b_V.float()[:, None, :]
-        return v.index_select(0, kv)
+        return v.index_select(0, kv)  # (H, n, dh)
 
-    def block(a: AttentionWeights, mlp: MLPBlock, rows: torch.Tensor,
+    def block(a: AttentionWeights, W_O: torch.Tensor, mlp: MLPBlock, rows: torch.Tensor,
               z: torch.Tensor) -> torch.Tensor:
-        attn = torch.einsum("hne,hed->nd", z, a.W_O.float())
+        attn = torch.einsum("hne,hed->nd", z, W_O)
         if a.b_O is not None:
             attn = attn + a.b_O.float()
         if a.post_norm is not None:
@@ -301,16 +312,20 @@ def token_alone(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: in
                    disable=x.shape[0] < PROGRESS_ROWS or len(blocks) < 2)
         for layer in bar:
             a, mlp = model.attention(layer), model.mlp(layer)
-            v_first = values(a, first[None]) if first is not None else None
+            W_V, W_O = a.W_V.float(), a.W_O.float()
+            if first is not None:  # the prefix's keys and values, once per block
+                qk = model.qk(layer)
+                k_first = _prefix_keys(qk, kv, first)
+                v_first = values(a, W_V, first[None])
             out = torch.empty_like(x)
             for c in range(0, x.shape[0], step):
                 xc = x[c:c + step]
-                z = values(a, xc)
+                z = values(a, W_V, xc)
                 if first is not None:
-                    z = _attend_after(model, layer, first, xc, v_first, z)
-                out[c:c + step] = block(a, mlp, xc, z)
+                    z = _attend_after(qk, kv, k_first, xc, v_first, z)
+                out[c:c + step] = block(a, W_O, mlp, xc, z)
             if first is not None:
-                first = block(a, mlp, first[None], v_first)[0]
+                first = block(a, W_O, mlp, first[None], v_first)[0]
             x = out
     return (first, x) if with_first else x
 
