@@ -68,8 +68,8 @@ def effective(model: HeadModel, opts: P.ProjectionOptions) -> P.ProjectionOption
 
 def complexity(opts: P.ProjectionOptions) -> int:
     """Switches on: the residual source (2 for token_alone), norm folding, scaling, biases."""
-    source = {"mlp0_residual": 1, "token_alone": 2}.get(opts.source, 0) + int(bool(opts.prefix))
-    return (source + int(opts.fold_norms) + int(opts.scale_embeddings)
+    source = {"mlp0_residual": 1, "token_alone": 2}.get(opts.source, 0)
+    return (source + int(bool(opts.prefix)) + int(opts.fold_norms) + int(opts.scale_embeddings)
             + int(opts.value_bias) + int(opts.output_bias) + int(opts.mlp0_at_layer0))
 
 
@@ -93,11 +93,14 @@ def prefixes(model: HeadModel) -> list[str]:
     measured, not assumed).
     """
     tok = model.tokenizer
+    if tok is None:
+        return [""]
+    vocab = tok.get_vocab()
     out, ids = [""], set()
     for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
-        t = getattr(tok, name, None) if tok is not None else None
-        if isinstance(t, str) and t and t in tok.get_vocab() and tok.get_vocab()[t] not in ids:
-            ids.add(tok.get_vocab()[t])
+        t = getattr(tok, name, None)
+        if isinstance(t, str) and t and t in vocab and vocab[t] not in ids:
+            ids.add(vocab[t])
             out.append(t)
     return out
 
