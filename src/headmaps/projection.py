@@ -154,6 +154,11 @@ def embed(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions) ->
     return e
 
 
+def _reads_embedding(opts: ProjectionOptions, layer: int) -> bool:
+    """Whether a block-0 source kind gives ``layer`` the (scaled) embedding itself."""
+    return opts.source == "embedding" or (layer == 0 and not opts.mlp0_at_layer0)
+
+
 def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions,
                  layer: int = 1) -> torch.Tensor:
     """Source representations for heads of ``layer``, before its input norm; ``(n, d_model)``.
@@ -173,7 +178,7 @@ def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOpti
         first, x = _alone_start(model, token_ids, opts)
         return token_alone(model, x, range(layer), first=first)
     e = embed(model, token_ids, opts)
-    if opts.source == "embedding" or (layer == 0 and not opts.mlp0_at_layer0):
+    if _reads_embedding(opts, layer):
         return e
     with torch.no_grad():
         mlp_out = model.first_mlp()(e).float()
@@ -362,7 +367,7 @@ class Sources:
                                        first=first, with_first=True)
                 self._alone = (layer, first, x)
             return x
-        key = layer == 0 and not self.opts.mlp0_at_layer0 or self.opts.source == "embedding"
+        key = _reads_embedding(self.opts, layer)
         if key not in self._fixed:
             ids, step = self.ids, self.chunk_rows
             with torch.no_grad():
