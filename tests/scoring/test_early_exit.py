@@ -18,7 +18,7 @@ BLOCKS = (16, 64)  # a cascade 16 -> 64 -> 211 on the tiny vocabulary
 
 
 def brute_force(Y, W_O, U, rows, targets, k, out_bias=None):
-    """Hits and suppressions by counting the other entries strictly above/below the target."""
+    """Hits and suppressions by counting the other entries at or above (below) the target."""
     H = Y.shape[0]
     logits = torch.einsum("hsd,hde,ev->hsv", Y, W_O, U)[:, rows]
     if out_bias is not None:
@@ -26,7 +26,7 @@ def brute_force(Y, W_O, U, rows, targets, k, out_bias=None):
     idx = targets.view(1, -1, 1).expand(H, -1, 1)
     tgt = logits.gather(2, idx).squeeze(2)
     others = logits.scatter(2, idx, float("nan"))  # NaN compares False: the target is left out
-    return (others > tgt.unsqueeze(2)).sum(2) < k, (others < tgt.unsqueeze(2)).sum(2) < k
+    return (others >= tgt.unsqueeze(2)).sum(2) < k, (others <= tgt.unsqueeze(2)).sum(2) < k
 
 
 def integer_problem(seed: int, H=3, S=30, d_head=4, d_model=8, V=700, n_pairs=80, lo=-2, hi=3):
@@ -171,3 +171,56 @@ def test_shared_basis_with_gain_in_the_left_factor_equals_reference(model, prese
     s, sp = reference_scores(model, src, tgt, 5, P.resolve_options(preset, output_bias=True))
     np.testing.assert_array_equal(res["a"].scores, s)
     np.testing.assert_array_equal(res["a"].suppression, sp)
+
+
+# ---- degenerate heads: no strict advantage, no hit -----------------------------------------
+
+@pytest.mark.parametrize("k", [1, 3, 40])
+@pytest.mark.parametrize("kind", ["zero", "constant"])
+def test_degenerate_rows_never_hit(kind, k):
+    """A zeroed or constant head gives every target a tie with every other entry: a miss."""
+    Y, W_O, U, rows, targets, g = integer_problem(8)
+    if kind == "zero":
+        W_O[1] = 0.0
+    else:  # every logit of head 1 equal: U's columns identical along what head 1 writes
+        W_O[1] = 0.0
+        W_O[1, :, 0] = 1.0
+        U[0] = 2.0
+    kv = torch.full((len(rows),), k)
+    for dense in (False, True):
+        (hits, supp), _ = run(Y, W_O, U, rows, targets, kv, exact_dense=dense, blocks=(64,))
+        assert not hits[1].any() and not supp[1].any()
+        b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, kv)
+        assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+        assert hits[0].any()  # the ordinary heads still hit
+
+
+def test_a_target_tied_with_fewer_than_k_others_is_a_hit():
+    """Two columns tie for the top of the row: each is a hit at k=2, a miss at k=1."""
+    Y = torch.ones(1, 1, 1)
+    W_O = torch.ones(1, 1, 1)
+    U = torch.linspace(-1.0, 1.0, 200).view(1, -1)
+    U[0, 1] = U[0, 2] = 5.0
+    rows, targets = torch.zeros(2, dtype=torch.long), torch.tensor([1, 2])
+    for k, expected in ((1, False), (2, True)):
+        (hits, _), _ = run(Y, W_O, U, rows, targets, torch.full((2,), k), blocks=(64,))
+        assert hits.tolist() == [[expected, expected]]
+
+
+def test_zeroed_head_scans_to_zero():
+    """A head whose o_proj columns are zero claims no relation (it claimed all under ties-win)."""
+    ps = pairs(5)
+    raw = tiny_model("llama")
+    base = scan(hm.load(raw, tokenizer=tiny_tokenizer(WORDS)), {"a": ps}, k=5, preset="norms",
+                blocks=BLOCKS)["a"]
+    layer, head, d_head = 1, 3, raw.config.head_dim
+    with torch.no_grad():
+        raw.model.layers[layer].self_attn.o_proj.weight[:, head * d_head:(head + 1) * d_head] = 0
+    zeroed = hm.load(raw, tokenizer=tiny_tokenizer(WORDS))
+    for dense in (False, True):
+        res = scan(zeroed, {"a": ps}, k=5, preset="norms", blocks=BLOCKS, exact_dense=dense)["a"]
+        assert res.scores[layer, head] == 0.0 and res.suppression[layer, head] == 0.0
+        others = np.ones_like(res.scores, dtype=bool)
+        others[layer, head] = False
+        np.testing.assert_array_equal(res.scores[others], base.scores[others])
+        assert base.scores[others].max() > 0

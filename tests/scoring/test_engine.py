@@ -172,8 +172,8 @@ def test_count_hits_on_a_wide_vocabulary_matches_full_logits():
                             chunk_bytes=4 * H * d_head * 64 * 40)  # slices of 2560 columns + a rest
     tgt = logits.gather(2, targets.view(1, -1, 1).expand(H, -1, 1)).squeeze(2)
     others = logits.scatter(2, targets.view(1, -1, 1).expand(H, -1, 1), float("nan"))
-    above = (others > tgt.unsqueeze(2)).sum(2)  # NaN compares False: the target is left out
-    below = (others < tgt.unsqueeze(2)).sum(2)
+    above = (others >= tgt.unsqueeze(2)).sum(2)  # NaN: the target left out; ties count against it
+    below = (others <= tgt.unsqueeze(2)).sum(2)
     assert torch.equal(hits, above < k)
     assert torch.equal(supp, below < k)
     assert hits.any() and not hits.all() and supp.any()

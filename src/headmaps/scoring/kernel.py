@@ -6,11 +6,15 @@ the ``k`` smallest) entries of its row? :func:`count_hits` answers it without ev
 holding a whole row set in memory, and by default without computing most of it.
 
 **The rule.** A target is in the top-k iff fewer than ``k`` *other* entries of its row are
-strictly larger than its logit (ties count in the target's favour). Equivalently, iff its
-logit is at least the k-th largest of the other entries; the bottom-k mirrors this.
+at least as large as its logit: ties count against the target. Equivalently, iff its
+logit is strictly larger than the k-th largest of the other entries; the bottom-k mirrors
+this. So a row that gives the target no strict advantage over ``k`` others is a miss: a
+zeroed head (every logit equal), a constant head, or a row of ties scores 0, for every
+``k``, instead of claiming every pair. For rows of ordinary float logits, exact ties with
+the target have probability ~0 and the rule changes no score.
 
-**Early exit (exact).** Any subset of columns that already holds ``k`` entries above the
-target proves a miss, since the k-th largest over a subset never exceeds the k-th largest
+**Early exit (exact).** Any subset of columns that already holds ``k`` entries at or above
+the target proves a miss, since the k-th largest over a subset never exceeds the k-th largest
 over the whole row. So the vocabulary is read in a cascade of growing blocks
 (:func:`stage_bounds`): every (head, row) gets the first block; only those with a pair
 still undecided (possibly in the top-k, or possibly in the bottom-k) get the next block,
@@ -135,10 +139,12 @@ def best_k(logits: torch.Tensor, n: int, largest: bool = True) -> tuple[torch.Te
 
 def _count_beyond(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, tgt: torch.Tensor,
                   largest: bool) -> torch.Tensor:
-    """How many candidates of each pair's row, its own target left out, beat the target.
+    """How many candidates of each pair's row, its own target left out, tie or beat the target.
 
     With candidate lists of ``k_max + 1`` entries this count is at least ``k`` iff the
-    k-th best other entry beats the target, so ``count < k`` is the hit test.
+    k-th best other entry ties or beats the target, so ``count < k`` is the hit test
+    (ties count against the target; padding entries of +-inf never count, as the
+    target's logit is finite).
 
     Args:
         vals: ``(H, P, k_max + 1)`` best values per pair.
@@ -147,7 +153,7 @@ def _count_beyond(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, 
         tgt: ``(H, P)`` target logits.
         largest: beat means larger (top-k) or smaller (bottom-k).
     """
-    beyond = vals > tgt.unsqueeze(2) if largest else vals < tgt.unsqueeze(2)
+    beyond = vals >= tgt.unsqueeze(2) if largest else vals <= tgt.unsqueeze(2)
     return (beyond & (idx != targets.view(1, -1, 1))).sum(2)
 
 

@@ -2,7 +2,8 @@
 
 Used by tests (the batched engine must agree with it) and by the benchmark (it is the
 baseline): for every head form ``W_VO = W_V W_O`` (d x d), push each relation's sources
-through it and through ``U``, and take ``topk`` of every row.
+through it and through ``U``, and count, in every whole row, the other entries that tie
+or beat the target (the tie rule of :mod:`~headmaps.scoring.kernel`, by brute force).
 """
 
 from __future__ import annotations
@@ -53,9 +54,27 @@ def reference_scores(
                 if b_o is not None:
                     M = M + b_o
                 M = M @ U
-                t = target_ids.view(-1, 1)
-                top = torch.topk(M, k, dim=-1).indices
-                bottom = torch.topk(-M, k, dim=-1).indices
-                scores[layer, head] = (top == t).any(-1).float().mean().item()
-                supp[layer, head] = (bottom == t).any(-1).float().mean().item()
+                hit, low = brute_force_hits(M, target_ids, k)
+                scores[layer, head] = hit.float().mean().item()
+                supp[layer, head] = low.float().mean().item()
     return scores, supp
+
+
+def brute_force_hits(logits: torch.Tensor, target_ids: torch.Tensor,
+                     k: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The documented hit test on whole rows: fewer than ``k`` others tie or beat the target.
+
+    Args:
+        logits: ``(n_pairs, vocab)`` one row per pair.
+        target_ids: ``(n_pairs,)`` target column of each row.
+        k: top-k (an int or ``(n_pairs,)``).
+
+    Returns:
+        ``hits``, ``suppressed``: bool ``(n_pairs,)``: the target is in the top-k (bottom-k).
+    """
+    t = target_ids.view(-1, 1).long()
+    tgt = logits.gather(1, t)
+    # the target's own column ties itself, hence the -1
+    at_least = (logits >= tgt).sum(1) - 1
+    at_most = (logits <= tgt).sum(1) - 1
+    return at_least < k, at_most < k
