@@ -28,7 +28,7 @@ from .describe import (
 )
 from .errors import HeadmapsError, MissingFileError
 from .headtypes import HeadTypes
-from .io import write_json
+from .io import header_for_file, write_json
 from .salient import SalientAll
 from .scoring.results import ScanResult
 
@@ -96,9 +96,9 @@ class HeadReport:
                 save_descriptions(value, target)
             else:
                 value.save(target)
-        write_json(folder / MANIFEST, {"kind": "headmaps.HeadReport", "model_id": self.model_id,
-                                       "parts": {p: PARTS[p] for p in self.parts()},
-                                       "seconds": self.seconds})
+        write_json(folder / MANIFEST, header_for_file(
+            {"kind": "headmaps.HeadReport", "model_id": self.model_id,
+             "parts": {p: PARTS[p] for p in self.parts()}, "seconds": self.seconds}))
         return folder
 
     @classmethod

@@ -184,6 +184,17 @@ def calibration_path(model: Any) -> Path:
     return calibration_dir() / f"{slug[:80]}-{fingerprint(model)}.json"
 
 
+def check_store_writable() -> Path:
+    """The calibration folder, or a one-line error when it cannot be written (before a run)."""
+    from .io import check_writable
+
+    try:
+        return check_writable(calibration_dir(), "the calibration store")
+    except HeadmapsError as err:
+        raise HeadmapsError(f"{err} (or set {DIR_ENV} to a writable folder, or pass "
+                            "--no-store / save=False)") from None
+
+
 def store(cal: Calibration, model: Any) -> Path:
     """Save ``cal`` as ``model``'s calibration in the store; returns the file."""
     if cal.fingerprint != fingerprint(model):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -57,6 +58,137 @@ def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
     raise FileExistsError(f"no free temporary name in {folder}")
 
 
+#: Environment variable: results headers keep absolute local paths when set to "1".
+SHOW_PATHS_ENV = "HEADMAPS_SHOW_PATHS"
+
+#: An absolute POSIX path (``/a/b``, at least two parts), a home path (``~/a``) or a
+#: Windows path (``C:\a``), up to whitespace, a quote, a comma or a bracket.
+_ABS_PATH = re.compile(r"""(?<![\w.~/])(?:~|[A-Za-z]:)?[/\\]"""
+                       r"""(?:[^\s'"`,;()\[\]{}<>/\\]+[/\\])+[^\s'"`,;()\[\]{}<>/\\]*""")
+
+
+def _last_part(match: re.Match[str]) -> str:
+    parts = [p for p in re.split(r"[/\\]", match.group(0)) if p]
+    return parts[-1] if parts else match.group(0)
+
+
+def shareable(value: Any) -> Any:
+    """``value`` with every absolute local path replaced by its last part.
+
+    Strings are rewritten, dicts, lists and tuples are walked; anything else is
+    returned as it is.
+
+    >>> shareable("/home/me/.cache/headmaps/smollm2.gguf")
+    'smollm2.gguf'
+    >>> shareable("HuggingFaceTB/SmolLM2-135M")
+    'HuggingFaceTB/SmolLM2-135M'
+    """
+    if isinstance(value, str):
+        return _ABS_PATH.sub(_last_part, value)
+    if isinstance(value, dict):
+        return {k: shareable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(shareable(v) for v in value)
+    return value
+
+
+def show_paths() -> bool:
+    """Whether results headers keep local paths ($HEADMAPS_SHOW_PATHS=1 or --show-paths)."""
+    return os.environ.get(SHOW_PATHS_ENV, "") not in ("", "0")
+
+
+def header_for_file(header: dict[str, Any]) -> dict[str, Any]:
+    """A result's JSON header as written: local paths reduced to names unless asked to keep them."""
+    return header if show_paths() else shareable(header)
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail now, with one line, when ``path`` (a file or folder to be written) cannot be written.
+
+    The nearest existing folder at or above ``path`` must accept a new file (checked by
+    creating and removing one, which also catches read-only mounts and ``/proc``), and no
+    existing part of the path may be a file where a folder is needed. Nothing is left
+    behind.
+
+    Args:
+        path: where a command will write.
+        what: how the message names it (``"--out"``, ``"the cache"``...).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        HeadmapsError: the path cannot be written; the message names it and the fix.
+    """
+    path = Path(path).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        if probe == path:
+            probe = path.parent  # an existing file to be replaced: its folder must be writable
+        else:
+            raise HeadmapsError(f"cannot write {what} {path}: {probe} is a file, not a folder; "
+                                "choose another path")
+    try:
+        os.close(os.open(tmp := _probe_name(probe), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(tmp)
+    except OSError as err:
+        raise HeadmapsError(f"cannot write {what} {path}: {probe} is not writable "
+                            f"({err.strerror or err}); choose a writable folder") from None
+    return path
+
+
+def _probe_name(folder: Path) -> Path:
+    return folder / f".headmaps-write-check-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a command's files into a temporary folder; move them to ``path`` on success only.
+
+    A command that writes several files writes all of them or none: the files go into a
+    fresh hidden folder beside ``path``; when the block ends without an error, a new
+    ``path`` is that folder renamed (atomic), and an existing ``path`` receives each file by
+    an atomic rename (files of earlier runs that this run does not write stay as they
+    were). On an error or an interrupt the temporary folder is removed and ``path`` is
+    untouched.
+    """
+    import shutil
+
+    path = Path(path)
+    check_writable(path, "the output folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = new_folder(path.parent, f".{path.name}-staging-", "")
+    try:
+        yield tmp
+        if not path.exists():
+            os.replace(tmp, path)
+        else:
+            for src in sorted(tmp.rglob("*")):
+                dst = path / src.relative_to(tmp)
+                if src.is_dir():
+                    dst.mkdir(parents=True, exist_ok=True)
+                else:
+                    os.replace(src, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def new_folder(parent: Path, prefix: str, suffix: str) -> Path:
+    """Create a new empty folder with a fresh random name (mode 0o777 & ~umask, as ``mkdir``)."""
+    for _ in range(100):
+        tmp = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.mkdir(tmp, 0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name in {parent}")
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_path(path) as tmp:
@@ -92,14 +224,17 @@ def table_path(path: str | os.PathLike, default_name: str) -> Path:
 
 
 def save_table(frame: pd.DataFrame, header: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``frame`` (parquet or csv by suffix) and its JSON header, both atomically."""
+    """Write ``frame`` (parquet or csv by suffix) and its JSON header, both atomically.
+
+    The header goes through :func:`header_for_file` (no local paths unless asked).
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
-    write_json(header_path(path), header)
+    write_json(header_path(path), header_for_file(header))
     return path
 
 

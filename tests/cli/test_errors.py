@@ -1,4 +1,4 @@
-"""How `headmaps` reports errors: bad input in one line, bugs with their traceback."""
+"""How `headmaps` reports errors: one line each; the traceback only under -v."""
 
 from __future__ import annotations
 
@@ -34,10 +34,27 @@ def test_bad_input_shows_traceback_with_verbose(monkeypatch, capsys):
 
 @pytest.mark.parametrize("exc", [IndexError("list index out of range"), KeyError("w"),
                                  ValueError("bad shape"), RuntimeError("boom")])
-def test_bugs_are_not_hidden(monkeypatch, exc):
+def test_bugs_are_one_line_that_says_so(monkeypatch, capsys, exc):
     _fail_with(monkeypatch, exc)
-    with pytest.raises(type(exc)):
-        cli.main(["info", "x"])
+    assert cli.main(["info", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" in err and type(exc).__name__ in err
+    assert "-v" in err and "Traceback" not in err
+    assert cli.main(["-v", "info", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and type(exc).__name__ in err
+
+
+@pytest.mark.parametrize("exc, code, text", [
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (PermissionError(13, "Permission denied", "/x/y"), 2, "Permission denied (/x/y)"),
+    (OSError(28, "No space left on device"), 2, "No space left on device"),
+])
+def test_interrupts_and_faults_are_one_line(monkeypatch, capsys, exc, code, text):
+    _fail_with(monkeypatch, exc)
+    assert cli.main(["info", "x"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and text in err and "Traceback" not in err
 
 
 def test_missing_templates_file_is_bad_input(tmp_path, capsys):

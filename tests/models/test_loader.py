@@ -104,7 +104,8 @@ def test_interrupted_cache_build_leaves_nothing(tmp_path, monkeypatch):
 
     with pytest.raises(KeyboardInterrupt):
         cache.get_or_build("key", build)
-    assert list((tmp_path / "models").iterdir()) == []
+    # only the (empty) lock file stays: no entry, no temporary folder
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [".key.lock"]
 
 
 @pytest.mark.slow

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import HeadmapsError
+from ..io import SHOW_PATHS_ENV
 from . import (
     analyse,
+    cache,
     calibrate,
     describe,
     head,
@@ -31,17 +34,31 @@ from . import (
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = [info, scan, head, describe, analyse, report, plot, validate, calibrate, relations,
-            types]
+            types, cache]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit code 2).
+
+    The line names the command, the problem and where the help is:
+    ``headmaps scan: error: argument --tau: must be in [0, 1], got 2 (see headmaps scan -h)``.
+    """
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="headmaps",
         description="What does every attention head do? MAPS from the parameters alone.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--version", action="version", version=f"headmaps {__version__}")
+    parser.add_argument("--show-paths", dest="show_local_paths", action="store_true",
+                        help="keep absolute local paths in the JSON headers of results "
+                             "(as $HEADMAPS_SHOW_PATHS=1; by default only file names)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS:
@@ -50,23 +67,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input).
+    """Run the CLI; returns the exit code (0 ok, 2 bad input or a failure, 130 interrupted).
 
-    Only a :class:`~headmaps.errors.HeadmapsError` (bad input: the message says what to
-    change) becomes a one-line error, with its traceback too under ``-v``. Any other
-    exception is a bug and propagates with its traceback.
+    Every failure is one line on stderr, its traceback only under ``-v``: a
+    :class:`~headmaps.errors.HeadmapsError` (bad input: the message says what to
+    change), an ``OSError`` (a disk or permission fault, named with its path), an
+    interrupt, or anything else (a bug: the line says so and asks for ``-v``). Output
+    paths are checked before any work (:func:`~headmaps.cli.checks.preflight`).
     """
+    from .checks import preflight
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.show_local_paths:
+        os.environ[SHOW_PATHS_ENV] = "1"
     try:
+        preflight(args)
         return int(args.func(args) or 0)
     except HeadmapsError as err:
-        if args.verbose:
-            traceback.print_exc(file=sys.stderr)
-        print(f"headmaps: error: {err}", file=sys.stderr)
-        return 2
+        failure, message, code = err, str(err), 2
+    except KeyboardInterrupt as err:
+        failure, message, code = err, "interrupted; files being written were not kept", 130
+    except OSError as err:
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        failure, message, code = err, f"{err.strerror or err}{where}", 2
+    except Exception as err:  # noqa: BLE001 - the last line of defence of a command-line tool
+        failure, code = err, 1
+        message = (f"internal error: {type(err).__name__}: {err} (a bug in headmaps; rerun with "
+                   "-v for the traceback and report it)")
+    if args.verbose:
+        traceback.print_exception(failure, file=sys.stderr)
+    print(f"headmaps: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,8 +23,12 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Analyse and save."""
+    from ..io import staged_folder
+
     res = analyse_model(args)
-    folder = res.save(args.out)
+    with staged_folder(args.out) as tmp:  # every part or none
+        res.save(tmp)
+    folder = args.out
     took = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
     print(f"wrote {folder}/ ({', '.join(res.parts())}) for {res.model_id} "
           f"[{res.scan.n_layers} layers x {res.scan.n_heads} heads, projection "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import common
+from . import checks, common
 
 
 def register(sub) -> None:
@@ -23,18 +23,20 @@ def register(sub) -> None:
     p.add_argument("--relations", default=None,
                    help="'all', or comma-separated built-in names / paths to JSON or CSV sets "
                         "(default: eight relations, two per category)")
-    p.add_argument("--max-pairs", type=int, default=DEFAULT_MAX_PAIRS,
+    p.add_argument("--max-pairs", type=checks.nonnegative_int, default=DEFAULT_MAX_PAIRS,
                    help=f"pairs per relation, a seeded subset (default {DEFAULT_MAX_PAIRS}; 0 for "
                         "all)")
-    p.add_argument("--templates", type=int, default=DEFAULT_N_TEMPLATES,
+    p.add_argument("--templates", type=checks.positive_int, default=DEFAULT_N_TEMPLATES,
                    help=f"how many of the neutral templates (default {DEFAULT_N_TEMPLATES})")
     p.add_argument("--template-file", default=None, metavar="FILE",
                    help="templates with one <X> instead (as for validate --templates)")
-    p.add_argument("--k", type=int, default=None, help="top-k (default: per relation)")
-    p.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
+    p.add_argument("--k", type=checks.positive_int, default=None,
+                   help="top-k (default: per relation)")
+    p.add_argument("--min-pairs", type=checks.positive_int, default=MIN_PAIRS,
                    help=f"single-token pairs a relation needs (default {MIN_PAIRS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair subset")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
+    p.add_argument("--seed", type=checks.nonnegative_int, default=0, help="seed of the pair subset")
+    p.add_argument("--batch-size", type=checks.positive_int, default=32,
+                   help="prompts per forward pass")
     p.add_argument("--out", type=Path, default=None,
                    help="also write the calibration to this .json file")
     p.add_argument("--no-store", action="store_true",
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.calibrate import calibrate
     from .validate import read_templates
 
+    if not args.no_store:
+        from ..calibration import check_store_writable
+
+        check_store_writable()
     model = common.load_model(args)
     templates = read_templates(args.template_file) if args.template_file else None
     rels = common.parse_relations(args.relations) if args.relations else None

@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from ..models import DEFAULT_MODEL
+from . import checks
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -153,8 +154,10 @@ def parse_relations(text: str) -> str | list[str]:
 def add_salient_args(p: argparse.ArgumentParser) -> None:
     """--tokens, --mappings, --skip-nonwords and the projection options."""
     add_projection_args(p)
-    p.add_argument("--tokens", type=int, default=15, help="salient source tokens (default 15)")
-    p.add_argument("--mappings", type=int, default=5, help="targets per source token (default 5)")
+    p.add_argument("--tokens", type=checks.positive_int, default=15,
+                   help="salient source tokens (default 15)")
+    p.add_argument("--mappings", type=checks.positive_int, default=5,
+                   help="targets per source token (default 5)")
     p.add_argument("--skip-nonwords", choices=["none", "source", "target", "both"], default="none",
                    help="drop punctuation, whitespace and byte-fragment tokens on this side "
                         "(default none)")
@@ -171,7 +174,7 @@ def add_describer_args(p: argparse.ArgumentParser, default: str = "pattern",
     p.add_argument("--llm-model", default="gpt-4o",
                    help="chat model name for --describe llm (default: gpt-4o)")
     p.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
-    p.add_argument("--llm-timeout", type=float, default=60.0,
+    p.add_argument("--llm-timeout", type=checks.positive_float, default=60.0,
                    help="seconds per LLM request (default 60)")
     p.add_argument("--llm-json", action="store_true",
                    help="ask the endpoint for JSON mode (response_format json_object)")

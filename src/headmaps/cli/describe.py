@@ -54,7 +54,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Describe heads and write the files."""
     from ..describe import coverage, describe_all, plot_coverage, save_descriptions
-    from ..io import atomic_path
+    from ..io import atomic_path, staged_folder
     from ..salient import salient_all
 
     out = Path(args.out)
@@ -67,14 +67,15 @@ def run(args: argparse.Namespace) -> int:
     res = salient_all(model, layers, n_tokens=args.tokens, n_mappings=args.mappings,
                       skip_nonwords=skip, progress=True, **common.projection_kwargs(args),
                **common.calibration_kwargs(args))
-    res.save(out / "salient.parquet")
     descs = describe_all(res, describer, progress=True)
-    save_descriptions(descs, out / "descriptions.jsonl")
     cov = coverage(descs)
-    with atomic_path(out / "coverage.csv") as tmp:
-        cov.to_csv(tmp, index=False)
-    plot_coverage(cov, out / "coverage.png",
-                  title=f"{model.model_id}: heads with a clear description ({describer.name})")
+    with staged_folder(out) as tmp:  # every file or none
+        res.save(tmp / "salient.parquet")
+        save_descriptions(descs, tmp / "descriptions.jsonl")
+        with atomic_path(tmp / "coverage.csv") as part:
+            cov.to_csv(part, index=False)
+        plot_coverage(cov, tmp / "coverage.png",
+                      title=f"{model.model_id}: heads with a clear description ({describer.name})")
     print(f"{model.model_id}: {len(res)} heads described (projection "
           f"{common.projection_label(res)}, describer {describer.name})")
     print(cov.to_string(index=False))

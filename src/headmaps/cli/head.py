@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import HeadmapsError
 from ..models import parse_head
-from . import common
+from . import checks, common
 
 
 def register(sub) -> None:
@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--qk-preset", default=None,
                    help="projection preset of the QK half (default: the package default, norms: "
                         "the model's own logits for the source representations)")
-    p.add_argument("--max-distance", type=int, default=32,
+    p.add_argument("--max-distance", type=checks.positive_int, default=32,
                    help="positional profile over distances 0..N (default 32)")
     p.add_argument("--no-qk", action="store_true", help="leave out what the head attends to")
     p.set_defaults(func=run)

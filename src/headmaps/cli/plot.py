@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import checks
+
 
 def register(sub) -> None:
     """Add the ``plot`` subcommand."""
@@ -23,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--kind", choices=["heatmap", "layers"], default="heatmap",
                    help="heatmap (default) or per-layer distribution of relation heads")
     p.add_argument("--suppression", action="store_true", help="plot suppression scores")
-    p.add_argument("--dpi", type=int, default=200, help="resolution of PNG output (default 200)")
+    p.add_argument("--dpi", type=checks.positive_int, default=200,
+                   help="resolution of PNG output (default 200)")
     p.add_argument("--title", default=None, help="figure title")
     p.set_defaults(func=run)
 

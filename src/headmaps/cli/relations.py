@@ -12,6 +12,7 @@ from typing import Any
 
 from ..io import write_text
 from ..relations import MIN_PAIRS
+from . import checks
 from .common import add_model_args, load_model
 
 _FORMATS = ("text", "markdown", "csv", "json")
@@ -39,7 +40,7 @@ def register(sub) -> None:
     p_show.add_argument("name", help="built-in relation name or path to a .json/.csv/.tsv file")
     p_show.add_argument("--model", default=None,
                         help="also tokenise for this model (alias, hub id, folder, .gguf)")
-    p_show.add_argument("--limit", type=int, default=20,
+    p_show.add_argument("--limit", type=checks.positive_int, default=20,
                         help="pairs to print (default 20; 0 = all)")
     _add_tokenise_args(p_show)
     p_show.set_defaults(func=run_show)
@@ -62,7 +63,7 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 
 
 def _add_tokenise_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
+    p.add_argument("--min-pairs", type=checks.positive_int, default=MIN_PAIRS,
                    help=f"kept pairs for a relation to be valid (default {MIN_PAIRS})")
     p.add_argument("--space", choices=("always", "prefer", "never"), default="always",
                    help="leading-space rule (default always, as in the paper)")

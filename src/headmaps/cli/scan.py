@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..relations import MIN_PAIRS
 from ..scoring.results import DEFAULT_TAU
-from . import common
+from . import checks, common
 from .common import add_model_args, add_projection_args, load_model, projection_kwargs
 
 
@@ -21,11 +21,11 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated names and/or paths to JSON/CSV pair files")
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--k", type=checks.positive_int, default=None,
                    help="top-k for every relation (default: per relation)")
-    p.add_argument("--tau", type=float, default=DEFAULT_TAU,
+    p.add_argument("--tau", type=checks.unit_interval, default=DEFAULT_TAU,
                    help=f"threshold for 'implements' (default {DEFAULT_TAU})")
-    p.add_argument("--min-pairs", type=int, default=MIN_PAIRS,
+    p.add_argument("--min-pairs", type=checks.positive_int, default=MIN_PAIRS,
                    help=f"single-token pairs a relation needs (default {MIN_PAIRS})")
     add_projection_args(p)
     p.add_argument("--exact-dense", action="store_true",
@@ -35,7 +35,8 @@ def register(sub) -> None:
                    help="folder for scores.parquet, summary.md, heatmaps")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format")
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
-    p.add_argument("--top", type=int, default=3, help="heads per relation in the printed table")
+    p.add_argument("--top", type=checks.positive_int, default=3,
+                   help="heads per relation in the printed table")
     p.set_defaults(func=run)
 
 
@@ -62,16 +63,17 @@ def run(args: argparse.Namespace) -> int:
     for rel, why in res.skipped.items():
         print(f"skipped {rel}: {why}")
     if args.out is not None:
-        from ..io import write_text
+        from ..io import staged_folder, write_text
 
         out = Path(args.out)
-        path = res.save(out / f"scores.{args.format}")
-        write_text(out / "summary.md", res.summary_markdown())
-        written = [path, out / "summary.md"]
-        if not args.no_plots:
-            from ..report.plots import relation_heatmaps
+        with staged_folder(out) as tmp:  # every file or none
+            path = res.save(tmp / f"scores.{args.format}")
+            write_text(tmp / "summary.md", res.summary_markdown())
+            written = [path, tmp / "summary.md"]
+            if not args.no_plots:
+                from ..report.plots import relation_heatmaps
 
-            written += relation_heatmaps(res, out / "heatmaps")
+                written += relation_heatmaps(res, tmp / "heatmaps")
         print(f"wrote {len(written)} files under {out}/ (scores: {path.name}, summary.md"
               + (", heatmaps/*.png)" if not args.no_plots else ")"))
     return 0

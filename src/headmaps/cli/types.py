@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from . import checks
 from .common import (
     add_big_model_args,
     add_model_args,
@@ -27,7 +28,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_big_model_args(p)  # --validate runs the model
     add_projection_args(p)
-    p.add_argument("--tokens", type=int, default=8192,
+    p.add_argument("--tokens", type=checks.positive_int, default=8192,
                    help="token subset for the eigenvalue and self-preference scores (default 8192)")
     p.add_argument("--no-relations", action="store_true",
                    help="skip the copying/successor relation scores (fast; copying from "

@@ -8,8 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptFileError, MissingFileError
-from ..io import markdown_table, run_header, write_json, write_text
-from . import common
+from ..io import (
+    check_writable,
+    header_for_file,
+    markdown_table,
+    run_header,
+    staged_folder,
+    write_json,
+    write_text,
+)
+from . import checks, common
 
 #: Pairs per relation when --max-pairs is not given: keeps a run to minutes on a laptop CPU.
 DEFAULT_MAX_PAIRS = {"correlation": 16, "multitoken": 16, "causal": 40}
@@ -29,17 +37,19 @@ def register(sub) -> None:
     p.add_argument("--templates", default=None, metavar="FILE",
                    help="templates with one <X> (JSON list, {'templates': [...]}, or one per "
                         "line); default: the library's neutral templates")
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--k", type=checks.positive_int, default=None,
                    help="top-k (default: per relation, 1 for copying and 10 otherwise; 3 and 25 "
                         "for vocabularies over 100k)")
-    p.add_argument("--max-pairs", type=int, default=None,
+    p.add_argument("--max-pairs", type=checks.nonnegative_int, default=None,
                    help="pairs per relation, a seeded subset (default: "
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_MAX_PAIRS.items())
                         + "; 0 for all)")
     p.add_argument("--first-target-token", action="store_true",
                    help="multitoken: also use multi-token targets, scored on their first token")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
-    p.add_argument("--seed", type=int, default=0, help="seed of pair subsets and random heads")
+    p.add_argument("--batch-size", type=checks.positive_int, default=32,
+                   help="prompts per forward pass")
+    p.add_argument("--seed", type=checks.nonnegative_int, default=0,
+                   help="seed of pair subsets and random heads")
     p.add_argument("--out", default=None,
                    help="output folder (default: validate-<model>-<experiment>)")
     common.add_projection_args(p)
@@ -74,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     max_pairs = args.max_pairs if args.max_pairs is not None else DEFAULT_MAX_PAIRS[args.experiment]
     max_pairs = max_pairs or None
     out = Path(args.out or f"validate-{model.model_id.replace('/', '_')}-{args.experiment}")
+    check_writable(out, "--out")
     kw = dict(k=args.k, max_pairs=max_pairs, batch_size=args.batch_size, seed=args.seed,
               progress=True,
               **common.projection_kwargs(args), **common.calibration_kwargs(args))
@@ -86,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
     cmd += " --no-calibration" if args.no_calibration else ""
     if args.experiment == "causal":
         res = ex.causal(model, rels, **kw)
-        res.save(out)
-        res.plot(out / "causal.png")
         summary = [f"# Causal ablation: {model.model_id}", "",
                    f"`{cmd}`; projection `{common.projection_label(res)}`, "
                    f"up to {res.meta['m']} heads removed, "
@@ -107,8 +116,6 @@ def run(args: argparse.Namespace) -> int:
             res = ex.multitoken(model, rels, templates, first_target_token=args.first_target_token,
                                 **kw)
             cmd += " --first-target-token" if args.first_target_token else ""
-        res.save(out)
-        res.plot(out / f"{args.experiment}.png")
         d = res.dynamic
         summary = [f"# {args.experiment.capitalize()} with inference: {model.model_id}", "",
                    f"`{cmd}`; projection `{common.projection_label(res)}`, "
@@ -126,9 +133,13 @@ def run(args: argparse.Namespace) -> int:
         sample = {"relations": list(d.relations), "pairs_per_relation": d.n_pairs,
                   "templates": list(d.templates), "skipped": d.skipped}
     # the run header: what tests/test_results_docs.py asks of a documented table
-    write_json(out / "run.json", run_header(cmd, model.model_id, args.seed, sample,
-                                            projection=common.projection_label(res)))
-    write_text(out / "summary.md", "\n".join(summary))
+    with staged_folder(out) as tmp:  # every file or none
+        res.save(tmp)
+        res.plot(tmp / f"{args.experiment}.png")
+        write_json(tmp / "run.json", header_for_file(
+            run_header(cmd, model.model_id, args.seed, sample,
+                       projection=common.projection_label(res))))
+        write_text(tmp / "summary.md", "\n".join(summary))
     print(f"{model.model_id}: {args.experiment} (static scores: projection "
           f"{common.projection_label(res)})")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import projection as P
 from .. import relations as rel_lib
-from ..calibration import Calibration, fingerprint, store
+from ..calibration import Calibration, check_store_writable, fingerprint, store
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
@@ -201,6 +201,8 @@ def calibrate(
         candidate's median r.
     """
     t0 = time.perf_counter()
+    if save:  # fail now, not after the run
+        check_store_writable()
     relations = list(DEFAULT_RELATIONS) if relations is None else relations
     if templates is None:
         templates = default_templates()[:max(1, n_templates)]

