@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -30,6 +31,8 @@ import torch
 from . import projection as P
 from .errors import CorruptFileError, HeadmapsError, MissingFileError
 from .io import write_json
+
+logger = logging.getLogger(__name__)
 
 #: Environment variable: ignore stored calibrations when set to anything but "" or "0".
 NO_CALIBRATION_ENV = "HEADMAPS_NO_CALIBRATION"
@@ -252,8 +255,14 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
         opts = P.resolve_options(preset, **overrides)
         return opts, P.preset_name(preset, opts), {}
     use = (not disabled_by_env()) if calibration is None else bool(calibration)
+    unreadable = None
     if use:
-        cal = load_calibration(model)
+        try:
+            cal = load_calibration(model)
+        except CorruptFileError as err:  # never load a damaged entry: warn, use the default
+            logger.warning("%s; using the default projection (`headmaps calibrate` writes it "
+                           "again, `headmaps cache clean` removes it)", err)
+            cal, unreadable = None, calibration_path(model).name
         if cal is not None:
             opts = cal.projection()
             return opts, P.preset_name(None, opts), cal.info(calibration_path(model))
@@ -261,6 +270,8 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
     info: dict[str, Any] = {"status": "uncalibrated"}
     if not use:
         info["reason"] = "calibration disabled"
+    elif unreadable is not None:
+        info["reason"] = f"stored calibration {unreadable} is unreadable"
     return opts, P.DEFAULT_PRESET, info
 
 

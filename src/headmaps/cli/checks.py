@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import MissingFileError
 from ..io import check_writable
 
 
@@ -60,12 +62,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+#: Arguments that name a file or folder a command reads, and how the error message calls them.
+INPUT_ARGS = {"scan": "--scan", "from_": "--from", "extras": "--extras", "salient": "--salient",
+              "descriptions": "--descriptions", "templates": "--templates",
+              "template_file": "--template-file"}
+
 #: Arguments that name something a command writes, and how the error message calls them.
 OUTPUT_ARGS = {"out": "--out", "output": "-o/--output", "offload_folder": "--offload-folder"}
 
 
 def preflight(args: argparse.Namespace) -> None:
-    """Check every output path in ``args`` is writable, before any model is loaded.
+    """Check every input path in ``args`` exists and every output path is writable, up front.
+
+    Runs before any model is loaded or anything computed.
 
     The cache and the calibration store are checked where they are first written (the
     model cache before a conversion starts, the store before a calibration runs), since a
@@ -74,6 +83,10 @@ def preflight(args: argparse.Namespace) -> None:
     Raises:
         HeadmapsError: one line naming the path and the fix.
     """
+    for dest, flag in INPUT_ARGS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, (str, os.PathLike)) and not Path(value).exists():
+            raise MissingFileError(f"{flag} {value}: no such file or folder")
     for dest, flag in OUTPUT_ARGS.items():
         value = getattr(args, dest, None)
         if value is not None and str(value) != "-":

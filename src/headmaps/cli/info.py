@@ -25,4 +25,17 @@ def run(args: argparse.Namespace) -> int:
         if key == "load_seconds":
             value = f"{value:.2f} s"
         print(f"{key:<{width}}  {value}")
+    warn_zero_ov(m)
     return 0
+
+
+def warn_zero_ov(model) -> None:
+    """Print one warning line naming the heads whose OV product is zero, if any."""
+    import sys
+
+    dead = model.zero_ov_heads()
+    if dead:
+        names = ", ".join(f"{layer}.{head}" for layer, head in dead[:20])
+        more = f" and {len(dead) - 20} more" if len(dead) > 20 else ""
+        print(f"warning: {len(dead)} heads have a zero OV product (W_V W_O = 0; pruned or "
+              f"ablated?): {names}{more}; they score 0 for every relation", file=sys.stderr)

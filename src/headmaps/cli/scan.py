@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise HeadmapsError(f"no relation could be scored on {model.model_id}, nothing written "
                             f"({reasons}). Pick relations with enough single-token pairs "
                             f"(`headmaps relations coverage MODEL`) or lower --min-pairs.")
+    from .info import warn_zero_ov
+
+    warn_zero_ov(model)
     table = summary_table(res, n=args.top)
     print(f"{model.model_id}: {len(res.relations)} relations scored, {len(res.skipped)} skipped "
           f"(projection {common.projection_label(res)}, tau {res.tau})")

@@ -222,8 +222,9 @@ class CacheItem:
 
     Attributes:
         path: where it is.
-        kind: ``model``, ``gguf``, ``calibrations``, ``llm``, ``hashes`` or ``other``.
-        status: ``complete``, ``incomplete`` (a model entry that fails its manifest),
+        kind: ``model``, ``gguf``, ``calibration``, ``llm``, ``hashes`` or ``other``.
+        status: ``complete``, ``incomplete`` (a model entry that fails its manifest, or a
+            calibration file that does not parse),
             ``building`` (a temporary build a live process holds), ``stale`` (left by an
             interrupted run) or ``ok``.
         size: bytes on disk.
@@ -255,6 +256,17 @@ def _build_status(folder: Path, tmp: Path) -> str:
     return "stale" if age > STALE_FILE_SECONDS else "building"
 
 
+def _calibration_status(path: Path) -> str:
+    """``ok`` for a readable calibration file, ``stale`` for a leftover, ``incomplete`` else."""
+    if path.name.endswith(".tmp"):
+        return _build_status(path.parent, path)
+    try:
+        json.loads(path.read_text(encoding="utf-8"))["choice"]  # noqa: B018 - parse check
+        return "ok"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "incomplete"
+
+
 def list_cache() -> list[CacheItem]:
     """Everything in the cache folder, with its kind, status and size (nothing is changed)."""
     root = cache_root()
@@ -282,7 +294,11 @@ def list_cache() -> list[CacheItem]:
                 items.append(CacheItem(p, "model" if top.name == "models" else "gguf", status,
                                        _size(p)))
             continue
-        kind = top.name if top.name in ("calibrations", "llm") else "other"
+        if top.name == "calibrations":
+            for p in sorted(top.iterdir()):
+                items.append(CacheItem(p, "calibration", _calibration_status(p), _size(p)))
+            continue
+        kind = "llm" if top.name == "llm" else "other"
         items.append(CacheItem(top, kind, "ok", _size(top)))
     return items
 

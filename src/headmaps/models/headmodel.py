@@ -208,6 +208,27 @@ class HeadModel:
         a = self.attention(layer)
         return a.W_V[self.kv_head(head)], a.W_O[head]
 
+    def zero_ov_heads(self) -> list[tuple[int, int]]:
+        """Heads whose OV product ``W_V W_O`` is zero (pruned, ablated), as ``(layer, head)``.
+
+        ``||W_V W_O||_F^2 = tr((W_V^T W_V)(W_O W_O^T))`` from ``d_head x d_head`` products,
+        never the ``d x d`` matrix; zero means below ``1e-12`` of ``||W_V||_F^2 ||W_O||_F^2``
+        (or both factors exactly zero). Such a head maps every source to a row of ties and
+        scores 0 for every relation (the tie rule of :mod:`headmaps.scoring.kernel`).
+        """
+        dead = []
+        for layer in range(self.n_layers):
+            a = self.attention(layer)
+            W_V = a.W_V.double()[[self.kv_head(h) for h in range(self.n_heads)]]  # (H, d, dh)
+            W_O = a.W_O.double()  # (H, dh, d)
+            vv = W_V.transpose(1, 2) @ W_V
+            oo = W_O @ W_O.transpose(1, 2)
+            prod = (vv * oo.transpose(1, 2)).sum((1, 2))  # tr(vv @ oo) per head
+            scale = vv.diagonal(0, 1, 2).sum(1) * oo.diagonal(0, 1, 2).sum(1)
+            for head in (prod <= 1e-12 * scale).nonzero().flatten().tolist():
+                dead.append((layer, head))
+        return dead
+
     def check_layer(self, layer: int) -> None:
         """Raise :class:`OutOfRangeError` (an ``IndexError``) giving the valid range."""
         if not 0 <= layer < self.n_layers:
