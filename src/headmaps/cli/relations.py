@@ -40,7 +40,7 @@ def register(sub) -> None:
     p_show.add_argument("name", help="built-in relation name or path to a .json/.csv/.tsv file")
     p_show.add_argument("--model", default=None,
                         help="also tokenise for this model (alias, hub id, folder, .gguf)")
-    p_show.add_argument("--limit", type=checks.positive_int, default=20,
+    p_show.add_argument("--limit", type=checks.nonnegative_int, default=20,
                         help="pairs to print (default 20; 0 = all)")
     _add_tokenise_args(p_show)
     p_show.set_defaults(func=run_show)
