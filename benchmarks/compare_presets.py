@@ -7,7 +7,7 @@ recomputed for every candidate projection that ``headmaps calibrate`` tries on t
 of source representation, norm folding, biases and embedding scaling that can matter
 for the model).
 
-    HEADMAPS_CACHE=/tmp/hmcache python benchmarks/compare_presets.py smollm2-135m \\
+    HEADMAPS_CACHE=hmcache python benchmarks/compare_presets.py smollm2-135m \\
         --from out/smollm2-135m-correlation
 
 Prints one row per combination: median and mean correlation (without / with context)

@@ -192,3 +192,19 @@ def test_tables_inside_code_blocks_are_output_not_tables(tmp_path):
     body = "```\nheadmaps scan m\n```\nheader: [h](h.json)\n\n```\n" + _TABLE + "```\n"
     items = parse(body)
     assert [k for k, _, _ in items] == ["command", "header"]
+
+
+#: Local folders that must not appear in committed docs, results headers or examples.
+_LOCAL = re.compile(r"(?<![\w.])/(?:root|home|tmp|work|Users)/[^\s\"'`)]+")
+
+
+def test_committed_docs_and_headers_hold_no_local_paths():
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in ("docs", "benchmarks"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix in (".md", ".json", ".txt", ".py", ".csv", ".ipynb") and path.is_file():
+                found += [f"{path.relative_to(root)}: {m}"
+                          for m in _LOCAL.findall(path.read_text(encoding="utf-8", errors="ignore"))]
+    found += [f"README.md: {m}" for m in _LOCAL.findall((root / "README.md").read_text())]
+    assert not found, found[:10]
