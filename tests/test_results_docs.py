@@ -204,7 +204,7 @@ def test_committed_docs_and_headers_hold_no_local_paths():
     for folder in ("docs", "benchmarks"):
         for path in (root / folder).rglob("*"):
             if path.suffix in (".md", ".json", ".txt", ".py", ".csv", ".ipynb") and path.is_file():
-                found += [f"{path.relative_to(root)}: {m}"
-                          for m in _LOCAL.findall(path.read_text(encoding="utf-8", errors="ignore"))]
+                text = path.read_text(encoding="utf-8", errors="ignore")
+                found += [f"{path.relative_to(root)}: {m}" for m in _LOCAL.findall(text)]
     found += [f"README.md: {m}" for m in _LOCAL.findall((root / "README.md").read_text())]
     assert not found, found[:10]

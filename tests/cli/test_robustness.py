@@ -135,10 +135,11 @@ def test_head_spec_and_layers_are_checked_before_the_work(model_dir, capsys):
     assert "layer" in err.lower()
 
 
-def test_bad_memory_size_is_one_line(model_dir, capsys):
-    err = _one_line_failure(capsys, ["validate", model_dir, "--experiment", "causal",
-                                     "--max-memory", "cpu=lots"])
-    assert "lots" in err
+def test_bad_memory_size_is_one_line(model_dir, capsys, no_model_load):
+    for spec in ("cpu=lots", "cpu", "cpu=1GiB,cpu=2GiB"):
+        err = _one_line_failure(capsys, ["validate", model_dir, "--experiment", "causal",
+                                         "--max-memory", spec])
+        assert "argument --max-memory" in err and ("cannot read" in err or "twice" in err)
 
 
 # ---- missing and malformed inputs ----------------------------------------------------------

@@ -62,6 +62,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def memory_spec(text: str) -> str:
+    """``--max-memory DEVICE=SIZE,...``: checked now, passed on as written."""
+    from ..errors import HeadmapsError
+    from ..models.bigmodel import parse_max_memory
+
+    try:
+        parse_max_memory(text)
+    except HeadmapsError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 #: Arguments that name a file or folder a command reads, and how the error message calls them.
 INPUT_ARGS = {"scan": "--scan", "from_": "--from", "extras": "--extras", "salient": "--salient",
               "descriptions": "--descriptions", "templates": "--templates",

@@ -42,6 +42,7 @@ def add_big_model_args(p: argparse.ArgumentParser) -> None:
                    help="spread the model's forward passes over the GPUs, CPU and disk: "
                         "auto | balanced | balanced_low_0 | sequential (accelerate)")
     g.add_argument("--max-memory", default=None, metavar="DEVICE=SIZE,...",
+                   type=checks.memory_spec,
                    help="memory per device, e.g. 0=70GiB,1=70GiB,cpu=100GiB or "
                         "cpu=2GiB,disk=50GiB (implies --device-map auto)")
     g.add_argument("--offload-folder", default=None, metavar="DIR",
