@@ -37,3 +37,26 @@ def test_calibrate_then_scan_and_head_use_it(model_dir, tmp_path, capsys):
     assert "(projection norms (uncalibrated), tau" in capsys.readouterr().out
     assert cli.main(["head", model_dir, "1.0", "--describe", "none", "--no-qk"]) == 0
     assert f"(projection {cal.label()}" in capsys.readouterr().out
+
+
+def test_two_processes_calibrating_at_once_leave_one_complete_file(model_dir, tmp_path):
+    """Two real `headmaps calibrate` runs of one model into one store: both succeed."""
+    import os
+    import subprocess
+    import sys
+
+    rel = tmp_path / "capitals.json"
+    rel.write_text(json.dumps([list(p) for p in COUNTRY_CAPITAL]))
+    tpl = tmp_path / "templates.txt"
+    tpl.write_text("apple <X>\nriver house <X>\n")
+    store = tmp_path / "store"
+    env = {**os.environ, "HEADMAPS_CALIBRATIONS": str(store), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "headmaps.cli", "calibrate", model_dir, "--relations", str(rel),
+           "--template-file", str(tpl), "--k", "1", "--min-pairs", "10"]
+    runs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    outs = [r.communicate(timeout=600) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], [o[1][-400:] for o in outs]
+    files = sorted(p.name for p in store.iterdir())
+    assert len(files) == 1 and files[0].endswith(".json")  # no temporary file left
+    assert Calibration.load(store / files[0]).n_pairs == 8

@@ -160,3 +160,4 @@ def test_real_conversion_killed_then_two_processes_at_once(tmp_path):
     left = _leftovers(tmp_path)
     assert len(left) == 1 and not left[0].startswith(".")
     assert cache.entry_is_complete(tmp_path / "models" / left[0])
+
