@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -61,3 +62,36 @@ def test_run_header_records_the_run(tmp_path):
     assert run_header(["a", "b"], "m", None, {})["command"] == ["a", "b"]
     script = tmp_path / "bench x.py"
     assert command_line(script, ["--out", "a b"]) == f"python '{script}' --out 'a b'"
+
+
+@pytest.mark.parametrize("loader, name, kind", [
+    ("ScanResult", "scores.parquet", "headmaps.ScanResult"),
+    ("SalientAll", "salient.parquet", "headmaps.SalientAll"),
+    ("AttentionSummary", "attention.parquet", "headmaps.AttentionSummary"),
+    ("HeadTypes", "head_types.parquet", "headmaps.HeadTypes"),
+])
+def test_a_results_file_with_the_right_kind_but_wrong_content_is_corrupt(tmp_path, loader, name,
+                                                                         kind):
+    import pandas as pd
+
+    import headmaps as hm
+    from headmaps.errors import CorruptFileError
+
+    path = tmp_path / name
+    pd.DataFrame({"x": [1, 2]}).to_parquet(path)
+    path.with_suffix(".json").write_text(json.dumps({"kind": kind}))
+    with pytest.raises(CorruptFileError, match=f"{name} is not a readable headmaps"):
+        getattr(hm, loader).load(path)
+
+
+def test_a_malformed_descriptions_file_is_corrupt(tmp_path):
+    from headmaps.describe import load_descriptions
+    from headmaps.errors import CorruptFileError
+
+    path = tmp_path / "descriptions.jsonl"
+    path.write_text('{"unknown_field": 1}\n')
+    with pytest.raises(CorruptFileError, match="descriptions.jsonl is not a readable"):
+        load_descriptions(path)
+    path.write_text("not json\n")
+    with pytest.raises(CorruptFileError):
+        load_descriptions(path)

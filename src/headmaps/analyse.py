@@ -28,7 +28,7 @@ from .describe import (
 )
 from .errors import HeadmapsError, MissingFileError
 from .headtypes import HeadTypes
-from .io import header_for_file, write_json
+from .io import header_for_file, reads_result, write_json
 from .salient import SalientAll
 from .scoring.results import ScanResult
 
@@ -102,6 +102,7 @@ class HeadReport:
         return folder
 
     @classmethod
+    @reads_result("head report")
     def load(cls, path: str | os.PathLike) -> HeadReport:
         """Read what :meth:`save` wrote (the folder, or its ``head_report.json``)."""
         path = Path(path)

@@ -9,6 +9,7 @@ half-written file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -16,16 +17,17 @@ import re
 import secrets
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from .errors import CorruptFileError, HeadmapsError, MissingFileError
 
 TABLE_SUFFIXES = (".parquet", ".csv")
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -265,6 +267,30 @@ def load_table(path: str | os.PathLike, default_name: str, kind: str | None = No
     if kind is not None and header.get("kind") != kind:
         raise HeadmapsError(f"{given} is not a headmaps {what} (kind={header.get('kind')!r})")
     return frame, header
+
+
+def reads_result(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a results loader: a file it cannot make sense of is a :class:`CorruptFileError`.
+
+    A table or header with missing keys, wrong types or impossible indices (a file
+    edited by hand, truncated, or written by something else) raises ``KeyError``,
+    ``TypeError``, ``ValueError`` or ``IndexError`` deep in the loader; this turns them into
+    one message naming the file (the first path argument) and ``what`` it should be.
+    """
+    def wrap(load: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(load)
+        def checked(*args: Any, **kwargs: Any) -> T:
+            try:
+                return load(*args, **kwargs)
+            except HeadmapsError:
+                raise
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+                path = next((a for a in (*args, *kwargs.values())
+                             if isinstance(a, (str, os.PathLike))), "the file")
+                raise CorruptFileError(f"{path} is not a readable headmaps {what} "
+                                       f"({type(err).__name__}: {err})") from None
+        return checked
+    return wrap
 
 
 def versions() -> dict[str, str]:

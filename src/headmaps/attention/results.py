@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._html import html_card
-from ..io import load_table, save_table, table_path
+from ..io import load_table, reads_result, save_table, table_path
 from ..salient.tokens import visible
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -383,6 +383,7 @@ class AttentionSummary:
         return save_table(self.to_frame(), self.header(), table_path(path, "attention.parquet"))
 
     @classmethod
+    @reads_result("attention summary")
     def load(cls, path: str | os.PathLike) -> AttentionSummary:
         """Read what :meth:`save` wrote (a file, or a folder holding attention.parquet)."""
         _, h = load_table(path, "attention.parquet", "headmaps.AttentionSummary",

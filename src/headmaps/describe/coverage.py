@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..io import atomic_path
+from ..io import atomic_path, reads_result
 from ..salient import SalientAll, SalientOperations
 from .base import Describer, Description
 
@@ -75,6 +75,7 @@ def save_descriptions(descriptions: Iterable[Description], path: str | os.PathLi
     return path
 
 
+@reads_result("descriptions file")
 def load_descriptions(path: str | os.PathLike) -> list[Description]:
     """Read what :func:`save_descriptions` wrote."""
     with open(path, encoding="utf-8") as f:

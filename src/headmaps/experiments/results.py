@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._html import html_card
-from ..io import load_table, save_table, versions
+from ..io import load_table, reads_result, save_table, versions
 from ..scoring import ScanResult
 from .dynamic import DynamicScores
 
@@ -142,6 +142,7 @@ class CorrelationResult:
         return path
 
     @classmethod
+    @reads_result("correlation result")
     def load(cls, out: str | os.PathLike, kind: str = "correlation") -> CorrelationResult:
         """Read a result written by :meth:`save` from folder ``out``."""
         out = Path(out)
@@ -242,6 +243,7 @@ class CausalResult:
         return path
 
     @classmethod
+    @reads_result("causal result")
     def load(cls, out: str | os.PathLike) -> CausalResult:
         """Read a result written by :meth:`save` from folder ``out``."""
         out = Path(out)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .._html import html_card
 from ..errors import HeadmapsError
-from ..io import load_table, save_table, table_path
+from ..io import load_table, reads_result, save_table, table_path
 
 #: Head types, in display order.
 TYPES = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression",
@@ -110,6 +110,7 @@ class HeadTypes:
         return save_table(self.to_frame(), self.header(), table_path(path, "head_types.parquet"))
 
     @classmethod
+    @reads_result("head-types result")
     def load(cls, path: str | os.PathLike) -> HeadTypes:
         """Read a result written by :meth:`save`."""
         frame, h = load_table(path, "head_types.parquet", "headmaps.HeadTypes",

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .._html import html_card
 from ..errors import HeadmapsError, OutOfRangeError
-from ..io import load_table, save_table, table_path
+from ..io import load_table, reads_result, save_table, table_path
 from .tokens import visible
 
 
@@ -261,6 +261,7 @@ class SalientAll:
         return save_table(self.to_frame(), header, path)
 
     @classmethod
+    @reads_result("salient-operations result")
     def load(cls, path: str | os.PathLike) -> SalientAll:
         """Read what :meth:`save` wrote (a file, or a folder holding salient.parquet)."""
         frame, h = load_table(path, "salient.parquet", "headmaps.SalientAll",

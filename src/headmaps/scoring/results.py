@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import CorruptFileError
-from ..io import load_table, save_table, table_path
+from ..io import load_table, reads_result, save_table, table_path
 from ..relations.errors import UnknownRelationError
 from . import analysis
 
@@ -208,29 +207,25 @@ class ScanResult:
         return save_table(self.to_frame(), self.header(), table_path(path, "scores.parquet"))
 
     @classmethod
+    @reads_result("scan result")
     def load(cls, path: str | os.PathLike) -> ScanResult:
         """Read a result written by :meth:`save` (a file, or a folder holding scores.parquet)."""
         frame, h = load_table(path, "scores.parquet", "headmaps.ScanResult", "scan result")
-        try:
-            R, L, H = len(h["relations"]), h["n_layers"], h["n_heads"]
-            scores = np.zeros((R, L, H), dtype=np.float32)
-            supp = np.zeros_like(scores)
-            index = {r: i for i, r in enumerate(h["relations"])}
-            ri = frame["relation"].map(index)
-            if ri.isna().any():
-                raise ValueError("the table names relations its header does not list")
-            ri = ri.to_numpy(dtype=np.int64)
-            li = frame["layer"].to_numpy(dtype=np.int64)
-            hi = frame["head"].to_numpy(dtype=np.int64)
-            scores[ri, li, hi] = frame["score"].to_numpy()
-            supp[ri, li, hi] = frame["suppression"].to_numpy()
-            return cls(h["model_id"], h["model_info"], list(h["relations"]), scores, supp,
-                       dict(h["n_pairs"]), {r: int(v) for r, v in h["k"].items()},
-                       dict(h["skipped"]), h["preset"], dict(h["options"]), float(h["tau"]),
-                       dict(h.get("versions", {})), dict(h.get("calibration") or {}))
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-            raise CorruptFileError(f"{path} is not a readable headmaps scan result "
-                                   f"({type(err).__name__}: {err})") from None
+        R, L, H = len(h["relations"]), h["n_layers"], h["n_heads"]
+        scores = np.zeros((R, L, H), dtype=np.float32)
+        supp = np.zeros_like(scores)
+        index = {r: i for i, r in enumerate(h["relations"])}
+        ri = frame["relation"].map(index)
+        if ri.isna().any():
+            raise ValueError("the table names relations its header does not list")
+        ri = ri.to_numpy(dtype=np.int64)
+        li, hi = frame["layer"].to_numpy(dtype=np.int64), frame["head"].to_numpy(dtype=np.int64)
+        scores[ri, li, hi] = frame["score"].to_numpy()
+        supp[ri, li, hi] = frame["suppression"].to_numpy()
+        return cls(h["model_id"], h["model_info"], list(h["relations"]), scores, supp,
+                   dict(h["n_pairs"]), {r: int(v) for r, v in h["k"].items()}, dict(h["skipped"]),
+                   h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})),
+                   dict(h.get("calibration") or {}))
 
 
 def _top(a: np.ndarray, n: int) -> list[tuple[int, int, float]]:
