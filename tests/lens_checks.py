@@ -1,0 +1,69 @@
+"""Exactness checks shared by the TransformerLens 3 and 4 tests: the HeadModel against TL's own run.
+
+Both lines name their hooks the same way (``blocks.{l}.attn.hook_z``, ``hook_pattern``,
+``hook_attn_scores``, ``hook_resid_pre``...), so one set of checks serves a TL 3
+``HookedTransformer`` and a TL 4 ``TransformerBridge`` (booted or in compatibility mode).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from headmaps.attention import qk as Q
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def per_head_outputs(m, cache, layer: int) -> torch.Tensor:
+    """``(b, q, h, d_model)``: each head's output from our OV weights and TL's pattern."""
+    kv = m.spec.kv_index()
+    a = m.attention(layer)
+    x = a.input_norm(cache[f"blocks.{layer}.hook_resid_pre"])                  # (b, k, d)
+    v = torch.einsum("bkd,hde->bkhe", x, a.W_V[kv])                              # (b, k, h, dh)
+    if a.b_V is not None:
+        v = v + a.b_V[kv]
+    z = torch.einsum("bhqk,bkhe->bqhe", cache[f"blocks.{layer}.attn.hook_pattern"], v)
+    return torch.einsum("bqhe,hed->bqhd", z, a.W_O)
+
+
+def scores(m, cache, layer: int) -> torch.Tensor:
+    """``(b, h, q, k)`` attention logits from the HeadModel's QK weights (rotary applied)."""
+    qk = m.qk(layer)
+    kv = m.spec.kv_index()
+    out = []
+    for resid in cache[f"blocks.{layer}.hook_resid_pre"]:                         # (n, d)
+        x = qk.input_norm(resid).float()  # the QK functions compute in float32
+        pos = torch.arange(len(x), dtype=torch.float32)
+        q = Q.rotate(Q.queries(qk, x, torch.arange(m.n_heads)), qk.positions, pos)
+        k = Q.rotate(Q.keys(qk, x), qk.positions, pos)[kv]
+        out.append(Q.logits(qk, q, k))
+    return torch.stack(out).double()
+
+
+def assert_matches_lens(lens, m, tokens: torch.Tensor, tol: float = 1e-5) -> None:
+    """Every per-head output, every attention logit, the first MLP and the logits agree with TL.
+
+    ``lens`` is the TL model (``HookedTransformer`` or ``TransformerBridge``) ``m`` was
+    loaded from; per-head outputs are compared with TL's ``hook_z @ W_O`` per head, QK
+    logits with ``hook_attn_scores`` on and below the diagonal (above it TL masks).
+    """
+    with torch.no_grad():
+        logits, cache = lens.run_with_cache(tokens)
+    n = tokens.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    for layer in range(m.n_layers):
+        theirs = torch.einsum("bqhe,hed->bqhd", cache[f"blocks.{layer}.attn.hook_z"],
+                              lens.blocks[layer].attn.W_O.detach())
+        assert rel_err(per_head_outputs(m, cache, layer), theirs) <= tol, ("OV", layer)
+        s_tl = cache[f"blocks.{layer}.attn.hook_attn_scores"]
+        s = scores(m, cache, layer)
+        assert rel_err(s[..., causal], s_tl[..., causal]) <= tol, ("QK", layer)
+    mlp_in = cache["blocks.0.hook_resid_pre" if m.parallel_attn_mlp else "blocks.0.hook_resid_mid"]
+    assert rel_err(m.first_mlp()(mlp_in), cache["blocks.0.hook_mlp_out"]) <= tol
+    resid = cache[f"blocks.{m.n_layers - 1}.hook_resid_post"]
+    final = m.final_norm(resid) @ m.U
+    if m.unembedding_bias is not None:
+        final = final + m.unembedding_bias
+    assert rel_err(final, logits) <= tol
