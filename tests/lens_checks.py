@@ -67,3 +67,25 @@ def assert_matches_lens(lens, m, tokens: torch.Tensor, tol: float = 1e-5) -> Non
     if m.unembedding_bias is not None:
         final = final + m.unembedding_bias
     assert rel_err(final, logits) <= tol
+
+
+def assert_layer0_logits(lens, m, tokens: torch.Tensor, tol: float = 1e-5) -> None:
+    """``hm.attention_logits`` at layer 0 equals TL's score of every query on every key before it.
+
+    At layer 0 the residual stream is the token's embedding (plus its learned position
+    embedding, where the model has them), which is the source representation headmaps uses
+    there; so the parameter-only logit must be the model's own.
+    """
+    import headmaps as hm
+
+    with torch.no_grad():
+        _, cache = lens.run_with_cache(tokens[:1])
+    s_tl = cache["blocks.0.attn.hook_attn_scores"][0]                              # (h, q, k)
+    ids = tokens[0]
+    for head in range(m.n_heads):
+        for q in range(len(ids)):
+            for k in range(q + 1):
+                s = hm.attention_logits(m, 0, head, ids[q:q + 1], ids[k:k + 1], q - k,
+                                        query_position=q)
+                want = float(s_tl[head, q, k])
+                assert abs(float(s[0, 0]) - want) <= tol * max(1.0, abs(want)), (head, q, k)

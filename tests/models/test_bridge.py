@@ -11,6 +11,8 @@ must equal the bridge's ``hook_z @ W_O`` and each QK logit its ``hook_attn_score
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
 
 import pytest
@@ -20,7 +22,8 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 import headmaps as hm
-from lens_checks import assert_matches_lens
+import tiny_vocab
+from lens_checks import assert_layer0_logits, assert_matches_lens
 from tiny import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
@@ -94,3 +97,46 @@ def test_bridge_tokenizer_and_positions(tmp_path):
     neox = hm.load(boot("gpt_neox", tmp_path / "neox"))
     rot = neox.qk(2).positions
     assert rot.kind == "rotary" and rot.rotary_dim == 4  # partial rotary: a quarter of d_head
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer0_attention_logits_equal_the_bridge(kind, tmp_path):
+    bridge = boot(kind, tmp_path, "compat")
+    m = hm.load(bridge)
+    assert_layer0_logits(bridge, m, tokens(m)[:, :6])
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """A GQA Llama bridge in compatibility mode over the tiny word vocabulary, analysed."""
+    folder = tmp_path_factory.mktemp("bridge")
+    tiny_model("llama").save_pretrained(folder)
+    tiny_vocab.tokenizer().save_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(str(folder), device="cpu",
+                                                     dtype=torch.float64)
+        bridge.enable_compatibility_mode(disable_warnings=True)
+    m = hm.load(bridge)
+    result = hm.analyse(m, relations=["copying", "successor"])
+    path = hm.report(result, tmp_path_factory.mktemp("report") / "bridge.html")
+    return m, result, path
+
+
+def test_bridge_gets_the_whole_analysis(analysed):
+    m, result, path = analysed
+    assert result.parts() == ["scan", "salient", "descriptions", "attention", "types"]
+    assert result.scan.scores.shape[1:] == (3, 8)
+    assert result.attention.layers == [0, 1, 2]
+    page = path.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="hm-data">(.*?)</script>', page, re.S).group(1))
+    assert (data["nL"], data["nH"]) == (3, 8) and set(data["types"]) == {"names", "heads"}
+    assert '"a":' in re.search(r'id="hm-ex">(.*?)</script>', page, re.S).group(1)  # QK half
+
+
+def test_attention_summary_and_head_types_on_a_bridge(analysed):
+    m, _, _ = analysed
+    att = hm.attention_summary(m, [1], max_distance=6, n_keys=3)
+    assert att.key_ids.shape[:2] == (1, 8) and att.positions[0].startswith("rotary (default")
+    types = hm.head_types(m, relations=False, n_sources=4, max_distance=8)
+    assert types.scores["previous_token"].shape == (3, 8)
