@@ -42,26 +42,38 @@ def scores(m, cache, layer: int) -> torch.Tensor:
     return torch.stack(out).double()
 
 
-def assert_matches_lens(lens, m, tokens: torch.Tensor, tol: float = 1e-5) -> None:
-    """Every per-head output, every attention logit, the first MLP and the logits agree with TL.
+def assert_matches_lens(lens, m, tokens: torch.Tensor, tol: float = 1e-5, *,
+                        check_scores: bool = True, check_logits: bool = True) -> None:
+    """Every per-head output, attention logit and pattern, the first MLP and the logits agree.
 
     ``lens`` is the TL model (``HookedTransformer`` or ``TransformerBridge``) ``m`` was
     loaded from; per-head outputs are compared with TL's ``hook_z @ W_O`` per head, QK
-    logits with ``hook_attn_scores`` on and below the diagonal (above it TL masks).
+    logits with ``hook_attn_scores`` where TL does not mask them (``check_scores``: some
+    bridge adapters, GPT-J and OPT, record the pattern there), their softmax with
+    ``hook_pattern``, and the final norm and unembedding with TL's logits (``check_logits``:
+    Gemma 2's final soft cap is not part of the HeadModel).
     """
     with torch.no_grad():
         logits, cache = lens.run_with_cache(tokens)
     n = tokens.shape[1]
-    causal = torch.ones(n, n, dtype=torch.bool).tril()
     for layer in range(m.n_layers):
+        window = m.qk(layer).positions.sliding_window  # TL masks keys further back
+        causal = torch.ones(n, n, dtype=torch.bool).tril()
+        if window:
+            causal &= torch.ones(n, n, dtype=torch.bool).triu(1 - window)
         theirs = torch.einsum("bqhe,hed->bqhd", cache[f"blocks.{layer}.attn.hook_z"],
                               lens.blocks[layer].attn.W_O.detach())
         assert rel_err(per_head_outputs(m, cache, layer), theirs) <= tol, ("OV", layer)
-        s_tl = cache[f"blocks.{layer}.attn.hook_attn_scores"]
         s = scores(m, cache, layer)
-        assert rel_err(s[..., causal], s_tl[..., causal]) <= tol, ("QK", layer)
+        if check_scores:
+            s_tl = cache[f"blocks.{layer}.attn.hook_attn_scores"]
+            assert rel_err(s[..., causal], s_tl[..., causal]) <= tol, ("QK", layer)
+        pattern = torch.softmax(s.masked_fill(~causal, float("-inf")), -1)
+        assert rel_err(pattern, cache[f"blocks.{layer}.attn.hook_pattern"]) <= tol, ("QK", layer)
     mlp_in = cache["blocks.0.hook_resid_pre" if m.parallel_attn_mlp else "blocks.0.hook_resid_mid"]
     assert rel_err(m.first_mlp()(mlp_in), cache["blocks.0.hook_mlp_out"]) <= tol
+    if not check_logits:
+        return
     resid = cache[f"blocks.{m.n_layers - 1}.hook_resid_post"]
     final = m.final_norm(resid) @ m.U
     if m.unembedding_bias is not None:

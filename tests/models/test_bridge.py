@@ -140,3 +140,19 @@ def test_attention_summary_and_head_types_on_a_bridge(analysed):
     assert att.key_ids.shape[:2] == (1, 8) and att.positions[0].startswith("rotary (default")
     types = hm.head_types(m, relations=False, n_sources=4, max_distance=8)
     assert types.scores["previous_token"].shape == (3, 8)
+
+
+#: the other architectures headmaps reads, as far as TransformerLens 4.3 boots them (its Phi
+#: adapter fails in compatibility mode; with qk_layernorm it refuses to boot)
+OTHER = {k: ("booted", "compat") for k in ("mistral", "qwen2", "qwen3", "gemma", "gemma2",
+                                          "gemma3_text", "phi3", "gptj", "opt",
+                                          "gpt_neox-sequential")}
+OTHER["phi"] = ("booted",)
+
+
+@pytest.mark.parametrize("kind,mode", [(k, mode) for k, modes in OTHER.items() for mode in modes])
+def test_every_other_architecture_equals_the_bridge(kind, mode, tmp_path):
+    bridge = boot(kind, tmp_path, mode)
+    m = hm.load(bridge)
+    assert_matches_lens(bridge, m, tokens(m), check_scores=kind not in ("gptj", "opt"),
+                        check_logits=kind != "gemma2")
