@@ -156,3 +156,12 @@ def test_every_other_architecture_equals_the_bridge(kind, mode, tmp_path):
     m = hm.load(bridge)
     assert_matches_lens(bridge, m, tokens(m), check_scores=kind not in ("gptj", "opt"),
                         check_logits=kind != "gemma2")
+
+
+def test_validation_experiments_name_what_is_missing(analysed):
+    from headmaps.experiments.hooks import hf_model_of
+
+    m, _, _ = analysed
+    assert m.hf_model is None
+    with pytest.raises(hm.HeadmapsError, match="TransformerLens model"):
+        hf_model_of(m)
