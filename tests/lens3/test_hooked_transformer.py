@@ -105,6 +105,18 @@ def test_positions_as_transformer_lens_stores_them():
         assert rot.attention_scaling == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_frequencies_from_long_low_precision_tables(dtype):
+    cfg = tl.HookedTransformerConfig(n_layers=1, d_model=32, n_ctx=4096, d_head=16, n_heads=2,
+                                     d_mlp=32, d_vocab=11, dtype=dtype, act_fn="silu",
+                                     normalization_type="RMS", positional_embedding_type="rotary",
+                                     rotary_dim=16, rotary_base=500000)
+    rot = hm.load(tl.HookedTransformer(cfg)).qk(0).positions
+    want = 500000.0 ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    # the last table row pins each frequency to within the tables' rounding / 4095
+    torch.testing.assert_close(rot.inv_freq.double(), want, rtol=1e-5, atol=1e-6)
+
+
 def test_unsupported_positions_are_one_line_errors():
     model = lens_model("neox", processed=False)
     model.cfg.positional_embedding_type = "alibi"

@@ -395,27 +395,36 @@ def _rotary_from_tables(sin: torch.Tensor, cos: torch.Tensor, rotary_dim: int,
     TransformerLens fills ``sin[p] = a * sin(p * f)`` and ``cos[p] = a * cos(p * f)`` with
     each frequency ``f`` repeated over its pair of dims (``(i, i + r/2)``, or ``(2i, 2i+1)``
     with ``rotary_adjacent_pairs``) and ``a`` the YaRN attention factor (1 otherwise); so
-    ``a = cos[0]``, ``f`` is the angle at position 1, refined on the last row. Reading
-    the tables keeps every scaling TransformerLens applied (NTK-by-parts, YaRN, linear).
+    ``a = cos[0]``, and ``f`` is the angle at position 1, refined at positions 2, 4, 8...
+    (each step unwraps the angle with the previous estimate, so the error shrinks as
+    ``1/p`` whatever the tables' dtype). Reading the tables keeps every scaling
+    TransformerLens applied (NTK-by-parts, YaRN, linear).
 
     Raises:
         UnsupportedArchitectureError: the tables are not of that form.
     """
     half = slice(0, None, 2) if interleaved else slice(0, rotary_dim // 2)
     s, c = sin.detach().double()[:, half], cos.detach().double()[:, half]
-    scaling = float(c[0, 0])
+    n = len(s)
+    scaling = float(c[0, 0]) if n else 0.0
+    bad = UnsupportedArchitectureError(
+        f"the rotary tables of TransformerLens layer {layer} are not a*sin(p*f), a*cos(p*f) "
+        "pairs; its rotary scheme is not supported")
+    if n < 2 or scaling <= 0:
+        raise bad
     f = torch.atan2(s[1], c[1])
-    last = len(s) - 1
-    if last > 1:  # the angle at the last row, unwrapped with the estimate from row 1
-        a = torch.atan2(s[last], c[last])
-        f = (a + 2 * math.pi * torch.round((last * f - a) / (2 * math.pi))) / last
-    ang = torch.arange(len(s), dtype=torch.float64)[:, None] * f
-    tol = 1e-4 * max(1.0, abs(scaling))
-    if (len(s) < 2 or not torch.allclose(scaling * ang.sin(), s, atol=tol)
-            or not torch.allclose(scaling * ang.cos(), c, atol=tol)):
-        raise UnsupportedArchitectureError(
-            f"the rotary tables of TransformerLens layer {layer} are not a*sin(p*f), "
-            "a*cos(p*f) pairs; its rotary scheme is not supported")
+    rows = [2 ** k for k in range(1, (n - 1).bit_length())] + [n - 1]
+    for p in rows:
+        a = torch.atan2(s[p], c[p])
+        f = (a + 2 * math.pi * torch.round((p * f - a) / (2 * math.pi))) / p
+    # TL computes the angles in float32 or wider, then rounds sin/cos to the model's dtype
+    # (its weight processing may round float64 tables through float32 too)
+    ang = torch.arange(n, dtype=torch.float64)[:, None] * f
+    eps32 = torch.finfo(torch.float32).eps
+    tol = scaling * (4 * max(torch.finfo(sin.dtype).eps, eps32) + 4 * eps32 * ang.abs())
+    if ((scaling * ang.sin() - s).abs() > tol).any() or ((scaling * ang.cos() - c).abs()
+                                                           > tol).any():
+        raise bad
     return Positions("rotary", inv_freq=f.float(), rotary_dim=rotary_dim,
                      interleaved=interleaved, attention_scaling=scaling,
                      rope_type="transformer_lens", sliding_window=window)
