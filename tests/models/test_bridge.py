@@ -165,3 +165,24 @@ def test_validation_experiments_name_what_is_missing(analysed):
     assert m.hf_model is None
     with pytest.raises(hm.HeadmapsError, match="TransformerLens model"):
         hf_model_of(m)
+
+
+@pytest.mark.slow
+def test_smollm2_through_a_bridge_scores_as_loaded_directly(smollm2, tmp_path):
+    """The built-in SmolLM2 (Llama GQA, 9 heads over 3 KV heads) booted as a bridge."""
+    smollm2.hf_model.save_pretrained(tmp_path)
+    smollm2.tokenizer.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(str(tmp_path), device="cpu",
+                                                     dtype=torch.float32)
+        bridge.enable_compatibility_mode(disable_warnings=True)
+    m = hm.load(bridge)
+    assert (m.n_layers, m.n_heads, m.n_kv_heads) == (30, 9, 3)
+    want = hm.relation_scores(smollm2, "country_to_capital")
+    got = hm.relation_scores(m, "country_to_capital")
+    # folded norms and the centred unembedding change no top-k: at most a pair at the
+    # boundary may flip (measured: none)
+    assert got.n_pairs == want.n_pairs
+    assert float(abs(got.scores - want.scores).max()) <= 1 / want.n_pairs + 1e-6
+    assert [h[:2] for h in got.top_heads(3)] == [h[:2] for h in want.top_heads(3)]
