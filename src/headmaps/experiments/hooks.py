@@ -48,7 +48,8 @@ def hf_model_of(model: HeadModel) -> nn.Module:
     """The transformers model behind ``model``, or a clear error."""
     if model.hf_model is None:
         raise MissingComponentError(
-            f"model {model.model_id!r} was loaded without a transformers model (lazy checkpoint?); "
+            f"model {model.model_id!r} was loaded without a transformers model (a lazy "
+            "checkpoint, or a TransformerLens model: load its transformers model instead); "
             "the validation experiments run the model: load it with hm.load(..., lazy=False), "
             "or with device_map='auto' (and max_memory=...) when it does not fit on one device"
         )

@@ -72,9 +72,9 @@ def load(
     Args:
         source: a built-in alias (``"smollm2-135m"``, ``"gemma3-270m"``), a Hugging
             Face model id, a local model folder, a path to a ``.gguf`` file, a
-            transformers ``PreTrainedModel``, a TransformerLens ``HookedTransformer``, an
-            nnsight ``LanguageModel`` (see :mod:`headmaps.models.interop`) or an existing
-            ``HeadModel``.
+            transformers ``PreTrainedModel``, a TransformerLens 3 ``HookedTransformer`` or 4
+            ``TransformerBridge``, an nnsight ``LanguageModel`` (see
+            :mod:`headmaps.models.interop`) or an existing ``HeadModel``.
         device: where tensors go (default CPU).
         dtype: convert tensors to this dtype (default: keep the checkpoint's).
         revision: hub revision for model ids.
@@ -110,7 +110,10 @@ def load(
         return source
     from . import interop  # TransformerLens / nnsight models (optional extras)
 
-    if interop.is_hooked_transformer(source):
+    if interop.is_transformer_bridge(source):
+        model = interop.from_transformer_bridge(source, tokenizer=tokenizer, device=device,
+                                                dtype=dtype)
+    elif interop.is_hooked_transformer(source):
         model = interop.from_transformer_lens(source, tokenizer=tokenizer, device=device,
                                               dtype=dtype)
     elif interop.is_nnsight_model(source):
@@ -126,7 +129,7 @@ def load(
         raise HeadmapsError(
             f"cannot load a model from {type(source).__name__}; pass an alias, hub id, "
             "folder, .gguf path, a transformers model, a TransformerLens HookedTransformer "
-            "or an nnsight LanguageModel"
+            "or TransformerBridge, or an nnsight LanguageModel"
         )
     model.load_seconds = time.perf_counter() - t0
     return model

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from ...errors import UnsupportedArchitectureError
+from ...errors import MissingComponentError, UnsupportedArchitectureError
 from ..sources import MissingTensorError, TensorSource
 from ..weights import (
     MLP,
@@ -179,7 +179,8 @@ class Adapter:
 
     def qk(self, layer: int) -> QKWeights:
         """The QK weights, biases, norms, scale and positional scheme of ``layer``."""
-        raise NotImplementedError
+        raise MissingComponentError(f"the {self.family or type(self).__name__} adapter does not "
+                                    "read the QK half (W_Q, W_K, positions) of its models")
 
     # ---- QK helpers shared by the adapters ----------------------------------------------
     def heads_in(self, w: torch.Tensor, b: torch.Tensor | None,
