@@ -19,6 +19,7 @@ from . import (
     analyse,
     calibrate,
     describe,
+    diff,
     head,
     info,
     plot,
@@ -31,7 +32,7 @@ from . import (
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = [info, scan, head, describe, analyse, report, plot, validate, calibrate, relations,
-            types]
+            types, diff]
 
 
 def build_parser() -> argparse.ArgumentParser:
