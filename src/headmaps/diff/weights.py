@@ -52,11 +52,16 @@ def relative_change(a1: torch.Tensor, b1: torch.Tensor, a2: torch.Tensor,
 
 
 def _basis(m: torch.Tensor, rtol: float = 1e-9) -> torch.Tensor:
-    """Orthonormal columns spanning the column space of ``m`` ``(d, r)`` (numerical rank)."""
-    u, s, _ = torch.linalg.svd(m, full_matrices=False)
+    """Orthonormal columns spanning the column space of ``m`` ``(d, r)`` (numerical rank).
+
+    ``m = Q R`` (thin QR), ``R = U_R S V_R^T``: the left singular vectors of ``m`` are
+    ``Q U_R``, so only an ``r x r`` SVD is needed.
+    """
+    q, r = torch.linalg.qr(m)
+    u, s, _ = torch.linalg.svd(r)
     if not len(s) or s[0] == 0:
-        return u[:, :0]
-    return u[:, : int((s > rtol * s[0]).sum())]
+        return q[:, :0]
+    return q @ u[:, : int((s > rtol * s[0]).sum())]
 
 
 def subspaces(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
