@@ -3,17 +3,22 @@
 1. **Base**: the built-in SmolLM2-135M (Q4_1 GGUF), dequantised to float32 by transformers,
    saved as a plain checkpoint (``base/``), so that base and fine-tuned differ by the
    fine-tune only, not by quantisation noise.
-2. **Task**: a fixed, made-up mapping between two word lists (``" apple -> stone"``),
-   single tokens both sides, written as a user relation set (``made_up_mapping.json``,
-   a JSON list of ``[source, target]``). The model cannot know it: base accuracy ~0.
-3. **Fine-tune** (skipped when ``finetuned/`` exists): attention weights only (q, k, v, o
-   of every layer; MLPs, norms and embeddings frozen) on sequences of four pairs
-   ``" a -> b\\n c -> d\\n ..."``, cross-entropy on each target token, Adam.
-4. **Diff** base -> fine-tuned with the mapping and a few built-in relations, and the
-   base with itself (everything must lie within the noise floor).
-5. **Causal check** in the fine-tuned model: next-token accuracy on the mapping (two
-   demonstrations, then `` source ->``) with the top ``m`` heads of the diff's ranking
-   zeroed at the last position, against ``m`` random other heads (5 draws).
+2. **Task**: a fixed, made-up mapping between two word lists (``apple -> stone``), single
+   tokens both sides, written as a user relation set (``made_up_mapping.json``, a JSON
+   list of ``[source, target]``). Prompts ``<|endoftext|> apple ->``, target `` stone``.
+   The base model cannot know it: its accuracy is 0.
+3. **Fine-tune** (skipped when ``finetuned/`` exists): by default ``W_V`` and ``W_O`` of
+   the last layer only (``--first-layer``, ``--train``; everything else frozen), Adam,
+   cross-entropy on the target, up to ``--steps`` steps (stops once learnt). The frozen
+   layers below give the same residual stream at every step, so it is computed once.
+4. **Diff** base -> fine-tuned with the mapping and a few built-in relations, with the
+   prefix-then-token projection (preset ``alone`` after ``<|endoftext|>``: what a head
+   reads at a token after a document start, the fine-tune's input exactly); the same
+   with the default ``norms`` preset; and the base against itself loaded a second time
+   (every change must lie within the noise floor).
+5. **Causal check** in the fine-tuned model: next-token accuracy on the mapping with the
+   top ``m`` heads of the diff's ranking zeroed at the last position, against ``m`` random
+   other heads (5 draws), drawn from all heads and from the other fine-tuned heads.
 
 Run: ``OMP_NUM_THREADS=2 python benchmarks/bench_diff.py`` (checkpoints go to
 ``$HEADMAPS_CACHE/bench_diff``, default ``~/.cache/headmaps/bench_diff``; results to
@@ -34,7 +39,14 @@ import torch
 
 import headmaps as hm
 from headmaps.experiments.causal import Evaluator, build_task
-from headmaps.io import atomic_path, command_line, markdown_table, run_header, write_json
+from headmaps.io import (
+    atomic_path,
+    command_line,
+    markdown_table,
+    run_header,
+    write_json,
+    write_text,
+)
 
 #: Two word lists (concrete nouns); pairs are drawn as a seeded bijection between them.
 SOURCES = ("apple pear lemon grape peach cherry plum onion carrot potato garlic pepper bean corn "
@@ -46,8 +58,10 @@ TARGETS = ("stone cloud river chair window pencil bottle candle mirror ladder ha
            "lamp magnet needle orbit pillow rocket saddle tunnel umbrella valley wallet anchor "
            "bridge circle diamond forest glove harbor iron jungle kite lantern marble nest ocean "
            "planet quilt ribbon shadow tower violin wheel yard").split()
-BUILTIN = ["copying", "country_to_capital", "verb_to_past_tense", "antonyms", "name_copying"]
-TEMPLATE = "<|endoftext|> <X> ->"
+BUILTIN = ["copying", "country_to_capital", "verb_to_past_tense"]
+#: The document-start token put before every prompt (and before each source in the projection).
+PREFIX = "<|endoftext|>"
+TEMPLATE = PREFIX + " <X> ->"
 
 
 def cache_dir() -> Path:
@@ -100,7 +114,7 @@ def prompts(tok, pairs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def finetune(base: Path, out: Path, pairs, steps: int, lr: float, batch: int, seed: int,
-             first_layer: int, target_loss: float) -> dict:
+             first_layer: int, target_loss: float, parts: str = "qkvo") -> dict:
     """Fine-tune the attention of layers ``first_layer..`` of ``base`` on the mapping.
 
     The frozen layers below compute the same residual stream at every step, so it is
@@ -125,9 +139,10 @@ def finetune(base: Path, out: Path, pairs, steps: int, lr: float, batch: int, se
     trainable = []
     model.requires_grad_(False)
     for layer in layers[first_layer:]:
-        for p in layer.self_attn.parameters():
-            p.requires_grad_(True)
-            trainable.append(p)
+        for name, p in layer.self_attn.named_parameters():
+            if name.split("_")[0] in parts:  # q_proj, k_proj, v_proj, o_proj
+                p.requires_grad_(True)
+                trainable.append(p)
     model.model.layers = nn.ModuleList(list(layers)[first_layer:])
     model.train()
     opt = torch.optim.Adam(trainable, lr=lr)
@@ -157,7 +172,7 @@ def finetune(base: Path, out: Path, pairs, steps: int, lr: float, batch: int, se
     tmp.rename(out)
     return {"steps": len(losses), "max_steps": steps, "target_loss": target_loss, "lr": lr,
             "batch": batch, "first_layer": first_layer,
-            "trainable": f"q_proj, k_proj, v_proj, o_proj of layers {first_layer}.."
+            "trainable": f"{', '.join(c + '_proj' for c in parts)} of layers {first_layer}.."
                          f"{len(layers) - 1}",
             "n_trainable": int(sum(p.numel() for p in trainable)),
             "loss_first_25": float(np.mean(losses[:25])),
@@ -166,14 +181,16 @@ def finetune(base: Path, out: Path, pairs, steps: int, lr: float, batch: int, se
 
 
 def causal_check(model: hm.HeadModel, pairs, ranked: list[str], ms: list[int], n_random: int,
-                 seed: int) -> tuple[float, pd.DataFrame]:
+                 seed: int, pool: list[str] | None = None) -> tuple[float, pd.DataFrame]:
     """Accuracy with nothing zeroed, and with the top ``m`` ranked heads zeroed at the last
-    position against ``m`` random other heads (``n_random`` draws)."""
+    position against ``m`` random other heads (``n_random`` draws) from ``pool`` (default
+    every head of the model)."""
     task = build_task(model, "made_up_mapping", pairs, TEMPLATE)
     ev = Evaluator(model, task, batch_size=64)
     base = ev.accuracy()
     heads = [tuple(map(int, h.split("."))) for h in ranked]
-    every = [(a, b) for a in range(model.n_layers) for b in range(model.n_heads)]
+    every = ([(a, b) for a in range(model.n_layers) for b in range(model.n_heads)] if pool is None
+             else [tuple(map(int, h.split("."))) for h in pool])
     g = np.random.default_rng(seed)
     rows = []
     for m in ms:
@@ -189,6 +206,35 @@ def causal_check(model: hm.HeadModel, pairs, ranked: list[str], ms: list[int], n
     return base, pd.DataFrame(rows)
 
 
+def _relation_table(d, same, plain) -> pd.DataFrame:
+    """Per relation: changes beyond the floor, gained/lost, and the two control diffs."""
+    rows = []
+    for r in d.relations:
+        gl = d.gained_lost(r)
+        rows.append({"relation": r, "pairs": d.n_pairs[r], "k": d.k[r],
+                     "changed": d.n_changed()[r], "gained": ", ".join(gl["gained"]) or "-",
+                     "lost": ", ".join(gl["lost"]) or "-",
+                     "changed, base vs itself": same.n_changed()[r],
+                     "max floor, base vs itself": float(same.floor[same.relations.index(r)].max()),
+                     "changed, norms preset": plain.n_changed().get(r, 0)})
+    return pd.DataFrame(rows)
+
+
+def _top_table(d, relation: str, n: int = 8) -> pd.DataFrame:
+    """The ``n`` heads furthest beyond the floor, with their weight-space figures."""
+    top = d.ranking(relation).head(n)
+    hf = d.head_frame().set_index(["layer", "head"])
+    tab = pd.DataFrame({"head": top["head"], "score base": top["a"], "score fine-tuned": top["b"],
+                        "change": top["change"], "floor": top["floor"]})
+    for col, name in (("wvo_change", "W_VO change"), ("wqk_change", "W_QK change"),
+                      ("ov_read_angle", "OV read angle"), ("ov_write_angle", "OV write angle"),
+                      ("salient_mapping_overlap", "salient maps overlap"),
+                      ("profile_tv", "profile TV")):
+        if col in hf.columns:
+            tab[name] = [hf.loc[(r.layer, r.h), col] for r in top.itertuples()]
+    return tab.reset_index(drop=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the demonstration (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -196,19 +242,21 @@ def main(argv: list[str] | None = None) -> None:
                    help="checkpoint folder (default $HEADMAPS_CACHE/bench_diff)")
     p.add_argument("--out", type=Path, default=Path("docs/results/diff"))
     p.add_argument("--n-pairs", type=int, default=56)
-    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--target-loss", type=float, default=0.05,
+    p.add_argument("--target-loss", type=float, default=0.01,
                    help="stop once the mean loss of 10 steps is below this")
-    p.add_argument("--first-layer", type=int, default=18,
+    p.add_argument("--first-layer", type=int, default=29,
                    help="fine-tune the attention of this layer and the ones above")
+    p.add_argument("--train", default="vo", choices=["vo", "qkvo"],
+                   help="which attention weights are fine-tuned (default W_V and W_O)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--m", default="1,3,5,10", help="heads zeroed in the causal check")
+    p.add_argument("--m", default="1,2,3", help="heads zeroed in the causal check")
     p.add_argument("--n-random", type=int, default=5)
-    p.add_argument("--quick", action="store_true",
-                   help="a check of the pipeline: the mapping only, no salient operations or "
-                        "positional profiles")
+    p.add_argument("--salient-qk", action="store_true",
+                   help="also compare salient operations and positional profiles (norms preset; "
+                        "~10 more minutes here)")
     args = p.parse_args(argv)
     work = args.work or cache_dir()
     work.mkdir(parents=True, exist_ok=True)
@@ -228,72 +276,75 @@ def main(argv: list[str] | None = None) -> None:
     train_log: dict = {"skipped": "checkpoint exists"}
     if not (ft_dir / "config.json").is_file():
         train_log = finetune(base_dir, ft_dir, pairs, args.steps, args.lr, args.batch, args.seed,
-                             args.first_layer, args.target_loss)
+                             args.first_layer, args.target_loss, args.train)
         write_json(work / "train_log.json", train_log)
     elif (work / "train_log.json").is_file():
         train_log = {**json.loads((work / "train_log.json").read_text()), "reused": True}
     t = time.perf_counter()
-    a, b = hm.load(base_dir), hm.load(ft_dir)
+    a, b, a2 = hm.load(base_dir), hm.load(ft_dir), hm.load(base_dir)
     a.model_id, b.model_id = "smollm2-135m-base", "smollm2-135m-finetuned"
+    a2.model_id = "smollm2-135m-base (loaded again)"
+    for m, folder in ((a, base_dir), (b, ft_dir), (a2, base_dir)):  # no local paths in results
+        m.source = f"transformers: $HEADMAPS_CACHE/bench_diff/{folder.name}"
     timings["load"] = time.perf_counter() - t
     relations = {"made_up_mapping": str(mapping), **{r: r for r in BUILTIN}}
-    if args.quick:
-        relations = {"made_up_mapping": str(mapping)}
+    # the prefix-then-token source: what a head reads at a token after a document start,
+    # here exactly the fine-tune's input (docs/results/smollm2-135m.md: best agreement)
+    projection = {"preset": "alone", "prefix": PREFIX}
     t = time.perf_counter()
-    d = hm.diff(a, b, relations, seed=args.seed, salient=not args.quick, qk=not args.quick,
-                progress=True)
+    d = hm.diff(a, b, relations, seed=args.seed, salient=False, qk=False, **projection)
     timings["diff"] = time.perf_counter() - t
     d.save(out / "finetune")
-    (out / "finetune.md").write_text(d.summary_markdown())
+    write_text(out / "finetune.md", d.summary_markdown())
     with atomic_path(out / "diff.png") as tmp:
         d.figure("made_up_mapping").savefig(tmp, format="png", dpi=130)
     t = time.perf_counter()
-    same = hm.diff(a, a, relations, seed=args.seed, salient=False, qk=False)
+    same = hm.diff(a, a2, relations, seed=args.seed, salient=False, qk=False, **projection)
     timings["self_diff"] = time.perf_counter() - t
     same.save(out / "itself")
+    t = time.perf_counter()
+    plain = hm.diff(a, b, relations, seed=args.seed, preset="norms", salient=args.salient_qk,
+                    qk=args.salient_qk)
+    timings["diff_norms"] = time.perf_counter() - t
+    plain.save(out / "finetune-norms")
     ranked = list(d.ranking("made_up_mapping")["head"])
+    gained = d.gained_lost("made_up_mapping")["gained"]
     ms = [int(x) for x in args.m.split(",")]
     t = time.perf_counter()
-    _, causal = causal_check(b, pairs, ranked, ms, args.n_random, args.seed)
-    base_acc, _ = causal_check(a, pairs, [], [], 0, args.seed)
+    trained = [f"{layer}.{h}" for layer in range(args.first_layer, b.n_layers)
+               for h in range(b.n_heads)]
+    acc_ft, causal = causal_check(b, pairs, ranked, ms, args.n_random, args.seed)
+    _, causal_in_layer = causal_check(b, pairs, ranked, ms, args.n_random, args.seed,
+                                      pool=trained)
+    acc_base, _ = causal_check(a, pairs, [], [], 0, args.seed)
     timings["causal"] = time.perf_counter() - t
+    causal["random pool"] = "all other heads"
+    causal_in_layer["random pool"] = "other fine-tuned heads"
+    causal = pd.concat([causal, causal_in_layer], ignore_index=True)
     causal.to_csv(out / "causal.csv", index=False)
     timings["total"] = time.perf_counter() - t_all
 
-    top = d.ranking("made_up_mapping").head(10)
-    hf = d.head_frame().set_index(["layer", "head"])
-    top_tab = pd.DataFrame({
-        "head": top["head"], "score base": top["a"], "score fine-tuned": top["b"],
-        "change": top["change"], "floor": top["floor"],
-        "W_VO change": [hf.loc[(r.layer, r.h), "wvo_change"] for r in top.itertuples()],
-        "W_QK change": [hf.loc[(r.layer, r.h), "wqk_change"] for r in top.itertuples()],
-        "OV write angle": [hf.loc[(r.layer, r.h), "ov_write_angle"] for r in top.itertuples()]})
-    for col, name in (("salient_mapping_overlap", "salient maps overlap"),
-                      ("profile_tv", "profile TV")):
-        if col in hf.columns:
-            top_tab[name] = [hf.loc[(r.layer, r.h), col] for r in top.itertuples()]
-    rel_tab = pd.DataFrame([{"relation": r, "pairs": d.n_pairs[r], "k": d.k[r],
-                             "changed (fine-tune)": d.n_changed()[r],
-                             "gained": ", ".join(d.gained_lost(r)["gained"]) or "-",
-                             "lost": ", ".join(d.gained_lost(r)["lost"]) or "-",
-                             "changed (itself)": same.n_changed()[r],
-                             "max floor (itself)": float(same.floor[same.relations.index(r)].max())}
-                            for r in d.relations])
+    rel_tab = _relation_table(d, same, plain)
+    top_tab = _top_table(d, "made_up_mapping")
     w = d.heads["wvo_change"]
-    wvo_rank = int((w > w[tuple(map(int, ranked[0].split(".")))]).sum()) + 1 if ranked else None
     header = run_header(command_line(__file__, argv), "smollm2-135m", args.seed,
                         {"pairs": len(pairs), "relations": {r: d.n_pairs[r] for r in d.relations},
                          "n_boot": d.n_boot, "alpha": d.alpha, "causal_prompts": len(pairs),
                          "m": ms, "n_random": args.n_random},
-                        train=train_log, timings=timings, preset=d.preset,
-                        diff_seconds=d.seconds, base_accuracy_base_model=float(base_acc),
-                        equivalent_cli=("headmaps diff BASE FINETUNED --relations "
-                                        f"{mapping.as_posix()},{','.join(BUILTIN)} --out OUT"),
-                        top_head_rank_by_wvo_change=wvo_rank,
+                        train=train_log, timings=timings, projection=d.options,
+                        diff_seconds=d.seconds, accuracy_base=acc_base, accuracy_finetuned=acc_ft,
+                        gained=gained, ranked=ranked[:10],
+                        heads_with_changed_weights=int((w > 0).sum()),
                         self_diff_changed=int(same.changed.sum() + same.supp_changed.sum()),
-                        self_diff_max_wvo_change=float(same.heads["wvo_change"].max()))
+                        self_diff_max_wvo_change=float(same.heads["wvo_change"].max()),
+                        self_diff_max_ov_angle=float(np.nanmax(same.heads["ov_write_angle"])),
+                        norms_diff_changed=plain.n_changed(),
+                        equivalent_cli=("headmaps diff BASE FINETUNED --relations "
+                                        f"{mapping.as_posix()},{','.join(BUILTIN)} --preset alone "
+                                        f"--prefix '{PREFIX}' --no-salient --no-qk --out OUT"))
     write_json(out / "bench_diff.json", header)
-    print(f"accuracy of the base model on the mapping: {base_acc:.3f}")
+    print(f"accuracy on the mapping: base {acc_base:.3f}, fine-tuned {acc_ft:.3f}")
+    print(f"heads with changed weights: {int((w > 0).sum())}; gained made_up_mapping: {gained}")
     print("\nrelations:\n" + markdown_table(rel_tab, 3))
     print("\ntop heads for made_up_mapping:\n" + markdown_table(top_tab, 3))
     print("\ncausal check (fine-tuned model):\n" + markdown_table(causal, 3))

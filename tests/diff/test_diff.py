@@ -174,3 +174,19 @@ def test_ranking_beyond_floor_orders_by_excess():
     assert len(d.ranking("r", changed_only=False)) == 3
     with pytest.raises(hm.HeadmapsError, match="not in this diff"):
         d.ranking("nope")
+
+
+def test_without_tokenizers_only_the_weights_are_compared(tiny_llama_hm):
+    m2 = tiny_model("llama")
+    with torch.no_grad():
+        m2.model.layers[2].self_attn.o_proj.weight[:, 8:16] *= 2  # head 2.1's W_O doubled
+    d = hm.diff(tiny_llama_hm, hm.load(m2), None, salient=False, qk=False)
+    assert d.vocab["by"] == "id (no tokenizer)" and d.vocab["equal"]
+    w = d.heads["wvo_change"]
+    assert w[2, 1] == pytest.approx(1.0, rel=1e-6)  # ||2 W - W|| / ||W||
+    assert np.count_nonzero(w) == 1 and d.heads["ov_write_angle"][2, 1] < 1e-4
+    with pytest.raises(hm.HeadmapsError, match="has no tokenizer"):
+        hm.diff(tiny_llama_hm, tiny_llama_hm)
+    for bad in ({"n_boot": 0}, {"alpha": 1.5}):
+        with pytest.raises(hm.HeadmapsError, match="must be"):
+            hm.diff(tiny_llama_hm, tiny_llama_hm, None, **bad)

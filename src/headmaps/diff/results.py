@@ -284,6 +284,7 @@ class HeadDiff:
         L, H = self.n_layers, self.n_heads
         with mpl.rc_context({"font.size": 8}):
             fig = Figure(figsize=(11, min(9.0, max(3.2, 0.14 * L + 1.6))), layout="constrained")
+            fig.suptitle(f"{self.model_a} -> {self.model_b} (heads matched by {self.matching})")
             axes = fig.subplots(1, 3 if self.relations else 1, squeeze=False)[0]
             if self.relations:
                 if relation is None:
@@ -300,7 +301,7 @@ class HeadDiff:
                     ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, lw=1.2,
                                            ec="black"))
                 fig.colorbar(im, ax=ax, label="score change (beyond floor)")
-                ax.set(title=f"{relation}: change {self.model_a} -> {self.model_b}",
+                ax.set(title=f"{relation}: score change b - a",
                        xlabel="head", ylabel="layer")
                 sc = axes[2]
                 c = self.changed[r].ravel()
