@@ -215,7 +215,8 @@ class HeadDiff:
                  f"- heads matched by {self.matching} (L.H with L.H): "
                  f"{self.n_layers} layers x {self.n_heads} heads",
                  f"- vocabularies: {vocab}",
-                 f"- projection: {self.preset or '?'}; tau = {self.tau}; noise floor: paired "
+                 f"- projection (both models): {self._projection()}; tau = {self.tau}; noise "
+                 "floor: paired "
                  f"bootstrap over pairs, {self.n_boot} draws, {1 - self.alpha:.0%} quantile",
                  ""]
         if self.relations:
@@ -249,6 +250,11 @@ class HeadDiff:
         lines += ["No noise floor: " + "; ".join(f"{p} ({why})" for p, why in
                                                  self.no_floor.items()) + "."]
         return "\n".join(lines) + "\n"
+
+    def _projection(self) -> str:
+        from ..calibration import label
+
+        return label(self.preset or "?", self.options, self.calibration)
 
     def _repr_html_(self) -> str:
         """Jupyter: per relation the heads beyond the floor, gained and lost."""
