@@ -22,6 +22,7 @@ from .attention import (
     positional_profile,
 )
 from .calibration import Calibration, load_calibration
+from .diff import HeadDiff, diff
 from .errors import (
     CorruptFileError,
     HeadmapsError,
@@ -44,7 +45,7 @@ __all__ = [
     "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
     "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
     "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe",
-    "experiments", "HeadTypes", "head_types",
+    "experiments", "HeadDiff", "HeadTypes", "diff", "head_types",
     "load", "projection", "report", "relation_scores", "relations", "salient_all",
     "salient_operations", "scan",
 ]

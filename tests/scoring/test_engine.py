@@ -177,3 +177,22 @@ def test_count_hits_on_a_wide_vocabulary_matches_full_logits():
     assert torch.equal(hits, above < k)
     assert torch.equal(supp, below < k)
     assert hits.any() and not hits.all() and supp.any()
+
+
+def test_pair_hits_are_the_per_pair_decisions_in_kept_order(model):
+    """``pair_hits``: one bool per (layer, head, kept pair); their means are the scores."""
+    rels = {"a": pairs(7, 40), "b": pairs(8, 35)}
+    hits: dict = {}
+    res = scan(model, rels, k=3, preset="norms", pair_hits=hits)
+    opts = P.resolve_options("norms")
+    for name in rels:
+        h, s = hits[name]
+        prep = hm.relations.prepare(model, rels[name])
+        assert h.shape == s.shape == (model.n_layers, model.n_heads, prep.n_pairs)
+        np.testing.assert_allclose(h.mean(-1), res[name].scores, atol=1e-6)
+        np.testing.assert_allclose(s.mean(-1), res[name].suppression, atol=1e-6)
+        for j in (0, 5, prep.n_pairs - 1):  # each pair alone, through the plain reference
+            one, sup = reference_scores(model, prep.source_ids[j:j + 1], prep.target_ids[j:j + 1],
+                                        3, opts)
+            np.testing.assert_array_equal(h[:, :, j], one.astype(bool))
+            np.testing.assert_array_equal(s[:, :, j], sup.astype(bool))

@@ -22,6 +22,7 @@ from . import (
     cache,
     calibrate,
     describe,
+    diff,
     head,
     info,
     plot,
@@ -34,7 +35,7 @@ from . import (
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = [info, scan, head, describe, analyse, report, plot, validate, calibrate, relations,
-            types, cache]
+            types, diff, cache]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -54,6 +54,14 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A fraction in ``(0, 1)`` (a significance level, a share that cannot be 0 or 1)."""
+    value = float(_number(text, float))
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value:g}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A positive number (seconds, ...)."""
     value = float(_number(text, float))

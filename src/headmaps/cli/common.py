@@ -21,6 +21,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                    help=f"alias, hub id, folder or .gguf file (default: {DEFAULT_MODEL})")
+    add_load_args(p)
+
+
+def add_load_args(p: argparse.ArgumentParser) -> None:
+    """--device, --dtype, --lazy and --allow-pickle (how a model is loaded; no positional)."""
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--dtype", default=None,
                    help="float32 | bfloat16 | float16 (default: checkpoint's)")

@@ -43,6 +43,7 @@ class _Batch:
     k: torch.Tensor  # (P,) top-k of each pair's relation
     unique_sources: torch.Tensor  # (S,) unique source token ids
     n_pairs: list[int]
+    order: torch.Tensor  # (P,) position of each sorted pair in the relations' own pair order
 
 
 #: Kept importable from here for callers of the earlier location.
@@ -65,7 +66,7 @@ def _prepare(model: HeadModel, relations: Any, k: int | dict[str, int] | None, m
     order = torch.argsort(inverse, stable=True)
     batch = _Batch([c.name for c in chosen], inverse[order], tgt[order], rel[order], ks[order],
                    unique,
-                   [len(s) for s in src])
+                   [len(s) for s in src], order)
     return batch, skipped, k_used
 
 
@@ -84,6 +85,7 @@ def scan(
     blocks: Sequence[int] | None = None,
     stats: dict[str, Any] | None = None,
     calibration: bool | None = None,
+    pair_hits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     **options: Any,
 ) -> ScanResult:
     """Score every head against many relations, sharing all per-layer work.
@@ -112,6 +114,11 @@ def scan(
             the cascade, summed over layers (see :func:`count_hits`).
         calibration: use the stored calibration when no projection is given (None: yes
             unless ``$HEADMAPS_NO_CALIBRATION`` is set; see :mod:`headmaps.calibration`).
+        pair_hits: if given, filled with relation -> ``(hits, suppressed)``: bool arrays
+            ``(n_layers, n_heads, n_pairs)`` saying for every head and kept pair (in the
+            order of ``PreparedRelation.kept``) whether the target is in the top-k
+            (bottom-k); the scores are their means over pairs. Layers not scored are False.
+            For resampling pairs (the noise floor of :func:`headmaps.diff`).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
@@ -139,6 +146,8 @@ def scan(
     scores = np.full((R, L, H), np.nan if layers is not None else 0.0, np.float32)
     supp = scores.copy()
     kv_index = model.spec.kv_index().to(dev)
+    n_all = int(sum(batch.n_pairs))
+    per_pair = None if pair_hits is None else np.zeros((2, L, H, n_all), dtype=bool)
     with torch.no_grad():
         sources = P.Sources(model, batch.unique_sources, opts)
         # U folded once for all layers, its first columns cached (read by every row)
@@ -161,11 +170,19 @@ def scan(
                                    out_bias, chunk_bytes, exact_dense=exact_dense, blocks=blocks,
                                    stats=stats)
             del a
+            if per_pair is not None:  # back to each relation's own pair order
+                order = batch.order.numpy()
+                per_pair[0, layer][:, order] = hits.cpu().numpy()
+                per_pair[1, layer][:, order] = sup.cpu().numpy()
             for acc, h in ((scores, hits), (supp, sup)):
                 per_rel = torch.zeros(H, R, dtype=torch.float64, device=dev)
                 per_rel.index_add_(1, rel, h.to(torch.float64))
                 acc[:, layer, :] = (per_rel.cpu() / counts).T.numpy()
             del W_O, Y
+    if per_pair is not None:
+        ends = np.cumsum(batch.n_pairs)
+        for name, a, b in zip(batch.names, ends - batch.n_pairs, ends):
+            pair_hits[name] = (per_pair[0, :, :, a:b].copy(), per_pair[1, :, :, a:b].copy())
     return ScanResult(relations=batch.names, scores=scores, suppression=supp,
                       n_pairs=dict(zip(batch.names, batch.n_pairs)), k=k_used, skipped=skipped,
                       **common)

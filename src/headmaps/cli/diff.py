@@ -1,0 +1,80 @@
+"""`headmaps diff MODEL_A MODEL_B`: what changed in every head between two checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..diff.noise import DEFAULT_ALPHA, DEFAULT_N_BOOT
+from ..relations import MIN_PAIRS
+from ..scoring.results import DEFAULT_TAU
+from . import checks, common
+
+
+def register(sub) -> None:
+    """Add the ``diff`` subcommand."""
+    p = sub.add_parser(
+        "diff", help="compare every head of two checkpoints of one architecture",
+        description="Compare two models of the same shape head by head (L.H with L.H): relation "
+                    "score changes beyond a bootstrap noise floor, weight-space changes, salient "
+                    "operations and positional profiles.",
+    )
+    p.add_argument("model_a", help="the first model (base): alias, hub id, folder or .gguf file")
+    p.add_argument("model_b", help="the second model (fine-tuned, later checkpoint...)")
+    common.add_load_args(p)
+    p.add_argument("--relations", default="all",
+                   help="'all', 'none', or comma-separated names and/or paths to JSON/CSV pair "
+                        "files")
+    p.add_argument("--k", type=checks.positive_int, default=None,
+                   help="top-k for every relation (default: per relation)")
+    p.add_argument("--tau", type=checks.unit_interval, default=DEFAULT_TAU,
+                   help=f"threshold a head crosses to gain or lose a relation (default "
+                        f"{DEFAULT_TAU})")
+    p.add_argument("--min-pairs", type=checks.positive_int, default=MIN_PAIRS,
+                   help=f"pairs a relation needs, single tokens in both models (default "
+                        f"{MIN_PAIRS})")
+    p.add_argument("--n-boot", type=checks.positive_int, default=DEFAULT_N_BOOT,
+                   help=f"bootstrap draws of the noise floor (default {DEFAULT_N_BOOT})")
+    p.add_argument("--alpha", type=checks.fraction, default=DEFAULT_ALPHA,
+                   help=f"the floor is the 1 - alpha quantile (default {DEFAULT_ALPHA})")
+    p.add_argument("--seed", type=checks.nonnegative_int, default=0,
+                   help="seed of the bootstrap (default 0)")
+    p.add_argument("--no-salient", action="store_true", help="skip the salient operations")
+    p.add_argument("--no-qk", action="store_true", help="skip the positional profiles")
+    p.add_argument("--types", action="store_true",
+                   help="also compare the head types (previous-token, induction, copying...)")
+    common.add_projection_args(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for diff.parquet, heads.parquet, summary.md and diff.png")
+    p.add_argument("--top", type=checks.positive_int, default=5,
+                   help="heads per relation in the summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load both models, diff them, print the summary and write the outputs."""
+    from ..diff import diff
+    from ..models import load
+
+    text = args.relations.strip()
+    relations = None if text == "none" else common.parse_relations(text)
+    opts = common.load_options(args)
+    a = load(args.model_a, **opts)
+    b = load(args.model_b, **opts)
+    res = diff(a, b, relations, k=args.k, tau=args.tau, min_pairs=args.min_pairs,
+               n_boot=args.n_boot, alpha=args.alpha, seed=args.seed, salient=not args.no_salient,
+               qk=not args.no_qk, types=args.types, progress=True,
+               **common.projection_kwargs(args), **common.calibration_kwargs(args))
+    summary = res.summary_markdown(n=args.top)
+    print(summary, end="")
+    if args.out is not None:
+        from ..io import atomic_path, staged_folder, write_text
+
+        out = Path(args.out)
+        with staged_folder(out) as tmp:  # every file or none
+            res.save(tmp)
+            write_text(tmp / "summary.md", summary)
+            with atomic_path(tmp / "diff.png") as part:
+                res.figure().savefig(part, format="png", dpi=150)
+        print(f"wrote diff.parquet, heads.parquet, summary.md and diff.png under {out}/")
+    return 0
