@@ -76,10 +76,11 @@ def _outputs(model_dir):
         ["plot", "--scan", model_dir, "-o", f"{UNWRITABLE}/plot.png"],
         ["relations", "coverage", model_dir, "-o", f"{UNWRITABLE}/coverage.md"],
         ["validate", model_dir, "--experiment", "causal", "--offload-folder", UNWRITABLE],
+        ["diff", model_dir, model_dir, "--out", UNWRITABLE],
     ]
 
 
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(11))
 def test_unwritable_output_fails_before_any_work(case, model_dir, capsys, no_model_load):
     argv = _outputs(model_dir)[case]
     err = _one_line_failure(capsys, argv)
@@ -120,6 +121,8 @@ def test_unwritable_cache_and_calibration_store(model_dir, monkeypatch, capsys):
     (["describe", "--out", "x", "--tokens", "-1"], ">= 1"),
     (["scan", "--preset", "nonsense"], "invalid choice"),
     (["nonsense"], "invalid choice"),
+    (["diff", "a", "b", "--alpha", "1"], "(0, 1)"),
+    (["diff", "a", "b", "--n-boot", "0"], ">= 1"),
 ])
 def test_out_of_range_options_are_one_line(argv, says, capsys, no_model_load):
     err = _one_line_failure(capsys, argv)
