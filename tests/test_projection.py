@@ -133,3 +133,23 @@ def test_unknown_source_is_a_clear_error():
 def test_calibration_tries_token_alone(tiny_llama_hm):
     names = [name for name, _ in candidates(tiny_llama_hm)]
     assert "alone" in names  # the preset, with the switches this model ignores dropped
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt_neox", "phi-qk_layernorm"])
+def test_fused_stream_equals_the_head_by_head_reference(arch):
+    """The fused products give the reference's rows (float32), alone and after a prefix;
+    a bfloat16 stream stays within bfloat16 rounding of them."""
+    m = hm.load(tiny_model(arch))
+    x0 = P.embed(m, torch.arange(3, 60), P.PRESETS["alone"])
+    first = x0[0]
+    for f in (None, first):
+        ref = P.token_alone_reference(m, x0, range(m.n_layers), first=f, with_first=True)
+        got = P.advance(m, x0, range(m.n_layers), f, chunk_rows=11)
+        assert rel_err(got[1], ref[1]) <= RTOL
+        assert (got[0] is None) == (f is None)
+        if f is not None:
+            assert rel_err(got[0], ref[0]) <= RTOL
+        low = P.advance(m, x0, range(m.n_layers), f, dtype="bfloat16")[1]
+        assert 0 < rel_err(low, ref[1]) <= 3e-2
+    with pytest.raises(hm.HeadmapsError, match="stream dtype"):
+        P.stream_dtype("float16")
