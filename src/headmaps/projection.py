@@ -85,6 +85,9 @@ class ProjectionOptions:
         return asdict(self)
 
 
+#: ``prefix`` value meaning "the token that starts documents" (:func:`document_prefix`).
+AUTO_PREFIX = "auto"
+
 PRESETS: dict[str, ProjectionOptions] = {
     "paper": ProjectionOptions(),
     "norms": ProjectionOptions(source="mlp0_residual", scale_embeddings=True, fold_norms=True,
@@ -92,12 +95,67 @@ PRESETS: dict[str, ProjectionOptions] = {
     "embedding": ProjectionOptions(source="embedding"),
     "alone": ProjectionOptions(source="token_alone", scale_embeddings=True, fold_norms=True,
                                value_bias=True),
+    "through": ProjectionOptions(source="token_alone", scale_embeddings=True, fold_norms=True,
+                                 value_bias=True, output_bias=True, prefix="auto"),
 }
 
-#: The preset used when none is given. Chosen by the correlation experiment
-#: (docs/results): ``norms`` ties for best on SmolLM2-135M and finds relation heads
-#: on Gemma 3 270M, where ``paper`` finds none.
+#: The preset used when none is given and no calibration is stored. Chosen by the
+#: correlation experiment (docs/results): ``norms`` ties for best among the block-0
+#: sources on SmolLM2-135M and finds relation heads on Gemma 3 270M, where ``paper``
+#: finds none. ``through`` agrees with inference far better on both (median r 0.91 and
+#: 0.98 without context) but costs a forward pass over the vocabulary for whole-vocabulary
+#: work; docs/results/projection-speed.md has the times that keep it from the default.
 DEFAULT_PRESET = "norms"
+
+
+def explicit(preset: str | ProjectionOptions | None = None, overrides: dict[str, Any] | None = None,
+             *, salient: bool = False) -> tuple[ProjectionOptions, str]:
+    """The options and recorded name of an explicit projection (no model, no calibration).
+
+    Args:
+        preset: a preset name or options; None means :data:`DEFAULT_PRESET`.
+        overrides: :class:`ProjectionOptions` fields to change (None values ignored).
+        salient: for salient operations: the ``paper`` preset then keeps the reference
+            code's first-MLP trick at layer 0 (``mlp0_at_layer0=True``).
+
+    Raises:
+        HeadmapsError: unknown preset or option name.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    name = None if isinstance(preset, ProjectionOptions) else (preset or DEFAULT_PRESET)
+    if salient and name == "paper":
+        reference = resolve_options("paper", mlp0_at_layer0=True)
+        opts = resolve_options(reference, **overrides)
+        return opts, "paper" if opts == reference else "custom"
+    opts = resolve_options(preset, **overrides)
+    return opts, preset_name(preset, opts)
+
+
+def resolve(model: HeadModel, preset: str | ProjectionOptions | None = None,
+            overrides: dict[str, Any] | None = None, calibration: bool | None = None, *,
+            salient: bool = False) -> tuple[ProjectionOptions, str, dict[str, Any]]:
+    """The projection of a run: explicit option > stored calibration > :data:`DEFAULT_PRESET`.
+
+    The one place every entry point decides its projection (scan, salient operations,
+    the QK half, head types, the experiments, :func:`headmaps.analyse`); see
+    :func:`headmaps.calibration.resolve`, which this is.
+
+    Returns:
+        ``(options, preset name, calibration info)``; ``prefix="auto"`` is replaced by the
+        model's :func:`document_prefix` token.
+    """
+    from .calibration import resolve as _resolve  # calibration builds on this module
+
+    return _resolve(model, preset, overrides, calibration, salient=salient)
+
+
+def label(preset: str, options: dict[str, Any] | ProjectionOptions,
+          info: dict[str, Any] | None = None) -> str:
+    """How a result's projection is printed (see :func:`headmaps.calibration.label`)."""
+    from .calibration import label as _label  # calibration builds on this module
+
+    opts = options.to_dict() if isinstance(options, ProjectionOptions) else dict(options)
+    return _label(preset, opts, info)
 
 
 def resolve_options(preset: str | ProjectionOptions | None = None,
@@ -141,9 +199,10 @@ def describe_projection(preset: str, options: dict[str, Any] | ProjectionOptions
         preset: the preset name a result recorded (``custom`` after overrides).
         options: the projection options it recorded.
     """
-    if preset in PRESETS:
-        return preset
     opts = options.to_dict() if isinstance(options, ProjectionOptions) else dict(options)
+    if preset in PRESETS:
+        auto = PRESETS[preset].prefix == AUTO_PREFIX and opts.get("prefix", AUTO_PREFIX)
+        return f"{preset} (after {auto})" if auto and auto != AUTO_PREFIX else preset
     return f"{preset or 'custom'} (" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")"
 
 
@@ -208,6 +267,75 @@ def prefix_id(model: HeadModel, prefix: str) -> int:
     return int(vocab[prefix])
 
 
+def _special_tokens(tok: Any) -> dict[str, int]:
+    """The tokenizer's special tokens ``{text: id}``: its named ones and added special ones."""
+    vocab = tok.get_vocab()
+    out = {t: vocab[t] for t in getattr(tok, "all_special_tokens", []) if t in vocab}
+    for i, added in (getattr(tok, "added_tokens_decoder", None) or {}).items():
+        if getattr(added, "special", False):
+            out.setdefault(str(added), int(i))
+    return out
+
+
+def document_prefix(tokenizer: Any) -> tuple[str, str]:
+    """The token a model saw before the first token of each pretraining document, and why.
+
+    The rule needs no prompts; it reads how the tokenizer frames text:
+
+    1. If encoding plain text prepends a token (a ``bos`` the tokenizer adds by default:
+       Llama, Gemma, Mistral, OPT), that token: pretraining documents started with it.
+    2. Otherwise documents were concatenated with a separator appended to each (GPT-2's
+       ``<|endoftext|>`` convention: GPT-2, GPT-NeoX/Pythia, Qwen, SmolLM), so the token
+       before a document's first token is that separator. It is the tokenizer's special
+       token that is not a chat-turn marker: markers that its chat template writes
+       (``<|im_start|>``, ``<|im_end|>``) were added for fine-tuning, and a chat GGUF
+       often names them bos/eos (SmolLM2's bos is ``<|im_start|>``). Of the rest, the
+       ``eos`` token if it is one of them, else the one with the lowest id (the first
+       special token a vocabulary defines is its end-of-text: SmolLM2's id 0, Qwen's
+       151643).
+    3. No special token left: ``""`` (the source token alone).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer, or None.
+
+    Returns:
+        ``(token, reason)``; ``token`` is ``""`` for a lone token.
+    """
+    if tokenizer is None:
+        return "", "no tokenizer: the source token alone"
+    vocab = tokenizer.get_vocab()
+    try:
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        framed = tokenizer("a")["input_ids"]
+    except Exception as err:  # noqa: BLE001 - any tokenizer failure means: no framing known
+        framed, plain = [], []
+        del err
+    if len(framed) > len(plain) and framed[-len(plain):] == plain and plain:
+        tid = int(framed[0])
+        tok = tokenizer.convert_ids_to_tokens(tid)
+        if isinstance(tok, str) and vocab.get(tok) == tid:
+            return tok, "the tokenizer prepends it to every text (bos)"
+    specials = _special_tokens(tokenizer)
+    template = getattr(tokenizer, "chat_template", None)
+    template = template if isinstance(template, str) else ""
+    rest = {t: i for t, i in specials.items() if t not in template}
+    if not rest:
+        return "", "no special token outside the chat template: the source token alone"
+    eos = getattr(tokenizer, "eos_token", None)
+    if isinstance(eos, str) and eos in rest:
+        return eos, "the end-of-text token that separates documents (eos)"
+    tok = min(rest, key=rest.get)
+    return tok, ("the first special token that is not a chat-turn marker (the document "
+                 "separator)")
+
+
+def concrete(model: HeadModel, opts: ProjectionOptions) -> ProjectionOptions:
+    """``opts`` with ``prefix="auto"`` replaced by the model's :func:`document_prefix` token."""
+    if opts.prefix != AUTO_PREFIX:
+        return opts
+    return replace(opts, prefix=document_prefix(model.tokenizer)[0])
+
+
 def _alone_start(model: HeadModel, token_ids: torch.Tensor,
                  opts: ProjectionOptions) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Layer-0 streams of ``token_alone``: the prefix's ``(d_model,)`` (or None) and the sources'.
@@ -215,6 +343,7 @@ def _alone_start(model: HeadModel, token_ids: torch.Tensor,
     With a prefix, learned position embeddings are added as the model adds them (prefix
     at position 0, source at 1); a lone token gets none.
     """
+    opts = concrete(model, opts)
     x = embed(model, token_ids, opts).float()
     if not opts.prefix:
         return None, x

@@ -350,6 +350,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
                      key_ids: Sequence[int] | torch.Tensor, distance: int = 0, *,
                      query_position: int | None = None,
                      preset: str | P.ProjectionOptions | None = None,
+                     calibration: bool | None = None,
                      **options: Any) -> torch.Tensor:
     """Parameter-only attention logits of query tokens on key tokens ``distance`` back.
 
@@ -367,6 +368,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
         query_position: absolute position of the query (default ``distance``: the key at
             position 0); only learned absolute positions depend on it.
         preset: projection preset.
+        calibration: as in :func:`attention_summary` (the projection is resolved as there).
         **options: overrides of the preset's projection options.
 
     Returns:
@@ -375,7 +377,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
     model.check_head(layer, head)
     if distance < 0:
         raise HeadmapsError(f"distance must be >= 0 (a key at or before the query), got {distance}")
-    opts = P.resolve_options(preset, **options)
+    opts = resolve_projection(model, preset, options, calibration)[0]
     qk = model.qk(layer)
     qpos = distance if query_position is None else int(query_position)
     if qpos < distance:

@@ -19,7 +19,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import projection as P
-from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
@@ -40,13 +39,7 @@ def resolve_salient_options(preset: str | P.ProjectionOptions | None,
     trick at layer 0 too (``mlp0_at_layer0=True``); other presets read ``e`` at layer 0
     unless told otherwise.
     """
-    name = (preset or P.DEFAULT_PRESET) if not isinstance(preset, P.ProjectionOptions) else None
-    if name == "paper":
-        reference = P.resolve_options("paper", mlp0_at_layer0=True)
-        opts = P.resolve_options(reference, **options)
-        return opts, "paper" if opts == reference else "custom"
-    opts = P.resolve_options(preset, **options)
-    return opts, P.preset_name(preset, opts)
+    return P.explicit(preset, options, salient=True)
 
 
 class _Context:
@@ -248,9 +241,7 @@ def salient_all(
         raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and "
                             f"{n_mappings}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
-    if not cal_info:  # explicit: the paper preset keeps the reference code's layer-0 choice
-        opts, preset_label = resolve_salient_options(preset, **options)
+    opts, preset_label, cal_info = P.resolve(model, preset, options, calibration, salient=True)
     ctx = _Context(model, opts, skip_nonwords, chunk_rows)
     parts = []
     for layer in tqdm(layers, desc="salient", unit="layer", disable=not progress):
