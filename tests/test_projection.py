@@ -153,3 +153,35 @@ def test_fused_stream_equals_the_head_by_head_reference(arch):
         assert 0 < rel_err(low, ref[1]) <= 3e-2
     with pytest.raises(hm.HeadmapsError, match="stream dtype"):
         P.stream_dtype("float16")
+
+
+def test_sources_keep_a_small_set_and_views_take_rows_as_the_stream_passes(tiny_llama_hm):
+    m, opts = tiny_llama_hm, P.PRESETS["alone"]
+    ids = torch.arange(2, 60)
+    src = P.Sources(m, ids, opts, chunk_rows=7)
+    sub = torch.tensor([40, 3, 17])
+    view = src.subset(sub)
+    for layer in range(m.n_layers):
+        assert torch.equal(view.at(layer), src.at(layer)[sub - 2])
+    passes = src.blocks_advanced
+    assert passes == m.n_layers - 1
+    for layer in [2, 0, 1]:  # kept: reading again advances nothing
+        assert rel_err(src.at(layer), P.base_sources(m, ids, opts, layer)) <= RTOL
+    assert src.blocks_advanced == passes
+    # too big to keep: a layer read out of order restarts the stream; the view kept its rows
+    big = P.Sources(m, ids, opts, keep_bytes=0)
+    bview = big.subset(sub)
+    big.at(m.n_layers - 1)
+    assert torch.equal(bview.at(1), src.at(1)[sub - 2]) and big.blocks_advanced == m.n_layers - 1
+    big.at(1)
+    assert big.blocks_advanced == m.n_layers
+    with pytest.raises(hm.HeadmapsError, match="subset"):
+        src.subset(torch.tensor([1]))
+
+
+def test_sources_stream_dtype(tiny_llama_hm):
+    m, opts = tiny_llama_hm, P.PRESETS["alone"]
+    ids = torch.arange(2, 60)
+    exact = P.Sources(m, ids, opts).at(2)
+    low = P.Sources(m, ids, opts, dtype="bfloat16").at(2)
+    assert 0 < rel_err(low, exact) <= 2e-2

@@ -740,37 +740,77 @@ def advance(model: HeadModel, x: torch.Tensor, blocks: range,
     return _advance(model, x, blocks, chunk_rows, first, stream_dtype(dtype))
 
 
+#: Rows the stream advances at a time (bounds its ``(rows, d_mlp)`` hidden layer).
+STREAM_CHUNK_ROWS = 4096
+#: A :class:`Sources` keeps the ``token_alone`` rows of every layer it passes when all
+#: its layers fit in this many bytes, so that a consumer that goes through the layers
+#: several times (head types: eigen-copying, the positional sample, self-preference)
+#: advances the stream once. A bigger set (a whole vocabulary) keeps nothing and
+#: restarts when a layer is read out of order.
+KEEP_BYTES = 1 << 30
+
+
 class Sources:
     """Source representations of a fixed token set for every layer, each computed once.
 
-    ``at(layer)`` gives what :func:`base_sources` gives; layers read in increasing order
-    (as every scan does) cost one block each for ``token_alone``.
+    ``at(layer)`` gives what :func:`base_sources` gives. For ``token_alone`` the stream
+    advances block by block: layers read in increasing order cost one block each, and
+    the rows of each layer read are kept while they fit in ``keep_bytes``, so reading the
+    layers again (another consumer, another pass) costs nothing. :meth:`subset` gives a
+    view on some of the tokens that takes its rows from this stream as it passes (the
+    union of the token sets of a call advances once).
 
     Args:
         model: the model.
         token_ids: ``(n,)`` source token ids.
-        opts: projection options.
+        opts: projection options (``prefix="auto"`` is resolved here).
         chunk_rows: rows computed at a time (bounds the MLP's ``(rows, d_mlp)`` hidden
             layer when the set is the whole vocabulary).
+        dtype: the stream's compute dtype (see :func:`stream_dtype`).
+        keep_bytes: bytes of rows kept across layers (see :data:`KEEP_BYTES`).
     """
 
     def __init__(self, model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions,
-                 chunk_rows: int = 16384):
-        self.model, self.ids, self.opts = model, token_ids, opts
+                 chunk_rows: int = 16384, *, dtype: str | torch.dtype | None = None,
+                 keep_bytes: int | None = None):
+        self.model, self.ids, self.opts = model, token_ids, concrete(model, opts)
         self.chunk_rows = max(1, int(chunk_rows))
+        self.dtype = stream_dtype(dtype)
+        self.keep_bytes = KEEP_BYTES if keep_bytes is None else int(keep_bytes)
         self._fixed: dict[bool, torch.Tensor] = {}
         self._alone: tuple[int, torch.Tensor | None, torch.Tensor] | None = None
+        self._kept: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
+        self._views: list[SourcesView] = []
+        #: blocks advanced so far, summed over rows / len(ids) (a full pass = n_layers)
+        self.blocks_advanced = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _keep(self, layer: int, first: torch.Tensor | None, x: torch.Tensor) -> None:
+        if self.model.n_layers * x.numel() * x.element_size() <= self.keep_bytes:
+            self._kept[layer] = (first, x)
 
     def at(self, layer: int) -> torch.Tensor:
         """``(n, d_model)`` float32 representations before ``layer``'s input norm."""
         if self.opts.source == "token_alone":
+            if layer in self._kept:
+                return self._kept[layer][1]
             if self._alone is None or layer < self._alone[0]:
-                self._alone = (0, *_alone_start(self.model, self.ids, self.opts))
+                below = [k for k in self._kept if k < layer]
+                if below:
+                    k = max(below)
+                    self._alone = (k, *self._kept[k])
+                else:
+                    self._alone = (0, *_alone_start(self.model, self.ids, self.opts))
+                    self._passed(0, self._alone[2])
             done, first, x = self._alone
-            if layer > done:
-                first, x = token_alone(self.model, x, range(done, layer), self.chunk_rows,
-                                       first=first, with_first=True)
-                self._alone = (layer, first, x)
+            step = min(self.chunk_rows, STREAM_CHUNK_ROWS)
+            for nxt in range(done + 1, layer + 1):
+                first, x = _advance(self.model, x, range(nxt - 1, nxt), step, first, self.dtype)
+                self.blocks_advanced += 1
+                self._alone = (nxt, first, x)
+                self._passed(nxt, x)
             return x
         key = _reads_embedding(self.opts, layer)
         if key not in self._fixed:
@@ -780,6 +820,58 @@ class Sources:
                     base_sources(self.model, ids[i:i + step], self.opts, 0 if key else 1)
                     for i in range(0, max(len(ids), 1), step)])
         return self._fixed[key]
+
+    def _passed(self, layer: int, x: torch.Tensor) -> None:
+        """The stream reached ``layer``: keep its rows if they fit, and feed the views."""
+        self._keep(layer, self._alone[1] if self._alone else None, x)
+        for v in self._views:
+            v._take(layer, x)
+
+    def subset(self, token_ids: torch.Tensor) -> SourcesView:
+        """A view on ``token_ids`` (each in this set) taking its rows as the stream passes.
+
+        Create views before the stream's pass: each keeps its own rows of every layer
+        the stream goes through (a small set: bounded by its size), and reads this
+        stream for any other layer.
+
+        Raises:
+            HeadmapsError: a token id not in this set.
+        """
+        return SourcesView(self, token_ids)
+
+
+class SourcesView:
+    """Rows of some tokens of a :class:`Sources`, with the same ``at(layer)``.
+
+    See :meth:`Sources.subset`.
+    """
+
+    def __init__(self, parent: Sources, token_ids: torch.Tensor):
+        self.parent, self.model, self.opts = parent, parent.model, parent.opts
+        self.ids = token_ids.to(parent.ids.device)
+        order = torch.argsort(parent.ids)
+        sorted_ids = parent.ids[order]
+        pos = torch.searchsorted(sorted_ids, self.ids).clamp_max(max(len(sorted_ids) - 1, 0))
+        if len(self.ids) and (len(sorted_ids) == 0 or
+                              not bool((sorted_ids[pos] == self.ids).all())):
+            raise HeadmapsError("a subset's token ids must all be in the source set")
+        self.rows = order[pos]
+        self._own: dict[int, torch.Tensor] = {}
+        if parent.opts.source == "token_alone":
+            parent._views.append(self)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _take(self, layer: int, x: torch.Tensor) -> None:
+        if layer not in self._own:
+            self._own[layer] = x.index_select(0, self.rows)
+
+    def at(self, layer: int) -> torch.Tensor:
+        """``(n, d_model)`` float32 rows of the view's tokens before ``layer``'s input norm."""
+        if layer in self._own:
+            return self._own[layer]
+        return self.parent.at(layer).index_select(0, self.rows)
 
 
 def layer_sources(base: torch.Tensor, attn: AttentionWeights,
