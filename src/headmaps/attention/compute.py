@@ -28,7 +28,7 @@ the source representations (``V x d_model``) plus the keys of one layer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -255,6 +255,46 @@ def attention_summary(
         :class:`AttentionSummary`; ``res.preferences(l, h)`` and ``res.profile_at(l, h)``
         give one head.
     """
+    layers = None if layers is None else list(layers)
+    steps = summary_steps(model, layers, heads=heads, max_distance=max_distance, n_keys=n_keys,
+                          n_queries=n_queries, n_pairs=n_pairs, preset=preset,
+                          n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
+                          calibration=calibration, **options)
+    bar = tqdm(desc="attention", unit="layer", disable=not progress,
+               total=model.n_layers if layers is None else len(layers))
+    try:
+        while True:
+            next(steps)
+            bar.update()
+    except StopIteration as done:
+        return done.value
+    finally:
+        bar.close()
+
+
+def summary_steps(
+    model: HeadModel,
+    layers: Iterable[int] | None = None,
+    *,
+    heads: Sequence[int] | None = None,
+    max_distance: int = 64,
+    n_keys: int = 10,
+    n_queries: int = 5,
+    n_pairs: int = 5,
+    preset: str | P.ProjectionOptions | None = None,
+    n_samples: int = 256,
+    seed: int = 0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    calibration: bool | None = None,
+    sources: P.Sources | None = None,
+    **options: Any,
+) -> Generator[int, None, AttentionSummary]:
+    """:func:`attention_summary` one layer at a time: yields each layer, returns the result.
+
+    With ``sources`` (a :class:`~headmaps.projection.Sources` over the whole vocabulary
+    in the same projection) the source rows come from it; see
+    :func:`headmaps.salient.compute.salient_steps`.
+    """
     for name, v in (("n_keys", n_keys), ("n_queries", n_queries), ("n_pairs", n_pairs)):
         if v < 1:
             raise HeadmapsError(f"{name} must be at least 1, got {v}")
@@ -264,12 +304,13 @@ def attention_summary(
         raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
     layers, heads = layers_and_heads(model, layers, heads)
     opts, preset_label, _ = resolve_projection(model, preset, options, calibration)
-    ctx = _Context(model, opts, False, chunk_rows)
+    ctx = _Context(model, opts, False, chunk_rows, sources)
     parts = []
-    for layer in tqdm(layers, desc="attention", unit="layer", disable=not progress):
+    for layer in layers:
         parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples,
                             seed))
         logger.info("QK summary of layer %d done", layer)
+        yield layer
     arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}
     used = np.unique(np.concatenate([arr[k].ravel() for k in ("key_ids", "query_ids", "pair_ids")]))
     return AttentionSummary(
