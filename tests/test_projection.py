@@ -185,3 +185,25 @@ def test_sources_stream_dtype(tiny_llama_hm):
     exact = P.Sources(m, ids, opts).at(2)
     low = P.Sources(m, ids, opts, dtype="bfloat16").at(2)
     assert 0 < rel_err(low, exact) <= 2e-2
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "opt"])
+def test_qk_side_places_a_prefixed_source_at_its_own_position_once(arch):
+    """``token_alone`` after a prefix runs each source at position 1, so its rows already hold
+    position 1's learned embedding; the QK side moves it to the token's own position
+    instead of adding a second one (exact at layer 0: embedding + that position's row)."""
+    from headmaps.attention.compute import residual
+    from tiny_tokenizer import tiny_tokenizer
+
+    model = tiny_model(arch)
+    m = hm.load(model, tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
+    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    ids, qk = torch.arange(10, 20), m.qk(0)
+    pos = qk.positions
+    for p in (0, 1, 5):
+        got = residual(m, qk, 0, ids, torch.full_like(ids, p), opts)
+        want = P.embed(m, ids, opts) + pos.embedding[pos.offset + p].float()
+        assert rel_err(got, want) <= RTOL, p
+    plain = hm.ProjectionOptions(source="embedding")
+    got = residual(m, qk, 0, ids, torch.full_like(ids, 5), plain)
+    assert rel_err(got, P.embed(m, ids, plain) + pos.embedding[pos.offset + 5].float()) <= RTOL

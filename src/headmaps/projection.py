@@ -336,6 +336,23 @@ def concrete(model: HeadModel, opts: ProjectionOptions) -> ProjectionOptions:
     return replace(opts, prefix=document_prefix(model.tokenizer)[0])
 
 
+def carried_position(model: HeadModel, opts: ProjectionOptions) -> torch.Tensor | float:
+    """The learned position embedding ``(d_model,)`` a source row already carries, or 0.
+
+    ``token_alone`` after a prefix runs each source at position 1, so on models with
+    learned absolute positions (GPT-2, OPT) its rows hold position 1's embedding; the QK
+    side, which places a token at its own position, adds that position's embedding minus
+    this one (:func:`headmaps.attention.compute.positioned`), exactly at layer 0. Other
+    sources carry no position.
+    """
+    opts = concrete(model, opts)
+    pos = model.qk(0).positions
+    if opts.source != "token_alone" or not opts.prefix or pos.kind != "learned" or \
+            pos.embedding is None:
+        return 0.0
+    return pos.embedding[pos.offset + 1].float()
+
+
 def _alone_start(model: HeadModel, token_ids: torch.Tensor,
                  opts: ProjectionOptions) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Layer-0 streams of ``token_alone``: the prefix's ``(d_model,)`` (or None) and the sources'.

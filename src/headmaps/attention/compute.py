@@ -68,7 +68,23 @@ def residual(model: HeadModel, qk: QKWeights, layer: int, token_ids: torch.Tenso
         ``(n, d_model)`` float32.
     """
     x = P.base_sources(model, token_ids, opts, layer)
-    return x + Q.position_embedding(qk.positions, positions, x.device)
+    return positioned(model, qk, opts, x, positions)
+
+
+def positioned(model: HeadModel, qk: QKWeights, opts: P.ProjectionOptions, x: torch.Tensor,
+               positions: torch.Tensor | None) -> torch.Tensor:
+    """Source rows ``x`` placed at absolute ``positions``: the one place positions are added.
+
+    Adds each position's learned embedding (GPT-2, OPT), less the one the rows already
+    carry (:func:`headmaps.projection.carried_position`); rotary models act on queries
+    and keys instead, so ``x`` comes back unchanged. ``positions`` broadcast against
+    ``x``'s rows; None adds nothing.
+    """
+    pe = Q.position_embedding(qk.positions, positions, x.device)
+    if isinstance(pe, float):
+        return x + pe
+    carried = P.carried_position(model, opts)
+    return x + (pe - carried.to(x.device) if isinstance(carried, torch.Tensor) else pe)
 
 
 def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: torch.Tensor,
@@ -79,7 +95,7 @@ def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: t
     kind = qk.positions.kind
     if kind == "learned":
         pos = torch.cat([D[-1:], D[-1] - D])  # query at max_distance, keys at max_distance - Δ
-        x = x_mean[None, :] + Q.position_embedding(qk.positions, pos, x_mean.device)
+        x = positioned(model, qk, opts, x_mean[None, :], pos)
         x = Q.layer_input(qk, x, opts)
         q = Q.queries(qk, x[:1], heads)  # (n_h, 1, dh)
         k = Q.keys(qk, x[1:]).index_select(0, model.spec.kv_index().to(heads.device)[heads])
@@ -118,9 +134,11 @@ def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: t
     D = torch.arange(n_d, device=base.device)
     kv = model.spec.kv_index().to(heads.device)[heads]
     if qk.positions.kind == "learned":
-        pe = Q.position_embedding(qk.positions, torch.cat([D[-1:], D[-1] - D]), base.device)
-        q = Q.queries(qk, Q.layer_input(qk, base[qi] + pe[0], opts), heads)  # (n_h, n, dh)
-        xk = Q.layer_input(qk, (base[ki] + pe[1:][None]).reshape(-1, base.shape[1]), opts)
+        pos = torch.cat([D[-1:], D[-1] - D])
+        q = Q.queries(qk, Q.layer_input(qk, positioned(model, qk, opts, base[qi], pos[:1]), opts),
+                      heads)  # (n_h, n, dh)
+        xk = positioned(model, qk, opts, base[ki], pos[1:][None].expand(len(ki), -1))
+        xk = Q.layer_input(qk, xk.reshape(-1, base.shape[1]), opts)
         k = Q.keys(qk, xk).index_select(0, kv).unflatten(1, (n_samples, n_d))  # (n_h, n, D, dh)
         s = (q[:, :, None, :] * k).sum(-1) * qk.scale
     else:
