@@ -207,3 +207,39 @@ def test_qk_side_places_a_prefixed_source_at_its_own_position_once(arch):
     plain = hm.ProjectionOptions(source="embedding")
     got = residual(m, qk, 0, ids, torch.full_like(ids, 5), plain)
     assert rel_err(got, P.embed(m, ids, plain) + pos.embedding[pos.offset + 5].float()) <= RTOL
+
+
+def _framed_tokenizer(specials, bos=None, eos=None, template="", prepend=None):
+    """A word-level tokenizer with the given special tokens, bos/eos names, chat template
+    and (optionally) a post-processor that prepends one token to every text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(specials + ["a", "b", "[UNK]"])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if prepend is not None:
+        tk.post_processor = processors.TemplateProcessing(
+            single=f"{prepend} $A", special_tokens=[(prepend, vocab[prepend])])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos,
+                                  eos_token=eos, additional_special_tokens=specials)
+    tok.chat_template = template or None
+    return tok
+
+
+def test_document_prefix_rule():
+    """The token before a pretraining document's first token: a prepended bos, else the
+    special token outside the chat template (eos first, then the lowest id)."""
+    chat = "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"
+    smol = _framed_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo>"],
+                             bos="<|im_start|>", eos="<|im_end|>", template=chat)
+    assert P.document_prefix(smol)[0] == "<|endoftext|>"  # SmolLM2's GGUF: chat markers named
+    gpt2 = _framed_tokenizer(["<pad>", "<|endoftext|>"], eos="<|endoftext|>")
+    assert P.document_prefix(gpt2)[0] == "<|endoftext|>"  # eos before the lower-id pad
+    gemma = _framed_tokenizer(["<pad>", "<eos>", "<bos>"], bos="<bos>", eos="<eos>",
+                              prepend="<bos>")
+    token, why = P.document_prefix(gemma)
+    assert token == "<bos>" and "prepends" in why
+    only_chat = _framed_tokenizer(["<|im_start|>", "<|im_end|>"], template=chat)
+    assert P.document_prefix(only_chat)[0] == ""
+    assert P.document_prefix(None)[0] == ""
