@@ -9,8 +9,8 @@ Measured in one run, on the same token rows (``--rows`` valid tokens drawn with
 * time of the ``norms`` sources, of ``token_alone`` after the model's document-start
   token (:func:`headmaps.projection.document_prefix`) in the order it was first written
   (:func:`~headmaps.projection.token_alone_reference`, "before"), fused in float32 and
-  fused with bfloat16 operands ("after"); each is the best of ``--repeats`` runs, and
-  the ratios are what the script reports;
+  fused with bfloat16 operands ("after"); each is the best of ``--repeats`` rounds, one
+  call of each per round, and the ratios are what the script reports;
 * what a bfloat16 stream changes against the float32 one, per layer and head: the
   stream's relative error, the overlap of the 15 most salient tokens (saliency
   ``||x W_VO|| / ||x||`` over the rows), whether their top-5 OV targets keep their
@@ -36,13 +36,16 @@ from headmaps.attention import qk as Q
 from headmaps.salient.tokens import valid_mask
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    """The smallest wall time of ``repeats`` calls and the last result."""
-    best, out = float("inf"), None
+def interleaved(runs: dict, repeats: int) -> tuple[dict, dict]:
+    """Each run's smallest wall time over ``repeats`` rounds (one call of each per round,
+    so a change of load during the benchmark hits every run alike) and its last result."""
+    best = {k: float("inf") for k in runs}
+    out: dict = {}
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            out[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t)
     return best, out
 
 
@@ -123,10 +126,13 @@ def run(args) -> dict:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}")
     print(f"through = token_alone after {prefix!r} ({why})\n")
-    t_norms, _ = best_of(lambda: every_layer(m, ids, P.PRESETS["norms"]), args.repeats)
-    t_ref, xs_ref = best_of(lambda: every_layer_reference(m, ids, through), args.repeats)
-    t32, xs32 = best_of(lambda: every_layer(m, ids, through, "float32"), args.repeats)
-    t16, xs16 = best_of(lambda: every_layer(m, ids, through, "bfloat16"), args.repeats)
+    runs = {"norms": lambda: every_layer(m, ids, P.PRESETS["norms"]),
+            "before": lambda: every_layer_reference(m, ids, through),
+            "float32": lambda: every_layer(m, ids, through, "float32"),
+            "bfloat16": lambda: every_layer(m, ids, through, "bfloat16")}
+    best, out = interleaved(runs, args.repeats)
+    t_norms, t_ref, t32, t16 = (best[k] for k in ("norms", "before", "float32", "bfloat16"))
+    xs_ref, xs32, xs16 = out["before"], out["float32"], out["bfloat16"]
     exact = max(((a - b).norm() / b.norm()).item() for a, b in zip(xs32, xs_ref))
     print("| source rows of every layer | seconds | x norms |")
     print("| --- | --- | --- |")
