@@ -785,11 +785,14 @@ class Sources:
             layer when the set is the whole vocabulary).
         dtype: the stream's compute dtype (see :func:`stream_dtype`).
         keep_bytes: bytes of rows kept across layers (see :data:`KEEP_BYTES`).
+        cache: store and read the ``token_alone`` rows of each layer on disk
+            (:mod:`headmaps.streamcache`); None: for sets of at least
+            :data:`PROGRESS_ROWS` tokens (a whole vocabulary), where it pays.
     """
 
     def __init__(self, model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions,
                  chunk_rows: int = 16384, *, dtype: str | torch.dtype | None = None,
-                 keep_bytes: int | None = None):
+                 keep_bytes: int | None = None, cache: bool | None = None):
         self.model, self.ids, self.opts = model, token_ids, concrete(model, opts)
         self.chunk_rows = max(1, int(chunk_rows))
         self.dtype = stream_dtype(dtype)
@@ -798,8 +801,16 @@ class Sources:
         self._alone: tuple[int, torch.Tensor | None, torch.Tensor] | None = None
         self._kept: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
         self._views: list[SourcesView] = []
-        #: blocks advanced so far, summed over rows / len(ids) (a full pass = n_layers)
+        #: blocks this object advanced the stream through (a full pass: n_layers - 1)
         self.blocks_advanced = 0
+        use = len(token_ids) >= PROGRESS_ROWS if cache is None else bool(cache)
+        self._cache_key: str | None = None
+        if use and self.opts.source == "token_alone":
+            from . import streamcache
+
+            if streamcache.budget() > 0:
+                self._cache_key = streamcache.key(model, self.opts.to_dict(), self.dtype,
+                                                  token_ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -813,21 +824,26 @@ class Sources:
         if self.opts.source == "token_alone":
             if layer in self._kept:
                 return self._kept[layer][1]
+            if self._alone is not None and self._alone[0] == layer:
+                return self._alone[2]
+            hit = self._cached(layer)
+            if hit is not None:
+                self._alone = (layer, *hit)
+                self._passed(layer, *hit)
+                return hit[1]
             if self._alone is None or layer < self._alone[0]:
-                below = [k for k in self._kept if k < layer]
-                if below:
-                    k = max(below)
-                    self._alone = (k, *self._kept[k])
-                else:
-                    self._alone = (0, *_alone_start(self.model, self.ids, self.opts))
-                    self._passed(0, self._alone[2])
+                self._alone = self._restart(layer)
             done, first, x = self._alone
             step = min(self.chunk_rows, STREAM_CHUNK_ROWS)
             for nxt in range(done + 1, layer + 1):
                 first, x = _advance(self.model, x, range(nxt - 1, nxt), step, first, self.dtype)
                 self.blocks_advanced += 1
                 self._alone = (nxt, first, x)
-                self._passed(nxt, x)
+                self._passed(nxt, first, x)
+                if self._cache_key is not None:
+                    from . import streamcache
+
+                    streamcache.store(self._cache_key, nxt, first, x)
             return x
         key = _reads_embedding(self.opts, layer)
         if key not in self._fixed:
@@ -838,9 +854,31 @@ class Sources:
                     for i in range(0, max(len(ids), 1), step)])
         return self._fixed[key]
 
-    def _passed(self, layer: int, x: torch.Tensor) -> None:
+    def _cached(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+        """``layer``'s rows from the on-disk cache, or None."""
+        if self._cache_key is None:
+            return None
+        from . import streamcache
+
+        return streamcache.load(self._cache_key, layer, self.ids.device)
+
+    def _restart(self, layer: int) -> tuple[int, torch.Tensor | None, torch.Tensor]:
+        """The nearest state at or below ``layer`` to advance from: kept, cached, or layer 0."""
+        below = [k for k in self._kept if k < layer]
+        start = max(below) if below else 0
+        for k in range(layer - 1, start, -1):
+            hit = self._cached(k)
+            if hit is not None:
+                return (k, *hit)
+        if below:
+            return (start, *self._kept[start])
+        first, x = _alone_start(self.model, self.ids, self.opts)
+        self._passed(0, first, x)
+        return (0, first, x)
+
+    def _passed(self, layer: int, first: torch.Tensor | None, x: torch.Tensor) -> None:
         """The stream reached ``layer``: keep its rows if they fit, and feed the views."""
-        self._keep(layer, self._alone[1] if self._alone else None, x)
+        self._keep(layer, first, x)
         for v in self._views:
             v._take(layer, x)
 
