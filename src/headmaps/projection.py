@@ -757,6 +757,8 @@ def advance(model: HeadModel, x: torch.Tensor, blocks: range,
     return _advance(model, x, blocks, chunk_rows, first, stream_dtype(dtype))
 
 
+#: A :class:`Sources` of at least this many tokens caches its stream on disk by default.
+CACHE_MIN_ROWS = 16384
 #: Rows the stream advances at a time (bounds its ``(rows, d_mlp)`` hidden layer).
 STREAM_CHUNK_ROWS = 4096
 #: A :class:`Sources` keeps the ``token_alone`` rows of every layer it passes when all
@@ -787,7 +789,7 @@ class Sources:
         keep_bytes: bytes of rows kept across layers (see :data:`KEEP_BYTES`).
         cache: store and read the ``token_alone`` rows of each layer on disk
             (:mod:`headmaps.streamcache`); None: for sets of at least
-            :data:`PROGRESS_ROWS` tokens (a whole vocabulary), where it pays.
+            :data:`CACHE_MIN_ROWS` tokens (a vocabulary), where recomputing costs minutes.
     """
 
     def __init__(self, model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOptions,
@@ -803,7 +805,7 @@ class Sources:
         self._views: list[SourcesView] = []
         #: blocks this object advanced the stream through (a full pass: n_layers - 1)
         self.blocks_advanced = 0
-        use = len(token_ids) >= PROGRESS_ROWS if cache is None else bool(cache)
+        use = len(token_ids) >= CACHE_MIN_ROWS if cache is None else bool(cache)
         self._cache_key: str | None = None
         if use and self.opts.source == "token_alone":
             from . import streamcache
