@@ -113,3 +113,34 @@ def test_every_part_projects_as_the_calibrated_scan(model):
     assert res.salient.options == chosen.to_dict()
     assert res.attention.options == chosen.to_dict()
     assert res.types.options == chosen.to_dict()
+
+
+def test_parts_share_one_pass_of_the_stream(model, monkeypatch):
+    """With the through-the-model source, salient operations, the QK half and the head
+    types read one stream over the vocabulary, advanced once, and give what each part
+    computes on its own."""
+    from headmaps import projection as P
+
+    V, calls = model.vocab_size, []
+    real = P._advance
+
+    def counting(m, x, blocks, *args):
+        calls.append((x.shape[0], len(blocks)))
+        return real(m, x, blocks, *args)
+
+    monkeypatch.setattr(P, "_advance", counting)
+    res = hm.analyse(model, relations=["copying", "successor"], describe="none",
+                     preset="through")
+    whole = sum(n for rows, n in calls if rows == V)
+    assert whole == model.n_layers - 1  # one pass over the vocabulary, all parts together
+    assert res.salient.options["prefix"] == P.document_prefix(model.tokenizer)[0] != "auto"
+    calls.clear()
+    alone = hm.salient_all(model, preset="through")
+    qk = hm.attention_summary(model, preset="through")
+    assert sum(n for rows, n in calls if rows == V) == 2 * (model.n_layers - 1)
+    assert np.array_equal(alone.token_ids, res.salient.token_ids)
+    assert np.allclose(alone.saliency, res.salient.saliency)
+    assert np.array_equal(qk.key_ids, res.attention.key_ids)
+    types = hm.head_types(model, preset="through", scan=res.scan)
+    assert np.allclose(types.components["eigen_copying"], res.types.components["eigen_copying"],
+                       equal_nan=True)

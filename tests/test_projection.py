@@ -133,3 +133,113 @@ def test_unknown_source_is_a_clear_error():
 def test_calibration_tries_token_alone(tiny_llama_hm):
     names = [name for name, _ in candidates(tiny_llama_hm)]
     assert "alone" in names  # the preset, with the switches this model ignores dropped
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt_neox", "phi-qk_layernorm"])
+def test_fused_stream_equals_the_head_by_head_reference(arch):
+    """The fused products give the reference's rows (float32), alone and after a prefix;
+    a bfloat16 stream stays within bfloat16 rounding of them."""
+    m = hm.load(tiny_model(arch))
+    x0 = P.embed(m, torch.arange(3, 60), P.PRESETS["alone"])
+    first = x0[0]
+    for f in (None, first):
+        ref = P.token_alone_reference(m, x0, range(m.n_layers), first=f, with_first=True)
+        got = P.advance(m, x0, range(m.n_layers), f, chunk_rows=11)
+        assert rel_err(got[1], ref[1]) <= RTOL
+        assert (got[0] is None) == (f is None)
+        if f is not None:
+            assert rel_err(got[0], ref[0]) <= RTOL
+        low = P.advance(m, x0, range(m.n_layers), f, dtype="bfloat16")[1]
+        assert 0 < rel_err(low, ref[1]) <= 3e-2
+    with pytest.raises(hm.HeadmapsError, match="stream dtype"):
+        P.stream_dtype("float16")
+
+
+def test_sources_keep_a_small_set_and_views_take_rows_as_the_stream_passes(tiny_llama_hm):
+    m, opts = tiny_llama_hm, P.PRESETS["alone"]
+    ids = torch.arange(2, 60)
+    src = P.Sources(m, ids, opts, chunk_rows=7)
+    sub = torch.tensor([40, 3, 17])
+    view = src.subset(sub)
+    for layer in range(m.n_layers):
+        assert torch.equal(view.at(layer), src.at(layer)[sub - 2])
+    passes = src.blocks_advanced
+    assert passes == m.n_layers - 1
+    for layer in [2, 0, 1]:  # kept: reading again advances nothing
+        assert rel_err(src.at(layer), P.base_sources(m, ids, opts, layer)) <= RTOL
+    assert src.blocks_advanced == passes
+    # too big to keep: a layer read out of order restarts the stream; the view kept its rows
+    big = P.Sources(m, ids, opts, keep_bytes=0)
+    bview = big.subset(sub)
+    big.at(m.n_layers - 1)
+    assert torch.equal(bview.at(1), src.at(1)[sub - 2]) and big.blocks_advanced == m.n_layers - 1
+    big.at(1)
+    assert big.blocks_advanced == m.n_layers
+    with pytest.raises(hm.HeadmapsError, match="subset"):
+        src.subset(torch.tensor([1]))
+
+
+def test_sources_stream_dtype(tiny_llama_hm):
+    m, opts = tiny_llama_hm, P.PRESETS["alone"]
+    ids = torch.arange(2, 60)
+    exact = P.Sources(m, ids, opts).at(2)
+    low = P.Sources(m, ids, opts, dtype="bfloat16").at(2)
+    assert 0 < rel_err(low, exact) <= 2e-2
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "opt"])
+def test_qk_side_places_a_prefixed_source_at_its_own_position_once(arch):
+    """``token_alone`` after a prefix runs each source at position 1, so its rows already hold
+    position 1's learned embedding; the QK side moves it to the token's own position
+    instead of adding a second one (exact at layer 0: embedding + that position's row)."""
+    from headmaps.attention.compute import residual
+    from tiny_tokenizer import tiny_tokenizer
+
+    model = tiny_model(arch)
+    m = hm.load(model, tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
+    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    ids, qk = torch.arange(10, 20), m.qk(0)
+    pos = qk.positions
+    for p in (0, 1, 5):
+        got = residual(m, qk, 0, ids, torch.full_like(ids, p), opts)
+        want = P.embed(m, ids, opts) + pos.embedding[pos.offset + p].float()
+        assert rel_err(got, want) <= RTOL, p
+    plain = hm.ProjectionOptions(source="embedding")
+    got = residual(m, qk, 0, ids, torch.full_like(ids, 5), plain)
+    assert rel_err(got, P.embed(m, ids, plain) + pos.embedding[pos.offset + 5].float()) <= RTOL
+
+
+def _framed_tokenizer(specials, bos=None, eos=None, template="", prepend=None):
+    """A word-level tokenizer with the given special tokens, bos/eos names, chat template
+    and (optionally) a post-processor that prepends one token to every text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(specials + ["a", "b", "[UNK]"])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if prepend is not None:
+        tk.post_processor = processors.TemplateProcessing(
+            single=f"{prepend} $A", special_tokens=[(prepend, vocab[prepend])])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos,
+                                  eos_token=eos, additional_special_tokens=specials)
+    tok.chat_template = template or None
+    return tok
+
+
+def test_document_prefix_rule():
+    """The token before a pretraining document's first token: a prepended bos, else the
+    special token outside the chat template (eos first, then the lowest id)."""
+    chat = "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"
+    smol = _framed_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo>"],
+                             bos="<|im_start|>", eos="<|im_end|>", template=chat)
+    assert P.document_prefix(smol)[0] == "<|endoftext|>"  # SmolLM2's GGUF: chat markers named
+    gpt2 = _framed_tokenizer(["<pad>", "<|endoftext|>"], eos="<|endoftext|>")
+    assert P.document_prefix(gpt2)[0] == "<|endoftext|>"  # eos before the lower-id pad
+    gemma = _framed_tokenizer(["<pad>", "<eos>", "<bos>"], bos="<bos>", eos="<eos>",
+                              prepend="<bos>")
+    token, why = P.document_prefix(gemma)
+    assert token == "<bos>" and "prepends" in why
+    only_chat = _framed_tokenizer(["<|im_start|>", "<|im_end|>"], template=chat)
+    assert P.document_prefix(only_chat)[0] == ""
+    assert P.document_prefix(None)[0] == ""

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .attention import AttentionSummary
 from .describe import (
     Describer,
@@ -219,29 +221,86 @@ def analyse(
     elif m is not None:
         _check("model", (m.n_layers, m.n_heads), scan)
     same = _scan_projection(scan)
-    if salient is True:
-        from .salient import salient_all
+    shared = _shared_stream(m, same, salient is True or attention is True)
+    types_view = None
+    if shared is not None and head_types is True:
+        from .headtypes.static import DEFAULT_N_TOKENS, token_subset
 
-        salient = timed("salient", salient_all, m, progress=progress, **same)
+        types_view = shared.subset(token_subset(m, DEFAULT_N_TOKENS))
+    steps: dict[str, Any] = {}
+    if salient is True:
+        from .salient.compute import salient_steps
+
+        steps["salient"] = salient_steps(m, sources=shared, **same)
+    if attention is True:
+        from .attention.compute import summary_steps
+
+        steps["attention"] = summary_steps(m, sources=shared, **same)
+    done = _lockstep(steps, seconds, progress, m.n_layers if m is not None else 0)
+    salient = done.get("salient", salient)
+    attention = done.get("attention", attention)
     sal = salient or None
     if sal is not None and (sal.n_heads != scan.n_heads or max(sal.layers) >= scan.n_layers):
         raise HeadmapsError(f"the salient operations ({len(sal.layers)} layers x {sal.n_heads} "
                             f"heads) do not fit the scan ({scan.n_layers}x{scan.n_heads})")
     if describer is not None and sal is not None:
         descriptions = timed("descriptions", describe_all, sal, describer, progress=progress)
-    if attention is True:
-        from .attention import attention_summary
-
-        attention = timed("attention", attention_summary, m, progress=progress, **same)
     if head_types is True:
         from .headtypes import head_types as run_types
 
         reuse = scan if same and {"copying", "successor"} <= set(scan.relations) else None
-        head_types = timed("types", run_types, m, scan=reuse, **same)
+        head_types = timed("types", run_types, m, scan=reuse, sources=types_view, **same)
     types = head_types or None
     if types is not None:
         _check("head types", (types.n_layers, types.n_heads), scan)
     return HeadReport(scan, sal, descriptions, attention or None, types, seconds)
+
+
+def _shared_stream(model: Any, same: dict[str, Any], wanted: bool) -> Any:
+    """One ``token_alone`` stream over the vocabulary for the parts, or None (not needed).
+
+    Salient operations and the QK half read the whole vocabulary at every layer and the
+    head types a sample of it; stepped layer by layer together (:func:`_lockstep`) they
+    advance this one stream once.
+    """
+    from . import projection as P
+
+    if not wanted or model is None:
+        return None
+    opts = P.resolve(model, same.get("preset"), None, same.get("calibration"))[0]
+    if opts.source != "token_alone":
+        return None
+    return P.Sources(model, torch.arange(model.vocab_size, device=model.E.device), opts)
+
+
+def _lockstep(steps: dict[str, Any], seconds: dict[str, float], progress: bool,
+              n_layers: int) -> dict[str, Any]:
+    """Run the parts' layer steps in turn, one layer of each at a time; their results.
+
+    Each part's time (its steps' wall time) goes to ``seconds``.
+    """
+    from tqdm.auto import tqdm
+
+    out: dict[str, Any] = {}
+    active = dict(steps)
+    bar = tqdm(desc=" + ".join(steps) or "parts", unit="layer", total=n_layers,
+               disable=not progress or not steps)
+    while active:
+        stepped = False
+        for name, gen in list(active.items()):
+            t0 = time.perf_counter()
+            try:
+                next(gen)
+                stepped = True
+            except StopIteration as stop:
+                out[name] = stop.value
+                del active[name]
+            seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+        bar.update(int(stepped))
+    bar.close()
+    for name in out:
+        log.info("%s: %.1f s", name, seconds[name])
+    return out
 
 
 def _scan_projection(scan: ScanResult) -> dict[str, Any]:

@@ -235,25 +235,28 @@ def disabled_by_env() -> bool:
 
 def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
             overrides: dict[str, Any] | None = None, calibration: bool | None = None,
-            ) -> tuple[P.ProjectionOptions, str, dict[str, Any]]:
+            *, salient: bool = False) -> tuple[P.ProjectionOptions, str, dict[str, Any]]:
     """The projection of a run, its preset name and the ``calibration`` dict to record.
 
     Args:
-        model: the model (for its stored calibration).
+        model: the model (for its stored calibration and its tokenizer's document-start
+            token, see :func:`~headmaps.projection.document_prefix`).
         preset: an explicit preset or options, or None.
         overrides: projection option overrides (None values count as not given).
         calibration: use the stored calibration when nothing explicit is given; None means
             yes unless ``$HEADMAPS_NO_CALIBRATION`` is set.
+        salient: for salient operations (the explicit ``paper`` preset keeps the
+            reference code's layer-0 choice; see :func:`~headmaps.projection.explicit`).
 
     Returns:
         ``(options, preset_name, info)``; ``info`` is ``{}`` for an explicit projection,
         ``{"status": "uncalibrated", ...}`` for the default, or the calibration's
-        :meth:`Calibration.info`.
+        :meth:`Calibration.info`. ``prefix="auto"`` is replaced by the model's token.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if preset is not None or overrides:
-        opts = P.resolve_options(preset, **overrides)
-        return opts, P.preset_name(preset, opts), {}
+        opts, name = P.explicit(preset, overrides, salient=salient)
+        return P.concrete(model, opts), name, {}
     use = (not disabled_by_env()) if calibration is None else bool(calibration)
     unreadable = None
     if use:
@@ -264,15 +267,15 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
                            "again, `headmaps cache clean` removes it)", err)
             cal, unreadable = None, calibration_path(model).name
         if cal is not None:
-            opts = cal.projection()
+            opts = P.concrete(model, cal.projection())
             return opts, P.preset_name(None, opts), cal.info(calibration_path(model))
-    opts = P.resolve_options(None)
+    opts, name = P.explicit(None, salient=salient)
     info: dict[str, Any] = {"status": "uncalibrated"}
     if not use:
         info["reason"] = "calibration disabled"
     elif unreadable is not None:
         info["reason"] = f"stored calibration {unreadable} is unreadable"
-    return opts, P.DEFAULT_PRESET, info
+    return P.concrete(model, opts), name, info
 
 
 def label(preset: str, options: dict[str, Any], info: dict[str, Any] | None) -> str:

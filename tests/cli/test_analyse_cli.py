@@ -75,3 +75,15 @@ def test_analyse_uses_a_stored_calibration_unless_told_not_to(model_dir, tmp_pat
     assert cli.main(base + ["--no-calibration", "--out", str(tmp_path / "plain")]) == 0
     assert "(uncalibrated)" in capsys.readouterr().out
     assert HeadReport.load(tmp_path / "plain").scan.calibration["status"] == "uncalibrated"
+
+
+def test_report_takes_the_projection_options_as_scan_does(model_dir, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    base = ["report", model_dir, "--relations", "copying", "--no-salient", "--no-types",
+            "-o", str(out)]
+    assert cli.main(base + ["--preset", "through"]) == 0
+    printed = capsys.readouterr().out
+    assert "projection through (after [UNK])" in printed
+    assert cli.main(base + ["--source", "token_alone", "--prefix", "[PAD]", "--fold-norms"]) == 0
+    printed = capsys.readouterr().out
+    assert "prefix=[PAD]" in printed and "source=token_alone" in printed

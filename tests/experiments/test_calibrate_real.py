@@ -17,10 +17,13 @@ def test_calibrate_smollm2_small(smollm2):
     names = [c["name"] for c in cal.candidates]
     assert names[:3] == ["paper", "norms", "embedding"] and cal.choice in names
     # SmolLM2 has no biases and embedding scale 1: six distinct block-0 projections, and
-    # token_alone alone and after its three special tokens
+    # token_alone alone and after its three special tokens; after <|endoftext|>, the
+    # document-start rule's token, it is the `through` preset (tried first, so named so)
     assert len(names) == 10
     assert {n for n in names if "after" in n} == {
-        f"token_alone+fold+after {t}" for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>")}
+        f"token_alone+fold+after {t}" for t in ("<|im_start|>", "<|im_end|>")}
+    through = next(c for c in cal.candidates if c["name"] == "through")
+    assert through["options"]["prefix"] == "<|endoftext|>"
     winner = next(c for c in cal.candidates if c["name"] == cal.choice)
     assert cal.median_r == pytest.approx(winner["median_r"])
     assert all(c["median_r"] is None or c["median_r"] <= cal.median_r + 0.01

@@ -28,7 +28,7 @@ the source representations (``V x d_model``) plus the keys of one layer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,7 +68,23 @@ def residual(model: HeadModel, qk: QKWeights, layer: int, token_ids: torch.Tenso
         ``(n, d_model)`` float32.
     """
     x = P.base_sources(model, token_ids, opts, layer)
-    return x + Q.position_embedding(qk.positions, positions, x.device)
+    return positioned(model, qk, opts, x, positions)
+
+
+def positioned(model: HeadModel, qk: QKWeights, opts: P.ProjectionOptions, x: torch.Tensor,
+               positions: torch.Tensor | None) -> torch.Tensor:
+    """Source rows ``x`` placed at absolute ``positions``: the one place positions are added.
+
+    Adds each position's learned embedding (GPT-2, OPT), less the one the rows already
+    carry (:func:`headmaps.projection.carried_position`); rotary models act on queries
+    and keys instead, so ``x`` comes back unchanged. ``positions`` broadcast against
+    ``x``'s rows; None adds nothing.
+    """
+    pe = Q.position_embedding(qk.positions, positions, x.device)
+    if isinstance(pe, float):
+        return x + pe
+    carried = P.carried_position(model, opts)
+    return x + (pe - carried.to(x.device) if isinstance(carried, torch.Tensor) else pe)
 
 
 def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: torch.Tensor,
@@ -79,7 +95,7 @@ def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: t
     kind = qk.positions.kind
     if kind == "learned":
         pos = torch.cat([D[-1:], D[-1] - D])  # query at max_distance, keys at max_distance - Δ
-        x = x_mean[None, :] + Q.position_embedding(qk.positions, pos, x_mean.device)
+        x = positioned(model, qk, opts, x_mean[None, :], pos)
         x = Q.layer_input(qk, x, opts)
         q = Q.queries(qk, x[:1], heads)  # (n_h, 1, dh)
         k = Q.keys(qk, x[1:]).index_select(0, model.spec.kv_index().to(heads.device)[heads])
@@ -118,9 +134,11 @@ def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: t
     D = torch.arange(n_d, device=base.device)
     kv = model.spec.kv_index().to(heads.device)[heads]
     if qk.positions.kind == "learned":
-        pe = Q.position_embedding(qk.positions, torch.cat([D[-1:], D[-1] - D]), base.device)
-        q = Q.queries(qk, Q.layer_input(qk, base[qi] + pe[0], opts), heads)  # (n_h, n, dh)
-        xk = Q.layer_input(qk, (base[ki] + pe[1:][None]).reshape(-1, base.shape[1]), opts)
+        pos = torch.cat([D[-1:], D[-1] - D])
+        q = Q.queries(qk, Q.layer_input(qk, positioned(model, qk, opts, base[qi], pos[:1]), opts),
+                      heads)  # (n_h, n, dh)
+        xk = positioned(model, qk, opts, base[ki], pos[1:][None].expand(len(ki), -1))
+        xk = Q.layer_input(qk, xk.reshape(-1, base.shape[1]), opts)
         k = Q.keys(qk, xk).index_select(0, kv).unflatten(1, (n_samples, n_d))  # (n_h, n, D, dh)
         s = (q[:, :, None, :] * k).sum(-1) * qk.scale
     else:
@@ -255,6 +273,46 @@ def attention_summary(
         :class:`AttentionSummary`; ``res.preferences(l, h)`` and ``res.profile_at(l, h)``
         give one head.
     """
+    layers = None if layers is None else list(layers)
+    steps = summary_steps(model, layers, heads=heads, max_distance=max_distance, n_keys=n_keys,
+                          n_queries=n_queries, n_pairs=n_pairs, preset=preset,
+                          n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
+                          calibration=calibration, **options)
+    bar = tqdm(desc="attention", unit="layer", disable=not progress,
+               total=model.n_layers if layers is None else len(layers))
+    try:
+        while True:
+            next(steps)
+            bar.update()
+    except StopIteration as done:
+        return done.value
+    finally:
+        bar.close()
+
+
+def summary_steps(
+    model: HeadModel,
+    layers: Iterable[int] | None = None,
+    *,
+    heads: Sequence[int] | None = None,
+    max_distance: int = 64,
+    n_keys: int = 10,
+    n_queries: int = 5,
+    n_pairs: int = 5,
+    preset: str | P.ProjectionOptions | None = None,
+    n_samples: int = 256,
+    seed: int = 0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    calibration: bool | None = None,
+    sources: P.Sources | None = None,
+    **options: Any,
+) -> Generator[int, None, AttentionSummary]:
+    """:func:`attention_summary` one layer at a time: yields each layer, returns the result.
+
+    With ``sources`` (a :class:`~headmaps.projection.Sources` over the whole vocabulary
+    in the same projection) the source rows come from it; see
+    :func:`headmaps.salient.compute.salient_steps`.
+    """
     for name, v in (("n_keys", n_keys), ("n_queries", n_queries), ("n_pairs", n_pairs)):
         if v < 1:
             raise HeadmapsError(f"{name} must be at least 1, got {v}")
@@ -264,12 +322,13 @@ def attention_summary(
         raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
     layers, heads = layers_and_heads(model, layers, heads)
     opts, preset_label, _ = resolve_projection(model, preset, options, calibration)
-    ctx = _Context(model, opts, False, chunk_rows)
+    ctx = _Context(model, opts, False, chunk_rows, sources)
     parts = []
-    for layer in tqdm(layers, desc="attention", unit="layer", disable=not progress):
+    for layer in layers:
         parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples,
                             seed))
         logger.info("QK summary of layer %d done", layer)
+        yield layer
     arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}
     used = np.unique(np.concatenate([arr[k].ravel() for k in ("key_ids", "query_ids", "pair_ids")]))
     return AttentionSummary(
@@ -350,6 +409,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
                      key_ids: Sequence[int] | torch.Tensor, distance: int = 0, *,
                      query_position: int | None = None,
                      preset: str | P.ProjectionOptions | None = None,
+                     calibration: bool | None = None,
                      **options: Any) -> torch.Tensor:
     """Parameter-only attention logits of query tokens on key tokens ``distance`` back.
 
@@ -367,6 +427,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
         query_position: absolute position of the query (default ``distance``: the key at
             position 0); only learned absolute positions depend on it.
         preset: projection preset.
+        calibration: as in :func:`attention_summary` (the projection is resolved as there).
         **options: overrides of the preset's projection options.
 
     Returns:
@@ -375,7 +436,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
     model.check_head(layer, head)
     if distance < 0:
         raise HeadmapsError(f"distance must be >= 0 (a key at or before the query), got {distance}")
-    opts = P.resolve_options(preset, **options)
+    opts = resolve_projection(model, preset, options, calibration)[0]
     qk = model.qk(layer)
     qpos = distance if query_position is None else int(query_position)
     if qpos < distance:

@@ -204,10 +204,11 @@ def make_describer(args: argparse.Namespace):
 
 
 def add_analyse_args(p: argparse.ArgumentParser) -> None:
-    """The parts of :func:`headmaps.analyse` and the describer options.
+    """The parts of :func:`headmaps.analyse`, the projection and the describer options.
 
-    --scan, --relations, --no-salient, --no-attention, --no-types, --salient and
-    --descriptions.
+    --scan, --relations, --no-salient, --no-attention, --no-types, --salient,
+    --descriptions, and the projection options of `scan` (--preset, --source, --prefix,
+    --no-calibration...).
     """
     from pathlib import Path
 
@@ -227,9 +228,7 @@ def add_analyse_args(p: argparse.ArgumentParser) -> None:
                    help="saved salient operations (SalientAll.save) instead of computing them")
     p.add_argument("--descriptions", type=Path, default=None, metavar="PATH",
                    help="saved descriptions (descriptions.jsonl) instead of describing now")
-    p.add_argument("--no-calibration", action="store_true",
-                   help="scan with the default projection even if the model has a stored "
-                        "calibration (as $HEADMAPS_NO_CALIBRATION=1)")
+    add_projection_args(p)
     add_describer_args(p)
 
 
@@ -249,7 +248,18 @@ def analyse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"scan": args.scan, "relations": parse_relations(args.relations), "salient": salient,
             "describe": describer or "none", "descriptions": descriptions,
             "attention": not args.no_attention, "head_types": not args.no_types, "progress": True,
-            **calibration_kwargs(args)}
+            **analyse_projection(args), **calibration_kwargs(args)}
+
+
+def analyse_projection(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"preset": name or ProjectionOptions}`` of the projection options given, or nothing."""
+    from ..projection import explicit
+
+    kw = projection_kwargs(args)
+    if not kw:
+        return {}
+    preset = kw.pop("preset", None)
+    return {"preset": preset if not kw else explicit(preset, kw)[0]}
 
 
 def analyse_model(args: argparse.Namespace):

@@ -27,21 +27,33 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the result as JSON instead of a table")
     p.add_argument("--qk-preset", default=None,
-                   help="projection preset of the QK half (default: the package default, norms: "
-                        "the model's own logits for the source representations)")
+                   help="projection preset of the QK half (default: the projection of the OV "
+                        "side, from --preset/--source/--prefix/--no-calibration or the "
+                        "model's calibration)")
     p.add_argument("--max-distance", type=checks.positive_int, default=32,
                    help="positional profile over distances 0..N (default 32)")
     p.add_argument("--no-qk", action="store_true", help="leave out what the head attends to")
     p.set_defaults(func=run)
 
 
-def qk_card(model: Any, layer: int, head: int, preset: str | None,
+def qk_card(model: Any, layer: int, head: int, projection: dict[str, Any] | str | None,
             max_distance: int) -> tuple[Any, Any]:
-    """The QK half of one head: ``(AttentionPreferences, PositionalProfile)`` from one pass."""
+    """The QK half of one head: ``(AttentionPreferences, PositionalProfile)`` from one pass.
+
+    Args:
+        model: the model.
+        layer: the head's layer.
+        head: the head.
+        projection: keyword arguments of the projection (``preset``, overrides,
+            ``calibration``), resolved as every entry point resolves them; a preset name.
+        max_distance: the positional profile's last distance.
+    """
     from ..attention import attention_summary
 
+    kw = {"preset": projection} if isinstance(projection, str) or projection is None \
+        else dict(projection)
     res = attention_summary(model, [layer], heads=[head], n_keys=8, n_queries=5, n_pairs=4,
-                            max_distance=max_distance, preset=preset)
+                            max_distance=max_distance, **kw)
     prefs, prof = res.preferences(layer, 0), res.profile_at(layer, 0)
     prefs.head = prof.head = head
     return prefs, prof
@@ -76,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
     desc = describer.describe(ops) if describer is not None else None
     if args.max_distance < 1:
         raise HeadmapsError(f"--max-distance must be at least 1, got {args.max_distance}")
-    qk = None if args.no_qk else qk_card(model, layer, head, args.qk_preset, args.max_distance)
+    projection = {**common.projection_kwargs(args), **common.calibration_kwargs(args)}
+    if args.qk_preset is not None:
+        projection = {"preset": args.qk_preset}
+    qk = None if args.no_qk else qk_card(model, layer, head, projection, args.max_distance)
     if args.json:
         out = ops.to_dict()
         out["description"] = desc.to_dict() if desc is not None else None

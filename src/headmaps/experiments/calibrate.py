@@ -112,7 +112,9 @@ def candidates(model: HeadModel) -> list[tuple[str, P.ProjectionOptions]]:
     scale_embeddings when the model scales its embeddings, x biases (value and output
     together) when it has any; and ``token_alone`` with folded norms and the model's
     embedding scale (the residual the model itself would carry), x biases, alone and
-    after each of the tokenizer's special tokens (see :func:`prefixes`). Candidates
+    after each of the tokenizer's special tokens (see :func:`prefixes`); the ``through``
+    preset tries the rule's document-start token (:func:`~headmaps.projection.document_prefix`).
+    Candidates
     whose effective options (see :func:`effective`) equal an earlier one are dropped; the
     effective options are what is tried.
     """
@@ -134,7 +136,7 @@ def candidates(model: HeadModel) -> list[tuple[str, P.ProjectionOptions]]:
                                     value_bias=b, output_bias=b, prefix=prefix)
             pool.append((candidate_name(effective(model, o)), o))
     for name, opts in pool:
-        eff = effective(model, opts)
+        eff = effective(model, P.concrete(model, opts))
         if eff not in seen:
             seen.add(eff)
             out.append((name, eff))

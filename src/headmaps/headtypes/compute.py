@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from .. import projection as P
 from ..calibration import resolve as resolve_projection
@@ -155,6 +156,20 @@ def combine(c: dict[str, np.ndarray], sources: list[tuple[int, int]],
     return ({t: scores[t].astype(np.float32) for t in order}, {t: labels[t] for t in order})
 
 
+def _sources(model: HeadModel, ids: torch.Tensor, opts: P.ProjectionOptions,
+             given: Any) -> Any:
+    """The sample's source rows: from ``given`` if it can serve them, else a new Sources.
+
+    ``given``: a :class:`~headmaps.projection.Sources` or subset view in ``opts``, or None.
+    """
+    if given is not None and given.opts == opts:
+        if len(given.ids) == len(ids) and torch.equal(given.ids.cpu(), ids.cpu()):
+            return given
+        if isinstance(given, P.Sources):
+            return given.subset(ids)
+    return P.Sources(model, ids, opts)
+
+
 def head_types(
     model: HeadModel,
     *,
@@ -167,6 +182,7 @@ def head_types(
     relations: bool = True,
     scan: ScanResult | None = None,
     calibration: bool | None = None,
+    sources: Any = None,
     **options: Any,
 ) -> HeadTypes:
     """Label every head with the circuit types from its parameters (no forward pass).
@@ -188,6 +204,9 @@ def head_types(
         calibration: with no preset or option given, use the model's stored calibration
             (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
             :mod:`headmaps.calibration`).
+        sources: a :class:`~headmaps.projection.Sources` (or one of its subset views)
+            in the same projection to take the token sample's rows from (a stream
+            shared with other parts); default: a new one.
         **options: projection option overrides.
 
     Returns:
@@ -198,7 +217,7 @@ def head_types(
     t0 = time.perf_counter()
     opts, preset_label, _ = resolve_projection(model, preset, options, calibration)
     ids = S.token_subset(model, n_tokens)
-    src = P.Sources(model, ids, opts)
+    src = _sources(model, ids, opts, sources)
     skipped: dict[str, str] = {}
     comp: dict[str, np.ndarray] = {"eigen_copying": S.eigen_copying(model, src)}
     comp.update(_relations(model, opts, skipped, scan, relations))

@@ -11,7 +11,7 @@ Only the ``n_tokens`` most salient rows of ``M`` are formed, to find their targe
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import projection as P
-from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
@@ -40,13 +39,7 @@ def resolve_salient_options(preset: str | P.ProjectionOptions | None,
     trick at layer 0 too (``mlp0_at_layer0=True``); other presets read ``e`` at layer 0
     unless told otherwise.
     """
-    name = (preset or P.DEFAULT_PRESET) if not isinstance(preset, P.ProjectionOptions) else None
-    if name == "paper":
-        reference = P.resolve_options("paper", mlp0_at_layer0=True)
-        opts = P.resolve_options(reference, **options)
-        return opts, "paper" if opts == reference else "custom"
-    opts = P.resolve_options(preset, **options)
-    return opts, P.preset_name(preset, opts)
+    return P.explicit(preset, options, salient=True)
 
 
 class _Context:
@@ -54,7 +47,7 @@ class _Context:
 
     def __init__(self, model: HeadModel, opts: P.ProjectionOptions,
                  skip_nonwords: bool | str | None,
-                 chunk_rows: int):
+                 chunk_rows: int, sources: P.Sources | None = None):
         self.model = model
         self.opts = opts
         self.chunk_rows = max(1, int(chunk_rows))
@@ -73,8 +66,10 @@ class _Context:
             raise HeadmapsError("no source token is left after filtering")
         dev = model.E.device
         self.src_mask, self.tgt_mask = self.src_mask.to(dev), self.tgt_mask.to(dev)
-        self._sources = P.Sources(model, torch.arange(V, device=dev), self.opts,
-                                  chunk_rows=self.chunk_rows)
+        if sources is not None and (sources.opts != self.opts or len(sources) != V):
+            sources = None  # another projection or token set: not shareable
+        self._sources = sources if sources is not None else P.Sources(
+            model, torch.arange(V, device=dev), self.opts, chunk_rows=self.chunk_rows)
 
     def base(self, layer: int) -> torch.Tensor:
         """Source representations of the whole vocabulary for ``layer``, ``(V, d)`` float32."""
@@ -244,18 +239,52 @@ def salient_all(
     Returns:
         :class:`SalientAll`; ``res[layer, head]`` gives one head's :class:`SalientOperations`.
     """
+    layers = None if layers is None else list(layers)
+    steps = salient_steps(model, layers, n_tokens, n_mappings, preset, skip_nonwords,
+                          heads=heads, chunk_rows=chunk_rows, calibration=calibration, **options)
+    bar = tqdm(desc="salient", unit="layer", disable=not progress,
+               total=model.n_layers if layers is None else len(layers))
+    try:
+        while True:
+            next(steps)
+            bar.update()
+    except StopIteration as done:
+        return done.value
+    finally:
+        bar.close()
+
+
+def salient_steps(
+    model: HeadModel,
+    layers: Iterable[int] | None = None,
+    n_tokens: int = 15,
+    n_mappings: int = 5,
+    preset: str | P.ProjectionOptions | None = None,
+    skip_nonwords: bool | str | None = False,
+    *,
+    heads: Sequence[int] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    calibration: bool | None = None,
+    sources: P.Sources | None = None,
+    **options: Any,
+) -> Generator[int, None, SalientAll]:
+    """:func:`salient_all` one layer at a time: yields each layer when done, returns the result.
+
+    With ``sources`` (a :class:`~headmaps.projection.Sources` over the whole vocabulary
+    in the same projection), the source rows come from it, so several consumers stepped
+    layer by layer together (:func:`headmaps.analyse`) advance one stream.
+    """
     if n_tokens < 1 or n_mappings < 1:
         raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and "
                             f"{n_mappings}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
-    if not cal_info:  # explicit: the paper preset keeps the reference code's layer-0 choice
-        opts, preset_label = resolve_salient_options(preset, **options)
-    ctx = _Context(model, opts, skip_nonwords, chunk_rows)
+    opts, preset_label, cal_info = P.resolve(model, preset, options, calibration, salient=True)
+    ctx = _Context(model, opts, skip_nonwords, chunk_rows, sources)
     parts = []
-    for layer in tqdm(layers, desc="salient", unit="layer", disable=not progress):
+    for layer in layers:
         parts.append(_layer(ctx, layer, heads, n_tokens, n_mappings))
         logger.info("salient operations of layer %d done", layer)
+        yield layer
     stack = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0]}
     used = np.unique(np.concatenate([stack["token_ids"].ravel(), stack["target_ids"].ravel()]))
     strings = {int(i): ctx.string(int(i)) for i in used}
