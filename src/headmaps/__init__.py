@@ -22,6 +22,7 @@ from .attention import (
     positional_profile,
 )
 from .calibration import Calibration, load_calibration
+from .describe.score import DescriptionScore, DescriptionScores, score_descriptions
 from .errors import (
     CorruptFileError,
     HeadmapsError,
@@ -47,4 +48,5 @@ __all__ = [
     "experiments", "HeadTypes", "head_types",
     "load", "projection", "report", "relation_scores", "relations", "salient_all",
     "salient_operations", "scan",
+    "DescriptionScore", "DescriptionScores", "score_descriptions",
 ]

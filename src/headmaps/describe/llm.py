@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,7 @@ class LLMDescriber:
         self.on_error = on_error
         self.requests = 0
         self.cache_hits = 0
+        self._count = threading.Lock()  # describe/score may call from several threads
         self._client = client
         self._api_key = api_key
 
@@ -258,7 +260,8 @@ class LLMDescriber:
         k = cache_key(self.model, messages, params)
         hit = self._cached(k)
         if hit is not None:
-            self.cache_hits += 1
+            with self._count:
+                self.cache_hits += 1
             return hit
         answer = self._request(messages, params)
         if self.cache:
@@ -275,7 +278,8 @@ class LLMDescriber:
         where = self.base_url or "the OpenAI API"
         wait = self.backoff
         for attempt in range(self.max_retries + 1):
-            self.requests += 1
+            with self._count:
+                self.requests += 1
             try:
                 resp = self.client.chat.completions.create(model=self.model, messages=messages,
                                                            **params)

@@ -163,7 +163,52 @@ class PatternDescriber:
         conf = min(1.0, len(best.hits) / n * _WEIGHT.get(best.kind, 1.0))
         return Description(ops.layer, ops.head, text, category, relation, family, evidence,
                            round(conf, 3),
-                           False, self.name, inputs)
+                           False, self.name, inputs, rule=f"{best.kind}:{best.key}")
+
+    # ---- the rule of a description, as a predictor (offline scoring) ---------------
+    def rule_applies(self, rule: str, source: str) -> bool:
+        """Whether ``rule`` (a :attr:`Description.rule`) predicts anything for ``source``.
+
+        Raises:
+            KeyError: a rule this describer does not know (another relation library).
+        """
+        self._prepare()
+        kind, k = rule.split(":", 1)
+        s = source.strip()
+        if kind == "rule":
+            return rules.applies(k, s)
+        if kind == "relation":
+            return key(s) in self._relation(k).forward
+        if kind == "inverse_relation":
+            return key(s) in self._relation(k).inverse
+        if kind == "target_category":
+            (self._categories or {})[k]  # noqa: B018 - KeyError for an unknown category
+            return bool(key(s))
+        raise KeyError(rule)
+
+    def rule_hit(self, rule: str, source: str, target: str) -> bool:
+        """Whether ``source -> target`` is what ``rule`` predicts (texts are stripped)."""
+        self._prepare()
+        kind, k = rule.split(":", 1)
+        s, t = source.strip(), target.strip()
+        if not s or not t:
+            return False
+        if kind == "rule":
+            return rules.check(k, s, t)
+        ks, kt = key(s), key(t)
+        if kind == "relation":
+            return kt in self._relation(k).forward.get(ks, ())
+        if kind == "inverse_relation":
+            return kt in self._relation(k).inverse.get(ks, ())
+        if kind == "target_category":
+            return kt != ks and kt in (self._categories or {})[k][0]
+        raise KeyError(rule)
+
+    def _relation(self, name: str) -> LibraryRelation:
+        for rel in self._relations or []:
+            if rel.name == name:
+                return rel
+        raise KeyError(f"relation:{name}")
 
     def _same_family(self, a: _Candidate, b: _Candidate) -> bool:
         """Whether ``b`` only restates ``a`` (same sources explained by a related pattern)."""
