@@ -17,8 +17,8 @@ casefolded). The score is the hit rate.
   its rule (:attr:`Description.rule`); the rule itself predicts. Tokens the rule does not
   apply to (a relation's rule on a token outside the relation, a numeric rule on a word)
   are excluded and counted. **Baseline**: the same rule on the held-out tokens of every
-  other head scored, pooled (the shuffled-description baseline), so a rule that fits any
-  head scores at its baseline.
+  other head of the layers scored, pooled (the shuffled-description baseline), so a rule
+  that fits any head scores at its baseline.
 * ``simulation`` (an LLM): the scoring LLM gets the description and one held-out token
   and proposes up to ``k`` targets as JSON; **baseline**: the description with another
   head's held-out tokens and targets (a seeded derangement of the scored heads).
