@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import headmaps.cli as cli
 from headmaps.describe import DescriptionScores
 
@@ -38,3 +40,15 @@ def test_describe_score_options_checked_at_parse_time(model_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert "held-out sample is empty" in err and "salient:" not in err  # before any work
     assert not (tmp_path / "y").exists()
+
+
+def test_describe_refine(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["describe", model_dir, "--layers", "1", "--out", str(out), "--preset",
+                     "paper", "--tokens", "8", "--refine", "3", "--held-out-salient", "3",
+                     "--held-out-random", "3"]) == 0
+    scores = DescriptionScores.load(out)
+    capital = scores[1, 0]
+    assert capital.candidates >= 1 and not math.isnan(capital.selection_score)
+    assert capital.rule == "relation:country_to_capital" and len(capital.tokens) == 6
+    assert "description scores on held-out tokens" in capsys.readouterr().out

@@ -75,6 +75,11 @@ def register(sub) -> None:
                    help="OpenAI-compatible endpoint of the scoring LLM (default: --base-url)")
     g.add_argument("--scorer-model", default=None,
                    help="chat model of the scoring LLM (default: --llm-model)")
+    g.add_argument("--refine", type=checks.positive_int, default=None, metavar="N",
+                   help="explain, score, keep: describe each head N ways (the pattern "
+                        "describer's next patterns, or sampled LLM answers), keep the one "
+                        "with the best held-out score and re-measure it on a fresh sample "
+                        "(implies --score)")
     g.add_argument("--score-workers", type=checks.positive_int, default=4, metavar="N",
                    help="concurrent requests to the scoring LLM (default 4)")
     p.set_defaults(func=run)
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise HeadmapsError(f"--out {out} exists and is not a folder")
-    if args.score and args.held_out_salient + args.held_out_random < 1:
+    if (args.score or args.refine) and args.held_out_salient + args.held_out_random < 1:
         raise HeadmapsError("the held-out sample is empty: give --held-out-salient or "
                             "--held-out-random a count >= 1")
     describer = common.make_describer(args)
@@ -111,17 +116,24 @@ def run(args: argparse.Namespace) -> int:
     res = salient_all(model, layers, n_tokens=args.tokens, n_mappings=args.mappings,
                       skip_nonwords=skip, progress=True, **common.projection_kwargs(args),
                **common.calibration_kwargs(args))
-    descs = describe_all(res, describer, progress=True)
-    cov = coverage(descs)
     scores = None
-    if args.score:
+    score_opts = {"scorer": make_scorer(args), "n_salient": args.held_out_salient,
+                  "n_random": args.held_out_random, "k": args.score_k,
+                  "workers": args.score_workers}
+    if args.refine:
+        from ..describe import refine_descriptions
+
+        descs, scores = refine_descriptions(model, res, describer, args.refine,
+                                            seed=args.score_seed, progress=True, **score_opts)
+    else:
+        descs = describe_all(res, describer, progress=True)
+    if args.score and scores is None:
         from ..describe import score_descriptions
 
         scores = score_descriptions(
-            model, descs, res, scorer=make_scorer(args), n_salient=args.held_out_salient,
-            n_random=args.held_out_random, k=args.score_k, seed=args.score_seed,
-            workers=args.score_workers, progress=True,
-            describer=describer if hasattr(describer, "rule_hit") else None)
+            model, descs, res, seed=args.score_seed, progress=True,
+            describer=describer if hasattr(describer, "rule_hit") else None, **score_opts)
+    cov = coverage(descs)
     with staged_folder(out) as tmp:  # every file or none
         res.save(tmp / "salient.parquet")
         save_descriptions(descs, tmp / "descriptions.jsonl")
@@ -148,8 +160,10 @@ def print_scores(scores) -> None:
     print(f"\ndescription scores on held-out tokens ({scores.n_salient} next-most-salient + "
           f"{scores.n_random} drawn by saliency, hit = in the top {scores.k}):")
     for s in sc:
+        chosen = (f"  (best of {s.candidates}: {s.selection_score:.2f} when chosen)"
+                  if s.candidates > 1 else "")
         print(f"  {s.name:>6}  {s.method:<10}  score {s.score:.2f}  baseline {s.baseline:.2f}  "
-              f"n={s.n:<3}  {s.text[:70]}")
+              f"n={s.n:<3}  {s.text[:70]}{chosen}")
     others = len(scores) - len(sc)
     if sc:
         import numpy as np

@@ -15,7 +15,7 @@ from .base import ERROR, UNCLEAR, Describer, Description
 from .coverage import coverage, describe_all, load_descriptions, plot_coverage, save_descriptions
 from .llm import AnswerError, LLMDescriber, LLMError, build_messages, parse_answer
 from .pattern import PatternDescriber
-from .score import DescriptionScore, DescriptionScores, score_descriptions
+from .score import DescriptionScore, DescriptionScores, refine_descriptions, score_descriptions
 
 DESCRIBERS = ("pattern", "llm")
 
@@ -33,5 +33,5 @@ __all__ = ["DESCRIBERS", "ERROR", "UNCLEAR", "AnswerError", "Describer", "Descri
            "DescriptionScore", "DescriptionScores", "LLMDescriber",
            "LLMError", "PatternDescriber", "build_messages", "coverage", "describe_all",
            "get_describer",
-           "load_descriptions", "parse_answer", "plot_coverage", "save_descriptions",
-           "score_descriptions"]
+           "load_descriptions", "parse_answer", "plot_coverage", "refine_descriptions",
+           "save_descriptions", "score_descriptions"]

@@ -103,6 +103,15 @@ class PatternDescriber:
     # ---- describing ----------------------------------------------------------------
     def describe(self, ops: SalientOperations) -> Description:
         """Describe one head; never raises on odd tokens."""
+        return self.candidates(ops, 1)[0]
+
+    def candidates(self, ops: SalientOperations, n_cands: int = 3) -> list[Description]:
+        """Up to ``n_cands`` candidate descriptions of one head, the best-supported first.
+
+        The first is :meth:`describe`'s answer; the others name the next patterns that
+        explain enough sources (``min_fraction``, ``min_hits``). A head without any gives
+        one description ("Unclear" or what the inputs share).
+        """
         self._prepare()
         cats = self._categories or {}
         sources = [s.strip() for s in ops.tokens]
@@ -110,7 +119,7 @@ class PatternDescriber:
         n = len(idx)
         inputs, input_label, input_frac = self._inputs(sources, idx)
         if n == 0:
-            return unclear(ops, self.name)
+            return [unclear(ops, self.name)]
         cands: dict[tuple[str, str], _Candidate] = {}
 
         def cand(kind: str, k: str) -> _Candidate:
@@ -146,8 +155,14 @@ class PatternDescriber:
             c.kind != "target_category"
             or len({key(t) for _, t, _ in c.hits.values()}) >= self.min_distinct_targets)]
         if not good:
-            return self._input_only(ops, n, inputs, input_label, input_frac)
-        best = good[0]
+            return [self._input_only(ops, n, inputs, input_label, input_frac)]
+        return [self._describe_as(ops, n, inputs, best, [c for c in good if c is not best])
+                for best in good[:max(1, n_cands)]]
+
+    def _describe_as(self, ops: SalientOperations, n: int, inputs: str, best: _Candidate,
+                     good: list[_Candidate]) -> Description:
+        """The description naming ``best`` (``good``: the other patterns, for "also ...")."""
+        good = [best, *good]
         text, category, relation, family = self._words(best)
         examples = list(best.hits.values())[: self.max_examples]
         text += " — e.g. " + ", ".join(f"{s} → {t}" for s, t, _ in examples)

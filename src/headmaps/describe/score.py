@@ -36,7 +36,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +155,9 @@ class DescriptionScore:
         llm_calls: answers asked of the scoring LLM for this head, its baseline included
             (repair requests included; answers from the cache count too).
         reason: why the head was not scored, or ``""``.
+        candidates: candidate descriptions this one was chosen from (``--refine``), 1 if
+            none; selection_score: its score on the sample it was chosen on (the
+            ``score`` is then re-measured on a fresh sample), NaN if not chosen.
     """
 
     layer: int
@@ -175,6 +178,8 @@ class DescriptionScore:
     targets: list[list[str]] = field(default_factory=list)
     llm_calls: int = 0
     reason: str = ""
+    candidates: int = 1
+    selection_score: float = math.nan
 
     @property
     def name(self) -> str:
@@ -259,9 +264,11 @@ class DescriptionScores:
         rows = [{"layer": s.layer, "head": s.head, "description": s.text, "rule": s.rule,
                  "method": s.method, "score": s.score, "baseline": s.baseline, "n": s.n,
                  "n_excluded": s.n_excluded, "k": s.k, "baseline_n": s.baseline_n,
-                 "llm_calls": s.llm_calls, "reason": s.reason} for s in self.scores]
+                 "llm_calls": s.llm_calls, "reason": s.reason, "candidates": s.candidates,
+                 "selection_score": s.selection_score} for s in self.scores]
         cols = ["layer", "head", "description", "rule", "method", "score", "baseline", "n",
-                "n_excluded", "k", "baseline_n", "llm_calls", "reason"]
+                "n_excluded", "k", "baseline_n", "llm_calls", "reason", "candidates",
+                "selection_score"]
         return pd.DataFrame(rows, columns=cols)
 
     def per_layer(self) -> pd.DataFrame:
@@ -327,7 +334,8 @@ class DescriptionScores:
                 int(r["k"]), int(r["baseline_n"]), [int(x) for x in sample["token_ids"]],
                 [str(x) for x in sample["tokens"]], [int(x) for x in sample["hits"]],
                 [list(map(str, x)) for x in sample["predictions"]],
-                [list(map(str, x)) for x in sample["targets"]], int(r["llm_calls"]), reason))
+                [list(map(str, x)) for x in sample["targets"]], int(r["llm_calls"]), reason,
+                int(r["candidates"]), float(r["selection_score"])))
         return cls(scores, h.get("model_id", ""), h.get("method", "auto"), int(h["n_shown"]),
                    int(h["n_salient"]), int(h["n_random"]), int(h["k"]), int(h["seed"]),
                    h.get("scorer", ""), h.get("preset", ""), dict(h.get("options") or {}),
@@ -505,6 +513,8 @@ def _method_for(d: Description, method: str, scorer: LLMDescriber | None) -> tup
     """(method, reason not scored) for one description."""
     if d.unclear:
         return "none", "error" if d.error else "unclear"
+    if d.category == "input_category":
+        return "none", "names no mapping (what the inputs share only)"
     if method in ("auto", "offline") and d.rule:
         return "offline", ""
     if method == "offline":
@@ -532,6 +542,7 @@ def score_descriptions(
     calibration: bool | None = None,
     workers: int = 4,
     progress: bool = False,
+    exclude: Mapping[tuple[int, int], Iterable[int]] | None = None,
 ) -> DescriptionScores:
     """Score each description on held-out source tokens of its head (module docstring).
 
@@ -561,9 +572,12 @@ def score_descriptions(
         calibration: use the model's stored calibration without ``salient`` and preset.
         workers: concurrent LLM requests.
         progress: show progress bars.
+        exclude: ``(layer, head) -> token ids`` never to hold out either (a sample
+            already used, for a fresh one).
 
     Returns:
-        :class:`DescriptionScores`, one entry per description in order.
+        :class:`DescriptionScores`, one entry per description in order (several
+        descriptions of one head are scored on the same sample).
 
     Raises:
         HeadmapsError: an unknown method, bad sample sizes, or ``method="simulation"``
@@ -609,9 +623,12 @@ def score_descriptions(
                 "calibration": calibration}
         shown = {}
     pattern = describer or PatternDescriber()
+    banned = {key_: set(ids) for key_, ids in shown.items()}
+    for key_, ids in (exclude or {}).items():
+        banned.setdefault(tuple(key_), set()).update(int(i) for i in ids)
 
     def select(layer: int, sal: np.ndarray) -> np.ndarray:
-        rows = [held_out_ids(sal[h], shown.get((layer, h), ()), n_shown, n_salient, n_random,
+        rows = [held_out_ids(sal[h], banned.get((layer, h), ()), n_shown, n_salient, n_random,
                              _head_seed(seed, layer, h)) for h in range(sal.shape[0])]
         n = min(len(r) for r in rows)
         return np.stack([r[:n] for r in rows])
@@ -619,7 +636,7 @@ def score_descriptions(
     held = salient_all(model, layers, n_mappings=k, select=select, progress=progress, **proj)
     sample = {(o.layer, o.head): o for o in held}
     for (layer, h), ops in sample.items():  # the promise of the module, checked
-        assert not shown.get((layer, h), set()) & set(ops.token_ids.tolist())
+        assert not banned.get((layer, h), set()) & set(ops.token_ids.tolist())
 
     results: list[DescriptionScore] = []
     for d in descs:
@@ -745,3 +762,79 @@ def _score_simulation(results: list[DescriptionScore], by_head: dict, sample: di
         r.llm_calls = calls[j]
         if r.n == 0:
             r.reason = "no valid answer from the scorer"
+
+
+def _gain(s: DescriptionScore) -> float:
+    """What a candidate is chosen by: score minus baseline (the score alone without one)."""
+    if not s.scored:
+        return -math.inf
+    return s.score - (0.0 if math.isnan(s.baseline) else s.baseline)
+
+
+def refine_descriptions(
+    model: Any,
+    salient: SalientAll,
+    describer: Any,
+    n_cands: int = 3,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    **score_options: Any,
+) -> tuple[list[Description], DescriptionScores]:
+    """Explain, score, keep: the best of ``n_cands`` candidate descriptions per head.
+
+    Every candidate (``describer.candidates(ops, n_cands)``: the pattern describer's next
+    patterns, or an LLM's sampled answers) is scored on one held-out sample; the one with
+    the best score above its shuffled baseline is kept (the first on ties or when none is
+    scored: a candidate that fits every head gains nothing), and its score is
+    then **re-measured on a fresh held-out sample** (none of the tokens shown or used for
+    the choice), so that the kept score is not inflated by the choice.
+
+    Args:
+        model: the model.
+        salient: the salient operations to describe (their tokens are the shown ones).
+        describer: a describer with ``candidates(ops, n)`` (:class:`PatternDescriber`,
+            :class:`LLMDescriber`).
+        n_cands: candidates per head.
+        seed: seed of the selection sample (the fresh one uses ``seed + 1``).
+        progress: show progress bars.
+        **score_options: passed to :func:`score_descriptions` (``scorer``, ``n_salient``...).
+
+    Returns:
+        ``(kept descriptions, their scores on the fresh sample)``; each score has
+        ``candidates`` and ``selection_score`` set.
+
+    Raises:
+        HeadmapsError: ``n_cands < 1`` or a describer without candidates.
+    """
+    if n_cands < 1:
+        raise HeadmapsError(f"n_cands must be at least 1, got {n_cands}")
+    if not hasattr(describer, "candidates"):
+        raise HeadmapsError(f"describer {getattr(describer, 'name', describer)!r} cannot give "
+                            "candidate descriptions")
+    if isinstance(describer, PatternDescriber):
+        score_options.setdefault("describer", describer)
+    per_head = [describer.candidates(ops, n_cands)
+                for ops in tqdm(salient, total=len(salient), desc="candidates", unit="head",
+                                disable=not progress)]
+    flat = [d for ds in per_head for d in ds]
+    first = score_descriptions(model, flat, salient, seed=seed, progress=progress,
+                               **score_options)
+    kept: list[Description] = []
+    chosen: list[tuple[int, float]] = []
+    i = 0
+    for ds in per_head:
+        scores = first.scores[i:i + len(ds)]
+        i += len(ds)
+        best = max(range(len(ds)), key=lambda j: (_gain(scores[j]), -j))
+        kept.append(ds[best])
+        chosen.append((len(ds), scores[best].score))
+    used = {(s.layer, s.head): s.token_ids for s in first.scores}
+    final = score_descriptions(model, kept, salient, seed=seed + 1, progress=progress,
+                               exclude=used, **score_options)
+    for s, (n, sel) in zip(final.scores, chosen):
+        s.candidates, s.selection_score = n, sel
+    final.llm_calls += first.llm_calls
+    final.cache_hits += first.cache_hits
+    final.seconds += first.seconds
+    return kept, final
