@@ -22,6 +22,7 @@ from .attention import (
     positional_profile,
 )
 from .calibration import Calibration, load_calibration
+from .describe.score import DescriptionScore, DescriptionScores, score_descriptions
 from .diff import HeadDiff, diff
 from .errors import (
     CorruptFileError,
@@ -48,4 +49,5 @@ __all__ = [
     "experiments", "HeadDiff", "HeadTypes", "diff", "head_types",
     "load", "projection", "report", "relation_scores", "relations", "salient_all",
     "salient_operations", "scan",
+    "DescriptionScore", "DescriptionScores", "score_descriptions",
 ]

@@ -2,7 +2,8 @@
 
 Two describers share one interface (:class:`Describer`): the offline
 :class:`PatternDescriber` (the default) and :class:`LLMDescriber` for any
-OpenAI-compatible chat endpoint.
+OpenAI-compatible chat endpoint. :func:`score_descriptions` measures how well a
+description predicts the head's mappings of held-out tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .base import ERROR, UNCLEAR, Describer, Description
 from .coverage import coverage, describe_all, load_descriptions, plot_coverage, save_descriptions
 from .llm import AnswerError, LLMDescriber, LLMError, build_messages, parse_answer
 from .pattern import PatternDescriber
+from .score import DescriptionScore, DescriptionScores, refine_descriptions, score_descriptions
 
 DESCRIBERS = ("pattern", "llm")
 
@@ -28,7 +30,8 @@ def get_describer(kind: str = "pattern", **kwargs: Any) -> Describer:
 
 
 __all__ = ["DESCRIBERS", "ERROR", "UNCLEAR", "AnswerError", "Describer", "Description",
-           "LLMDescriber",
+           "DescriptionScore", "DescriptionScores", "LLMDescriber",
            "LLMError", "PatternDescriber", "build_messages", "coverage", "describe_all",
            "get_describer",
-           "load_descriptions", "parse_answer", "plot_coverage", "save_descriptions"]
+           "load_descriptions", "parse_answer", "plot_coverage", "refine_descriptions",
+           "save_descriptions", "score_descriptions"]

@@ -35,6 +35,11 @@ class Description:
         input_strings: what the inputs share, in words, or ``""``.
         error: why the describer failed, or None.
         raw: the describer's raw answer (the LLM's parsed JSON), or None.
+        rule: the machine-readable rule the description names, ``"<kind>:<key>"``, when the
+            describer used one (the pattern describer: ``rule:copy``,
+            ``rule:first_letter``, ``relation:country_to_capital``,
+            ``inverse_relation:...``, ``target_category:capital cities``), else None. A
+            description with a rule can be scored offline (:mod:`headmaps.describe.score`).
     """
 
     layer: int
@@ -50,6 +55,7 @@ class Description:
     input_strings: str = ""
     error: str | None = None
     raw: dict[str, Any] | None = None
+    rule: str | None = None
 
     @property
     def name(self) -> str:

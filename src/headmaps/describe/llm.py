@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ REPAIR_PROMPT = """\
 Your answer could not be used: {error}. Reply again with only one JSON object with the \
 keys "reasoning", "input_strings" and "observed_pattern" (string values), and nothing \
 else."""
+
+#: Sampling temperature of the extra candidate descriptions (``describe(ops, sample=i)``).
+CANDIDATE_TEMPERATURE = 0.8
 
 _UNCLEAR_WORDS = {"", "unclear", "none", "n/a", "no clear pattern", "no pattern"}
 
@@ -201,6 +205,7 @@ class LLMDescriber:
         self.on_error = on_error
         self.requests = 0
         self.cache_hits = 0
+        self._count = threading.Lock()  # describe/score may call from several threads
         self._client = client
         self._api_key = api_key
 
@@ -225,8 +230,11 @@ class LLMDescriber:
                                          max_retries=0)
         return self._client
 
-    def _params(self) -> dict[str, Any]:
+    def _params(self, sample: int = 0) -> dict[str, Any]:
         p: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if sample:  # another candidate answer: sampled, with its own seed (and cache entry)
+            p["temperature"] = max(self.temperature, CANDIDATE_TEMPERATURE)
+            p["seed"] = int(sample)
         if self.json_mode:
             p["response_format"] = {"type": "json_object"}
         return p
@@ -248,17 +256,21 @@ class LLMDescriber:
             return None
 
     # ---- requests ------------------------------------------------------------------
-    def complete(self, messages: list[dict[str, str]]) -> str:
+    def complete(self, messages: list[dict[str, str]], *, sample: int = 0) -> str:
         """The model's answer to ``messages`` (from the cache when there).
+
+        ``sample > 0`` asks for another candidate answer: sampled at temperature
+        :data:`CANDIDATE_TEMPERATURE` or more, with ``seed=sample``.
 
         Raises:
             LLMError: the endpoint is unreachable after all retries, or refused the request.
         """
-        params = self._params()
+        params = self._params(sample)
         k = cache_key(self.model, messages, params)
         hit = self._cached(k)
         if hit is not None:
-            self.cache_hits += 1
+            with self._count:
+                self.cache_hits += 1
             return hit
         answer = self._request(messages, params)
         if self.cache:
@@ -275,7 +287,8 @@ class LLMDescriber:
         where = self.base_url or "the OpenAI API"
         wait = self.backoff
         for attempt in range(self.max_retries + 1):
-            self.requests += 1
+            with self._count:
+                self.requests += 1
             try:
                 resp = self.client.chat.completions.create(model=self.model, messages=messages,
                                                            **params)
@@ -294,15 +307,28 @@ class LLMDescriber:
         raise AssertionError("unreachable")
 
     # ---- describing ----------------------------------------------------------------
-    def describe(self, ops: SalientOperations) -> Description:
-        """Describe one head.
+    def candidates(self, ops: SalientOperations, n_cands: int = 3) -> list[Description]:
+        """Up to ``n_cands`` different descriptions of one head.
+
+        :meth:`describe`'s answer first, then sampled ones (``sample=1, 2, ...``);
+        repeated texts are dropped.
+        """
+        out: list[Description] = []
+        for i in range(max(1, n_cands)):
+            d = self.describe(ops, sample=i)
+            if all(d.text != o.text for o in out):
+                out.append(d)
+        return out
+
+    def describe(self, ops: SalientOperations, sample: int = 0) -> Description:
+        """Describe one head (``sample > 0``: another, sampled answer; see :meth:`complete`).
 
         An answer that is still invalid after one repair request gives an "Unclear"
         description with ``category="error"`` and the reason in ``error``.
         """
         messages = build_messages(ops)
         try:
-            answer = self.complete(messages)
+            answer = self.complete(messages, sample=sample)
             try:
                 parsed = parse_answer(answer)
             except AnswerError as err:
@@ -310,7 +336,7 @@ class LLMDescriber:
                             err)
                 repair = [*messages, {"role": "assistant", "content": answer},
                           {"role": "user", "content": REPAIR_PROMPT.format(error=err)}]
-                second = self.complete(repair)
+                second = self.complete(repair, sample=sample)
                 try:
                     parsed = parse_answer(second)
                 except AnswerError as err2:

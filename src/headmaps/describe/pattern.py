@@ -103,6 +103,15 @@ class PatternDescriber:
     # ---- describing ----------------------------------------------------------------
     def describe(self, ops: SalientOperations) -> Description:
         """Describe one head; never raises on odd tokens."""
+        return self.candidates(ops, 1)[0]
+
+    def candidates(self, ops: SalientOperations, n_cands: int = 3) -> list[Description]:
+        """Up to ``n_cands`` candidate descriptions of one head, the best-supported first.
+
+        The first is :meth:`describe`'s answer; the others name the next patterns that
+        explain enough sources (``min_fraction``, ``min_hits``). A head without any gives
+        one description ("Unclear" or what the inputs share).
+        """
         self._prepare()
         cats = self._categories or {}
         sources = [s.strip() for s in ops.tokens]
@@ -110,7 +119,7 @@ class PatternDescriber:
         n = len(idx)
         inputs, input_label, input_frac = self._inputs(sources, idx)
         if n == 0:
-            return unclear(ops, self.name)
+            return [unclear(ops, self.name)]
         cands: dict[tuple[str, str], _Candidate] = {}
 
         def cand(kind: str, k: str) -> _Candidate:
@@ -146,8 +155,14 @@ class PatternDescriber:
             c.kind != "target_category"
             or len({key(t) for _, t, _ in c.hits.values()}) >= self.min_distinct_targets)]
         if not good:
-            return self._input_only(ops, n, inputs, input_label, input_frac)
-        best = good[0]
+            return [self._input_only(ops, n, inputs, input_label, input_frac)]
+        return [self._describe_as(ops, n, inputs, best, [c for c in good if c is not best])
+                for best in good[:max(1, n_cands)]]
+
+    def _describe_as(self, ops: SalientOperations, n: int, inputs: str, best: _Candidate,
+                     good: list[_Candidate]) -> Description:
+        """The description naming ``best`` (``good``: the other patterns, for "also ...")."""
+        good = [best, *good]
         text, category, relation, family = self._words(best)
         examples = list(best.hits.values())[: self.max_examples]
         text += " — e.g. " + ", ".join(f"{s} → {t}" for s, t, _ in examples)
@@ -163,7 +178,52 @@ class PatternDescriber:
         conf = min(1.0, len(best.hits) / n * _WEIGHT.get(best.kind, 1.0))
         return Description(ops.layer, ops.head, text, category, relation, family, evidence,
                            round(conf, 3),
-                           False, self.name, inputs)
+                           False, self.name, inputs, rule=f"{best.kind}:{best.key}")
+
+    # ---- the rule of a description, as a predictor (offline scoring) ---------------
+    def rule_applies(self, rule: str, source: str) -> bool:
+        """Whether ``rule`` (a :attr:`Description.rule`) predicts anything for ``source``.
+
+        Raises:
+            KeyError: a rule this describer does not know (another relation library).
+        """
+        self._prepare()
+        kind, k = rule.split(":", 1)
+        s = source.strip()
+        if kind == "rule":
+            return rules.applies(k, s)
+        if kind == "relation":
+            return key(s) in self._relation(k).forward
+        if kind == "inverse_relation":
+            return key(s) in self._relation(k).inverse
+        if kind == "target_category":
+            (self._categories or {})[k]  # noqa: B018 - KeyError for an unknown category
+            return bool(key(s))
+        raise KeyError(rule)
+
+    def rule_hit(self, rule: str, source: str, target: str) -> bool:
+        """Whether ``source -> target`` is what ``rule`` predicts (texts are stripped)."""
+        self._prepare()
+        kind, k = rule.split(":", 1)
+        s, t = source.strip(), target.strip()
+        if not s or not t:
+            return False
+        if kind == "rule":
+            return rules.check(k, s, t)
+        ks, kt = key(s), key(t)
+        if kind == "relation":
+            return kt in self._relation(k).forward.get(ks, ())
+        if kind == "inverse_relation":
+            return kt in self._relation(k).inverse.get(ks, ())
+        if kind == "target_category":
+            return kt != ks and kt in (self._categories or {})[k][0]
+        raise KeyError(rule)
+
+    def _relation(self, name: str) -> LibraryRelation:
+        for rel in self._relations or []:
+            if rel.name == name:
+                return rel
+        raise KeyError(f"relation:{name}")
 
     def _same_family(self, a: _Candidate, b: _Candidate) -> bool:
         """Whether ``b`` only restates ``a`` (same sources explained by a related pattern)."""

@@ -103,6 +103,49 @@ def explain(s: str, t: str) -> str | None:
     return None
 
 
+def check(k: str, s: str, t: str) -> bool:
+    """Whether ``s -> t`` (stripped texts) shows the pattern of rule key ``k``."""
+    if k in ("copy", "first_letter", "last_letter"):
+        rule = {"copy": copy, "first_letter": first_letter, "last_letter": last_letter}[k]
+        return rule(s, t) == k
+    if k in ("successor", "predecessor"):
+        return numeric(s, t) == k
+    if k.startswith(("add:", "remove:")):
+        return affix(s, t) == k
+    raise KeyError(f"rule:{k}")
+
+
+def applies(k: str, s: str) -> bool:
+    """Whether rule key ``k`` predicts a target for the (stripped) source ``s``.
+
+    A word-to-letter rule needs a word starting/ending with a letter, a numeric rule a
+    number, a suffix rule a word (``remove:`` a word ending in that suffix), a prefix rule
+    a word (``remove:`` one starting with that prefix).
+    """
+    if not s:
+        return False
+    if k == "copy":
+        return True
+    if k == "first_letter":
+        return len(s) > 1 and s[0].isalpha()
+    if k == "last_letter":
+        return len(s) > 1 and s[-1].isalpha()
+    if k in ("successor", "predecessor"):
+        return s.isdigit() and len(s) <= 12 and (k == "successor" or int(s) > 0)
+    if k.startswith(("add:", "remove:")):
+        op, aff = k.split(":", 1)
+        a = s.casefold()
+        if len(a) < 2 or not a.isalpha():
+            return False
+        if op == "add":
+            return True
+        if aff.endswith("-"):
+            pre = aff[:-1]
+            return a.startswith(pre) and len(a) >= len(pre) + 2
+        return any(a.endswith(suf) and len(a) >= len(suf) + 2 for suf in SUFFIXES[aff])
+    raise KeyError(f"rule:{k}")
+
+
 def describe_key(k: str) -> str:
     """Words for a rule key."""
     if k == "copy":

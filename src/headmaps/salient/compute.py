@@ -11,7 +11,7 @@ Only the ``n_tokens`` most salient rows of ``M`` are formed, to find their targe
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,9 +80,15 @@ class _Context:
         return self.strings[i] if self.strings is not None else f"<{i}>"
 
 
+#: ``select(layer, saliency)``: the source token ids to keep per head instead of the most
+#: salient ones; ``saliency`` is ``(n_h, V)`` float32 (``-inf`` where filtered out), the
+#: answer ``(n_h, T)`` ids.
+Selector = Callable[[int, np.ndarray], np.ndarray]
+
+
 def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
-           n_mappings: int) -> dict[str, torch.Tensor]:
-    """Salient tokens and their mappings for some heads of one layer.
+           n_mappings: int, select: Selector | None = None) -> dict[str, torch.Tensor]:
+    """Salient tokens (or the ones ``select`` picks) and their mappings for some heads of one layer.
 
     Returns:
         dict of ``token_ids``/``saliency`` ``(n_h, n_tokens)`` and ``target_ids``/``scores``
@@ -116,14 +122,20 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
             s = sq.clamp_min(0).sqrt() / xn.clamp_min(torch.finfo(xn.dtype).tiny)
             sal[:, c0:c0 + X.shape[0]] = torch.where(xn > 0, s, torch.zeros_like(s))
         sal.masked_fill_(~ctx.src_mask, float("-inf"))
-        T = min(n_tokens, int(ctx.src_mask.sum()))
-        top = torch.topk(sal, T, dim=-1)
+        if select is None:
+            T = min(n_tokens, int(ctx.src_mask.sum()))
+            top_sal, top_ids = torch.topk(sal, T, dim=-1)
+        else:
+            top_ids = torch.as_tensor(np.asarray(select(layer, sal.cpu().numpy())),
+                                      dtype=torch.long, device=sal.device).reshape(n_h, -1)
+            top_sal = sal.gather(1, top_ids)
+            T = top_ids.shape[1]
         U = P.output_basis(model, opts, a)  # (d, V)
         K = min(n_mappings, int(ctx.tgt_mask.sum()))
         tgt_ids = torch.empty(n_h, T, K, dtype=torch.long)
         tgt_scores = torch.empty(n_h, T, K)
         for j in range(n_h):
-            X = P.layer_sources(base[top.indices[j]], a, opts)  # (T, d)
+            X = P.layer_sources(base[top_ids[j]], a, opts)  # (T, d)
             Y = X @ W_V[kv[j]]
             if b_v is not None:
                 Y = Y + b_v[kv[j]]
@@ -133,7 +145,7 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
             logits = (Z @ U).masked_fill_(~ctx.tgt_mask, float("-inf"))  # (T, V)
             t = torch.topk(logits, K, dim=-1)
             tgt_ids[j], tgt_scores[j] = t.indices.cpu(), t.values.cpu()
-    return {"token_ids": top.indices.cpu(), "saliency": top.values.cpu(),
+    return {"token_ids": top_ids.cpu(), "saliency": top_sal.cpu(),
             "target_ids": tgt_ids, "scores": tgt_scores}
 
 
@@ -214,6 +226,7 @@ def salient_all(
     progress: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     calibration: bool | None = None,
+    select: Selector | None = None,
     **options: Any,
 ) -> SalientAll:
     """Salient operations of every head of ``layers`` (default: all), batched per layer.
@@ -235,13 +248,19 @@ def salient_all(
         heads: restrict to these heads of each layer (default: all); the result then
             numbers them ``0..len(heads)-1``.
         progress: show a progress bar over layers.
+        select: instead of the ``n_tokens`` most salient tokens, the source tokens
+            ``select(layer, saliency)`` returns per head (``saliency``: ``(n_h, V)`` over the
+            whole vocabulary, ``-inf`` where filtered out; the answer: ``(n_h, T)`` ids);
+            their mappings come from the same projection. Held-out tokens for scoring
+            descriptions are chosen this way (:mod:`headmaps.describe.score`).
 
     Returns:
         :class:`SalientAll`; ``res[layer, head]`` gives one head's :class:`SalientOperations`.
     """
     layers = None if layers is None else list(layers)
     steps = salient_steps(model, layers, n_tokens, n_mappings, preset, skip_nonwords,
-                          heads=heads, chunk_rows=chunk_rows, calibration=calibration, **options)
+                          heads=heads, chunk_rows=chunk_rows, calibration=calibration,
+                          select=select, **options)
     bar = tqdm(desc="salient", unit="layer", disable=not progress,
                total=model.n_layers if layers is None else len(layers))
     try:
@@ -266,13 +285,15 @@ def salient_steps(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     calibration: bool | None = None,
     sources: P.Sources | None = None,
+    select: Selector | None = None,
     **options: Any,
 ) -> Generator[int, None, SalientAll]:
     """:func:`salient_all` one layer at a time: yields each layer when done, returns the result.
 
     With ``sources`` (a :class:`~headmaps.projection.Sources` over the whole vocabulary
     in the same projection), the source rows come from it, so several consumers stepped
-    layer by layer together (:func:`headmaps.analyse`) advance one stream.
+    layer by layer together (:func:`headmaps.analyse`) advance one stream. ``select`` is
+    :func:`salient_all`'s.
     """
     if n_tokens < 1 or n_mappings < 1:
         raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and "
@@ -282,7 +303,7 @@ def salient_steps(
     ctx = _Context(model, opts, skip_nonwords, chunk_rows, sources)
     parts = []
     for layer in layers:
-        parts.append(_layer(ctx, layer, heads, n_tokens, n_mappings))
+        parts.append(_layer(ctx, layer, heads, n_tokens, n_mappings, select))
         logger.info("salient operations of layer %d done", layer)
         yield layer
     stack = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0]}
