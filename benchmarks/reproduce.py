@@ -305,7 +305,7 @@ QUICK: list[Check] = [
           _top_score("name_copying", 1, "norms")),
     Check("valid relations scored", "README.md, Relations valid per model", 19.0, 0,
           _valid_relations),
-    *_calibration_checks(SMOL, ("section 7", "token_alone+fold+after <|endoftext|>", 0.855),
+    *_calibration_checks(SMOL, ("section 7", "through", 0.855),
                          [("section 6", "mlp0+fold", 0.761), ("section 6", "norms", 0.765),
                           ("section 6", "embedding", 0.177)]),
     *[Check(f"correlation: {rel} r {ctx} context (paper, 20 pairs)", f"{SMOL} section 1",

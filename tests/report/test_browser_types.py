@@ -42,9 +42,11 @@ def test_badges_in_head_list_and_detail(page):
     assert [badges.nth(k).inner_text() for k in range(badges.count())] == [
         "previous token", "copying"]
     assert page.locator('#hm-tbody tr.r[data-head="1.2"] .badge.htype').count() == 0
+    from playwright.sync_api import expect
+
     page.locator('#hm-tbody tr.r[data-head="2.5"]').click()
     panel = page.locator("#hm-panel")
-    assert panel.get_attribute("data-head") == "2.5"
+    expect(panel).to_have_attribute("data-head", "2.5")  # waits for the panel to follow
     assert panel.locator('.meta .badge.htype[data-type="induction"]').inner_text() == "induction"
 
 
