@@ -415,33 +415,8 @@ def token_alone_reference(model: HeadModel, x: torch.Tensor, blocks: range,
 
     Kept for the tests and ``benchmarks/bench_projection.py``: it forms every query head's
     value separately (``index_select`` over the value heads), rotates queries and keys, and
-    converts each chunk's operands on the fly. Same arguments and result as
+    converts each chunk's operands on the fly. Same arguments, meaning and result as
     :func:`token_alone` in float32.
-
-    Each row is the residual of a one-token sequence, so every attention head attends to
-    that token with probability 1 and its output is its value: block ``l`` adds
-    ``post_attn(sum_h (LN_1(x) W_V^h + b_V^h) W_O^h + b_O)`` and its MLP (after the
-    attention, or beside it for parallel blocks), all biases and norms as in the model.
-    Learned position embeddings are not added (the token has no position here, as in
-    the other source representations).
-
-    With ``first`` (the residual ``(d_model,)`` of a prefix token at position 0), each
-    row is instead the second token of the sequence ``[prefix, token]``: its heads mix
-    the prefix's value and its own with the model's attention weights, and the prefix
-    advances as a lone token.
-
-    Args:
-        model: the model (each block's weights are read once).
-        x: ``(n, d_model)`` residual streams entering block ``blocks.start``.
-        blocks: the blocks to pass, in order.
-        chunk_rows: rows computed at a time (bounds the MLP's ``(rows, d_mlp)`` hidden
-            layer when ``x`` is the whole vocabulary).
-        first: the prefix's residual entering ``blocks.start``, or None.
-        with_first: also return the prefix's residual after the blocks.
-
-    Returns:
-        ``(n, d_model)`` float32: the residual entering block ``blocks.stop``; with
-        ``with_first``, the pair ``(prefix residual or None, that)``.
     """
     x = x.float()
     kv = model.spec.kv_index().to(x.device)

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import projection as P
 from ..calibration import resolve as resolve_projection
@@ -42,6 +41,7 @@ from ..io import versions
 from ..models import HeadModel
 from ..models.weights import QKWeights
 from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
+from ..steps import run_steps
 from . import qk as Q
 from .results import AttentionPreferences, AttentionSummary, PositionalProfile
 
@@ -278,16 +278,8 @@ def attention_summary(
                           n_queries=n_queries, n_pairs=n_pairs, preset=preset,
                           n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
                           calibration=calibration, **options)
-    bar = tqdm(desc="attention", unit="layer", disable=not progress,
-               total=model.n_layers if layers is None else len(layers))
-    try:
-        while True:
-            next(steps)
-            bar.update()
-    except StopIteration as done:
-        return done.value
-    finally:
-        bar.close()
+    return run_steps(steps, model.n_layers if layers is None else len(layers), "attention",
+                     progress)
 
 
 def summary_steps(

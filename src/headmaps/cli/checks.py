@@ -36,7 +36,6 @@ def int_at_least(low: int) -> Callable[[str], int]:
         if value < low:
             raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
         return value
-    parse.__name__ = f"integer >= {low}"
     return parse
 
 

@@ -98,6 +98,19 @@ def _norm_key(k: str) -> str:
     return re.sub(r"[\s\-]+", "_", str(k).strip().lower())
 
 
+def answer_body(text: str | None) -> str:
+    """An answer's text, stripped and taken out of a Markdown code fence if it has one.
+
+    Raises:
+        AnswerError: the answer is empty.
+    """
+    if not text or not text.strip():
+        raise AnswerError("the answer is empty")
+    s = text.strip()
+    fence = re.search(r"```(?:json)?\s*(.*?)```", s, re.S)
+    return fence.group(1).strip() if fence else s
+
+
 def parse_answer(text: str | None) -> dict[str, str]:
     """Parse an answer into ``{"reasoning", "input_strings", "observed_pattern"}``.
 
@@ -108,12 +121,7 @@ def parse_answer(text: str | None) -> dict[str, str]:
     Raises:
         AnswerError: no object, invalid JSON, a missing key or a non-string value.
     """
-    if not text or not text.strip():
-        raise AnswerError("the answer is empty")
-    s = text.strip()
-    fence = re.search(r"```(?:json)?\s*(.*?)```", s, re.S)
-    if fence:
-        s = fence.group(1).strip()
+    s = answer_body(text)
     start, end = s.find("{"), s.rfind("}")
     if start < 0 or end < start:
         raise AnswerError("the answer holds no JSON object")

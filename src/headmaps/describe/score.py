@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from ..salient import SalientAll
 from ..salient.tokens import visible
 from .base import Description
 from .library import key
-from .llm import AnswerError, LLMDescriber, LLMError
+from .llm import AnswerError, LLMDescriber, LLMError, answer_body
 from .pattern import PatternDescriber
 
 METHODS = ("auto", "offline", "simulation")
@@ -447,12 +446,7 @@ def parse_targets(text: str | None) -> list[str]:
     Raises:
         AnswerError: no JSON list or object with a list of strings.
     """
-    if not text or not text.strip():
-        raise AnswerError("the answer is empty")
-    s = text.strip()
-    fence = re.search(r"```(?:json)?\s*(.*?)```", s, re.S)
-    if fence:
-        s = fence.group(1).strip()
+    s = answer_body(text)
     value: Any = None
     for open_, close in (("{", "}"), ("[", "]")):
         a, b = s.find(open_), s.rfind(close)

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import projection as P
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..steps import run_steps
 from .results import SalientAll, SalientOperations
 from .tokens import skip_label, skip_sides, token_strings, valid_mask, word_mask
 
@@ -261,16 +261,8 @@ def salient_all(
     steps = salient_steps(model, layers, n_tokens, n_mappings, preset, skip_nonwords,
                           heads=heads, chunk_rows=chunk_rows, calibration=calibration,
                           select=select, **options)
-    bar = tqdm(desc="salient", unit="layer", disable=not progress,
-               total=model.n_layers if layers is None else len(layers))
-    try:
-        while True:
-            next(steps)
-            bar.update()
-    except StopIteration as done:
-        return done.value
-    finally:
-        bar.close()
+    return run_steps(steps, model.n_layers if layers is None else len(layers), "salient",
+                     progress)
 
 
 def salient_steps(
