@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    before = os.environ.get(SHOW_PATHS_ENV)
     if args.show_local_paths:
         os.environ[SHOW_PATHS_ENV] = "1"
     try:
@@ -101,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure, code = err, 1
         message = (f"internal error: {type(err).__name__}: {err} (a bug in headmaps; rerun with "
                    "-v for the traceback and report it)")
+    finally:  # an in-process caller (tests, notebooks) keeps its own environment
+        if before is None:
+            os.environ.pop(SHOW_PATHS_ENV, None)
+        else:
+            os.environ[SHOW_PATHS_ENV] = before
     if args.verbose:
         traceback.print_exception(failure, file=sys.stderr)
     print(f"headmaps: error: {' '.join(message.split())}", file=sys.stderr)
