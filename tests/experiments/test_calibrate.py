@@ -121,7 +121,10 @@ def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     # 8 pairs (the default max_pairs) x 2 relations
     assert cal.label() == f"calibrated exact (median r {cal.median_r:.2f} on 16 pairs)"
     res.save(tmp_path / "s.parquet")
-    assert hm.ScanResult.load(tmp_path / "s.parquet").calibration == res.calibration
+    # the saved header keeps file names, not local paths (headmaps.io.header_for_file)
+    from headmaps.io import shareable
+
+    assert hm.ScanResult.load(tmp_path / "s.parquet").calibration == shareable(res.calibration)
     # an explicit preset or option wins; calibration=False and the env var ignore it
     explicit = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10,
                        preset="paper")
