@@ -1,16 +1,18 @@
-"""Static head types vs behavioural detectors, and static vs behavioural time (issue 13).
+"""Head-type labels judged as labels: precision, recall, F1, AUROC, Spearman per type and model.
 
-    PYTHONPATH=src python benchmarks/bench_head_types.py --model smollm2-135m [--out FILE.md]
+    PYTHONPATH=src python benchmarks/bench_head_types.py --model smollm2-135m \
+        --model gemma3-270m [--preset through] [--out FILE.md]
 
-With ``--out`` the tables are also written to ``FILE.md``, with a JSON run header beside it
-(``FILE.json``: command, model, seed, sample, versions, date).
+With ``--out`` the printed report is also written to ``FILE.md``, with a JSON run header
+beside it (``FILE.json``: command, models, seed, sample, versions, date).
 
-For every type: Spearman correlation static vs behavioural over all heads, AUROC of the
-static score for "behaviourally a type" (top 5 % of heads by the behavioural score, fixed
-before looking), precision@10. Times of both passes are measured in the same run: the
-full static pass (with the copying/successor relation scores of approach A), the static
-pass without them, and the behavioural pass (forward passes; with and without the
-dynamic relation detectors).
+Per model and type: behavioural positives by the absolute criteria of
+:data:`headmaps.headtypes.validate.POSITIVE` (fixed before measuring), the static labels
+(the rules of :mod:`headmaps.headtypes.rules`), their precision, recall and F1, the AUROC
+of the static score for the positives and the Spearman correlation of static and
+behavioural scores over all heads. With several models, the label counts are pooled into
+one F1 per type. Times of the static pass (with and without the relation scores) and of
+the behavioural detectors are measured in the same run.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from _report import save_report
 import headmaps as hm
 from headmaps.experiments import behaviour as B
 from headmaps.headtypes.static import DEFAULT_N_TOKENS
-from headmaps.headtypes.validate import compare
+from headmaps.headtypes.validate import POSITIVE, compare, pooled
 from headmaps.io import command_line, run_header
+
+COLUMNS = ["type", "positives", "labelled", "tp", "precision", "recall", "f1", "auroc",
+           "spearman", "precision_at_10"]
 
 
 def markdown(frame) -> str:
@@ -38,26 +43,25 @@ def markdown(frame) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--top-fraction", type=float, default=0.05)
-    ap.add_argument("--out", default=None, help="also write the tables as markdown here")
-    ap.add_argument("--max-distance", type=int, default=64,
-                    help="distances of the sampled profile (default 64)")
-    ap.add_argument("--attention-only", action="store_true",
-                    help="skip the relation scores and the dynamic relation detectors")
-    args = ap.parse_args(argv)
+def top5(beh: dict[str, np.ndarray]) -> str:
+    """The five heads with the highest behavioural score per detector."""
+    out = {k: [f"{a}.{b} ({v[a, b]:.2f})" for a, b in
+               zip(*np.unravel_index(np.argsort(-v, axis=None)[:5], v.shape))]
+           for k, v in beh.items()}
+    return "\n".join(f"- {k}: {', '.join(v)}" for k, v in out.items())
 
-    m = hm.load(args.model)
+
+def run_model(name: str, args: argparse.Namespace, lines: list[str]):
+    """Measure one model; append its report to ``lines``; return its compare() table."""
+    m = hm.load(name)
     _ = m.hf_model  # load the transformers model outside the timings
     t = time.perf_counter()
-    # the default preset, never a stored calibration, so the run is the documented one
-    fast = hm.head_types(m, relations=False, max_distance=args.max_distance, calibration=False)
+    fast = hm.head_types(m, preset=args.preset, relations=False, max_distance=args.max_distance,
+                         calibration=False)
     t_fast = time.perf_counter() - t
     t = time.perf_counter()
-    full = fast if args.attention_only else hm.head_types(m, max_distance=args.max_distance,
-                                                         calibration=False)
+    full = fast if args.attention_only else hm.head_types(
+        m, preset=args.preset, max_distance=args.max_distance, calibration=False)
     t_full = t_fast if args.attention_only else time.perf_counter() - t
 
     t = time.perf_counter()
@@ -66,46 +70,71 @@ def main(argv: list[str] | None = None) -> None:
            "duplicate_token": duplicate}
     t_attn = time.perf_counter() - t
     t = time.perf_counter()
-    for name in () if args.attention_only else ("copying", "successor"):
-        beh[name] = B.relation_behaviour(m, name)
+    beh["copy_suppression"] = B.copy_suppression_scores(m)
+    t_cs = time.perf_counter() - t
+    t = time.perf_counter()
+    with_ctx = {}
+    for rel in () if args.attention_only else ("copying", "successor"):
+        beh[rel], with_ctx[rel] = B.relation_behaviour(m, rel, both=True)
     t_rel = time.perf_counter() - t
-    t_beh = t_attn + t_rel
+    t_beh = t_attn + t_cs + t_rel
 
-    table = compare(full, beh, args.top_fraction)
-    table_fast = compare(fast, beh, args.top_fraction)
-    lines = [f"model {m.model_id}: {m.n_layers} layers x {m.n_heads} heads; max_distance "
-             f"{args.max_distance}; "
-             f"behavioural positives = top "
-             f"{args.top_fraction:.0%} of heads; machine {platform.machine()} CPU, shared with "
-             "other jobs",
-             "", "static pass with relation scores:", markdown(table), "",
-             "static pass without relation scores (copying from eigenvalues alone):",
-             markdown(table_fast), "",
-             "| pass | seconds | behavioural / static |", "| --- | ---: | ---: |",
-             f"| static, with relation scores | {t_full:.1f} | {t_beh / t_full:.1f}x |",
-             f"| static, without relation scores | {t_fast:.1f} | {t_beh / t_fast:.1f}x |",
-             f"| behavioural, all detectors | {t_beh:.1f} | 1 |",
-             f"| behavioural, attention detectors only (prev, induction, duplicate) | {t_attn:.1f} "
-             "| "
-             f"(vs static w/o relations: {t_attn / t_fast:.1f}x) |",
-             "", "labelled heads (static, with relation scores):", "```", full.table(), "```"]
-    top = {k: [f"{a}.{b}" for a, b in zip(*np.unravel_index(np.argsort(-v, axis=None)[:5],
-                                                            v.shape))]
-           for k, v in beh.items()}
-    lines += ["", "behavioural top-5 heads: "
-              + "; ".join(f"{k}: {', '.join(v)}" for k, v in top.items())]
+    table = compare(full, beh)
+    lines += [f"## {m.model_id}: {m.n_layers} layers x {m.n_heads} heads, preset "
+              f"{full.preset}", "",
+              "static pass " + ("without" if args.attention_only else "with")
+              + " relation scores; labels against behaviour:", "",
+              markdown(table[COLUMNS]), ""]
+    if not args.attention_only:
+        lines += ["static pass without relation scores (copying from eigenvalues alone):", "",
+                  markdown(compare(fast, beh)[COLUMNS]), ""]
+        ctx = compare(full, {**beh, **with_ctx})
+        ctx = ctx[ctx["type"].isin(with_ctx)]
+        lines += ["copying and successor against the dynamic scores *with* context (the "
+                  "head's actual output in the templates):", "", markdown(ctx[COLUMNS]), ""]
+    lines += ["| pass | seconds | behavioural / static |", "| --- | ---: | ---: |",
+              f"| static, with relation scores | {t_full:.1f} | {t_beh / t_full:.1f}x |",
+              f"| static, without relation scores | {t_fast:.1f} | {t_beh / t_fast:.1f}x |",
+              f"| behavioural, all detectors | {t_beh:.1f} | 1 |",
+              f"| behavioural: attention detectors {t_attn:.1f}, copy suppression {t_cs:.1f}, "
+              f"relations {t_rel:.1f} | | |", "",
+              "labels with their evidence (static, with relation scores):", "", "```",
+              full.table(), "```", "", "behavioural top-5 heads:", "", top5(beh), ""]
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", default=None,
+                    help="a model (repeat for several; default smollm2-135m)")
+    ap.add_argument("--preset", default="through", help="projection preset (default through)")
+    ap.add_argument("--out", default=None, help="also write the report as markdown here")
+    ap.add_argument("--max-distance", type=int, default=64,
+                    help="distances of the sampled profile (default 64)")
+    ap.add_argument("--attention-only", action="store_true",
+                    help="skip the relation scores and the dynamic relation detectors")
+    args = ap.parse_args(argv)
+    models = args.model or ["smollm2-135m"]
+
+    lines = [f"preset {args.preset} (no stored calibration); behavioural positives: "
+             + ", ".join(f"{k} >= {v:g}" for k, v in POSITIVE.items())
+             + f"; machine {platform.machine()} CPU, shared with other jobs", ""]
+    tables = [run_model(name, args, lines) for name in models]
+    if len(tables) > 1:
+        lines += ["## pooled over the models (label counts added)", "",
+                  markdown(pooled(tables)), ""]
     text = "\n".join(lines)
     print(text)
     if args.out:
-        sample = {"heads": m.n_layers * m.n_heads, "top_fraction": args.top_fraction,
+        sample = {"models": models, "preset": args.preset, "positives": POSITIVE,
                   "max_distance": args.max_distance, "attention_only": args.attention_only,
-                  "static": {"preset": full.preset, "n_tokens": DEFAULT_N_TOKENS,
-                             "n_samples": 256, "n_sources": 16},
+                  "static": {"n_tokens": DEFAULT_N_TOKENS, "n_samples": 256, "n_sources": 16},
                   "behaviour": {"text": "headmaps.experiments.behaviour.TEXT",
                                 "repeated_random": "8 x 50 tokens repeated once",
+                                "copy_suppression": "repeated random + TEXT, model's argmax",
                                 "relations": [] if args.attention_only
                                 else ["copying", "successor"], "max_pairs": 200}}
-        header = run_header(command_line(__file__, argv), m.model_id, 0, sample)
+        header = run_header(command_line(__file__, argv), ",".join(models), 0, sample)
         print(f"wrote {args.out} and {save_report(args.out, text + chr(10), header)}")
 
 

@@ -249,7 +249,11 @@ def analyse(
         from .headtypes import head_types as run_types
 
         reuse = scan if same and {"copying", "successor"} <= set(scan.relations) else None
-        head_types = timed("types", run_types, m, scan=reuse, sources=types_view, **same)
+        # one previous-token number in the report: the QK summary's sampled profile
+        prof = (attention.sampled if attention and list(attention.layers) ==
+                list(range(m.n_layers)) else None)
+        head_types = timed("types", run_types, m, scan=reuse, sources=types_view, profile=prof,
+                           **same)
     types = head_types or None
     if types is not None:
         _check("head types", (types.n_layers, types.n_heads), scan)

@@ -58,7 +58,7 @@ def test_rotary_profile_is_mean_logit_over_token_pairs():
     assert np.allclose(prof.logits, expected, rtol=1e-4, atol=1e-6)
     w = np.exp(np.array(expected) - max(expected))
     assert np.allclose(prof.weights, w / w.sum(), atol=1e-6)
-    assert prof.prev_mass == pytest.approx(prof.weights[1])
+    assert prof.mean_prev_mass == pytest.approx(prof.weights[1])
     assert prof.preferred_distance == int(np.argmax(expected))
 
 
@@ -166,7 +166,7 @@ def test_smollm2_layer1_previous_token_head():
     res = hm.attention_summary(m, [1], max_distance=16, n_keys=3, n_queries=2, n_pairs=2,
                                n_samples=64)
     prof = res.profile_at(1, 0)
-    assert prof.kind() == "previous-token" and prof.prev_mass > 0.9
+    assert prof.kind() == "previous-token" and prof.mean_prev_mass > 0.9
     assert prof.sampled_prev_mass > 0.5
-    others = [res.profile_at(1, h).prev_mass for h in range(1, m.n_heads)]
-    assert max(others) < prof.prev_mass
+    others = [res.profile_at(1, h).mean_prev_mass for h in range(1, m.n_heads)]
+    assert max(others) < prof.mean_prev_mass

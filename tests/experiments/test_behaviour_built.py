@@ -70,8 +70,13 @@ def _turn_back() -> torch.Tensor:
     return R
 
 
-def build_gpt2():
-    """The tiny GPT-2 described in the module docstring (float64, eager)."""
+def build_gpt2(copy_suppression: bool = False):
+    """The tiny GPT-2 described in the module docstring (float64, eager).
+
+    With ``copy_suppression``: head 1.1 copies three times as strongly (so the model
+    predicts the token after the earlier copy) and head 1.3 has 1.1's queries and keys
+    but writes the *negative* of the token it attends to: a copy-suppression head.
+    """
     import transformers
 
     config = transformers.GPT2Config(n_embd=D, n_layer=3, n_head=H, vocab_size=V, n_positions=T,
@@ -114,7 +119,10 @@ def build_gpt2():
         # 0.0: q . k = PREV_LOGIT * p(i - 1) . p(j); writes F of the attended token.
         head(0, 0, P @ _turn_back().T * (PREV_LOGIT * scale / c0**2), P, E, F.T / c0)
         # 1.1: q . k = IND_LOGIT * [token(i) == token written in F at j]; copies E.
-        head(1, 1, E * (IND_LOGIT * scale / c1**2), F, E, E.T / c1)
+        boost = 3.0 if copy_suppression else 1.0
+        head(1, 1, E * (IND_LOGIT * scale / c1**2), F, E, E.T * (boost / c1))
+        if copy_suppression:
+            head(1, 3, E * (IND_LOGIT * scale / c1**2), F, E, -E.T / c1)
         # 1.2: q . k = DUP_LOGIT * [token(i) == token(j)] - SELF_PENALTY * p(i) . p(j).
         q = torch.cat([E * DUP_LOGIT, -P * SELF_PENALTY], 1) * (scale / c1**2)
         head(1, 2, q, torch.cat([E, P], 1))
@@ -179,8 +187,53 @@ def test_previous_token_detector_and_the_other_detectors_disagree(built):
 
 
 def test_static_types_rank_the_same_heads_first(built):
-    """The parameter-only head types agree with the detectors on this model."""
+    """The parameter-only head types agree with the detectors on this model, and the
+    labels fire on the built heads and on no random head."""
     res = hm.head_types(built, relations=False, n_sources=4, max_distance=16)
     for kind, want in (("previous_token", PREV), ("induction", INDUCTION),
                        ("duplicate_token", DUPLICATE), ("copying", INDUCTION)):
         assert res.top(kind, 1)[0][:2] == want, kind
+        assert want in res.heads_of(kind), kind
+    built_heads = {PREV, INDUCTION, DUPLICATE}
+    for kind in ("previous_token", "induction", "copying"):
+        assert set(res.heads_of(kind)) <= built_heads, (kind, res.heads_of(kind))
+
+
+COPY_SUPPRESSION = (1, 3)
+
+
+@pytest.fixture(scope="module")
+def built_cs():
+    return hm.load(build_gpt2(copy_suppression=True))
+
+
+def test_copy_suppression_detector_ranks_the_built_head_first(built_cs):
+    """1.3 attends to the predicted earlier token and writes its negative; 1.1 copies it."""
+    from headmaps.headtypes.validate import POSITIVE
+
+    r = B.copy_suppression_scores(built_cs, n_tokens=24, n_seqs=4, parts=True)
+    cs = r["score"]
+    assert r["positions"] >= 4 * 20  # the second copies predict the token after the first
+    assert np.unravel_index(np.argmax(cs), cs.shape) == COPY_SUPPRESSION
+    assert cs[COPY_SUPPRESSION] > 3 * POSITIVE["copy_suppression"]
+    assert r["attention"][COPY_SUPPRESSION] > 0.9
+    assert cs[INDUCTION] < -3 * POSITIVE["copy_suppression"]  # copying: the opposite sign
+    others = np.delete(cs.ravel(), [INDUCTION[0] * H + INDUCTION[1],
+                                    COPY_SUPPRESSION[0] * H + COPY_SUPPRESSION[1]])
+    assert np.abs(others).max() < 0.05  # heads that write nothing
+    with pytest.raises(hm.HeadmapsError, match="length >= 3"):
+        B.copy_suppression_scores(built_cs, [torch.zeros(2, dtype=torch.long)])
+
+
+def test_static_copy_suppression_agrees_and_labels_only_the_built_head(built_cs):
+    from headmaps.headtypes.validate import auroc
+
+    res = hm.head_types(built_cs, relations=False, n_sources=4, max_distance=16)
+    assert res.top("copy_suppression", 1)[0][:2] == COPY_SUPPRESSION
+    assert res.heads_of("copy_suppression") == [COPY_SUPPRESSION]
+    assert COPY_SUPPRESSION not in res.heads_of("copying")
+    cs = B.copy_suppression_scores(built_cs, n_tokens=24, n_seqs=4)
+    assert auroc(res.scores["copy_suppression"], cs >= 0.5) == 1.0
+    ev = res.evidence(*COPY_SUPPRESSION, "copy_suppression")[0]
+    assert ev["label"] and ev["z"] >= 3.5 and ev["percentile"] == 100.0
+    assert 0.5 <= ev["confidence"] <= 1 and "robust z" in ev["rule"]

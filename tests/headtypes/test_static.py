@@ -126,9 +126,13 @@ def test_k_composition_and_induction_rank_the_circuit_first(built):
     kc = S.k_composition(hm.load(built), [(0, 2)])
     assert np.isnan(kc[0]).all()  # nothing composes with a head of its own layer
     assert _argmax(kc[..., 0]) in {(1, 0), (1, 1)}  # 1.0 shares 1.1's key head
-    assert res.top("induction", 1)[0][:2] == (1, 1)
+    # 1.1's keys read 0.2's output but its queries are random: K-composition sees the
+    # circuit, the query-aware induction score (static.induction_match) must not call it
+    # an induction head (tests/experiments/test_behaviour_built.py builds a real one)
+    assert _argmax(res.components["k_composition"]) in {(1, 0), (1, 1)}
+    assert not res.labels["induction"].any()
     assert res.top("previous_token", 1)[0][:2] == (0, 2)
-    assert res.labels["previous_token"][0, 2] and res.labels["induction"][1, 1]
+    assert res.heads_of("previous_token") == [(0, 2)]
     assert res.top("copying", 2)[0][:2] in {(1, 1), (2, 3)}
 
 
@@ -172,7 +176,7 @@ def test_result_round_trip_and_frame(built, tmp_path):
     res = hm.head_types(hm.load(built), relations=False, n_sources=4, max_distance=8)
     assert set(res.skipped) == {"copying_relation", "copying_suppression", "successor_relation"}
     assert np.isnan(res.scores["successor"]).all()
-    assert res.thresholds["copying"] == "eigen copying >= 0.5"
+    assert res.thresholds["copying"].startswith("robust z of the eigen copying score >= 3.5")
     frame = res.to_frame()
     assert len(frame) == 12 and {"previous_token", "is_induction", "c_eigen_copying",
                                  "types"} <= set(frame.columns)

@@ -72,7 +72,16 @@ class PositionalProfile:
 
     @property
     def prev_mass(self) -> float:
-        """Weight on ``Δ = 1`` (the previous token)."""
+        """A head's previous-token mass: the expected attention on ``Δ = 1`` over random
+        tokens (:attr:`sampled_prev_mass`, the one definition that the head types and
+        ``headmaps types`` use too); the mean-vector weight (:attr:`mean_prev_mass`)
+        only when no sampled profile is at hand."""
+        sampled = self.sampled_prev_mass
+        return sampled if math.isfinite(sampled) else self.mean_prev_mass
+
+    @property
+    def mean_prev_mass(self) -> float:
+        """Weight on ``Δ = 1`` of the mean-vector profile (:attr:`weights`)."""
         return float(self.weights[1]) if len(self.logits) > 1 else 0.0
 
     @property

@@ -175,14 +175,19 @@ def duplicate_token_scores(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8
 
 
 def relation_behaviour(model: HeadModel, relation: str, max_pairs: int | None = 200,
-                       seed: int = 0) -> np.ndarray:
-    """Dynamic (with context) score of ``relation``, mean over templates ``(n_layers, n_heads)``.
+                       seed: int = 0, context: bool = False, both: bool = False) -> Any:
+    """Dynamic score of ``relation``, mean over templates ``(n_layers, n_heads)``.
 
     Args:
         model: a model with tokenizer and transformers model.
         relation: a relation name (``copying``, ``successor``...).
         max_pairs: at most this many pairs (seeded subset).
         seed: seed of the subset.
+        context: False (default): the head's output when its attention at the last
+            position rests on the source token (what the head *writes* when it reads the
+            token, in the real residual stream: the behaviour of an OV type); True: its
+            actual output (also depends on where the head looks in these templates).
+        both: return ``(without_context, with_context)``.
     """
     from .dynamic import dynamic_scores
 
@@ -190,7 +195,9 @@ def relation_behaviour(model: HeadModel, relation: str, max_pairs: int | None = 
     if not ds.relations:
         raise HeadmapsError(f"relation {relation!r} cannot be scored on {model.model_id}: "
                             f"{ds.skipped.get(relation, 'too few single-token pairs')}")
-    return ds.with_context[0].mean(0)
+    if both:
+        return ds.without_context[0].mean(0), ds.with_context[0].mean(0)
+    return (ds.with_context if context else ds.without_context)[0].mean(0)
 
 
 #: Behavioural detector names, in display order.
@@ -217,3 +224,162 @@ def behaviour_scores(model: HeadModel, *, relations: bool = True, n_tokens: int 
         for name in ("copying", "successor"):
             out[name] = relation_behaviour(model, name, max_pairs, seed)
     return out
+
+
+# ---- copy suppression -------------------------------------------------------------------
+#: Vocabulary columns drawn (seeded) to estimate the mean and covariance of the readout
+#: columns: the z of a token in a head's logits needs them, not the whole vocabulary.
+N_VOCAB_SAMPLE = 8192
+
+
+def _pass_for_suppression(model: HeadModel, input_ids: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One eager pass: attention probabilities, attention inputs and the predicted tokens.
+
+    Returns:
+        ``(A, X, pred)``: ``(n_layers, B, n_heads, T, T)`` probabilities,
+        ``(n_layers, B, T, d_model)`` inputs of the attention modules (the normed
+        residual stream) and ``(B, T)`` the model's own argmax next token.
+    """
+    from .hooks import _hidden_states
+
+    hf = hf_model_of(model)
+    mods = layer_modules(model)
+    A: list[torch.Tensor | None] = [None] * len(mods)
+    X: list[torch.Tensor | None] = [None] * len(mods)
+
+    def grab_x(i: int):
+        def fn(_m, args, kwargs):
+            X[i] = _hidden_states(args, kwargs).detach().float().cpu()
+        return fn
+
+    def grab_a(i: int):
+        def fn(_m, _args, output):
+            w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if w is None:
+                raise HeadmapsError("the attention module returned no probabilities (eager "
+                                    "attention unavailable)")
+            A[i] = w.detach().float().cpu()
+        return fn
+
+    hooks: list[Hook] = [(m.attention, "pre", grab_x(i)) for i, m in enumerate(mods)]
+    hooks += [(m.attention, "forward", grab_a(i)) for i, m in enumerate(mods)]
+    dev = input_device(hf)
+    with torch.no_grad(), eager_attention(hf), hooked(hooks):
+        out = hf.base_model(input_ids=input_ids.to(dev),
+                            attention_mask=torch.ones_like(input_ids).to(dev),
+                            use_cache=False, output_attentions=True)
+        hidden = out.last_hidden_state
+        head = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+        W = head.weight if head is not None else model.U.T
+        pred = torch.stack([(h @ W.to(h.device, h.dtype).T).argmax(-1) for h in hidden])
+    return torch.stack(A), torch.stack(X), pred.cpu()  # type: ignore[arg-type]
+
+
+def suppression_prompts(model: HeadModel, n_tokens: int = 50, n_seqs: int = 8,
+                        seed: int = 0) -> list[torch.Tensor]:
+    """The prompt batches of :func:`copy_suppression_scores`.
+
+    Repeated random tokens (after the first copy the model predicts the token that
+    followed the earlier occurrence: an earlier token is the plausible next one), and
+    :data:`TEXT` when the model has a tokenizer (natural text, where a predicted word
+    often appeared before).
+    """
+    out = [repeated_random(model, n_tokens, n_seqs, seed)]
+    if model.tokenizer is not None:
+        out.append(torch.tensor([model.tokenizer(TEXT, add_special_tokens=False)["input_ids"]]))
+    return out
+
+
+def copy_suppression_scores(model: HeadModel, prompts: list[torch.Tensor] | None = None, *,
+                            n_tokens: int = 50, n_seqs: int = 8, seed: int = 0,
+                            parts: bool = False) -> Any:
+    """Behavioural copy suppression: does a head lower the logit of an earlier token it attends to?
+
+    At every position ``i`` whose predicted next token ``t`` (the model's own argmax)
+    occurs earlier in the prompt (positions ``J``, the first position excluded: it is
+    where attention rests), for every head: the direct effect, through the readout,
+    of the part of the head's output that comes from attending to ``J``:
+
+        ``e = sum_{j in J} A[i, j] * z_j``,  ``z_j = w_j . (u_t - mean_v u_v) / sd_v(w_j . u_v)``
+
+    with ``w_j = (x_j W_V + b_V) W_O`` the head's output for a key ``j`` (``x_j`` the
+    attention input there), ``u_v`` the readout column of token ``v`` (the final norm
+    gain and Gemma's post-attention norm gain folded in, as in the dynamic scores), and
+    mean and standard deviation over a seeded sample of :data:`N_VOCAB_SAMPLE` columns.
+    ``z_j`` says how far below (negative) or above the head's average logit the earlier
+    token lands when the head reads it; the attention weight makes the effect count only
+    as much as the head attends there. The score is ``-mean e`` over all such positions:
+    positive = suppression (a copy-suppression head), negative = copying.
+
+    Args:
+        model: a model with its transformers model.
+        prompts: ``(B, T)`` id batches; default :func:`suppression_prompts`.
+        n_tokens, n_seqs, seed: of the default repeated random sequences.
+        parts: also return the mean attention on ``J`` and the number of positions.
+
+    Returns:
+        ``(n_layers, n_heads)`` scores, or with ``parts`` a dict ``score``,
+        ``attention`` (mean ``sum_{j in J} A[i, j]``), ``positions``.
+    """
+    from .. import projection as P
+
+    prompts = suppression_prompts(model, n_tokens, n_seqs, seed) if prompts is None else prompts
+    L, H = model.n_layers, model.n_heads
+    total = torch.zeros(L, H, dtype=torch.float64)
+    att = torch.zeros(L, H, dtype=torch.float64)
+    count = 0
+    kv = model.spec.kv_index()
+    g = torch.Generator().manual_seed(seed)
+    V = model.vocab_size
+    sample = torch.randperm(V, generator=g)[:N_VOCAB_SAMPLE]
+    fold = P.ProjectionOptions(fold_norms=True)
+    for ids in prompts:
+        if ids.ndim != 2 or ids.shape[1] < 3:
+            raise HeadmapsError(f"copy-suppression prompts must be (batch, length >= 3) ids, got "
+                                f"shape {tuple(ids.shape)}")
+        A, X, pred = _pass_for_suppression(model, ids)
+        B_, T = ids.shape
+        pos = torch.arange(T)
+        earlier = (pos[None, :] < pos[:, None]) & (pos[None, :] >= 1)  # (i, j)
+        occ = (ids[:, None, :] == pred[:, :, None]) & earlier[None]  # (B, i, j)
+        rows = occ.any(-1).nonzero()  # (n, 2): (b, i)
+        if len(rows) == 0:
+            continue
+        b_idx, i_idx = rows[:, 0], rows[:, 1]
+        targets = pred[b_idx, i_idx]  # (n,)
+        uniq, inv = torch.unique(targets, return_inverse=True)
+        occ_r = occ[b_idx, i_idx].double()  # (n, T)
+        count += len(rows)
+        with torch.no_grad():
+            for layer in range(L):
+                a = model.attention(layer)
+                Ub = P.output_basis(model, fold, a, columns=torch.cat([sample, uniq])
+                                    .to(model.U.device)).double().cpu()
+                S, Ut = Ub[:, :len(sample)], Ub[:, len(sample):]
+                mu = S.mean(1)
+                Sc = S - mu[:, None]
+                cov = Sc @ Sc.T / S.shape[1]
+                v = torch.einsum("btd,kde->btke", X[layer].double(), a.W_V.double().cpu())
+                if a.b_V is not None:
+                    v = v + a.b_V.double().cpu()
+                v = v[:, :, kv]  # (B, T, H, dh)
+                w = torch.einsum("bthe,hed->bthd", v, a.W_O.double().cpu())  # (B, T, H, d)
+                sd = torch.einsum("bthd,de,bthe->bth", w, cov, w).clamp_min(1e-30).sqrt()
+                ut = (Ut - mu[:, None])[:, inv].T  # (n, d)
+                for b in range(B_):
+                    r = (b_idx == b).nonzero().reshape(-1)
+                    if len(r) == 0:
+                        continue
+                    z = torch.einsum("thd,nd->nth", w[b], ut[r]) / sd[b]  # (n_b, T, H)
+                    Ar = A[layer][b, :, i_idx[r], :].double().transpose(0, 1)  # (n_b, H, T)
+                    e = torch.einsum("nht,nt,nth->nh", Ar, occ_r[r], z)
+                    total[layer] += e.sum(0)
+                    att[layer] += torch.einsum("nht,nt->nh", Ar, occ_r[r]).sum(0)
+    if count == 0:
+        raise HeadmapsError("no position of the prompts predicts a token that occurs earlier: "
+                            "copy suppression cannot be measured")
+    score = (-total / count).float().numpy()
+    if not parts:
+        return score
+    return {"score": score, "attention": (att / count).float().numpy(), "positions": count}

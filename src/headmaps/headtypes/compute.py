@@ -46,22 +46,15 @@ from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
-from ..scoring.results import DEFAULT_TAU, ScanResult
+from ..scoring.results import ScanResult
+from . import rules as R
 from . import static as S
 from .results import HeadTypes
 
 logger = logging.getLogger(__name__)
 
-#: Label rules, in words (stored with every result).
-THRESHOLDS = {
-    "previous_token": "expected attention on distance 1 >= 0.5",
-    "induction": "eigen copying >= 0.5 and K-composition with a previous-token head >= 2x the "
-                 "median composition",
-    "duplicate_token": "self-preference z >= 2 and eigen copying < 0.5",
-    "copying": f"copying relation score >= {DEFAULT_TAU}",
-    "copy_suppression": f"copying suppression score >= {DEFAULT_TAU}",
-    "successor": f"successor relation score >= {DEFAULT_TAU}",
-}
+#: The label rules, in words (the one table is :data:`headmaps.headtypes.rules.RULES`).
+THRESHOLDS = {t: r.text() for t, r in R.RULES.items()}
 
 
 def _relations(model: HeadModel, preset: Any, skipped: dict[str, str],
@@ -106,7 +99,7 @@ def candidate_sources(prev: np.ndarray, n: int) -> list[tuple[int, int]]:
 
 
 def combine(c: dict[str, np.ndarray], sources: list[tuple[int, int]],
-            tau: float = DEFAULT_TAU) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            z0: float = R.Z0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Type scores and labels from the ingredients (see the module table); pure.
 
     Args:
@@ -114,46 +107,42 @@ def combine(c: dict[str, np.ndarray], sources: list[tuple[int, int]],
             ``k_composition`` ``(L, H, n_sources)`` (NaN where not earlier), and optionally
             ``copying_relation``, ``copying_suppression``, ``successor_relation``.
         sources: the earlier heads ``(layer, head)`` of the composition's last axis.
-        tau: the relation threshold.
+        z0: the robust-z bound of the labels (:data:`headmaps.headtypes.rules.Z0`).
 
     Returns:
-        ``(scores, labels)``: type -> ``(L, H)``.
+        ``(scores, labels)``: type -> ``(L, H)``; the evidence: :func:`scores_of` and
+        :func:`headmaps.headtypes.rules.apply`.
     """
+    scores = scores_of(c, sources)
+    labels, _ = R.apply(scores, c, z0)
+    return scores, labels
+
+
+def scores_of(c: dict[str, np.ndarray], sources: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Type scores from the ingredients (see the module table); pure."""
     eig, prev = c["eigen_copying"], c["prev_mass"]
     selfp, kc = c["self_preference"], c["k_composition"]
     L, H = eig.shape
-    scores: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    scores["previous_token"] = prev
-    labels["previous_token"] = prev >= 0.5
-    kc0 = np.nan_to_num(kc, nan=0.0)
+    scores: dict[str, np.ndarray] = {"previous_token": prev}
     src_prev = np.array([prev[m, g] for m, g in sources], dtype=np.float32).reshape(-1)
-    src_label = np.array([labels["previous_token"][m, g] for m, g in sources],
-                         dtype=bool).reshape(-1)
-    best = (kc0 * src_prev[None, None, :]).max(-1) if len(sources) else np.zeros((L, H))
-    scores["induction"] = best * (1 + eig) / 2
-    base = np.nanmedian(kc) if np.isfinite(kc).any() else 0.0
-    strong = (kc0 >= 2 * base) & src_label[None, None, :]
-    labels["induction"] = (eig >= 0.5) & strong.any(-1)
-    scores["duplicate_token"] = selfp * (1 - np.maximum(eig, 0))
-    labels["duplicate_token"] = (selfp >= 2) & (eig < 0.5)
+    match = c.get("induction_match", kc)  # (L, H, n_sources); K-composition for old results
+    m0 = np.nan_to_num(match, nan=0.0)
+    scores["induction"] = ((m0 * src_prev[None, None, :]).max(-1) if len(sources)
+                           else np.zeros((L, H)))
+    self_mass = c.get("self_mass", np.zeros((L, H)))
+    scores["duplicate_token"] = selfp * (1 - self_mass)
     if "copying_relation" in c:
         scores["copying"] = (c["copying_relation"] + (1 + eig) / 2) / 2
-        labels["copying"] = c["copying_relation"] >= tau
         scores["copy_suppression"] = (c["copying_suppression"] + (1 - eig) / 2) / 2
-        labels["copy_suppression"] = c["copying_suppression"] >= tau
     else:
-        scores["copying"], labels["copying"] = eig.copy(), eig >= 0.5
-        scores["copy_suppression"], labels["copy_suppression"] = -eig, eig <= -0.5
+        scores["copying"], scores["copy_suppression"] = eig.copy(), -eig
     if "successor_relation" in c:
         scores["successor"] = c["successor_relation"]
-        labels["successor"] = c["successor_relation"] >= tau
     else:
         scores["successor"] = np.full((L, H), np.nan, dtype=np.float32)
-        labels["successor"] = np.zeros((L, H), dtype=bool)
     order = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression",
              "successor")
-    return ({t: scores[t].astype(np.float32) for t in order}, {t: labels[t] for t in order})
+    return {t: np.asarray(scores[t], dtype=np.float32) for t in order}
 
 
 def _sources(model: HeadModel, ids: torch.Tensor, opts: P.ProjectionOptions,
@@ -183,6 +172,7 @@ def head_types(
     scan: ScanResult | None = None,
     calibration: bool | None = None,
     sources: Any = None,
+    profile: np.ndarray | None = None,
     **options: Any,
 ) -> HeadTypes:
     """Label every head with the circuit types from its parameters (no forward pass).
@@ -207,6 +197,10 @@ def head_types(
         sources: a :class:`~headmaps.projection.Sources` (or one of its subset views)
             in the same projection to take the token sample's rows from (a stream
             shared with other parts); default: a new one.
+        profile: the sampled positional profile ``(n_layers, n_heads, max_distance + 1)``
+            to take the previous-token (and self) mass from, e.g.
+            ``attention_summary(...).sampled`` of the same model and projection, so that the
+            QK summary and the head types show one number; default: sampled here.
         **options: projection option overrides.
 
     Returns:
@@ -221,25 +215,31 @@ def head_types(
     skipped: dict[str, str] = {}
     comp: dict[str, np.ndarray] = {"eigen_copying": S.eigen_copying(model, src)}
     comp.update(_relations(model, opts, skipped, scan, relations))
-    comp["prev_mass"] = S.previous_token_mass(model, src, max_distance, n_samples, seed)
-    comp["self_preference"] = S.self_preference(model, src)
     L, H = model.n_layers, model.n_heads
+    if profile is not None:
+        mass = np.asarray(profile, dtype=np.float32)
+        if mass.ndim != 3 or mass.shape[:2] != (L, H) or mass.shape[2] < 2:
+            raise HeadmapsError(f"profile must be ({L}, {H}, max_distance + 1), got shape "
+                                f"{mass.shape}")
+    else:
+        mass = S.positional_mass(model, src, max_distance, n_samples, seed)
+    comp["prev_mass"], comp["self_mass"] = mass[..., 1], mass[..., 0]
+    comp["self_preference"] = S.self_preference(model, src)
     sources = candidate_sources(comp["prev_mass"], n_sources)
     kc = S.k_composition(model, sources)
-    scores, labels = combine({**comp, "k_composition": kc}, sources=sources)
-    kc0 = np.nan_to_num(kc, nan=-np.inf)
-    comp["k_composition"] = np.where(np.isfinite(kc0.max(-1)), kc0.max(-1),
-                                     np.nan).astype(np.float32)
-    thresholds = dict(THRESHOLDS)
-    if "copying_relation" not in comp:
-        thresholds["copying"] = "eigen copying >= 0.5"
-        thresholds["copy_suppression"] = "eigen copying <= -0.5"
+    match = S.induction_match(model, src, sources)
+    scores = scores_of({**comp, "k_composition": kc, "induction_match": match}, sources)
+    labels, ev = R.apply(scores, comp)
+    for name, arr in (("k_composition", kc), ("induction_match", match)):
+        a0 = np.nan_to_num(arr, nan=-np.inf).max(-1)
+        comp[name] = np.where(np.isfinite(a0), a0, np.nan).astype(np.float32)
     return HeadTypes(
         model_id=model.model_id, n_layers=L, n_heads=H, scores=scores, labels=labels,
         components=comp,
-        thresholds=thresholds, skipped=skipped, preset=preset_label,
+        thresholds=ev.rules, skipped=skipped, zscores=ev.z, percentiles=ev.percentile,
+        confidence=ev.confidence, notes=ev.notes, preset=preset_label,
         options=opts.to_dict(),
-        params={"n_tokens": int(len(ids)), "max_distance": max_distance, "n_samples": n_samples,
+        params={"n_tokens": int(len(ids)), "max_distance": int(mass.shape[2]) - 1, "n_samples": n_samples,
                 "n_sources": n_sources, "k_sources": [f"{m}.{g}" for m, g in sources],
                 "seed": seed},
         seconds=time.perf_counter() - t0, model_info=model.info(), versions=versions(),

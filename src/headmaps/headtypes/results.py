@@ -32,10 +32,16 @@ class HeadTypes:
         components: name -> ``(n_layers, n_heads)`` ingredients of the scores
             (``eigen_copying``, ``copying_relation``, ``copying_suppression``,
             ``successor_relation``, ``prev_mass``, ``k_composition``, ``self_preference``).
-        thresholds: type -> the rule behind its label, in words.
+        thresholds: type -> the rule behind its label, in words, with its threshold on
+            this model (:mod:`headmaps.headtypes.rules`).
         skipped: ingredient -> why it is missing.
         preset, options: projection choices; params: the other arguments; seconds: time.
         model_info, versions: provenance.
+        zscores, percentiles, confidence: type -> ``(n_layers, n_heads)`` evidence of every
+            head: the robust z of its score in this model, its percentile (100 = top) and
+            the label confidence (:func:`headmaps.headtypes.rules.confidence`).
+        notes: type -> a remark for the reader, e.g. "no clear induction head; top
+            candidates ..." when no head passes the rule.
     """
 
     model_id: str
@@ -52,6 +58,22 @@ class HeadTypes:
     seconds: float = 0.0
     model_info: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    zscores: dict[str, np.ndarray] = field(default_factory=dict)
+    percentiles: dict[str, np.ndarray] = field(default_factory=dict)
+    confidence: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Fill the evidence of any type that lacks it from its scores (robust z, percentile)."""
+        from . import rules as R
+
+        for t, s in self.scores.items():
+            if t not in self.zscores:
+                self.zscores[t] = R.robust_z(s)[0].astype(np.float32)
+            if t not in self.percentiles:
+                self.percentiles[t] = R.percentile(s).astype(np.float32)
+            if t not in self.confidence:
+                self.confidence[t] = R.confidence(self.zscores[t]).astype(np.float32)
 
     def heads_of(self, kind: str) -> list[tuple[int, int]]:
         """Heads labelled ``kind``, as ``(layer, head)``, by descending score."""
@@ -72,6 +94,22 @@ class HeadTypes:
         """The type labels of one head."""
         return [t for t in self.labels if bool(self.labels[t][layer, head])]
 
+    def evidence(self, layer: int, head: int, kind: str | None = None) -> list[dict[str, Any]]:
+        """Why a head carries its labels: per type (all of its labels, or ``kind``) the score,
+        robust z, percentile, confidence and rule."""
+        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+            raise HeadmapsError(f"head {layer}.{head} is outside {self.n_layers} x "
+                                f"{self.n_heads} heads")
+        if kind is not None and kind not in self.scores:
+            raise HeadmapsError(f"unknown head type {kind!r}; types: {', '.join(self.scores)}")
+        kinds = [kind] if kind is not None else self.types_of(layer, head)
+        return [{"type": t, "label": bool(self.labels[t][layer, head]),
+                 "score": float(self.scores[t][layer, head]),
+                 "z": float(self.zscores[t][layer, head]),
+                 "percentile": float(self.percentiles[t][layer, head]),
+                 "confidence": float(self.confidence[t][layer, head]),
+                 "rule": self.thresholds.get(t, "")} for t in kinds]
+
     def to_extras(self) -> dict[str, dict[str, Any]]:
         """Per-head report extras: ``{"L.H": {"types": ["induction", ...]}}`` for labelled heads.
 
@@ -82,13 +120,19 @@ class HeadTypes:
                 if (kinds := self.types_of(layer, head))}
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table: one row per head; ``<type>`` scores, ``is_<type>`` labels, components."""
+        """Tidy table, one row per head: ``<type>`` scores, ``is_<type>`` labels, the evidence
+        ``z_<type>`` (robust z), ``pct_<type>`` (percentile), ``conf_<type>`` (confidence),
+        ``c_<component>`` ingredients and ``types`` (the labels, comma-separated)."""
         L, H = np.meshgrid(np.arange(self.n_layers), np.arange(self.n_heads), indexing="ij")
         cols: dict[str, Any] = {"layer": L.ravel(), "head": H.ravel()}
         for t, s in self.scores.items():
             cols[t] = s.ravel().astype(np.float32)
         for t, lab in self.labels.items():
             cols[f"is_{t}"] = lab.ravel().astype(bool)
+        for prefix, ev in (("z", self.zscores), ("pct", self.percentiles),
+                           ("conf", self.confidence)):
+            for t, v in ev.items():
+                cols[f"{prefix}_{t}"] = np.asarray(v).ravel().astype(np.float32)
         for c, v in self.components.items():
             cols[f"c_{c}"] = v.ravel().astype(np.float32)
         frame = pd.DataFrame(cols)
@@ -103,7 +147,7 @@ class HeadTypes:
                 "components": list(self.components),
                 "thresholds": self.thresholds, "skipped": self.skipped, "preset": self.preset,
                 "options": self.options, "params": self.params, "seconds": self.seconds,
-                "model_info": self.model_info, "versions": self.versions}
+                "model_info": self.model_info, "versions": self.versions, "notes": self.notes}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``head_types.parquet`` (or the given .parquet/.csv file) and a ``.json`` header."""
@@ -126,17 +170,31 @@ class HeadTypes:
                    {c: grid(f"c_{c}", np.float32) for c in h["components"]}, dict(h["thresholds"]),
                    dict(h["skipped"]), h["preset"], dict(h["options"]), dict(h["params"]),
                    float(h["seconds"]),
-                   dict(h["model_info"]), dict(h.get("versions", {})))
+                   dict(h["model_info"]), dict(h.get("versions", {})),
+                   {t: grid(f"z_{t}", np.float32) for t in h["types"] if f"z_{t}" in frame},
+                   {t: grid(f"pct_{t}", np.float32) for t in h["types"] if f"pct_{t}" in frame},
+                   {t: grid(f"conf_{t}", np.float32) for t in h["types"] if f"conf_{t}" in frame},
+                   dict(h.get("notes", {})))
 
-    def table(self) -> str:
-        """Which heads are which type, as plain text (best first, at most 12 per type)."""
+    def table(self, n: int = 8) -> str:
+        """Which heads are which type, as plain text: per type the rule (with its threshold
+        on this model), then each labelled head (best first, at most ``n``) with its score,
+        robust z, percentile and confidence; a type with no label says so and names its
+        best candidates."""
         lines = []
         for t in self.scores:
             hs = self.heads_of(t)
-            shown = ", ".join(f"{a}.{b}" for a, b in hs[:12]) + (" ..." if len(hs) > 12 else "")
-            lines.append(f"{t:<17} {len(hs):>4}  {shown or '-'}")
+            lines.append(f"{t:<17} {len(hs):>4} heads")
             if t in self.thresholds:
-                lines.append(f"{'':<17}       rule: {self.thresholds[t]}")
+                lines.append(f"    rule: {self.thresholds[t]}")
+            for a, b in hs[:n]:
+                lines.append(f"    {a}.{b:<5} score {self.scores[t][a, b]:<8.4g} z "
+                             f"{self.zscores[t][a, b]:5.1f}  percentile {self.percentiles[t][a, b]:5.1f}"
+                             f"  confidence {self.confidence[t][a, b]:.2f}")
+            if len(hs) > n:
+                lines.append(f"    ... {len(hs) - n} more")
+            if not hs and self.notes.get(t):
+                lines.append(f"    {self.notes[t]}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

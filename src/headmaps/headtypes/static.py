@@ -162,11 +162,23 @@ def previous_token_mass(model: HeadModel, src: P.Sources, max_distance: int = 64
     The sampled profile of :mod:`headmaps.attention` (random query tokens, each with
     random key tokens at distances ``0..max_distance``, softmax of the exact logits,
     averaged), drawn from the token subset of ``src`` so that only its keys are formed.
+    This is the one definition of a head's previous-token mass: the head types, ``headmaps
+    types`` and the report's QK summary all show this number.
+    """
+    return positional_mass(model, src, max_distance, n_samples, seed)[..., 1]
+
+
+def positional_mass(model: HeadModel, src: P.Sources, max_distance: int = 64,
+                    n_samples: int = 256, seed: int = 0) -> np.ndarray:
+    """The sampled positional profile of every head, ``(n_layers, n_heads, max_distance + 1)``.
+
+    See :func:`previous_token_mass`; ``[..., 0]`` is the expected attention on the query's
+    own position, ``[..., 1]`` on the previous token.
     """
     from ..attention.compute import _sampled
 
     L, H = model.n_layers, model.n_heads
-    out = np.zeros((L, H), dtype=np.float32)
+    out = np.zeros((L, H, max_distance + 1), dtype=np.float32)
     heads = torch.arange(H)
     with torch.no_grad():
         for layer in range(L):
@@ -183,5 +195,72 @@ def previous_token_mass(model: HeadModel, src: P.Sources, max_distance: int = 64
             s = _sampled(model, qk, heads.to(base.device), K, base, src.opts, valid, max_distance,
                          n_samples,
                          seed + layer)
-            out[layer] = s[:, 1].float().cpu().numpy()
+            out[layer] = s.float().cpu().numpy()
+    return out
+
+
+#: Tokens of the subset used as queries and keys of :func:`induction_match`.
+N_MATCH_TOKENS = 2048
+
+
+def induction_match(model: HeadModel, src: P.Sources, sources: Sequence[tuple[int, int]],
+                    n_tokens: int = N_MATCH_TOKENS) -> np.ndarray:
+    """The induction QK circuit of every head with each earlier head ``g``: a z-score.
+
+    An induction head's query at a token ``a`` must find the key whose *previous* token
+    was ``a``; a previous-token head ``g`` wrote that token's value into the key
+    position's residual. So for each query token ``a`` (the first ``n_tokens`` of the
+    subset) the head's content logit on the key built from ``g``'s output for ``a``,
+    ``s(a, a) = q_a . k(OV_g(a))``, is standardised against the keys ``k(OV_g(b))`` of
+    every other token: ``(s(a, a) - mean_b s(a, b)) / std_b s(a, b)``, averaged over
+    ``a``. ``OV_g(b) = (LN(x_b) W_V^g + b_V) W_O^g`` (times ``g``'s post-attention norm
+    gain, Gemma) with ``x_b`` the source representation at ``g``'s layer; the key is
+    ``W_K`` of the head's layer applied to that vector through the layer's input norm
+    (and key norm), so the query side is in the score: unlike K-composition, query heads
+    that share one key head differ. Elhage et al. read the same circuit off
+    ``W_E W_Q^h W_K^hT W_OV^gT W_E^T``; here it is in the projection's source space.
+
+    Returns:
+        ``(L, H, len(sources))``; NaN where ``sources[i]`` is not in an earlier layer.
+    """
+    L, H = model.n_layers, model.n_heads
+    sources = [(int(m), int(g)) for m, g in sources]
+    out = np.full((L, H, len(sources)), np.nan, dtype=np.float32)
+    if not sources:
+        return out
+    rows = torch.arange(min(n_tokens, len(src.ids)))
+    kv = model.spec.kv_index()
+    heads = torch.arange(H)
+    written: dict[int, torch.Tensor] = {}  # source index -> (n, d) OV output
+    with torch.no_grad():
+        for layer in range(L):
+            full = src.at(layer)
+            base = full[rows.to(full.device)]
+            earlier = [i for i, (m, _) in enumerate(sources) if m < layer and i in written]
+            if earlier:
+                qk = model.qk(layer)
+                q = Q.queries(qk, Q.layer_input(qk, base, src.opts), heads.to(base.device))
+                for i in earlier:
+                    k = Q.keys(qk, Q.layer_input(qk, written[i], src.opts))[kv.to(base.device)]
+                    k_mean = k.mean(1, keepdim=True)
+                    kc = k - k_mean
+                    C = kc.transpose(1, 2) @ kc / k.shape[1]  # (H, dh, dh)
+                    diag = (q * k).sum(-1)
+                    mean = (q * k_mean).sum(-1)
+                    std = ((q @ C) * q).sum(-1).clamp_min(1e-30).sqrt()
+                    out[layer, :, i] = ((diag - mean) / std).mean(1).float().cpu().numpy()
+            here = [i for i, (m, _) in enumerate(sources) if m == layer]
+            if here:
+                a = model.attention(layer)
+                X = P.layer_sources(base, a, src.opts)
+                for i in here:
+                    g = sources[i][1]
+                    v = X @ a.W_V[kv[g]].float().to(X.device)
+                    if a.b_V is not None:
+                        v = v + a.b_V[kv[g]].float().to(X.device)
+                    y = v @ a.W_O[g].float().to(X.device)
+                    post = a.post_norm
+                    if src.opts.fold_norms and post is not None and post.weight is not None:
+                        y = y * post.weight.float().to(y.device)
+                    written[i] = y
     return out
