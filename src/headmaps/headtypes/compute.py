@@ -1,35 +1,30 @@
 """`hm.head_types(model)`: every head's type scores and labels from parameters alone.
 
 How each type's score is built from the ingredients of :mod:`headmaps.headtypes.static`,
-the copying/successor relation scores (approach A) and the positional profile of
-:mod:`headmaps.attention`, and the rule behind each label:
+the copying/successor relation scores (approach A) and the sampled positional profile:
 
-================  ==========================================  ======================================
-type              static score                                label when (grounds)
-================  ==========================================  ======================================
-previous_token    expected attention on Δ = 1 of the sampled  score >= 0.5: most attention on the
-                  positional profile (random query/key        previous token
-                  tokens, exact logits)
-copying           mean of the copying relation score and      copying relation score >= τ = 0.15
-                  ``(1 + eig) / 2``                           (MAPS)
-copy_suppression  mean of the copying suppression score and   suppression score >= τ = 0.15
-                  ``(1 - eig) / 2``                           (MAPS)
-successor         the ``successor`` relation score            score >= τ = 0.15 (MAPS)
-induction         ``max_g prev(g) * kcomp(h, g) *             eig >= 0.5 and K-composition with a
-                  (1 + eig(h)) / 2`` over the 16 heads ``g``  previous-token head >= 2x the median
-                  of highest ``prev`` in earlier layers       composition of all head pairs (Elhage
-                                                              et al. compare against such a
-                                                              baseline)
-duplicate_token   ``self_pref * (1 - max(eig, 0))``           self_pref >= 2 (a token's key stands
-                                                              two standard deviations above the
-                                                              others for its own query) and
-                                                              eig < 0.5
-================  ==========================================  ======================================
+================  ==========================================================================
+type              static score
+================  ==========================================================================
+previous_token    expected attention on Δ = 1 of the sampled positional profile (random
+                  query/key tokens, exact logits): ``prev``
+induction         ``max_g prev(g) * match(h, g)`` over the 16 heads ``g`` of highest ``prev``
+                  in earlier layers; ``match`` the induction QK z-score
+                  (:func:`~headmaps.headtypes.static.induction_match`)
+duplicate_token   ``self_pref * (1 - self_mass)``: the token's own key standing out for its
+                  query, times the attention the head leaves off its own position
+copying           mean of the copying relation score and ``(1 + eig) / 2``
+copy_suppression  mean of the copying suppression score and ``(1 - eig) / 2``
+successor         the ``successor`` relation score
+================  ==========================================================================
+
+The labels come from the one rules table, :data:`headmaps.headtypes.rules.RULES` (a robust
+outlier of the model's own score distribution, at least half the model's top score, and
+the type's own floor or gate), with evidence for every head.
 
 ``eig`` is the eigenvalue copying score; without a tokenizer (or when a relation has too
 few single-token pairs) the relation ingredients are missing, recorded in ``skipped``:
-copying then uses ``eig`` alone (label ``eig >= 0.5``), copy suppression ``-eig`` (label
-``eig <= -0.5``) and successor is NaN.
+copying then uses ``eig`` alone, copy suppression ``-eig`` and successor is NaN.
 """
 
 from __future__ import annotations

@@ -52,21 +52,23 @@ class Rule:
     score: str
     gate: str = ""
     fallback: str = ""  # the score without the relation ingredients (no tokenizer)
+    floor: float = -math.inf  # the score's own meaningful minimum (see RULES)
 
     def text(self, z0: float = Z0, fallback: bool = False) -> str:
         """The rule in words (``fallback``: the score without the relation ingredients)."""
         g = f" and {self.gate}" if self.gate else ""
         score = self.fallback if fallback and self.fallback else self.score
+        fl = f" and >= {self.floor:g}" if math.isfinite(self.floor) else ""
         return (f"robust z of the {score} >= {z0:g} in this model and at least {REL:g} x the "
-                f"model's top score{g}")
+                f"model's top score{fl}{g}")
 
 
 #: The label rules, one per type, in display order.
 RULES: dict[str, Rule] = {r.type: r for r in (
-    Rule("previous_token", "expected attention on the previous token"),
-    Rule("induction", "induction score (previous-token mass x induction QK match)"),
+    Rule("previous_token", "expected attention on the previous token", floor=0.5),
+    Rule("induction", "induction score (previous-token mass x induction QK match)", floor=1.0),
     Rule("duplicate_token", "duplicate-token score (self-preference x attention off the own "
-                            "position)"),
+                            "position)", floor=1.0),
     Rule("copying", "copying score (copying relation and eigen copying)",
          "OV copying (eigen copying > 0)", "eigen copying score"),
     Rule("copy_suppression", "copy-suppression score (copying suppression and negative "
@@ -175,6 +177,7 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
         top = float(np.nanmax(s)) if np.isfinite(s).any() else math.nan
         if rel > 0 and math.isfinite(top) and top > 0:
             lab &= np.nan_to_num(s, nan=-np.inf) >= rel * top
+        lab &= np.nan_to_num(s, nan=-np.inf) >= rule.floor
         lab &= gate
         labels[kind] = lab
         zs[kind], pcts[kind] = z.astype(np.float32), percentile(s).astype(np.float32)
@@ -187,6 +190,7 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
         cut = med + z0 * scale
         if rel > 0 and math.isfinite(top) and top > 0:
             cut = max(cut, rel * top)
+        cut = max(cut, rule.floor)
         rules[kind] = (text + f"; here: score >= {cut:.4g} (median {med:.4g}, "
                        f"scale {scale:.3g}, top {top:.4g})")
         if not lab.any():
