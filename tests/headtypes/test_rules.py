@@ -41,6 +41,8 @@ def _scores(plant: dict[str, tuple[int, int, float]], seed: int = 0) -> dict[str
     out = {}
     for i, t in enumerate(TYPES):
         s = _noise(seed + i)
+        if t == "successor":  # a relation score: most heads near zero
+            s = np.abs(s - 0.3) / 5
         if t in plant:
             a, b, v = plant[t]
             s[a, b] = v
@@ -61,6 +63,17 @@ def test_a_planted_outlier_is_labelled_and_random_heads_are_not():
         assert ev.z[t][a, b] >= R.Z0 and ev.percentile[t][a, b] == 100
         assert ev.confidence[t][a, b] > 0.99
         assert "here: score >=" in ev.rules[t] and t not in ev.notes
+
+
+def test_absolute_rules_read_their_component():
+    comp = {"eigen_copying": np.full((12, 8), 0.5), "copying_relation": np.zeros((12, 8))}
+    comp["copying_relation"][2, 2] = 0.15  # exactly the MAPS threshold (a ratio of counts)
+    comp["copying_relation"][4, 4] = 0.149
+    labels, ev = R.apply({"copying": _noise(), "previous_token": np.full((12, 8), 0.49)}, comp)
+    assert np.argwhere(labels["copying"]).tolist() == [[2, 2]]
+    assert ev.rules["copying"].startswith("copying relation >= 0.15 and OV copying")
+    assert not labels["previous_token"].any()  # 0.49 < 0.5: no majority on the previous token
+    assert "no clear previous-token head" in ev.notes["previous_token"]
 
 
 def test_gates_and_floors_hold_back_an_outlier():

@@ -34,8 +34,10 @@ from ..errors import HeadmapsError
 
 #: Robust-z bound of every label (Iglewicz & Hoaglin's outlier rule, fixed in advance).
 Z0 = 3.5
-#: A label also needs at least this fraction of the type's top score in the model.
+#: An outlier label also needs at least this fraction of the type's top score in the model.
 REL = 0.5
+#: The MAPS relation threshold: the absolute rule of the relation-score types.
+MAPS_TAU = 0.15
 
 
 @dataclass(frozen=True)
@@ -45,36 +47,51 @@ class Rule:
     Attributes:
         type: the head type.
         score: what the static score is, in words.
+        absolute: for a score that *estimates the behavioural quantity itself* (an
+            attention probability, a MAPS relation score), the quantity's own threshold;
+            None: the model-relative outlier rule.
+        on: the component the absolute threshold (or the outlier rule) reads, when not
+            the type's score itself ("" = the score).
         gate: an extra condition in words ("" for none); :func:`gate_mask` evaluates it.
+        floor: outlier rule: the score's own meaningful minimum.
+        fallback: the score's description without the relation ingredients; the rule is
+            then the outlier rule on the type's score.
     """
 
     type: str
     score: str
+    absolute: float | None = None
+    on: str = ""
     gate: str = ""
-    fallback: str = ""  # the score without the relation ingredients (no tokenizer)
-    floor: float = -math.inf  # the score's own meaningful minimum (see RULES)
+    floor: float = -math.inf
+    fallback: str = ""
 
     def text(self, z0: float = Z0, fallback: bool = False) -> str:
-        """The rule in words (``fallback``: the score without the relation ingredients)."""
+        """The rule in words (``fallback``: without the relation ingredients)."""
         g = f" and {self.gate}" if self.gate else ""
-        score = self.fallback if fallback and self.fallback else self.score
+        what = self.on.replace("_", " ") if self.on and not fallback else self.score
+        if fallback and self.fallback:
+            what = self.fallback
+        if self.absolute is not None and not fallback:
+            return f"{what} >= {self.absolute:g}{g}"
         fl = f" and >= {self.floor:g}" if math.isfinite(self.floor) else ""
-        return (f"robust z of the {score} >= {z0:g} in this model and at least {REL:g} x the "
-                f"model's top score{fl}{g}")
+        return (f"robust z of the {what} >= {z0:g} in this model and at least {REL:g} x the "
+                f"model's top{fl}{g}")
 
 
-#: The label rules, one per type, in display order.
+#: The label rules, one per type, in display order (grounds: docs/head-types.md).
 RULES: dict[str, Rule] = {r.type: r for r in (
-    Rule("previous_token", "expected attention on the previous token", floor=0.5),
+    Rule("previous_token", "expected attention on the previous token", absolute=0.5),
     Rule("induction", "induction score (previous-token mass x induction QK match)", floor=1.0),
     Rule("duplicate_token", "duplicate-token score (self-preference x attention off the own "
                             "position)", floor=1.0),
-    Rule("copying", "copying score (copying relation and eigen copying)",
-         "OV copying (eigen copying > 0)", "eigen copying score"),
+    Rule("copying", "copying score (copying relation and eigen copying)", absolute=MAPS_TAU,
+         on="copying_relation", gate="OV copying (eigen copying > 0)",
+         fallback="eigen copying score"),
     Rule("copy_suppression", "copy-suppression score (copying suppression and negative "
-                             "eigen copying)", "OV suppressing (eigen copying < 0)",
-         "negative eigen copying score"),
-    Rule("successor", "successor relation score", "successor relation score > 0"),
+                             "eigen copying)", on="copying_suppression",
+         gate="OV suppressing (eigen copying < 0)", fallback="negative eigen copying score"),
+    Rule("successor", "successor relation score", absolute=MAPS_TAU),
 )}
 
 
@@ -171,28 +188,36 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
         if rule is None:
             raise HeadmapsError(f"no label rule for head type {kind!r}; types: {', '.join(RULES)}")
         s = np.asarray(s, dtype=np.float64)
+        fallback = bool(rule.on) and rule.on not in components
+        x = s if fallback or not rule.on else np.asarray(components[rule.on], dtype=np.float64)
         z, med, scale = robust_z(s)
+        zx, medx, scalex = (z, med, scale) if x is s else robust_z(x)
         gate = gate_mask(kind, components, s.shape)
-        lab = np.nan_to_num(z, nan=-np.inf) >= z0
-        top = float(np.nanmax(s)) if np.isfinite(s).any() else math.nan
-        if rel > 0 and math.isfinite(top) and top > 0:
-            lab &= np.nan_to_num(s, nan=-np.inf) >= rel * top
-        lab &= np.nan_to_num(s, nan=-np.inf) >= rule.floor
+        xf = np.nan_to_num(x, nan=-np.inf)
+        top = float(np.nanmax(x)) if np.isfinite(x).any() else math.nan
+        if rule.absolute is not None and not fallback:
+            lab = xf >= rule.absolute - 1e-6  # a relation score is a ratio of counts
+            cut = rule.absolute
+        else:
+            lab = np.nan_to_num(zx, nan=-np.inf) >= z0
+            cut = medx + z0 * scalex
+            if rel > 0 and math.isfinite(top) and top > 0:
+                lab &= xf >= rel * top
+                cut = max(cut, rel * top)
+            lab &= xf >= rule.floor
+            cut = max(cut, rule.floor)
         lab &= gate
         labels[kind] = lab
         zs[kind], pcts[kind] = z.astype(np.float32), percentile(s).astype(np.float32)
-        confs[kind] = confidence(z, z0).astype(np.float32)
-        text = rule.text(z0, fallback="copying_relation" not in components)
-        if not np.isfinite(med):
+        confs[kind] = confidence(zx if rule.absolute is None else z, z0).astype(np.float32)
+        text = rule.text(z0, fallback=fallback)
+        if not np.isfinite(medx):
             rules[kind] = text + " (no score on this model)"
             notes[kind] = f"no {kind.replace('_', '-')} score on this model"
             continue
-        cut = med + z0 * scale
-        if rel > 0 and math.isfinite(top) and top > 0:
-            cut = max(cut, rel * top)
-        cut = max(cut, rule.floor)
-        rules[kind] = (text + f"; here: score >= {cut:.4g} (median {med:.4g}, "
-                       f"scale {scale:.3g}, top {top:.4g})")
+        what = rule.on.replace("_", " ") if rule.on and not fallback else "score"
+        rules[kind] = (text + f"; here: {what} >= {cut:.4g} (median {medx:.4g}, "
+                       f"scale {scalex:.3g}, top {top:.4g})")
         if not lab.any():
             notes[kind] = (f"no clear {kind.replace('_', '-')} head; top candidates "
                            + _candidates(kind, s, z))
