@@ -22,14 +22,25 @@ def types_result() -> HeadTypes:
 
 def test_to_extras_lists_labelled_heads_only():
     ex = types_result().to_extras()
-    assert ex == {"0.1": {"types": ["previous_token", "copying"]}, "1.2": {"types": ["induction"]}}
+    assert {k: v["types"] for k, v in ex.items()} == {"0.1": ["previous_token", "copying"],
+                                                       "1.2": ["induction"]}
+    why = ex["0.1"]["type_evidence"]
+    assert set(why) == {"previous_token", "copying"}
+    assert why["copying"].startswith("copying (from parameters): score 0, robust z 0.0")
+
+
+def test_the_report_carries_each_labels_evidence():
+    norm = normalise_extras(types_result().to_extras(), 2, 3)
+    enc = encode_types(norm, 3)
+    assert enc["why"][0][0].startswith("previous token (from parameters): score 0")
+    assert len(enc["why"]) == len(enc["names"]) and [len(w) for w in enc["why"]] == [1, 1, 1]
 
 
 def test_encoded_per_type_in_type_order():
     norm = normalise_extras(types_result().to_extras(), 2, 3)
     enc = encode_types(norm, 3)
-    assert enc == {"names": ["previous_token", "induction", "copying"],
-                   "heads": [[1], [5], [1]]}
+    assert {k: enc[k] for k in ("names", "heads")} == {
+        "names": ["previous_token", "induction", "copying"], "heads": [[1], [5], [1]]}
 
 
 def test_bad_types_are_refused():

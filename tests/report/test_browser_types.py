@@ -21,6 +21,7 @@ def typed_report(tmp_path_factory):
     scan, extras = synthetic_scan(3, 8, 4, seed=2)
     for key, kinds in TYPES.items():
         extras.setdefault(key, {})["types"] = kinds
+    extras["2.5"]["type_evidence"] = {"induction": "induction (from parameters): score 2.7, z 15"}
     return write_report(tmp_path_factory.mktemp("report") / "types.html", scan, extras)
 
 
@@ -54,6 +55,10 @@ def test_badges_in_head_list_and_detail(page):
         page.wait_for_timeout(1000)
     expect(panel).to_have_attribute("data-head", "2.5")
     assert panel.locator('.meta .badge.htype[data-type="induction"]').inner_text() == "induction"
+    # a label's evidence is its tooltip; a label without evidence keeps the generic one
+    ind = page.locator('#hm-tbody tr.r[data-head="2.5"] .badge.htype')
+    assert ind.get_attribute("title") == "induction (from parameters): score 2.7, z 15"
+    assert badges.nth(0).get_attribute("title") == "head type (from parameters)"
 
 
 def test_type_filter_narrows_the_list(page):

@@ -111,13 +111,22 @@ class HeadTypes:
                  "rule": self.thresholds.get(t, "")} for t in kinds]
 
     def to_extras(self) -> dict[str, dict[str, Any]]:
-        """Per-head report extras: ``{"L.H": {"types": ["induction", ...]}}`` for labelled heads.
+        """Per-head report extras for labelled heads: ``{"L.H": {"types": ["induction", ...],
+        "type_evidence": {"induction": "score ..., robust z ..., rule: ..."}}}``.
 
         See :mod:`headmaps.report.schema`; the report shows them as badges and a filter.
         """
-        return {f"{layer}.{head}": {"types": kinds}
-                for layer in range(self.n_layers) for head in range(self.n_heads)
-                if (kinds := self.types_of(layer, head))}
+        out: dict[str, dict[str, Any]] = {}
+        for layer in range(self.n_layers):
+            for head in range(self.n_heads):
+                if kinds := self.types_of(layer, head):
+                    out[f"{layer}.{head}"] = {"types": kinds, "type_evidence": {
+                        e["type"]: (f"{e['type'].replace('_', ' ')} (from parameters): score "
+                                    f"{e['score']:.4g}, robust z {e['z']:.1f}, percentile "
+                                    f"{e['percentile']:.1f}, confidence {e['confidence']:.2f}; "
+                                    f"rule: {e['rule']}")
+                        for e in self.evidence(layer, head)}}
+        return out
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per head: ``<type>`` scores, ``is_<type>`` labels, the evidence

@@ -145,12 +145,17 @@ def encode_types(extras: dict[tuple[int, int], HeadExtra], n_heads: int) -> dict
     the page can filter by type without parsing every head's extras.
     """
     heads: dict[str, list[int]] = {}
+    why: dict[str, list[str]] = {}
     for (layer, head), e in sorted(extras.items()):
         for t in e.get("types") or []:
             heads.setdefault(t, []).append(layer * n_heads + head)
+            why.setdefault(t, []).append((e.get("type_evidence") or {}).get(t, ""))
     rank = {t: i for i, t in enumerate(TYPE_ORDER)}
     names = sorted(heads, key=lambda t: (rank.get(t, len(rank)), t))
-    return {"names": names, "heads": [heads[t] for t in names]}
+    out: dict[str, Any] = {"names": names, "heads": [heads[t] for t in names]}
+    if any(w for t in names for w in why[t]):  # the evidence of each label, for its tooltip
+        out["why"] = [why[t] for t in names]
+    return out
 
 
 def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra],

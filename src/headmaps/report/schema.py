@@ -65,6 +65,7 @@ class HeadExtra(TypedDict, total=False):
     unclear: bool
     attention: AttentionExtra
     types: list[str]
+    type_evidence: dict[str, str]
 
 
 #: ``"L.H"`` -> :class:`HeadExtra`.
@@ -123,6 +124,8 @@ def normalise_extras(extras: dict[str, Any] | None, n_layers: int,
             e["attention"] = _attention(key, raw["attention"])
         if raw.get("types"):
             e["types"] = _types(key, raw["types"])
+        if raw.get("type_evidence"):  # type -> why the head carries it (HeadTypes.to_extras)
+            e["type_evidence"] = {str(k): str(v) for k, v in dict(raw["type_evidence"]).items()}
         out[(layer, head)] = e
     return out
 

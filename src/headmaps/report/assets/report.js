@@ -62,11 +62,12 @@
   function name(i) { return ((i / H) | 0) + '.' + (i % H); }
   // Head types (payload "types": one ascending list of head indices per type name).
   var TYN = (D.types && D.types.names) || [], TYH = new Array(N);
-  TYN.forEach(function (t, k) { D.types.heads[k].forEach(function (i) { (TYH[i] = TYH[i] || []).push(k); }); });
+  var TYW = {};  // "k,i" -> the label's evidence (score, z, percentile, confidence, rule)
+  TYN.forEach(function (t, k) { D.types.heads[k].forEach(function (i, n) { (TYH[i] = TYH[i] || []).push(k); if (D.types.why) TYW[k + ',' + i] = D.types.why[k][n]; }); });
   function typeLabel(t) { return String(t).replace(/_/g, ' '); }
   function typeBadges(i) {
     return (TYH[i] || []).map(function (k) {
-      return ' <span class="badge htype" data-type="' + esc(TYN[k]) + '" title="head type (from parameters)">' +
+      return ' <span class="badge htype" data-type="' + esc(TYN[k]) + '" title="' + esc(TYW[k + ',' + i] || 'head type (from parameters)') + '">' +
         esc(typeLabel(TYN[k])) + '</span>';
     }).join('');
   }
