@@ -80,6 +80,12 @@ def run_model(name: str, args: argparse.Namespace, lines: list[str]):
     t_beh = t_attn + t_cs + t_rel
 
     table = compare(full, beh)
+    others = []
+    for preset in args.compare_presets:
+        other = hm.head_types(m, preset=preset, relations=not args.attention_only,
+                              max_distance=args.max_distance, calibration=False)
+        others += [f"the same behaviour against the static pass with preset {preset}:", "",
+                   markdown(compare(other, beh)[COLUMNS]), ""]
     lines += [f"## {m.model_id}: {m.n_layers} layers x {m.n_heads} heads, preset "
               f"{full.preset}", "",
               "static pass " + ("without" if args.attention_only else "with")
@@ -92,6 +98,7 @@ def run_model(name: str, args: argparse.Namespace, lines: list[str]):
         ctx = ctx[ctx["type"].isin(with_ctx)]
         lines += ["copying and successor against the dynamic scores *with* context (the "
                   "head's actual output in the templates):", "", markdown(ctx[COLUMNS]), ""]
+    lines += others
     lines += ["| pass | seconds | behavioural / static |", "| --- | ---: | ---: |",
               f"| static, with relation scores | {t_full:.1f} | {t_beh / t_full:.1f}x |",
               f"| static, without relation scores | {t_fast:.1f} | {t_beh / t_fast:.1f}x |",
@@ -108,12 +115,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", action="append", default=None,
                     help="a model (repeat for several; default smollm2-135m)")
     ap.add_argument("--preset", default="through", help="projection preset (default through)")
+    ap.add_argument("--compare-presets", default="",
+                    help="comma-separated presets whose static pass is also judged against the "
+                         "same behaviour (e.g. norms)")
     ap.add_argument("--out", default=None, help="also write the report as markdown here")
     ap.add_argument("--max-distance", type=int, default=64,
                     help="distances of the sampled profile (default 64)")
     ap.add_argument("--attention-only", action="store_true",
                     help="skip the relation scores and the dynamic relation detectors")
     args = ap.parse_args(argv)
+    args.compare_presets = [p for p in args.compare_presets.split(",") if p]
     models = args.model or ["smollm2-135m"]
 
     lines = [f"preset {args.preset} (no stored calibration); behavioural positives: "
@@ -127,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.out:
         sample = {"models": models, "preset": args.preset, "positives": POSITIVE,
+                  "compare_presets": args.compare_presets,
                   "max_distance": args.max_distance, "attention_only": args.attention_only,
                   "static": {"n_tokens": DEFAULT_N_TOKENS, "n_samples": 256, "n_sources": 16},
                   "behaviour": {"text": "headmaps.experiments.behaviour.TEXT",

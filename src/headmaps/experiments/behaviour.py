@@ -14,9 +14,15 @@ with ``A[l, h, i, j]`` the attention probability of query position ``i`` on key 
 * **duplicate-token** (:func:`duplicate_token_scores`): the same sequences,
   ``mean_{j = 0..n-1} A[n + j, j]``: attention to the earlier occurrence of the same token.
 * **copying** and **successor** (:func:`relation_behaviour`): the dynamic relation score
-  of :mod:`headmaps.experiments.dynamic` (with context, mean over the library's neutral
-  templates) for the ``copying`` and ``successor`` relations: the fraction of prompts
-  whose target is in the top-k of the head's actual output projected to the vocabulary.
+  of :mod:`headmaps.experiments.dynamic` (without context by default: the head's output
+  when its attention at the last position rests on the source token; mean over the
+  library's neutral templates) for the ``copying`` and ``successor`` relations: the
+  fraction of prompts whose target is in the top-k of that output projected to the
+  vocabulary.
+* **copy suppression** (:func:`copy_suppression_scores`): where the model predicts a token
+  that occurs earlier in the prompt, the direct effect on that token's logit of what the
+  head reads from its earlier occurrences, weighted by its attention there (positive =
+  suppression).
 
 Attention probabilities are read with forward hooks (:func:`~headmaps.experiments.hooks.hooked`)
 on every attention module while the model runs its eager attention (switched on for the
@@ -201,7 +207,8 @@ def relation_behaviour(model: HeadModel, relation: str, max_pairs: int | None = 
 
 
 #: Behavioural detector names, in display order.
-BEHAVIOURS = ("previous_token", "induction", "duplicate_token", "copying", "successor")
+BEHAVIOURS = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression",
+              "successor")
 
 
 def behaviour_scores(model: HeadModel, *, relations: bool = True, n_tokens: int = 50,
@@ -211,7 +218,8 @@ def behaviour_scores(model: HeadModel, *, relations: bool = True, n_tokens: int 
 
     Args:
         model: a model with its transformers model (and tokenizer for the text and relations).
-        relations: also run the copying and successor relation detectors (need a tokenizer).
+        relations: also run the copying and successor relation detectors (need a tokenizer;
+            without context, see :func:`relation_behaviour`).
         n_tokens: length of each repeated random sequence.
         n_seqs: number of repeated random sequences.
         max_pairs: pairs per relation for the dynamic scores.
@@ -219,7 +227,9 @@ def behaviour_scores(model: HeadModel, *, relations: bool = True, n_tokens: int 
     """
     induction, duplicate = repeat_scores(model, n_tokens, n_seqs, seed)
     out = {"previous_token": previous_token_scores(model), "induction": induction,
-           "duplicate_token": duplicate}
+           "duplicate_token": duplicate,
+           "copy_suppression": copy_suppression_scores(model, n_tokens=n_tokens, n_seqs=n_seqs,
+                                                       seed=seed)}
     if relations:
         for name in ("copying", "successor"):
             out[name] = relation_behaviour(model, name, max_pairs, seed)

@@ -65,6 +65,11 @@ class Rule:
     gate: str = ""
     floor: float = -math.inf
     fallback: str = ""
+    fallback_floor: float = -math.inf
+
+    def floor_of(self, fallback: bool) -> float:
+        """The outlier rule's floor (the fallback score has its own)."""
+        return self.fallback_floor if fallback and self.fallback else self.floor
 
     def text(self, z0: float = Z0, fallback: bool = False) -> str:
         """The rule in words (``fallback``: without the relation ingredients)."""
@@ -74,7 +79,8 @@ class Rule:
             what = self.fallback
         if self.absolute is not None and not fallback:
             return f"{what} >= {self.absolute:g}{g}"
-        fl = f" and >= {self.floor:g}" if math.isfinite(self.floor) else ""
+        floor = self.floor_of(fallback)
+        fl = f" and >= {floor:g}" if math.isfinite(floor) else ""
         return (f"robust z of the {what} >= {z0:g} in this model and at least {REL:g} x the "
                 f"model's top{fl}{g}")
 
@@ -87,10 +93,11 @@ RULES: dict[str, Rule] = {r.type: r for r in (
                             "position)", floor=1.0),
     Rule("copying", "copying score (copying relation and eigen copying)", absolute=MAPS_TAU,
          on="copying_relation", gate="OV copying (eigen copying > 0)",
-         fallback="eigen copying score"),
+         fallback="eigen copying score", fallback_floor=0.5),
     Rule("copy_suppression", "copy-suppression score (copying suppression and negative "
                              "eigen copying)", on="copying_suppression",
-         gate="OV suppressing (eigen copying < 0)", fallback="negative eigen copying score"),
+         gate="OV suppressing (eigen copying < 0)", fallback="negative eigen copying score",
+         fallback_floor=0.5),
     Rule("successor", "successor relation score", absolute=MAPS_TAU),
 )}
 
@@ -204,8 +211,8 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
             if rel > 0 and math.isfinite(top) and top > 0:
                 lab &= xf >= rel * top
                 cut = max(cut, rel * top)
-            lab &= xf >= rule.floor
-            cut = max(cut, rule.floor)
+            lab &= xf >= rule.floor_of(fallback)
+            cut = max(cut, rule.floor_of(fallback))
         lab &= gate
         labels[kind] = lab
         zs[kind], pcts[kind] = z.astype(np.float32), percentile(s).astype(np.float32)
