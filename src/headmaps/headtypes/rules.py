@@ -87,7 +87,7 @@ class Rule:
 
 #: The label rules, one per type, in display order (grounds: docs/head-types.md).
 RULES: dict[str, Rule] = {r.type: r for r in (
-    Rule("previous_token", "expected attention on the previous token", absolute=0.5),
+    Rule("previous_token", "expected attention on the previous token", absolute=0.4),
     Rule("induction", "induction score (previous-token mass x induction QK match)", floor=1.0),
     Rule("duplicate_token", "duplicate-token score (self-preference x attention off the own "
                             "position)", floor=1.0),
