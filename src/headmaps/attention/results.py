@@ -72,10 +72,12 @@ class PositionalProfile:
 
     @property
     def prev_mass(self) -> float:
-        """A head's previous-token mass: the expected attention on ``Δ = 1`` over random
-        tokens (:attr:`sampled_prev_mass`, the one definition that the head types and
-        ``headmaps types`` use too); the mean-vector weight (:attr:`mean_prev_mass`)
-        only when no sampled profile is at hand."""
+        """A head's previous-token mass (one definition, shared with the head types).
+
+        The expected attention on ``Δ = 1`` over random tokens (:attr:`sampled_prev_mass`,
+        which ``headmaps types`` shows too); the mean-vector weight (:attr:`mean_prev_mass`)
+        only when no sampled profile is at hand.
+        """
         sampled = self.sampled_prev_mass
         return sampled if math.isfinite(sampled) else self.mean_prev_mass
 

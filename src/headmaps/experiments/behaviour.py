@@ -325,7 +325,9 @@ def copy_suppression_scores(model: HeadModel, prompts: list[torch.Tensor] | None
     Args:
         model: a model with its transformers model.
         prompts: ``(B, T)`` id batches; default :func:`suppression_prompts`.
-        n_tokens, n_seqs, seed: of the default repeated random sequences.
+        n_tokens: length of the default repeated random sequences.
+        n_seqs: their number.
+        seed: their seed (and of the vocabulary sample).
         parts: also return the mean attention on ``J`` and the number of positions.
 
     Returns:

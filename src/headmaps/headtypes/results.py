@@ -95,8 +95,10 @@ class HeadTypes:
         return [t for t in self.labels if bool(self.labels[t][layer, head])]
 
     def evidence(self, layer: int, head: int, kind: str | None = None) -> list[dict[str, Any]]:
-        """Why a head carries its labels: per type (all of its labels, or ``kind``) the score,
-        robust z, percentile, confidence and rule."""
+        """Why a head carries its labels (or its standing for ``kind``).
+
+        Per type: the label, score, robust z, percentile, confidence and rule.
+        """
         if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
             raise HeadmapsError(f"head {layer}.{head} is outside {self.n_layers} x "
                                 f"{self.n_heads} heads")
@@ -111,8 +113,10 @@ class HeadTypes:
                  "rule": self.thresholds.get(t, "")} for t in kinds]
 
     def to_extras(self) -> dict[str, dict[str, Any]]:
-        """Per-head report extras for labelled heads: ``{"L.H": {"types": ["induction", ...],
-        "type_evidence": {"induction": "score ..., robust z ..., rule: ..."}}}``.
+        """Per-head report extras for labelled heads.
+
+        ``{"L.H": {"types": ["induction", ...], "type_evidence": {"induction": "score ...,
+        robust z ..., rule: ..."}}}``.
 
         See :mod:`headmaps.report.schema`; the report shows them as badges and a filter.
         """
@@ -129,9 +133,12 @@ class HeadTypes:
         return out
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table, one row per head: ``<type>`` scores, ``is_<type>`` labels, the evidence
-        ``z_<type>`` (robust z), ``pct_<type>`` (percentile), ``conf_<type>`` (confidence),
-        ``c_<component>`` ingredients and ``types`` (the labels, comma-separated)."""
+        """Tidy table, one row per head.
+
+        ``<type>`` scores, ``is_<type>`` labels, the evidence ``z_<type>`` (robust z),
+        ``pct_<type>`` (percentile), ``conf_<type>`` (confidence), ``c_<component>``
+        ingredients and ``types`` (the labels, comma-separated).
+        """
         L, H = np.meshgrid(np.arange(self.n_layers), np.arange(self.n_heads), indexing="ij")
         cols: dict[str, Any] = {"layer": L.ravel(), "head": H.ravel()}
         for t, s in self.scores.items():
@@ -186,10 +193,12 @@ class HeadTypes:
                    dict(h.get("notes", {})))
 
     def table(self, n: int = 8) -> str:
-        """Which heads are which type, as plain text: per type the rule (with its threshold
-        on this model), then each labelled head (best first, at most ``n``) with its score,
-        robust z, percentile and confidence; a type with no label says so and names its
-        best candidates."""
+        """Which heads are which type, as plain text.
+
+        Per type the rule (with its threshold on this model), then each labelled head
+        (best first, at most ``n``) with its score, robust z, percentile and confidence; a
+        type with no label says so and names its best candidates.
+        """
         lines = []
         for t in self.scores:
             hs = self.heads_of(t)
@@ -198,8 +207,9 @@ class HeadTypes:
                 lines.append(f"    rule: {self.thresholds[t]}")
             for a, b in hs[:n]:
                 lines.append(f"    {a}.{b:<5} score {self.scores[t][a, b]:<8.4g} z "
-                             f"{self.zscores[t][a, b]:5.1f}  percentile {self.percentiles[t][a, b]:5.1f}"
-                             f"  confidence {self.confidence[t][a, b]:.2f}")
+                             f"{self.zscores[t][a, b]:5.1f}  percentile "
+                             f"{self.percentiles[t][a, b]:5.1f}  confidence "
+                             f"{self.confidence[t][a, b]:.2f}")
             if len(hs) > n:
                 lines.append(f"    ... {len(hs) - n} more")
             if not hs and self.notes.get(t):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -182,6 +181,7 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
         scores: type -> ``(L, H)`` static score (NaN where missing).
         components: the ingredients (``eigen_copying``, ``successor_relation``... for the gates).
         z0: the robust-z bound (default :data:`Z0`; other values are for study only).
+        rel: the fraction of the type's top score an outlier label needs (default :data:`REL`).
 
     Returns:
         ``(labels, evidence)``.
@@ -229,10 +229,3 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
             notes[kind] = (f"no clear {kind.replace('_', '-')} head; top candidates "
                            + _candidates(kind, s, z))
     return labels, Evidence(zs, pcts, confs, rules, notes)
-
-
-def describe(kind: str, ev: Evidence, layer: int, head: int, score: float) -> dict[str, Any]:
-    """One head's evidence for ``kind`` as a JSON-able dict."""
-    return {"type": kind, "score": float(score), "z": float(ev.z[kind][layer, head]),
-            "percentile": float(ev.percentile[kind][layer, head]),
-            "confidence": float(ev.confidence[kind][layer, head]), "rule": ev.rules[kind]}
