@@ -48,6 +48,12 @@ def test_analyse_has_every_part(result, model):
     # the head types reuse the scan's copying scores instead of scoring again
     np.testing.assert_allclose(result.types.components["copying_relation"],
                                result.scan["copying"].scores)
+    # one previous-token number: the types' score is the QK summary's (sampled) mass
+    for layer, head in [(0, 0), (1, 1)]:
+        prof = result.attention.profile_at(layer, head)
+        assert result.types.scores["previous_token"][layer, head] == pytest.approx(
+            prof.prev_mass, abs=1e-6)
+        assert prof.prev_mass == pytest.approx(prof.sampled_prev_mass)
 
 
 def test_save_load_round_trip(result, tmp_path):
