@@ -11,8 +11,10 @@ previous_token    expected attention on Δ = 1 of the sampled positional profile
 induction         ``max_g prev(g) * match(h, g)`` over the 16 heads ``g`` of highest ``prev``
                   in earlier layers; ``match`` the induction QK z-score
                   (:func:`~headmaps.headtypes.static.induction_match`)
-duplicate_token   ``self_pref * (1 - self_mass)``: the token's own key standing out for its
-                  query, times the attention the head leaves off its own position
+duplicate_token   ``self_pref * (1 - local_mass)``: the token's own key standing out for its
+                  query, times the attention the head leaves beyond the recent window
+                  (``local_mass``: the sampled profile's weight on Δ <= 4), where an earlier
+                  copy of the token lies
 copying           mean of the copying relation score and ``(1 + eig) / 2``
 copy_suppression  mean of the copying suppression score and ``(1 - eig) / 2``
 successor         the ``successor`` relation score
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 
 from .. import projection as P
+from ..attention.results import LOCAL_DISTANCE
 from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
@@ -124,8 +127,8 @@ def scores_of(c: dict[str, np.ndarray], sources: list[tuple[int, int]]) -> dict[
     m0 = np.nan_to_num(match, nan=0.0)
     scores["induction"] = ((m0 * src_prev[None, None, :]).max(-1) if len(sources)
                            else np.zeros((L, H)))
-    self_mass = c.get("self_mass", np.zeros((L, H)))
-    scores["duplicate_token"] = selfp * (1 - self_mass)
+    local = c.get("local_mass", c.get("self_mass", np.zeros((L, H))))
+    scores["duplicate_token"] = selfp * (1 - local)
     if "copying_relation" in c:
         scores["copying"] = (c["copying_relation"] + (1 + eig) / 2) / 2
         scores["copy_suppression"] = (c["copying_suppression"] + (1 - eig) / 2) / 2
@@ -219,6 +222,7 @@ def head_types(
     else:
         mass = S.positional_mass(model, src, max_distance, n_samples, seed)
     comp["prev_mass"], comp["self_mass"] = mass[..., 1], mass[..., 0]
+    comp["local_mass"] = mass[..., :LOCAL_DISTANCE + 1].sum(-1)
     comp["self_preference"] = S.self_preference(model, src)
     sources = candidate_sources(comp["prev_mass"], n_sources)
     kc = S.k_composition(model, sources)

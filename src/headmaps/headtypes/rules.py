@@ -88,8 +88,8 @@ class Rule:
 RULES: dict[str, Rule] = {r.type: r for r in (
     Rule("previous_token", "expected attention on the previous token", absolute=0.4),
     Rule("induction", "induction score (previous-token mass x induction QK match)", floor=1.0),
-    Rule("duplicate_token", "duplicate-token score (self-preference x attention off the own "
-                            "position)", floor=1.0),
+    Rule("duplicate_token", "duplicate-token score (self-preference x attention beyond the "
+                            "recent window)", floor=1.0),
     Rule("copying", "copying score (copying relation and eigen copying)", absolute=MAPS_TAU,
          on="copying_relation", gate="OV copying (eigen copying > 0)",
          fallback="eigen copying score", fallback_floor=0.5),
