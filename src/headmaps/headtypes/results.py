@@ -199,14 +199,19 @@ class HeadTypes:
         (best first, at most ``n``) with its score, robust z, percentile and confidence; a
         type with no label says so and names its best candidates.
         """
+        from . import rules as R
+
         lines = []
         for t in self.scores:
             hs = self.heads_of(t)
             lines.append(f"{t:<17} {len(hs):>4} heads")
             if t in self.thresholds:
                 lines.append(f"    rule: {self.thresholds[t]}")
+            on = getattr(R.RULES.get(t), "on", "")
             for a, b in hs[:n]:
-                lines.append(f"    {a}.{b:<5} score {self.scores[t][a, b]:<8.4g} z "
+                val = (f" ({on.replace('_', ' ')} {self.components[on][a, b]:.4g})"
+                       if on in self.components else "")
+                lines.append(f"    {a}.{b:<5} score {self.scores[t][a, b]:<8.4g}{val} z "
                              f"{self.zscores[t][a, b]:5.1f}  percentile "
                              f"{self.percentiles[t][a, b]:5.1f}  confidence "
                              f"{self.confidence[t][a, b]:.2f}")

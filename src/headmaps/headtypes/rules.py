@@ -17,8 +17,10 @@ Iglewicz & Hoaglin's fallback. Types with an extra condition from how the circui
 (:data:`RULES`, ``gate``) must pass it too.
 
 Every label comes with evidence: the score, its robust z, its percentile among the
-model's heads, the rule (with the threshold in score units on this model) and a
-confidence ``1 / (1 + exp(-(z - Z0)))`` (0.5 at the bound, 0.88 two units above). A type
+model's heads (of the quantity the rule reads: the score, or the relation score it is built
+on), the rule (with its threshold on this model) and a confidence
+``1 / (1 + exp(-(x - threshold) / scale))``: the margin over the threshold in robust standard
+deviations (0.5 at the threshold, 0.88 two above). A type
 with no head above the bound says so, with its best candidates, instead of an empty list.
 """
 
@@ -134,7 +136,12 @@ def percentile(scores: np.ndarray) -> np.ndarray:
 
 
 def confidence(z: np.ndarray, z0: float = Z0) -> np.ndarray:
-    """``1 / (1 + exp(-(z - z0)))``: 0.5 at the bound; NaN stays NaN."""
+    """``1 / (1 + exp(-(z - z0)))``: 0.5 at the bound; NaN stays NaN.
+
+    :func:`apply` uses the general form ``1 / (1 + exp(-(x - cut) / scale))``: the margin
+    over the rule's threshold on this model in robust standard deviations (equal to this
+    when the threshold is the z bound).
+    """
     z = np.asarray(z, dtype=np.float64)
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-(z - z0)))
@@ -215,8 +222,11 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
             cut = max(cut, rule.floor_of(fallback))
         lab &= gate
         labels[kind] = lab
-        zs[kind], pcts[kind] = z.astype(np.float32), percentile(s).astype(np.float32)
-        confs[kind] = confidence(zx if rule.absolute is None else z, z0).astype(np.float32)
+        # the evidence is about the quantity the rule reads (the score or its component)
+        zs[kind], pcts[kind] = zx.astype(np.float32), percentile(x).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            margin = (x - cut) / scalex if scalex > 1e-12 else np.where(x >= cut, np.inf, -np.inf)
+            confs[kind] = (1.0 / (1.0 + np.exp(-margin))).astype(np.float32)
         text = rule.text(z0, fallback=fallback)
         if not np.isfinite(medx):
             rules[kind] = text + " (no score on this model)"
