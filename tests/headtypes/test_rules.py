@@ -78,6 +78,18 @@ def test_absolute_rules_read_their_component():
     assert "no clear previous-token head" in ev.notes["previous_token"]
 
 
+def test_the_relation_threshold_follows_tau():
+    comp = {"eigen_copying": np.full((12, 8), 0.5), "copying_relation": np.zeros((12, 8))}
+    comp["copying_relation"][2, 2] = 0.12
+    scores = {"copying": _noise()}
+    assert not R.apply(scores, comp)[0]["copying"].any()  # MAPS tau 0.15
+    labels, ev = R.apply(scores, comp, tau=0.1)  # a scan run with tau 0.1
+    assert np.argwhere(labels["copying"]).tolist() == [[2, 2]]
+    assert ev.rules["copying"].startswith("copying relation >= 0.1 and")
+    with pytest.raises(HeadmapsError, match="tau"):
+        R.apply(scores, comp, tau=0)
+
+
 def test_gates_and_floors_hold_back_an_outlier():
     eig = np.zeros((12, 8))
     eig[5, 2] = -0.5  # a copying outlier whose OV suppresses: not a copying head

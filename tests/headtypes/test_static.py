@@ -220,6 +220,8 @@ def test_compare_finds_the_constructed_previous_token_head(built):
 def test_bad_arguments_are_clear(built):
     with pytest.raises(hm.HeadmapsError, match="n_tokens"):
         hm.head_types(hm.load(built), n_tokens=1)
+    with pytest.raises(hm.HeadmapsError, match="profile must be"):
+        hm.head_types(hm.load(built), relations=False, profile=np.zeros((3, 4)))
 
 
 def test_cli_types_prints_the_table(built, tmp_path, capsys):

@@ -188,7 +188,8 @@ def head_types(
         relations: score the copying and successor relations (approach A, the costly part:
             every head's ``W_O U`` over the vocabulary); False uses the eigenvalue score alone.
         scan: reuse these relation scores (a scan of this model holding ``copying`` and
-            ``successor``) instead of scoring them again.
+            ``successor``) instead of scoring them again; its ``tau`` is then the threshold
+            of the copying and successor labels.
         calibration: with no preset or option given, use the model's stored calibration
             (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
             :mod:`headmaps.calibration`).
@@ -228,7 +229,7 @@ def head_types(
     kc = S.k_composition(model, sources)
     match = S.induction_match(model, src, sources)
     scores = scores_of({**comp, "k_composition": kc, "induction_match": match}, sources)
-    labels, ev = R.apply(scores, comp)
+    labels, ev = R.apply(scores, comp, tau=scan.tau if scan is not None else None)
     for name, arr in (("k_composition", kc), ("induction_match", match)):
         a0 = np.nan_to_num(arr, nan=-np.inf).max(-1)
         comp[name] = np.where(np.isfinite(a0), a0, np.nan).astype(np.float32)

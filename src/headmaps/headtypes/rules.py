@@ -27,7 +27,7 @@ with no head above the bound says so, with its best candidates, instead of an em
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -181,7 +181,8 @@ def _candidates(kind: str, scores: np.ndarray, z: np.ndarray, n: int = 3) -> str
 
 
 def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
-          z0: float = Z0, rel: float = REL) -> tuple[dict[str, np.ndarray], Evidence]:
+          z0: float = Z0, rel: float = REL,
+          tau: float | None = None) -> tuple[dict[str, np.ndarray], Evidence]:
     """Labels and evidence for every type from its scores (the rules of :data:`RULES`).
 
     Args:
@@ -189,12 +190,16 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
         components: the ingredients (``eigen_copying``, ``successor_relation``... for the gates).
         z0: the robust-z bound (default :data:`Z0`; other values are for study only).
         rel: the fraction of the type's top score an outlier label needs (default :data:`REL`).
+        tau: the relation threshold of the relation-score rules (copying, successor); None:
+            :data:`MAPS_TAU` (``head_types`` passes the τ of a reused scan).
 
     Returns:
         ``(labels, evidence)``.
     """
     if not (isinstance(z0, (int, float)) and math.isfinite(z0)):
         raise HeadmapsError(f"z0 must be a finite number, got {z0!r}")
+    if tau is not None and not (isinstance(tau, (int, float)) and 0 < tau <= 1):
+        raise HeadmapsError(f"tau must be in (0, 1], got {tau!r}")
     labels: dict[str, np.ndarray] = {}
     zs, pcts, confs, rules, notes = {}, {}, {}, {}, {}
     for kind, s in scores.items():
@@ -209,9 +214,13 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
         gate = gate_mask(kind, components, s.shape)
         xf = np.nan_to_num(x, nan=-np.inf)
         top = float(np.nanmax(x)) if np.isfinite(x).any() else math.nan
-        if rule.absolute is not None and not fallback:
-            lab = xf >= rule.absolute - 1e-6  # a relation score is a ratio of counts
-            cut = rule.absolute
+        absolute = rule.absolute
+        if absolute == MAPS_TAU and tau is not None:
+            absolute = tau
+            rule = replace(rule, absolute=tau)
+        if absolute is not None and not fallback:
+            lab = xf >= absolute - 1e-6  # a relation score is a ratio of counts
+            cut = absolute
         else:
             lab = np.nan_to_num(zx, nan=-np.inf) >= z0
             cut = medx + z0 * scalex
