@@ -263,13 +263,14 @@ def _attention(field: str) -> Callable[[Any], float]:
 # ---- head types --------------------------------------------------------------------------
 
 def _head_type_auroc(kind: str) -> Callable[[Any], float]:
-    """AUROC of one attention type, as ``bench_head_types.py --attention-only``."""
+    """AUROC of one attention type, as ``bench_head_types.py`` (preset through, absolute
+    behavioural positives)."""
     def run(m: Any) -> float:
         def compute() -> Any:
             from headmaps.experiments import behaviour as B
             from headmaps.headtypes.validate import compare
 
-            types = hm.head_types(m, relations=False, calibration=False)
+            types = hm.head_types(m, relations=False, preset="through", calibration=False)
             induction, duplicate = B.repeat_scores(m)
             beh = {"previous_token": B.previous_token_scores(m), "induction": induction,
                    "duplicate_token": duplicate}
@@ -327,10 +328,10 @@ QUICK: list[Check] = [
           0.881, 0.002, _attention("auroc")),
     Check("QK: overlap of the top-10 previous-token heads", "docs/results/attention.md", 3.0, 0,
           _attention("overlap")),
-    *[Check(f"head types: {kind} AUROC", "docs/results/head-types.md, run 2", value, 0.002,
-            _head_type_auroc(kind))
-      for kind, value in (("previous_token", 0.895), ("induction", 0.899),
-                          ("duplicate_token", 0.892))],
+    *[Check(f"head types: {kind} AUROC (through)", "docs/results/head-types.md, issue 23",
+            value, 0.002, _head_type_auroc(kind))
+      for kind, value in (("previous_token", 0.998), ("induction", 0.998),
+                          ("duplicate_token", 0.995))],
     Check("scan speed: early exit = dense on layers 0 and 29 (paper)",
           "docs/results/scan-speed.md", "identical", 0,
           _early_exit_equals_dense([0, 29], "paper")),
@@ -361,10 +362,10 @@ GEMMA_QUICK: list[Check] = [
       for ctx, value in (("without", 0.75), ("with", 0.56))],
     *_causal_checks(f"{GEMMA} section 6", "causal (calibrated)", "name_copying",
                     _calibrated_options("gemma3-270m"), (4, 1.00, 0.22)),
-    *[Check(f"head types: {kind} AUROC", "docs/results/head-types.md, Gemma 3 270M", value,
-            0.002, _head_type_auroc(kind))
-      for kind, value in (("previous_token", 0.287), ("induction", 0.474),
-                          ("duplicate_token", 0.846))],
+    *[Check(f"head types: {kind} AUROC (through)", "docs/results/head-types.md, issue 23",
+            value, 0.002, _head_type_auroc(kind))
+      for kind, value in (("previous_token", 0.941), ("induction", 0.949),
+                          ("duplicate_token", 1.000))],
     Check("scan speed: early exit = dense on layer 17 (norms; copying, country_to_capital)",
           "docs/results/scan-speed.md", "identical", 0,
           _early_exit_equals_dense([17], "norms", ["copying", "country_to_capital"])),
