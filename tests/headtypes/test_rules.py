@@ -120,7 +120,8 @@ def test_headtypes_carries_the_evidence_through_frame_table_and_save(tmp_path):
     assert {"z_previous_token", "pct_previous_token", "conf_previous_token"} <= set(frame.columns)
     assert frame.loc[(3, 4), "pct_previous_token"] == 100
     text = res.table()
-    assert "3.4   " in text and "percentile 100.0" in text and "no clear induction head" in text
+    assert "    3.4     score" in text and "percentile 100.0" in text
+    assert "no clear induction head" in text
     e = res.evidence(3, 4)
     assert [d["type"] for d in e] == ["previous_token"] and e[0]["z"] >= R.Z0
     back = HeadTypes.load(res.save(tmp_path / "t.parquet"))

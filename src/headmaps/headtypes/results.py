@@ -211,7 +211,7 @@ class HeadTypes:
             for a, b in hs[:n]:
                 val = (f" ({on.replace('_', ' ')} {self.components[on][a, b]:.4g})"
                        if on in self.components else "")
-                lines.append(f"    {a}.{b:<5} score {self.scores[t][a, b]:<8.4g}{val} z "
+                lines.append(f"    {f'{a}.{b}':<7} score {self.scores[t][a, b]:<8.4g}{val} z "
                              f"{self.zscores[t][a, b]:5.1f}  percentile "
                              f"{self.percentiles[t][a, b]:5.1f}  confidence "
                              f"{self.confidence[t][a, b]:.2f}")
