@@ -52,7 +52,7 @@ def test_token_after_prefix_is_the_second_token_of_a_two_token_sequence(arch):
         hidden = model(input_ids=seqs, output_hidden_states=True).hidden_states
     first, x0 = hidden[0][0, 0], hidden[0][:, 1]
     for layer in range(1, m.n_layers):
-        f, got = P.token_alone(m, x0, range(layer), first=first, with_first=True)
+        f, got = P.advance(m, x0, range(layer), first)
         assert rel_err(got, hidden[layer][:, 1]) <= RTOL, f"{arch} layer {layer}"
         assert rel_err(f, hidden[layer][0, 0]) <= RTOL, f"{arch} prefix, layer {layer}"
 
@@ -143,7 +143,7 @@ def test_fused_stream_equals_the_head_by_head_reference(arch):
     x0 = P.embed(m, torch.arange(3, 60), P.PRESETS["alone"])
     first = x0[0]
     for f in (None, first):
-        ref = P.token_alone_reference(m, x0, range(m.n_layers), first=f, with_first=True)
+        ref = P.token_alone_reference(m, x0, range(m.n_layers), first=f)
         got = P.advance(m, x0, range(m.n_layers), f, chunk_rows=11)
         assert rel_err(got[1], ref[1]) <= RTOL
         assert (got[0] is None) == (f is None)

@@ -21,7 +21,6 @@ from .attention import (
     attention_summary,
     positional_profile,
 )
-from .calibration import Calibration, load_calibration
 from .describe.score import DescriptionScore, DescriptionScores, score_descriptions
 from .diff import HeadDiff, diff
 from .errors import (
@@ -34,6 +33,7 @@ from .experiments.calibrate import calibrate
 from .headtypes import HeadTypes, head_types
 from .models import DEFAULT_MODEL, HeadModel, load
 from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
+from .projection.calibration import Calibration, load_calibration
 from .report.api import report
 from .salient import SalientAll, SalientOperations, salient_all, salient_operations
 from .scoring import RelationScores, ScanResult, relation_scores, scan

@@ -203,8 +203,8 @@ def test_malformed_extras_file(model_dir, files, tmp_path, capsys):
 def test_a_damaged_stored_calibration_is_never_used(model_dir, files, tmp_path, monkeypatch,
                                                      capsys, caplog):
     import headmaps as hm
-    from headmaps.calibration import calibration_path
     from headmaps.models import cache
+    from headmaps.projection.calibration import calibration_path
 
     monkeypatch.setenv("HEADMAPS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HEADMAPS_CALIBRATIONS", raising=False)  # the store inside the cache

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import headmaps as hm
-from headmaps import calibration as C
 from headmaps import experiments as ex
 from headmaps.experiments.calibrate import candidates, choose, prefixes
+from headmaps.projection import calibration as C
 from tiny_vocab import COUNTRY_CAPITAL, VERB_PAST, mapping_matrix, set_mapping, vocab_model
 
 TEMPLATES = ["apple <X>", "river house <X>"]

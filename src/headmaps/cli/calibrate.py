@@ -46,12 +46,12 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate, print the candidates and store the choice."""
-    from ..calibration import calibration_path
     from ..experiments.calibrate import calibrate
+    from ..projection.calibration import calibration_path
     from .validate import read_templates
 
     if not args.no_store:
-        from ..calibration import check_store_writable
+        from ..projection.calibration import check_store_writable
 
         check_store_writable()
     model = common.load_model(args)

@@ -146,7 +146,7 @@ def projection_label(result) -> str:
     it, ``norms (uncalibrated)`` for the default without one, else the preset name (or a
     custom projection's options).
     """
-    from ..calibration import label
+    from ..projection.calibration import label
 
     return label(result.preset, result.options, getattr(result, "calibration", None))
 

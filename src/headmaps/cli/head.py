@@ -26,10 +26,6 @@ def register(sub) -> None:
     common.add_describer_args(p)
     p.add_argument("--json", action="store_true",
                    help="print the result as JSON instead of a table")
-    p.add_argument("--qk-preset", default=None,
-                   help="projection preset of the QK half (default: the projection of the OV "
-                        "side, from --preset/--source/--prefix/--no-calibration or the "
-                        "model's calibration)")
     p.add_argument("--max-distance", type=checks.positive_int, default=32,
                    help="positional profile over distances 0..N (default 32)")
     p.add_argument("--no-qk", action="store_true", help="leave out what the head attends to")
@@ -89,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
     if args.max_distance < 1:
         raise HeadmapsError(f"--max-distance must be at least 1, got {args.max_distance}")
     projection = {**common.projection_kwargs(args), **common.calibration_kwargs(args)}
-    if args.qk_preset is not None:
-        projection = {"preset": args.qk_preset}
     qk = None if args.no_qk else qk_card(model, layer, head, projection, args.max_distance)
     if args.json:
         out = ops.to_dict()

@@ -252,7 +252,7 @@ class HeadDiff:
         return "\n".join(lines) + "\n"
 
     def _projection(self) -> str:
-        from ..calibration import label
+        from ..projection.calibration import label
 
         return label(self.preset or "?", self.options, self.calibration)
 

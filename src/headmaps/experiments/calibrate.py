@@ -26,10 +26,10 @@ import numpy as np
 
 from .. import projection as P
 from .. import relations as rel_lib
-from ..calibration import Calibration, check_store_writable, fingerprint, store
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..projection.calibration import Calibration, check_store_writable, fingerprint, store
 from .correlation import correlation
 from .dynamic import default_templates, dynamic_scores
 
@@ -178,9 +178,10 @@ def calibrate(
     Dynamic scores of every head are computed once on a small seeded sample; each
     candidate projection's static scores are correlated with them (the correlation
     experiment, :func:`~headmaps.experiments.correlation`), and the winner is chosen by
-    :data:`RULE`. With ``save`` it is stored for the model (see :mod:`headmaps.calibration`),
-    and ``hm.scan``, ``hm.salient_operations``, the correlation experiment, the report and
-    the CLI then use it whenever no preset or projection option is given.
+    :data:`RULE`. With ``save`` it is stored for the model (see
+    :mod:`headmaps.projection.calibration`), and ``hm.scan``, ``hm.salient_operations``, the
+    correlation experiment, the report and the CLI then use it whenever no preset or
+    projection option is given.
 
     Args:
         model: a HeadModel with its transformers model and tokenizer (``hm.load``).
@@ -199,7 +200,7 @@ def calibrate(
         progress: show progress bars.
 
     Returns:
-        :class:`~headmaps.calibration.Calibration`; its ``candidates`` hold every
+        :class:`~headmaps.projection.calibration.Calibration`; its ``candidates`` hold every
         candidate's median r.
     """
     t0 = time.perf_counter()

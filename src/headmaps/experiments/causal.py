@@ -25,8 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import relations as rel_lib
-from ..calibration import resolve as resolve_projection
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from ..scoring import ScanResult, scan
 from ..scoring.engine import normalise_relations
 from .dynamic import PLACEHOLDER, pad_id, pad_right, subsample, word_ids

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .. import projection as P
-from ..calibration import resolve as resolve_projection
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from ..scoring import ScanResult, scan
 from .dynamic import DynamicScores, dynamic_scores
 from .options import RunOptions

@@ -20,8 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..calibration import label as projection_label
 from ..io import write_text
+from ..projection.calibration import label as projection_label
 from ..scoring.analysis import kv_group_size
 from ..scoring.results import ScanResult
 from .encode import encode

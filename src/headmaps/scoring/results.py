@@ -83,7 +83,7 @@ class ScanResult:
         calibration: how the projection was chosen: ``{}`` when given explicitly,
             ``{"status": "uncalibrated"}`` for the default preset without a stored
             calibration, else the calibration's ``status``, ``label``, ``choice``,
-            ``median_r``, ``n_pairs``, ``fingerprint`` (see :mod:`headmaps.calibration`).
+            ``median_r``, ``n_pairs``, ``fingerprint`` (see :mod:`headmaps.projection.calibration`).
     """
 
     model_id: str

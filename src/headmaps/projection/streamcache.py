@@ -42,7 +42,7 @@ FORMAT = 1
 
 def stream_dir() -> Path:
     """The folder of cached streams, ``<cache>/streams``."""
-    from .models.cache import cache_root
+    from ..models.cache import cache_root
 
     return cache_root() / "streams"
 
@@ -53,7 +53,7 @@ def budget() -> int:
     try:
         return max(0, int(float(raw))) if raw.strip() else DEFAULT_BUDGET
     except ValueError:
-        from .errors import HeadmapsError
+        from ..errors import HeadmapsError
 
         raise HeadmapsError(f"${BUDGET_ENV} must be a number of bytes, got {raw!r}") from None
 

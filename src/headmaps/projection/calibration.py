@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 
-from . import projection as P
-from .errors import CorruptFileError, HeadmapsError, MissingFileError
-from .io import write_json
+from ..errors import CorruptFileError, HeadmapsError, MissingFileError
+from ..io import write_json
+from . import options as P
+from .prefix import concrete
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def fingerprint(model: Any) -> str:
 
 def calibration_dir() -> Path:
     """Where calibrations are stored: ``$HEADMAPS_CALIBRATIONS`` or ``<cache>/calibrations``."""
-    from .models.cache import cache_root
+    from ..models.cache import cache_root
 
     override = os.environ.get(DIR_ENV)
     return Path(override).expanduser() if override else cache_root() / "calibrations"
@@ -189,7 +190,7 @@ def calibration_path(model: Any) -> Path:
 
 def check_store_writable() -> Path:
     """The calibration folder, or a one-line error when it cannot be written (before a run)."""
-    from .io import check_writable
+    from ..io import check_writable
 
     try:
         return check_writable(calibration_dir(), "the calibration store")
@@ -256,7 +257,7 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if preset is not None or overrides:
         opts, name = P.explicit(preset, overrides, salient=salient)
-        return P.concrete(model, opts), name, {}
+        return concrete(model, opts), name, {}
     use = (not disabled_by_env()) if calibration is None else bool(calibration)
     unreadable = None
     if use:
@@ -267,7 +268,7 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
                            "again, `headmaps cache clean` removes it)", err)
             cal, unreadable = None, calibration_path(model).name
         if cal is not None:
-            opts = P.concrete(model, cal.projection())
+            opts = concrete(model, cal.projection())
             return opts, P.preset_name(None, opts), cal.info(calibration_path(model))
     opts, name = P.explicit(None, salient=salient)
     info: dict[str, Any] = {"status": "uncalibrated"}
@@ -275,16 +276,19 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
         info["reason"] = "calibration disabled"
     elif unreadable is not None:
         info["reason"] = f"stored calibration {unreadable} is unreadable"
-    return P.concrete(model, opts), name, info
+    return concrete(model, opts), name, info
 
 
-def label(preset: str, options: dict[str, Any], info: dict[str, Any] | None) -> str:
+def label(preset: str, options: dict[str, Any] | P.ProjectionOptions,
+          info: dict[str, Any] | None = None) -> str:
     """How a result's projection is printed, with its calibration status.
 
     ``calibrated mlp0+fold (median r 0.79 on 64 pairs)``, ``norms (uncalibrated)``, or for
     an explicit projection the preset name (or a custom one's options).
     """
     info = info or {}
+    if isinstance(options, P.ProjectionOptions):
+        options = options.to_dict()
     if info.get("status") == "calibrated":
         return str(info.get("label") or f"calibrated {info.get('choice', preset)}")
     text = P.describe_projection(preset, options)

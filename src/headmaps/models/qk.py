@@ -17,7 +17,7 @@ from typing import Protocol
 
 import torch
 
-from ..models.weights import Norm, Positions, QKWeights
+from .weights import Norm, Positions, QKWeights
 
 
 class Folding(Protocol):
