@@ -209,7 +209,8 @@ def test_qk_side_places_a_prefixed_source_at_its_own_position_once(arch):
     assert rel_err(got, P.embed(m, ids, plain) + pos.embedding[pos.offset + 5].float()) <= RTOL
 
 
-def _framed_tokenizer(specials, bos=None, eos=None, template="", prepend=None):
+def _framed_tokenizer(specials, bos=None, eos=None, template="", prepend=None, unk=None,
+                      pad=None):
     """A word-level tokenizer with the given special tokens, bos/eos names, chat template
     and (optionally) a post-processor that prepends one token to every text."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -221,8 +222,9 @@ def _framed_tokenizer(specials, bos=None, eos=None, template="", prepend=None):
     if prepend is not None:
         tk.post_processor = processors.TemplateProcessing(
             single=f"{prepend} $A", special_tokens=[(prepend, vocab[prepend])])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos,
-                                  eos_token=eos, additional_special_tokens=specials)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos, eos_token=eos,
+                                  unk_token=unk, pad_token=pad,
+                                  additional_special_tokens=specials)
     tok.chat_template = template or None
     return tok
 
@@ -243,3 +245,10 @@ def test_document_prefix_rule():
     only_chat = _framed_tokenizer(["<|im_start|>", "<|im_end|>"], template=chat)
     assert P.document_prefix(only_chat)[0] == ""
     assert P.document_prefix(None)[0] == ""
+    # unknown, padding and mask tokens never separate documents (unless they are the eos)
+    bert_like = _framed_tokenizer(["<unk>", "<pad>"], unk="<unk>", pad="<pad>")
+    assert P.document_prefix(bert_like)[0] == ""
+    sep = _framed_tokenizer(["<unk>", "<pad>", "<|sep|>"], unk="<unk>", pad="<pad>")
+    assert P.document_prefix(sep)[0] == "<|sep|>"
+    pad_is_eos = _framed_tokenizer(["<unk>", "</s>"], unk="<unk>", eos="</s>", pad="</s>")
+    assert P.document_prefix(pad_is_eos)[0] == "</s>"

@@ -21,10 +21,10 @@ def test_keywords_fill_fields_and_projection_overrides():
 
 
 def test_keywords_override_a_given_run():
-    base = RunOptions(k=3, seed=7, projection={"value_bias": True})
-    run = RunOptions.from_kwargs(base, {"seed": 1, "output_bias": True}, batch_size=64)
+    base = RunOptions(k=3, seed=7, projection={"value_bias": False})
+    run = RunOptions.from_kwargs(base, {"seed": 1, "output_bias": False}, batch_size=64)
     assert (run.k, run.seed, run.batch_size) == (3, 1, 32)  # defaults only without a run
-    assert run.projection == {"value_bias": True, "output_bias": True}
+    assert run.projection == {"value_bias": False, "output_bias": False}
     assert P.explicit(run.preset, run.projection)[1] == "custom"
 
 

@@ -73,13 +73,14 @@ PRESETS: dict[str, ProjectionOptions] = {
                                  value_bias=True, output_bias=True, prefix="auto"),
 }
 
-#: The preset used when none is given and no calibration is stored. Chosen by the
-#: correlation experiment (docs/results): ``norms`` ties for best among the block-0
-#: sources on SmolLM2-135M and finds relation heads on Gemma 3 270M, where ``paper``
-#: finds none. ``through`` agrees with inference far better on both (median r 0.91 and
-#: 0.98 without context) but costs a forward pass over the vocabulary for whole-vocabulary
-#: work; docs/results/projection-speed.md has the times that keep it from the default.
-DEFAULT_PRESET = "norms"
+#: The preset used when none is given and no calibration is stored: ``through``, the
+#: token run through every earlier block after the token that starts pretraining
+#: documents. It agrees with inference far better than any block-0 source (median r
+#: without context 0.91 on SmolLM2-135M and 0.98 on Gemma 3 270M, against 0.78 and 0.11
+#: for ``norms``; docs/results/projection.md), for the cost of one pass of the
+#: vocabulary through the blocks for whole-vocabulary work, shared by every part of a
+#: report and cached on disk.
+DEFAULT_PRESET = "through"
 
 
 def explicit(preset: str | ProjectionOptions | None = None, overrides: dict[str, Any] | None = None,

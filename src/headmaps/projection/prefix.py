@@ -49,10 +49,12 @@ def document_prefix(tokenizer: Any) -> tuple[str, str]:
        before a document's first token is that separator. It is the tokenizer's special
        token that is not a chat-turn marker: markers that its chat template writes
        (``<|im_start|>``, ``<|im_end|>``) were added for fine-tuning, and a chat GGUF
-       often names them bos/eos (SmolLM2's bos is ``<|im_start|>``). Of the rest, the
-       ``eos`` token if it is one of them, else the one with the lowest id (the first
-       special token a vocabulary defines is its end-of-text: SmolLM2's id 0, Qwen's
-       151643).
+       often names them bos/eos (SmolLM2's bos is ``<|im_start|>``). Nor is it the
+       unknown, padding or mask token (unless it is also the eos, as GPT-2's
+       ``<|endoftext|>`` is its unk): text never holds those between documents. Of the
+       rest, the ``eos`` token if it is one of them, else the one with the lowest id (the
+       first special token a vocabulary defines is its end-of-text: SmolLM2's id 0,
+       Qwen's 151643).
     3. No special token left: ``""`` (the source token alone).
 
     Args:
@@ -78,10 +80,13 @@ def document_prefix(tokenizer: Any) -> tuple[str, str]:
     specials = _special_tokens(tokenizer)
     template = getattr(tokenizer, "chat_template", None)
     template = template if isinstance(template, str) else ""
-    rest = {t: i for t, i in specials.items() if t not in template}
-    if not rest:
-        return "", "no special token outside the chat template: the source token alone"
     eos = getattr(tokenizer, "eos_token", None)
+    never = {getattr(tokenizer, f"{role}_token", None) for role in ("unk", "pad", "mask")}
+    rest = {t: i for t, i in specials.items()
+            if t not in template and (t not in never or t == eos)}
+    if not rest:
+        return "", ("no special token outside the chat template and the unk/pad/mask "
+                    "tokens: the source token alone")
     if isinstance(eos, str) and eos in rest:
         return eos, "the end-of-text token that separates documents (eos)"
     tok = min(rest, key=rest.get)
