@@ -65,11 +65,6 @@ def big_model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def big_model_flags(args: argparse.Namespace) -> str:
-    """The big-model options as command-line text, for the command a result records."""
-    return "".join(f" --{k.replace('_', '-')} {v}" for k, v in big_model_kwargs(args).items())
-
-
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`headmaps.load` from :func:`add_model_args`.
 
@@ -119,19 +114,11 @@ def projection_kwargs(args: argparse.Namespace) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def projection_flags(args: argparse.Namespace) -> str:
-    """The projection flags of ``args`` as they would be typed: `` --preset norms --fold-norms``."""
+def command_line(args: argparse.Namespace) -> str:
+    """The command that was run, as typed: ``headmaps validate m --experiment causal``."""
     import shlex
 
-    out = ""
-    for flag in ("preset", "source", "prefix"):
-        v = getattr(args, flag, None)
-        out += f" --{flag} {shlex.quote(str(v))}" if v is not None else ""
-    for flag in ("fold_norms", "biases", "scale_embeddings"):
-        v = getattr(args, flag, None)
-        if v is not None:
-            out += f" --{'' if v else 'no-'}{flag.replace('_', '-')}"
-    return out
+    return shlex.join(["headmaps", *getattr(args, "argv", [])])
 
 
 def calibration_kwargs(args: argparse.Namespace) -> dict:

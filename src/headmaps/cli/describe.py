@@ -100,7 +100,7 @@ def make_scorer(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Describe heads and write the files."""
     from ..describe import coverage, describe_all, plot_coverage, save_descriptions
-    from ..io import atomic_path, staged_folder
+    from ..io import atomic_path, staged_folder, write_figure
     from ..salient import salient_all
 
     out = Path(args.out)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                       title=f"{model.model_id}: heads with a clear description ({describer.name})")
         if scores is not None:
             scores.save(tmp / "description_scores.parquet")
-            scores.plot(tmp / "accuracy.png")
+            write_figure(scores.figure(), tmp / "accuracy.png", dpi=120)
     print(f"{model.model_id}: {len(res)} heads described (projection "
           f"{common.projection_label(res)}, describer {describer.name})")
     print(cov.to_string(index=False))
