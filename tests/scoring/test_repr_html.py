@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headmaps.report import synthetic_scan
+from headmaps.explorer import synthetic_scan
 from headmaps.salient.results import SalientOperations
 
 

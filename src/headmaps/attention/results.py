@@ -459,7 +459,7 @@ class AttentionSummary:
         """Deprecated: the report reads the result itself (``hm.report(hm.analyse(model))``).
 
         Per-head report extras ``{"L.H": {"attention": {...}}}`` (see
-        :mod:`headmaps.report.schema`).
+        :mod:`headmaps.explorer.schema`).
         """
         deprecated("AttentionSummary.to_extras()", "the result itself (the report reads it)")
         out = {}

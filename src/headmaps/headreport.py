@@ -48,7 +48,6 @@ MANIFEST = "head_report.json"
 PARTS = {"scan": "scores.parquet", "salient": "salient.parquet",
          "descriptions": "descriptions.jsonl", "attention": "attention.parquet",
          "types": "head_types.parquet"}
-DESCRIBE_CHOICES = ("pattern", "llm", "none")
 
 
 @dataclass
@@ -197,17 +196,6 @@ class HeadReport:
         return cls(**parts, seconds={k: float(v) for k, v in head.get("seconds", {}).items()})
 
 
-def _describer(describe: str | Describer, llm_options: dict[str, Any] | None) -> Describer | None:
-    if not isinstance(describe, str):
-        return describe
-    if describe not in DESCRIBE_CHOICES:
-        raise HeadmapsError(f"unknown describer {describe!r}; use one of "
-                            f"{', '.join(DESCRIBE_CHOICES)}")
-    if describe == "none":
-        return None
-    return get_describer(describe, **((llm_options or {}) if describe == "llm" else {}))
-
-
 def _check(name: str, shape: tuple[int, int], scan: ScanResult) -> None:
     if shape != (scan.n_layers, scan.n_heads):
         raise HeadmapsError(f"the {name} has {shape[0]}x{shape[1]} heads but the scan "
@@ -263,7 +251,7 @@ def analyse(
     Raises:
         HeadmapsError: bad arguments, or a given part was made on another model.
     """
-    describer = None if descriptions is not None else _describer(describe, llm_options)
+    describer = None if descriptions is not None else get_describer(describe, llm_options)
     if describer is not None and salient is False:
         raise HeadmapsError("descriptions need salient operations: pass salient=True (or a "
                             "SalientAll), or describe='none'")
