@@ -175,3 +175,14 @@ def test_retired_names_warn_and_still_work(results, tmp_path):
         warnings.simplefilter("error")
         results["SalientOperations"][0].text()  # the new names do not warn
         results["HeadTypes"][0].text()
+
+
+def test_pipeline_functions_are_not_shadowed_by_their_modules():
+    """hm.analyse and hm.report stay functions whatever submodule is imported."""
+    import importlib
+
+    for name in ("headmaps.explorer.plots", "headmaps.explorer.encode", "headmaps.headreport"):
+        importlib.import_module(name)
+    assert callable(hm.report) and hm.report.__module__ == "headmaps.explorer.api"
+    assert callable(hm.analyse) and hm.analyse.__module__ == "headmaps.headreport"
+    assert hm.__all__[:4] == ["load", "scan", "analyse", "report"]
