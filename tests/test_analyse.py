@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import headmaps as hm
-from headmaps.analyse import MANIFEST, PARTS, HeadReport
+from headmaps.headreport import MANIFEST, PARTS, HeadReport
 from tiny_vocab import set_mapping, vocab_model
 
 

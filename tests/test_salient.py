@@ -147,10 +147,10 @@ def test_token_strings_and_nonword_filter(worded):
         assert s == pytest.approx(full[t], rel=1e-6)
 
 
-def test_table_and_dict(worded):
+def test_text_and_dict(worded):
     m, _ = worded
     ops = salient_operations(m, 1, 0, n_tokens=3, n_mappings=2)
-    table = ops.table()
+    table = ops.text()
     assert table.splitlines()[0].split()[:3] == ["#", "saliency", "token"]
     assert len(table.splitlines()) == 2 + 3
     d = ops.to_dict()

@@ -9,7 +9,7 @@ import pytest
 
 import headmaps.cli as cli
 import headmaps.models
-from headmaps.analyse import HeadReport
+from headmaps.headreport import HeadReport
 
 
 @pytest.fixture(scope="module")

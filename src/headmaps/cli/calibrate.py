@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                     min_pairs=args.min_pairs, seed=args.seed, batch_size=args.batch_size,
                     save=not args.no_store,
                     progress=True)
-    table = cal.table()[["name", "median_r", "median_r_with_context", "n_relations"]]
+    table = cal.to_frame()[["name", "median_r", "median_r_with_context", "n_relations"]]
     print(f"{model.model_id}: {len(cal.candidates)} candidate projections, "
           f"{len(cal.sample['relations'])} relations, {cal.n_pairs} pairs x "
           f"{len(cal.sample['templates'])} templates, seed {args.seed} ({cal.seconds:.0f} s)")

@@ -71,10 +71,11 @@ def run(args: argparse.Namespace) -> int:
     """Compute, print and describe one head."""
     import json
 
+    from ..describe import get_describer
     from ..salient import salient_operations
 
     parse_head(args.head)  # format errors before loading anything
-    describer = common.make_describer(args)
+    describer = get_describer(args.describe, common.llm_options(args))
     model = common.load_model(args)
     layer, head = parse_head(args.head, model)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"head {ops.name} of {model.model_id} (projection {common.projection_label(ops)}, "
           f"non-words skipped: {ops.skip_nonwords})")
-    print(ops.table())
+    print(ops.text())
     if desc is not None:
         print()
         print(f"description ({desc.describer}): {desc.text}")
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(f"what it attends to (QK, from parameters; preset {prof.preset}; content ignores "
               "position)")
-        print(prefs.table())
+        print(prefs.text())
         print(f"position ({prof.positions}): Δ=0..{len(prof.logits) - 1} {prof.sparkline()}")
         print(f"  kind: {prof.kind()}; Δ=1 {prof.prev_mass:.0%}, Δ=0 {prof.self_mass:.0%}, Δ<=4 "
               f"{prof.local_mass:.0%}, "

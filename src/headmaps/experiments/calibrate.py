@@ -218,7 +218,7 @@ def calibrate(
     rows = []
     for name, opts in (candidates_ if candidates_ is not None else candidates(model)):
         res = correlation(model, dynamic=dyn, preset=opts)
-        n_def = int(res.table.corr_without_context.notna().sum())
+        n_def = int(res.per_relation.corr_without_context.notna().sum())
         with warnings.catch_warnings():  # a candidate with no defined r is allowed (NaN)
             warnings.simplefilter("ignore", RuntimeWarning)
             med = res.median("corr_without_context")

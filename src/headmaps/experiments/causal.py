@@ -258,7 +258,7 @@ def causal(
                      len(cands), float(np.mean(c_before)) if cands else np.nan,
                      float(np.mean(c_after)) if cands else np.nan])
     return CausalResult(
-        table=pd.DataFrame(rows, columns=CAUSAL_COLUMNS),
+        per_relation=pd.DataFrame(rows, columns=CAUSAL_COLUMNS),
         curves=pd.DataFrame(curves, columns=CURVE_COLUMNS),
         heads={n: [f"{a}.{b}" for a, b in top[n]] for n in names}, controls=controls,
         model_id=model.model_id, preset=preset, options=opts.to_dict(),

@@ -144,5 +144,6 @@ def correlation_result(model: HeadModel, dyn: DynamicScores, run: RunOptions,
     table = correlation_table(static, dyn)
     for name, why in dyn.skipped.items():
         logger.info("%s: %s skipped: %s", kind, name, why)
-    return CorrelationResult(table=table, static=static, dynamic=dyn, model_id=model.model_id,
+    return CorrelationResult(per_relation=table, static=static, dynamic=dyn,
+                             model_id=model.model_id, seed=run.seed,
                              preset=preset, options=opts.to_dict(), kind=kind)

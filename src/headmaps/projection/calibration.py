@@ -92,20 +92,64 @@ class Calibration:
             out["file"] = str(path)
         return out
 
-    def table(self) -> Any:
+    def to_frame(self) -> Any:
         """The candidates as a DataFrame, best median r first."""
         import pandas as pd
 
         frame = pd.DataFrame(self.candidates)
+        if frame.empty:
+            return frame
         return frame.sort_values("median_r", ascending=False, kind="stable").reset_index(drop=True)
+
+    def table(self) -> Any:
+        """Deprecated: :meth:`to_frame`."""
+        from ._protocol import deprecated
+
+        deprecated("Calibration.table()", "Calibration.to_frame()")
+        return self.to_frame()
+
+    def _candidates(self) -> Any:
+        cols = ["name", "median_r", "median_r_with_context", "n_relations"]
+        frame = self.to_frame()
+        return frame[[c for c in cols if c in frame.columns]]
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the choice, then the candidates tried (best median r first)."""
+        from ._html import html_card
+
+        return html_card(f"calibration of {self.model_id or 'model'}: {self.label()}",
+                         self._candidates(), [self.rule] if self.rule else [])
+
+    def summary_markdown(self) -> str:
+        """Markdown: the choice, the rule and the candidates tried."""
+        from .io import markdown_table
+
+        lines = [f"# Calibration of {self.model_id}", "", f"{self.label()}; fingerprint "
+                 f"`{self.fingerprint}`.", ""]
+        lines += [self.rule, ""] if self.rule else []
+        lines += [markdown_table(self._candidates(), digits=3), ""] if self.candidates else []
+        return "\n".join(lines)
+
+    def figure(self) -> Any:
+        """The candidates' median r without context as bars, the chosen one darker (a Figure)."""
+        from .figures import bars_figure
+
+        frame = self.to_frame()
+        names = [str(n) for n in frame.get("name", [])]
+        chosen = names.index(self.choice) if self.choice in names else None
+        return bars_figure(names, frame["median_r"].to_numpy(dtype=float) if names else [],
+                           xlabel="median Pearson r (without context)", highlight=chosen,
+                           title=f"calibration of {self.model_id}: {self.choice}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the file format)."""
         return {"kind": KIND, **asdict(self)}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write this calibration as JSON to ``path`` (atomically)."""
+        """Write this calibration as JSON to ``path`` (atomic; a folder gets calibration.json)."""
         path = Path(path)
+        if not path.suffix:
+            path = path / "calibration.json"
         if path.suffix.lower() != ".json":
             raise HeadmapsError(f"cannot save a calibration to {path}: use a .json file")
         d = self.to_dict()
@@ -119,8 +163,10 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
-        """Read a calibration written by :meth:`save`."""
+        """Read a calibration written by :meth:`save` (the file, or its folder)."""
         path = Path(path)
+        if path.is_dir():
+            path = path / "calibration.json"
         if not path.is_file():
             raise MissingFileError(f"no calibration file at {path}")
         try:

@@ -1,6 +1,6 @@
 """Head types in the explorer: badges in the head list and detail, and the type filter.
 
-A synthetic scan with head-type extras (the schema :meth:`HeadTypes.to_extras` writes),
+A synthetic scan with hand-written head-type extras (schema :mod:`headmaps.explorer.schema`),
 rendered in headless Chromium (same launch as test_browser.py).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from browser_page import report_page
-from headmaps.report import synthetic_scan, write_report
+from headmaps.explorer import synthetic_scan, write_report
 
 pytestmark = pytest.mark.browser
 

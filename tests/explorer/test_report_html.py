@@ -11,11 +11,17 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from headmaps.describe import Description
 from headmaps.errors import HeadmapsError
-from headmaps.report import build_report, normalise_extras, synthetic_scan, write_report
-from headmaps.report.encode import FAMILY_COLOURS, Q, best_relation, families, quantise
-from headmaps.report.extras import extras_from_descriptions, extras_from_salient, load_extras
-from headmaps.report.summary import coverage_per_layer, gqa_agreement, multi_relation_heads
+from headmaps.explorer import (
+    build_report,
+    load_extras,
+    normalise_extras,
+    synthetic_scan,
+    write_report,
+)
+from headmaps.explorer.encode import FAMILY_COLOURS, Q, best_relation, encode, families, quantise
+from headmaps.explorer.summary import coverage_per_layer, gqa_agreement, multi_relation_heads
 from headmaps.scoring import ScanResult
 from headmaps.scoring.analysis import kv_group_size
 
@@ -242,31 +248,41 @@ def test_summaries():
     scores[[0, 1], 1, 1] = [0.5, 0.5]
     order = [m["head"] for m in multi_relation_heads(_scan(scores, ["a", "b", "c"]))]
     assert order == ["1.0", "0.0", "1.1"]  # most relations, then best score
-    cov = coverage_per_layer({(0, 0): {"description": "x"}, (1, 1): {"unclear": True}}, 2, 2)
+    cov = coverage_per_layer([{"d": "x"}, None, None, {"u": 1}], 2, 2)
     assert cov == {"described": [1, 0], "unclear": [0, 1], "none": [1, 1]}
-    assert coverage_per_layer({(0, 0): {"salient": []}}, 2, 2) is None
+    assert coverage_per_layer([{"s": []}, None, None, None], 2, 2) is None
 
 
-def test_converters(tmp_path):
-    class Ops:
-        layer, head = 1, 2
-        tokens = [" a", " b"]
-        saliency = np.array([2.0, 1.0])
-        targets = [[" x", " y"], [" z", " w"]]
-        scores = np.array([[3.0, 2.0], [1.0, 0.5]])
+def test_typed_parts_are_encoded_in_one_step(tmp_path):
+    """A head report's salient operations and descriptions reach the page as they are."""
+    from headmaps import HeadReport, SalientAll
 
-    e = extras_from_salient([Ops()])
-    assert e["1.2"]["salient"][1] == {"token": " b", "saliency": 1.0,
-                                      "targets": [[" z", 1.0], [" w", 0.5]]}
-    extras_from_descriptions([
-        {"layer": 1, "head": 2, "text": "maps a to x",
-         "evidence": [{"source": " a", "target": " x", "why": "rel"}],
-         "confidence": 0.8, "unclear": False},
-        {"layer": 0, "head": 0, "text": "Unclear", "unclear": True, "confidence": 0.0},
-    ], e)
-    assert e["1.2"]["description"] == "maps a to x"
-    assert e["1.2"]["evidence"] == [" a \u2192  x (rel)"]
-    assert e["0.0"]["unclear"] and "description" not in e["0.0"]
+    scan = _scan(np.zeros((1, 2, 3), np.float32), ["a"])
+    strings = {1: " a", 2: " b", 3: " x", 4: " y", 5: " z", 6: " w"}
+    sal = SalientAll([1], 3, np.array([[[1, 2]] * 3]), np.array([[[2.0, 1.0]] * 3]),
+                     np.array([[[[3, 4], [5, 6]]] * 3]), np.array([[[[3.0, 2.0], [1.0, 0.5]]] * 3]),
+                     strings)
+    descs = [Description(1, 2, "maps a to x", "relation",
+                         evidence=[{"source": " a", "target": " x", "why": "rel"}],
+                         confidence=0.8),
+             Description(0, 0, "Unclear", "unclear", unclear=True)]
+    payload, heads = encode(HeadReport(scan, sal, descs), "t")
+    toks = payload["toks"]
+    h12 = heads[1 * 3 + 2]
+    assert [toks[i] for i in (h12["s"][1][0], h12["s"][1][2][0], h12["s"][1][2][2])] == \
+        [" b", " z", " w"]
+    assert h12["s"][1][1] == 1.0 and h12["s"][1][2][3] == 0.5
+    assert h12["d"] == "maps a to x" and h12["e"] == [" a \u2192  x (rel)"] and h12["c"] == 0.8
+    assert heads[0]["u"] == 1 and "d" not in heads[0]
+    assert heads[1] is None  # layer 0 was not computed, nor described
+    assert payload["summary"]["coverage"] == {"described": [0, 1], "unclear": [1, 0],
+                                              "none": [2, 2]}
+    # hand-written extras win head by head, field by field
+    _, heads = encode(HeadReport(scan, sal, descs), "t",
+                      normalise_extras({"1.2": {"description": "by hand"}}, 2, 3))
+    assert heads[5]["d"] == "by hand" and heads[5]["c"] == 0.8
+    e = {"1.2": {"description": "d", "salient": [{"token": "a", "saliency": 1,
+                                                 "targets": [["b", 2]]}]}}
     f = tmp_path / "x.json"
     f.write_text(json.dumps(e))
     assert load_extras(f) == json.loads(json.dumps(e))

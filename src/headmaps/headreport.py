@@ -15,10 +15,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
 import torch
 
+from ._html import html_card
 from .attention import AttentionSummary
 from .describe import (
     Describer,
@@ -34,6 +37,9 @@ from .io import header_for_file, reads_result, write_json
 from .salient import SalientAll
 from .scoring.results import ScanResult
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 log = logging.getLogger(__name__)
 
 #: The manifest of a saved :class:`HeadReport`, beside its parts in one folder.
@@ -42,7 +48,6 @@ MANIFEST = "head_report.json"
 PARTS = {"scan": "scores.parquet", "salient": "salient.parquet",
          "descriptions": "descriptions.jsonl", "attention": "attention.parquet",
          "types": "head_types.parquet"}
-DESCRIBE_CHOICES = ("pattern", "llm", "none")
 
 
 @dataclass
@@ -78,6 +83,67 @@ class HeadReport:
     def __repr__(self) -> str:
         return (f"HeadReport({self.model_id!r}, {self.scan.n_layers}x{self.scan.n_heads} heads, "
                 f"parts={self.parts()})")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per head: its best relation and score, and what each other part says.
+
+        Columns ``layer``, ``head``, ``best_relation``, ``best_score``, ``n_relations``
+        (relations with score >= tau); with descriptions ``description`` and ``unclear``;
+        with the QK half ``attention`` (the positional kind) and ``prev_mass``; with head
+        types ``types`` (comma-separated labels).
+        """
+        s = self.scan
+        L, H = s.n_layers, s.n_heads
+        layer, head = (a.ravel() for a in np.meshgrid(np.arange(L), np.arange(H), indexing="ij"))
+        cols: dict[str, Any] = {"layer": layer, "head": head}
+        if s.relations:
+            best = s.scores.reshape(len(s.relations), -1)
+            cols["best_relation"] = np.asarray(s.relations, dtype=object)[best.argmax(0)]
+            cols["best_score"] = best.max(0)
+            cols["n_relations"] = (best >= s.tau).sum(0)
+        else:
+            cols |= {"best_relation": "", "best_score": np.nan, "n_relations": 0}
+        frame = pd.DataFrame(cols)
+        if self.descriptions is not None:
+            by_head = {(d.layer, d.head): d for d in self.descriptions}
+            frame["description"] = [by_head[k].text if k in by_head else ""
+                                    for k in zip(layer.tolist(), head.tolist())]
+            frame["unclear"] = [bool(by_head[k].unclear) if k in by_head else False
+                                for k in zip(layer.tolist(), head.tolist())]
+        if self.attention is not None:
+            att = self.attention.to_frame().set_index(["layer", "head"])
+            idx = pd.MultiIndex.from_arrays([layer, head])
+            frame["attention"] = att["kind"].reindex(idx).fillna("").to_numpy()
+            frame["prev_mass"] = att["prev_mass"].reindex(idx).to_numpy()
+        if self.types is not None:
+            types = self.types.to_frame().set_index(["layer", "head"])["types"]
+            frame["types"] = types.reindex(pd.MultiIndex.from_arrays([layer, head])).fillna(
+                "").to_numpy()
+        return frame
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the parts, then the heads with the most relations (see :meth:`to_frame`)."""
+        frame = self.to_frame().sort_values(["n_relations", "best_score"], ascending=False,
+                                            kind="stable")
+        return html_card(f"head report of {self.model_id or 'model'}: {self.scan.n_layers} x "
+                         f"{self.scan.n_heads} heads", frame.head(20),
+                         [f"parts: {', '.join(self.parts())}; to_frame() has every head"])
+
+    def summary_markdown(self) -> str:
+        """Markdown: the scan's summary, then the head types and the QK half, when present."""
+        parts = [f"# Head report of {self.model_id}", "", f"Parts: {', '.join(self.parts())}.",
+                 "", self.scan.summary_markdown()]
+        for part in (self.types, self.attention):
+            if part is not None:
+                parts += ["", part.summary_markdown()]
+        if self.descriptions is not None:
+            n = sum(not d.unclear for d in self.descriptions)
+            parts += ["", f"Descriptions: {n} of {len(self.descriptions)} heads described."]
+        return "\n".join(parts)
+
+    def figure(self) -> Figure:
+        """The scan's heatmaps (:meth:`ScanResult.figure`), every relation in a grid."""
+        return self.scan.figure()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write every part into the folder ``path`` and the manifest ``head_report.json`` last.
@@ -128,17 +194,6 @@ class HeadReport:
                    "types": HeadTypes.load}
         parts = {p: loaders[p](folder / files[p]) for p in PARTS if p in files}
         return cls(**parts, seconds={k: float(v) for k, v in head.get("seconds", {}).items()})
-
-
-def _describer(describe: str | Describer, llm_options: dict[str, Any] | None) -> Describer | None:
-    if not isinstance(describe, str):
-        return describe
-    if describe not in DESCRIBE_CHOICES:
-        raise HeadmapsError(f"unknown describer {describe!r}; use one of "
-                            f"{', '.join(DESCRIBE_CHOICES)}")
-    if describe == "none":
-        return None
-    return get_describer(describe, **((llm_options or {}) if describe == "llm" else {}))
 
 
 def _check(name: str, shape: tuple[int, int], scan: ScanResult) -> None:
@@ -196,7 +251,7 @@ def analyse(
     Raises:
         HeadmapsError: bad arguments, or a given part was made on another model.
     """
-    describer = None if descriptions is not None else _describer(describe, llm_options)
+    describer = None if descriptions is not None else get_describer(describe, llm_options)
     if describer is not None and salient is False:
         raise HeadmapsError("descriptions need salient operations: pass salient=True (or a "
                             "SalientAll), or describe='none'")

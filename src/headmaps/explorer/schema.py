@@ -1,8 +1,9 @@
-"""The per-head extras a report can show beside the scores, as plain JSON-able data.
+"""Hand-written per-head data a report can show beside a head report, as plain JSON.
 
-Salient operations (approach B) and descriptions come from other parts of the library;
-the report reads them only through this small schema, so any producer (or a JSON file
-written by hand) can feed it::
+The library's own results reach the page typed (:mod:`headmaps.explorer.encode` reads a
+:class:`~headmaps.headreport.HeadReport`); this small schema is for data from elsewhere
+(``headmaps report --extras FILE``, ``hm.report(..., extras=...)``, a JSON file written by
+hand, the synthetic demo scan), whose fields win head by head::
 
     extras = {
         "12.3": {
@@ -14,12 +15,12 @@ written by hand) can feed it::
             "evidence": [" France -> Paris", " Italy -> Rome"],
             "confidence": 0.9,                           # 0..1, optional
             "unclear": False,                            # True: no clear pattern found
-            "attention": {                               # the QK half (AttentionSummary.to_extras)
+            "attention": {                               # the QK half
                 "weights": [0.1, 0.6, 0.2],              # positional profile, Δ = 0, 1, 2, ...
                 "keys": [[" the", 2.1], [".", 1.7]],     # key-side preferences, best first
                 "summary": "attends previous-token ...",
             },
-            "types": ["previous_token"],                 # head types (HeadTypes.to_extras)
+            "types": ["previous_token"],                 # head types
         },
     }
 
@@ -30,7 +31,10 @@ optional. A head's *coverage status* is ``described`` (a description and not unc
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any, TypedDict
 
 from ..errors import HeadmapsError
@@ -169,3 +173,15 @@ def _num(key: str, what: str, x: Any) -> float:
     except (TypeError, ValueError):
         raise HeadmapsError(f"{what} of head {key} is not a number: {x!r}") from None
     return v if math.isfinite(v) else 0.0
+
+
+def load_extras(path: str | os.PathLike) -> HeadExtras:
+    """Read extras written as JSON in the :data:`HeadExtras` schema (checked when rendered)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise HeadmapsError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise HeadmapsError(f"{path} must hold a JSON object mapping 'LAYER.HEAD' to extras")
+    return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from headmaps.errors import HeadmapsError
-from headmaps.report import plots, synthetic_scan
+from headmaps.explorer import plots, synthetic_scan
 
 MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
 

@@ -1,7 +1,7 @@
 """The explorer's head detail shows the QK half: summary line, key tokens, profile drawn.
 
-Real extras from a tiny model's :func:`headmaps.attention_summary`, merged into a
-synthetic scan's extras, rendered in headless Chromium (same launch as test_browser.py).
+A tiny model's :func:`headmaps.attention_summary` in a head report beside a synthetic
+scan and its extras, rendered in headless Chromium (same launch as test_browser.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 
 import headmaps as hm
 from browser_page import report_page
-from headmaps.report import synthetic_scan, write_report
+from headmaps.attention import describe_qk
+from headmaps.explorer import synthetic_scan, write_report
 from tiny import tiny_model
 
 pytestmark = pytest.mark.browser
@@ -21,9 +22,8 @@ def report_with_attention(tmp_path_factory):
     m = hm.load(tiny_model("llama"))  # 3 layers x 8 heads
     att = hm.attention_summary(m, max_distance=16)
     scan, extras = synthetic_scan(m.n_layers, m.n_heads, 4, seed=2)
-    for key, value in att.to_extras().items():
-        extras.setdefault(key, {}).update(value)
-    path = write_report(tmp_path_factory.mktemp("report") / "qk.html", scan, extras)
+    path = write_report(tmp_path_factory.mktemp("report") / "qk.html",
+                        hm.HeadReport(scan, attention=att), extras)
     return path, att
 
 
@@ -35,7 +35,7 @@ def test_head_detail_draws_the_positional_profile(report_with_attention):
         panel = pg.locator("#hm-panel")
         text = panel.inner_text()
         assert "What it attends to" in text
-        assert att.to_extras()["2.5"]["attention"]["summary"] in text
+        assert describe_qk(att.preferences(2, 5), att.profile_at(2, 5)) in text
         bars = panel.locator("svg.qk-profile rect")
         assert bars.count() == 17  # Δ = 0..16
         heights = [float(bars.nth(d).get_attribute("height")) for d in range(17)]

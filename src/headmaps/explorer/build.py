@@ -1,7 +1,8 @@
-"""Build the self-contained HTML explorer of a scan: one file, no network requests.
+"""Build the self-contained HTML explorer of a head report: one file, no network requests.
 
 The page is a template (``assets/report.html``) with the stylesheet, the script and the
-data inlined. The data is the compact payload of :mod:`headmaps.report.encode` in a
+data inlined. The data is the compact payload of :mod:`headmaps.explorer.encode` (the one
+encoding step from a :class:`~headmaps.headreport.HeadReport`) in a
 ``<script type="application/json" id="hm-data">`` element, and the per-head extras one
 JSON text per line (head ``layer * n_heads + head``) in ``<script type="text/plain"
 id="hm-ex">``; the script draws the heatmap, the table, the head panel and the summaries.
@@ -20,13 +21,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..headreport import HeadReport
 from ..io import write_text
 from ..projection.calibration import label as projection_label
 from ..scoring.analysis import kv_group_size
 from ..scoring.results import ScanResult
 from .encode import encode
 from .redact import shareable
-from .schema import normalise_extras
+from .schema import HeadExtras, normalise_extras
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,8 @@ _PLACEHOLDER = re.compile(r"\{\{(CSS|JS|TITLE|CARD|DATA|EXTRAS)\}\}")
 
 @cache
 def asset(name: str) -> str:
-    """The text of one file of ``headmaps/report/assets``."""
-    return resources.files("headmaps.report").joinpath("assets", name).read_text(encoding="utf-8")
+    """The text of one file of ``headmaps/explorer/assets``."""
+    return resources.files("headmaps.explorer").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def json_for_script(obj: Any) -> str:
@@ -108,14 +110,15 @@ def model_card(scan: ScanResult, generated: str) -> str:
     return "".join(parts)
 
 
-def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *,
+def build_report(result: HeadReport | ScanResult, extras: HeadExtras | None = None, *,
                  title: str | None = None, show_paths: bool = False) -> str:
-    """The full HTML page of a scan.
+    """The full HTML page of a head report.
 
     Args:
-        scan: a :class:`~headmaps.scoring.ScanResult`.
-        extras: optional per-head salient operations and descriptions in the
-            :data:`~headmaps.report.schema.HeadExtras` schema (``{"L.H": {...}}``).
+        result: a :class:`~headmaps.headreport.HeadReport` (every part it holds is shown),
+            or a bare :class:`~headmaps.scoring.ScanResult` (the scores alone).
+        extras: hand-written per-head data in the :data:`~headmaps.explorer.schema.HeadExtras`
+            schema (``{"L.H": {...}}``); their fields win over the report's head by head.
         title: page title (default ``headmaps · MODEL``).
         show_paths: keep absolute local paths (model file, cache folder) in the page;
             by default each is shown as its file name only, so the page can be shared.
@@ -123,32 +126,35 @@ def build_report(scan: ScanResult, extras: dict[str, Any] | None = None, *,
     Returns:
         A self-contained HTML document (inline CSS, JS and data; no external resources).
     """
+    report = result if isinstance(result, HeadReport) else HeadReport(result)
+    scan = report.scan
     if not show_paths:
         scan = dataclasses.replace(scan, model_id=shareable(scan.model_id),
                                    model_info=shareable(scan.model_info),
                                    skipped=shareable(scan.skipped), options=shareable(scan.options))
+        report = dataclasses.replace(report, scan=scan)
         title = shareable(title)
     title = title or f"headmaps · {scan.model_id or 'scan'}"
-    norm = normalise_extras(extras, scan.n_layers, scan.n_heads)
-    payload, heads = encode(scan, norm, title)
+    payload, heads = encode(report, title, normalise_extras(extras, scan.n_layers, scan.n_heads))
     values = {"CSS": asset("report.css"), "JS": asset("report.js"), "TITLE": html.escape(title),
               "CARD": model_card(scan, payload["generated"]), "DATA": json_for_script(payload),
               "EXTRAS": "\n".join("" if h is None else json_for_script(h) for h in heads)}
     # One pass over the template: inserted text is never searched for placeholders.
     page = _PLACEHOLDER.sub(lambda m: values[m.group(1)], asset("report.html"))
-    log.info("report for %s: %d heads, %d relations, %d heads with extras, %.1f MB",
-             scan.model_id, scan.n_layers * scan.n_heads, len(scan.relations), len(norm),
-             len(page) / 1e6)
+    log.info("report for %s: %d heads, %d relations, parts %s, %d heads with details, %.1f MB",
+             scan.model_id, scan.n_layers * scan.n_heads, len(scan.relations), report.parts(),
+             sum(h is not None for h in heads), len(page) / 1e6)
     return page
 
 
-def write_report(path: str | os.PathLike, scan: ScanResult, extras: dict[str, Any] | None = None, *,
-                 title: str | None = None, show_paths: bool = False) -> Path:
+def write_report(path: str | os.PathLike, result: HeadReport | ScanResult,
+                 extras: HeadExtras | None = None, *, title: str | None = None,
+                 show_paths: bool = False) -> Path:
     """Build the report (see :func:`build_report`) and write it atomically to ``path``.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    write_text(path, build_report(scan, extras, title=title, show_paths=show_paths))
+    write_text(path, build_report(result, extras, title=title, show_paths=show_paths))
     return path

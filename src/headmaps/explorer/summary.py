@@ -14,7 +14,6 @@ import numpy as np
 
 from ..scoring import analysis
 from ..scoring.results import ScanResult
-from .schema import HeadExtra, coverage
 
 
 def heads_per_layer(scores: np.ndarray, tau: float) -> np.ndarray:
@@ -50,26 +49,34 @@ def gqa_agreement(scan: ScanResult) -> list[dict[str, Any]]:
             for row in frame.itertuples(index=False)]
 
 
-def coverage_per_layer(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
+def coverage_per_layer(heads: list[dict[str, Any] | None], n_layers: int,
                        n_heads: int) -> dict[str, list[int]] | None:
     """Per layer, how many heads are ``described``, ``unclear`` and ``none``.
+
+    Args:
+        heads: the encoded per-head entries (:data:`headmaps.explorer.encode.Entry`), in
+            ``layer * n_heads + head`` order: ``u`` marks an unclear head, ``d`` a
+            description (the coverage statuses of :func:`headmaps.explorer.schema.coverage`).
+        n_layers: layers.
+        n_heads: heads per layer.
 
     Returns:
         ``{"described": [...], "unclear": [...], "none": [...]}`` (one count per layer), or
         None when no head has a description or an unclear verdict.
     """
     counts = {c: [0] * n_layers for c in ("described", "unclear")}
-    for (layer, _), e in extras.items():
-        c = coverage(e)
-        if c in counts:
-            counts[c][layer] += 1
+    for i, e in enumerate(heads):
+        if e and e.get("u"):
+            counts["unclear"][i // n_heads] += 1
+        elif e and str(e.get("d") or "").strip():
+            counts["described"][i // n_heads] += 1
     if not any(map(sum, counts.values())):
         return None
     counts["none"] = [n_heads - d - u for d, u in zip(counts["described"], counts["unclear"])]
     return counts
 
 
-def summarise(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra]) -> dict[str, Any]:
+def summarise(scan: ScanResult, heads: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Every summary the report shows, as JSON-able data."""
     tau = scan.tau
     group = analysis.kv_group_size(scan)
@@ -81,5 +88,5 @@ def summarise(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra]) -> dic
         "n_multi": int(((scan.scores >= tau).sum(axis=0) >= 2).sum()) if scan.relations else 0,
         "kv_group": group,
         "gqa": gqa_agreement(scan),
-        "coverage": coverage_per_layer(extras, scan.n_layers, scan.n_heads),
+        "coverage": coverage_per_layer(heads, scan.n_layers, scan.n_heads),
     }

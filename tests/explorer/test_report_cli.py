@@ -10,7 +10,7 @@ import pytest
 
 from headmaps.cli import plot as plot_cmd
 from headmaps.cli import report as report_cmd
-from headmaps.report import synthetic_scan
+from headmaps.explorer import synthetic_scan
 
 
 def run(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
 /* headmaps report explorer: hand-written, dependency-free, offline.
- * Reads the JSON payload in #hm-data (see headmaps/report/encode.py) and draws the
+ * Reads the JSON payload in #hm-data (see headmaps/explorer/encode.py) and draws the
  * heatmap (a light DOM grid), the virtualised table, the head panel and the summaries.
  * Sets window.__headmapsReady (and __headmapsReadyMs) once the first render is done. */
 (function () {

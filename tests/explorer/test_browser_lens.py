@@ -19,6 +19,7 @@ from transformer_lens.model_bridge import TransformerBridge
 import headmaps as hm
 import tiny_vocab
 from browser_page import report_page
+from headmaps.attention import describe_qk
 from tiny import tiny_model
 
 pytestmark = pytest.mark.browser
@@ -45,7 +46,8 @@ def nnsight_model(folder):
 def test_report_of_an_in_memory_model_in_the_browser(make, tmp_path):
     model = make(tmp_path / "model")
     path = hm.report(model, tmp_path / "report.html")
-    summary = hm.attention_summary(hm.load(model)).to_extras()["2.5"]["attention"]["summary"]
+    att = hm.attention_summary(hm.load(model))
+    summary = describe_qk(att.preferences(2, 5), att.profile_at(2, 5))
     errors: list[str] = []
     with report_page(path, errors) as pg:
         assert pg.get_attribute("#hm-count", "data-count") == "24"  # 3 layers x 8 heads

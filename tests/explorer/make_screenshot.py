@@ -2,10 +2,10 @@
 
 Usage (from the repository root)::
 
-    python tests/report/make_screenshot.py --scan SCAN_DIR [--extras EXTRAS.json] [-o
+    python tests/explorer/make_screenshot.py --scan SCAN_DIR [--extras EXTRAS.json] [-o
     docs/img/report.png]
-    python tests/report/make_screenshot.py --html report.html
-    python tests/report/make_screenshot.py            # a synthetic 30 x 9 model
+    python tests/explorer/make_screenshot.py --html report.html
+    python tests/explorer/make_screenshot.py            # a synthetic 30 x 9 model
 
 It opens the report in headless Chromium (``/usr/bin/chromium``), picks a relation,
 opens the panel of its best head and captures the top of the page: model card,
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from playwright.sync_api import sync_playwright
 
-from headmaps.report import synthetic_scan, write_report
+from headmaps.explorer import synthetic_scan, write_report
 from headmaps.scoring import ScanResult
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
