@@ -245,10 +245,20 @@ def test_document_prefix_rule():
     only_chat = _framed_tokenizer(["<|im_start|>", "<|im_end|>"], template=chat)
     assert P.document_prefix(only_chat)[0] == ""
     assert P.document_prefix(None)[0] == ""
-    # unknown, padding and mask tokens never separate documents (unless they are the eos)
-    bert_like = _framed_tokenizer(["<unk>", "<pad>"], unk="<unk>", pad="<pad>")
-    assert P.document_prefix(bert_like)[0] == ""
-    sep = _framed_tokenizer(["<unk>", "<pad>", "<|sep|>"], unk="<unk>", pad="<pad>")
+    # padding and mask tokens never separate documents (unless also the eos or unk)
+    padded = _framed_tokenizer(["<pad>"], pad="<pad>")
+    assert P.document_prefix(padded)[0] == ""
+    sep = _framed_tokenizer(["<pad>", "<|sep|>"], pad="<pad>")
     assert P.document_prefix(sep)[0] == "<|sep|>"
-    pad_is_eos = _framed_tokenizer(["<unk>", "</s>"], unk="<unk>", eos="</s>", pad="</s>")
+    pad_is_eos = _framed_tokenizer(["<pad>", "</s>"], eos="</s>", pad="</s>")
     assert P.document_prefix(pad_is_eos)[0] == "</s>"
+    # a byte-level vocabulary's end-of-text is often its unk too (GPT-2, SmolLM2)
+    eot_unk = _framed_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                unk="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>",
+                                template=chat)
+    assert P.document_prefix(eot_unk)[0] == "<|endoftext|>"
+    # a chat-turn marker a wrapper prepends (TransformerLens's bos) is no document start
+    wrapped = _framed_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                bos="<|im_start|>", eos="<|im_end|>", template=chat,
+                                prepend="<|im_start|>")
+    assert P.document_prefix(wrapped)[0] == "<|endoftext|>"

@@ -43,18 +43,21 @@ def document_prefix(tokenizer: Any) -> tuple[str, str]:
     The rule needs no prompts; it reads how the tokenizer frames text:
 
     1. If encoding plain text prepends a token (a ``bos`` the tokenizer adds by default:
-       Llama, Gemma, Mistral, OPT), that token: pretraining documents started with it.
+       Llama, Gemma, Mistral, OPT), that token: pretraining documents started with it;
+       unless the chat template writes it (a chat-turn marker that a wrapper made the
+       tokenizer prepend, as TransformerLens does with SmolLM2-Instruct's ``<|im_start|>``).
     2. Otherwise documents were concatenated with a separator appended to each (GPT-2's
        ``<|endoftext|>`` convention: GPT-2, GPT-NeoX/Pythia, Qwen, SmolLM), so the token
        before a document's first token is that separator. It is the tokenizer's special
        token that is not a chat-turn marker: markers that its chat template writes
        (``<|im_start|>``, ``<|im_end|>``) were added for fine-tuning, and a chat GGUF
        often names them bos/eos (SmolLM2's bos is ``<|im_start|>``). Nor is it the
-       unknown, padding or mask token (unless it is also the eos, as GPT-2's
-       ``<|endoftext|>`` is its unk): text never holds those between documents. Of the
-       rest, the ``eos`` token if it is one of them, else the one with the lowest id (the
-       first special token a vocabulary defines is its end-of-text: SmolLM2's id 0,
-       Qwen's 151643).
+       padding or mask token (unless it is also the eos or the unk, the roles a
+       byte-level vocabulary gives its end-of-text token: GPT-2's and SmolLM2's unk is
+       ``<|endoftext|>``): text never holds those between documents. Of the rest, the
+       ``eos`` token if it is one of them, else the one with the lowest id (the first
+       special token a vocabulary defines is its end-of-text: SmolLM2's id 0, Qwen's
+       151643).
     3. No special token left: ``""`` (the source token alone).
 
     Args:
@@ -72,20 +75,23 @@ def document_prefix(tokenizer: Any) -> tuple[str, str]:
     except Exception as err:  # noqa: BLE001 - any tokenizer failure means: no framing known
         framed, plain = [], []
         del err
+    template = getattr(tokenizer, "chat_template", None)
+    template = template if isinstance(template, str) else ""
     if len(framed) > len(plain) and framed[-len(plain):] == plain and plain:
         tid = int(framed[0])
         tok = tokenizer.convert_ids_to_tokens(tid)
-        if isinstance(tok, str) and vocab.get(tok) == tid:
+        # a chat-turn marker prepended by a wrapper (TransformerLens prepends the bos of
+        # SmolLM2-Instruct's GGUF, <|im_start|>) did not start pretraining documents
+        if isinstance(tok, str) and vocab.get(tok) == tid and tok not in template:
             return tok, "the tokenizer prepends it to every text (bos)"
     specials = _special_tokens(tokenizer)
-    template = getattr(tokenizer, "chat_template", None)
-    template = template if isinstance(template, str) else ""
     eos = getattr(tokenizer, "eos_token", None)
-    never = {getattr(tokenizer, f"{role}_token", None) for role in ("unk", "pad", "mask")}
+    unk = getattr(tokenizer, "unk_token", None)
+    never = {getattr(tokenizer, f"{role}_token", None) for role in ("pad", "mask")}
     rest = {t: i for t, i in specials.items()
-            if t not in template and (t not in never or t == eos)}
+            if t not in template and (t not in never or t in (eos, unk))}
     if not rest:
-        return "", ("no special token outside the chat template and the unk/pad/mask "
+        return "", ("no special token outside the chat template and the pad/mask "
                     "tokens: the source token alone")
     if isinstance(eos, str) and eos in rest:
         return eos, "the end-of-text token that separates documents (eos)"
