@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ._html import html_card
 from .attention import AttentionSummary
@@ -325,7 +324,9 @@ def _shared_stream(model: Any, same: dict[str, Any], wanted: bool) -> Any:
     opts = P.resolve(model, same.get("preset"), None, same.get("calibration"))[0]
     if opts.source != "token_alone":
         return None
-    return P.Sources(model, torch.arange(model.vocab_size, device=model.E.device), opts)
+    from .salient.compute import vocabulary_sources
+
+    return vocabulary_sources(model, opts)
 
 
 def _lockstep(steps: dict[str, Any], seconds: dict[str, float], progress: bool,

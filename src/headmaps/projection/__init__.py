@@ -48,6 +48,7 @@ from .sources import (
     CACHE_MIN_ROWS,
     KEEP_BYTES,
     STREAM_CHUNK_ROWS,
+    ExactRows,
     Sources,
     SourcesView,
     base_sources,
@@ -55,11 +56,13 @@ from .sources import (
 from .stream import (
     DEFAULT_STREAM_DTYPE,
     PROGRESS_ROWS,
+    SCREEN_DTYPE,
     STREAM_DTYPE_ENV,
     STREAM_DTYPES,
     advance,
     carried_position,
     embed,
+    screen_dtype,
     stream_dtype,
     token_alone,
     token_alone_reference,
@@ -67,7 +70,8 @@ from .stream import (
 
 __all__ = [
     "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "DEFAULT_STREAM_DTYPE", "KEEP_BYTES",
-    "PRESETS", "PROGRESS_ROWS", "SOURCE_KINDS", "STREAM_CHUNK_ROWS", "STREAM_DTYPES",
+    "PRESETS", "PROGRESS_ROWS", "SCREEN_DTYPE", "ExactRows", "screen_dtype", "SOURCE_KINDS",
+    "STREAM_CHUNK_ROWS", "STREAM_DTYPES",
     "STREAM_DTYPE_ENV", "Calibration", "ProjectionOptions", "SourceKind", "Sources",
     "SourcesView", "advance", "base_sources", "carried_position", "concrete",
     "describe_projection", "document_prefix", "embed", "explicit", "label", "layer_biases",

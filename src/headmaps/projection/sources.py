@@ -90,6 +90,7 @@ class Sources:
         self._alone: tuple[int, torch.Tensor | None, torch.Tensor] | None = None
         self._kept: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
         self._views: list[SourcesView] = []
+        self._exact: ExactRows | None = None
         #: blocks this object advanced the stream through (a full pass: n_layers - 1)
         self.blocks_advanced = 0
         use = len(token_ids) >= CACHE_MIN_ROWS if cache is None else bool(cache)
@@ -101,6 +102,30 @@ class Sources:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def screened(self) -> bool:
+        """Whether :meth:`at` gives screening rows (a reduced-precision ``token_alone`` stream).
+
+        Consumers then rank on these rows and decide on :meth:`exact` rows of the
+        candidates, so their answers are the float32 stream's (see :data:`SCREEN_DTYPE`).
+        """
+        return self.opts.source == "token_alone" and self.dtype != torch.float32
+
+    def exact(self, layer: int, token_ids: torch.Tensor) -> torch.Tensor:
+        """``(n, d_model)`` float32-stream rows of ``token_ids`` before ``layer``'s input norm.
+
+        For a float32 stream (or a block-0 source) these are the rows of :meth:`at`; for a
+        screened stream they come from a float32 stream of just these tokens
+        (:class:`ExactRows`, shared by every consumer of this object).
+        """
+        if not self.screened:
+            order = torch.argsort(self.ids)
+            pos = torch.searchsorted(self.ids[order], token_ids.to(self.ids.device))
+            return self.at(layer).index_select(0, order[pos])
+        if self._exact is None:
+            self._exact = ExactRows(self.model, self.opts, self.chunk_rows)
+        return self._exact.rows(layer, token_ids)
 
     def _keep(self, layer: int, first: torch.Tensor | None, x: torch.Tensor) -> None:
         if self.model.n_layers * x.numel() * x.element_size() <= self.keep_bytes:
@@ -181,7 +206,9 @@ class Sources:
 class SourcesView:
     """Rows of some tokens of a :class:`Sources`, with the same ``at(layer)``.
 
-    See :meth:`Sources.subset`.
+    See :meth:`Sources.subset`. The rows are always the float32 stream's: on a screened
+    stream (:attr:`Sources.screened`) they come from :meth:`Sources.exact`, advanced as
+    the screening stream passes.
     """
 
     def __init__(self, parent: Sources, token_ids: torch.Tensor):
@@ -203,11 +230,62 @@ class SourcesView:
 
     def _take(self, layer: int, x: torch.Tensor) -> None:
         if layer not in self._own:
-            self._own[layer] = x.index_select(0, self.rows)
+            self._own[layer] = self.parent.exact(layer, self.ids) if self.parent.screened \
+                else x.index_select(0, self.rows)
 
     def at(self, layer: int) -> torch.Tensor:
         """``(n, d_model)`` float32 rows of the view's tokens before ``layer``'s input norm."""
         if layer in self._own:
             return self._own[layer]
+        if self.parent.screened:
+            return self.parent.exact(layer, self.ids)
         return self.parent.at(layer).index_select(0, self.rows)
 
+
+class ExactRows:
+    """The float32 ``token_alone`` rows of a growing token set, one layer after another.
+
+    The check side of a screened stream (:attr:`Sources.screened`): consumers rank the
+    whole vocabulary on reduced-precision rows and ask for the float32 rows of their
+    candidates only. Rows already held advance one block per layer; a token asked for
+    the first time at layer ``l`` runs through ``l`` blocks once. Layers are asked in
+    increasing order (an earlier layer restarts from the embeddings).
+    """
+
+    def __init__(self, model: HeadModel, opts: ProjectionOptions, chunk_rows: int = 4096):
+        self.model, self.opts = model, concrete(model, opts)
+        self.chunk_rows = max(1, min(int(chunk_rows), STREAM_CHUNK_ROWS))
+        self.layer = 0
+        self.ids = torch.empty(0, dtype=torch.long, device=model.E.device)
+        self.x = torch.empty(0, model.d_model, device=model.E.device)
+        self.first: torch.Tensor | None = None
+        self._row: dict[int, int] = {}
+
+    def _go(self, x: torch.Tensor, first: torch.Tensor | None, start: int,
+            stop: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if stop <= start:
+            return first, x
+        return _advance(self.model, x, range(start, stop), self.chunk_rows, first,
+                        torch.float32)
+
+    def rows(self, layer: int, token_ids: torch.Tensor) -> torch.Tensor:
+        """``(n, d_model)`` float32 rows of ``token_ids`` ``(n,)`` entering ``layer``."""
+        if layer < self.layer:
+            self.__init__(self.model, self.opts, self.chunk_rows)
+        if len(self.ids):
+            self.first, self.x = self._go(self.x, self.first, self.layer, layer)
+        self.layer = layer
+        ids = token_ids.to(self.ids.device).long()
+        new = torch.unique(ids[[int(i) not in self._row for i in ids.tolist()]]) if len(ids) \
+            else ids
+        if len(new):
+            first, x = _alone_start(self.model, new, self.opts)
+            first, x = self._go(x, first, 0, layer)
+            if self.first is None:
+                self.first = first
+            for i in new.tolist():
+                self._row[i] = len(self._row)
+            self.ids, self.x = torch.cat([self.ids, new]), torch.cat([self.x, x])
+        index = torch.tensor([self._row[int(i)] for i in ids.tolist()], dtype=torch.long,
+                             device=self.x.device)
+        return self.x.index_select(0, index)

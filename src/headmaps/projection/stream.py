@@ -158,6 +158,19 @@ STREAM_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": t
 DEFAULT_STREAM_DTYPE = "float32"
 
 
+#: The dtype a whole-vocabulary ``token_alone`` stream is screened in: salient operations
+#: and the QK half rank every token on these rows and decide on float32 rows of their
+#: candidates (:meth:`~headmaps.projection.Sources.exact`), so their answers are the
+#: float32 stream's at a fraction of its cost (docs/results/projection.md measures both).
+#: ``$HEADMAPS_STREAM_DTYPE=float32`` turns screening off.
+SCREEN_DTYPE = "bfloat16"
+
+
+def screen_dtype() -> torch.dtype:
+    """The screening dtype: ``$HEADMAPS_STREAM_DTYPE`` if set, else :data:`SCREEN_DTYPE`."""
+    return stream_dtype(os.environ.get(STREAM_DTYPE_ENV) or SCREEN_DTYPE)
+
+
 def stream_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
     """The stream's compute dtype: ``dtype``, else ``$HEADMAPS_STREAM_DTYPE``, else the default.
 
