@@ -20,6 +20,13 @@ def _calibration_store(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("HEADMAPS_NO_CALIBRATION", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _float32_stream(monkeypatch):
+    """Tests of the math compare with float32/float64 references: a float32 stream, not the
+    screened bfloat16 one (tests/test_screen.py tests the screen against it)."""
+    monkeypatch.setenv("HEADMAPS_STREAM_DTYPE", "float32")
+
+
 @pytest.fixture(scope="session")
 def tiny_llama():
     """A tiny Llama with grouped-query attention (8 heads, 2 KV heads), float64."""

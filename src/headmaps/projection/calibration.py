@@ -103,7 +103,7 @@ class Calibration:
 
     def table(self) -> Any:
         """Deprecated: :meth:`to_frame`."""
-        from ._protocol import deprecated
+        from .._protocol import deprecated
 
         deprecated("Calibration.table()", "Calibration.to_frame()")
         return self.to_frame()
@@ -115,14 +115,14 @@ class Calibration:
 
     def _repr_html_(self) -> str:
         """Jupyter: the choice, then the candidates tried (best median r first)."""
-        from ._html import html_card
+        from .._html import html_card
 
         return html_card(f"calibration of {self.model_id or 'model'}: {self.label()}",
                          self._candidates(), [self.rule] if self.rule else [])
 
     def summary_markdown(self) -> str:
         """Markdown: the choice, the rule and the candidates tried."""
-        from .io import markdown_table
+        from ..io import markdown_table
 
         lines = [f"# Calibration of {self.model_id}", "", f"{self.label()}; fingerprint "
                  f"`{self.fingerprint}`.", ""]
@@ -132,7 +132,7 @@ class Calibration:
 
     def figure(self) -> Any:
         """The candidates' median r without context as bars, the chosen one darker (a Figure)."""
-        from .figures import bars_figure
+        from ..figures import bars_figure
 
         frame = self.to_frame()
         names = [str(n) for n in frame.get("name", [])]
