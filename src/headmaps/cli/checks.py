@@ -87,7 +87,8 @@ INPUT_ARGS = {"scan": "--scan", "from_": "--from", "extras": "--extras", "salien
               "template_file": "--template-file"}
 
 #: Arguments that name something a command writes, and how the error message calls them.
-OUTPUT_ARGS = {"out": "--out", "output": "-o/--output", "offload_folder": "--offload-folder"}
+OUTPUT_ARGS = {"out": "--out", "output": "-o/--output", "offload_folder": "--offload-folder",
+               "html": "--html"}
 
 
 def preflight(args: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
 
     Args:
         source: a :class:`~headmaps.analyse.HeadReport` (rendered as it is), a
+            :class:`~headmaps.diff.HeadDiff` or a saved diff folder (the diff view), a
             :class:`~headmaps.HeadModel` or anything :func:`headmaps.load` accepts
             (alias, hub id, folder, .gguf; analysed now), or a
             :class:`~headmaps.scoring.ScanResult` (then no model is loaded and the report
@@ -52,7 +53,15 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
 
     Returns:
         The path written.
+
+    A :class:`~headmaps.diff.HeadDiff` (or the folder one was saved to) opens the diff
+    view instead (:func:`headmaps.report.diffview.write_diff_report`): both models' scores
+    per head, the change as the colour, both sides in the head detail.
     """
+    from .diffview import is_diff, write_diff_report
+
+    if is_diff(source):
+        return write_diff_report(path, source, title=title, show_paths=show_paths)
     if isinstance(source, HeadReport):
         result = source
     else:
