@@ -11,6 +11,15 @@ from ..scoring.results import DEFAULT_TAU
 from . import checks, common
 
 
+def html_file(text: str) -> Path:
+    """``--html FILE``: a path ending in .html (checked before any model is loaded)."""
+    path = Path(text)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise argparse.ArgumentTypeError(f"the diff view is an HTML file: give a path ending in "
+                                         f".html, got {text!r}")
+    return path
+
+
 def register(sub) -> None:
     """Add the ``diff`` subcommand."""
     p = sub.add_parser(
@@ -46,7 +55,7 @@ def register(sub) -> None:
     common.add_projection_args(p)
     p.add_argument("--out", type=Path, default=None,
                    help="folder for diff.parquet, heads.parquet, summary.md and diff.png")
-    p.add_argument("--html", type=Path, default=None, metavar="FILE",
+    p.add_argument("--html", type=html_file, default=None, metavar="FILE",
                    help="also write the explorer's diff view (one self-contained HTML file): "
                         "both models' scores per head, the change as the colour, both sides' "
                         "salient operations and positional profiles per head")
