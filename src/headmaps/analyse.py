@@ -23,6 +23,7 @@ from .attention import AttentionSummary
 from .describe import (
     Describer,
     Description,
+    DescriptionScores,
     describe_all,
     get_describer,
     load_descriptions,
@@ -41,7 +42,7 @@ MANIFEST = "head_report.json"
 #: Part -> file name inside the folder.
 PARTS = {"scan": "scores.parquet", "salient": "salient.parquet",
          "descriptions": "descriptions.jsonl", "attention": "attention.parquet",
-         "types": "head_types.parquet"}
+         "types": "head_types.parquet", "description_scores": "description_scores.parquet"}
 DESCRIBE_CHOICES = ("pattern", "llm", "none")
 
 
@@ -57,6 +58,8 @@ class HeadReport:
         types: the parameter-only head types, or None.
         seconds: part -> seconds it took in :func:`analyse` (parts loaded or passed in
             are absent).
+        description_scores: the descriptions' measured scores on held-out tokens
+            (:class:`~headmaps.describe.DescriptionScores`), or None (not computed).
     """
 
     scan: ScanResult
@@ -65,6 +68,7 @@ class HeadReport:
     attention: AttentionSummary | None = None
     types: HeadTypes | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    description_scores: DescriptionScores | None = None
 
     @property
     def model_id(self) -> str:
@@ -125,7 +129,7 @@ class HeadReport:
         folder = manifest.parent
         loaders = {"scan": ScanResult.load, "salient": SalientAll.load,
                    "descriptions": load_descriptions, "attention": AttentionSummary.load,
-                   "types": HeadTypes.load}
+                   "types": HeadTypes.load, "description_scores": DescriptionScores.load}
         parts = {p: loaders[p](folder / files[p]) for p in PARTS if p in files}
         return cls(**parts, seconds={k: float(v) for k, v in head.get("seconds", {}).items()})
 
@@ -158,6 +162,7 @@ def analyse(
     descriptions: list[Description] | None = None,
     attention: bool | AttentionSummary = True,
     head_types: bool | HeadTypes = True,
+    score_descriptions: bool | DescriptionScores = False,
     llm_options: dict[str, Any] | None = None,
     calibration: bool | None = None,
     progress: bool = False,
@@ -184,6 +189,11 @@ def analyse(
         attention: the QK half (:func:`headmaps.attention_summary`).
         head_types: the head types (:func:`headmaps.head_types`); the scan's copying and
             successor scores are reused when it has them.
+        score_descriptions: score the descriptions offline on held-out source tokens
+            (:func:`headmaps.score_descriptions`, ``method="offline"``: a pattern
+            description's rule predicts the targets; one more vocabulary pass), or
+            scores made earlier. Descriptions without a rule are kept with the reason they
+            were not scored (they need an LLM scorer: ``headmaps describe --score``).
         llm_options: keyword arguments of :class:`~headmaps.describe.LLMDescriber`.
         calibration: with no ``preset``, scan with the model's stored calibration (None:
             yes unless ``$HEADMAPS_NO_CALIBRATION`` is set); the other parts follow the scan.
@@ -202,7 +212,12 @@ def analyse(
                             "SalientAll), or describe='none'")
     if isinstance(scan, (str, os.PathLike)):
         scan = ScanResult.load(scan)
-    need_model = scan is None or any(x is True for x in (salient, attention, head_types))
+    if score_descriptions is True and (salient is False or (describer is None
+                                                             and descriptions is None)):
+        raise HeadmapsError("description scores need descriptions and salient operations: "
+                            "pass salient=True and a describer, or score_descriptions=False")
+    need_model = scan is None or any(x is True for x in (salient, attention, head_types,
+                                                         score_descriptions))
     m = _model(model, load_options) if need_model else None
     seconds: dict[str, float] = {}
 
@@ -253,7 +268,15 @@ def analyse(
     types = head_types or None
     if types is not None:
         _check("head types", (types.n_layers, types.n_heads), scan)
-    return HeadReport(scan, sal, descriptions, attention or None, types, seconds)
+    scores = score_descriptions or None
+    if score_descriptions is True:
+        from .describe import PatternDescriber
+        from .describe.score import score_descriptions as run_scores
+
+        pattern = describer if isinstance(describer, PatternDescriber) else None
+        scores = timed("description_scores", run_scores, m, descriptions, sal, method="offline",
+                       describer=pattern, progress=progress)
+    return HeadReport(scan, sal, descriptions, attention or None, types, seconds, scores)
 
 
 def _shared_stream(model: Any, same: dict[str, Any], wanted: bool) -> Any:

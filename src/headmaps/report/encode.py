@@ -110,8 +110,10 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
     Each entry is None or a dict with the short keys ``s`` (salient:
     ``[token, saliency, [target, score, target, score, ...]]``), ``d`` (description),
     ``e`` (evidence), ``c`` (confidence), ``u`` (1 when unclear) and ``a`` (the QK half:
-    ``{"w": profile weights, "k": [token, score, ...], "t": summary}``). Head types go
-    to the payload instead (:func:`encode_types`).
+    ``{"w": profile weights, "k": [token, score, ...], "t": summary}``) and ``ds`` (the
+    description score: ``{"s": score, "b": baseline, "m": method, "n": tokens, "k": k,
+    "r": reason}``, scores None where not measured). Head types go to the payload
+    instead (:func:`encode_types`).
     """
     intern = _Interner()
     heads: list[Any] = [None] * (n_layers * n_heads)
@@ -134,6 +136,11 @@ def encode_extras(extras: dict[tuple[int, int], HeadExtra], n_layers: int,
             out["a"] = {"w": [_num(w) for w in a["weights"]],
                         "k": [v for t, sc in a["keys"] for v in (intern(t), _num(sc))],
                         "t": a["summary"]}
+        if e.get("description_score"):
+            ds = e["description_score"]
+            out["ds"] = {"s": None if ds["score"] is None else _num(ds["score"]),
+                         "b": None if ds["baseline"] is None else _num(ds["baseline"]),
+                         "m": ds["method"], "n": ds["n"], "k": ds["k"], "r": ds["reason"]}
         heads[layer * n_heads + head] = out or None
     return intern.table, heads
 
@@ -185,5 +192,8 @@ def encode(scan: ScanResult, extras: dict[tuple[int, int], HeadExtra],
         "toks": toks,
         "summary": summarise(scan, extras),
         "types": encode_types(extras, scan.n_heads),
+        # heads with a measured description score: the page shows its column and filter
+        "dscored": sum(1 for e in extras.values()
+                       if (e.get("description_score") or {}).get("score") is not None),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }, heads

@@ -101,4 +101,8 @@ def extras_from_report(result: Any) -> HeadExtras:
     for part in (result.attention, result.types):
         if part is not None:
             merge_extras(extras, part.to_extras())
+    if getattr(result, "description_scores", None) is not None:
+        from .descscores import extras_from_description_scores
+
+        extras_from_description_scores(result.description_scores, extras)
     return extras

@@ -1,0 +1,53 @@
+"""The head card shows the description's offline held-out score and baseline (issue 24)."""
+
+from __future__ import annotations
+
+import json
+
+from test_head import run
+
+from headmaps.cli import common
+from headmaps.describe import Description
+
+
+def test_card_shows_the_offline_score_beside_the_baseline(model_dir, capsys):
+    assert run(["head", model_dir, "1.0", "--tokens", "6", "--preset", "paper", "--no-qk"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("description score"))
+    assert line.startswith("description score (offline, held-out): ")
+    score, baseline = float(line.split(": ")[1].split()[0]), float(line.split("baseline ")[1]
+                                                                  .split()[0])
+    assert score >= 0.8 and baseline < score  # the capital rule holds on held-out countries
+
+
+def test_card_json_score_uses_held_out_tokens_only(model_dir, capsys):
+    assert run(["head", model_dir, "1.0", "--tokens", "6", "--preset", "paper", "--no-qk",
+                "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    ds = data["description_score"]
+    shown = {t["token"] for t in data["tokens"]}
+    assert ds["method"] == "offline" and ds["n"] >= 1 and ds["k"] == 5
+    assert ds["tokens"] and not shown & set(ds["tokens"])
+    assert ds["score"] == sum(h for h in ds["hits"] if h >= 0) / ds["n"]
+    assert run(["head", model_dir, "1.0", "--json", "--no-qk", "--no-score"]) == 0
+    assert "description_score" not in json.loads(capsys.readouterr().out)
+
+
+class _Words:
+    """A describer that writes free words (no rule), as an LLM does."""
+
+    name = "words"
+
+    def describe(self, ops):
+        return Description(ops.layer, ops.head, "maps countries to cities", "llm",
+                           confidence=0.9, describer="llm:test")
+
+
+def test_card_says_a_description_without_rule_is_not_scorable_offline(model_dir, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setattr(common, "make_describer", lambda args: _Words())
+    assert run(["head", model_dir, "1.0", "--preset", "paper", "--no-qk"]) == 0
+    out = capsys.readouterr().out
+    assert "description score: not scorable offline" in out
+    assert run(["head", model_dir, "1.0", "--preset", "paper", "--no-qk", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["description_score"] is None
