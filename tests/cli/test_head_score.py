@@ -51,3 +51,23 @@ def test_card_says_a_description_without_rule_is_not_scorable_offline(model_dir,
     assert "description score: not scorable offline" in out
     assert run(["head", model_dir, "1.0", "--preset", "paper", "--no-qk", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["description_score"] is None
+
+
+def test_analyse_and_report_score_descriptions(model_dir, tmp_path, capsys):
+    from headmaps.analyse import HeadReport
+    from headmaps.cli import main
+
+    out = tmp_path / "hr"
+    assert main(["analyse", model_dir, "--relations", "copying", "--preset", "paper",
+                 "--no-attention", "--no-types", "--score-descriptions", "--out", str(out)]) == 0
+    res = HeadReport.load(out)
+    assert res.parts() == ["scan", "salient", "descriptions", "description_scores"]
+    capital = res.description_scores[1, 0]
+    assert capital.rule == "relation:country_to_capital" and capital.method == "offline"
+    res.description_scores.save(tmp_path / "scores")
+    page = tmp_path / "r.html"
+    assert main(["report", model_dir, "--relations", "copying", "--preset", "paper",
+                 "--no-attention", "--no-types", "--description-scores",
+                 str(tmp_path / "scores"), "-o", str(page)]) == 0
+    assert '"dscored":' in page.read_text(encoding="utf-8")
+    assert '"dscored":0' not in page.read_text(encoding="utf-8")
