@@ -38,6 +38,18 @@ def rows(pg) -> list[str]:
     return pg.eval_on_selector_all("#hm-tbody tr.r", "rs => rs.map(r => r.dataset.head)")
 
 
+def open_row(pg, head: str) -> None:
+    from playwright.sync_api import expect
+
+    panel = pg.locator("#hm-panel")
+    for _ in range(3):  # a click can land before the handlers are bound on a loaded machine
+        pg.locator(f'#hm-tbody tr.r[data-head="{head}"]').click()
+        if panel.get_attribute("data-head") == head:
+            break
+        pg.wait_for_timeout(1000)
+    expect(panel).to_have_attribute("data-head", head)
+
+
 def count_is(pg, n: int) -> None:
     pg.wait_for_function(f"() => document.getElementById('hm-count').dataset.count === '{n}'")
 
@@ -61,12 +73,10 @@ def test_score_column_and_beside_the_description(page):
     cell = page.locator('#hm-tbody tr.r[data-head="0.1"] td[data-score]')
     assert cell.get_attribute("data-score") == "0.9" and cell.inner_text().startswith("0.90")
     assert page.locator("#hm-dscore-col").count() == 1
-    page.locator('#hm-tbody tr.r[data-head="0.1"]').click()
-    page.wait_for_function("() => document.getElementById('hm-panel').dataset.head === '0.1'")
+    open_row(page, "0.1")
     line = page.locator("#hm-panel .dscore").inner_text()
     assert "Description score 0.90 vs baseline 0.10" in line and "12 held-out tokens" in line
-    page.locator('#hm-tbody tr.r[data-head="2.4"]').click()
-    page.wait_for_function("() => document.getElementById('hm-panel').dataset.head === '2.4'")
+    open_row(page, "2.4")
     assert "not measured (no rule)" in page.locator("#hm-panel .dscore").inner_text()
 
 
