@@ -75,6 +75,13 @@ def test_report_page_has_scores_and_their_count(result, tmp_path):
     assert ds["m"] == "offline" and ds["s"] >= 0.8 and ds["b"] < ds["s"]
 
 
+def test_hm_report_scores_when_asked(model, tmp_path):
+    path = hm.report(model, tmp_path / "s.html", relations=["copying"], attention=False,
+                     head_types=False, score_descriptions=True, preset="paper")
+    data, heads = heads_of(path.read_text(encoding="utf-8"))
+    assert data["dscored"] >= 1 and heads[COPY[0] * 2 + COPY[1]]["ds"]["s"] >= 0.8
+
+
 def test_report_without_scores_has_no_score_data(model, tmp_path):
     res = hm.analyse(model, relations=["copying"], preset="paper", attention=False,
                      head_types=False)

@@ -19,6 +19,7 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
            scan: ScanResult | str | os.PathLike | None = None,
            describe: Any = "pattern", salient: bool | None = None,
            attention: bool | None = None, head_types: bool | None = None,
+           score_descriptions: bool = False,
            extras: dict[str, Any] | None = None,
            title: str | None = None, progress: bool = False, show_paths: bool = False,
            **load_options: Any) -> Path:
@@ -43,6 +44,8 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
             when a model is at hand.
         attention: compute the QK half of every head; default: when a model is at hand.
         head_types: compute the head types; default: when a model is at hand.
+        score_descriptions: score the descriptions offline on held-out tokens (see
+            :func:`headmaps.analyse`); the page shows each score beside its description.
         extras: per-head extras to add (schema :data:`~headmaps.report.schema.HeadExtras`);
             they override computed ones head by head.
         title: page title.
@@ -75,6 +78,7 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
         result = analyse(source if has_model else None, scan=scan, salient=want(salient),
                          describe=describe if want(salient) else "none",
                          attention=want(attention), head_types=want(head_types),
-                         progress=progress, **load_options)
+                         score_descriptions=score_descriptions, progress=progress,
+                         **load_options)
     computed = merge_extras(extras_from_report(result), extras)
     return write_report(path, result.scan, computed or None, title=title, show_paths=show_paths)
