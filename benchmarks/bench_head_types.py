@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
              f"| behavioural, attention detectors only (prev, induction, duplicate) | {t_attn:.1f} "
              "| "
              f"(vs static w/o relations: {t_attn / t_fast:.1f}x) |",
-             "", "labelled heads (static, with relation scores):", "```", full.table(), "```"]
+             "", "labelled heads (static, with relation scores):", "```", full.text(), "```"]
     top = {k: [f"{a}.{b}" for a, b in zip(*np.unravel_index(np.argsort(-v, axis=None)[:5],
                                                             v.shape))]
            for k, v in beh.items()}

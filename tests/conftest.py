@@ -15,7 +15,7 @@ from tiny import tiny_model  # noqa: E402
 @pytest.fixture(autouse=True)
 def _calibration_store(tmp_path_factory, monkeypatch):
     """Every test gets an empty calibration store, so a user's stored calibrations never
-    change the default projection a test sees (see headmaps.calibration)."""
+    change the default projection a test sees (see headmaps.projection.calibration)."""
     monkeypatch.setenv("HEADMAPS_CALIBRATIONS", str(tmp_path_factory.mktemp("calibrations")))
     monkeypatch.delenv("HEADMAPS_NO_CALIBRATION", raising=False)
 

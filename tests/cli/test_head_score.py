@@ -6,7 +6,6 @@ import json
 
 from test_head import run
 
-from headmaps.cli import common
 from headmaps.describe import Description
 
 
@@ -45,7 +44,7 @@ class _Words:
 
 def test_card_says_a_description_without_rule_is_not_scorable_offline(model_dir, capsys,
                                                                        monkeypatch):
-    monkeypatch.setattr(common, "make_describer", lambda args: _Words())
+    monkeypatch.setattr("headmaps.describe.get_describer", lambda *args, **kwargs: _Words())
     assert run(["head", model_dir, "1.0", "--preset", "paper", "--no-qk"]) == 0
     out = capsys.readouterr().out
     assert "description score: not scorable offline" in out
@@ -54,8 +53,8 @@ def test_card_says_a_description_without_rule_is_not_scorable_offline(model_dir,
 
 
 def test_analyse_and_report_score_descriptions(model_dir, tmp_path, capsys):
-    from headmaps.analyse import HeadReport
     from headmaps.cli import main
+    from headmaps.headreport import HeadReport
 
     out = tmp_path / "hr"
     assert main(["analyse", model_dir, "--relations", "copying", "--preset", "paper",

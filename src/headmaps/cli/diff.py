@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 res.figure().savefig(part, format="png", dpi=150)
         print(f"wrote diff.parquet, heads.parquet, summary.md and diff.png under {out}/")
     if args.html is not None:
-        from ..report.diffview import write_diff_report
+        from ..explorer.diffview import write_diff_report
 
         path = write_diff_report(args.html, res)
         print(f"wrote the diff view {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -27,10 +27,6 @@ def register(sub) -> None:
     common.add_describer_args(p)
     p.add_argument("--json", action="store_true",
                    help="print the result as JSON instead of a table")
-    p.add_argument("--qk-preset", default=None,
-                   help="projection preset of the QK half (default: the projection of the OV "
-                        "side, from --preset/--source/--prefix/--no-calibration or the "
-                        "model's calibration)")
     p.add_argument("--max-distance", type=checks.positive_int, default=32,
                    help="positional profile over distances 0..N (default 32)")
     p.add_argument("--no-qk", action="store_true", help="leave out what the head attends to")
@@ -113,10 +109,11 @@ def run(args: argparse.Namespace) -> int:
     """Compute, print and describe one head."""
     import json
 
+    from ..describe import get_describer
     from ..salient import salient_operations
 
     parse_head(args.head)  # format errors before loading anything
-    describer = common.make_describer(args)
+    describer = get_describer(args.describe, common.llm_options(args))
     model = common.load_model(args)
     layer, head = parse_head(args.head, model)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
@@ -128,8 +125,6 @@ def run(args: argparse.Namespace) -> int:
     if args.max_distance < 1:
         raise HeadmapsError(f"--max-distance must be at least 1, got {args.max_distance}")
     projection = {**common.projection_kwargs(args), **common.calibration_kwargs(args)}
-    if args.qk_preset is not None:
-        projection = {"preset": args.qk_preset}
     qk = None if args.no_qk else qk_card(model, layer, head, projection, args.max_distance)
     if args.json:
         out = ops.to_dict()
@@ -147,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"head {ops.name} of {model.model_id} (projection {common.projection_label(ops)}, "
           f"non-words skipped: {ops.skip_nonwords})")
-    print(ops.table())
+    print(ops.text())
     if desc is not None:
         print()
         print(f"description ({desc.describer}): {desc.text}")
@@ -164,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(f"what it attends to (QK, from parameters; preset {prof.preset}; content ignores "
               "position)")
-        print(prefs.table())
+        print(prefs.text())
         print(f"position ({prof.positions}): Δ=0..{len(prof.logits) - 1} {prof.sparkline()}")
         print(f"  kind: {prof.kind()}; Δ=1 {prof.prev_mass:.0%}, Δ=0 {prof.self_mass:.0%}, Δ<=4 "
               f"{prof.local_mass:.0%}, "

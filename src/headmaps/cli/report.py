@@ -36,12 +36,11 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report."""
-    from ..analyse import HeadReport
-    from ..report import build
-    from ..report import extras as ex
+    from ..explorer import load_extras, report
+    from ..headreport import HeadReport
 
     if args.from_ is not None:
-        from ..report.diffview import is_diff, write_diff_report
+        from ..explorer.diffview import is_diff, write_diff_report
 
         if is_diff(args.from_):
             path = write_diff_report(args.output, args.from_, title=args.title,
@@ -49,13 +48,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote the diff view {path} ({path.stat().st_size / 1e6:.1f} MB)")
             return 0
     result = HeadReport.load(args.from_) if args.from_ is not None else analyse_model(args)
-    extras = ex.merge_extras(ex.extras_from_report(result),
-                             ex.load_extras(args.extras) if args.extras is not None else None)
+    path = report(result, args.output, title=args.title, show_paths=args.show_paths,
+                  extras=load_extras(args.extras) if args.extras is not None else None)
     scan = result.scan
-    path = build.write_report(args.output, scan, extras or None, title=args.title,
-                              show_paths=args.show_paths)
-    size = path.stat().st_size
-    print(f"wrote {path} ({size / 1e6:.1f} MB): {scan.n_layers} layers x {scan.n_heads} heads, "
-          f"{len(scan.relations)} relations (projection {projection_label(scan)}), parts: "
-          f"{', '.join(result.parts())}")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {scan.n_layers} layers x "
+          f"{scan.n_heads} heads, {len(scan.relations)} relations (projection "
+          f"{projection_label(scan)}), parts: {', '.join(result.parts())}")
     return 0

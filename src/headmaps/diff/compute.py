@@ -40,10 +40,10 @@ from tqdm.auto import tqdm
 
 from .. import projection as P
 from .. import relations as rel_lib
-from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from ..scoring.engine import scan
 from ..scoring.results import DEFAULT_TAU, ScanResult
 from . import noise

@@ -263,7 +263,7 @@ class HeadDiff:
         return "\n".join(lines) + "\n"
 
     def _projection(self) -> str:
-        from ..calibration import label
+        from ..projection.calibration import label
 
         return label(self.preset or "?", self.options, self.calibration)
 
@@ -294,54 +294,21 @@ class HeadDiff:
             outlined); middle, the relative change of ``W_VO``; right, score in ``a``
             against ``b`` (beyond the floor in colour).
         """
-        import matplotlib as mpl
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Rectangle
+        from .. import figures
 
-        L, H = self.n_layers, self.n_heads
-        with mpl.rc_context({"font.size": 8}):
-            fig = Figure(figsize=(11, min(9.0, max(3.2, 0.14 * L + 1.6))), layout="constrained")
-            fig.suptitle(f"{self.model_a} -> {self.model_b} (heads matched by {self.matching})")
-            axes = fig.subplots(1, 3 if self.relations else 1, squeeze=False)[0]
-            if self.relations:
-                if relation is None:
-                    relation = max(self.relations, key=lambda r: (self.changed[self._r(r)].sum(),
-                                                                  -self._r(r)))
-                r = self._r(relation)
-                ch = np.where(self.changed[r], self.change[r], np.nan)
-                lim = max(float(np.nanmax(np.abs(ch))) if np.isfinite(ch).any() else 0.0, 0.05)
-                ax = axes[0]
-                im = ax.imshow(ch, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto",
-                               interpolation="nearest")
-                for h in self.gained_lost(relation)["gained"]:
-                    y, x = map(int, h.split("."))
-                    ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, lw=1.2,
-                                           ec="black"))
-                fig.colorbar(im, ax=ax, label="score change (beyond floor)")
-                ax.set(title=f"{relation}: score change b - a",
-                       xlabel="head", ylabel="layer")
-                sc = axes[2]
-                c = self.changed[r].ravel()
-                sc.scatter(self.scores_a[r].ravel()[~c], self.scores_b[r].ravel()[~c], s=8,
-                           c="0.7", label="within floor")
-                sc.scatter(self.scores_a[r].ravel()[c], self.scores_b[r].ravel()[c], s=12,
-                           c="tab:red", label="beyond floor")
-                sc.plot([0, 1], [0, 1], lw=0.6, c="0.3")
-                sc.axhline(self.tau, lw=0.5, ls=":", c="0.3")
-                sc.axvline(self.tau, lw=0.5, ls=":", c="0.3")
-                sc.set(xlabel=f"{relation} score in {self.model_a}",
-                       ylabel=f"score in {self.model_b}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
-                sc.legend(loc="lower right")
-            ax = axes[1] if self.relations else axes[0]
-            wvo = np.asarray(self.heads["wvo_change"], dtype=np.float64)
-            im = ax.imshow(np.where(np.isfinite(wvo), wvo, np.nan), cmap="viridis", aspect="auto",
-                           interpolation="nearest")
-            fig.colorbar(im, ax=ax, label="||dW_VO|| / ||W_VO||")
-            ax.set(title="relative change of W_VO", xlabel="head", ylabel="layer")
-            if H <= 16:
-                for a in axes[:2]:
-                    a.set_xticks(range(H))
-        return fig
+        title = f"{self.model_a} -> {self.model_b} (heads matched by {self.matching})"
+        wvo = np.asarray(self.heads["wvo_change"], dtype=np.float64)
+        if not self.relations:
+            return figures.diff_figure(wvo, title=title)
+        if relation is None:
+            relation = max(self.relations, key=lambda r: (self.changed[self._r(r)].sum(),
+                                                          -self._r(r)))
+        r = self._r(relation)
+        gained = [tuple(map(int, h.split("."))) for h in self.gained_lost(relation)["gained"]]
+        return figures.diff_figure(wvo, title=title, relation=relation, change=self.change[r],
+                                   changed=self.changed[r], gained=gained,
+                                   scores_a=self.scores_a[r], scores_b=self.scores_b[r],
+                                   tau=self.tau, names=(self.model_a, self.model_b))
 
     # ---- save / load ----------------------------------------------------------------
     def header(self) -> dict[str, Any]:

@@ -42,10 +42,10 @@ import numpy as np
 import torch
 
 from .. import projection as P
-from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from ..scoring.results import DEFAULT_TAU, ScanResult
 from . import static as S
 from .results import HeadTypes
@@ -203,7 +203,7 @@ def head_types(
             ``successor``) instead of scoring them again.
         calibration: with no preset or option given, use the model's stored calibration
             (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
-            :mod:`headmaps.calibration`).
+            :mod:`headmaps.projection.calibration`).
         sources: a :class:`~headmaps.projection.Sources` (or one of its subset views)
             in the same projection to take the token sample's rows from (a stream
             shared with other parts); default: a new one.

@@ -31,17 +31,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 8192
 
 
-def resolve_salient_options(preset: str | P.ProjectionOptions | None,
-                            **options: Any) -> tuple[P.ProjectionOptions, str]:
-    """Projection options for salient operations, and the preset name to record.
-
-    The ``paper`` preset reproduces the reference code, which applies the first-MLP
-    trick at layer 0 too (``mlp0_at_layer0=True``); other presets read ``e`` at layer 0
-    unless told otherwise.
-    """
-    return P.explicit(preset, options, salient=True)
-
-
 class _Context:
     """What every layer needs: options, masks, token strings and source representations."""
 
