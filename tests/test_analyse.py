@@ -35,7 +35,7 @@ def payload(path):
 
 
 def test_analyse_has_every_part(result, model):
-    assert result.parts() == list(PARTS)
+    assert result.parts() == [p for p in PARTS if p != "description_scores"]  # opt-in
     assert result.scan.scores.shape[1:] == (model.n_layers, model.n_heads)
     assert len(result.salient) == len(result.descriptions) == model.n_layers * model.n_heads
     assert result.attention.layers == list(range(model.n_layers))

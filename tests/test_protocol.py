@@ -20,6 +20,7 @@ from headmaps._protocol import Result
 from headmaps.experiments import CausalResult, CorrelationResult, DynamicScores
 from headmaps.experiments.correlation import correlation_table
 from headmaps.experiments.results import CAUSAL_COLUMNS, CURVE_COLUMNS
+from headmaps.headreport import PARTS
 from headmaps.io import write_figure
 from tiny_vocab import set_mapping, vocab_model
 
@@ -33,7 +34,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def report(model):
-    return hm.analyse(model, relations=["copying", "country_to_capital"])
+    """A head report with every part, the description scores included."""
+    return hm.analyse(model, relations=["copying", "country_to_capital"], score_descriptions=True)
 
 
 def _experiments() -> tuple[CorrelationResult, CausalResult]:
@@ -67,7 +69,6 @@ def _calibration() -> hm.Calibration:
 def results(model, report):
     """Result class name -> ``(instance, where it saves)``: every result of the package."""
     corr, causal = _experiments()
-    scores = hm.score_descriptions(model, report.descriptions, report.salient, method="offline")
     b = hm.load(vocab_model(n_layers=2, seed=1)[0], tokenizer=model.tokenizer)
     return {
         "ScanResult": (report.scan, "scan"),
@@ -80,7 +81,7 @@ def results(model, report):
         "CausalResult": (causal, "causal"),
         "Calibration": (_calibration(), "calibration.json"),
         "HeadReport": (report, "head_report"),
-        "DescriptionScores": (scores, "description_scores"),
+        "DescriptionScores": (report.description_scores, "description_scores"),
         "HeadDiff": (hm.diff(model, b, ["copying"], salient=False, qk=False), "diff"),
     }
 
@@ -93,6 +94,10 @@ PROTOCOL_CLASSES = ["ScanResult", "SalientOperations", "SalientAll", "AttentionP
 def test_every_result_is_walked(results):
     assert sorted(results) == sorted(PROTOCOL_CLASSES)
     assert all(type(res).__name__ == name for name, (res, _) in results.items())
+    report, _ = results["HeadReport"]
+    assert report.parts() == list(PARTS)  # the head report walked holds every part
+    walked = {id(res) for res, _ in results.values()}
+    assert all(id(getattr(report, p)) in walked for p in PARTS if p != "descriptions")
 
 
 @pytest.mark.parametrize("name", PROTOCOL_CLASSES)

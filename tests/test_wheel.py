@@ -70,7 +70,8 @@ def test_wheel_holds_every_package_file(dist):
     expected = _package_files()
     assert {"headmaps/relations/data/templates.json", "headmaps/relations/data/copying.json",
             "headmaps/explorer/assets/report.html", "headmaps/explorer/assets/report.js",
-            "headmaps/explorer/assets/report.css"} <= expected
+            "headmaps/explorer/assets/report.css", "headmaps/explorer/assets/diff.html",
+            "headmaps/explorer/assets/diff.js", "headmaps/explorer/assets/diff.css"} <= expected
     assert sorted(expected - names) == []
     assert any(n.endswith(".dist-info/entry_points.txt") for n in names)
 
@@ -146,6 +147,6 @@ def test_installed_wheel_runs_the_cli(venv, tmp_path):
     html = page.read_text(encoding="utf-8")
     assert "smollm2-135m" in html and "copying" in html
     for asset in ("report.css", "report.js"):  # inlined from the installed package
-        text = (PACKAGE / "report" / "assets" / asset).read_text(encoding="utf-8")
+        text = (PACKAGE / "explorer" / "assets" / asset).read_text(encoding="utf-8")
         assert text.strip()[:300] in html, asset
     assert str(venv) not in html

@@ -1,8 +1,9 @@
 """One pipeline from a model to everything the report shows: :func:`analyse` -> :class:`HeadReport`.
 
 The scan (OV relation scores), the salient operations and descriptions of every head,
-the QK half (:func:`~headmaps.attention_summary`) and the head types
-(:func:`~headmaps.head_types`) are computed here, once, and kept in one result that
+the QK half (:func:`~headmaps.attention_summary`), the head types
+(:func:`~headmaps.head_types`) and, when asked, the descriptions' held-out scores
+(:func:`~headmaps.score_descriptions`) are computed here, once, and kept in one result that
 saves and loads itself. :func:`headmaps.report` and ``headmaps report`` render a
 :class:`HeadReport`; they compute nothing themselves.
 """
@@ -25,6 +26,7 @@ from .attention import AttentionSummary
 from .describe import (
     Describer,
     Description,
+    DescriptionScores,
     describe_all,
     get_describer,
     load_descriptions,
@@ -46,7 +48,7 @@ MANIFEST = "head_report.json"
 #: Part -> file name inside the folder.
 PARTS = {"scan": "scores.parquet", "salient": "salient.parquet",
          "descriptions": "descriptions.jsonl", "attention": "attention.parquet",
-         "types": "head_types.parquet"}
+         "types": "head_types.parquet", "description_scores": "description_scores.parquet"}
 
 
 @dataclass
@@ -61,6 +63,8 @@ class HeadReport:
         types: the parameter-only head types, or None.
         seconds: part -> seconds it took in :func:`analyse` (parts loaded or passed in
             are absent).
+        description_scores: the descriptions' measured scores on held-out tokens
+            (:class:`~headmaps.describe.DescriptionScores`), or None (not computed).
     """
 
     scan: ScanResult
@@ -69,6 +73,7 @@ class HeadReport:
     attention: AttentionSummary | None = None
     types: HeadTypes | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    description_scores: DescriptionScores | None = None
 
     @property
     def model_id(self) -> str:
@@ -89,7 +94,9 @@ class HeadReport:
         Columns ``layer``, ``head``, ``best_relation``, ``best_score``, ``n_relations``
         (relations with score >= tau); with descriptions ``description`` and ``unclear``;
         with the QK half ``attention`` (the positional kind) and ``prev_mass``; with head
-        types ``types`` (comma-separated labels).
+        types ``types`` (comma-separated labels); with description scores
+        ``description_score`` and ``description_baseline`` (NaN where not measured; a
+        head's first score).
         """
         s = self.scan
         L, H = s.n_layers, s.n_heads
@@ -118,6 +125,15 @@ class HeadReport:
             types = self.types.to_frame().set_index(["layer", "head"])["types"]
             frame["types"] = types.reindex(pd.MultiIndex.from_arrays([layer, head])).fillna(
                 "").to_numpy()
+        if self.description_scores is not None:
+            first: dict[tuple[int, int], Any] = {}
+            for sc in self.description_scores:
+                first.setdefault((sc.layer, sc.head), sc)
+            keys = list(zip(layer.tolist(), head.tolist()))
+            frame["description_score"] = [
+                first[k].score if k in first and first[k].scored else np.nan for k in keys]
+            frame["description_baseline"] = [
+                first[k].baseline if k in first and first[k].scored else np.nan for k in keys]
         return frame
 
     def _repr_html_(self) -> str:
@@ -129,7 +145,7 @@ class HeadReport:
                          [f"parts: {', '.join(self.parts())}; to_frame() has every head"])
 
     def summary_markdown(self) -> str:
-        """Markdown: the scan's summary, then the head types and the QK half, when present."""
+        """Markdown: the scan's summary, then types, QK half and description scores if present."""
         parts = [f"# Head report of {self.model_id}", "", f"Parts: {', '.join(self.parts())}.",
                  "", self.scan.summary_markdown()]
         for part in (self.types, self.attention):
@@ -138,6 +154,8 @@ class HeadReport:
         if self.descriptions is not None:
             n = sum(not d.unclear for d in self.descriptions)
             parts += ["", f"Descriptions: {n} of {len(self.descriptions)} heads described."]
+        if self.description_scores is not None:
+            parts += ["", self.description_scores.summary_markdown()]
         return "\n".join(parts)
 
     def figure(self) -> Figure:
@@ -190,7 +208,7 @@ class HeadReport:
         folder = manifest.parent
         loaders = {"scan": ScanResult.load, "salient": SalientAll.load,
                    "descriptions": load_descriptions, "attention": AttentionSummary.load,
-                   "types": HeadTypes.load}
+                   "types": HeadTypes.load, "description_scores": DescriptionScores.load}
         parts = {p: loaders[p](folder / files[p]) for p in PARTS if p in files}
         return cls(**parts, seconds={k: float(v) for k, v in head.get("seconds", {}).items()})
 
@@ -212,6 +230,7 @@ def analyse(
     descriptions: list[Description] | None = None,
     attention: bool | AttentionSummary = True,
     head_types: bool | HeadTypes = True,
+    score_descriptions: bool | DescriptionScores = False,
     llm_options: dict[str, Any] | None = None,
     calibration: bool | None = None,
     progress: bool = False,
@@ -238,6 +257,11 @@ def analyse(
         attention: the QK half (:func:`headmaps.attention_summary`).
         head_types: the head types (:func:`headmaps.head_types`); the scan's copying and
             successor scores are reused when it has them.
+        score_descriptions: score the descriptions offline on held-out source tokens
+            (:func:`headmaps.score_descriptions`, ``method="offline"``: a pattern
+            description's rule predicts the targets; one more vocabulary pass), or
+            scores made earlier. Descriptions without a rule are kept with the reason they
+            were not scored (they need an LLM scorer: ``headmaps describe --score``).
         llm_options: keyword arguments of :class:`~headmaps.describe.LLMDescriber`.
         calibration: with no ``preset``, scan with the model's stored calibration (None:
             yes unless ``$HEADMAPS_NO_CALIBRATION`` is set); the other parts follow the scan.
@@ -256,7 +280,12 @@ def analyse(
                             "SalientAll), or describe='none'")
     if isinstance(scan, (str, os.PathLike)):
         scan = ScanResult.load(scan)
-    need_model = scan is None or any(x is True for x in (salient, attention, head_types))
+    if score_descriptions is True and (salient is False or (describer is None
+                                                             and descriptions is None)):
+        raise HeadmapsError("description scores need descriptions and salient operations: "
+                            "pass salient=True and a describer, or score_descriptions=False")
+    need_model = scan is None or any(x is True for x in (salient, attention, head_types,
+                                                         score_descriptions))
     m = _model(model, load_options) if need_model else None
     seconds: dict[str, float] = {}
 
@@ -307,7 +336,15 @@ def analyse(
     types = head_types or None
     if types is not None:
         _check("head types", (types.n_layers, types.n_heads), scan)
-    return HeadReport(scan, sal, descriptions, attention or None, types, seconds)
+    scores = score_descriptions or None
+    if score_descriptions is True:
+        from .describe import PatternDescriber
+        from .describe.score import score_descriptions as run_scores
+
+        pattern = describer if isinstance(describer, PatternDescriber) else None
+        scores = timed("description_scores", run_scores, m, descriptions, sal, method="offline",
+                       describer=pattern, progress=progress)
+    return HeadReport(scan, sal, descriptions, attention or None, types, seconds, scores)
 
 
 def _shared_stream(model: Any, same: dict[str, Any], wanted: bool) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+from test_calibrate_command import default_label
 
 from headmaps import cli
 from headmaps.experiments.results import CORRELATION_COLUMNS
@@ -15,7 +16,7 @@ def test_validate_writes_the_run_folder_of_the_result(model_dir, tmp_path, capsy
     argv = ["validate", model_dir, "--experiment", "correlation", "--relations",
             "country_to_capital", "--max-pairs", "0", "--out", str(out)]
     assert cli.main(argv) == 0
-    assert "projection norms (uncalibrated)" in capsys.readouterr().out
+    assert f"projection {default_label(model_dir)}" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {
         "correlation.csv", "correlation.json", "correlation_heads.csv", "correlation_heads.json",
         "correlation.png", "summary.md", "run.json"}

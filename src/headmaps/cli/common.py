@@ -206,6 +206,13 @@ def add_analyse_args(p: argparse.ArgumentParser) -> None:
                    help="saved salient operations (SalientAll.save) instead of computing them")
     p.add_argument("--descriptions", type=Path, default=None, metavar="PATH",
                    help="saved descriptions (descriptions.jsonl) instead of describing now")
+    p.add_argument("--score-descriptions", action="store_true",
+                   help="score every description offline on held-out source tokens (a pattern "
+                        "description's rule predicts the head's targets; one more vocabulary "
+                        "pass); the report shows the score and its shuffled baseline")
+    p.add_argument("--description-scores", type=Path, default=None, metavar="PATH",
+                   help="saved description scores (headmaps describe --score: "
+                        "description_scores.parquet) instead of scoring now")
     add_projection_args(p)
     add_describer_args(p)
 
@@ -222,9 +229,15 @@ def analyse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         from ..describe import load_descriptions
 
         descriptions = load_descriptions(args.descriptions)
+    scores: Any = args.score_descriptions
+    if args.description_scores is not None:
+        from ..describe import DescriptionScores
+
+        scores = DescriptionScores.load(args.description_scores)
     return {"scan": args.scan, "relations": parse_relations(args.relations), "salient": salient,
             "describe": args.describe if salient is not False else "none",
             "llm_options": llm_options(args), "descriptions": descriptions,
+            "score_descriptions": scores,
             "attention": not args.no_attention, "head_types": not args.no_types, "progress": True,
             **analyse_projection(args), **calibration_kwargs(args)}
 

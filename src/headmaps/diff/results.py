@@ -29,6 +29,9 @@ NO_FLOOR = {
 }
 #: Files of a saved diff inside its folder: per (relation, head), per head.
 RELATIONS_FILE, HEADS_FILE = "diff.parquet", "heads.parquet"
+#: Optional files: both models' salient operations and positional profiles (for the view).
+SALIENT_FILES = {"salient_a": "salient_a.parquet", "salient_b": "salient_b.parquet"}
+PROFILES_FILE, PROFILES_KIND = "profiles.parquet", "headmaps.HeadDiff.profiles"
 KIND, HEADS_KIND = "headmaps.HeadDiff", "headmaps.HeadDiff.heads"
 _REL_ARRAYS = ("scores_a", "scores_b", "supp_a", "supp_b", "floor", "supp_floor")
 
@@ -62,6 +65,10 @@ class HeadDiff:
         no_floor: part -> why it has no noise floor.
         params: other arguments; seconds: part -> time taken.
         model_info_a, model_info_b, versions: provenance.
+        salient_a, salient_b: both models' salient operations
+            (:class:`~headmaps.salient.SalientAll`), or None (not computed).
+        profile_a, profile_b: both models' positional profile weights
+            ``(n_layers, n_heads, max_distance + 1)`` (softmax over distances), or None.
     """
 
     model_a: str
@@ -95,6 +102,10 @@ class HeadDiff:
     model_info_a: dict[str, Any] = field(default_factory=dict)
     model_info_b: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    salient_a: Any = field(default=None, repr=False)
+    salient_b: Any = field(default=None, repr=False)
+    profile_a: np.ndarray | None = field(default=None, repr=False)
+    profile_b: np.ndarray | None = field(default=None, repr=False)
 
     # ---- derived arrays -------------------------------------------------------------
     @property
@@ -310,7 +321,10 @@ class HeadDiff:
                 "preset": self.preset, "options": self.options, "calibration": self.calibration,
                 "no_floor": self.no_floor, "params": self.params, "seconds": self.seconds,
                 "model_info_a": self.model_info_a, "model_info_b": self.model_info_b,
-                "versions": self.versions, "heads_file": HEADS_FILE}
+                "versions": self.versions, "heads_file": HEADS_FILE,
+                "salient_files": {k: f for k, f in SALIENT_FILES.items()
+                                  if getattr(self, k) is not None},
+                "profiles_file": PROFILES_FILE if self.profile_a is not None else None}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the folder ``path``: ``heads.parquet`` first, then ``diff.parquet`` (+ headers).
@@ -325,6 +339,12 @@ class HeadDiff:
         if folder.suffix:
             raise HeadmapsError(f"a head diff is saved to a folder, not a file: {folder}")
         save_table(self.head_frame(), {"kind": HEADS_KIND}, folder / HEADS_FILE)
+        for name, file in SALIENT_FILES.items():
+            if getattr(self, name) is not None:
+                getattr(self, name).save(folder / file)
+        if self.profile_a is not None and self.profile_b is not None:
+            save_table(_profile_frame(self.profile_a, self.profile_b), {"kind": PROFILES_KIND},
+                       folder / PROFILES_FILE)
         save_table(self.to_frame(), self.header(), folder / RELATIONS_FILE)
         return folder
 
@@ -359,6 +379,16 @@ class HeadDiff:
             a = np.zeros((L, H), np.float32)
             a[li, hi] = heads_frame[c].to_numpy().astype(np.float32)
             heads[c] = a
+        sides: dict[str, Any] = {}
+        for name, file in (h.get("salient_files") or {}).items():
+            from ..salient import SalientAll
+
+            if name in SALIENT_FILES:
+                sides[name] = SalientAll.load(folder / file)
+        if h.get("profiles_file"):
+            prof, _ = load_table(folder / h["profiles_file"], PROFILES_FILE, PROFILES_KIND,
+                                 "head diff (profiles)")
+            sides["profile_a"], sides["profile_b"] = _profile_arrays(prof, L, H)
         return cls(h["model_a"], h["model_b"], L, H, list(h["relations"]), **arr, heads=heads,
                    n_pairs={r: int(v) for r, v in h["n_pairs"].items()},
                    k={r: int(v) for r, v in h["k"].items()}, skipped=dict(h["skipped"]),
@@ -371,4 +401,27 @@ class HeadDiff:
                    seconds={p: float(s) for p, s in (h.get("seconds") or {}).items()},
                    model_info_a=dict(h.get("model_info_a") or {}),
                    model_info_b=dict(h.get("model_info_b") or {}),
-                   versions=dict(h.get("versions") or {}))
+                   versions=dict(h.get("versions") or {}), **sides)
+
+
+def _profile_frame(a: np.ndarray, b: np.ndarray) -> pd.DataFrame:
+    """Both profiles, one row per (layer, head, distance)."""
+    L, H, D = a.shape
+    li, hi, di = np.meshgrid(np.arange(L), np.arange(H), np.arange(D), indexing="ij")
+    return pd.DataFrame({"layer": li.ravel(), "head": hi.ravel(), "distance": di.ravel(),
+                         "a": np.asarray(a, np.float32).ravel(),
+                         "b": np.asarray(b, np.float32).ravel()})
+
+
+def _profile_arrays(frame: pd.DataFrame, L: int, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`_profile_frame`."""
+    D = int(frame["distance"].max()) + 1 if len(frame) else 0
+    if len(frame) != L * H * D:
+        raise CorruptFileError(f"{PROFILES_FILE} has {len(frame)} rows, expected {L * H * D}")
+    out = []
+    for side in ("a", "b"):
+        arr = np.zeros((L, H, D), np.float32)
+        arr[frame["layer"].to_numpy(), frame["head"].to_numpy(),
+            frame["distance"].to_numpy()] = frame[side].to_numpy(np.float32)
+        out.append(arr)
+    return out[0], out[1]

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 def report(source: Any, path: str | os.PathLike = "report.html", *,
            extras: HeadExtras | None = None, title: str | None = None,
            show_paths: bool = False, salient: Any = None, attention: Any = None,
-           head_types: Any = None, describe: Any = "pattern", **options: Any) -> Path:
+           head_types: Any = None, describe: Any = "pattern", score_descriptions: Any = False,
+           **options: Any) -> Path:
     """Write the self-contained HTML explorer of a model's heads.
 
     The computing is :func:`headmaps.analyse`; this renders its
@@ -26,6 +27,7 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
 
     Args:
         source: a :class:`~headmaps.headreport.HeadReport` (rendered as it is), a
+            :class:`~headmaps.diff.HeadDiff` or a saved diff folder (the diff view), a
             :class:`~headmaps.HeadModel` or anything :func:`headmaps.load` accepts
             (alias, hub id, folder, .gguf, an in-memory transformers / TransformerLens /
             nnsight model; analysed now), or a :class:`~headmaps.scoring.ScanResult`
@@ -43,13 +45,23 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
         head_types: the head types; default: when a model is at hand.
         describe: ``"pattern"``, ``"llm"``, ``"none"`` or a describer (see
             :func:`headmaps.analyse`).
+        score_descriptions: score the descriptions offline on held-out tokens (see
+            :func:`headmaps.analyse`); the page shows each score beside its description.
         **options: the other arguments of :func:`headmaps.analyse` (``scan``,
             ``relations``, ``preset``, ``llm_options``, ``progress``...) and of
             :func:`headmaps.load` when ``source`` is a name.
 
     Returns:
         The path written.
+
+    A :class:`~headmaps.diff.HeadDiff` (or the folder one was saved to) opens the diff
+    view instead (:func:`headmaps.explorer.diffview.write_diff_report`): both models' scores
+    per head, the change as the colour, both sides in the head detail.
     """
+    from .diffview import is_diff, write_diff_report
+
+    if is_diff(source):
+        return write_diff_report(path, source, title=title, show_paths=show_paths)
     if isinstance(source, HeadReport):
         result = source
     else:
@@ -62,5 +74,6 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
 
         result = analyse(source if has_model else None, salient=want(salient),
                          describe=describe if want(salient) is not False else "none",
-                         attention=want(attention), head_types=want(head_types), **options)
+                         attention=want(attention), head_types=want(head_types),
+                         score_descriptions=score_descriptions, **options)
     return write_report(path, result, extras, title=title, show_paths=show_paths)

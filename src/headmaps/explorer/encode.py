@@ -2,7 +2,8 @@
 
 The page reads a :class:`~headmaps.headreport.HeadReport` in this form, written here in
 one pass from its typed parts (the scan, salient operations, descriptions, the QK half,
-head types) plus any hand-written per-head extras (:mod:`headmaps.explorer.schema`).
+head types, the descriptions' held-out scores) plus any hand-written per-head extras
+(:mod:`headmaps.explorer.schema`).
 Scores are stored as little-endian ``uint16`` quantised to ``1/65535`` and base64
 encoded (two bytes per head and relation). The quantisation is nudged at the threshold
 so that ``q >= tau_q`` in the page holds exactly when ``score >= tau`` in Python: the
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..attention import AttentionSummary, describe_qk
-from ..describe import Description
+from ..describe import Description, DescriptionScores
 from ..headreport import HeadReport
 from ..headtypes import HeadTypes
 from ..headtypes.results import TYPES as TYPE_ORDER
@@ -116,8 +117,10 @@ N_KEYS = 6
 
 #: One head's entry: the short keys ``s`` (salient: ``[token, saliency, [target, score,
 #: target, score, ...]]``), ``d`` (description), ``e`` (evidence), ``c`` (confidence), ``u``
-#: (1 when unclear) and ``a`` (the QK half: ``{"w": profile weights, "k": [token, score,
-#: ...], "t": summary}``); tokens are indices into the token table.
+#: (1 when unclear), ``a`` (the QK half: ``{"w": profile weights, "k": [token, score,
+#: ...], "t": summary}``) and ``ds`` (the description's held-out score: ``{"s": score,
+#: "b": baseline, "m": method, "n": tokens, "k": k, "r": reason}``, ``s`` and ``b`` None
+#: where not measured); tokens are indices into the token table.
 Entry = dict[str, Any]
 
 
@@ -163,6 +166,33 @@ def _attention(att: AttentionSummary, heads: list[Entry], intern: _Interner,
             "t": describe_qk(pf, pr)}
 
 
+def _opt(x: Any) -> float | None:
+    """A score that may be missing: None for None or NaN, else :func:`_num`."""
+    return None if x is None or not math.isfinite(float(x)) else _num(x)
+
+
+def _score_entry(score: float | None, baseline: float | None, method: str, n: int, k: int,
+                 reason: str) -> dict[str, Any]:
+    return {"s": _opt(score), "b": _opt(baseline), "m": method, "n": int(n), "k": int(k),
+            "r": reason}
+
+
+def _description_scores(scores: DescriptionScores, heads: list[Entry], n_heads: int) -> None:
+    """Each described head's held-out score (the first score of a head wins).
+
+    Unclear heads are left out (they have no description to score); a head whose
+    description was not scored (no rule: it needs an LLM scorer) keeps the reason, with
+    method ``"none"``.
+    """
+    for s in scores:
+        out = heads[s.layer * n_heads + s.head]
+        if "ds" in out or s.reason == "unclear":
+            continue
+        out["ds"] = _score_entry(s.score if s.scored else None, s.baseline,
+                                 s.method if s.scored else "none", s.n, s.k,
+                                 s.reason or ("" if s.scored else "not measured"))
+
+
 def _types(types: HeadTypes, n_heads: int) -> dict[int, list[str]]:
     """Head index -> type labels, read from :meth:`HeadTypes.to_frame`.
 
@@ -200,6 +230,10 @@ def _hand(extras: dict[tuple[int, int], HeadExtra], heads: list[Entry], intern: 
                         "t": a["summary"]}
         if e.get("types"):
             labels[i] = list(e["types"])
+        if e.get("description_score"):
+            ds = e["description_score"]
+            out["ds"] = _score_entry(ds["score"], ds["baseline"], ds["method"], ds["n"],
+                                     ds["k"], ds["reason"])
 
 
 def encode_types(labels: dict[int, list[str]]) -> dict[str, Any]:
@@ -244,6 +278,8 @@ def encode(report: HeadReport, title: str,
         _descriptions(report.descriptions, heads, H)
     if report.attention is not None:
         _attention(report.attention, heads, intern, H)
+    if report.description_scores is not None:
+        _description_scores(report.description_scores, heads, H)
     labels = _types(report.types, H) if report.types is not None else {}
     _hand(extras or {}, heads, intern, labels, H)
     scores, tau_q = quantise(scan.scores, scan.tau)
@@ -267,5 +303,7 @@ def encode(report: HeadReport, title: str,
         "toks": intern.table,
         "summary": summarise(scan, heads),
         "types": encode_types(labels),
+        # heads with a measured description score: the page shows its column and filter
+        "dscored": sum(1 for h in heads if (h.get("ds") or {}).get("s") is not None),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }, [h or None for h in heads]

@@ -21,6 +21,10 @@ hand, the synthetic demo scan), whose fields win head by head::
                 "summary": "attends previous-token ...",
             },
             "types": ["previous_token"],                 # head types
+            "description_score": {                       # held-out score (description_scores)
+                "score": 0.8, "baseline": 0.05,          # None where not measured
+                "method": "offline", "n": 18, "k": 5, "reason": "",
+            },
         },
     }
 
@@ -59,6 +63,17 @@ class AttentionExtra(TypedDict, total=False):
     summary: str
 
 
+class DescriptionScoreExtra(TypedDict, total=False):
+    """The measured score of a head's description (encoded by :mod:`headmaps.explorer.encode`)."""
+
+    score: float | None
+    baseline: float | None
+    method: str
+    n: int
+    k: int
+    reason: str
+
+
 class HeadExtra(TypedDict, total=False):
     """Everything beyond the scores that the report knows about one head."""
 
@@ -69,6 +84,7 @@ class HeadExtra(TypedDict, total=False):
     unclear: bool
     attention: AttentionExtra
     types: list[str]
+    description_score: DescriptionScoreExtra
 
 
 #: ``"L.H"`` -> :class:`HeadExtra`.
@@ -127,6 +143,8 @@ def normalise_extras(extras: dict[str, Any] | None, n_layers: int,
             e["attention"] = _attention(key, raw["attention"])
         if raw.get("types"):
             e["types"] = _types(key, raw["types"])
+        if raw.get("description_score"):
+            e["description_score"] = _description_score(key, raw["description_score"])
         out[(layer, head)] = e
     return out
 
@@ -165,6 +183,26 @@ def _types(key: str, t: Any) -> list[str]:
     if isinstance(t, str) or not all(isinstance(x, str) and x for x in t):
         raise HeadmapsError(f"types of head {key} must be a list of type names, got {t!r}")
     return list(dict.fromkeys(t))
+
+
+def _description_score(key: str, d: Any) -> DescriptionScoreExtra:
+    if not isinstance(d, dict):
+        raise HeadmapsError(f"description_score of head {key} must be a dict, "
+                            f"got {type(d).__name__}")
+
+    def opt(name: str) -> float | None:
+        x = d.get(name)
+        if x is None:
+            return None
+        v = _num(key, f"description {name}", x)
+        return v if math.isfinite(float(x)) else None
+
+    score = opt("score")
+    return {"score": score, "baseline": opt("baseline"),
+            "method": str(d.get("method") or ("offline" if score is not None else "none")),
+            "n": int(_num(key, "description score n", d.get("n", 0))),
+            "k": int(_num(key, "description score k", d.get("k", 0))),
+            "reason": str(d.get("reason") or "")}
 
 
 def _num(key: str, what: str, x: Any) -> float:

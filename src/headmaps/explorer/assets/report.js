@@ -78,6 +78,17 @@
     if (e.u) return 'unclear';
     return e.d ? 'described' : 'none';
   }
+  // Description scores (extras "ds"): the score on held-out tokens and its shuffled baseline.
+  var DSC = D.dscored || 0, NCOL = DSC ? 9 : 8;
+  function dscore(i) { var e = ex(i); return e && e.ds && e.ds.s !== null && e.ds.s !== undefined ? e.ds.s : null; }
+  function dscoreHTML(e) {
+    var d = e.ds;
+    if (!d) return '';
+    if (d.s === null || d.s === undefined) return '<p class="meta dscore" data-score="none">Description score: not measured (' + esc(d.r || d.m) + ')</p>';
+    return '<p class="meta dscore" data-score="' + d.s + '">Description score <b>' + d.s.toFixed(2) + '</b> vs baseline <b>' +
+      (d.b === null || d.b === undefined ? '-' : d.b.toFixed(2)) + '</b> <span class="muted">(' + esc(d.m) + ', ' + d.n + ' held-out tokens, hit = a prediction in the top ' + d.k +
+      '; baseline: the same description on other heads)</span></p>';
+  }
   function esc(s) {
     return String(s).replace(/[&<>"]/g, function (c) {
       return c === '&' ? '&amp;' : c === '<' ? '&lt;' : c === '>' ? '&gt;' : '&quot;';
@@ -346,7 +357,7 @@
     }
     out.push('<h4>Description</h4>');
     if (e.d || e.u) {
-      out.push('<div class="desc' + (e.u ? ' unclear' : '') + '">' + esc(e.d || 'No clear pattern (unclear).') + '</div>');
+      out.push('<div class="desc' + (e.u ? ' unclear' : '') + '">' + esc(e.d || 'No clear pattern (unclear).') + '</div>' + dscoreHTML(e));
       if (e.c !== undefined) out.push('<p class="meta">confidence ' + e.c + '</p>');
       if (e.e && e.e.length) {
         var li = function (x) { return '<li>' + esc(x) + '</li>'; };
@@ -444,6 +455,7 @@
       case 'sal': return mappingsText(i, 1).toLowerCase();
       case 'desc': return ((ex(i) || {}).d || '\uffff').toLowerCase();
       case 'cov': return COVRANK[cov(i)];
+      case 'dscore': var v = dscore(i); return v === null ? -1 : v;
       default: return i;
     }
   }
@@ -456,7 +468,7 @@
   function applyFilter() {
     var terms = $('hm-filter').value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     var show = $('hm-show').value, cv = $('hm-cov').value, out = [];
-    var tyk = TYN.indexOf($('hm-type').value);
+    var tyk = TYN.indexOf($('hm-type').value), dmin = DSC ? parseFloat($('hm-dscore').value) : NaN;
     for (var i = 0; i < N; i++) {
       if (show === 'any' && !nrel[i]) continue;
       if (show === 'supp' && !nsupp[i]) continue;
@@ -464,6 +476,7 @@
       if (show === 'cur' && q(i, state.rel, 'rel') < TQ) continue;
       if (cv !== 'all' && cov(i) !== cv) continue;
       if (tyk >= 0 && !hasType(i, tyk)) continue;
+      if (!isNaN(dmin)) { var dv = dscore(i); if (dv === null || dv < dmin) continue; }
       if (terms.length) {
         var t = searchText(i), ok = true;
         for (var k = 0; k < terms.length && ok; k++) ok = t.indexOf(terms[k]) >= 0;
@@ -486,7 +499,14 @@
       name(i) + typeBadges(i) + '</td><td class="num">' + fmt(q(i)) + '</td>' +
       '<td title="' + esc(rl) + '">' + esc(rl) + '</td><td title="' + esc(sl) + '">' + esc(sl) + '</td>' +
       '<td class="num">' + fmt(maxS[i]) + '</td><td title="' + esc(m) + '">' + esc(m) + '</td>' +
-      '<td title="' + esc(e.d || '') + '">' + esc(e.d || '') + '</td><td><span class="badge ' + c + '">' + c + '</span></td></tr>';
+      '<td title="' + esc(e.d || '') + '">' + esc(e.d || '') + '</td>' + (DSC ? dscoreCell(e) : '') + '<td><span class="badge ' + c + '">' + c + '</span></td></tr>';
+  }
+  function dscoreCell(e) {
+    var d = e.ds;
+    if (!d) return '<td class="num"></td>';
+    if (d.s === null || d.s === undefined) return '<td class="num muted" title="not measured: ' + esc(d.r || d.m) + '">-</td>';
+    var b = d.b === null || d.b === undefined ? '-' : d.b.toFixed(2);
+    return '<td class="num" data-score="' + d.s + '" title="score ' + d.s + ' vs baseline ' + b + ' (' + esc(d.m) + ', n=' + d.n + ')">' + d.s.toFixed(2) + ' <small class="muted">/ ' + b + '</small></td>';
   }
   function renderRows(force) {
     var n = order.length, vis = Math.ceil((scroller.clientHeight || 460) / RH);
@@ -494,9 +514,9 @@
     if (!force && start === range[0] && end === range[1]) return;
     range = [start, end];
     var fa = document.activeElement, keep = fa && fa.parentNode === tbody ? fa.getAttribute('data-i') : null;
-    var h = ['<tr class="sp" aria-hidden="true"><td colspan="8" style="height:' + start * RH + 'px"></td></tr>'];
+    var h = ['<tr class="sp" aria-hidden="true"><td colspan="' + NCOL + '" style="height:' + start * RH + 'px"></td></tr>'];
     for (var k = start; k < end; k++) h.push(rowHTML(order[k], k));
-    h.push('<tr class="sp" aria-hidden="true"><td colspan="8" style="height:' + (n - end) * RH + 'px"></td></tr>');
+    h.push('<tr class="sp" aria-hidden="true"><td colspan="' + NCOL + '" style="height:' + (n - end) * RH + 'px"></td></tr>');
     tbody.innerHTML = h.join('');
     $('hm-table').setAttribute('aria-rowcount', String(n + 1));
     // Roving tabindex: one row is in the tab order (the last one focused, else the first shown).
@@ -550,6 +570,15 @@
   $('hm-filter').addEventListener('input', function () { clearTimeout(timer); timer = setTimeout(applyFilter, 150); });
   $('hm-show').addEventListener('change', applyFilter);
   $('hm-cov').addEventListener('change', applyFilter);
+  (function () {  // the description-score column and filter: only when some head has a score
+    $('hm-dscore-l').hidden = !DSC;
+    if (!DSC) {
+      var th = $('hm-dscore-col'), col = document.querySelector('#hm-table col.w-dscore');
+      th.parentNode.removeChild(th);
+      col.parentNode.removeChild(col);
+    }
+    $('hm-dscore').addEventListener('input', function () { clearTimeout(timer); timer = setTimeout(applyFilter, 150); });
+  })();
   (function () {  // the type filter: shown only when the report has head types
     var sel = $('hm-type');
     TYN.forEach(function (t, k) {
