@@ -1,8 +1,8 @@
 """A screened whole-vocabulary stream: ranked on bfloat16 rows, decided on float32 rows.
 
-Salient operations and the QK half of the through-the-model projection must give the
-float32 stream's answers (the same tokens, targets and values) while their
-whole-vocabulary pass runs in bfloat16.
+Salient operations of the through-the-model projection must give the float32 stream's
+answers (the same tokens, targets and values) while their whole-vocabulary pass runs in
+bfloat16; the QK half reads the screened rows and stays close to the float32 answers.
 """
 
 from __future__ import annotations
@@ -55,9 +55,7 @@ def test_salient_and_qk_answers_equal_the_float32_stream(arch_model, monkeypatch
     np.testing.assert_allclose(a.saliency, b.saliency, rtol=1e-6)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=1e-6)
     qa, qb = _both(monkeypatch, lambda: hm.attention_summary(m, preset="alone", max_distance=8))
-    # the ranked tokens are decided on float32 rows, but against the mean query and the
-    # key covariance of the screening rows (aggregates over the vocabulary): the same
-    # tokens up to near-ties
+    # the QK half ranks and averages the screening rows: the same tokens up to near-ties
     for key in ("key_ids", "query_ids", "pair_ids"):
         x, y = getattr(qa, key), getattr(qb, key)
         same = np.mean([len(set(r) & set(s)) / len(r) for r, s in

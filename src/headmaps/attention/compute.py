@@ -41,7 +41,7 @@ from ..models import HeadModel
 from ..models import qk as Q
 from ..models.weights import QKWeights
 from ..projection.calibration import resolve as resolve_projection
-from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads, screen
+from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
 from ..steps import run_steps
 from .results import AttentionPreferences, AttentionSummary, PositionalProfile
 
@@ -195,50 +195,24 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
         kappa = torch.stack([K[kv[j]] @ q_mean[j] for j in range(len(heads))]) * qk.scale
         kappa.masked_fill_(~mask, float("-inf"))
         nk, nq = min(n_keys, int(n_valid)), min(n_queries, int(n_valid))
-        n_h = len(heads)
-
-        def exact_keys(u: torch.Tensor) -> torch.Tensor:  # (n_kv, u, dh) from float32 rows
-            return Q.keys(qk, Q.layer_input(qk, ctx.exact(layer, u), opts))
-
-        def exact_sel(u: torch.Tensor) -> torch.Tensor:
-            Qu = Q.queries(qk, Q.layer_input(qk, ctx.exact(layer, u), opts), heads_t)
-            return ((Qu @ C) * Qu).sum(-1).clamp_min(0).sqrt() * abs(qk.scale)
-
-        def exact_kappa(u: torch.Tensor) -> torch.Tensor:
-            Ku = exact_keys(u)
-            return torch.stack([Ku[kv[j]] @ q_mean[j] for j in range(n_h)]) * qk.scale
-
-        if ctx.screened:  # ranked on the screening rows, decided on float32 rows
-            top_k = screen(kappa, nk, exact_kappa)
-            top_q = screen(sel, nq, exact_sel)
-            rows = ctx.exact(layer, top_q[1].reshape(-1))
-        else:
-            top_k, top_q = torch.topk(kappa, nk, dim=-1), torch.topk(sel, nq, dim=-1)
-            rows = base[top_q[1].reshape(-1)]
-        Qq = Q.queries(qk, Q.layer_input(qk, rows, opts), heads_t)  # (n_h, n_h * nq, dh)
-        Qq = torch.stack([Qq[j, j * nq:(j + 1) * nq] for j in range(n_h)])  # (n_h, nq, dh)
-        spec = torch.stack([(Qq[j] - q_mean[j]) @ K[kv[j]].T for j in range(n_h)]) * qk.scale
+        top_k = torch.topk(kappa, nk, dim=-1)
+        top_q = torch.topk(sel, nq, dim=-1)
+        Xq = Q.layer_input(qk, base[top_q.indices.reshape(-1)], opts)
+        Qq = Q.queries(qk, Xq, heads_t)  # (n_h, n_h * nq, dh): each head's own rows below
+        Qq = torch.stack([Qq[j, j * nq:(j + 1) * nq] for j in range(len(heads))])  # (n_h, nq, dh)
+        spec = torch.stack([(Qq[j] - q_mean[j]) @ K[kv[j]].T for j in range(len(heads))]) * qk.scale
         spec.masked_fill_(~mask, float("-inf"))  # (n_h, nq, V): query-specific logits
         npairs = min(n_pairs, int(n_valid))
-        if ctx.screened:
-            def exact_spec(u: torch.Tensor) -> torch.Tensor:  # (n_h * nq, u)
-                Ku = exact_keys(u)
-                return torch.stack([(Qq[j] - q_mean[j]) @ Ku[kv[j]].T
-                                    for j in range(n_h)]).reshape(n_h * nq, -1) * qk.scale
-
-            pv, pi = screen(spec.reshape(n_h * nq, -1), npairs, exact_spec)
-            pairs = (pv.reshape(n_h, nq, npairs), pi.reshape(n_h, nq, npairs))
-        else:
-            pairs = torch.topk(spec, npairs, dim=-1)
+        pairs = torch.topk(spec, npairs, dim=-1)
         sampled = _sampled(model, qk, heads_t, K, base, opts, mask, max_distance, n_samples,
                            seed + layer)
         prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum,
                            opts,
                            max_distance)
     return {
-        "key_ids": top_k[1].cpu(), "key_scores": top_k[0].cpu(),
-        "query_ids": top_q[1].cpu(), "selectivity": top_q[0].cpu(),
-        "pair_ids": pairs[1].cpu(), "pair_scores": pairs[0].cpu(),
+        "key_ids": top_k.indices.cpu(), "key_scores": top_k.values.cpu(),
+        "query_ids": top_q.indices.cpu(), "selectivity": top_q.values.cpu(),
+        "pair_ids": pairs.indices.cpu(), "pair_scores": pairs.values.cpu(),
         "profile": prof.cpu(), "sampled": sampled.cpu(), "key_spread": _std(kappa, mask).cpu(),
         "positions": qk.positions.describe(),
     }

@@ -260,18 +260,21 @@ class ExactRows:
         self.x = torch.empty(0, model.d_model, device=model.E.device)
         self.first: torch.Tensor | None = None
         self._row: dict[int, int] = {}
+        self._blocks: dict = {}  # laid-out float32 blocks, reused by every catch-up
 
     def _go(self, x: torch.Tensor, first: torch.Tensor | None, start: int,
             stop: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         if stop <= start:
             return first, x
         return _advance(self.model, x, range(start, stop), self.chunk_rows, first,
-                        torch.float32)
+                        torch.float32, self._blocks)
 
     def rows(self, layer: int, token_ids: torch.Tensor) -> torch.Tensor:
         """``(n, d_model)`` float32 rows of ``token_ids`` ``(n,)`` entering ``layer``."""
-        if layer < self.layer:
+        if layer < self.layer:  # start again, keeping the laid-out blocks
+            blocks = self._blocks
             self.__init__(self.model, self.opts, self.chunk_rows)
+            self._blocks = blocks
         if len(self.ids):
             self.first, self.x = self._go(self.x, self.first, self.layer, layer)
         self.layer = layer

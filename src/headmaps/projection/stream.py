@@ -158,11 +158,13 @@ STREAM_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": t
 DEFAULT_STREAM_DTYPE = "float32"
 
 
-#: The dtype a whole-vocabulary ``token_alone`` stream is screened in: salient operations
-#: and the QK half rank every token on these rows and decide on float32 rows of their
-#: candidates (:meth:`~headmaps.projection.Sources.exact`), so their answers are the
-#: float32 stream's at a fraction of its cost (docs/results/projection.md measures both).
-#: ``$HEADMAPS_STREAM_DTYPE=float32`` turns screening off.
+#: The dtype a whole-vocabulary ``token_alone`` stream is screened in. Salient operations
+#: rank every token on these rows and decide on float32 rows of their candidates
+#: (:meth:`~headmaps.projection.Sources.exact`), so their answers are the float32
+#: stream's; the QK half reads the screened rows as they are (its rankings and means
+#: agree with the float32 stream's up to what docs/results/projection.md measures);
+#: head types read float32 rows of their sample. ``$HEADMAPS_STREAM_DTYPE=float32``
+#: turns screening off.
 SCREEN_DTYPE = "bfloat16"
 
 
@@ -358,16 +360,25 @@ class _Block:
 
 
 def _advance(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int,
-             first: torch.Tensor | None, dtype: torch.dtype
+             first: torch.Tensor | None, dtype: torch.dtype,
+             kept: dict[int, _Block] | None = None
              ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """:func:`token_alone`'s work: ``(prefix residual or None, rows)`` after ``blocks``."""
+    """:func:`token_alone`'s work: ``(prefix residual or None, rows)`` after ``blocks``.
+
+    ``kept``: laid-out blocks by layer, reused and filled (for a caller that passes the
+    same blocks many times with few rows, where laying out the weights would dominate).
+    """
     x = x.float()
     step = max(1, int(chunk_rows))
     with torch.no_grad():
         bar = tqdm(blocks, desc="token_alone sources", unit="block", leave=False,
                    disable=x.shape[0] < PROGRESS_ROWS or len(blocks) < 2)
         for layer in bar:
-            b = _Block(model, layer, dtype, first is not None)
+            b = kept.get(layer) if kept is not None else None
+            if b is None:
+                b = _Block(model, layer, dtype, first is not None)
+                if kept is not None:
+                    kept[layer] = b
             out = torch.empty_like(x)
             if first is None:
                 for c in range(0, x.shape[0], step):
