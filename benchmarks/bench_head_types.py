@@ -106,7 +106,7 @@ def run_model(name: str, args: argparse.Namespace, lines: list[str]):
               f"| behavioural: attention detectors {t_attn:.1f}, copy suppression {t_cs:.1f}, "
               f"relations {t_rel:.1f} | | |", "",
               "labels with their evidence (static, with relation scores):", "", "```",
-              full.table(), "```", "", "behavioural top-5 heads:", "", top5(beh), ""]
+              full.text(), "```", "", "behavioural top-5 heads:", "", top5(beh), ""]
     return table
 
 

@@ -32,7 +32,8 @@ from _report import run_with_report
 
 import headmaps as hm
 from headmaps import projection as P
-from headmaps.attention import qk as Q
+from headmaps.models import qk as Q
+from headmaps.projection.stream import _alone_start as alone_start
 from headmaps.salient.tokens import valid_mask
 
 
@@ -57,11 +58,10 @@ def every_layer(m, ids, opts, dtype=None):
 
 def every_layer_reference(m, ids, opts):
     """As :func:`every_layer`, advancing with the order ``token_alone`` was first written in."""
-    first, x = P._alone_start(m, ids, opts)
+    first, x = alone_start(m, ids, opts)
     out = [x]
     for layer in range(m.n_layers - 1):
-        first, x = P.token_alone_reference(m, x, range(layer, layer + 1), first=first,
-                                           with_first=True)
+        first, x = P.token_alone_reference(m, x, range(layer, layer + 1), first=first)
         out.append(x)
     return out
 

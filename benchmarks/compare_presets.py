@@ -29,7 +29,7 @@ import headmaps as hm
 from headmaps.experiments import CorrelationResult, correlation
 from headmaps.experiments.calibrate import candidate_name, candidates
 from headmaps.experiments.dynamic import dynamic_scores, single_token_pairs
-from headmaps.io import command_line, run_header, save_table
+from headmaps.io import command_line, run_header, save_table, write_figure
 from headmaps.projection import PRESETS, ProjectionOptions
 
 
@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, opts in combos:
         t = time.perf_counter()
         res = correlation(model, dynamic=dyn, preset=opts)
-        tab = res.table.set_index("relation")
+        tab = res.per_relation.set_index("relation")
         label = name or candidate_name(opts)
         if args.save:
             res.save(f"{args.save}/{label}")
-            res.plot(f"{args.save}/{label}/correlation.png")
+            write_figure(res.figure(), f"{args.save}/{label}/correlation.png")
         rows.append({
             "preset": name if name in PRESETS else "-", "label": label, "source": opts.source,
             "fold_norms": opts.fold_norms,

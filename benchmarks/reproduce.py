@@ -173,7 +173,7 @@ def _corr(kind: str, relations: tuple[str, ...], preset: str, max_pairs: int,
             res = _memo(m, f"{key}:{static_preset}",
                         lambda: correlation(m, dynamic=base.dynamic,
                                             preset=_options(static_preset)))
-        table = res.table.set_index("relation")
+        table = res.per_relation.set_index("relation")
         return float(table.loc[relation, column])
     return run
 
@@ -193,7 +193,7 @@ def _causal(relation: str, column: str, preset: str | ProjectionOptions) -> Call
         res = _memo(m, f"causal:{relation}:{preset}",
                     lambda: causal(m, [relation], preset=preset, calibration=False,
                                    max_pairs=40, n_random=1, random_points=1, max_controls=0))
-        return float(res.table.set_index("relation").loc[relation, column])
+        return float(res.per_relation.set_index("relation").loc[relation, column])
     return run
 
 

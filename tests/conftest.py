@@ -15,9 +15,16 @@ from tiny import tiny_model  # noqa: E402
 @pytest.fixture(autouse=True)
 def _calibration_store(tmp_path_factory, monkeypatch):
     """Every test gets an empty calibration store, so a user's stored calibrations never
-    change the default projection a test sees (see headmaps.calibration)."""
+    change the default projection a test sees (see headmaps.projection.calibration)."""
     monkeypatch.setenv("HEADMAPS_CALIBRATIONS", str(tmp_path_factory.mktemp("calibrations")))
     monkeypatch.delenv("HEADMAPS_NO_CALIBRATION", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _float32_stream(monkeypatch):
+    """Tests of the math compare with float32/float64 references: a float32 stream, not the
+    screened bfloat16 one (tests/test_screen.py tests the screen against it)."""
+    monkeypatch.setenv("HEADMAPS_STREAM_DTYPE", "float32")
 
 
 @pytest.fixture(scope="session")

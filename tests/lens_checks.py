@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from headmaps.attention import qk as Q
+from headmaps.models import qk as Q
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import headmaps as hm
-from headmaps.analyse import MANIFEST, PARTS, HeadReport
+from headmaps.headreport import MANIFEST, PARTS, HeadReport
 from tiny_vocab import set_mapping, vocab_model
 
 
@@ -35,7 +35,7 @@ def payload(path):
 
 
 def test_analyse_has_every_part(result, model):
-    assert result.parts() == list(PARTS)
+    assert result.parts() == [p for p in PARTS if p != "description_scores"]  # opt-in
     assert result.scan.scores.shape[1:] == (model.n_layers, model.n_heads)
     assert len(result.salient) == len(result.descriptions) == model.n_layers * model.n_heads
     assert result.attention.layers == list(range(model.n_layers))
@@ -105,8 +105,8 @@ def test_bad_input(model, result, tmp_path):
 
 
 def test_every_part_projects_as_the_calibrated_scan(model):
-    from headmaps.calibration import Calibration, fingerprint, store
     from headmaps.projection import ProjectionOptions
+    from headmaps.projection.calibration import Calibration, fingerprint, store
 
     chosen = ProjectionOptions(source="mlp0_residual", fold_norms=True)
     cal = Calibration(model_id=model.model_id, fingerprint=fingerprint(model),
@@ -126,15 +126,16 @@ def test_parts_share_one_pass_of_the_stream(model, monkeypatch):
     types read one stream over the vocabulary, advanced once, and give what each part
     computes on its own."""
     from headmaps import projection as P
+    from headmaps.projection import sources as S
 
     V, calls = model.vocab_size, []
-    real = P._advance
+    real = S._advance
 
     def counting(m, x, blocks, *args):
         calls.append((x.shape[0], len(blocks)))
         return real(m, x, blocks, *args)
 
-    monkeypatch.setattr(P, "_advance", counting)
+    monkeypatch.setattr(S, "_advance", counting)
     res = hm.analyse(model, relations=["copying", "successor"], describe="none",
                      preset="through")
     whole = sum(n for rows, n in calls if rows == V)

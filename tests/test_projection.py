@@ -52,7 +52,7 @@ def test_token_after_prefix_is_the_second_token_of_a_two_token_sequence(arch):
         hidden = model(input_ids=seqs, output_hidden_states=True).hidden_states
     first, x0 = hidden[0][0, 0], hidden[0][:, 1]
     for layer in range(1, m.n_layers):
-        f, got = P.token_alone(m, x0, range(layer), first=first, with_first=True)
+        f, got = P.advance(m, x0, range(layer), first)
         assert rel_err(got, hidden[layer][:, 1]) <= RTOL, f"{arch} layer {layer}"
         assert rel_err(f, hidden[layer][0, 0]) <= RTOL, f"{arch} prefix, layer {layer}"
 
@@ -143,7 +143,7 @@ def test_fused_stream_equals_the_head_by_head_reference(arch):
     x0 = P.embed(m, torch.arange(3, 60), P.PRESETS["alone"])
     first = x0[0]
     for f in (None, first):
-        ref = P.token_alone_reference(m, x0, range(m.n_layers), first=f, with_first=True)
+        ref = P.token_alone_reference(m, x0, range(m.n_layers), first=f)
         got = P.advance(m, x0, range(m.n_layers), f, chunk_rows=11)
         assert rel_err(got[1], ref[1]) <= RTOL
         assert (got[0] is None) == (f is None)
@@ -209,7 +209,8 @@ def test_qk_side_places_a_prefixed_source_at_its_own_position_once(arch):
     assert rel_err(got, P.embed(m, ids, plain) + pos.embedding[pos.offset + 5].float()) <= RTOL
 
 
-def _framed_tokenizer(specials, bos=None, eos=None, template="", prepend=None):
+def _framed_tokenizer(specials, bos=None, eos=None, template="", prepend=None, unk=None,
+                      pad=None):
     """A word-level tokenizer with the given special tokens, bos/eos names, chat template
     and (optionally) a post-processor that prepends one token to every text."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -221,8 +222,9 @@ def _framed_tokenizer(specials, bos=None, eos=None, template="", prepend=None):
     if prepend is not None:
         tk.post_processor = processors.TemplateProcessing(
             single=f"{prepend} $A", special_tokens=[(prepend, vocab[prepend])])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos,
-                                  eos_token=eos, additional_special_tokens=specials)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos, eos_token=eos,
+                                  unk_token=unk, pad_token=pad,
+                                  additional_special_tokens=specials)
     tok.chat_template = template or None
     return tok
 
@@ -243,3 +245,20 @@ def test_document_prefix_rule():
     only_chat = _framed_tokenizer(["<|im_start|>", "<|im_end|>"], template=chat)
     assert P.document_prefix(only_chat)[0] == ""
     assert P.document_prefix(None)[0] == ""
+    # padding and mask tokens never separate documents (unless also the eos or unk)
+    padded = _framed_tokenizer(["<pad>"], pad="<pad>")
+    assert P.document_prefix(padded)[0] == ""
+    sep = _framed_tokenizer(["<pad>", "<|sep|>"], pad="<pad>")
+    assert P.document_prefix(sep)[0] == "<|sep|>"
+    pad_is_eos = _framed_tokenizer(["<pad>", "</s>"], eos="</s>", pad="</s>")
+    assert P.document_prefix(pad_is_eos)[0] == "</s>"
+    # a byte-level vocabulary's end-of-text is often its unk too (GPT-2, SmolLM2)
+    eot_unk = _framed_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                unk="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>",
+                                template=chat)
+    assert P.document_prefix(eot_unk)[0] == "<|endoftext|>"
+    # a chat-turn marker a wrapper prepends (TransformerLens's bos) is no document start
+    wrapped = _framed_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                bos="<|im_start|>", eos="<|im_end|>", template=chat,
+                                prepend="<|im_start|>")
+    assert P.document_prefix(wrapped)[0] == "<|endoftext|>"

@@ -82,7 +82,7 @@ def test_quickstart_cells_show_what_they_should(executed):
     html = scan_out.data["text/html"]
     assert "<table" in html and "country_to_capital" in html and "verb_to_past_tense" in html
 
-    figures = _outputs(nb, "scan.plot()", "execute_result") + _outputs(nb, "scan.plot()",
+    figures = _outputs(nb, "scan.figure()", "execute_result") + _outputs(nb, "scan.figure()",
                                                                         "display_data")
     assert any("image/png" in o.data for o in figures)
 

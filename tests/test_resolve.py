@@ -15,7 +15,7 @@ import torch
 
 import headmaps as hm
 from headmaps import projection as P
-from headmaps.calibration import Calibration, calibration_path, fingerprint, store
+from headmaps.projection.calibration import Calibration, calibration_path, fingerprint, store
 from tiny_vocab import vocab_model
 
 CASES = [

@@ -12,7 +12,7 @@ import torch
 import headmaps as hm
 from headmaps import projection as P
 from headmaps.errors import HeadmapsError
-from headmaps.salient import SalientAll, resolve_salient_options, salient_all, salient_operations
+from headmaps.salient import SalientAll, salient_all, salient_operations
 from headmaps.salient.tokens import visible
 from tiny import tiny_model
 from tiny_vocab import PUNCT, vocab_model
@@ -20,7 +20,7 @@ from tiny_vocab import PUNCT, vocab_model
 
 def plain(model, layer, head, preset="paper", n_tokens=15, n_mappings=5, **options):
     """The obvious computation in float64: full W_VO (d x d) and full M (V x V)."""
-    opts, _ = resolve_salient_options(preset, **options)
+    opts, _ = P.explicit(preset, options, salient=True)
     ids = torch.arange(model.vocab_size)
     a = model.attention(layer)
     X = P.layer_sources(P.base_sources(model, ids, opts, layer), a, opts).double()
@@ -147,10 +147,10 @@ def test_token_strings_and_nonword_filter(worded):
         assert s == pytest.approx(full[t], rel=1e-6)
 
 
-def test_table_and_dict(worded):
+def test_text_and_dict(worded):
     m, _ = worded
     ops = salient_operations(m, 1, 0, n_tokens=3, n_mappings=2)
-    table = ops.table()
+    table = ops.text()
     assert table.splitlines()[0].split()[:3] == ["#", "saliency", "token"]
     assert len(table.splitlines()) == 2 + 3
     d = ops.to_dict()

@@ -7,7 +7,7 @@ import torch
 
 import headmaps as hm
 from headmaps import projection as P
-from headmaps import streamcache as SC
+from headmaps.projection import streamcache as SC
 
 
 @pytest.fixture
@@ -63,6 +63,6 @@ def test_the_cache_is_bounded_and_survives_broken_files(tiny_llama_hm, cache, mo
 def test_cache_is_on_by_default_for_a_whole_vocabulary_only(tiny_llama_hm, cache, monkeypatch):
     m, opts = tiny_llama_hm, P.PRESETS["alone"]
     assert P.Sources(m, torch.arange(2, 60), opts)._cache_key is None
-    monkeypatch.setattr(P, "CACHE_MIN_ROWS", 50)
+    monkeypatch.setattr(P.sources, "CACHE_MIN_ROWS", 50)
     assert P.Sources(m, torch.arange(2, 60), opts)._cache_key is not None
     assert P.Sources(m, torch.arange(2, 60), P.PRESETS["norms"])._cache_key is None

@@ -69,8 +69,9 @@ def test_wheel_holds_every_package_file(dist):
     names = set(zipfile.ZipFile(dist["wheel"]).namelist())
     expected = _package_files()
     assert {"headmaps/relations/data/templates.json", "headmaps/relations/data/copying.json",
-            "headmaps/report/assets/report.html", "headmaps/report/assets/report.js",
-            "headmaps/report/assets/report.css"} <= expected
+            "headmaps/explorer/assets/report.html", "headmaps/explorer/assets/report.js",
+            "headmaps/explorer/assets/report.css", "headmaps/explorer/assets/diff.html",
+            "headmaps/explorer/assets/diff.js", "headmaps/explorer/assets/diff.css"} <= expected
     assert sorted(expected - names) == []
     assert any(n.endswith(".dist-info/entry_points.txt") for n in names)
 
@@ -82,7 +83,7 @@ def test_sdist_holds_tests_docs_and_benchmarks(dist):
                 "tests/tiny.py", "tests/test_wheel.py", "docs/relations.md",
                 "docs/quickstart.ipynb", "benchmarks/bench_scan.py",
                 "benchmarks/data/qk_text.txt", "src/headmaps/relations/data/copying.json",
-                "src/headmaps/report/assets/report.js"):
+                "src/headmaps/explorer/assets/report.js"):
         assert rel in names, rel
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
@@ -146,6 +147,6 @@ def test_installed_wheel_runs_the_cli(venv, tmp_path):
     html = page.read_text(encoding="utf-8")
     assert "smollm2-135m" in html and "copying" in html
     for asset in ("report.css", "report.js"):  # inlined from the installed package
-        text = (PACKAGE / "report" / "assets" / asset).read_text(encoding="utf-8")
+        text = (PACKAGE / "explorer" / "assets" / asset).read_text(encoding="utf-8")
         assert text.strip()[:300] in html, asset
     assert str(venv) not in html

@@ -100,11 +100,10 @@ def set_mapping(model, layer: int, head: int, P: torch.Tensor, preset: str = "pa
     Uses headmaps' own source representation for the preset; ``W_V = I``, ``W_O = X^+ P U^+``.
     """
     import headmaps as hm
-    from headmaps.salient import resolve_salient_options
+    from headmaps import projection as proj
 
     hm_model = hm.load(model)
-    opts, _ = resolve_salient_options(preset)
-    from headmaps import projection as proj
+    opts, _ = proj.explicit(preset, salient=True)
 
     V = P.shape[0]
     all_ids = torch.arange(V)

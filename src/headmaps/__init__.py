@@ -4,14 +4,20 @@ Quick start::
 
     import headmaps as hm
     m = hm.load("smollm2-135m")
-    res = hm.relation_scores(m, "country_to_capital")
-    res.scores            # (n_layers, n_heads)
-    scan = hm.scan(m)     # every built-in relation at once
+    scan = hm.scan(m)             # every built-in relation x every head
+    res = hm.analyse(m)           # + salient operations, descriptions, QK half, head types
+    hm.report(res, "report.html") # the offline HTML explorer
+
+Every result follows one protocol (``save``/``load``, ``to_frame``, ``_repr_html_``,
+``figure``, ``summary_markdown``; see :mod:`headmaps._protocol`). The pipeline leads
+``__all__``; every other name is importable from its module (``headmaps.salient``,
+``headmaps.attention``, ``headmaps.headtypes``, ``headmaps.experiments``, ...) and, for
+the names below, from ``headmaps`` itself. The computing of :func:`analyse` lives in
+:mod:`headmaps.headreport`, the rendering of :func:`report` in :mod:`headmaps.explorer`.
 """
 
 from . import describe, experiments, projection, relations
 from ._version import __version__
-from .analyse import HeadReport, analyse
 from .attention import (
     AttentionPreferences,
     AttentionSummary,
@@ -21,7 +27,6 @@ from .attention import (
     attention_summary,
     positional_profile,
 )
-from .calibration import Calibration, load_calibration
 from .describe.score import DescriptionScore, DescriptionScores, score_descriptions
 from .diff import HeadDiff, diff
 from .errors import (
@@ -31,23 +36,20 @@ from .errors import (
     UnsupportedArchitectureError,
 )
 from .experiments.calibrate import calibrate
+from .explorer.api import report
+from .headreport import HeadReport, analyse
 from .headtypes import HeadTypes, head_types
 from .models import DEFAULT_MODEL, HeadModel, load
 from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
-from .report.api import report
+from .projection.calibration import Calibration, load_calibration
 from .salient import SalientAll, SalientOperations, salient_all, salient_operations
 from .scoring import RelationScores, ScanResult, relation_scores, scan
 
 __all__ = [
-    "HeadReport", "analyse",
-    "AttentionPreferences", "AttentionSummary",
-    "Calibration", "calibrate", "load_calibration", "PositionalProfile", "attention_logits",
-    "attention_preferences", "attention_summary", "positional_profile",
-    "CorruptFileError", "DEFAULT_MODEL", "DEFAULT_PRESET", "HeadModel", "HeadmapsError",
-    "ModelNotFoundError", "PRESETS", "ProjectionOptions", "RelationScores", "ScanResult",
-    "SalientAll", "SalientOperations", "UnsupportedArchitectureError", "__version__", "describe",
-    "experiments", "HeadDiff", "HeadTypes", "diff", "head_types",
-    "load", "projection", "report", "relation_scores", "relations", "salient_all",
-    "salient_operations", "scan",
-    "DescriptionScore", "DescriptionScores", "score_descriptions",
+    # the pipeline: a model -> its scan -> everything about every head -> the HTML explorer
+    "load", "scan", "analyse", "report",
+    # what they return, and the errors they raise
+    "HeadModel", "ScanResult", "HeadReport", "HeadmapsError", "__version__",
+    # one relation, one head (DESIGN section 6)
+    "relation_scores", "salient_operations", "relations",
 ]

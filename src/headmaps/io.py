@@ -210,6 +210,37 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+#: Formats :func:`write_figure` writes, by suffix.
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def figure_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or a one-line :class:`HeadmapsError` unless it is .png, .svg or .pdf."""
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise HeadmapsError(f"cannot plot to {path}: use a {', '.join(FIGURE_SUFFIXES)} file")
+    return path
+
+
+def write_figure(fig: Any, path: str | os.PathLike, dpi: int = 200) -> Path:
+    """Write a matplotlib figure atomically; the format follows the suffix (.png, .svg, .pdf).
+
+    The one way headmaps writes a figure: results build figures (``figure()``), never files.
+    Text stays text in SVG and PDF (TrueType fonts), so a paper can restyle it.
+
+    Raises:
+        HeadmapsError: ``path`` is not a .png, .svg or .pdf file.
+    """
+    import matplotlib as mpl
+
+    path = figure_path(path)
+    suffix = path.suffix.lower()
+    with mpl.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}), atomic_path(path) as tmp:
+        fig.savefig(tmp, format=suffix[1:], dpi=dpi, bbox_inches="tight",
+                    metadata={"Creator": "headmaps"} if suffix != ".svg" else None)
+    return path
+
+
 def header_path(table: str | os.PathLike) -> Path:
     """The JSON header beside a table file: ``scores.parquet`` -> ``scores.json``."""
     return Path(table).with_suffix(".json")

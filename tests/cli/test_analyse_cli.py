@@ -9,7 +9,7 @@ import pytest
 
 import headmaps.cli as cli
 import headmaps.models
-from headmaps.analyse import HeadReport
+from headmaps.headreport import HeadReport
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,8 @@ def test_missing_head_report_is_one_line(tmp_path, capsys):
 
 def test_analyse_uses_a_stored_calibration_unless_told_not_to(model_dir, tmp_path, capsys):
     import headmaps as hm
-    from headmaps.calibration import Calibration, fingerprint, store
     from headmaps.projection import ProjectionOptions
+    from headmaps.projection.calibration import Calibration, fingerprint, store
 
     m = hm.load(model_dir)
     chosen = ProjectionOptions(source="mlp0_residual", fold_norms=True)

@@ -64,7 +64,8 @@ def test_big_model_args_reach_the_loader(model_dir, tmp_path):
     common.add_big_model_args(p)
     args = p.parse_args([model_dir, "--max-memory", "cpu=1kB", "--offload-folder",
                          str(tmp_path)])
-    assert common.big_model_flags(args) == f" --max-memory cpu=1kB --offload-folder {tmp_path}"
+    assert common.big_model_kwargs(args) == {"max_memory": "cpu=1kB",
+                                             "offload_folder": str(tmp_path)}
     model = common.load_model(args)
     assert "disk" in set(model.hf_model.hf_device_map.values())
 
@@ -80,8 +81,8 @@ def test_bad_big_model_args_are_one_line_errors(model_dir, capsys):
         assert err.count("\n") == 1
 
 
-def test_projection_flags_round_trip():
-    """The flags written into a result's command parse back to the same options."""
+def test_command_line_is_the_command_as_typed():
+    """A result records the arguments it was run with, quoted so that they parse back."""
     import shlex
 
     from headmaps.cli import common
@@ -90,7 +91,8 @@ def test_projection_flags_round_trip():
     argv = ["scan", "m", "--source", "token_alone", "--prefix", "<|endoftext|>", "--fold-norms",
             "--no-biases"]
     args = parser.parse_args(argv)
-    flags = common.projection_flags(args)
-    assert flags == " --source token_alone --prefix '<|endoftext|>' --fold-norms --no-biases"
-    again = parser.parse_args(["scan", "m", *shlex.split(flags)])
+    line = common.command_line(args)
+    assert line == "headmaps scan m --source token_alone --prefix '<|endoftext|>' --fold-norms " \
+                   "--no-biases"
+    again = parser.parse_args(shlex.split(line)[1:])
     assert common.projection_kwargs(again) == common.projection_kwargs(args)

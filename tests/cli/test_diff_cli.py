@@ -50,3 +50,19 @@ def test_mismatched_shapes_exit_2_with_one_line(base_dir, tmp_path_factory, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("headmaps: error: cannot diff")
     assert "n_layers 2 vs 3" in err
+
+
+def test_diff_html_writes_the_diff_view(base_dir, model_dir, tmp_path, capsys):
+    import re
+
+    pairs = tmp_path / "capitals.json"
+    pairs.write_text(json.dumps([list(p) for p in COUNTRY_CAPITAL]))
+    page = tmp_path / "view" / "diff.html"
+    rc = main(["diff", base_dir, model_dir, "--relations", str(pairs), "--min-pairs", "10",
+               "--preset", "paper", "--n-boot", "200", "--html", str(page)])
+    assert rc == 0 and "wrote the diff view" in capsys.readouterr().out
+    text = page.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="dv-data">(.*?)</script>', text, re.S).group(1))
+    assert data["summary"]["gained"] == [["1.0"]] and data["hasSalient"] and data["hasProfiles"]
+    assert base_dir not in text and model_dir not in text  # file names only
+    assert [p.name for p in page.parent.iterdir()] == ["diff.html"]  # atomic: no temp file

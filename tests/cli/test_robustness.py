@@ -189,7 +189,7 @@ def test_malformed_result_files(model_dir, files, tmp_path, capsys):
 
 
 def test_malformed_extras_file(model_dir, files, tmp_path, capsys):
-    from headmaps.analyse import analyse
+    from headmaps.headreport import analyse
 
     folder = tmp_path / "hr"
     analyse(model_dir, relations={"capitals": list(COUNTRY_CAPITAL)}, salient=False,
@@ -203,8 +203,8 @@ def test_malformed_extras_file(model_dir, files, tmp_path, capsys):
 def test_a_damaged_stored_calibration_is_never_used(model_dir, files, tmp_path, monkeypatch,
                                                      capsys, caplog):
     import headmaps as hm
-    from headmaps.calibration import calibration_path
     from headmaps.models import cache
+    from headmaps.projection.calibration import calibration_path
 
     monkeypatch.setenv("HEADMAPS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HEADMAPS_CALIBRATIONS", raising=False)  # the store inside the cache
@@ -228,7 +228,7 @@ def test_interrupted_scan_writes_nothing(where, model_dir, files, tmp_path, monk
 
     from headmaps.scoring import results
 
-    plots = importlib.import_module("headmaps.report.plots")
+    plots = importlib.import_module("headmaps.explorer.plots")
 
     def interrupt(*_a, **_k):
         raise KeyboardInterrupt
@@ -249,7 +249,7 @@ def test_interrupted_rerun_keeps_the_earlier_files(model_dir, files, tmp_path, m
                                                    capsys):
     import importlib
 
-    plots = importlib.import_module("headmaps.report.plots")
+    plots = importlib.import_module("headmaps.explorer.plots")
     out = tmp_path / "out"
     argv = ["scan", model_dir, "--relations", str(files / "capitals.json"), "--min-pairs", "10",
             "--out", str(out)]

@@ -28,6 +28,7 @@ from headmaps.describe.score import (
     simulation_messages,
 )
 from headmaps.errors import CorruptFileError, HeadmapsError
+from headmaps.io import write_figure
 from tiny_vocab import COUNTRY_CAPITAL, OTHER, VERB_PAST, mapping_matrix, set_mapping, vocab_model
 
 COUNTRIES = [c for c, _ in COUNTRY_CAPITAL]
@@ -227,7 +228,7 @@ def test_results_protocol(scores, tmp_path):
     assert layer["accurate"].tolist() == pytest.approx(layer["mean_score"].tolist())
     fig = scores.figure()
     assert fig.axes[0].get_xlabel() == "layer"
-    png = scores.plot(tmp_path / "acc.png")
+    png = write_figure(scores.figure(), tmp_path / "acc.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import headmaps as hm
-from headmaps import calibration as C
 from headmaps import experiments as ex
+from headmaps import projection as P
 from headmaps.experiments.calibrate import candidates, choose, prefixes
+from headmaps.projection import calibration as C
 from tiny_vocab import COUNTRY_CAPITAL, VERB_PAST, mapping_matrix, set_mapping, vocab_model
 
 TEMPLATES = ["apple <X>", "river house <X>"]
@@ -111,7 +112,9 @@ def test_save_load_and_fingerprint_guard(exact_model, tiny_llama_hm, tmp_path):
 def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     before = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)
     assert before.calibration == {"status": "uncalibrated"} and before.preset == hm.DEFAULT_PRESET
-    assert C.label(before.preset, before.options, before.calibration) == "norms (uncalibrated)"
+    default = P.describe_projection(hm.DEFAULT_PRESET, before.options)
+    assert C.label(before.preset, before.options, before.calibration) == \
+        f"{default} (uncalibrated)"
     cal = hm.calibrate(exact_model, SETS, TEMPLATES, k=K, min_pairs=10,
                        candidates_=[("embedding", hm.PRESETS["embedding"]), ("exact", EXACT)])
     res = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)

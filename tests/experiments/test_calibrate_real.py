@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import headmaps as hm
-from headmaps import calibration as C
+from headmaps.projection import calibration as C
 
 
 @pytest.mark.slow

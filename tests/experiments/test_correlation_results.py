@@ -13,6 +13,7 @@ from headmaps.experiments import CausalResult, CorrelationResult, DynamicScores,
 from headmaps.experiments.causal import heads_budget, overlap, ranked_heads
 from headmaps.experiments.correlation import correlation_table
 from headmaps.experiments.results import CAUSAL_COLUMNS, CORRELATION_COLUMNS, CURVE_COLUMNS
+from headmaps.io import write_figure
 from headmaps.scoring import ScanResult
 
 
@@ -72,11 +73,11 @@ def test_correlation_result_round_trip(tmp_path):
     res.save(tmp_path)
     assert list(pd.read_csv(tmp_path / "correlation.csv").columns) == CORRELATION_COLUMNS
     back = CorrelationResult.load(tmp_path)
-    pd.testing.assert_frame_equal(back.table, res.table, check_dtype=False)
+    pd.testing.assert_frame_equal(back.per_relation, res.per_relation, check_dtype=False)
     np.testing.assert_allclose(back.dynamic.without_context, dyn.without_context, rtol=1e-6)
     np.testing.assert_allclose(back.static.scores, static.scores, rtol=1e-6)
     assert back.dynamic.templates == dyn.templates and back.preset == "paper"
-    assert res.plot(tmp_path / "c.png").stat().st_size > 0
+    assert write_figure(res.figure(), tmp_path / "c.png").stat().st_size > 0
 
 
 def test_causal_result_round_trip(tmp_path):
@@ -87,9 +88,9 @@ def test_causal_result_round_trip(tmp_path):
     res.save(tmp_path)
     assert list(pd.read_csv(tmp_path / "causal.csv").columns) == CAUSAL_COLUMNS
     back = CausalResult.load(tmp_path)
-    pd.testing.assert_frame_equal(back.table, table, check_dtype=False)
+    pd.testing.assert_frame_equal(back.per_relation, table, check_dtype=False)
     assert back.heads == res.heads and back.controls == res.controls
-    assert res.plot(tmp_path / "c.png").stat().st_size > 0
+    assert write_figure(res.figure(), tmp_path / "c.png").stat().st_size > 0
 
 
 def test_plots_leave_the_pyplot_backend_alone(tmp_path, pdf_backend):
@@ -97,10 +98,11 @@ def test_plots_leave_the_pyplot_backend_alone(tmp_path, pdf_backend):
     import matplotlib.pyplot as plt
 
     static, dyn = _fake()
-    CorrelationResult(correlation_table(static, dyn), static, dyn, "tiny").plot(tmp_path / "a.png")
+    write_figure(CorrelationResult(correlation_table(static, dyn), static, dyn, "tiny").figure(),
+                 tmp_path / "a.png")
     table = pd.DataFrame([["rel0", 1, 0.9, 0.1, 0.85, 0.05, 1, 0.8, 0.75]], columns=CAUSAL_COLUMNS)
     curves = pd.DataFrame([["rel0", 1, 0.5, 0.8, 0.1]], columns=CURVE_COLUMNS)
-    CausalResult(table, curves, model_id="tiny").plot(tmp_path / "b.png")
+    write_figure(CausalResult(table, curves, model_id="tiny").figure(), tmp_path / "b.png")
     assert matplotlib.get_backend() == pdf_backend and plt.get_fignums() == []
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -110,7 +112,7 @@ def test_results_repr_html():
     res = CorrelationResult(correlation_table(static, dyn), static, dyn, "<tiny>", "paper")
     page = res._repr_html_()
     assert "correlation of &lt;tiny&gt;" in page and f"without context {res.median():.2f}" in page
-    assert page.count("<tr") == 1 + len(res.table) and "corr_with_context" in page
+    assert page.count("<tr") == 1 + len(res.per_relation) and "corr_with_context" in page
     table = pd.DataFrame([["a&b", 1, 0.9, 0.1, 0.85, 0.05, 1, 0.8, 0.75]], columns=CAUSAL_COLUMNS)
     page = CausalResult(table, pd.DataFrame(columns=CURVE_COLUMNS), model_id="m")._repr_html_()
     assert "causal ablation on m" in page and "<td>a&amp;b</td>" in page and "0.850" in page

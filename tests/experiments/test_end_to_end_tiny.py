@@ -28,10 +28,10 @@ def toy():
 def test_correlation_and_multitoken_tiny(toy):
     model, pairs = toy
     res = ex.correlation(model, {"toy": pairs}, TEMPLATES, k=5, max_pairs=20, min_pairs=10)
-    assert list(res.table.columns) == CORRELATION_COLUMNS
-    assert res.table.loc[0, "n_pairs"] == 20
+    assert list(res.per_relation.columns) == CORRELATION_COLUMNS
+    assert res.per_relation.loc[0, "n_pairs"] == 20
     assert res.dynamic.with_context.shape == (1, 2, model.n_layers, model.n_heads)
-    assert np.isfinite(res.table.loc[0, "corr_without_context"])
+    assert np.isfinite(res.per_relation.loc[0, "corr_without_context"])
     # reuse of the dynamic scores with another preset gives the same dynamic arrays
     again = ex.correlation(model, dynamic=res.dynamic, preset="norms")
     assert again.dynamic is res.dynamic and again.preset == "norms"
@@ -39,7 +39,7 @@ def test_correlation_and_multitoken_tiny(toy):
                                   b), t in zip([("x", "y"), ("y", "z"), ("z", "x"), ("x", "z")] * 3,
                                                   TARGETS)]
     mt = ex.multitoken(model, {"toy": pairs[:12] + multi}, TEMPLATES, k=5, min_pairs=10)
-    assert mt.table.loc[0, "n_pairs"] == 12 and mt.dynamic.multitoken
+    assert mt.per_relation.loc[0, "n_pairs"] == 12 and mt.dynamic.multitoken
 
 
 def test_causal_tiny(toy):
@@ -47,10 +47,10 @@ def test_causal_tiny(toy):
     res = ex.causal(model, {"toy": pairs, "toy2": pairs[::-1]}, k=5, m=3, n_random=2,
                     random_points=2,
                     min_pairs=10, prompt_templates={"toy": "<X> ->", "toy2": "<X> ; ->"})
-    assert list(res.table.columns) == CAUSAL_COLUMNS
-    assert set(res.table.relation) == {"toy", "toy2"}
+    assert list(res.per_relation.columns) == CAUSAL_COLUMNS
+    assert set(res.per_relation.relation) == {"toy", "toy2"}
     curve = res.curves[res.curves.relation == "toy"]
-    n = int(res.table.set_index("relation").loc["toy", "n_heads_removed"])
+    n = int(res.per_relation.set_index("relation").loc["toy", "n_heads_removed"])
     assert list(curve.n_heads_removed) == list(range(n + 1))
     # the prefix-cache evaluator agrees with full forward passes
     from headmaps.experiments.causal import Evaluator, accuracy, build_task

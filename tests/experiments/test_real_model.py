@@ -56,8 +56,8 @@ def test_correlation_cli(smollm2, tmp_path, monkeypatch, capsys):
 
 def test_causal_short(smollm2):
     res = ex.causal(smollm2, ["name_copying"], m=3, n_random=2, random_points=1, max_pairs=12)
-    row = res.table.iloc[0]
-    assert list(res.table.columns) == CAUSAL_COLUMNS
+    row = res.per_relation.iloc[0]
+    assert list(res.per_relation.columns) == CAUSAL_COLUMNS
     assert row.base_acc > 0.8  # the few-shot copying template is easy
     assert row.n_heads_removed == 3 and len(res.heads["name_copying"]) == 3
     curve = res.curves[res.curves.relation == "name_copying"]
@@ -67,6 +67,6 @@ def test_causal_short(smollm2):
 
 def test_multitoken_short(smollm2):
     res = ex.multitoken(smollm2, ["country_to_language"], TEMPLATES, max_pairs=10, min_pairs=5)
-    assert res.kind == "multitoken" and len(res.table) == 1
-    assert res.table.loc[0, "n_pairs"] == 10
-    assert np.isfinite(res.table.loc[0, "corr_without_context"])
+    assert res.kind == "multitoken" and len(res.per_relation) == 1
+    assert res.per_relation.loc[0, "n_pairs"] == 10
+    assert np.isfinite(res.per_relation.loc[0, "corr_without_context"])

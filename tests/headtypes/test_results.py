@@ -1,14 +1,14 @@
-"""`HeadTypes.to_extras`: the labels as report extras, and the report's encoding of them."""
+"""`HeadTypes` in the report: its labels reach the page per type, read from its frame."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from headmaps import HeadmapsError, HeadTypes
+from headmaps import HeadmapsError, HeadReport, HeadTypes, ScanResult
+from headmaps.explorer.encode import encode
+from headmaps.explorer.schema import normalise_extras
 from headmaps.headtypes import TYPES
-from headmaps.report.encode import encode_types
-from headmaps.report.schema import normalise_extras
 
 
 def types_result() -> HeadTypes:
@@ -20,27 +20,38 @@ def types_result() -> HeadTypes:
     return HeadTypes("m", L, H, scores, labels, {})
 
 
-def test_to_extras_lists_labelled_heads_only():
-    ex = types_result().to_extras()
-    assert {k: v["types"] for k, v in ex.items()} == {"0.1": ["previous_token", "copying"],
-                                                       "1.2": ["induction"]}
-    why = ex["0.1"]["type_evidence"]
+def scan() -> ScanResult:
+    z = np.zeros((1, 2, 3), np.float32)
+    return ScanResult("m", {}, ["a"], z, z, {"a": 30}, {"a": 10})
+
+
+def test_frame_lists_labels_of_labelled_heads_only():
+    frame = types_result().to_frame().set_index(["layer", "head"])["types"]
+    assert frame[(0, 1)] == "previous_token,copying" and frame[(1, 2)] == "induction"
+    assert (frame == "").sum() == 4
+
+
+def test_evidence_text_of_labelled_types():
+    why = types_result().evidence_text(0, 1)
     assert set(why) == {"previous_token", "copying"}
     assert why["copying"].startswith("copying (from parameters): score 0, robust z 0.0")
 
 
-def test_the_report_carries_each_labels_evidence():
-    norm = normalise_extras(types_result().to_extras(), 2, 3)
-    enc = encode_types(norm, 3)
-    assert enc["why"][0][0].startswith("previous token (from parameters): score 0")
-    assert len(enc["why"]) == len(enc["names"]) and [len(w) for w in enc["why"]] == [1, 1, 1]
-
-
-def test_encoded_per_type_in_type_order():
-    norm = normalise_extras(types_result().to_extras(), 2, 3)
-    enc = encode_types(norm, 3)
-    assert {k: enc[k] for k in ("names", "heads")} == {
+def test_encoded_per_type_in_type_order_with_evidence():
+    payload, heads = encode(HeadReport(scan(), types=types_result()), "t")
+    assert {k: payload["types"][k] for k in ("names", "heads")} == {
         "names": ["previous_token", "induction", "copying"], "heads": [[1], [5], [1]]}
+    why = payload["types"]["why"]
+    assert why[0][0].startswith("previous token (from parameters): score 0")
+    assert [len(w) for w in why] == [1, 1, 1]
+    assert heads == [None] * 6  # types go to the payload, not to the heads
+
+
+def test_hand_written_types_win_for_their_head():
+    extras = normalise_extras({"1.2": {"types": ["successor"]}}, 2, 3)
+    payload, _ = encode(HeadReport(scan(), types=types_result()), "t", extras)
+    assert payload["types"]["names"] == ["previous_token", "copying", "successor"]
+    assert payload["types"]["heads"][-1] == [5]
 
 
 def test_bad_types_are_refused():

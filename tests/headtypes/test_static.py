@@ -8,11 +8,11 @@ import torch
 
 import headmaps as hm
 from headmaps import projection as P
-from headmaps.attention import qk as Q
 from headmaps.cli import main
 from headmaps.experiments import behaviour as B
 from headmaps.headtypes import static as S
 from headmaps.headtypes.validate import auroc, compare, positives
+from headmaps.models import qk as Q
 from tiny import tiny_model
 
 OPTS = P.resolve_options("norms")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headmaps.report import synthetic_scan
+from headmaps.explorer import synthetic_scan
 from headmaps.salient.results import SalientOperations
 
 
@@ -38,7 +38,7 @@ def test_scan_plot_one_relation_is_one_heatmap():
     scan, _ = synthetic_scan(n_layers=5, n_heads=4, n_relations=3, seed=2, with_extras=False)
     rel = scan.relations[1]
     open_figures = len(plt.get_fignums())
-    fig = scan.plot(rel)
+    fig = scan.figure(rel)
     assert isinstance(fig, Figure)
     assert len(plt.get_fignums()) == open_figures  # not registered with pyplot: no window
     heat, bar = fig.axes  # the heatmap and its colour bar
@@ -46,17 +46,17 @@ def test_scan_plot_one_relation_is_one_heatmap():
     (image,) = heat.get_images()
     assert np.array_equal(image.get_array(), scan.scores[1])
     assert image.get_cmap().name == "Blues"
-    sup = scan.plot(rel, suppression=True).axes[0].get_images()[0]
+    sup = scan.figure(rel, suppression=True).axes[0].get_images()[0]
     assert np.array_equal(sup.get_array(), scan.suppression[1]) and sup.get_cmap().name == "Reds"
 
 
 def test_scan_plot_grid_of_relations():
     scan, _ = synthetic_scan(n_layers=5, n_heads=4, n_relations=3, seed=2, with_extras=False)
-    panels = [a for a in scan.plot().axes if a.get_visible() and a.get_images()]
+    panels = [a for a in scan.figure().axes if a.get_visible() and a.get_images()]
     assert [a.get_title() for a in panels] == [r.replace("_", " ") for r in scan.relations]
     two = scan.relations[::2]
-    panels = [a for a in scan.plot(two, ncols=1).axes if a.get_visible() and a.get_images()]
+    panels = [a for a in scan.figure(two, ncols=1).axes if a.get_visible() and a.get_images()]
     assert [np.asarray(a.get_images()[0].get_array()).tolist() for a in panels] == \
         [scan[r].scores.tolist() for r in two]
     with pytest.raises(KeyError, match="not in this scan"):
-        scan.plot("no_such_relation")
+        scan.figure("no_such_relation")

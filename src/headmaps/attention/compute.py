@@ -35,14 +35,14 @@ import numpy as np
 import torch
 
 from .. import projection as P
-from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..models import qk as Q
 from ..models.weights import QKWeights
+from ..projection.calibration import resolve as resolve_projection
 from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
 from ..steps import run_steps
-from . import qk as Q
 from .results import AttentionPreferences, AttentionSummary, PositionalProfile
 
 logger = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def attention_summary(
         progress: show a progress bar over layers.
         calibration: with no preset or option given, use the model's stored calibration
             (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
-            :mod:`headmaps.calibration`).
+            :mod:`headmaps.projection.calibration`).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:

@@ -9,14 +9,19 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .._html import html_card
-from ..io import load_table, reads_result, save_table, table_path
+from .._protocol import deprecated
+from ..errors import HeadmapsError
+from ..io import load_table, markdown_table, reads_result, save_table, table_path
 from ..salient.tokens import visible
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _BARS = "▁▂▃▄▅▆▇█"
 #: Distances counted as "local" by :attr:`PositionalProfile.local_mass`.
@@ -214,7 +219,7 @@ class AttentionPreferences:
                                                               self.pair_scores)],
         }
 
-    def table(self) -> str:
+    def text(self) -> str:
         """Plain text: key-side preferences, then query tokens and their preferred keys."""
         keys = ", ".join(f"{visible(t)} ({s:.2f})" for t, s in zip(self.key_tokens,
                                                                    self.key_scores))
@@ -224,6 +229,94 @@ class AttentionPreferences:
             prefs = ", ".join(f"{visible(k)} ({s:+.2f})" for k, s in zip(toks, scs))
             lines.append(f"  {visible(t)} [{sel:.2f}] -> {prefs}")
         return "\n".join(lines)
+
+    def table(self) -> str:
+        """Deprecated: :meth:`text` (the plain-text preferences)."""
+        deprecated("AttentionPreferences.table()", "AttentionPreferences.text()")
+        return self.text()
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy frame: the key-side preferences, then each query's preferred keys.
+
+        One ``side="key"`` row per key-side preference, then one ``side="pair"`` row per
+        (query, preferred key) with the query's selectivity.
+        """
+        n_q, n_p = np.shape(self.pair_ids) if np.ndim(self.pair_ids) == 2 else (0, 0)
+        keys = pd.DataFrame({"side": "key", "rank": np.arange(len(self.key_tokens)),
+                             "query_id": -1, "query": "", "selectivity": np.nan,
+                             "key_rank": np.arange(len(self.key_tokens)),
+                             "key_id": np.asarray(self.key_ids, dtype=np.int64),
+                             "key": list(self.key_tokens),
+                             "score": np.asarray(self.key_scores, dtype=np.float64)})
+        qi, pi = np.meshgrid(np.arange(n_q), np.arange(n_p), indexing="ij")
+        qi, pi = qi.ravel(), pi.ravel()
+        pairs = pd.DataFrame({"side": "pair", "rank": qi,
+                              "query_id": np.asarray(self.query_ids, dtype=np.int64)[qi],
+                              "query": [self.query_tokens[q] for q in qi],
+                              "selectivity": np.asarray(self.selectivity, dtype=np.float64)[qi],
+                              "key_rank": pi,
+                              "key_id": np.asarray(self.pair_ids, dtype=np.int64).ravel(),
+                              "key": [self.pair_tokens[q][k] for q, k in zip(qi, pi)],
+                              "score": np.asarray(self.pair_scores, dtype=np.float64).ravel()})
+        frame = pd.concat([keys, pairs], ignore_index=True)
+        return frame.astype({"rank": np.int64, "query_id": np.int64, "key_rank": np.int64,
+                             "key_id": np.int64})
+
+    def header(self) -> dict[str, Any]:
+        """Provenance, sizes and the token strings (exact, whatever a CSV reader does)."""
+        return {"kind": "headmaps.AttentionPreferences", "layer": self.layer, "head": self.head,
+                "model_id": self.model_id, "preset": self.preset,
+                "n_keys": len(self.key_tokens), "n_queries": len(self.query_tokens),
+                "n_pairs": int(np.shape(self.pair_ids)[1]) if np.ndim(self.pair_ids) == 2 else 0,
+                "key_tokens": list(self.key_tokens), "query_tokens": list(self.query_tokens),
+                "pair_tokens": [list(p) for p in self.pair_tokens]}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``preferences.parquet`` (or a given .parquet/.csv file) and its JSON header."""
+        return save_table(self.to_frame(), self.header(), table_path(path, "preferences.parquet"))
+
+    @classmethod
+    @reads_result("attention preferences")
+    def load(cls, path: str | os.PathLike) -> AttentionPreferences:
+        """Read what :meth:`save` wrote (a file, or a folder holding preferences.parquet)."""
+        frame, h = load_table(path, "preferences.parquet", "headmaps.AttentionPreferences",
+                              "attention preferences")
+        n_k, n_q, n_p = int(h["n_keys"]), int(h["n_queries"]), int(h["n_pairs"])
+        keys = frame[frame["side"] == "key"].sort_values("rank", kind="stable")
+        pairs = frame[frame["side"] == "pair"].sort_values(["rank", "key_rank"], kind="stable")
+        if len(keys) != n_k or len(pairs) != n_q * n_p:
+            raise HeadmapsError(f"{path}: expected {n_k} key rows and {n_q * n_p} pair rows")
+        first = pairs.groupby("rank", sort=True).first()
+        return cls(int(h["layer"]), int(h["head"]), keys["key_id"].to_numpy(np.int64),
+                   list(h["key_tokens"]), keys["score"].to_numpy(np.float32),
+                   first["query_id"].to_numpy(np.int64), list(h["query_tokens"]),
+                   first["selectivity"].to_numpy(np.float32),
+                   pairs["key_id"].to_numpy(np.int64).reshape(n_q, n_p),
+                   [list(p) for p in h["pair_tokens"]],
+                   pairs["score"].to_numpy(np.float32).reshape(n_q, n_p),
+                   h.get("model_id", ""), h.get("preset", ""))
+
+    def figure(self) -> Figure:
+        """The key-side preferences as bars (the logit the average query gives each key)."""
+        from .. import figures
+
+        return figures.bars_figure(
+            [visible(t) for t in self.key_tokens], self.key_scores,
+            xlabel="key-side logit (average query)",
+            title=f"{self.layer}.{self.head} of {self.model_id or 'model'}: keys it looks for")
+
+    def summary_markdown(self) -> str:
+        """Markdown: the key-side preferences, then each query token and its preferred keys."""
+        keys = ", ".join(f"`{visible(t)}` ({s:.2f})" for t, s in zip(self.key_tokens,
+                                                                     self.key_scores))
+        frame = pd.DataFrame({
+            "query": [visible(t) for t in self.query_tokens],
+            "selectivity": np.asarray(self.selectivity, dtype=np.float64),
+            "preferred keys (logit)": [", ".join(f"{visible(k)} ({s:+.2f})" for k, s in zip(ks, ss))
+                                       for ks, ss in zip(self.pair_tokens, self.pair_scores)]})
+        return "\n".join([f"# Content preferences of {self.layer}.{self.head} of "
+                          f"{self.model_id or 'model'}", "", "Position ignored. Key side (any "
+                          f"query): {keys}.", "", markdown_table(frame), ""])
 
     def _repr_html_(self) -> str:
         """Jupyter: the key-side preferences, then each query token and its preferred keys."""
@@ -240,7 +333,7 @@ class AttentionPreferences:
                          [f"key side (any query): {keys}"], "{:.2f}")
 
     def __str__(self) -> str:
-        return f"content preferences of {self.layer}.{self.head} (position ignored)\n{self.table()}"
+        return f"content preferences of {self.layer}.{self.head} (position ignored)\n{self.text()}"
 
 
 def describe_qk(prefs: AttentionPreferences, profile: PositionalProfile, n: int = 3) -> str:
@@ -338,8 +431,8 @@ class AttentionSummary:
             })
         return pd.DataFrame(rows)
 
-    def _repr_html_(self) -> str:
-        """Jupyter: per positional kind, how many heads and the most peaked of them."""
+    def _kinds(self) -> pd.DataFrame:
+        """Per positional kind: how many heads, the most peaked of them, their top keys."""
         frame = self.to_frame().sort_values("flatness", kind="stable")
         rows = [{"kind": kind, "heads": len(g),
                  "most peaked": ", ".join(f"{a}.{b}" for a, b in zip(g["layer"][:8], g["head"][:8]))
@@ -347,19 +440,39 @@ class AttentionSummary:
                  "their top keys": ", ".join(visible(t) for t in g["top_key"][:4])}
                 for kind, g in frame.groupby("kind", sort=False)]
         rows.sort(key=lambda r: -r["heads"])
-        return html_card(f"attention (QK) of {self.model_id or 'model'}: {len(self.layers)} "
-                         f"layers x {self.n_heads} heads, preset {self.preset or '?'}",
-                         pd.DataFrame(rows, columns=["kind", "heads", "most peaked",
-                                                     "their top keys"]))
+        return pd.DataFrame(rows, columns=["kind", "heads", "most peaked", "their top keys"])
+
+    def _title(self) -> str:
+        return (f"attention (QK) of {self.model_id or 'model'}: {len(self.layers)} "
+                f"layers x {self.n_heads} heads, preset {self.preset or '?'}")
+
+    def _repr_html_(self) -> str:
+        """Jupyter: per positional kind, how many heads and the most peaked of them."""
+        return html_card(self._title(), self._kinds())
+
+    def summary_markdown(self) -> str:
+        """Markdown: per positional kind, how many heads and the most peaked of them."""
+        return "\n".join([f"# {self._title()}", "", markdown_table(self._kinds()), ""])
+
+    def figure(self) -> Figure:
+        """Per head: attention on the previous token, on itself and within Δ<=4 (rows: layers)."""
+        from .. import figures
+
+        f = self.to_frame()
+        grid = {name: f[col].to_numpy(np.float64).reshape(len(self.layers), self.n_heads)
+                for name, col in (("previous token (Δ=1)", "prev_mass"), ("self (Δ=0)",
+                                  "self_mass"), (f"local (Δ<={LOCAL_DISTANCE})", "local_mass"))}
+        return figures.grids_figure(grid, vmin=0.0, vmax=1.0, colour_label="attention",
+                                    title=f"{self._title()} (rows: layers {self.layers[0]}.."
+                                          f"{self.layers[-1]})" if self.layers else self._title())
 
     def to_extras(self, n_keys: int = 6) -> dict[str, dict[str, Any]]:
-        """Per-head report extras ``{"L.H": {"attention": {...}}}``.
+        """Deprecated: the report reads the result itself (``hm.report(hm.analyse(model))``).
 
-        See :mod:`headmaps.report.schema`.
-
-        Pass them to :func:`headmaps.report` (``extras=...``) to show the QK half in the
-        explorer's head detail.
+        Per-head report extras ``{"L.H": {"attention": {...}}}`` (see
+        :mod:`headmaps.explorer.schema`).
         """
+        deprecated("AttentionSummary.to_extras()", "the result itself (the report reads it)")
         out = {}
         for layer, h in self.heads:
             pr, pf = self.profile_at(layer, h), self.preferences(layer, h)

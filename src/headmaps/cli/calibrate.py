@@ -46,12 +46,12 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate, print the candidates and store the choice."""
-    from ..calibration import calibration_path
     from ..experiments.calibrate import calibrate
+    from ..projection.calibration import calibration_path
     from .validate import read_templates
 
     if not args.no_store:
-        from ..calibration import check_store_writable
+        from ..projection.calibration import check_store_writable
 
         check_store_writable()
     model = common.load_model(args)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                     min_pairs=args.min_pairs, seed=args.seed, batch_size=args.batch_size,
                     save=not args.no_store,
                     progress=True)
-    table = cal.table()[["name", "median_r", "median_r_with_context", "n_relations"]]
+    table = cal.to_frame()[["name", "median_r", "median_r_with_context", "n_relations"]]
     print(f"{model.model_id}: {len(cal.candidates)} candidate projections, "
           f"{len(cal.sample['relations'])} relations, {cal.n_pairs} pairs x "
           f"{len(cal.sample['templates'])} templates, seed {args.seed} ({cal.seconds:.0f} s)")

@@ -84,10 +84,11 @@ def memory_spec(text: str) -> str:
 #: Arguments that name a file or folder a command reads, and how the error message calls them.
 INPUT_ARGS = {"scan": "--scan", "from_": "--from", "extras": "--extras", "salient": "--salient",
               "descriptions": "--descriptions", "templates": "--templates",
-              "template_file": "--template-file"}
+              "template_file": "--template-file", "description_scores": "--description-scores"}
 
 #: Arguments that name something a command writes, and how the error message calls them.
-OUTPUT_ARGS = {"out": "--out", "output": "-o/--output", "offload_folder": "--offload-folder"}
+OUTPUT_ARGS = {"out": "--out", "output": "-o/--output", "offload_folder": "--offload-folder",
+               "html": "--html"}
 
 
 def preflight(args: argparse.Namespace) -> None:

@@ -65,11 +65,6 @@ def big_model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def big_model_flags(args: argparse.Namespace) -> str:
-    """The big-model options as command-line text, for the command a result records."""
-    return "".join(f" --{k.replace('_', '-')} {v}" for k, v in big_model_kwargs(args).items())
-
-
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`headmaps.load` from :func:`add_model_args`.
 
@@ -119,19 +114,11 @@ def projection_kwargs(args: argparse.Namespace) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def projection_flags(args: argparse.Namespace) -> str:
-    """The projection flags of ``args`` as they would be typed: `` --preset norms --fold-norms``."""
+def command_line(args: argparse.Namespace) -> str:
+    """The command that was run, as typed: ``headmaps validate m --experiment causal``."""
     import shlex
 
-    out = ""
-    for flag in ("preset", "source", "prefix"):
-        v = getattr(args, flag, None)
-        out += f" --{flag} {shlex.quote(str(v))}" if v is not None else ""
-    for flag in ("fold_norms", "biases", "scale_embeddings"):
-        v = getattr(args, flag, None)
-        if v is not None:
-            out += f" --{'' if v else 'no-'}{flag.replace('_', '-')}"
-    return out
+    return shlex.join(["headmaps", *getattr(args, "argv", [])])
 
 
 def calibration_kwargs(args: argparse.Namespace) -> dict:
@@ -146,7 +133,7 @@ def projection_label(result) -> str:
     it, ``norms (uncalibrated)`` for the default without one, else the preset name (or a
     custom projection's options).
     """
-    from ..calibration import label
+    from ..projection.calibration import label
 
     return label(result.preset, result.options, getattr(result, "calibration", None))
 
@@ -172,7 +159,9 @@ def add_salient_args(p: argparse.ArgumentParser) -> None:
 def add_describer_args(p: argparse.ArgumentParser, default: str = "pattern",
                        allow_none: bool = True) -> None:
     """--describe, --base-url, --llm-model, --api-key, --llm-timeout, --llm-json."""
-    choices = ["pattern", "llm", "none"] if allow_none else ["pattern", "llm"]
+    from ..describe import DESCRIBE_CHOICES, DESCRIBERS
+
+    choices = list(DESCRIBE_CHOICES if allow_none else DESCRIBERS)
     p.add_argument("--describe", choices=choices, default=default,
                    help=f"how to describe the head(s) (default: {default})")
     p.add_argument("--base-url", default=None,
@@ -190,17 +179,6 @@ def llm_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :class:`~headmaps.describe.LLMDescriber` from the describer options."""
     return {"model": args.llm_model, "base_url": args.base_url, "api_key": args.api_key,
             "timeout": args.llm_timeout, "json_mode": getattr(args, "llm_json", False)}
-
-
-def make_describer(args: argparse.Namespace):
-    """The describer the arguments ask for, or None for ``--describe none``."""
-    from ..describe import LLMDescriber, PatternDescriber
-
-    if args.describe == "none":
-        return None
-    if args.describe == "pattern":
-        return PatternDescriber()
-    return LLMDescriber(**llm_options(args))
 
 
 def add_analyse_args(p: argparse.ArgumentParser) -> None:
@@ -228,6 +206,13 @@ def add_analyse_args(p: argparse.ArgumentParser) -> None:
                    help="saved salient operations (SalientAll.save) instead of computing them")
     p.add_argument("--descriptions", type=Path, default=None, metavar="PATH",
                    help="saved descriptions (descriptions.jsonl) instead of describing now")
+    p.add_argument("--score-descriptions", action="store_true",
+                   help="score every description offline on held-out source tokens (a pattern "
+                        "description's rule predicts the head's targets; one more vocabulary "
+                        "pass); the report shows the score and its shuffled baseline")
+    p.add_argument("--description-scores", type=Path, default=None, metavar="PATH",
+                   help="saved description scores (headmaps describe --score: "
+                        "description_scores.parquet) instead of scoring now")
     add_projection_args(p)
     add_describer_args(p)
 
@@ -244,9 +229,15 @@ def analyse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         from ..describe import load_descriptions
 
         descriptions = load_descriptions(args.descriptions)
-    describer = make_describer(args) if salient is not False else None
+    scores: Any = args.score_descriptions
+    if args.description_scores is not None:
+        from ..describe import DescriptionScores
+
+        scores = DescriptionScores.load(args.description_scores)
     return {"scan": args.scan, "relations": parse_relations(args.relations), "salient": salient,
-            "describe": describer or "none", "descriptions": descriptions,
+            "describe": args.describe if salient is not False else "none",
+            "llm_options": llm_options(args), "descriptions": descriptions,
+            "score_descriptions": scores,
             "attention": not args.no_attention, "head_types": not args.no_types, "progress": True,
             **analyse_projection(args), **calibration_kwargs(args)}
 
@@ -264,6 +255,6 @@ def analyse_projection(args: argparse.Namespace) -> dict[str, Any]:
 
 def analyse_model(args: argparse.Namespace):
     """Run :func:`headmaps.analyse` as the arguments ask; the model is loaded only if needed."""
-    from ..analyse import analyse
+    from ..headreport import analyse
 
     return analyse(args.model, **analyse_kwargs(args), **load_options(args))

@@ -99,8 +99,14 @@ def make_scorer(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Describe heads and write the files."""
-    from ..describe import coverage, describe_all, plot_coverage, save_descriptions
-    from ..io import atomic_path, staged_folder
+    from ..describe import (
+        coverage,
+        describe_all,
+        get_describer,
+        plot_coverage,
+        save_descriptions,
+    )
+    from ..io import atomic_path, staged_folder, write_figure
     from ..salient import salient_all
 
     out = Path(args.out)
@@ -109,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.score or args.refine) and args.held_out_salient + args.held_out_random < 1:
         raise HeadmapsError("the held-out sample is empty: give --held-out-salient or "
                             "--held-out-random a count >= 1")
-    describer = common.make_describer(args)
+    describer = get_describer(args.describe, common.llm_options(args))
     model = common.load_model(args)
     layers = parse_layers(args.layers, model.n_layers)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
@@ -143,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                       title=f"{model.model_id}: heads with a clear description ({describer.name})")
         if scores is not None:
             scores.save(tmp / "description_scores.parquet")
-            scores.plot(tmp / "accuracy.png")
+            write_figure(scores.figure(), tmp / "accuracy.png", dpi=120)
     print(f"{model.model_id}: {len(res)} heads described (projection "
           f"{common.projection_label(res)}, describer {describer.name})")
     print(cov.to_string(index=False))

@@ -11,6 +11,15 @@ from ..scoring.results import DEFAULT_TAU
 from . import checks, common
 
 
+def html_file(text: str) -> Path:
+    """``--html FILE``: a path ending in .html (checked before any model is loaded)."""
+    path = Path(text)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise argparse.ArgumentTypeError(f"the diff view is an HTML file: give a path ending in "
+                                         f".html, got {text!r}")
+    return path
+
+
 def register(sub) -> None:
     """Add the ``diff`` subcommand."""
     p = sub.add_parser(
@@ -46,6 +55,10 @@ def register(sub) -> None:
     common.add_projection_args(p)
     p.add_argument("--out", type=Path, default=None,
                    help="folder for diff.parquet, heads.parquet, summary.md and diff.png")
+    p.add_argument("--html", type=html_file, default=None, metavar="FILE",
+                   help="also write the explorer's diff view (one self-contained HTML file): "
+                        "both models' scores per head, the change as the colour, both sides' "
+                        "salient operations and positional profiles per head")
     p.add_argument("--top", type=checks.positive_int, default=5,
                    help="heads per relation in the summary")
     p.set_defaults(func=run)
@@ -77,4 +90,9 @@ def run(args: argparse.Namespace) -> int:
             with atomic_path(tmp / "diff.png") as part:
                 res.figure().savefig(part, format="png", dpi=150)
         print(f"wrote diff.parquet, heads.parquet, summary.md and diff.png under {out}/")
+    if args.html is not None:
+        from ..explorer.diffview import write_diff_report
+
+        path = write_diff_report(args.html, res)
+        print(f"wrote the diff view {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -1,7 +1,8 @@
 """`headmaps head MODEL L.H`: a head's card.
 
 Its salient operations (OV: what it writes), what it attends to (QK: content preferences and
-positional profile), and a one-line description.
+positional profile), a one-line description and, when the describer wrote a rule, the
+description's offline score on held-out source tokens beside its shuffled baseline.
 """
 
 from __future__ import annotations
@@ -26,14 +27,47 @@ def register(sub) -> None:
     common.add_describer_args(p)
     p.add_argument("--json", action="store_true",
                    help="print the result as JSON instead of a table")
-    p.add_argument("--qk-preset", default=None,
-                   help="projection preset of the QK half (default: the projection of the OV "
-                        "side, from --preset/--source/--prefix/--no-calibration or the "
-                        "model's calibration)")
     p.add_argument("--max-distance", type=checks.positive_int, default=32,
                    help="positional profile over distances 0..N (default 32)")
     p.add_argument("--no-qk", action="store_true", help="leave out what the head attends to")
+    p.add_argument("--no-score", action="store_true",
+                   help="do not score the description on held-out tokens (offline, when it "
+                        "names a rule)")
     p.set_defaults(func=run)
+
+
+def description_score(model: Any, ops: Any, desc: Any) -> Any:
+    """The offline held-out score of ``desc`` (a :class:`DescriptionScore`), or None.
+
+    None when the description names no rule (free words need an LLM scorer) or is
+    unclear. Held out: salient tokens after the ``ops.n_tokens`` shown and
+    saliency-weighted draws, never a shown one, under the projection of ``ops``;
+    baseline: the rule on the held-out tokens of the layer's other heads.
+    """
+    from ..describe.score import score_descriptions
+    from ..projection import ProjectionOptions
+
+    if desc is None or desc.unclear or not desc.rule:
+        return None
+    res = score_descriptions(model, [desc], method="offline", n_shown=ops.n_tokens,
+                             k=max(1, ops.n_mappings), preset=ProjectionOptions(**ops.options),
+                             skip_nonwords=ops.skip_nonwords,
+                             exclude={(ops.layer, ops.head): ops.token_ids.tolist()})
+    return res.scores[0]
+
+
+def score_line(desc: Any, score: Any) -> str:
+    """The card's line about the description's score."""
+    if desc.unclear:
+        return "description score: none (no clear pattern to score)"
+    if score is None:
+        return ("description score: not scorable offline (the description names no rule; score "
+                "it with an LLM: headmaps describe --score --scorer-url URL)")
+    if not score.scored:
+        return f"description score: not measured ({score.reason})"
+    return (f"description score (offline, held-out): {score.score:.2f} vs baseline "
+            f"{score.baseline:.2f} ({score.n} held-out tokens, hit = the rule's target in the "
+            f"head's top {score.k}; baseline: the rule on the layer's other heads)")
 
 
 def qk_card(model: Any, layer: int, head: int, projection: dict[str, Any] | str | None,
@@ -75,10 +109,11 @@ def run(args: argparse.Namespace) -> int:
     """Compute, print and describe one head."""
     import json
 
+    from ..describe import get_describer
     from ..salient import salient_operations
 
     parse_head(args.head)  # format errors before loading anything
-    describer = common.make_describer(args)
+    describer = get_describer(args.describe, common.llm_options(args))
     model = common.load_model(args)
     layer, head = parse_head(args.head, model)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
@@ -86,15 +121,20 @@ def run(args: argparse.Namespace) -> int:
                              skip_nonwords=skip, **common.projection_kwargs(args),
                **common.calibration_kwargs(args))
     desc = describer.describe(ops) if describer is not None else None
+    score = None if desc is None or args.no_score else description_score(model, ops, desc)
     if args.max_distance < 1:
         raise HeadmapsError(f"--max-distance must be at least 1, got {args.max_distance}")
     projection = {**common.projection_kwargs(args), **common.calibration_kwargs(args)}
-    if args.qk_preset is not None:
-        projection = {"preset": args.qk_preset}
     qk = None if args.no_qk else qk_card(model, layer, head, projection, args.max_distance)
     if args.json:
         out = ops.to_dict()
         out["description"] = desc.to_dict() if desc is not None else None
+        if desc is not None and not args.no_score:
+            out["description_score"] = None if score is None else {
+                k: (None if isinstance(v, float) and v != v else v)  # NaN -> null
+                for k, v in score.__dict__.items()
+                if k in ("method", "score", "baseline", "n", "n_excluded", "k", "baseline_n",
+                         "reason", "tokens", "hits")}
         if qk is not None:
             out["attention"] = {"preferences": qk[0].to_dict(), "profile": qk[1].to_dict(),
                                 "summary": one_line(ops, desc, *qk)}
@@ -102,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"head {ops.name} of {model.model_id} (projection {common.projection_label(ops)}, "
           f"non-words skipped: {ops.skip_nonwords})")
-    print(ops.table())
+    print(ops.text())
     if desc is not None:
         print()
         print(f"description ({desc.describer}): {desc.text}")
@@ -112,12 +152,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"confidence: {desc.confidence:.2f}")
         if desc.error:
             print(f"error: {desc.error}")
+        if not args.no_score:
+            print(score_line(desc, score))
     if qk is not None:
         prefs, prof = qk
         print()
         print(f"what it attends to (QK, from parameters; preset {prof.preset}; content ignores "
               "position)")
-        print(prefs.table())
+        print(prefs.text())
         print(f"position ({prof.positions}): Δ=0..{len(prof.logits) - 1} {prof.sparkline()}")
         print(f"  kind: {prof.kind()}; Δ=1 {prof.prev_mass:.0%}, Δ=0 {prof.self_mass:.0%}, Δ<=4 "
               f"{prof.local_mass:.0%}, "

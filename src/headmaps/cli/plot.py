@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the plot."""
-    from ..report import plots
+    from ..explorer import plots
     from ..scoring import ScanResult
 
     scan = ScanResult.load(args.scan)

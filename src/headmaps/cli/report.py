@@ -22,7 +22,8 @@ def register(sub) -> None:
                    help="HTML file (default report.html)")
     p.add_argument("--from", dest="from_", type=Path, default=None, metavar="DIR",
                    help="a head report saved by `headmaps analyse --out DIR`: render it, load "
-                        "no model")
+                        "no model; a diff saved by `headmaps diff A B --out DIR` opens the "
+                        "diff view")
     add_analyse_args(p)
     p.add_argument("--extras", type=Path, default=None, metavar="JSON",
                    help="extra per-head data in the report schema ({'L.H': {...}}), merged last")
@@ -35,18 +36,22 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report."""
-    from ..analyse import HeadReport
-    from ..report import build
-    from ..report import extras as ex
+    from ..explorer import load_extras, report
+    from ..headreport import HeadReport
 
+    if args.from_ is not None:
+        from ..explorer.diffview import is_diff, write_diff_report
+
+        if is_diff(args.from_):
+            path = write_diff_report(args.output, args.from_, title=args.title,
+                                     show_paths=args.show_paths)
+            print(f"wrote the diff view {path} ({path.stat().st_size / 1e6:.1f} MB)")
+            return 0
     result = HeadReport.load(args.from_) if args.from_ is not None else analyse_model(args)
-    extras = ex.merge_extras(ex.extras_from_report(result),
-                             ex.load_extras(args.extras) if args.extras is not None else None)
+    path = report(result, args.output, title=args.title, show_paths=args.show_paths,
+                  extras=load_extras(args.extras) if args.extras is not None else None)
     scan = result.scan
-    path = build.write_report(args.output, scan, extras or None, title=args.title,
-                              show_paths=args.show_paths)
-    size = path.stat().st_size
-    print(f"wrote {path} ({size / 1e6:.1f} MB): {scan.n_layers} layers x {scan.n_heads} heads, "
-          f"{len(scan.relations)} relations (projection {projection_label(scan)}), parts: "
-          f"{', '.join(result.parts())}")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {scan.n_layers} layers x "
+          f"{scan.n_heads} heads, {len(scan.relations)} relations (projection "
+          f"{projection_label(scan)}), parts: {', '.join(result.parts())}")
     return 0

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             write_text(tmp / "summary.md", res.summary_markdown())
             written = [path, tmp / "summary.md"]
             if not args.no_plots:
-                from ..report.plots import relation_heatmaps
+                from ..explorer.plots import relation_heatmaps
 
                 written += relation_heatmaps(res, tmp / "heatmaps")
         print(f"wrote {len(written)} files under {out}/ (scores: {path.name}, summary.md"

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     res = head_types(m, n_tokens=args.tokens, relations=not args.no_relations,
                      **projection_kwargs(args), **calibration_kwargs(args))
     print(f"head types of {m.model_id} from parameters ({res.seconds:.1f} s):")
-    print(res.table())
+    print(res.text())
     for name, why in res.skipped.items():
         print(f"  ({name} missing: {why})")
     if args.out:

@@ -8,15 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptFileError, MissingFileError
-from ..io import (
-    check_writable,
-    header_for_file,
-    markdown_table,
-    run_header,
-    staged_folder,
-    write_json,
-    write_text,
-)
+from ..io import check_writable, staged_folder
 from . import checks, common
 
 #: Pairs per relation when --max-pairs is not given: keeps a run to minutes on a laptop CPU.
@@ -77,71 +69,26 @@ def read_templates(path: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the experiment and write its files."""
+    """Run the experiment; save its run folder (tables, figure, summary.md, run.json)."""
     from .. import experiments as ex
 
     model = common.load_model(args)
     max_pairs = args.max_pairs if args.max_pairs is not None else DEFAULT_MAX_PAIRS[args.experiment]
-    max_pairs = max_pairs or None
     out = Path(args.out or f"validate-{model.model_id.replace('/', '_')}-{args.experiment}")
     check_writable(out, "--out")
-    kw = dict(k=args.k, max_pairs=max_pairs, batch_size=args.batch_size, seed=args.seed,
-              progress=True,
-              **common.projection_kwargs(args), **common.calibration_kwargs(args))
+    kw = dict(k=args.k, max_pairs=max_pairs or None, batch_size=args.batch_size, seed=args.seed,
+              progress=True, **common.projection_kwargs(args), **common.calibration_kwargs(args))
     rels = common.parse_relations(args.relations)
-    cmd = (f"headmaps validate {args.model} --experiment {args.experiment} "
-           f"--relations {args.relations} --max-pairs {max_pairs or 0}")
-    cmd += f" --templates {args.templates}" if args.templates else ""
-    cmd += common.big_model_flags(args)
-    cmd += common.projection_flags(args)
-    cmd += " --no-calibration" if args.no_calibration else ""
-    if args.experiment == "causal":
-        res = ex.causal(model, rels, **kw)
-        summary = [f"# Causal ablation: {model.model_id}", "",
-                   f"`{cmd}`; projection `{common.projection_label(res)}`, "
-                   f"up to {res.meta['m']} heads removed, "
-                   f"{res.meta['n_random']} random draws, at most {max_pairs} prompts per "
-                   "relation.", "",
-                   markdown_table(res.table), "", "![curves](causal.png)", ""]
-        table = res.table
-        sample = {"relations": list(res.table["relation"]),
-                  "prompts_per_relation": res.meta["n_prompts"], "templates": res.meta["templates"],
-                  "m": res.meta["m"], "n_random": res.meta["n_random"],
-                  "max_controls": res.meta["max_controls"]}
-    else:
-        templates = read_templates(args.templates) if args.templates else None
-        if args.experiment == "correlation":
-            res = ex.correlation(model, rels, templates, **kw)
-        else:
-            res = ex.multitoken(model, rels, templates, first_target_token=args.first_target_token,
-                                **kw)
-            cmd += " --first-target-token" if args.first_target_token else ""
-        d = res.dynamic
-        summary = [f"# {args.experiment.capitalize()} with inference: {model.model_id}", "",
-                   f"`{cmd}`; projection `{common.projection_label(res)}`, "
-                   f"{len(d.templates)} templates, at most "
-                   f"{max_pairs} pairs per relation.", "",
-                   f"Median correlation without context {res.median('corr_without_context'):.2f}, "
-                   f"with context {res.median('corr_with_context'):.2f} over the "
-                   f"{int(res.table.corr_without_context.notna().sum())} of {len(res.table)} "
-                   "relations with a defined correlation (undefined: no head has a non-zero "
-                   f"static score on these pairs).", "",
-                   markdown_table(res.table), "", f"![scatter]({args.experiment}.png)", ""]
-        if d.skipped:
-            summary += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]
-        table = res.table
-        sample = {"relations": list(d.relations), "pairs_per_relation": d.n_pairs,
-                  "templates": list(d.templates), "skipped": d.skipped}
-    # the run header: what tests/test_results_docs.py asks of a documented table
+    if args.experiment != "causal":
+        kw["templates"] = read_templates(args.templates) if args.templates else None
+    if args.experiment == "multitoken":
+        kw["first_target_token"] = args.first_target_token
+    run_experiment = {"correlation": ex.correlation, "multitoken": ex.multitoken,
+                      "causal": ex.causal}[args.experiment]
+    res = run_experiment(model, rels, **kw)
     with staged_folder(out) as tmp:  # every file or none
-        res.save(tmp)
-        res.plot(tmp / f"{args.experiment}.png")
-        write_json(tmp / "run.json", header_for_file(
-            run_header(cmd, model.model_id, args.seed, sample,
-                       projection=common.projection_label(res))))
-        write_text(tmp / "summary.md", "\n".join(summary))
-    print(f"{model.model_id}: {args.experiment} (static scores: projection "
-          f"{common.projection_label(res)})")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        res.save(tmp, command=common.command_line(args))
+    print(f"{model.model_id}: {args.experiment} (static scores: projection {res.projection()})")
+    print(res.to_frame().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/")
     return 0

@@ -18,18 +18,37 @@ from .pattern import PatternDescriber
 from .score import DescriptionScore, DescriptionScores, refine_descriptions, score_descriptions
 
 DESCRIBERS = ("pattern", "llm")
+#: What ``describe=`` accepts by name: a describer, or ``"none"`` for no descriptions.
+DESCRIBE_CHOICES = (*DESCRIBERS, "none")
 
 
-def get_describer(kind: str = "pattern", **kwargs: Any) -> Describer:
-    """A describer by name: ``"pattern"`` or ``"llm"`` (``kwargs`` go to its constructor)."""
+def get_describer(kind: str | Describer = "pattern",
+                  llm_options: dict[str, Any] | None = None) -> Describer | None:
+    """The one describer factory: a describer by name, or the one given.
+
+    Args:
+        kind: ``"pattern"`` (offline), ``"llm"``, ``"none"`` (no describer: None), or a
+            :class:`Describer`, returned as it is.
+        llm_options: keyword arguments of :class:`LLMDescriber` (``model``, ``base_url``,
+            ``api_key``, ``timeout``, ``json_mode``...); used for ``"llm"`` only.
+
+    Raises:
+        HeadmapsError: an unknown name (the message lists the known ones).
+    """
+    if not isinstance(kind, str):
+        return kind
     if kind == "pattern":
-        return PatternDescriber(**kwargs)
+        return PatternDescriber()
     if kind == "llm":
-        return LLMDescriber(**kwargs)
-    raise HeadmapsError(f"unknown describer {kind!r}; use one of {', '.join(DESCRIBERS)}")
+        return LLMDescriber(**(llm_options or {}))
+    if kind == "none":
+        return None
+    raise HeadmapsError(f"unknown describer {kind!r}; use one of "
+                        f"{', '.join(DESCRIBE_CHOICES)}")
 
 
-__all__ = ["DESCRIBERS", "ERROR", "UNCLEAR", "AnswerError", "Describer", "Description",
+__all__ = ["DESCRIBERS", "DESCRIBE_CHOICES", "ERROR", "UNCLEAR", "AnswerError", "Describer",
+           "Description",
            "DescriptionScore", "DescriptionScores", "LLMDescriber",
            "LLMError", "PatternDescriber", "build_messages", "coverage", "describe_all",
            "get_describer",

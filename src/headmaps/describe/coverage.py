@@ -7,10 +7,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..io import atomic_path, reads_result
+from ..io import atomic_path, reads_result, write_figure
 from ..salient import SalientAll, SalientOperations
 from .base import Describer, Description
 
@@ -45,24 +46,14 @@ def coverage(descriptions: Iterable[Description]) -> pd.DataFrame:
 
 
 def plot_coverage(frame: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Bar chart of coverage per layer, written as PNG (atomic)."""
-    from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it is
+    """Bar chart of coverage per layer (a :func:`coverage` frame), written as PNG (atomic)."""
+    from ..figures import coverage_figure
 
     per_layer = frame[frame["layer"] != "all"]
-    fig = Figure(figsize=(max(4.0, 0.28 * len(per_layer) + 2), 3.2), dpi=120)
-    ax = fig.add_subplot()
-    ax.bar(per_layer["layer"].astype(int), per_layer["coverage"] * 100, color="#4472c4")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("heads with a clear description (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(axis="y", alpha=0.3)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    fig = coverage_figure(per_layer["layer"].astype(int).to_numpy(),
+                          per_layer["coverage"].to_numpy(np.float64), title=title or "",
+                          ylabel="heads with a clear description (%)")
+    return write_figure(fig, path, dpi=120)
 
 
 def save_descriptions(descriptions: Iterable[Description], path: str | os.PathLike) -> Path:

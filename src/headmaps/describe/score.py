@@ -39,21 +39,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .._html import html_card
+from .._protocol import deprecated
 from ..errors import HeadmapsError
-from ..io import atomic_path, load_table, reads_result, save_table, table_path, versions
+from ..io import load_table, reads_result, save_table, table_path, versions, write_figure
 from ..salient import SalientAll
 from ..salient.tokens import visible
 from .base import Description
 from .library import key
 from .llm import AnswerError, LLMDescriber, LLMError, answer_body
 from .pattern import PatternDescriber
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METHODS = ("auto", "offline", "simulation")
 
@@ -345,8 +349,9 @@ class DescriptionScores:
     def summary_markdown(self, max_rows: int | None = None) -> str:
         """Markdown: the sample, mean score vs baseline, AUROC, and a table of scored heads."""
         sc = self.scored
-        lines = [f"Description scores of {self.model_id or 'model'} (method {self.method}"
-                 + (f", scorer {self.scorer}" if self.scorer else "") + "): "
+        lines = [f"# Description scores of {self.model_id or 'model'}", "",
+                 f"Method {self.method}"
+                 + (f", scorer {self.scorer}" if self.scorer else "") + ": "
                  f"{len(sc)} of {len(self.scores)} heads scored on held-out tokens "
                  f"({self.n_salient} next-most-salient + {self.n_random} saliency-weighted "
                  f"draws, none of the {self.n_shown} shown; hit = a prediction in the top "
@@ -375,38 +380,26 @@ class DescriptionScores:
         return html_card(f"description scores of {self.model_id or 'model'} "
                          f"({self.method}, k={self.k})", f.head(max_rows), notes)
 
-    def figure(self, title: str | None = None):
+    def figure(self, title: str | None = None) -> Figure:
         """Per layer: coverage (heads described) and measured accuracy, a matplotlib Figure.
 
         Bars: the fraction of heads with a description; inside each, the part that holds
         on held-out tokens (coverage x mean score); a line: coverage x mean baseline.
         """
-        from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it is
+        from .. import figures
 
         g = self.per_layer()
-        fig = Figure(figsize=(max(4.0, 0.28 * len(g) + 2), 3.2), dpi=120)
-        ax = fig.add_subplot()
-        x = g["layer"].astype(int).to_numpy()
-        ax.bar(x, g["coverage"] * 100, color="#c9d6ef", label="described")
-        ax.bar(x, g["accurate"] * 100, color="#4472c4", label="described and measured correct")
-        base = g["coverage"] * g["mean_baseline"].fillna(0.0) * 100
-        ax.plot(x, base, "k_", markersize=10, label="shuffled baseline")
-        ax.set_xlabel("layer")
-        ax.set_ylabel("heads (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
-        ax.set_title(title or f"{self.model_id}: coverage x measured accuracy", fontsize=10)
-        fig.tight_layout()
-        return fig
+        return figures.coverage_figure(
+            g["layer"].astype(int).to_numpy(), g["coverage"].to_numpy(np.float64),
+            g["accurate"].to_numpy(np.float64),
+            (g["coverage"] * g["mean_baseline"].astype(np.float64).fillna(0.0)).to_numpy(),
+            title=title or f"{self.model_id}: coverage x measured accuracy")
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
-        """:meth:`figure` written as PNG (atomic)."""
-        path = Path(path)
-        fig = self.figure(title)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        return path
+        """Deprecated: ``io.write_figure(scores.figure(), path)``; writes PNG, returns the path."""
+        deprecated("DescriptionScores.plot(path)",
+                   "headmaps.io.write_figure(scores.figure(), path)")
+        return write_figure(self.figure(title), path, dpi=120)
 
 
 def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:

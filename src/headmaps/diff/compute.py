@@ -40,10 +40,10 @@ from tqdm.auto import tqdm
 
 from .. import projection as P
 from .. import relations as rel_lib
-from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from ..scoring.engine import scan
 from ..scoring.results import DEFAULT_TAU, ScanResult
 from . import noise
@@ -142,8 +142,12 @@ def _jaccard(x: set, y: set) -> float:
 
 
 def _salient(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, n_tokens: int,
-             n_mappings: int, progress: bool) -> dict[str, np.ndarray]:
-    """Per head: Jaccard overlap of salient source tokens and of mappings, by token string."""
+             n_mappings: int, progress: bool) -> tuple[dict[str, np.ndarray], tuple[Any, Any]]:
+    """Per head: Jaccard overlap of salient source tokens and of mappings, by token string.
+
+    Returns:
+        ``(figures, (salient_a, salient_b))``: the overlaps and both sides' operations.
+    """
     from ..salient import salient_all
 
     sa, sb = (salient_all(m, n_tokens=n_tokens, n_mappings=n_mappings, preset=opts,
@@ -157,7 +161,7 @@ def _salient(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, n_tokens: in
             ma = {(s, t) for s, ts in oa.mappings for t in ts}
             mb = {(s, t) for s, ts in ob.mappings for t in ts}
             maps[layer, h] = _jaccard(ma, mb)
-    return {"salient_source_overlap": src, "salient_mapping_overlap": maps}
+    return {"salient_source_overlap": src, "salient_mapping_overlap": maps}, (sa, sb)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -169,8 +173,13 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _qk(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, max_distance: int,
-        progress: bool) -> dict[str, np.ndarray]:
-    """Per head: TV distance of the positional profiles' weights and both preferred distances."""
+        progress: bool) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Per head: TV distance of the positional profiles' weights and both preferred distances.
+
+    Returns:
+        ``(figures, (weights_a, weights_b))``: the figures and both sides' profile weights
+        ``(n_layers, n_heads, max_distance + 1)``.
+    """
     from ..attention import attention_summary
 
     pa, pb = (attention_summary(m, n_keys=1, n_queries=1, n_pairs=1, max_distance=max_distance,
@@ -181,7 +190,8 @@ def _qk(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, max_distance: int
             "prev_mass_a": wa[..., 1].astype(np.float32),
             "prev_mass_b": wb[..., 1].astype(np.float32),
             "preferred_distance_a": pref(pa).astype(np.float32),
-            "preferred_distance_b": pref(pb).astype(np.float32)}
+            "preferred_distance_b": pref(pb).astype(np.float32)}, (
+        wa.astype(np.float32), wb.astype(np.float32))
 
 
 def _types(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions,
@@ -309,14 +319,19 @@ def diff(
     heads = _weights(a, b, progress)
     seconds["weights"] = time.perf_counter() - t
     no_floor = {"weights": NO_FLOOR["weights"]}
+    sides: dict[str, Any] = {}  # both models' salient operations and profiles, for the view
     if salient:
         t = time.perf_counter()
-        heads.update(_salient(a, b, opts, n_tokens, n_mappings, progress))
+        figures, (sides["salient_a"], sides["salient_b"]) = _salient(a, b, opts, n_tokens,
+                                                                     n_mappings, progress)
+        heads.update(figures)
         seconds["salient"] = time.perf_counter() - t
         no_floor["salient"] = NO_FLOOR["salient"]
     if qk:
         t = time.perf_counter()
-        heads.update(_qk(a, b, opts, max_distance, progress))
+        figures, (sides["profile_a"], sides["profile_b"]) = _qk(a, b, opts, max_distance,
+                                                                progress)
+        heads.update(figures)
         seconds["qk"] = time.perf_counter() - t
         no_floor["qk"] = NO_FLOOR["qk"]
     kinds: list[str] = []
@@ -336,4 +351,5 @@ def diff(
         params={"n_tokens": n_tokens, "n_mappings": n_mappings, "max_distance": max_distance,
                 "min_pairs": min_pairs},
         model_info_a=a.info(), model_info_b=b.info(), versions=versions(), seconds=seconds,
+        **sides,
     )

@@ -29,6 +29,9 @@ NO_FLOOR = {
 }
 #: Files of a saved diff inside its folder: per (relation, head), per head.
 RELATIONS_FILE, HEADS_FILE = "diff.parquet", "heads.parquet"
+#: Optional files: both models' salient operations and positional profiles (for the view).
+SALIENT_FILES = {"salient_a": "salient_a.parquet", "salient_b": "salient_b.parquet"}
+PROFILES_FILE, PROFILES_KIND = "profiles.parquet", "headmaps.HeadDiff.profiles"
 KIND, HEADS_KIND = "headmaps.HeadDiff", "headmaps.HeadDiff.heads"
 _REL_ARRAYS = ("scores_a", "scores_b", "supp_a", "supp_b", "floor", "supp_floor")
 
@@ -62,6 +65,10 @@ class HeadDiff:
         no_floor: part -> why it has no noise floor.
         params: other arguments; seconds: part -> time taken.
         model_info_a, model_info_b, versions: provenance.
+        salient_a, salient_b: both models' salient operations
+            (:class:`~headmaps.salient.SalientAll`), or None (not computed).
+        profile_a, profile_b: both models' positional profile weights
+            ``(n_layers, n_heads, max_distance + 1)`` (softmax over distances), or None.
     """
 
     model_a: str
@@ -95,6 +102,10 @@ class HeadDiff:
     model_info_a: dict[str, Any] = field(default_factory=dict)
     model_info_b: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    salient_a: Any = field(default=None, repr=False)
+    salient_b: Any = field(default=None, repr=False)
+    profile_a: np.ndarray | None = field(default=None, repr=False)
+    profile_b: np.ndarray | None = field(default=None, repr=False)
 
     # ---- derived arrays -------------------------------------------------------------
     @property
@@ -252,7 +263,7 @@ class HeadDiff:
         return "\n".join(lines) + "\n"
 
     def _projection(self) -> str:
-        from ..calibration import label
+        from ..projection.calibration import label
 
         return label(self.preset or "?", self.options, self.calibration)
 
@@ -283,54 +294,21 @@ class HeadDiff:
             outlined); middle, the relative change of ``W_VO``; right, score in ``a``
             against ``b`` (beyond the floor in colour).
         """
-        import matplotlib as mpl
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Rectangle
+        from .. import figures
 
-        L, H = self.n_layers, self.n_heads
-        with mpl.rc_context({"font.size": 8}):
-            fig = Figure(figsize=(11, min(9.0, max(3.2, 0.14 * L + 1.6))), layout="constrained")
-            fig.suptitle(f"{self.model_a} -> {self.model_b} (heads matched by {self.matching})")
-            axes = fig.subplots(1, 3 if self.relations else 1, squeeze=False)[0]
-            if self.relations:
-                if relation is None:
-                    relation = max(self.relations, key=lambda r: (self.changed[self._r(r)].sum(),
-                                                                  -self._r(r)))
-                r = self._r(relation)
-                ch = np.where(self.changed[r], self.change[r], np.nan)
-                lim = max(float(np.nanmax(np.abs(ch))) if np.isfinite(ch).any() else 0.0, 0.05)
-                ax = axes[0]
-                im = ax.imshow(ch, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto",
-                               interpolation="nearest")
-                for h in self.gained_lost(relation)["gained"]:
-                    y, x = map(int, h.split("."))
-                    ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, lw=1.2,
-                                           ec="black"))
-                fig.colorbar(im, ax=ax, label="score change (beyond floor)")
-                ax.set(title=f"{relation}: score change b - a",
-                       xlabel="head", ylabel="layer")
-                sc = axes[2]
-                c = self.changed[r].ravel()
-                sc.scatter(self.scores_a[r].ravel()[~c], self.scores_b[r].ravel()[~c], s=8,
-                           c="0.7", label="within floor")
-                sc.scatter(self.scores_a[r].ravel()[c], self.scores_b[r].ravel()[c], s=12,
-                           c="tab:red", label="beyond floor")
-                sc.plot([0, 1], [0, 1], lw=0.6, c="0.3")
-                sc.axhline(self.tau, lw=0.5, ls=":", c="0.3")
-                sc.axvline(self.tau, lw=0.5, ls=":", c="0.3")
-                sc.set(xlabel=f"{relation} score in {self.model_a}",
-                       ylabel=f"score in {self.model_b}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
-                sc.legend(loc="lower right")
-            ax = axes[1] if self.relations else axes[0]
-            wvo = np.asarray(self.heads["wvo_change"], dtype=np.float64)
-            im = ax.imshow(np.where(np.isfinite(wvo), wvo, np.nan), cmap="viridis", aspect="auto",
-                           interpolation="nearest")
-            fig.colorbar(im, ax=ax, label="||dW_VO|| / ||W_VO||")
-            ax.set(title="relative change of W_VO", xlabel="head", ylabel="layer")
-            if H <= 16:
-                for a in axes[:2]:
-                    a.set_xticks(range(H))
-        return fig
+        title = f"{self.model_a} -> {self.model_b} (heads matched by {self.matching})"
+        wvo = np.asarray(self.heads["wvo_change"], dtype=np.float64)
+        if not self.relations:
+            return figures.diff_figure(wvo, title=title)
+        if relation is None:
+            relation = max(self.relations, key=lambda r: (self.changed[self._r(r)].sum(),
+                                                          -self._r(r)))
+        r = self._r(relation)
+        gained = [tuple(map(int, h.split("."))) for h in self.gained_lost(relation)["gained"]]
+        return figures.diff_figure(wvo, title=title, relation=relation, change=self.change[r],
+                                   changed=self.changed[r], gained=gained,
+                                   scores_a=self.scores_a[r], scores_b=self.scores_b[r],
+                                   tau=self.tau, names=(self.model_a, self.model_b))
 
     # ---- save / load ----------------------------------------------------------------
     def header(self) -> dict[str, Any]:
@@ -343,7 +321,10 @@ class HeadDiff:
                 "preset": self.preset, "options": self.options, "calibration": self.calibration,
                 "no_floor": self.no_floor, "params": self.params, "seconds": self.seconds,
                 "model_info_a": self.model_info_a, "model_info_b": self.model_info_b,
-                "versions": self.versions, "heads_file": HEADS_FILE}
+                "versions": self.versions, "heads_file": HEADS_FILE,
+                "salient_files": {k: f for k, f in SALIENT_FILES.items()
+                                  if getattr(self, k) is not None},
+                "profiles_file": PROFILES_FILE if self.profile_a is not None else None}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the folder ``path``: ``heads.parquet`` first, then ``diff.parquet`` (+ headers).
@@ -358,6 +339,12 @@ class HeadDiff:
         if folder.suffix:
             raise HeadmapsError(f"a head diff is saved to a folder, not a file: {folder}")
         save_table(self.head_frame(), {"kind": HEADS_KIND}, folder / HEADS_FILE)
+        for name, file in SALIENT_FILES.items():
+            if getattr(self, name) is not None:
+                getattr(self, name).save(folder / file)
+        if self.profile_a is not None and self.profile_b is not None:
+            save_table(_profile_frame(self.profile_a, self.profile_b), {"kind": PROFILES_KIND},
+                       folder / PROFILES_FILE)
         save_table(self.to_frame(), self.header(), folder / RELATIONS_FILE)
         return folder
 
@@ -392,6 +379,16 @@ class HeadDiff:
             a = np.zeros((L, H), np.float32)
             a[li, hi] = heads_frame[c].to_numpy().astype(np.float32)
             heads[c] = a
+        sides: dict[str, Any] = {}
+        for name, file in (h.get("salient_files") or {}).items():
+            from ..salient import SalientAll
+
+            if name in SALIENT_FILES:
+                sides[name] = SalientAll.load(folder / file)
+        if h.get("profiles_file"):
+            prof, _ = load_table(folder / h["profiles_file"], PROFILES_FILE, PROFILES_KIND,
+                                 "head diff (profiles)")
+            sides["profile_a"], sides["profile_b"] = _profile_arrays(prof, L, H)
         return cls(h["model_a"], h["model_b"], L, H, list(h["relations"]), **arr, heads=heads,
                    n_pairs={r: int(v) for r, v in h["n_pairs"].items()},
                    k={r: int(v) for r, v in h["k"].items()}, skipped=dict(h["skipped"]),
@@ -404,4 +401,27 @@ class HeadDiff:
                    seconds={p: float(s) for p, s in (h.get("seconds") or {}).items()},
                    model_info_a=dict(h.get("model_info_a") or {}),
                    model_info_b=dict(h.get("model_info_b") or {}),
-                   versions=dict(h.get("versions") or {}))
+                   versions=dict(h.get("versions") or {}), **sides)
+
+
+def _profile_frame(a: np.ndarray, b: np.ndarray) -> pd.DataFrame:
+    """Both profiles, one row per (layer, head, distance)."""
+    L, H, D = a.shape
+    li, hi, di = np.meshgrid(np.arange(L), np.arange(H), np.arange(D), indexing="ij")
+    return pd.DataFrame({"layer": li.ravel(), "head": hi.ravel(), "distance": di.ravel(),
+                         "a": np.asarray(a, np.float32).ravel(),
+                         "b": np.asarray(b, np.float32).ravel()})
+
+
+def _profile_arrays(frame: pd.DataFrame, L: int, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`_profile_frame`."""
+    D = int(frame["distance"].max()) + 1 if len(frame) else 0
+    if len(frame) != L * H * D:
+        raise CorruptFileError(f"{PROFILES_FILE} has {len(frame)} rows, expected {L * H * D}")
+    out = []
+    for side in ("a", "b"):
+        arr = np.zeros((L, H, D), np.float32)
+        arr[frame["layer"].to_numpy(), frame["head"].to_numpy(),
+            frame["distance"].to_numpy()] = frame[side].to_numpy(np.float32)
+        out.append(arr)
+    return out[0], out[1]

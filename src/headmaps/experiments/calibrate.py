@@ -26,10 +26,10 @@ import numpy as np
 
 from .. import projection as P
 from .. import relations as rel_lib
-from ..calibration import Calibration, check_store_writable, fingerprint, store
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..projection.calibration import Calibration, check_store_writable, fingerprint, store
 from .correlation import correlation
 from .dynamic import default_templates, dynamic_scores
 
@@ -178,9 +178,10 @@ def calibrate(
     Dynamic scores of every head are computed once on a small seeded sample; each
     candidate projection's static scores are correlated with them (the correlation
     experiment, :func:`~headmaps.experiments.correlation`), and the winner is chosen by
-    :data:`RULE`. With ``save`` it is stored for the model (see :mod:`headmaps.calibration`),
-    and ``hm.scan``, ``hm.salient_operations``, the correlation experiment, the report and
-    the CLI then use it whenever no preset or projection option is given.
+    :data:`RULE`. With ``save`` it is stored for the model (see
+    :mod:`headmaps.projection.calibration`), and ``hm.scan``, ``hm.salient_operations``, the
+    correlation experiment, the report and the CLI then use it whenever no preset or
+    projection option is given.
 
     Args:
         model: a HeadModel with its transformers model and tokenizer (``hm.load``).
@@ -199,7 +200,7 @@ def calibrate(
         progress: show progress bars.
 
     Returns:
-        :class:`~headmaps.calibration.Calibration`; its ``candidates`` hold every
+        :class:`~headmaps.projection.calibration.Calibration`; its ``candidates`` hold every
         candidate's median r.
     """
     t0 = time.perf_counter()
@@ -217,7 +218,7 @@ def calibrate(
     rows = []
     for name, opts in (candidates_ if candidates_ is not None else candidates(model)):
         res = correlation(model, dynamic=dyn, preset=opts)
-        n_def = int(res.table.corr_without_context.notna().sum())
+        n_def = int(res.per_relation.corr_without_context.notna().sum())
         with warnings.catch_warnings():  # a candidate with no defined r is allowed (NaN)
             warnings.simplefilter("ignore", RuntimeWarning)
             med = res.median("corr_without_context")

@@ -25,8 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import relations as rel_lib
-from ..calibration import resolve as resolve_projection
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from ..scoring import ScanResult, scan
 from ..scoring.engine import normalise_relations
 from .dynamic import PLACEHOLDER, pad_id, pad_right, subsample, word_ids
@@ -258,7 +258,7 @@ def causal(
                      len(cands), float(np.mean(c_before)) if cands else np.nan,
                      float(np.mean(c_after)) if cands else np.nan])
     return CausalResult(
-        table=pd.DataFrame(rows, columns=CAUSAL_COLUMNS),
+        per_relation=pd.DataFrame(rows, columns=CAUSAL_COLUMNS),
         curves=pd.DataFrame(curves, columns=CURVE_COLUMNS),
         heads={n: [f"{a}.{b}" for a, b in top[n]] for n in names}, controls=controls,
         model_id=model.model_id, preset=preset, options=opts.to_dict(),

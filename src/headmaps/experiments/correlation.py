@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .. import projection as P
-from ..calibration import resolve as resolve_projection
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from ..scoring import ScanResult, scan
 from .dynamic import DynamicScores, dynamic_scores
 from .options import RunOptions
@@ -144,5 +144,6 @@ def correlation_result(model: HeadModel, dyn: DynamicScores, run: RunOptions,
     table = correlation_table(static, dyn)
     for name, why in dyn.skipped.items():
         logger.info("%s: %s skipped: %s", kind, name, why)
-    return CorrelationResult(table=table, static=static, dynamic=dyn, model_id=model.model_id,
+    return CorrelationResult(per_relation=table, static=static, dynamic=dyn,
+                             model_id=model.model_id, seed=run.seed,
                              preset=preset, options=opts.to_dict(), kind=kind)

@@ -47,7 +47,7 @@ class RunOptions:
             for the static scores.
         calibration: with no preset or projection option, use the model's stored
             calibration (None: unless ``$HEADMAPS_NO_CALIBRATION``; see
-            :mod:`headmaps.calibration`).
+            :mod:`headmaps.projection.calibration`).
     """
 
     k: int | dict[str, int] | None = None
@@ -79,8 +79,3 @@ class RunOptions:
                 f"{', '.join(f.name for f in fields(cls) if f.name != 'projection')}; "
                 f"projection options: {', '.join(sorted(valid))}")
         return replace(out, projection={**out.projection, **kwargs})
-
-    def static_options(self) -> tuple[P.ProjectionOptions, str]:
-        """Projection options of the static scores and the preset name to record."""
-        opts = P.resolve_options(self.preset, **self.projection)
-        return opts, P.preset_name(self.preset, opts)

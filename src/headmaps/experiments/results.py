@@ -1,7 +1,9 @@
-"""Result dataclasses of the validation experiments: save/load and plots.
+"""Result dataclasses of the validation experiments; they follow the results protocol.
 
 Each result is a table (CSV, with the exact columns the CLI promises) plus a JSON
-header beside it (:mod:`headmaps.io`); per-head data go to a second table.
+header beside it (:mod:`headmaps.io`); per-head data go to a second table. A result
+saved with the command that made it is a documented run folder: the tables, the figure,
+``summary.md`` and the run header ``run.json``.
 """
 
 from __future__ import annotations
@@ -9,15 +11,32 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from .. import figures
 from .._html import html_card
-from ..io import load_table, reads_result, save_table, versions
+from .._protocol import deprecated
+from ..io import (
+    header_for_file,
+    load_table,
+    markdown_table,
+    reads_result,
+    run_header,
+    save_table,
+    versions,
+    write_figure,
+    write_json,
+    write_text,
+)
+from ..projection.calibration import label as projection_label
 from ..scoring import ScanResult
 from .dynamic import DynamicScores
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CORRELATION_COLUMNS = ["relation", "n_pairs", "corr_without_context", "corr_with_context",
                        "supp_corr_without_context", "supp_corr_with_context",
@@ -30,39 +49,17 @@ _HEAD_COLUMNS = ["relation", "template", "layer", "head", "static", "static_supp
                  "without_context", "with_context", "supp_without_context", "supp_with_context"]
 
 
-def _panels(n: int, height: float, max_cols: int = 5):
-    """A figure with one panel per relation (at most ``max_cols`` a row); spare panels hidden.
-
-    The figure is a bare :class:`matplotlib.figure.Figure`: pyplot and its backend are not
-    touched (a notebook's inline backend stays as it is).
-
-    Returns:
-        ``(figure, axes)`` with ``axes`` a flat array of at least ``n`` panels.
-    """
-    from matplotlib.figure import Figure
-
-    n = max(1, n)
-    cols = min(max_cols, n)
-    rows = (n + cols - 1) // cols
-    fig = Figure(figsize=(3.2 * cols, height * rows))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[n:]:
-        ax.axis("off")
-    return fig, axes
+#: Resolution of the PNG a saved run folder holds.
+RUN_DPI = 110
 
 
-def _save_panels(fig, axes, legend: bool, path: str | os.PathLike, title: str) -> Path:
-    """Small labels and a legend in the first panel, the title; write ``path`` (PNG)."""
-    for ax in axes:
-        ax.tick_params(labelsize=6)
-    if legend:
-        axes[0].legend(fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+def _save_run(result: Any, out: Path, command: str | None) -> None:
+    """The documented run files of a result: its figure, ``summary.md`` and ``run.json``."""
+    name = result.kind
+    write_figure(result.figure(), out / f"{name}.png", dpi=RUN_DPI)
+    write_text(out / "summary.md", result.summary_markdown(command, figure=f"{name}.png"))
+    if command is not None:
+        write_json(out / "run.json", header_for_file(result.run_header(command)))
 
 
 @dataclass
@@ -70,36 +67,86 @@ class CorrelationResult:
     """Static vs dynamic scores per relation (correlation or multi-token experiment).
 
     Attributes:
-        table: one row per relation, columns :data:`CORRELATION_COLUMNS`.
+        per_relation: one row per relation, columns :data:`CORRELATION_COLUMNS`
+            (:meth:`to_frame`).
         static: the static scores, ``scores``/``suppression`` ``(R, n_layers, n_heads)``.
         dynamic: per-head dynamic scores ``(R, T, n_layers, n_heads)``.
         model_id: the model; preset, options: of the static scores.
         kind: ``"correlation"`` or ``"multitoken"``.
+        seed: the seed of the pair subsets.
     """
 
-    table: pd.DataFrame
+    per_relation: pd.DataFrame
     static: ScanResult
     dynamic: DynamicScores
     model_id: str = ""
     preset: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     kind: str = "correlation"
+    seed: int = 0
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Deprecated: :meth:`to_frame` (or ``per_relation``)."""
+        deprecated("CorrelationResult.table", "CorrelationResult.to_frame()")
+        return self.per_relation
 
     @property
     def calibration(self) -> dict[str, Any]:
         """How the static scores' projection was chosen (see ``ScanResult.calibration``)."""
         return self.static.calibration
 
+    def projection(self) -> str:
+        """The static scores' projection, as printed (with its calibration status)."""
+        return projection_label(self.preset, self.options, self.calibration)
+
     def median(self, column: str = "corr_without_context") -> float:
         """Median of a column over the relations (NaN rows ignored)."""
-        return float(np.nanmedian(self.table[column])) if len(self.table) else float("nan")
+        col = self.per_relation[column]
+        return float(np.nanmedian(col)) if len(col) else float("nan")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per relation, columns :data:`CORRELATION_COLUMNS` (a copy)."""
+        return self.per_relation.copy()
 
     def _repr_html_(self) -> str:
         """Jupyter: the per-relation table, with the median correlations."""
         return html_card(f"{self.kind} of {self.model_id or 'model'}: static vs dynamic scores, "
-                         f"preset {self.preset or '?'}", self.table,
+                         f"preset {self.preset or '?'}", self.per_relation,
                          [f"median r without context {self.median():.2f}, with context "
                           f"{self.median('corr_with_context'):.2f}"])
+
+    def summary_markdown(self, command: str | None = None, *, figure: str | None = None) -> str:
+        """Markdown: the run, the median correlations, the per-relation table.
+
+        Args:
+            command: the command that made the result, quoted at the top.
+            figure: a file name of the figure to link under the table.
+        """
+        d = self.dynamic
+        n_def = int(self.per_relation["corr_without_context"].notna().sum())
+        lines = [f"# {self.kind.capitalize()} with inference: {self.model_id}", "",
+                 (f"`{command}`; " if command else "")
+                 + f"projection `{self.projection()}`, {len(d.templates)} templates, "
+                 f"pairs per relation: {', '.join(f'{r} {n}' for r, n in d.n_pairs.items())}.",
+                 "", f"Median correlation without context {self.median():.2f}, with context "
+                 f"{self.median('corr_with_context'):.2f} over the {n_def} of "
+                 f"{len(self.per_relation)} relations with a defined correlation (undefined: no "
+                 "head has a non-zero static score on these pairs).", "",
+                 markdown_table(self.per_relation), ""]
+        if figure:
+            lines += [f"![scatter]({figure})", ""]
+        if d.skipped:
+            lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]
+        return "\n".join(lines)
+
+    def run_header(self, command: str) -> dict[str, Any]:
+        """The run header (:func:`headmaps.io.run_header`) of ``command`` making this result."""
+        d = self.dynamic
+        return run_header(command, self.model_id, self.seed,
+                          {"relations": list(d.relations), "pairs_per_relation": d.n_pairs,
+                           "templates": list(d.templates), "skipped": d.skipped},
+                          projection=self.projection())
 
     def heads_frame(self) -> pd.DataFrame:
         """Per (relation, template, head) static and dynamic scores, long format."""
@@ -131,21 +178,32 @@ class CorrelationResult:
                 "static_pairs": d.static_pairs, "first_target_token": d.first_target_token,
                 "n_layers": self.static.n_layers, "n_heads": self.static.n_heads,
                 "model_info": self.static.model_info, "versions": versions(),
-                "calibration": self.static.calibration}
+                "calibration": self.static.calibration, "seed": self.seed}
 
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write ``<kind>.csv`` (+ ``.json``) and ``<kind>_heads.csv`` under folder ``out``."""
+    def save(self, out: str | os.PathLike, *, command: str | None = None) -> Path:
+        """Write the run folder ``out``; returns the path of ``<kind>.csv``.
+
+        ``<kind>.csv`` (+ ``.json``), ``<kind>_heads.csv``, the figure ``<kind>.png`` and
+        ``summary.md``; with ``command``, also the run header ``run.json``.
+        """
         out = Path(out)
-        path = save_table(self.table, self.header(), out / f"{self.kind}.csv")
+        path = save_table(self.per_relation, self.header(), out / f"{self.kind}.csv")
         save_table(self.heads_frame(), {"kind": f"{self.kind}_heads", "model_id": self.model_id},
                    out / f"{self.kind}_heads.csv")
+        _save_run(self, out, command)
         return path
 
     @classmethod
     @reads_result("correlation result")
-    def load(cls, out: str | os.PathLike, kind: str = "correlation") -> CorrelationResult:
-        """Read a result written by :meth:`save` from folder ``out``."""
+    def load(cls, out: str | os.PathLike, kind: str | None = None) -> CorrelationResult:
+        """Read a result written by :meth:`save` from folder ``out``.
+
+        ``kind`` is ``"correlation"`` or ``"multitoken"``; default: the one the folder holds.
+        """
         out = Path(out)
+        if kind is None:
+            kind = "multitoken" if (out / "multitoken.csv").is_file() and not (
+                out / "correlation.csv").is_file() else "correlation"
         table, h = load_table(out / f"{kind}.csv", f"{kind}.csv")
         heads, _ = load_table(out / f"{kind}_heads.csv", f"{kind}_heads.csv")
         rels = list(table["relation"])
@@ -171,28 +229,29 @@ class CorrelationResult:
                             scores=arr("static", False), suppression=arr("static_supp", False),
                             n_pairs=h["n_static_pairs"], k=h["k"], preset=h["preset"],
                             options=h["options"], calibration=dict(h.get("calibration") or {}))
-        return cls(table, static, dyn, h["model_id"], h["preset"], h["options"], h["kind"])
+        return cls(table, static, dyn, h["model_id"], h["preset"], h["options"], h["kind"],
+                   int(h.get("seed", 0)))
+
+    def figure(self, max_relations: int = 20) -> Figure:
+        """Scatter of static vs dynamic scores per relation (one panel each), a Figure."""
+        d = self.dynamic
+        panels = []
+        for name in d.relations[:max_relations]:
+            r, i = d.relations.index(name), self.static.relations.index(name)
+            x = np.tile(self.static.scores[i].ravel(), d.with_context.shape[1])
+            row = self.per_relation[self.per_relation["relation"] == name].iloc[0]
+            panels.append((f"{name}\nr={row.corr_without_context:.2f} / "
+                           f"{row.corr_with_context:.2f}", x,
+                           {"without context": d.without_context[r].ravel(),
+                            "with context": d.with_context[r].ravel()}))
+        return figures.scatter_panels(panels, xlabel="static phi", ylabel="dynamic",
+                                      title=f"{self.model_id}: static vs dynamic ({self.kind}, "
+                                            f"preset {self.preset})")
 
     def plot(self, path: str | os.PathLike, max_relations: int = 20) -> Path:
-        """Scatter of static vs dynamic scores per relation (one panel each), as PNG."""
-        d = self.dynamic
-        names = d.relations[:max_relations]
-        fig, axes = _panels(len(names), height=3.0)
-        for ax, name in zip(axes, names):
-            r = d.relations.index(name)
-            i = self.static.relations.index(name)
-            T = d.with_context.shape[1]
-            x = np.tile(self.static.scores[i].ravel(), T)
-            ax.scatter(x, d.without_context[r].ravel(), s=6, alpha=0.5, label="without context")
-            ax.scatter(x, d.with_context[r].ravel(), s=6, alpha=0.5, label="with context")
-            row = self.table[self.table["relation"] == name].iloc[0]
-            ax.set_title(f"{name}\nr={row.corr_without_context:.2f} / {row.corr_with_context:.2f}",
-                         fontsize=8)
-            ax.set_xlabel("static phi", fontsize=7)
-            ax.set_ylabel("dynamic", fontsize=7)
-        return _save_panels(fig, axes, bool(names), path,
-                            f"{self.model_id}: static vs dynamic ({self.kind}, preset "
-                            f"{self.preset})")
+        """Deprecated: ``io.write_figure(res.figure(), path)``; writes it, returns the path."""
+        deprecated("CorrelationResult.plot(path)", "headmaps.io.write_figure(res.figure(), path)")
+        return write_figure(self.figure(max_relations), path, dpi=RUN_DPI)
 
 
 @dataclass
@@ -200,16 +259,17 @@ class CausalResult:
     """Accuracy after zeroing relation heads, random heads and on control relations.
 
     Attributes:
-        table: one row per relation, columns :data:`CAUSAL_COLUMNS`.
+        per_relation: one row per relation, columns :data:`CAUSAL_COLUMNS`
+            (:meth:`to_frame`).
         curves: accuracy vs heads removed, columns :data:`CURVE_COLUMNS` (random
             columns are NaN where random heads were not evaluated).
         heads: relation -> removed heads ``"L.H"`` in removal order.
         controls: relation -> its control relations.
         model_id, preset, options: the model and the static scores' projection.
-        meta: anything else for the header (m, draws, prompt counts, templates).
+        meta: anything else for the header (m, draws, prompt counts, templates, seed).
     """
 
-    table: pd.DataFrame
+    per_relation: pd.DataFrame
     curves: pd.DataFrame
     heads: dict[str, list[str]] = field(default_factory=dict)
     controls: dict[str, list[str]] = field(default_factory=dict)
@@ -218,15 +278,55 @@ class CausalResult:
     options: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
+    kind = "causal"
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Deprecated: :meth:`to_frame` (or ``per_relation``)."""
+        deprecated("CausalResult.table", "CausalResult.to_frame()")
+        return self.per_relation
+
     @property
     def calibration(self) -> dict[str, Any]:
         """How the static scores' projection was chosen (see ``ScanResult.calibration``)."""
         return dict(self.meta.get("calibration") or {})
 
+    def projection(self) -> str:
+        """The static scores' projection, as printed (with its calibration status)."""
+        return projection_label(self.preset, self.options, self.calibration)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per relation, columns :data:`CAUSAL_COLUMNS` (a copy)."""
+        return self.per_relation.copy()
+
     def _repr_html_(self) -> str:
         """Jupyter: the per-relation table (accuracy before and after zeroing heads)."""
         return html_card(f"causal ablation on {self.model_id or 'model'}: zeroing relation "
-                         f"heads vs random heads, preset {self.preset or '?'}", self.table)
+                         f"heads vs random heads, preset {self.preset or '?'}", self.per_relation)
+
+    def summary_markdown(self, command: str | None = None, *, figure: str | None = None) -> str:
+        """Markdown: the run, then the per-relation table (arguments as for correlation)."""
+        m = self.meta
+        prompts = m.get("n_prompts") or {}
+        lines = [f"# Causal ablation: {self.model_id}", "",
+                 (f"`{command}`; " if command else "")
+                 + f"projection `{self.projection()}`, up to {m.get('m', '?')} heads removed, "
+                 f"{m.get('n_random', '?')} random draws, prompts per relation: "
+                 f"{', '.join(f'{r} {n}' for r, n in prompts.items()) or '-'}.", "",
+                 markdown_table(self.per_relation), ""]
+        if figure:
+            lines += [f"![curves]({figure})", ""]
+        return "\n".join(lines)
+
+    def run_header(self, command: str) -> dict[str, Any]:
+        """The run header (:func:`headmaps.io.run_header`) of ``command`` making this result."""
+        m = self.meta
+        return run_header(command, self.model_id, m.get("seed"),
+                          {"relations": list(self.per_relation["relation"]),
+                           "prompts_per_relation": m.get("n_prompts"),
+                           "templates": m.get("templates"), "m": m.get("m"),
+                           "n_random": m.get("n_random"), "max_controls": m.get("max_controls")},
+                          projection=self.projection())
 
     def header(self) -> dict[str, Any]:
         """JSON header of the saved table."""
@@ -234,12 +334,17 @@ class CausalResult:
                 "options": self.options, "heads": self.heads, "controls": self.controls,
                 "meta": self.meta, "versions": versions()}
 
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write ``causal.csv`` (+ ``.json``) and ``causal_curves.csv`` under folder ``out``."""
+    def save(self, out: str | os.PathLike, *, command: str | None = None) -> Path:
+        """Write the run folder ``out``; returns the path of ``causal.csv``.
+
+        ``causal.csv`` (+ ``.json``), ``causal_curves.csv``, the figure ``causal.png`` and
+        ``summary.md``; with ``command``, also the run header ``run.json``.
+        """
         out = Path(out)
-        path = save_table(self.table, self.header(), out / "causal.csv")
+        path = save_table(self.per_relation, self.header(), out / "causal.csv")
         save_table(self.curves, {"kind": "causal_curves", "model_id": self.model_id},
                    out / "causal_curves.csv")
+        _save_run(self, out, command)
         return path
 
     @classmethod
@@ -252,20 +357,21 @@ class CausalResult:
         return cls(table, curves, h["heads"], h["controls"], h["model_id"], h["preset"],
                    h["options"], h.get("meta", {}))
 
-    def plot(self, path: str | os.PathLike) -> Path:
+    def figure(self) -> Figure:
         """Accuracy vs heads removed per relation (relation heads; random heads mean ± std)."""
-        names = list(self.table["relation"])
-        fig, axes = _panels(len(names), height=2.8)
-        for ax, name in zip(axes, names):
+        panels = []
+        for name in self.per_relation["relation"]:
             c = self.curves[self.curves["relation"] == name]
-            ax.plot(c["n_heads_removed"], c["acc_relation"], label="relation heads")
             rnd = c.dropna(subset=["acc_random_mean"])
-            ax.errorbar(rnd["n_heads_removed"], rnd["acc_random_mean"], yerr=rnd["acc_random_std"],
-                        fmt="o--", ms=3, label="random heads")
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(name, fontsize=8)
-            ax.set_xlabel("heads removed", fontsize=7)
-            ax.set_ylabel("accuracy", fontsize=7)
-        return _save_panels(fig, axes, bool(names), path,
-                            f"{self.model_id}: zeroing heads at the last position (preset "
-                            f"{self.preset})")
+            panels.append((name, {"x": c["n_heads_removed"], "y": c["acc_relation"],
+                                  "random_x": rnd["n_heads_removed"],
+                                  "random_y": rnd["acc_random_mean"],
+                                  "random_err": rnd["acc_random_std"]}))
+        return figures.curve_panels(panels, xlabel="heads removed", ylabel="accuracy",
+                                    title=f"{self.model_id}: zeroing heads at the last position "
+                                          f"(preset {self.preset})")
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Deprecated: ``io.write_figure(res.figure(), path)``; writes it, returns the path."""
+        deprecated("CausalResult.plot(path)", "headmaps.io.write_figure(res.figure(), path)")
+        return write_figure(self.figure(), path, dpi=RUN_DPI)

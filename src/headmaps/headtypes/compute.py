@@ -40,10 +40,10 @@ import torch
 
 from .. import projection as P
 from ..attention.results import LOCAL_DISTANCE
-from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from ..scoring.results import ScanResult
 from . import rules as R
 from . import static as S
@@ -192,7 +192,7 @@ def head_types(
             of the copying and successor labels.
         calibration: with no preset or option given, use the model's stored calibration
             (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
-            :mod:`headmaps.calibration`).
+            :mod:`headmaps.projection.calibration`).
         sources: a :class:`~headmaps.projection.Sources` (or one of its subset views)
             in the same projection to take the token sample's rows from (a stream
             shared with other parts); default: a new one.

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .._html import html_card
+from .._protocol import deprecated
 from ..errors import HeadmapsError
-from ..io import load_table, reads_result, save_table, table_path
+from ..io import load_table, markdown_table, reads_result, save_table, table_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Head types, in display order.
 TYPES = ("previous_token", "induction", "duplicate_token", "copying", "copy_suppression",
@@ -112,25 +116,25 @@ class HeadTypes:
                  "confidence": float(self.confidence[t][layer, head]),
                  "rule": self.thresholds.get(t, "")} for t in kinds]
 
+    def evidence_text(self, layer: int, head: int) -> dict[str, str]:
+        """Type -> why head ``layer.head`` carries that label, in words (labelled types only)."""
+        return {e["type"]: (f"{e['type'].replace('_', ' ')} (from parameters): score "
+                            f"{e['score']:.4g}, robust z {e['z']:.1f}, percentile "
+                            f"{e['percentile']:.1f}, confidence {e['confidence']:.2f}; "
+                            f"rule: {e['rule']}")
+                for e in self.evidence(layer, head)}
+
     def to_extras(self) -> dict[str, dict[str, Any]]:
-        """Per-head report extras for labelled heads.
+        """Deprecated: the report reads the result itself (its :meth:`to_frame`).
 
-        ``{"L.H": {"types": ["induction", ...], "type_evidence": {"induction": "score ...,
-        robust z ..., rule: ..."}}}``.
-
-        See :mod:`headmaps.report.schema`; the report shows them as badges and a filter.
+        Per-head report extras: ``{"L.H": {"types": [...], "type_evidence": {...}}}`` for
+        labelled heads.
         """
-        out: dict[str, dict[str, Any]] = {}
-        for layer in range(self.n_layers):
-            for head in range(self.n_heads):
-                if kinds := self.types_of(layer, head):
-                    out[f"{layer}.{head}"] = {"types": kinds, "type_evidence": {
-                        e["type"]: (f"{e['type'].replace('_', ' ')} (from parameters): score "
-                                    f"{e['score']:.4g}, robust z {e['z']:.1f}, percentile "
-                                    f"{e['percentile']:.1f}, confidence {e['confidence']:.2f}; "
-                                    f"rule: {e['rule']}")
-                        for e in self.evidence(layer, head)}}
-        return out
+        deprecated("HeadTypes.to_extras()", "HeadTypes.to_frame() (the report reads it)")
+        return {f"{layer}.{head}": {"types": kinds,
+                                    "type_evidence": self.evidence_text(layer, head)}
+                for layer in range(self.n_layers) for head in range(self.n_heads)
+                if (kinds := self.types_of(layer, head))}
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per head.
@@ -193,6 +197,11 @@ class HeadTypes:
                    dict(h.get("notes", {})))
 
     def table(self, n: int = 8) -> str:
+        """Deprecated: :meth:`text`."""
+        deprecated("HeadTypes.table()", "HeadTypes.text()")
+        return self.text(n)
+
+    def text(self, n: int = 8) -> str:
         """Which heads are which type, as plain text.
 
         Per type the rule (with its threshold on this model), then each labelled head
@@ -221,14 +230,33 @@ class HeadTypes:
                 lines.append(f"    {self.notes[t]}")
         return "\n".join(lines)
 
-    def _repr_html_(self) -> str:
-        """Jupyter: per type, how many heads carry the label and the highest-scoring heads."""
+    def _overview(self) -> pd.DataFrame:
+        """Per type: how many heads carry the label, the highest-scoring heads, the rule."""
         rows = [{"type": t, "labelled": len(self.heads_of(t)),
                  "top heads (score)": ", ".join(f"{a}.{b} ({v:.2f})" for a, b, v in self.top(t, 6)
                                                 if np.isfinite(v)),
                  "rule": self.thresholds.get(t, "")} for t in self.scores]
+        return pd.DataFrame(rows, columns=["type", "labelled", "top heads (score)", "rule"])
+
+    def _title(self) -> str:
+        return (f"head types of {self.model_id or 'model'}: {self.n_layers} x {self.n_heads} "
+                f"heads, preset {self.preset or '?'}")
+
+    def _repr_html_(self) -> str:
+        """Jupyter: per type, how many heads carry the label and the highest-scoring heads."""
         notes = [f"skipped {k}: {v}" for k, v in self.skipped.items()]
-        return html_card(f"head types of {self.model_id or 'model'}: {self.n_layers} x "
-                         f"{self.n_heads} heads, preset {self.preset or '?'}",
-                         pd.DataFrame(rows, columns=["type", "labelled", "top heads (score)",
-                                                     "rule"]), notes)
+        return html_card(self._title(), self._overview(), notes)
+
+    def summary_markdown(self) -> str:
+        """Markdown: per type, the labelled heads, best scores and rule; what was skipped."""
+        lines = [f"# {self._title()[0].upper()}{self._title()[1:]}", "",
+                 markdown_table(self._overview()), ""]
+        lines += [f"- skipped {k}: {v}" for k, v in self.skipped.items()]
+        return "\n".join(lines)
+
+    def figure(self) -> Figure:
+        """One map per type: its score over layers x heads, labelled heads outlined."""
+        from .. import figures
+
+        return figures.grids_figure(dict(self.scores), outlines=dict(self.labels),
+                                    title=self._title(), colour_label="score")

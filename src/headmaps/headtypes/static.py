@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from .. import projection as P
-from ..attention import qk as Q
 from ..errors import HeadmapsError
 from ..models import HeadModel
+from ..models import qk as Q
 from ..salient.tokens import valid_mask
 
 #: Default size of the token subset ``S`` (see the module docstring).

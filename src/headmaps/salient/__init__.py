@@ -1,9 +1,9 @@
 """Approach B: the salient operations of attention heads, one head or all of them."""
 
-from .compute import DEFAULT_CHUNK_ROWS, resolve_salient_options, salient_all, salient_operations
+from .compute import DEFAULT_CHUNK_ROWS, salient_all, salient_operations
 from .results import SalientAll, SalientOperations
 from .tokens import is_word, token_strings, visible, word_mask
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "SalientAll", "SalientOperations", "is_word",
-           "resolve_salient_options",
+
            "salient_all", "salient_operations", "token_strings", "visible", "word_mask"]

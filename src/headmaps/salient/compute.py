@@ -31,17 +31,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 8192
 
 
-def resolve_salient_options(preset: str | P.ProjectionOptions | None,
-                            **options: Any) -> tuple[P.ProjectionOptions, str]:
-    """Projection options for salient operations, and the preset name to record.
-
-    The ``paper`` preset reproduces the reference code, which applies the first-MLP
-    trick at layer 0 too (``mlp0_at_layer0=True``); other presets read ``e`` at layer 0
-    unless told otherwise.
-    """
-    return P.explicit(preset, options, salient=True)
-
-
 class _Context:
     """What every layer needs: options, masks, token strings and source representations."""
 
@@ -66,18 +55,67 @@ class _Context:
             raise HeadmapsError("no source token is left after filtering")
         dev = model.E.device
         self.src_mask, self.tgt_mask = self.src_mask.to(dev), self.tgt_mask.to(dev)
-        if sources is not None and (sources.opts != self.opts or len(sources) != V):
+        if sources is not None and (sources.opts != P.concrete(model, self.opts)
+                                    or len(sources) != V):
             sources = None  # another projection or token set: not shareable
-        self._sources = sources if sources is not None else P.Sources(
-            model, torch.arange(V, device=dev), self.opts, chunk_rows=self.chunk_rows)
+        self._sources = sources if sources is not None else vocabulary_sources(
+            model, self.opts, self.chunk_rows)
+        #: whether :meth:`base` gives screening rows (decide on :meth:`exact` rows)
+        self.screened = self._sources.screened
 
     def base(self, layer: int) -> torch.Tensor:
         """Source representations of the whole vocabulary for ``layer``, ``(V, d)`` float32."""
         return self._sources.at(layer)
 
+    def exact(self, layer: int, token_ids: torch.Tensor) -> torch.Tensor:
+        """Float32-stream rows ``(n, d)`` of some tokens for ``layer`` (see ``Sources.exact``)."""
+        return self._sources.exact(layer, token_ids)
+
     def string(self, i: int) -> str:
         """Decoded token, or ``<id>`` without a tokenizer."""
         return self.strings[i] if self.strings is not None else f"<{i}>"
+
+
+#: A screened stream's candidates per head: this many times the tokens kept, at least
+#: :data:`SCREEN_MIN`. A token outside them would need its screening saliency off by more
+#: than the gap between rank ``n_tokens`` and rank ``SCREEN_FACTOR * n_tokens``;
+#: docs/results/projection.md measures the float32 answers kept.
+SCREEN_FACTOR = 4
+SCREEN_MIN = 64
+
+
+def vocabulary_sources(model: HeadModel, opts: P.ProjectionOptions,
+                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> P.Sources:
+    """The source rows of the whole vocabulary: screened for the through-the-model stream."""
+    opts = P.concrete(model, opts)
+    dtype = P.screen_dtype() if opts.source == "token_alone" else None
+    return P.Sources(model, torch.arange(model.vocab_size, device=model.E.device), opts,
+                     chunk_rows=chunk_rows, dtype=dtype)
+
+
+def screen(scores: torch.Tensor, keep: int, exact: Callable[[torch.Tensor], torch.Tensor]
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``keep`` of each row of ``scores`` ``(n_h, V)``, decided on exact scores.
+
+    Args:
+        scores: screening scores (``-inf`` where excluded).
+        keep: entries kept per row.
+        exact: ``(u,)`` token ids -> their exact scores ``(n_h, u)``.
+
+    Returns:
+        ``(values, ids)``, each ``(n_h, keep)``: the exact top ``keep`` among each row's
+        ``max(SCREEN_FACTOR * keep, SCREEN_MIN)`` best screened entries.
+    """
+    n_cand = min(max(SCREEN_FACTOR * keep, SCREEN_MIN), scores.shape[1])
+    cand = torch.topk(scores, n_cand, dim=-1)
+    union, inverse = torch.unique(cand.indices, return_inverse=True)  # (u,), (n_h, n_cand)
+    full = exact(union)  # (n_h, u)
+    rows = torch.arange(scores.shape[0], device=scores.device)[:, None]
+    own = torch.where(torch.isfinite(cand.values), full[rows, inverse], float("-inf"))
+    mine = torch.full_like(full, float("-inf"))  # each row sees its own candidates only
+    mine[rows, inverse] = own
+    top = torch.topk(mine, keep, dim=-1)
+    return top.values, union[top.indices]
 
 
 #: ``select(layer, saliency)``: the source token ids to keep per head instead of the most
@@ -107,35 +145,47 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
     w = W_O @ b_o if b_o is not None else None  # (n_h, dh)
     bb = float(b_o @ b_o) if b_o is not None else 0.0
     n_h = len(heads)
+
+    def saliency(rows: torch.Tensor) -> torch.Tensor:
+        """``||x W_VO|| / ||x||`` of every head for source rows ``(c, d)`` -> ``(n_h, c)``."""
+        X = P.layer_sources(rows, a, opts)  # (c, d)
+        Y = torch.einsum("cd,kde->kce", X, W_V)  # (n_kv, c, dh)
+        if b_v is not None:
+            Y = Y + b_v[:, None, :]
+        Y = Y.index_select(0, kv)  # (n_h, c, dh)
+        sq = (torch.bmm(Y, G) * Y).sum(-1)  # (n_h, c)
+        if w is not None:
+            sq = sq + 2 * (Y * w[:, None, :]).sum(-1) + bb
+        xn = X.norm(dim=-1)
+        s = sq.clamp_min(0).sqrt() / xn.clamp_min(torch.finfo(xn.dtype).tiny)
+        return torch.where(xn > 0, s, torch.zeros_like(s))
+
     sal = torch.empty(n_h, V, device=base.device)
     with torch.no_grad():
         for c0 in range(0, V, ctx.chunk_rows):
-            X = P.layer_sources(base[c0:c0 + ctx.chunk_rows], a, opts)  # (c, d)
-            Y = torch.einsum("cd,kde->kce", X, W_V)  # (n_kv, c, dh)
-            if b_v is not None:
-                Y = Y + b_v[:, None, :]
-            Y = Y.index_select(0, kv)  # (n_h, c, dh)
-            sq = (torch.bmm(Y, G) * Y).sum(-1)  # (n_h, c)
-            if w is not None:
-                sq = sq + 2 * (Y * w[:, None, :]).sum(-1) + bb
-            xn = X.norm(dim=-1)
-            s = sq.clamp_min(0).sqrt() / xn.clamp_min(torch.finfo(xn.dtype).tiny)
-            sal[:, c0:c0 + X.shape[0]] = torch.where(xn > 0, s, torch.zeros_like(s))
+            sal[:, c0:c0 + ctx.chunk_rows] = saliency(base[c0:c0 + ctx.chunk_rows])
         sal.masked_fill_(~ctx.src_mask, float("-inf"))
         if select is None:
             T = min(n_tokens, int(ctx.src_mask.sum()))
-            top_sal, top_ids = torch.topk(sal, T, dim=-1)
+            if ctx.screened:
+                top_sal, top_ids = screen(sal, T, lambda u: saliency(ctx.exact(layer, u)))
+            else:
+                top_sal, top_ids = torch.topk(sal, T, dim=-1)
         else:
             top_ids = torch.as_tensor(np.asarray(select(layer, sal.cpu().numpy())),
                                       dtype=torch.long, device=sal.device).reshape(n_h, -1)
             top_sal = sal.gather(1, top_ids)
             T = top_ids.shape[1]
+            if ctx.screened:  # the kept tokens' own saliency, from their exact rows
+                u, inv = torch.unique(top_ids, return_inverse=True)
+                top_sal = saliency(ctx.exact(layer, u)).gather(1, inv)
+        rows_of = (lambda ids: ctx.exact(layer, ids)) if ctx.screened else (lambda ids: base[ids])
         U = P.output_basis(model, opts, a)  # (d, V)
         K = min(n_mappings, int(ctx.tgt_mask.sum()))
         tgt_ids = torch.empty(n_h, T, K, dtype=torch.long)
         tgt_scores = torch.empty(n_h, T, K)
         for j in range(n_h):
-            X = P.layer_sources(base[top_ids[j]], a, opts)  # (T, d)
+            X = P.layer_sources(rows_of(top_ids[j]), a, opts)  # (T, d)
             Y = X @ W_V[kv[j]]
             if b_v is not None:
                 Y = Y + b_v[kv[j]]

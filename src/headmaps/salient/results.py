@@ -6,15 +6,19 @@ import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .._html import html_card
+from .._protocol import deprecated
 from ..errors import HeadmapsError, OutOfRangeError
-from ..io import load_table, reads_result, save_table, table_path
+from ..io import load_table, markdown_table, reads_result, save_table, table_path
 from .tokens import visible
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -102,7 +106,7 @@ class SalientOperations:
             d.get("skip_nonwords", "none"), dict(d.get("calibration") or {}),
         )
 
-    def table(self, scores: bool = True) -> str:
+    def text(self, scores: bool = True) -> str:
         """A plain-text table: rank, saliency, source token, its top targets.
 
         Leading spaces of tokens show as ``␣``.
@@ -123,6 +127,77 @@ class SalientOperations:
                   f"{d}" for a, b, c, d in rows]
         return "\n".join(lines)
 
+    def table(self, scores: bool = True) -> str:
+        """Deprecated: :meth:`text` (the plain-text table)."""
+        deprecated("SalientOperations.table()", "SalientOperations.text()")
+        return self.text(scores)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy frame, one row per (rank, target_rank): the source, its saliency, the target."""
+        T, K = len(self.tokens), self.n_mappings
+        ti, ki = np.meshgrid(np.arange(T), np.arange(K), indexing="ij")
+        return pd.DataFrame({
+            "layer": self.layer, "head": self.head, "rank": ti.ravel(),
+            "token_id": np.asarray(self.token_ids, dtype=np.int64)[ti.ravel()],
+            "token": [self.tokens[t] for t in ti.ravel()],
+            "saliency": np.asarray(self.saliency, dtype=np.float32)[ti.ravel()],
+            "target_rank": ki.ravel(),
+            "target_id": np.asarray(self.target_ids, dtype=np.int64).reshape(T, K).ravel(),
+            "target": [self.targets[t][k] for t, k in zip(ti.ravel(), ki.ravel())],
+            "score": np.asarray(self.scores, dtype=np.float32).reshape(T, K).ravel()})
+
+    def header(self) -> dict[str, Any]:
+        """Provenance and the token strings (exact, whatever a CSV reader makes of them)."""
+        return {"kind": "headmaps.SalientOperations", "layer": self.layer, "head": self.head,
+                "n_tokens": self.n_tokens, "n_mappings": self.n_mappings,
+                "model_id": self.model_id, "preset": self.preset, "options": self.options,
+                "skip_nonwords": self.skip_nonwords, "calibration": self.calibration,
+                "token_ids": [int(i) for i in self.token_ids], "tokens": list(self.tokens),
+                "saliency": [float(x) for x in self.saliency],
+                "targets": [list(t) for t in self.targets]}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``salient_head.parquet`` (or a given .parquet/.csv file) and its JSON header."""
+        return save_table(self.to_frame(), self.header(), table_path(path, "salient_head.parquet"))
+
+    @classmethod
+    @reads_result("salient operations of a head")
+    def load(cls, path: str | os.PathLike) -> SalientOperations:
+        """Read what :meth:`save` wrote (a file, or a folder holding salient_head.parquet)."""
+        frame, h = load_table(path, "salient_head.parquet", "headmaps.SalientOperations",
+                              "salient operations of a head")
+        T, K = int(h["n_tokens"]), int(h["n_mappings"])
+        if len(frame) != T * K:
+            raise HeadmapsError(f"{path}: expected {T * K} rows, found {len(frame)}")
+        frame = frame.sort_values(["rank", "target_rank"], kind="stable")
+        return cls(int(h["layer"]), int(h["head"]), np.asarray(h["token_ids"], dtype=np.int64),
+                   list(h["tokens"]), np.asarray(h["saliency"], dtype=np.float32),
+                   frame["target_id"].to_numpy(np.int64).reshape(T, K),
+                   [list(t) for t in h["targets"]],
+                   frame["score"].to_numpy(np.float32).reshape(T, K),
+                   h.get("model_id", ""), h.get("preset", ""), dict(h.get("options") or {}),
+                   h.get("skip_nonwords", "none"), dict(h.get("calibration") or {}))
+
+    def figure(self) -> Figure:
+        """The saliency of each salient token (bars, most salient on top), top targets beside."""
+        from .. import figures
+
+        return figures.bars_figure(
+            [visible(t) for t in self.tokens], self.saliency, xlabel="saliency",
+            notes=[", ".join(visible(t) for t in ts[:3]) for ts in self.targets],
+            title=f"head {self.name} of {self.model_id or 'model'}: salient tokens -> top mappings")
+
+    def summary_markdown(self) -> str:
+        """Markdown: the head, then a table of its salient tokens and their top mappings."""
+        frame = pd.DataFrame({
+            "#": range(1, self.n_tokens + 1), "token": [visible(t) for t in self.tokens],
+            "saliency": np.asarray(self.saliency, dtype=np.float64),
+            "top mappings (score)": [", ".join(f"{visible(t)} ({sc:.2f})" for t, sc in zip(ts, ss))
+                                     for ts, ss in zip(self.targets, self.scores)]})
+        return "\n".join([f"# Head {self.name} of {self.model_id or 'model'}", "",
+                          f"Preset `{self.preset or '?'}`, skip non-words: {self.skip_nonwords}.",
+                          "", markdown_table(frame), ""])
+
     def _repr_html_(self) -> str:
         """Jupyter: the salient tokens and their top mappings as an HTML table."""
         esc = html.escape
@@ -139,7 +214,7 @@ class SalientOperations:
 
     def __str__(self) -> str:
         return (f"head {self.name} of {self.model_id or 'model'} (preset {self.preset or '?'})\n"
-                f"{self.table()}")
+                f"{self.text()}")
 
 
 @dataclass
@@ -207,17 +282,42 @@ class SalientAll:
 
     def _repr_html_(self, max_heads: int = 30, n_tokens: int = 3) -> str:
         """Jupyter: per head (the first ``max_heads``), its top sources and their best target."""
-        rows = [{"head": f"{layer}.{h}",
-                 "top sources → best target": ", ".join(
-                     f"{visible(self._s(t))} → {visible(self._s(g))}"
-                     for t, g in zip(self.token_ids[i, h, :n_tokens],
-                                     self.target_ids[i, h, :n_tokens, 0]))}
-                for i, layer in enumerate(self.layers) for h in range(self.n_heads)]
+        rows = self._overview(n_tokens)
         notes = [f"{len(rows) - max_heads} more heads; res[layer, head] shows one in full"
                  ] if len(rows) > max_heads else []
         return html_card(f"salient operations of {self.model_id or 'model'}: layers "
                          f"{_ranges(self.layers)} x {self.n_heads} heads, preset "
-                         f"{self.preset or '?'}", pd.DataFrame(rows[:max_heads]), notes)
+                         f"{self.preset or '?'}", rows.head(max_heads), notes)
+
+    def _overview(self, n_tokens: int = 3) -> pd.DataFrame:
+        """One row per head: its top sources and their best target."""
+        return pd.DataFrame(
+            [{"head": f"{layer}.{h}",
+              "top sources → best target": ", ".join(
+                  f"{visible(self._s(t))} → {visible(self._s(g))}"
+                  for t, g in zip(self.token_ids[i, h, :n_tokens],
+                                  self.target_ids[i, h, :n_tokens, 0]))}
+             for i, layer in enumerate(self.layers) for h in range(self.n_heads)],
+            columns=["head", "top sources → best target"])
+
+    def summary_markdown(self, max_heads: int = 50) -> str:
+        """Markdown: the run, then per head (the first ``max_heads``) its top sources."""
+        frame = self._overview()
+        more = (f"\n{len(frame) - max_heads} more heads; `res[layer, head]` shows one in full.\n"
+                if len(frame) > max_heads else "")
+        return "\n".join([f"# Salient operations of {self.model_id or 'model'}", "",
+                          f"Layers {_ranges(self.layers)} x {self.n_heads} heads, preset "
+                          f"`{self.preset or '?'}`, skip non-words: {self.skip_nonwords}.", "",
+                          markdown_table(frame.head(max_heads)), more])
+
+    def figure(self) -> Figure:
+        """Per head: the saliency of its most salient token and its best mapping score."""
+        from .. import figures
+
+        return figures.grids_figure(
+            {"top saliency": self.saliency[..., 0], "best mapping score": self.scores[..., 0, 0]},
+            title=f"salient operations of {self.model_id or 'model'} (rows: layers "
+                  f"{_ranges(self.layers)})")
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame, one row per (layer, head, rank, target_rank)."""

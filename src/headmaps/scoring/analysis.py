@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 from math import comb
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from ..io import markdown_table
 
-if TYPE_CHECKING:  # type only: results.py imports this module, not the other way round
-    from .results import ScanResult
+
+class ScanResult(Protocol):
+    """What these analyses read of a :class:`~headmaps.scoring.ScanResult` (no import of it).
+
+    ``scores`` and ``suppression`` are ``(n_relations, n_layers, n_heads)``; ``scan[name]``
+    is the :class:`~headmaps.scoring.RelationScores` of one relation.
+    """
+
+    model_id: str
+    model_info: dict[str, Any]
+    relations: list[str]
+    scores: np.ndarray
+    suppression: np.ndarray
+    n_pairs: dict[str, int]
+    k: dict[str, int]
+    skipped: dict[str, str]
+    preset: str
+    options: dict[str, Any]
+    tau: float
+
+    @property
+    def n_layers(self) -> int: ...  # noqa: D102
+
+    @property
+    def n_heads(self) -> int: ...  # noqa: D102
+
+    def __getitem__(self, relation: str) -> Any: ...  # noqa: D105
 
 
 def _tau(scan: ScanResult, tau: float | None) -> float:

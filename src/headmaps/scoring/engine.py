@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 
 from .. import projection as P
 from .. import relations as rel_lib
-from ..calibration import resolve as resolve_projection
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
+from ..projection.calibration import resolve as resolve_projection
 from .basis import SharedBasis, layer_readout
 from .kernel import DEFAULT_CHUNK_BYTES, count_hits
 from .results import DEFAULT_TAU, RelationScores, ScanResult
@@ -113,7 +113,7 @@ def scan(
         stats: if given, filled with the (head, source) rows that reached each stage of
             the cascade, summed over layers (see :func:`count_hits`).
         calibration: use the stored calibration when no projection is given (None: yes
-            unless ``$HEADMAPS_NO_CALIBRATION`` is set; see :mod:`headmaps.calibration`).
+            unless ``$HEADMAPS_NO_CALIBRATION`` is set; see :mod:`headmaps.projection.calibration`).
         pair_hits: if given, filled with relation -> ``(hits, suppressed)``: bool arrays
             ``(n_layers, n_heads, n_pairs)`` saying for every head and kept pair (in the
             order of ``PreparedRelation.kept``) whether the target is in the top-k

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._protocol import deprecated
+from ..errors import HeadmapsError
 from ..io import load_table, reads_result, save_table, table_path
 from ..relations.errors import UnknownRelationError
 from . import analysis
@@ -83,7 +85,7 @@ class ScanResult:
         calibration: how the projection was chosen: ``{}`` when given explicitly,
             ``{"status": "uncalibrated"}`` for the default preset without a stored
             calibration, else the calibration's ``status``, ``label``, ``choice``,
-            ``median_r``, ``n_pairs``, ``fingerprint`` (see :mod:`headmaps.calibration`).
+            ``median_r``, ``n_pairs``, ``fingerprint`` (see :mod:`headmaps.projection.calibration`).
     """
 
     model_id: str
@@ -158,9 +160,9 @@ class ScanResult:
         table = analysis.summary_table(self).to_html(index=False)
         return f"<div>{title}{table}</div>"
 
-    def plot(self, relation: str | Sequence[str] | None = None, *, suppression: bool = False,
-             ncols: int | None = None, title: str | None = None) -> Figure:
-        """Heatmap(s) of the scores over layers x heads, for a notebook (cells >= tau outlined).
+    def figure(self, relation: str | Sequence[str] | None = None, *, suppression: bool = False,
+               ncols: int | None = None, title: str | None = None) -> Figure:
+        """Heatmap(s) of the scores over layers x heads (cells >= tau outlined).
 
         Args:
             relation: one scanned relation (one heatmap with its colour bar), several (a grid
@@ -170,14 +172,55 @@ class ScanResult:
             title: figure title.
 
         Returns:
-            The :class:`matplotlib.figure.Figure`; Jupyter shows it inline, ``fig.savefig``
-            writes it (or use :func:`headmaps.report.plot_heatmap` for a file).
+            The :class:`matplotlib.figure.Figure` (not registered with pyplot); Jupyter shows
+            it inline, :func:`headmaps.io.write_figure` writes it.
         """
-        from ..report.plots import heatmap_figure, heatmaps_figure
+        from .. import figures
 
+        data = self.suppression if suppression else self.scores
         if isinstance(relation, str):
-            return heatmap_figure(self, relation, suppression=suppression, title=title)
-        return heatmaps_figure(self, relation, suppression=suppression, ncols=ncols, title=title)
+            r = self._index(relation)
+            rel = self.relations[r]
+            default = (f"{self.model_id}: {rel.replace('_', ' ')} (n={self.n_pairs.get(rel, 0)}, "
+                       f"k={self.k.get(rel, '?')})" + (" - suppression" if suppression else ""))
+            return figures.heatmap_figure(data[r], self.tau, title=title or default,
+                                          suppression=suppression)
+        rels = list(self.relations) if relation is None else list(relation)
+        idx = [self._index(r) for r in rels]
+        default = (f"{self.model_id}: {'suppression' if suppression else 'relation'} scores, "
+                   f"cells with score $\\geq \\tau$ = {self.tau:g} outlined")
+        return figures.heatmaps_figure(data[idx], rels, self.tau, title=title or default,
+                                       suppression=suppression, ncols=ncols)
+
+    def layer_figure(self, relations: Sequence[str] | None = None, *, suppression: bool = False,
+                     title: str | None = None) -> Figure:
+        """Per layer, the heads with score >= tau, stacked by relation (a Figure).
+
+        A black step line marks heads implementing at least one of the plotted relations
+        (a head counted for two relations is stacked twice but counted once by the line).
+        """
+        from .. import figures
+
+        rels = list(self.relations) if relations is None else list(relations)
+        if not rels:
+            raise HeadmapsError("no relations to plot: the scan holds none")
+        idx = [self._index(r) for r in rels]
+        what = "suppression" if suppression else "score"
+        hits = (self.suppression if suppression else self.scores)[idx] >= self.tau
+        default = (f"{self.model_id}: {'suppression' if suppression else 'relation'} heads per "
+                   f"layer ($\\tau$ = {self.tau:g})")
+        return figures.layer_counts_figure(hits, rels, ylabel=f"heads with {what} $\\geq \\tau$",
+                                           title=title or default)
+
+    def plot(self, *args: Any, **kwargs: Any) -> Figure:
+        """Deprecated alias of :meth:`figure` (kept one release)."""
+        deprecated("ScanResult.plot()", "ScanResult.figure()")
+        return self.figure(*args, **kwargs)
+
+    def _index(self, relation: str) -> int:
+        if relation not in self.relations:
+            self[relation]  # raises an error that says what was scanned or why it was skipped
+        return self.relations.index(relation)
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame: one row per (relation, layer, head) with score and suppression."""

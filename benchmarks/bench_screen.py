@@ -1,0 +1,96 @@
+"""The screened whole-vocabulary stream against the float32 stream: time and answers kept.
+
+    PYTHONPATH=src python benchmarks/bench_screen.py --model smollm2-135m [--out FILE.md]
+
+With the default projection (``through``), in one process (stream cache off, model loaded
+outside the timings): the salient operations and the QK half of every head, as
+``hm.analyse`` computes them (one pass over the vocabulary for both), once with a
+float32 stream (``$HEADMAPS_STREAM_DTYPE=float32``: every row exact) and once screened
+(the default: the vocabulary ranked on a bfloat16 stream, candidates decided on float32
+rows). Printed: both times and their ratio, and what the screen changes: salient tokens,
+their targets and saliency; preferred keys, selective queries and query-key pairs of the
+QK half; its positional profiles (computed from vocabulary means).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+from _report import run_with_report
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean and min over rows (last axis = the ranked list) of the shared fraction."""
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    f = np.array([len(set(x) & set(y)) / len(x) for x, y in zip(a, b)])
+    return float(f.mean()), float(f.min())
+
+
+def run(args) -> dict:
+    os.environ["HEADMAPS_STREAM_CACHE"] = "0"
+    import headmaps as hm
+    from headmaps import projection as P
+    from headmaps.attention.compute import summary_steps
+    from headmaps.headreport import _lockstep
+    from headmaps.salient.compute import salient_steps, vocabulary_sources
+
+    m = hm.load(args.model)
+    opts = P.resolve(m, None, None, False)[0]
+    out, secs = {}, {}
+    for name, dtype in (("float32", "float32"), ("screened", P.SCREEN_DTYPE)):
+        os.environ[P.STREAM_DTYPE_ENV] = dtype
+        t = time.perf_counter()
+        shared = vocabulary_sources(m, opts)
+        steps = {"salient": salient_steps(m, sources=shared, preset=opts),
+                 "attention": summary_steps(m, sources=shared, preset=opts)}
+        out[name] = _lockstep(steps, {}, False, m.n_layers)
+        secs[name] = time.perf_counter() - t
+    os.environ.pop(P.STREAM_DTYPE_ENV, None)
+    a, b = out["float32"], out["screened"]
+    sa, sb = a["salient"], b["salient"]
+    qa, qb = a["attention"], b["attention"]
+    print(f"model {m.model_id}: {m.n_layers} x {m.n_heads} heads, vocabulary {m.vocab_size}; "
+          f"projection {P.label('through', opts)}; salient operations (15 tokens x 5 "
+          "targets) and the QK half of every head, one pass")
+    print()
+    print("| stream | seconds | x float32 |")
+    print("| --- | ---: | ---: |")
+    print(f"| float32 | {secs['float32']:.1f} | 1.00 |")
+    print(f"| screened (bfloat16 + float32 candidates) | {secs['screened']:.1f} | "
+          f"{secs['screened'] / secs['float32']:.2f} |")
+    print()
+    rows = [
+        ("salient tokens, same set (mean / min over heads)", *overlap(sa.token_ids, sb.token_ids)),
+        ("salient tokens, same order", float(np.mean(np.all(sa.token_ids == sb.token_ids, -1))),
+         float(np.all(sa.token_ids == sb.token_ids))),
+        ("targets of the salient tokens, identical", float(np.mean(sa.target_ids == sb.target_ids)),
+         float(np.all(sa.target_ids == sb.target_ids))),
+        ("preferred keys, same set", *overlap(qa.key_ids, qb.key_ids)),
+        ("selective queries, same set", *overlap(qa.query_ids, qb.query_ids)),
+        ("query-key pairs, same set", *overlap(qa.pair_ids, qb.pair_ids)),
+    ]
+    print("| answer | mean | min (or all) |")
+    print("| --- | ---: | ---: |")
+    for name, mean, low in rows:
+        print(f"| {name} | {mean:.4f} | {low:.4f} |")
+    same_tok = sa.token_ids == sb.token_ids
+    rel = np.abs(sa.saliency - sb.saliency)[same_tok] / np.abs(sa.saliency[same_tok])
+    fin = np.isfinite(qa.profile) & np.isfinite(qb.profile)
+    prof = np.abs(qa.profile - qb.profile)[fin].max() / np.abs(qa.profile[fin]).max()
+    print(f"| saliency of the same tokens, largest relative difference | {rel.max():.2e} | |")
+    print(f"| positional profiles, largest difference / largest value | {prof:.2e} | |")
+    return {"projection": P.label("through", opts), "n_tokens": 15, "n_mappings": 5,
+            "qk": "attention_summary defaults"}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    run_with_report(ap, argv, __file__, run, seeded=False)
+
+
+if __name__ == "__main__":
+    main()

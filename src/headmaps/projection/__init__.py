@@ -1,0 +1,80 @@
+"""How a head is projected into vocabulary space: one package, every consumer goes through it.
+
+For head ``h`` of layer ``l`` the mapping matrix is ``M = X · W_V^h W_O^h · U`` where the
+rows of ``X`` represent source tokens. The choices below (which ``X``, which norms and
+biases) are bundled as :class:`ProjectionOptions`; named presets fix them:
+
+* ``paper``: the reference implementation of MAPS. ``X`` is ``MLP_0(LN_2^0(e))`` for
+  layers > 0 and the raw embedding at layer 0; no norm gains, no biases.
+* ``norms``: norm-aware. ``X`` is the residual after block 0's MLP,
+  ``e + post(MLP_0(pre(e)))`` with the model's embedding scale, passed through the
+  head's layer input norm; the post-attention norm gain (Gemma 2/3) and the final norm
+  gain are folded into ``U``; value biases included.
+* ``alone``: ``X`` is, for a head of layer ``l``, the residual stream entering block
+  ``l`` when the source token is run through the model alone (a one-token sequence,
+  where every head can only attend to the token itself), with norms folded as in
+  ``norms``. It follows the residual through every earlier block (attention, MLP and,
+  on Gemma 2/3, the sandwich norms) instead of stopping after block 0, at the cost of
+  one block's arithmetic per source token and layer.
+* ``through`` (the default): ``alone`` after the token that starts pretraining documents
+  (:func:`document_prefix`), with biases: the source is the second token of
+  ``[prefix, token]``, so it is read as a token inside text, not as an attention sink.
+
+Modules, from the bottom: :mod:`.options` (options and presets), :mod:`.prefix` (the
+prefix rule), :mod:`.stream` (the ``token_alone`` stream, pure tensor functions),
+:mod:`.streamcache` (its on-disk cache), :mod:`.sources` (:class:`Sources`, the only way
+a consumer gets source rows), :mod:`.readout` (``U`` and biases as a head's output sees
+them), :mod:`.calibration` (stored calibrations and :func:`resolve`, the one place a run's
+projection is decided: explicit option > stored calibration > :data:`DEFAULT_PRESET`,
+and :func:`label`, the one way it is printed).
+"""
+
+from .calibration import Calibration, label, load_calibration, resolve
+from .options import (
+    AUTO_PREFIX,
+    DEFAULT_PRESET,
+    PRESETS,
+    SOURCE_KINDS,
+    ProjectionOptions,
+    SourceKind,
+    describe_projection,
+    explicit,
+    preset_name,
+    resolve_options,
+)
+from .prefix import concrete, document_prefix, prefix_id
+from .readout import layer_biases, layer_sources, output_basis
+from .sources import (
+    CACHE_MIN_ROWS,
+    KEEP_BYTES,
+    STREAM_CHUNK_ROWS,
+    ExactRows,
+    Sources,
+    SourcesView,
+    base_sources,
+)
+from .stream import (
+    DEFAULT_STREAM_DTYPE,
+    PROGRESS_ROWS,
+    SCREEN_DTYPE,
+    STREAM_DTYPE_ENV,
+    STREAM_DTYPES,
+    advance,
+    carried_position,
+    embed,
+    screen_dtype,
+    stream_dtype,
+    token_alone,
+    token_alone_reference,
+)
+
+__all__ = [
+    "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "DEFAULT_STREAM_DTYPE", "KEEP_BYTES",
+    "PRESETS", "PROGRESS_ROWS", "SCREEN_DTYPE", "ExactRows", "screen_dtype", "SOURCE_KINDS",
+    "STREAM_CHUNK_ROWS", "STREAM_DTYPES",
+    "STREAM_DTYPE_ENV", "Calibration", "ProjectionOptions", "SourceKind", "Sources",
+    "SourcesView", "advance", "base_sources", "carried_position", "concrete",
+    "describe_projection", "document_prefix", "embed", "explicit", "label", "layer_biases",
+    "layer_sources", "load_calibration", "output_basis", "preset_name", "prefix_id",
+    "resolve", "resolve_options", "stream_dtype", "token_alone", "token_alone_reference",
+]

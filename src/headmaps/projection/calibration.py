@@ -1,0 +1,341 @@
+"""Stored projection calibrations: which projection agrees best with inference, per model.
+
+:func:`headmaps.calibrate` (in :mod:`headmaps.experiments.calibrate`) measures it; this
+module keeps the result and applies it. A :class:`Calibration` is one JSON file, kept
+in the headmaps cache under ``calibrations/<model id>-<fingerprint>.json``
+(``$HEADMAPS_CALIBRATIONS`` overrides the folder, ``$HEADMAPS_CACHE`` the cache root)
+and keyed by the model's id plus :func:`fingerprint`, a hash of a few weight slices, so
+a calibration never follows a name onto other weights.
+
+:func:`resolve` is the one place that decides the projection of a run: an explicit
+preset or projection option always wins; otherwise the stored calibration of the model
+(unless ``calibration=False`` or ``$HEADMAPS_NO_CALIBRATION`` is set); otherwise
+:data:`~headmaps.projection.DEFAULT_PRESET`, recorded as "uncalibrated". Each result
+records what happened in its ``calibration`` dict (empty for an explicit projection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CorruptFileError, HeadmapsError, MissingFileError
+from ..io import write_json
+from . import options as P
+from .prefix import concrete
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable: ignore stored calibrations when set to anything but "" or "0".
+NO_CALIBRATION_ENV = "HEADMAPS_NO_CALIBRATION"
+#: Environment variable: the folder of stored calibrations.
+DIR_ENV = "HEADMAPS_CALIBRATIONS"
+KIND = "headmaps.Calibration"
+
+
+@dataclass
+class Calibration:
+    """The projection chosen for one model by a calibration run.
+
+    Attributes:
+        model_id: the model's id.
+        fingerprint: :func:`fingerprint` of its weights.
+        choice: the chosen candidate's name (a preset name, or e.g. ``mlp0+fold``).
+        options: its :class:`~headmaps.projection.ProjectionOptions` as a dict.
+        median_r: its median Pearson r without context over the sample's relations.
+        n_pairs: pairs in the sample (summed over relations; each is run on every template).
+        candidates: one dict per candidate: ``name``, ``options``, ``median_r`` (without
+            context), ``median_r_with_context``, ``n_relations`` (with a defined r),
+            ``complexity``; in the order tried.
+        sample: what was run: ``relations`` (relation -> pairs), ``templates``, ``seed``,
+            ``max_pairs``, ``k``, ``skipped``.
+        rule: the selection rule, in words.
+        seconds: wall time of the run.
+        versions: library versions.
+    """
+
+    model_id: str
+    fingerprint: str
+    choice: str
+    options: dict[str, Any]
+    median_r: float
+    n_pairs: int
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    sample: dict[str, Any] = field(default_factory=dict)
+    rule: str = ""
+    seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def projection(self) -> P.ProjectionOptions:
+        """The chosen projection options."""
+        return P.ProjectionOptions(**self.options)
+
+    def label(self) -> str:
+        """How the projection is printed: ``calibrated mlp0+fold (median r 0.79 on 64 pairs)``."""
+        return f"calibrated {self.choice} (median r {self.median_r:.2f} on {self.n_pairs} pairs)"
+
+    def info(self, path: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The ``calibration`` dict a result records when this calibration chose its projection."""
+        out = {"status": "calibrated", "label": self.label(), "choice": self.choice,
+               "median_r": self.median_r, "n_pairs": self.n_pairs,
+               "fingerprint": self.fingerprint, "seed": self.sample.get("seed")}
+        if path is not None:
+            out["file"] = str(path)
+        return out
+
+    def to_frame(self) -> Any:
+        """The candidates as a DataFrame, best median r first."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.candidates)
+        if frame.empty:
+            return frame
+        return frame.sort_values("median_r", ascending=False, kind="stable").reset_index(drop=True)
+
+    def table(self) -> Any:
+        """Deprecated: :meth:`to_frame`."""
+        from .._protocol import deprecated
+
+        deprecated("Calibration.table()", "Calibration.to_frame()")
+        return self.to_frame()
+
+    def _candidates(self) -> Any:
+        cols = ["name", "median_r", "median_r_with_context", "n_relations"]
+        frame = self.to_frame()
+        return frame[[c for c in cols if c in frame.columns]]
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the choice, then the candidates tried (best median r first)."""
+        from .._html import html_card
+
+        return html_card(f"calibration of {self.model_id or 'model'}: {self.label()}",
+                         self._candidates(), [self.rule] if self.rule else [])
+
+    def summary_markdown(self) -> str:
+        """Markdown: the choice, the rule and the candidates tried."""
+        from ..io import markdown_table
+
+        lines = [f"# Calibration of {self.model_id}", "", f"{self.label()}; fingerprint "
+                 f"`{self.fingerprint}`.", ""]
+        lines += [self.rule, ""] if self.rule else []
+        lines += [markdown_table(self._candidates(), digits=3), ""] if self.candidates else []
+        return "\n".join(lines)
+
+    def figure(self) -> Any:
+        """The candidates' median r without context as bars, the chosen one darker (a Figure)."""
+        from ..figures import bars_figure
+
+        frame = self.to_frame()
+        names = [str(n) for n in frame.get("name", [])]
+        chosen = names.index(self.choice) if self.choice in names else None
+        return bars_figure(names, frame["median_r"].to_numpy(dtype=float) if names else [],
+                           xlabel="median Pearson r (without context)", highlight=chosen,
+                           title=f"calibration of {self.model_id}: {self.choice}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (the file format)."""
+        return {"kind": KIND, **asdict(self)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this calibration as JSON to ``path`` (atomic; a folder gets calibration.json)."""
+        path = Path(path)
+        if not path.suffix:
+            path = path / "calibration.json"
+        if path.suffix.lower() != ".json":
+            raise HeadmapsError(f"cannot save a calibration to {path}: use a .json file")
+        d = self.to_dict()
+        d["median_r"] = _json_float(d["median_r"])
+        for c in d["candidates"]:
+            for key in ("median_r", "median_r_with_context"):
+                if key in c:
+                    c[key] = _json_float(c[key])
+        write_json(path, d)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Calibration:
+        """Read a calibration written by :meth:`save` (the file, or its folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "calibration.json"
+        if not path.is_file():
+            raise MissingFileError(f"no calibration file at {path}")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:
+            raise CorruptFileError(f"cannot read calibration {path}: {err}") from err
+        if not isinstance(d, dict) or d.get("kind") != KIND:
+            raise CorruptFileError(f"{path} is not a headmaps calibration")
+        try:
+            d.pop("kind")
+            cal = cls(**d)
+            cal.median_r = float("nan") if cal.median_r is None else float(cal.median_r)
+            cal.projection()
+        except (TypeError, HeadmapsError) as err:
+            raise CorruptFileError(f"{path}: not a valid calibration: {err}") from err
+        return cal
+
+
+def _json_float(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+# ---- identity and the store --------------------------------------------------------------
+def fingerprint(model: Any) -> str:
+    """A cheap hash of the model's weights: sizes plus a few slices, rounded to bfloat16.
+
+    Reads 64 rows of ``E``, 64 columns of ``U``, ``W_V`` of layer 0 and ``W_O`` of the last
+    layer (a few hundred KB at most), so it costs milliseconds and identifies the weights,
+    not the name. Rounding to bfloat16 first gives one fingerprint whether the checkpoint
+    was loaded in float32 or bfloat16. Memoised on the model object.
+    """
+    cached = getattr(model, "_headmaps_fingerprint", None)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    s = model.spec
+    h.update(json.dumps([s.architecture, s.n_layers, s.n_heads, s.n_kv_heads, s.d_model,
+                         s.d_head, s.vocab_size]).encode())
+    V = model.vocab_size
+    idx = torch.arange(0, V, max(1, V // 64))[:64]
+    parts = [model.E[idx.to(model.E.device)], model.U[:, idx.to(model.U.device)],
+             model.attention(0).W_V, model.attention(model.n_layers - 1).W_O]
+    for t in parts:
+        a = t.detach().to("cpu", torch.bfloat16).float().contiguous()
+        h.update(a.numpy().tobytes())
+    fp = h.hexdigest()[:16]
+    try:
+        model._headmaps_fingerprint = fp
+    except AttributeError:  # a read-only object: just recompute next time
+        pass
+    return fp
+
+
+def calibration_dir() -> Path:
+    """Where calibrations are stored: ``$HEADMAPS_CALIBRATIONS`` or ``<cache>/calibrations``."""
+    from ..models.cache import cache_root
+
+    override = os.environ.get(DIR_ENV)
+    return Path(override).expanduser() if override else cache_root() / "calibrations"
+
+
+def calibration_path(model: Any) -> Path:
+    """The file of ``model``'s calibration in the store (it may not exist)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model.model_id or "model").strip("._") or "model"
+    return calibration_dir() / f"{slug[:80]}-{fingerprint(model)}.json"
+
+
+def check_store_writable() -> Path:
+    """The calibration folder, or a one-line error when it cannot be written (before a run)."""
+    from ..io import check_writable
+
+    try:
+        return check_writable(calibration_dir(), "the calibration store")
+    except HeadmapsError as err:
+        raise HeadmapsError(f"{err} (or set {DIR_ENV} to a writable folder, or pass "
+                            "--no-store / save=False)") from None
+
+
+def store(cal: Calibration, model: Any) -> Path:
+    """Save ``cal`` as ``model``'s calibration in the store; returns the file."""
+    if cal.fingerprint != fingerprint(model):
+        raise HeadmapsError(f"this calibration was made on other weights (fingerprint "
+                            f"{cal.fingerprint}, model {fingerprint(model)})")
+    return cal.save(calibration_path(model))
+
+
+def load_calibration(model: Any, path: str | os.PathLike | None = None) -> Calibration | None:
+    """``model``'s stored calibration, or None when it has none.
+
+    Args:
+        model: a HeadModel.
+        path: read this file instead of the store; its fingerprint must match the model.
+
+    Raises:
+        HeadmapsError: ``path`` is missing, unreadable or made on other weights.
+    """
+    if path is None:
+        p = calibration_path(model)
+        if not p.is_file():
+            return None
+        return Calibration.load(p)
+    cal = Calibration.load(path)
+    if cal.fingerprint != fingerprint(model):
+        raise HeadmapsError(f"{path} calibrates other weights ({cal.model_id}, fingerprint "
+                            f"{cal.fingerprint}); this model's fingerprint is {fingerprint(model)}")
+    return cal
+
+
+def disabled_by_env() -> bool:
+    """Whether ``$HEADMAPS_NO_CALIBRATION`` asks to ignore stored calibrations."""
+    return os.environ.get(NO_CALIBRATION_ENV, "") not in ("", "0")
+
+
+def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
+            overrides: dict[str, Any] | None = None, calibration: bool | None = None,
+            *, salient: bool = False) -> tuple[P.ProjectionOptions, str, dict[str, Any]]:
+    """The projection of a run, its preset name and the ``calibration`` dict to record.
+
+    Args:
+        model: the model (for its stored calibration and its tokenizer's document-start
+            token, see :func:`~headmaps.projection.document_prefix`).
+        preset: an explicit preset or options, or None.
+        overrides: projection option overrides (None values count as not given).
+        calibration: use the stored calibration when nothing explicit is given; None means
+            yes unless ``$HEADMAPS_NO_CALIBRATION`` is set.
+        salient: for salient operations (the explicit ``paper`` preset keeps the
+            reference code's layer-0 choice; see :func:`~headmaps.projection.explicit`).
+
+    Returns:
+        ``(options, preset_name, info)``; ``info`` is ``{}`` for an explicit projection,
+        ``{"status": "uncalibrated", ...}`` for the default, or the calibration's
+        :meth:`Calibration.info`. ``prefix="auto"`` is replaced by the model's token.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if preset is not None or overrides:
+        opts, name = P.explicit(preset, overrides, salient=salient)
+        return concrete(model, opts), name, {}
+    use = (not disabled_by_env()) if calibration is None else bool(calibration)
+    unreadable = None
+    if use:
+        try:
+            cal = load_calibration(model)
+        except CorruptFileError as err:  # never load a damaged entry: warn, use the default
+            logger.warning("%s; using the default projection (`headmaps calibrate` writes it "
+                           "again, `headmaps cache clean` removes it)", err)
+            cal, unreadable = None, calibration_path(model).name
+        if cal is not None:
+            opts = concrete(model, cal.projection())
+            return opts, P.preset_name(None, opts), cal.info(calibration_path(model))
+    opts, name = P.explicit(None, salient=salient)
+    info: dict[str, Any] = {"status": "uncalibrated"}
+    if not use:
+        info["reason"] = "calibration disabled"
+    elif unreadable is not None:
+        info["reason"] = f"stored calibration {unreadable} is unreadable"
+    return concrete(model, opts), name, info
+
+
+def label(preset: str, options: dict[str, Any] | P.ProjectionOptions,
+          info: dict[str, Any] | None = None) -> str:
+    """How a result's projection is printed, with its calibration status.
+
+    ``calibrated mlp0+fold (median r 0.79 on 64 pairs)``, ``norms (uncalibrated)``, or for
+    an explicit projection the preset name (or a custom one's options).
+    """
+    info = info or {}
+    if isinstance(options, P.ProjectionOptions):
+        options = options.to_dict()
+    if info.get("status") == "calibrated":
+        return str(info.get("label") or f"calibrated {info.get('choice', preset)}")
+    text = P.describe_projection(preset, options)
+    return f"{text} (uncalibrated)" if info.get("status") == "uncalibrated" else text
