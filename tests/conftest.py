@@ -20,11 +20,14 @@ def _calibration_store(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("HEADMAPS_NO_CALIBRATION", raising=False)
 
 
-@pytest.fixture(autouse=True)
-def _float32_stream(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _float32_stream():
     """Tests of the math compare with float32/float64 references: a float32 stream, not the
-    screened bfloat16 one (tests/test_screen.py tests the screen against it)."""
-    monkeypatch.setenv("HEADMAPS_STREAM_DTYPE", "float32")
+    screened bfloat16 one (tests/test_screen.py tests the screen against it). Session-wide,
+    so that module fixtures computed before a test's own fixtures see it too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEADMAPS_STREAM_DTYPE", "float32")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -44,19 +44,16 @@ class Norm:
         """Apply the norm to ``x`` of shape ``(..., d_model)``; computed in float32 or wider."""
         dtype = torch.promote_types(x.dtype, torch.float32)
         x = x.to(dtype)
-        w = self.weight.to(dtype) if self.weight is not None else None
-        b = self.bias.to(dtype) if self.bias is not None else None
-        d = x.shape[-1]
-        # two passes over x instead of five (the stream normalises the whole vocabulary
-        # several times per block): a fused LayerNorm; for RMSNorm the row norms, then one
-        # product, both without a temporary of x's size
         if self.kind == "layernorm":
-            return F.layer_norm(x, (d,), w, b, self.eps)
-        s = torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(d).add_(self.eps)
-        y = x * s.rsqrt_()
-        if w is not None:
-            y.mul_(w)
-        return y + b if b is not None else y
+            x = x - x.mean(-1, keepdim=True)
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        else:
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.to(dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(dtype)
+        return y
 
 
 _ACTIVATIONS = {
