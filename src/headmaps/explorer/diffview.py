@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import HeadmapsError
 from ..io import write_text
 from .build import asset, json_for_script
-from .encode import Q, b64, quantise
+from .encode import Q, Interner, b64, quantise
 from .redact import shareable
 
 _PLACEHOLDER = re.compile(r"\{\{(CSS|JS|TITLE|CARD|DATA|SIDES)\}\}")
@@ -73,20 +73,7 @@ def _fig(a: np.ndarray) -> list[float | None]:
             for x in np.asarray(a, dtype=np.float64).ravel()]
 
 
-class _Interner:
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self.table: list[str] = []
-
-    def __call__(self, s: str) -> int:
-        i = self.index.get(s)
-        if i is None:
-            i = self.index[s] = len(self.table)
-            self.table.append(s)
-        return i
-
-
-def _salient_entry(sal: Any, layer: int, head: int, intern: _Interner) -> list[Any] | None:
+def _salient_entry(sal: Any, layer: int, head: int, intern: Interner) -> list[Any] | None:
     """One head's salient operations: ``[[token, saliency, [target, score, ...]], ...]``."""
     if sal is None or layer not in sal.layers:
         return None
@@ -103,7 +90,7 @@ def sides(d: Any) -> tuple[list[str], list[Any]]:
     "pb": of b}`` (each key present when the diff holds it); the page parses a head's
     entry when it shows that head.
     """
-    intern = _Interner()
+    intern = Interner()
     out: list[Any] = []
     for layer in range(d.n_layers):
         for h in range(d.n_heads):

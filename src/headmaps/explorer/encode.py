@@ -99,7 +99,9 @@ def _num(x: float) -> float:
     return float(f"{x:.3g}") if math.isfinite(x) else 0.0
 
 
-class _Interner:
+class Interner:
+    """Strings to indices into one shared table (the page's token table)."""
+
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.table: list[str] = []
@@ -124,7 +126,7 @@ N_KEYS = 6
 Entry = dict[str, Any]
 
 
-def _salient(sal: SalientAll, heads: list[Entry], intern: _Interner, n_heads: int) -> None:
+def _salient(sal: SalientAll, heads: list[Entry], intern: Interner, n_heads: int) -> None:
     for i, layer in enumerate(sal.layers):
         for h in range(sal.n_heads):
             heads[layer * n_heads + h]["s"] = [
@@ -155,7 +157,7 @@ def _descriptions(descriptions: list[Description], heads: list[Entry], n_heads: 
         out["c"] = _num(d.confidence)
 
 
-def _attention(att: AttentionSummary, heads: list[Entry], intern: _Interner,
+def _attention(att: AttentionSummary, heads: list[Entry], intern: Interner,
                n_heads: int) -> None:
     for layer, h in att.heads:
         pr, pf = att.profile_at(layer, h), att.preferences(layer, h)
@@ -209,7 +211,7 @@ def _types(types: HeadTypes, n_heads: int
     return labels, why
 
 
-def _hand(extras: dict[tuple[int, int], HeadExtra], heads: list[Entry], intern: _Interner,
+def _hand(extras: dict[tuple[int, int], HeadExtra], heads: list[Entry], intern: Interner,
           labels: dict[int, list[str]], n_heads: int,
           why: dict[int, dict[str, str]] | None = None) -> None:
     """Hand-written extras (already checked by the schema): their fields win head by head."""
@@ -284,7 +286,7 @@ def encode(report: HeadReport, title: str,
     """
     scan = report.scan
     L, H = scan.n_layers, scan.n_heads
-    intern = _Interner()
+    intern = Interner()
     heads: list[Entry] = [{} for _ in range(L * H)]
     if report.salient is not None:
         _salient(report.salient, heads, intern, H)
