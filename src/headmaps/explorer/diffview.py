@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import HeadmapsError
 from ..io import write_text
 from .build import asset, json_for_script
-from .encode import Q, Interner, b64, quantise
+from .encode import Interner, Q, b64, quantise
 from .redact import shareable
 
 _PLACEHOLDER = re.compile(r"\{\{(CSS|JS|TITLE|CARD|DATA|SIDES)\}\}")
