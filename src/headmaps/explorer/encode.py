@@ -107,6 +107,7 @@ class Interner:
         self.table: list[str] = []
 
     def __call__(self, s: str) -> int:
+        """The index of ``s``, added to the table on first sight."""
         i = self.index.get(s)
         if i is None:
             i = self.index[s] = len(self.table)
