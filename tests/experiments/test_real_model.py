@@ -26,21 +26,17 @@ def test_build_prompt_places_the_source_token(smollm2):
 
 
 def test_correlation_cli(smollm2, tmp_path, monkeypatch, capsys):
-    from argparse import ArgumentParser
-
-    from headmaps.cli import common, validate
+    from headmaps import cli
+    from headmaps.cli import common
 
     monkeypatch.setattr(common, "load_model", lambda args: smollm2)  # the session's model
 
     (tmp_path / "t.json").write_text(json.dumps(TEMPLATES))
-    parser = ArgumentParser()
-    validate.register(parser.add_subparsers())
-    args = parser.parse_args(["validate", "smollm2-135m", "--experiment", "correlation",
-                              "--relations",
-                              "name_copying", "--max-pairs", "12", "--templates",
-                              str(tmp_path / "t.json"), "--out", str(tmp_path / "out")])
-    assert args.func(args) == 0
-    assert "correlation (static scores: projection norms (uncalibrated))" in capsys.readouterr().out
+    assert cli.main(["validate", "smollm2-135m", "--experiment", "correlation",
+                     "--relations", "name_copying", "--max-pairs", "12", "--templates",
+                     str(tmp_path / "t.json"), "--out", str(tmp_path / "out")]) == 0
+    assert "correlation (static scores: projection through (after <|endoftext|>) (uncalibrated))" \
+        in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "out" / "correlation.csv")
     assert list(table.columns) == CORRELATION_COLUMNS
     assert table.loc[0, "n_pairs"] == 12
