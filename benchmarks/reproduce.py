@@ -244,7 +244,7 @@ def _attention(field: str) -> Callable[[Any], float]:
         def compute() -> dict[str, float]:
             from headmaps.experiments.hooks import hf_model_of
 
-            res = hm.attention_summary(m, max_distance=BA.MAX_D, n_samples=1, calibration=False)
+            res = hm.attention_summary(m, max_distance=BA.MAX_D, n_samples=1, preset="norms")
             static_w = np.stack([[res.profile_at(layer, h).weights for h in range(res.n_heads)]
                                  for layer in res.layers])
             text = BA.project_text(m.require_tokenizer(), 144)
