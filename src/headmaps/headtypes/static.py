@@ -127,6 +127,22 @@ def k_composition(model: HeadModel, sources: Sequence[tuple[int, int]] | None = 
     return out
 
 
+def _match_z(q: torch.Tensor, k: torch.Tensor) -> np.ndarray:
+    """Per head, the mean z-score of each query's logit on its own key ``(H,)``.
+
+    ``q``, ``k`` ``(H, n, dh)``: row ``j`` of ``k`` is the key matched to query ``j``; the
+    z-score is against the logits of that query on all ``n`` keys (their mean and std,
+    from the keys' mean and covariance).
+    """
+    k_mean = k.mean(1, keepdim=True)
+    kc = k - k_mean
+    C = kc.transpose(1, 2) @ kc / k.shape[1]  # (H, dh, dh)
+    diag = (q * k).sum(-1)
+    mean = (q * k_mean).sum(-1)
+    std = ((q @ C) * q).sum(-1).clamp_min(1e-30).sqrt()
+    return ((diag - mean) / std).mean(1).float().cpu().numpy()
+
+
 def self_preference(model: HeadModel, src: P.Sources) -> np.ndarray:
     """Mean standardised content logit of a token on itself, ``(n_layers, n_heads)``.
 
@@ -144,13 +160,7 @@ def self_preference(model: HeadModel, src: P.Sources) -> np.ndarray:
             X = Q.layer_input(qk, src.at(layer), src.opts)
             q = Q.queries(qk, X, heads.to(X.device))  # (H, n, dh)
             k = Q.keys(qk, X)[kv.to(X.device)]  # (H, n, dh)
-            k_mean = k.mean(1, keepdim=True)
-            kc = k - k_mean
-            C = kc.transpose(1, 2) @ kc / k.shape[1]  # (H, dh, dh)
-            diag = (q * k).sum(-1)
-            mean = (q * k_mean).sum(-1)
-            std = ((q @ C) * q).sum(-1).clamp_min(1e-30).sqrt()
-            out[layer] = ((diag - mean) / std).mean(1).float().cpu().numpy()
+            out[layer] = _match_z(q, k)
     return out
 
 
@@ -242,13 +252,7 @@ def induction_match(model: HeadModel, src: P.Sources, sources: Sequence[tuple[in
                 q = Q.queries(qk, Q.layer_input(qk, base, src.opts), heads.to(base.device))
                 for i in earlier:
                     k = Q.keys(qk, Q.layer_input(qk, written[i], src.opts))[kv.to(base.device)]
-                    k_mean = k.mean(1, keepdim=True)
-                    kc = k - k_mean
-                    C = kc.transpose(1, 2) @ kc / k.shape[1]  # (H, dh, dh)
-                    diag = (q * k).sum(-1)
-                    mean = (q * k_mean).sum(-1)
-                    std = ((q @ C) * q).sum(-1).clamp_min(1e-30).sqrt()
-                    out[layer, :, i] = ((diag - mean) / std).mean(1).float().cpu().numpy()
+                    out[layer, :, i] = _match_z(q, k)
             here = [i for i, (m, _) in enumerate(sources) if m == layer]
             if here:
                 a = model.attention(layer)
