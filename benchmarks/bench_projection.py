@@ -1,7 +1,7 @@
 """The through-the-model source (``token_alone``): its cost against ``norms``, and bfloat16.
 
     PYTHONPATH=src python benchmarks/bench_projection.py --model smollm2-135m \
-        [--rows 8192] [--scan] [--out FILE.md]
+        [--rows 8192] [--out FILE.md]
 
 Measured in one run, on the same token rows (``--rows`` valid tokens drawn with
 ``--seed``; ``0`` = the whole vocabulary) and every layer:
@@ -15,14 +15,13 @@ Measured in one run, on the same token rows (``--rows`` valid tokens drawn with
   stream's relative error, the overlap of the 15 most salient tokens (saliency
   ``||x W_VO|| / ||x||`` over the rows), whether their top-5 OV targets keep their
   order, and the overlap of the 10 preferred key tokens of the QK half;
-* with ``--scan``: the relation scores of every relation (``hm.scan``, ``through``),
-  float32 against bfloat16 stream: largest change and heads that cross tau.
+
+The relation scan needs no whole-vocabulary stream: its source rows are always float32.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 
@@ -155,24 +154,6 @@ def run(args) -> dict:
               f"{r[6]:.2f} / {r[7]:.3f} |")
     sample = {"rows": int(len(ids)), "prefix": prefix, "repeats": args.repeats,
               "seconds": {"norms": t_norms, "before": t_ref, "float32": t32, "bfloat16": t16}}
-    if args.scan:
-        scans = {}
-        for dt in ("float32", "bfloat16"):
-            os.environ[P.STREAM_DTYPE_ENV] = dt
-            t = time.perf_counter()
-            scans[dt] = hm.scan(m, "all", preset="through")
-            print(f"\nscan of every relation, through, {dt} stream: "
-                  f"{time.perf_counter() - t:.1f} s")
-        os.environ.pop(P.STREAM_DTYPE_ENV)
-        a, b = scans["float32"], scans["bfloat16"]
-        tau = hm.scoring.results.DEFAULT_TAU
-        d = np.abs(a.scores - b.scores)
-        flips = int(((a.scores >= tau) != (b.scores >= tau)).sum())
-        ds = np.abs(a.suppression - b.suppression)
-        print(f"relation scores, bfloat16 vs float32 stream: largest change {d.max():.3f} "
-              f"(mean {d.mean():.5f}) over {d.size} (relation, head); heads crossing "
-              f"tau={tau}: {flips}; suppression: largest change {ds.max():.3f}")
-        sample["scan"] = {"max_change": float(d.max()), "tau_flips": flips}
     return sample
 
 
@@ -183,8 +164,6 @@ def main(argv: list[str] | None = None) -> None:
                     help="valid token rows, drawn with --seed (0: the whole vocabulary)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per timing (best kept)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scan", action="store_true",
-                    help="also compare every relation score, float32 vs bfloat16 stream")
     run_with_report(ap, argv, __file__, run)
 
 

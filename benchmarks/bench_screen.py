@@ -5,11 +5,13 @@
 With the default projection (``through``), in one process (stream cache off, model loaded
 outside the timings): the salient operations and the QK half of every head, as
 ``hm.analyse`` computes them (one pass over the vocabulary for both), once with a
-float32 stream (``$HEADMAPS_STREAM_DTYPE=float32``: every row exact) and once screened
-(the default: the vocabulary ranked on a bfloat16 stream, candidates decided on float32
-rows). Printed: both times and their ratio, and what the screen changes: salient tokens,
-their targets and saliency; preferred keys, selective queries and query-key pairs of the
-QK half; its positional profiles (computed from vocabulary means).
+float32 stream (``stream_dtype="float32"``: every row exact) and once screened
+(``stream_dtype="bfloat16"``: the vocabulary ranked on a bfloat16 stream, candidates
+decided on float32 rows; the default where bfloat16 is native, see
+:mod:`headmaps.projection.precision`). On a CPU without native bfloat16 the screened
+run is emulated and slow. Printed: both times and their ratio, and what the screen
+changes: salient tokens, their targets and saliency; preferred keys, selective queries
+and query-key pairs of the QK half; its positional profiles (from vocabulary means).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 from _report import run_with_report
@@ -40,15 +43,14 @@ def run(args) -> dict:
     m = hm.load(args.model)
     opts = P.resolve(m, None, None, False)[0]
     out, secs = {}, {}
-    for name, dtype in (("float32", "float32"), ("screened", P.SCREEN_DTYPE)):
-        os.environ[P.STREAM_DTYPE_ENV] = dtype
+    for name, dtype in (("float32", "float32"), ("screened", "bfloat16")):
         t = time.perf_counter()
-        shared = vocabulary_sources(m, opts)
-        steps = {"salient": salient_steps(m, sources=shared, preset=opts),
-                 "attention": summary_steps(m, sources=shared, preset=opts)}
+        run_opts = P.concrete(m, replace(opts, stream_dtype=dtype, stream_reason=""))
+        shared = vocabulary_sources(m, run_opts)
+        steps = {"salient": salient_steps(m, sources=shared, preset=run_opts),
+                 "attention": summary_steps(m, sources=shared, preset=run_opts)}
         out[name] = _lockstep(steps, {}, False, m.n_layers)
         secs[name] = time.perf_counter() - t
-    os.environ.pop(P.STREAM_DTYPE_ENV, None)
     a, b = out["float32"], out["screened"]
     sa, sb = a["salient"], b["salient"]
     qa, qb = a["attention"], b["attention"]

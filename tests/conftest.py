@@ -20,13 +20,21 @@ def _calibration_store(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("HEADMAPS_NO_CALIBRATION", raising=False)
 
 
+#: CPU capabilities of a machine without native bfloat16 (an AVX2 CPU).
+NO_BF16_CPU = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_bf16": False}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _float32_stream():
-    """Tests of the math compare with float32/float64 references: a float32 stream, not the
-    screened bfloat16 one (tests/test_screen.py tests the screen against it). Session-wide,
-    so that module fixtures computed before a test's own fixtures see it too."""
+    """Every test sees a CPU without native bfloat16, whatever CPU runs it: the automatic
+    stream precision is then float32 on every machine, and tests of the math compare with
+    float32/float64 references (tests/test_screen.py and tests/test_precision.py patch in
+    a bfloat16 CPU where they test the screen). Session-wide, so that module fixtures
+    computed before a test's own fixtures see it too."""
+    from headmaps.projection import precision
+
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HEADMAPS_STREAM_DTYPE", "float32")
+        mp.setattr(precision, "cpu_capabilities", lambda: dict(NO_BF16_CPU))
         yield
 
 

@@ -115,10 +115,10 @@ def test_every_part_projects_as_the_calibrated_scan(model):
     store(cal, model)
     res = hm.analyse(model, relations=["copying", "successor"], describe="none")
     assert res.scan.calibration["status"] == "calibrated"
-    assert res.scan.options == chosen.to_dict()
-    assert res.salient.options == chosen.to_dict()
-    assert res.attention.options == chosen.to_dict()
-    assert res.types.options == chosen.to_dict()
+    assert ProjectionOptions(**res.scan.options) == chosen
+    assert ProjectionOptions(**res.salient.options) == chosen
+    assert ProjectionOptions(**res.attention.options) == chosen
+    assert ProjectionOptions(**res.types.options) == chosen
 
 
 def test_parts_share_one_pass_of_the_stream(model, monkeypatch):

@@ -59,6 +59,10 @@ def test_run_header_records_the_run(tmp_path):
     assert h["versions"] == versions() and set(h["versions"]) == {"headmaps", "torch",
                                                                   "transformers", "numpy"}
     assert h["seed"] == 3 and h["note"] == "test" and h["date"].endswith("+00:00")
+    # the machine behind the numbers: CPU, the flags the precision rule reads (patched by
+    # the test session to a CPU without native bfloat16), and what auto picks there
+    assert h["machine"]["cpu"] and h["machine"]["cpu_flags"]["avx512_bf16"] is False
+    assert h["machine"]["stream_dtype_auto"].startswith("float32 - auto: no native bfloat16")
     assert run_header(["a", "b"], "m", None, {})["command"] == ["a", "b"]
     script = tmp_path / "bench x.py"
     assert command_line(script, ["--out", "a b"]) == f"python '{script}' --out 'a b'"

@@ -29,7 +29,7 @@ def executed(tmp_path_factory):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(headmaps.__file__).parents[1]), env.get("PYTHONPATH")) if p)
-    env.pop("HEADMAPS_STREAM_DTYPE", None)  # the notebook runs as a user's: the default stream
+    # the kernel is a separate process: it runs with this machine's stream precision, a user's
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(work)}})
     old = dict(os.environ)

@@ -3,9 +3,18 @@
 Salient operations of the through-the-model projection must give the float32 stream's
 answers (the same tokens, targets and values) while their whole-vocabulary pass runs in
 bfloat16; the QK half reads the screened rows and stays close to the float32 answers.
+
+"The same" is up to float32 rounding, never bitwise: the exact rows of a few candidates
+and the rows of a whole-vocabulary pass come from matrix products of different shapes,
+which take different kernels and summation orders on different CPUs. The tolerance
+:data:`ROW_RTOL` is derived below; answers are compared as values within it, and token
+ids wherever the values they were ranked by are further apart than it (a near-tie may
+order either way).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,32 +25,53 @@ from headmaps import projection as P
 from headmaps.salient import compute as S
 from tiny import tiny_model
 
+#: Float32 rows of one token computed by products of different shapes. A product of depth
+#: k accumulates at most k * 2^-24 relative rounding (k <= 128 in the tiny models: 8e-6),
+#: each of the 3 blocks adds its own, and the norms rescale it: 1e-4 of the layer's
+#: largest entry bounds it with room, and stays 40x below bfloat16's 2^-9 relative
+#: rounding (4e-3), so a screened row still fails it (checked below).
+ROW_RTOL = 1e-4
+
 
 @pytest.fixture(params=["llama", "gpt2", "gemma3_text"])
 def arch_model(request):
     return hm.load(tiny_model(request.param))
 
 
-def _both(monkeypatch, fn):
-    monkeypatch.setenv(P.STREAM_DTYPE_ENV, "float32")
-    exact = fn()
-    monkeypatch.setenv(P.STREAM_DTYPE_ENV, "bfloat16")
-    screened = fn()
-    return exact, screened
+def _opts(model, dtype: str) -> P.ProjectionOptions:
+    return P.concrete(model, replace(P.PRESETS["alone"], stream_dtype=dtype))
 
 
-def test_screening_rows_differ_but_exact_rows_are_the_float32_stream(arch_model, monkeypatch):
+def _close_rows(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool((a - b).abs().max() <= ROW_RTOL * b.abs().max())
+
+
+def assert_same_ranking(ids_a, vals_a, ids_b, vals_b, rtol: float = ROW_RTOL) -> None:
+    """Two top-k answers ``(..., k)`` agree: values within ``rtol`` of the row's largest,
+    ids equal wherever the value is further than that from its neighbours (not a tie)."""
+    ids_a, ids_b = np.asarray(ids_a), np.asarray(ids_b)
+    va, vb = np.asarray(vals_a, dtype=np.float64), np.asarray(vals_b, dtype=np.float64)
+    scale = np.abs(va).max(axis=-1, keepdims=True)
+    np.testing.assert_allclose(va, vb, rtol=0, atol=float(rtol * scale.max()))
+    gap = np.full(va.shape, np.inf)
+    gap[..., 1:] = np.minimum(gap[..., 1:], np.abs(np.diff(va, axis=-1)))
+    gap[..., :-1] = np.minimum(gap[..., :-1], np.abs(np.diff(va, axis=-1)))
+    clear = gap > 2 * rtol * scale
+    assert clear.mean() > 0.5  # the check below must bite: most entries are not ties
+    assert np.array_equal(ids_a[clear], ids_b[clear])
+
+
+def test_screening_rows_differ_but_exact_rows_are_the_float32_stream(arch_model):
     m = arch_model
-    opts = P.concrete(m, P.PRESETS["alone"])
-    monkeypatch.setenv(P.STREAM_DTYPE_ENV, "bfloat16")
-    src = S.vocabulary_sources(m, opts)
+    src = S.vocabulary_sources(m, _opts(m, "bfloat16"))
     assert src.screened
-    ref = P.Sources(m, torch.arange(m.vocab_size), opts, dtype="float32")
+    ref = P.Sources(m, torch.arange(m.vocab_size), _opts(m, "float32"), dtype="float32")
     ids = torch.tensor([5, 3, 40, 5])
     for layer in range(m.n_layers):
         screen_rows, want = src.at(layer), ref.at(layer)
-        assert not torch.equal(screen_rows, want) or layer == 0
-        assert torch.equal(src.exact(layer, ids), want[ids])
+        if layer:  # the tolerance tells a bfloat16 row from a float32 one
+            assert not _close_rows(screen_rows, want)
+        assert _close_rows(src.exact(layer, ids), want[ids])
 
 
 def test_salient_and_qk_answers_equal_the_float32_stream(arch_model, monkeypatch):
@@ -49,12 +79,15 @@ def test_salient_and_qk_answers_equal_the_float32_stream(arch_model, monkeypatch
     monkeypatch.setattr(S, "SCREEN_FACTOR", 2)
     monkeypatch.setattr(S, "SCREEN_MIN", 4)
     m = arch_model
-    a, b = _both(monkeypatch, lambda: hm.salient_all(m, preset="alone"))
-    assert np.array_equal(a.token_ids, b.token_ids)
-    assert np.array_equal(a.target_ids, b.target_ids)
-    np.testing.assert_allclose(a.saliency, b.saliency, rtol=1e-6)
-    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=1e-6)
-    qa, qb = _both(monkeypatch, lambda: hm.attention_summary(m, preset="alone", max_distance=8))
+    a, b = (hm.salient_all(m, preset="alone", stream_dtype=d) for d in ("float32", "bfloat16"))
+    assert (a.options["stream_dtype"], b.options["stream_dtype"]) == ("float32", "bfloat16")
+    assert_same_ranking(a.token_ids, a.saliency, b.token_ids, b.saliency)
+    same_src = a.token_ids == b.token_ids  # targets compared where the source is the same
+    assert same_src.mean() > 0.9
+    assert_same_ranking(a.target_ids[same_src], a.scores[same_src],
+                        b.target_ids[same_src], b.scores[same_src])
+    qa, qb = (hm.attention_summary(m, preset="alone", max_distance=8, stream_dtype=d)
+              for d in ("float32", "bfloat16"))
     # the QK half ranks and averages the screening rows: the same tokens up to near-ties
     for key in ("key_ids", "query_ids", "pair_ids"):
         x, y = getattr(qa, key), getattr(qb, key)
@@ -63,26 +96,24 @@ def test_salient_and_qk_answers_equal_the_float32_stream(arch_model, monkeypatch
         assert same >= 0.9, (key, same)
     fin = np.isfinite(qa.profile)  # distances outside a sliding window are -inf in both
     assert np.array_equal(fin, np.isfinite(qb.profile))
-    assert np.abs(qa.profile - qb.profile)[fin].max() <= 0.02 * np.abs(qa.profile[fin]).max()
+    assert np.abs(qa.profile[fin] - qb.profile[fin]).max() <= 0.02 * np.abs(qa.profile[fin]).max()
 
 
-def test_a_subset_view_of_a_screened_stream_reads_float32_rows(tiny_llama_hm, monkeypatch):
+def test_a_subset_view_of_a_screened_stream_reads_float32_rows(tiny_llama_hm):
     m = tiny_llama_hm
-    opts = P.concrete(m, P.PRESETS["alone"])
-    monkeypatch.setenv(P.STREAM_DTYPE_ENV, "bfloat16")
-    src = S.vocabulary_sources(m, opts)
+    src = S.vocabulary_sources(m, _opts(m, "bfloat16"))
     view = src.subset(torch.tensor([7, 2, 30]))
-    ref = P.Sources(m, torch.tensor([7, 2, 30]), opts, dtype="float32")
+    ref = P.Sources(m, torch.tensor([7, 2, 30]), _opts(m, "float32"), dtype="float32")
     for layer in range(m.n_layers):
         src.at(layer)
     for layer in range(m.n_layers):
-        assert torch.equal(view.at(layer), ref.at(layer))
+        assert _close_rows(view.at(layer), ref.at(layer))
 
 
-def test_float32_stream_is_not_screened(tiny_llama_hm, monkeypatch):
-    monkeypatch.setenv(P.STREAM_DTYPE_ENV, "float32")
-    src = S.vocabulary_sources(tiny_llama_hm, P.PRESETS["alone"])
+def test_float32_stream_is_not_screened(tiny_llama_hm):
+    src = S.vocabulary_sources(tiny_llama_hm, _opts(tiny_llama_hm, "float32"))
     assert not src.screened
+    # the same rows, indexed: identical by construction
     assert torch.equal(src.exact(2, torch.tensor([3, 1])), src.at(2)[[3, 1]])
     norms = S.vocabulary_sources(tiny_llama_hm, P.PRESETS["norms"])
     assert not norms.screened

@@ -66,3 +66,40 @@ def test_cache_is_on_by_default_for_a_whole_vocabulary_only(tiny_llama_hm, cache
     monkeypatch.setattr(P.sources, "CACHE_MIN_ROWS", 50)
     assert P.Sources(m, torch.arange(2, 60), opts)._cache_key is not None
     assert P.Sources(m, torch.arange(2, 60), P.PRESETS["norms"])._cache_key is None
+
+
+def test_a_screened_stream_is_kept_at_its_own_precision(tiny_llama_hm, cache):
+    m, opts = tiny_llama_hm, P.PRESETS["alone"]
+    ids = torch.arange(2, 60)
+    screened = P.Sources(m, ids, opts, cache=True, dtype="bfloat16")
+    rows = [screened.at(layer).clone() for layer in range(m.n_layers)]
+    exact = P.Sources(m, ids, opts, cache=True, dtype="float32")
+    for layer in range(m.n_layers):
+        exact.at(layer)
+    sizes = {e.key: e.bytes for e in SC.entries()}
+    assert len(sizes) == 2 and max(sizes.values()) > 1.5 * min(sizes.values())  # half the rows
+    again = P.Sources(m, ids, opts, cache=True, dtype="bfloat16")
+    got = again.at(2)
+    assert got.dtype == torch.float32 and again.blocks_advanced == 0
+    # what was kept is the screening rows rounded to bfloat16 (a conversion: exact)
+    assert torch.equal(got, rows[2].to(torch.bfloat16).float())
+
+
+def test_the_default_bound_is_a_share_of_the_usable_disk(cache, monkeypatch):
+    monkeypatch.setattr(SC, "_free_bytes", lambda folder: 4000)
+    assert SC.budget(held=0) == int(SC.DISK_SHARE * 4000)
+    # what the cache already holds counts as usable: writing does not shrink its own bound
+    assert SC.budget(held=400) == int(SC.DISK_SHARE * 4400)
+    monkeypatch.setenv(SC.BUDGET_ENV, "123")
+    assert SC.budget(held=400) == 123
+
+
+def test_cache_list_shows_the_streams_and_the_bound(tiny_llama_hm, cache, monkeypatch, capsys):
+    import headmaps.cli as cli
+
+    P.Sources(tiny_llama_hm, torch.arange(2, 60), P.PRESETS["alone"], cache=True).at(2)
+    monkeypatch.setattr(SC, "_free_bytes", lambda folder: 40 << 30)
+    assert cli.main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "stream" in out and "2 layers" in out
+    assert "bound (default: 25% of the free disk plus what it holds)" in out

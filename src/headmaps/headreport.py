@@ -233,6 +233,7 @@ def analyse(
     score_descriptions: bool | DescriptionScores = False,
     llm_options: dict[str, Any] | None = None,
     calibration: bool | None = None,
+    stream_dtype: str | None = None,
     progress: bool = False,
     **load_options: Any,
 ) -> HeadReport:
@@ -265,6 +266,9 @@ def analyse(
         llm_options: keyword arguments of :class:`~headmaps.describe.LLMDescriber`.
         calibration: with no ``preset``, scan with the model's stored calibration (None:
             yes unless ``$HEADMAPS_NO_CALIBRATION`` is set); the other parts follow the scan.
+        stream_dtype: the whole-vocabulary stream's compute dtype, ``"auto"`` (None: the
+            default; bfloat16 where the device computes it natively, else float32),
+            ``"float32"`` or ``"bfloat16"`` (:mod:`headmaps.projection.precision`).
         progress: show progress bars.
         **load_options: passed to :func:`headmaps.load` when ``model`` is a name.
 
@@ -300,11 +304,12 @@ def analyse(
         from .scoring import scan as run_scan
 
         scan = timed("scan", run_scan, m, relations, preset=preset, calibration=calibration,
-                     progress=progress)
+                     progress=progress, stream_dtype=stream_dtype)
     elif m is not None:
         _check("model", (m.n_layers, m.n_heads), scan)
     same = _scan_projection(scan)
-    shared = _shared_stream(m, same, salient is True or attention is True)
+    stream = {"stream_dtype": stream_dtype} if stream_dtype is not None else {}
+    shared = _shared_stream(m, same, stream, salient is True or attention is True)
     types_view = None
     if shared is not None and head_types is True:
         from .headtypes.static import DEFAULT_N_TOKENS, token_subset
@@ -314,11 +319,11 @@ def analyse(
     if salient is True:
         from .salient.compute import salient_steps
 
-        steps["salient"] = salient_steps(m, sources=shared, **same)
+        steps["salient"] = salient_steps(m, sources=shared, **same, **stream)
     if attention is True:
         from .attention.compute import summary_steps
 
-        steps["attention"] = summary_steps(m, sources=shared, **same)
+        steps["attention"] = summary_steps(m, sources=shared, **same, **stream)
     done = _lockstep(steps, seconds, progress, m.n_layers if m is not None else 0)
     salient = done.get("salient", salient)
     attention = done.get("attention", attention)
@@ -336,7 +341,7 @@ def analyse(
         prof = (attention.sampled if attention and list(attention.layers) ==
                 list(range(m.n_layers)) else None)
         head_types = timed("types", run_types, m, scan=reuse, sources=types_view, profile=prof,
-                           **same)
+                           **same, **stream)
     types = head_types or None
     if types is not None:
         _check("head types", (types.n_layers, types.n_heads), scan)
@@ -351,7 +356,8 @@ def analyse(
     return HeadReport(scan, sal, descriptions, attention or None, types, seconds, scores)
 
 
-def _shared_stream(model: Any, same: dict[str, Any], wanted: bool) -> Any:
+def _shared_stream(model: Any, same: dict[str, Any], stream: dict[str, Any],
+                   wanted: bool) -> Any:
     """One ``token_alone`` stream over the vocabulary for the parts, or None (not needed).
 
     Salient operations and the QK half read the whole vocabulary at every layer and the
@@ -362,7 +368,7 @@ def _shared_stream(model: Any, same: dict[str, Any], wanted: bool) -> Any:
 
     if not wanted or model is None:
         return None
-    opts = P.resolve(model, same.get("preset"), None, same.get("calibration"))[0]
+    opts = P.resolve(model, same.get("preset"), stream, same.get("calibration"))[0]
     if opts.source != "token_alone":
         return None
     from .salient.compute import vocabulary_sources

@@ -367,11 +367,15 @@ def run_header(command: str | Sequence[str], model_id: str, seed: int | None,
 
     Returns:
         A dict with :data:`RUN_HEADER_KEYS` (``versions`` from :func:`versions`, ``date``
-        the current UTC time in ISO 8601) and ``extra``.
+        the current UTC time in ISO 8601, ``machine`` the CPU, its precision flags and the
+        GPU: :func:`headmaps.projection.precision.machine`) and ``extra``.
     """
+    from .projection.precision import machine
+
     return {"command": command if isinstance(command, str) else list(command),
             "model_id": model_id, "seed": seed, "sample": sample, "versions": versions(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(), **extra}
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:

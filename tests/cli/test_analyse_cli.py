@@ -71,7 +71,7 @@ def test_analyse_uses_a_stored_calibration_unless_told_not_to(model_dir, tmp_pat
             "--no-types"]
     assert cli.main(base + ["--out", str(tmp_path / "cal")]) == 0
     assert "calibrated mlp0_residual+fold" in capsys.readouterr().out
-    assert HeadReport.load(tmp_path / "cal").scan.options == chosen.to_dict()
+    assert ProjectionOptions(**HeadReport.load(tmp_path / "cal").scan.options) == chosen
     assert cli.main(base + ["--no-calibration", "--out", str(tmp_path / "plain")]) == 0
     assert "(uncalibrated)" in capsys.readouterr().out
     assert HeadReport.load(tmp_path / "plain").scan.calibration["status"] == "uncalibrated"
@@ -87,3 +87,25 @@ def test_report_takes_the_projection_options_as_scan_does(model_dir, tmp_path, c
     assert cli.main(base + ["--source", "token_alone", "--prefix", "[PAD]", "--fold-norms"]) == 0
     printed = capsys.readouterr().out
     assert "prefix=[PAD]" in printed and "source=token_alone" in printed
+
+
+def test_stream_dtype_is_chosen_recorded_and_shown(model_dir, tmp_path, capsys):
+    out = tmp_path / "hr"
+    assert cli.main(["analyse", model_dir, "--relations", "copying", "--no-types",
+                     "--stream-dtype", "bfloat16", "--out", str(out)]) == 0
+    res = HeadReport.load(out)
+    for part in (res.salient, res.attention):
+        assert part.options["stream_dtype"] == "bfloat16"
+        assert part.options["stream_reason"].startswith("asked")
+    assert res.scan.preset == "through"  # how the stream runs does not make it custom
+    page = tmp_path / "r.html"
+    assert cli.main(["report", "--from", str(out), "-o", str(page)]) == 0
+    assert "Vocabulary stream" in page.read_text(encoding="utf-8")
+    assert "bfloat16 screen, float32 decisions (asked" in page.read_text(encoding="utf-8")
+    # the default: auto, decided for this CPU (the test session sees no native bfloat16)
+    assert cli.main(["analyse", model_dir, "--relations", "copying", "--no-types",
+                     "--no-salient", "--out", str(tmp_path / "auto")]) == 0
+    auto = HeadReport.load(tmp_path / "auto").attention.options
+    assert auto["stream_dtype"] == "float32" and auto["stream_reason"].startswith("auto: no")
+    assert cli.main(["scan", model_dir, "--stream-dtype", "half"]) == 2
+    assert "invalid choice: 'half'" in capsys.readouterr().err

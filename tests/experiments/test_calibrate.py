@@ -119,7 +119,7 @@ def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
                        candidates_=[("embedding", hm.PRESETS["embedding"]), ("exact", EXACT)])
     res = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)
     assert res.calibration["status"] == "calibrated" and res.calibration["choice"] == "exact"
-    assert res.options == EXACT.to_dict()
+    assert hm.ProjectionOptions(**res.options) == EXACT
     assert C.label(res.preset, res.options, res.calibration) == cal.label()
     # 8 pairs (the default max_pairs) x 2 relations
     assert cal.label() == f"calibrated exact (median r {cal.median_r:.2f} on 16 pairs)"
@@ -140,9 +140,9 @@ def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     np.testing.assert_array_equal(off.scores, before.scores)
     # the salient operations and the correlation experiment follow the same rule
     ops = hm.salient_operations(exact_model, 1, 0, n_tokens=3)
-    assert ops.calibration["choice"] == "exact" and ops.options == EXACT.to_dict()
+    assert ops.calibration["choice"] == "exact" and hm.ProjectionOptions(**ops.options) == EXACT
     corr = ex.correlation(exact_model, SETS, TEMPLATES, k=K, min_pairs=10, max_pairs=8)
-    assert corr.calibration["choice"] == "exact" and corr.options == EXACT.to_dict()
+    assert corr.calibration["choice"] == "exact" and hm.ProjectionOptions(**corr.options) == EXACT
     assert corr.median() == pytest.approx(cal.median_r, abs=1e-4)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(sub) -> None:
@@ -34,6 +35,13 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"cache: {cache_root()} ({_mb(sum(i.size for i in items))} in {len(items)} items)")
     for i in items:
         print(f"  {i.kind:<12} {i.status:<10} {_mb(i.size):>12}  {i.path.name}")
+    from ..projection import streamcache
+
+    held = sum(i.size for i in items if i.kind == "stream")
+    bound = streamcache.budget(held)
+    why = (f"${streamcache.BUDGET_ENV}" if os.environ.get(streamcache.BUDGET_ENV, "").strip()
+           else f"default: {streamcache.DISK_SHARE:.0%} of the free disk plus what it holds")
+    print(f"streams: {_mb(held)} of a {_mb(bound)} bound ({why})")
     stale = [i for i in items if i.removable]
     if stale:
         print(f"{len(stale)} removable ({_mb(sum(i.size for i in stale))}): "

@@ -83,7 +83,7 @@ def load_model(args: argparse.Namespace):
 
 def add_projection_args(p: argparse.ArgumentParser) -> None:
     """--preset and the projection option overrides."""
-    from ..projection import DEFAULT_PRESET, PRESETS, SOURCE_KINDS
+    from ..projection import DEFAULT_PRESET, PRESETS, SOURCE_KINDS, STREAM_DTYPE_CHOICES
 
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help="projection preset (default: the model's calibration from `headmaps "
@@ -103,12 +103,17 @@ def add_projection_args(p: argparse.ArgumentParser) -> None:
                         "tokenizer spells it (e.g. '<|endoftext|>', '<bos>')")
     p.add_argument("--no-calibration", action="store_true",
                    help="ignore the model's stored calibration (as $HEADMAPS_NO_CALIBRATION=1)")
+    p.add_argument("--stream-dtype", default=None, choices=STREAM_DTYPE_CHOICES,
+                   help="compute dtype of the whole-vocabulary stream (default auto: "
+                        "bfloat16 where the device computes it natively, else float32; a "
+                        "bfloat16 stream is a screen whose answers are decided in float32)")
 
 
 def projection_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments for scan/salient functions from :func:`add_projection_args`."""
     kw = {"preset": args.preset, "source": args.source, "fold_norms": args.fold_norms,
-          "scale_embeddings": args.scale_embeddings, "prefix": getattr(args, "prefix", None)}
+          "scale_embeddings": args.scale_embeddings, "prefix": getattr(args, "prefix", None),
+          "stream_dtype": getattr(args, "stream_dtype", None)}
     if args.biases is not None:
         kw["value_bias"] = kw["output_bias"] = args.biases
     return {k: v for k, v in kw.items() if v is not None}
@@ -243,14 +248,18 @@ def analyse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def analyse_projection(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"preset": name or ProjectionOptions}`` of the projection options given, or nothing."""
+    """``{"preset": name or ProjectionOptions, "stream_dtype": ...}`` of the options given.
+
+    Only the ones given (nothing for the default projection and stream).
+    """
     from ..projection import explicit
 
     kw = projection_kwargs(args)
+    out = {"stream_dtype": kw.pop("stream_dtype")} if "stream_dtype" in kw else {}
     if not kw:
-        return {}
+        return out
     preset = kw.pop("preset", None)
-    return {"preset": preset if not kw else explicit(preset, kw)[0]}
+    return {**out, "preset": preset if not kw else explicit(preset, kw)[0]}
 
 
 def analyse_model(args: argparse.Namespace):

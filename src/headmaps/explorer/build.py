@@ -62,8 +62,26 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def model_card(scan: ScanResult, generated: str) -> str:
-    """The model card as an HTML fragment (a definition list and relation details)."""
+def stream_precision(report: HeadReport) -> str | None:
+    """How the report's whole-vocabulary stream ran (dtype and why), or None (no stream).
+
+    Read from the options of the parts that stream the vocabulary (salient operations,
+    the QK half).
+    """
+    from ..projection.precision import describe
+
+    for part in (report.salient, report.attention):
+        opts = getattr(part, "options", None) or {}
+        if opts.get("source") == "token_alone" and opts.get("stream_dtype"):
+            return describe(opts["stream_dtype"], opts.get("stream_reason", ""))
+    return None
+
+
+def model_card(scan: ScanResult, generated: str, stream: str | None = None) -> str:
+    """The model card as an HTML fragment (a definition list and relation details).
+
+    ``stream``: the vocabulary stream's precision as :func:`stream_precision` prints it.
+    """
     info = scan.model_info or {}
     group = kv_group_size(scan)
     kv = info.get("n_kv_heads", scan.n_heads)
@@ -86,6 +104,7 @@ def model_card(scan: ScanResult, generated: str) -> str:
         ("Projection", projection_label(scan.preset, scan.options,
                                         getattr(scan, "calibration", None))),
         ("Options", scan.options),
+        *([("Vocabulary stream", stream)] if stream else []),
         ("τ (implements)", scan.tau),
         ("Relations", f"{len(scan.relations)} scored, {len(scan.skipped)} skipped"),
         ("Versions", scan.versions),
@@ -137,7 +156,8 @@ def build_report(result: HeadReport | ScanResult, extras: HeadExtras | None = No
     title = title or f"headmaps · {scan.model_id or 'scan'}"
     payload, heads = encode(report, title, normalise_extras(extras, scan.n_layers, scan.n_heads))
     values = {"CSS": asset("report.css"), "JS": asset("report.js"), "TITLE": html.escape(title),
-              "CARD": model_card(scan, payload["generated"]), "DATA": json_for_script(payload),
+              "CARD": model_card(scan, payload["generated"], stream_precision(report)),
+              "DATA": json_for_script(payload),
               "EXTRAS": "\n".join("" if h is None else json_for_script(h) for h in heads)}
     # One pass over the template: inserted text is never searched for placeholders.
     page = _PLACEHOLDER.sub(lambda m: values[m.group(1)], asset("report.html"))

@@ -298,6 +298,11 @@ def list_cache() -> list[CacheItem]:
             for p in sorted(top.iterdir()):
                 items.append(CacheItem(p, "calibration", _calibration_status(p), _size(p)))
             continue
+        if top.name == "streams":  # one entry per stream (headmaps.projection.streamcache)
+            for p in sorted(top.iterdir()):
+                layers = len(list(p.glob("layer-*.pt"))) if p.is_dir() else 0
+                items.append(CacheItem(p, "stream", f"{layers} layers", _size(p)))
+            continue
         kind = "llm" if top.name == "llm" else "other"
         items.append(CacheItem(top, kind, "ok", _size(top)))
     return items

@@ -22,6 +22,7 @@ biases) are bundled as :class:`ProjectionOptions`; named presets fix them:
 
 Modules, from the bottom: :mod:`.options` (options and presets), :mod:`.prefix` (the
 prefix rule), :mod:`.stream` (the ``token_alone`` stream, pure tensor functions),
+:mod:`.precision` (the stream's dtype, chosen from the hardware),
 :mod:`.streamcache` (its on-disk cache), :mod:`.sources` (:class:`Sources`, the only way
 a consumer gets source rows), :mod:`.readout` (``U`` and biases as a head's output sees
 them), :mod:`.calibration` (stored calibrations and :func:`resolve`, the one place a run's
@@ -42,6 +43,7 @@ from .options import (
     preset_name,
     resolve_options,
 )
+from .precision import STREAM_DTYPE_CHOICES, STREAM_DTYPES, native_bfloat16
 from .prefix import concrete, document_prefix, prefix_id
 from .readout import layer_biases, layer_sources, output_basis
 from .sources import (
@@ -54,25 +56,20 @@ from .sources import (
     base_sources,
 )
 from .stream import (
-    DEFAULT_STREAM_DTYPE,
     PROGRESS_ROWS,
-    SCREEN_DTYPE,
-    STREAM_DTYPE_ENV,
-    STREAM_DTYPES,
     advance,
     carried_position,
     embed,
-    screen_dtype,
     stream_dtype,
     token_alone,
     token_alone_reference,
 )
 
 __all__ = [
-    "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "DEFAULT_STREAM_DTYPE", "KEEP_BYTES",
-    "PRESETS", "PROGRESS_ROWS", "SCREEN_DTYPE", "ExactRows", "screen_dtype", "SOURCE_KINDS",
-    "STREAM_CHUNK_ROWS", "STREAM_DTYPES",
-    "STREAM_DTYPE_ENV", "Calibration", "ProjectionOptions", "SourceKind", "Sources",
+    "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
+    "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
+    "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES", "native_bfloat16",
+    "Calibration", "ProjectionOptions", "SourceKind", "Sources",
     "SourcesView", "advance", "base_sources", "carried_position", "concrete",
     "describe_projection", "document_prefix", "embed", "explicit", "label", "layer_biases",
     "layer_sources", "load_calibration", "output_basis", "preset_name", "prefix_id",

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch
 from ..errors import CorruptFileError, HeadmapsError, MissingFileError
 from ..io import write_json
 from . import options as P
+from .precision import check_choice
 from .prefix import concrete
 
 logger = logging.getLogger(__name__)
@@ -295,15 +296,25 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
         salient: for salient operations (the explicit ``paper`` preset keeps the
             reference code's layer-0 choice; see :func:`~headmaps.projection.explicit`).
 
+    ``overrides["stream_dtype"]`` (how the stream is computed) never makes a projection
+    explicit: it applies to whichever projection is chosen.
+
     Returns:
         ``(options, preset_name, info)``; ``info`` is ``{}`` for an explicit projection,
         ``{"status": "uncalibrated", ...}`` for the default, or the calibration's
         :meth:`Calibration.info`. ``prefix="auto"`` is replaced by the model's token.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    stream = overrides.pop("stream_dtype", None)  # how the stream runs, not which projection
+
+    def run_as(opts: P.ProjectionOptions) -> P.ProjectionOptions:
+        if stream is not None:
+            opts = replace(opts, stream_dtype=check_choice(stream), stream_reason="")
+        return concrete(model, opts)
+
     if preset is not None or overrides:
         opts, name = P.explicit(preset, overrides, salient=salient)
-        return concrete(model, opts), name, {}
+        return run_as(opts), name, {}
     use = (not disabled_by_env()) if calibration is None else bool(calibration)
     unreadable = None
     if use:
@@ -313,8 +324,8 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
             logger.warning("%s; using the default projection (`headmaps calibrate` writes it "
                            "again, `headmaps cache clean` removes it)", err)
             cal, unreadable = None, calibration_path(model).name
-        if cal is not None:
-            opts = concrete(model, cal.projection())
+        if cal is not None:  # the calibrating machine's stream precision does not carry over
+            opts = run_as(replace(cal.projection(), stream_dtype="auto", stream_reason=""))
             return opts, P.preset_name(None, opts), cal.info(calibration_path(model))
     opts, name = P.explicit(None, salient=salient)
     info: dict[str, Any] = {"status": "uncalibrated"}
@@ -322,7 +333,7 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
         info["reason"] = "calibration disabled"
     elif unreadable is not None:
         info["reason"] = f"stored calibration {unreadable} is unreadable"
-    return concrete(model, opts), name, info
+    return run_as(opts), name, info
 
 
 def label(preset: str, options: dict[str, Any] | P.ProjectionOptions,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from ..errors import HeadmapsError
+from .precision import check_choice
 
 SourceKind = Literal["embedding", "mlp0", "mlp0_residual", "token_alone"]
+
+#: Fields that say how the stream is computed, not which projection it is (never part of
+#: a preset's identity or a custom projection's printed options).
+STREAM_FIELDS: tuple[str, ...] = ("stream_dtype", "stream_reason")
 
 #: Every source representation (see :class:`ProjectionOptions`).
 SOURCE_KINDS: tuple[str, ...] = ("embedding", "mlp0", "mlp0_residual", "token_alone")
@@ -35,6 +40,15 @@ class ProjectionOptions:
             tokenizer spells it (``"<|endoftext|>"``, ``"<bos>"``); the source is then the
             second token of a two-token sequence and attends to the prefix and itself with
             the model's own attention. ``""``: the source token alone.
+        stream_dtype: ``token_alone`` over the whole vocabulary: the compute dtype of the
+            stream, ``"auto"`` (bfloat16 where the device computes it natively, else
+            float32; :mod:`headmaps.projection.precision`), ``"float32"`` or
+            ``"bfloat16"``. A bfloat16 stream is a screen: answers are decided on float32
+            rows of the candidates. It changes how ``X`` is computed, not which ``X`` is
+            meant, so it takes no part in comparing options or naming presets.
+        stream_reason: why ``stream_dtype`` was chosen (``"auto: no native bfloat16 on
+            this CPU ..."``, ``"asked"``); filled in by
+            :func:`~headmaps.projection.concrete`, which also resolves ``"auto"``.
     """
 
     source: SourceKind = "mlp0"
@@ -44,6 +58,8 @@ class ProjectionOptions:
     value_bias: bool = False
     output_bias: bool = False
     prefix: str = ""
+    stream_dtype: str = field(default="auto", compare=False)
+    stream_reason: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCE_KINDS:
@@ -53,6 +69,7 @@ class ProjectionOptions:
             )
         if self.prefix and self.source != "token_alone":
             raise HeadmapsError(f"a prefix token needs source='token_alone', not {self.source!r}")
+        check_choice(self.stream_dtype)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for result headers)."""
@@ -151,5 +168,6 @@ def describe_projection(preset: str, options: dict[str, Any] | ProjectionOptions
     if preset in PRESETS:
         auto = PRESETS[preset].prefix == AUTO_PREFIX and opts.get("prefix", AUTO_PREFIX)
         return f"{preset} (after {auto})" if auto and auto != AUTO_PREFIX else preset
-    return f"{preset or 'custom'} (" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")"
+    shown = {k: v for k, v in opts.items() if k not in STREAM_FIELDS}
+    return f"{preset or 'custom'} (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
 

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import HeadmapsError
 from ..models import HeadModel
 from .options import AUTO_PREFIX, ProjectionOptions
+from .precision import choose
 
 
 def prefix_id(model: HeadModel, prefix: str) -> int:
@@ -101,9 +102,20 @@ def document_prefix(tokenizer: Any) -> tuple[str, str]:
 
 
 def concrete(model: HeadModel, opts: ProjectionOptions) -> ProjectionOptions:
-    """``opts`` with ``prefix="auto"`` replaced by the model's :func:`document_prefix` token."""
-    if opts.prefix != AUTO_PREFIX:
-        return opts
-    return replace(opts, prefix=document_prefix(model.tokenizer)[0])
+    """``opts`` as run on ``model``: every ``"auto"`` decided.
+
+    ``prefix="auto"`` becomes the model's :func:`document_prefix` token; the stream's
+    dtype is chosen for the model's device by :func:`~headmaps.projection.precision.choose`
+    (``stream_dtype`` and ``stream_reason`` filled in). A dtype chosen automatically
+    elsewhere (options read from a result made on another machine) is chosen again here.
+    """
+    asked = "auto" if opts.stream_reason.startswith("auto") else opts.stream_dtype
+    dtype, reason = choose(asked, model.E.device)
+    changes: dict[str, str] = {}
+    if (dtype, reason) != (opts.stream_dtype, opts.stream_reason):
+        changes.update(stream_dtype=dtype, stream_reason=reason)
+    if opts.prefix == AUTO_PREFIX:
+        changes["prefix"] = document_prefix(model.tokenizer)[0]
+    return replace(opts, **changes) if changes else opts
 
 

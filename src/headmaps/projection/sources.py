@@ -7,7 +7,7 @@ import torch
 from ..errors import HeadmapsError
 from ..models import HeadModel
 from . import streamcache
-from .options import ProjectionOptions
+from .options import STREAM_FIELDS, ProjectionOptions
 from .prefix import concrete
 from .stream import _advance, _alone_start, embed, stream_dtype, token_alone
 
@@ -72,7 +72,9 @@ class Sources:
         opts: projection options (``prefix="auto"`` is resolved here).
         chunk_rows: rows computed at a time (bounds the MLP's ``(rows, d_mlp)`` hidden
             layer when the set is the whole vocabulary).
-        dtype: the stream's compute dtype (see :func:`stream_dtype`).
+        dtype: the stream's compute dtype (see :func:`stream_dtype`; default float32).
+            A whole-vocabulary stream takes ``opts.stream_dtype``
+            (:func:`headmaps.salient.compute.vocabulary_sources`).
         keep_bytes: bytes of rows kept across layers (see :data:`KEEP_BYTES`).
         cache: store and read the ``token_alone`` rows of each layer on disk
             (:mod:`headmaps.streamcache`); None: for sets of at least
@@ -97,8 +99,8 @@ class Sources:
         self._cache_key: str | None = None
         if use and self.opts.source == "token_alone":
             if streamcache.budget() > 0:
-                self._cache_key = streamcache.key(model, self.opts.to_dict(), self.dtype,
-                                                  token_ids)
+                what = {k: v for k, v in self.opts.to_dict().items() if k not in STREAM_FIELDS}
+                self._cache_key = streamcache.key(model, what, self.dtype, token_ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -108,7 +110,8 @@ class Sources:
         """Whether :meth:`at` gives screening rows (a reduced-precision ``token_alone`` stream).
 
         Consumers then rank on these rows and decide on :meth:`exact` rows of the
-        candidates, so their answers are the float32 stream's (see :data:`SCREEN_DTYPE`).
+        candidates, so their answers are the float32 stream's (see
+        :mod:`headmaps.projection.precision` for when a stream is screened).
         """
         return self.opts.source == "token_alone" and self.dtype != torch.float32
 
@@ -153,7 +156,7 @@ class Sources:
                 self._alone = (nxt, first, x)
                 self._passed(nxt, first, x)
                 if self._cache_key is not None:
-                    streamcache.store(self._cache_key, nxt, first, x)
+                    streamcache.store(self._cache_key, nxt, first, x, self.dtype)
             return x
         key = _reads_embedding(self.opts, layer)
         if key not in self._fixed:

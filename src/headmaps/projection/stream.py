@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -13,6 +12,7 @@ from ..models import AttentionWeights, HeadModel
 from ..models import qk as Q
 from ..models.weights import MLPBlock, Norm, QKWeights, activation
 from .options import ProjectionOptions
+from .precision import STREAM_DTYPES
 from .prefix import concrete, prefix_id
 
 
@@ -150,31 +150,12 @@ def token_alone_reference(model: HeadModel, x: torch.Tensor, blocks: range,
     return first, x
 
 
-#: ``$HEADMAPS_STREAM_DTYPE``: the compute dtype of the ``token_alone`` stream's matrix
-#: products when none is given (``float32`` or ``bfloat16``); see :func:`stream_dtype`.
-STREAM_DTYPE_ENV = "HEADMAPS_STREAM_DTYPE"
-STREAM_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-#: The stream's compute dtype by default (docs/results/projection-speed.md measures both).
-DEFAULT_STREAM_DTYPE = "float32"
-
-
-#: The dtype a whole-vocabulary ``token_alone`` stream is screened in. Salient operations
-#: rank every token on these rows and decide on float32 rows of their candidates
-#: (:meth:`~headmaps.projection.Sources.exact`), so their answers are the float32
-#: stream's; the QK half reads the screened rows as they are (its rankings and means
-#: agree with the float32 stream's up to what docs/results/projection.md measures);
-#: head types read float32 rows of their sample. ``$HEADMAPS_STREAM_DTYPE=float32``
-#: turns screening off.
-SCREEN_DTYPE = "bfloat16"
-
-
-def screen_dtype() -> torch.dtype:
-    """The screening dtype: ``$HEADMAPS_STREAM_DTYPE`` if set, else :data:`SCREEN_DTYPE`."""
-    return stream_dtype(os.environ.get(STREAM_DTYPE_ENV) or SCREEN_DTYPE)
-
-
 def stream_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """The stream's compute dtype: ``dtype``, else ``$HEADMAPS_STREAM_DTYPE``, else the default.
+    """A stream's compute dtype as a torch dtype: ``dtype`` (a name or a dtype), else float32.
+
+    Which dtype a whole-vocabulary stream uses is decided by
+    :func:`~headmaps.projection.precision.choose` (``ProjectionOptions.stream_dtype``);
+    this only checks and converts.
 
     Raises:
         HeadmapsError: an unsupported dtype.
@@ -184,7 +165,7 @@ def stream_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
             raise HeadmapsError(f"stream dtype {dtype} is not supported; use one of "
                                 f"{', '.join(STREAM_DTYPES)}")
         return dtype
-    name = dtype or os.environ.get(STREAM_DTYPE_ENV) or DEFAULT_STREAM_DTYPE
+    name = dtype or "float32"
     if name not in STREAM_DTYPES:
         raise HeadmapsError(f"unknown stream dtype {name!r}; use one of {', '.join(STREAM_DTYPES)}")
     return STREAM_DTYPES[name]

@@ -10,10 +10,20 @@ with one file per layer (``layer-007.pt``: the rows and the prefix's residual). 
 hashes what the rows depend on: the weights' fingerprint
 (:func:`headmaps.calibration.fingerprint`), the projection options, the stream's dtype,
 the token ids and the format version. Files are written atomically (a temporary file,
-then a rename). The folder is bounded: ``$HEADMAPS_STREAM_CACHE`` bytes in all (default
-:data:`DEFAULT_BUDGET`; ``0`` turns the cache off); when a new layer does not fit, the
-least recently used other entries are removed, and a layer that still does not fit is
-not stored. :func:`entries` lists the entries, :func:`clear` removes them.
+then a rename).
+
+Rows are stored at the precision the stream computed them in: a bfloat16-screened
+stream's rows as bfloat16 (half the bytes; they only rank candidates, whose answers are
+decided on float32 rows computed afresh), a float32 stream's as float32. Read back, they
+are float32.
+
+The folder is bounded: ``$HEADMAPS_STREAM_CACHE`` bytes in all (``0`` turns the cache
+off), by default :func:`default_budget`: a quarter of the disk it may use (the free
+space plus what the stream cache already holds), so a machine with room keeps a whole
+vocabulary of a big-vocabulary model (Gemma 3 270M: 12 GB in float32) and a full disk
+keeps little. When a new layer does not fit, the least recently used other entries are
+removed, and a layer that still does not fit is not stored. :func:`entries` lists the
+entries, :func:`clear` removes them.
 """
 
 from __future__ import annotations
@@ -35,9 +45,9 @@ logger = logging.getLogger(__name__)
 
 #: ``$HEADMAPS_STREAM_CACHE``: the cache's size bound in bytes (``0``: off).
 BUDGET_ENV = "HEADMAPS_STREAM_CACHE"
-#: Default bound: a whole-vocabulary float32 stream of SmolLM2-135M is 3.4 GB.
-DEFAULT_BUDGET = 8 << 30
-FORMAT = 1
+#: The default bound's share of the disk the cache may use (:func:`default_budget`).
+DISK_SHARE = 0.25
+FORMAT = 2
 
 
 def stream_dir() -> Path:
@@ -47,11 +57,37 @@ def stream_dir() -> Path:
     return cache_root() / "streams"
 
 
-def budget() -> int:
-    """The size bound in bytes (``$HEADMAPS_STREAM_CACHE``, else :data:`DEFAULT_BUDGET`)."""
+def _free_bytes(folder: Path) -> int:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent)."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            return shutil.disk_usage(p).free
+    return 0
+
+
+def default_budget(held: int | None = None) -> int:
+    """The default bound: :data:`DISK_SHARE` of the free disk plus what the cache holds.
+
+    Args:
+        held: bytes the stream cache holds now (None: measured).
+    """
+    root = stream_dir()
+    if held is None:
+        held = _size(root) if root.is_dir() else 0
+    return int(DISK_SHARE * (_free_bytes(root) + held))
+
+
+def budget(held: int | None = None) -> int:
+    """The size bound in bytes: ``$HEADMAPS_STREAM_CACHE``, else :func:`default_budget`.
+
+    Raises:
+        HeadmapsError: ``$HEADMAPS_STREAM_CACHE`` is not a number.
+    """
     raw = os.environ.get(BUDGET_ENV, "")
+    if not raw.strip():
+        return default_budget(held)
     try:
-        return max(0, int(float(raw))) if raw.strip() else DEFAULT_BUDGET
+        return max(0, int(float(raw)))
     except ValueError:
         from ..errors import HeadmapsError
 
@@ -81,7 +117,7 @@ def load(entry: str, layer: int, device: torch.device | str = "cpu"
         return None
     try:
         d = torch.load(path, map_location=device, weights_only=True)
-        first, x = d.get("first"), d["rows"]
+        first, x = d.get("first"), d["rows"].float()
     except Exception as err:  # noqa: BLE001 - a broken file is a miss, and is removed
         logger.warning("stream cache file %s is unreadable (%s); recomputing", path, err)
         path.unlink(missing_ok=True)
@@ -95,16 +131,23 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def store(entry: str, layer: int, first: torch.Tensor | None, x: torch.Tensor) -> bool:
-    """Write ``layer``'s rows into ``entry`` if they fit in the bound; whether they were."""
-    limit = budget()
-    need = x.numel() * x.element_size() + (0 if first is None else first.numel() * 4) + 4096
-    if need > limit:
-        return False
+def store(entry: str, layer: int, first: torch.Tensor | None, x: torch.Tensor,
+          dtype: torch.dtype = torch.float32) -> bool:
+    """Write ``layer``'s rows into ``entry`` if they fit in the bound; whether they were.
+
+    ``dtype``: the precision the rows are kept in (the stream's compute dtype); the
+    prefix's residual is one row and stays float32.
+    """
+    rows = x.detach().to("cpu", dtype)
+    need = rows.numel() * rows.element_size() + \
+        (0 if first is None else first.numel() * 4) + 4096
     root = stream_dir()
     root.mkdir(parents=True, exist_ok=True)
     folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     used = sum(_size(p) for p in folders)
+    limit = budget(used)
+    if need > limit:
+        return False
     for old in folders:  # least recently used first, never the entry being written
         if used + need <= limit:
             break
@@ -118,7 +161,7 @@ def store(entry: str, layer: int, first: torch.Tensor | None, x: torch.Tensor) -
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".layer", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save({"rows": x.detach().cpu(), "first": None if first is None else
+        torch.save({"rows": rows, "first": None if first is None else
                     first.detach().cpu()}, tmp)
         os.replace(tmp, path)
     finally:

@@ -86,9 +86,14 @@ SCREEN_MIN = 64
 
 def vocabulary_sources(model: HeadModel, opts: P.ProjectionOptions,
                        chunk_rows: int = DEFAULT_CHUNK_ROWS) -> P.Sources:
-    """The source rows of the whole vocabulary: screened for the through-the-model stream."""
+    """The source rows of the whole vocabulary, in the stream dtype ``opts`` choose.
+
+    A ``token_alone`` stream runs in ``opts.stream_dtype`` as :func:`P.concrete` decides it
+    for the model's device (bfloat16 only where native: a screen, decided on float32 rows
+    of the candidates); the block-0 sources are float32.
+    """
     opts = P.concrete(model, opts)
-    dtype = P.screen_dtype() if opts.source == "token_alone" else None
+    dtype = opts.stream_dtype if opts.source == "token_alone" else None
     return P.Sources(model, torch.arange(model.vocab_size, device=model.E.device), opts,
                      chunk_rows=chunk_rows, dtype=dtype)
 
