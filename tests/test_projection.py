@@ -172,7 +172,9 @@ def test_sources_keep_a_small_set_and_views_take_rows_as_the_stream_passes(tiny_
     big = P.Sources(m, ids, opts, keep_bytes=0)
     bview = big.subset(sub)
     big.at(m.n_layers - 1)
-    assert torch.equal(bview.at(1), src.at(1)[sub - 2]) and big.blocks_advanced == m.n_layers - 1
+    # ``big`` advances all rows at once where ``src`` went 7 at a time: other matmul shapes
+    assert rel_err(bview.at(1), src.at(1)[sub - 2]) <= RTOL
+    assert big.blocks_advanced == m.n_layers - 1
     big.at(1)
     assert big.blocks_advanced == m.n_layers
     with pytest.raises(hm.HeadmapsError, match="subset"):

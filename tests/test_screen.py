@@ -23,6 +23,7 @@ import torch
 import headmaps as hm
 from headmaps import projection as P
 from headmaps.salient import compute as S
+from near_ties import assert_ranking_up_to_ties
 from tiny import tiny_model
 
 #: Float32 rows of one token computed by products of different shapes. A product of depth
@@ -46,19 +47,11 @@ def _close_rows(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool((a - b).abs().max() <= ROW_RTOL * b.abs().max())
 
 
-def assert_same_ranking(ids_a, vals_a, ids_b, vals_b, rtol: float = ROW_RTOL) -> None:
-    """Two top-k answers ``(..., k)`` agree: values within ``rtol`` of the row's largest,
-    ids equal wherever the value is further than that from its neighbours (not a tie)."""
-    ids_a, ids_b = np.asarray(ids_a), np.asarray(ids_b)
-    va, vb = np.asarray(vals_a, dtype=np.float64), np.asarray(vals_b, dtype=np.float64)
-    scale = np.abs(va).max(axis=-1, keepdims=True)
-    np.testing.assert_allclose(va, vb, rtol=0, atol=float(rtol * scale.max()))
-    gap = np.full(va.shape, np.inf)
-    gap[..., 1:] = np.minimum(gap[..., 1:], np.abs(np.diff(va, axis=-1)))
-    gap[..., :-1] = np.minimum(gap[..., :-1], np.abs(np.diff(va, axis=-1)))
-    clear = gap > 2 * rtol * scale
-    assert clear.mean() > 0.5  # the check below must bite: most entries are not ties
-    assert np.array_equal(ids_a[clear], ids_b[clear])
+def assert_same_ranking(ids_a, vals_a, ids_b, vals_b) -> None:
+    """Two top-k answers ``(..., k)`` agree within :data:`ROW_RTOL` of the largest value,
+    ids up to near-ties (:func:`near_ties.assert_ranking_up_to_ties`)."""
+    atol = ROW_RTOL * float(np.abs(np.asarray(vals_a, dtype=np.float64)).max())
+    assert_ranking_up_to_ties(ids_a, vals_a, ids_b, vals_b, atol)
 
 
 def test_screening_rows_differ_but_exact_rows_are_the_float32_stream(arch_model):

@@ -1,4 +1,13 @@
-"""The exact early exit of the scan kernel against the dense path and brute-force counting."""
+"""The exact early exit of the scan kernel against the dense path and brute-force counting.
+
+Where the tests compare bitwise, the two sides compare the same float32 logits: the small
+integer problems are exact in any order of arithmetic, so every path (early exit, dense,
+brute force) holds the same values and must take the same decisions. On the tiny models the
+early exit reads continuing rows as ``(Y W_O) U`` (and every block at other shapes) where
+the dense path reads ``Y (W_O U)``: their logits agree to rounding only, and that rounding
+depends on the CPU's kernels, so those tests compare decisions up to near-ties
+(tests/near_ties.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,13 @@ import headmaps as hm
 from headmaps import projection as P
 from headmaps.scoring import reference_scores, scan
 from headmaps.scoring.kernel import count_hits, stage_bounds
+from near_ties import (
+    assert_scans_agree,
+    assert_scores_up_to_ties,
+    options_of,
+    unsure_decisions,
+    unsure_for_relations,
+)
 from tiny import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
@@ -140,11 +156,12 @@ def test_scan_early_exit_equals_dense(model, preset, k):
     rels = {"a": pairs(0), "b": pairs(0, 45), "c": pairs(1)}
     ks = {"a": k, "b": max(1, k // 2), "c": k}
     stats: dict = {}
+    e_hits: dict = {}
+    d_hits: dict = {}
     early = scan(model, rels, k=ks, preset=preset, blocks=BLOCKS, stats=stats,
-                 chunk_bytes=4 * 8 * 64 * 8)
-    dense = scan(model, rels, k=ks, preset=preset, exact_dense=True)
-    np.testing.assert_array_equal(early.scores, dense.scores)
-    np.testing.assert_array_equal(early.suppression, dense.suppression)
+                 chunk_bytes=4 * 8 * 64 * 8, pair_hits=e_hits)
+    dense = scan(model, rels, k=ks, preset=preset, exact_dense=True, pair_hits=d_hits)
+    assert_scans_agree(model, rels, early, e_hits, dense, d_hits, k=ks)
     assert stats["stages"][0][:2] == [0, 16]
     if k <= 7:  # a real early exit: some rows stop after the first block
         assert stats["stages"][1][2] < stats["rows"]
@@ -155,10 +172,11 @@ def test_targets_inside_and_outside_the_first_block(model):
     ps = pairs(3, 80)
     tgt = [tok.encode(" " + t, add_special_tokens=False)[0] for _, t in ps]
     assert min(tgt) < BLOCKS[0] and max(tgt) >= BLOCKS[1]
-    early = scan(model, {"a": ps}, k=3, blocks=BLOCKS)
-    dense = scan(model, {"a": ps}, k=3, exact_dense=True)
-    np.testing.assert_array_equal(early.scores, dense.scores)
-    np.testing.assert_array_equal(early.suppression, dense.suppression)
+    e_hits: dict = {}
+    d_hits: dict = {}
+    early = scan(model, {"a": ps}, k=3, blocks=BLOCKS, pair_hits=e_hits)
+    dense = scan(model, {"a": ps}, k=3, exact_dense=True, pair_hits=d_hits)
+    assert_scans_agree(model, {"a": ps}, early, e_hits, dense, d_hits, k=3)
 
 
 @pytest.mark.parametrize("preset", ["paper", "norms"])
@@ -168,9 +186,12 @@ def test_shared_basis_with_gain_in_the_left_factor_equals_reference(model, prese
     res = scan(model, {"a": ps}, k=5, preset=preset, blocks=BLOCKS, output_bias=True)
     enc = lambda w: model.tokenizer.encode(" " + w, add_special_tokens=False)[0]  # noqa: E731
     src, tgt = torch.tensor([enc(s) for s, _ in ps]), torch.tensor([enc(t) for _, t in ps])
-    s, sp = reference_scores(model, src, tgt, 5, P.resolve_options(preset, output_bias=True))
-    np.testing.assert_array_equal(res["a"].scores, s)
-    np.testing.assert_array_equal(res["a"].suppression, sp)
+    opts = P.resolve_options(preset, output_bias=True)
+    s, sp = reference_scores(model, src, tgt, 5, opts)
+    # the reference forms X (W_V W_O) U head by head: equal decisions up to near-ties
+    unsure = unsure_decisions(model, src, tgt, 5, opts)
+    assert_scores_up_to_ties(res["a"].scores, s, unsure[0], "scores")
+    assert_scores_up_to_ties(res["a"].suppression, sp, unsure[1], "suppression")
 
 
 # ---- degenerate heads: no strict advantage, no hit -----------------------------------------
@@ -211,16 +232,30 @@ def test_zeroed_head_scans_to_zero():
     """A head whose o_proj columns are zero claims no relation (it claimed all under ties-win)."""
     ps = pairs(5)
     raw = tiny_model("llama")
-    base = scan(hm.load(raw, tokenizer=tiny_tokenizer(WORDS)), {"a": ps}, k=5, preset="norms",
-                blocks=BLOCKS)["a"]
+    original = hm.load(raw, tokenizer=tiny_tokenizer(WORDS))
+    b_hits: dict = {}
+    full = scan(original, {"a": ps}, k=5, preset="norms", blocks=BLOCKS, pair_hits=b_hits)
+    base = full["a"]
+    # the other heads' logits are unchanged but computed at other shapes (the zeroed head's
+    # rows leave the cascade at once; the dense path reads every column): the same decisions
+    # up to near-ties of the original model's logits
+    unsure = unsure_for_relations(original, {"a": ps}, options_of(full), k=5)["a"]
     layer, head, d_head = 1, 3, raw.config.head_dim
     with torch.no_grad():
         raw.model.layers[layer].self_attn.o_proj.weight[:, head * d_head:(head + 1) * d_head] = 0
     zeroed = hm.load(raw, tokenizer=tiny_tokenizer(WORDS))
+    others = np.ones_like(base.scores, dtype=bool)
+    others[layer, head] = False
     for dense in (False, True):
-        res = scan(zeroed, {"a": ps}, k=5, preset="norms", blocks=BLOCKS, exact_dense=dense)["a"]
+        hits: dict = {}
+        res = scan(zeroed, {"a": ps}, k=5, preset="norms", blocks=BLOCKS, exact_dense=dense,
+                   pair_hits=hits)["a"]
+        # exact on any path: every logit of the zeroed head is exactly 0, a tie with all
         assert res.scores[layer, head] == 0.0 and res.suppression[layer, head] == 0.0
-        others = np.ones_like(res.scores, dtype=bool)
-        others[layer, head] = False
-        np.testing.assert_array_equal(res.scores[others], base.scores[others])
+        for j, what in enumerate(("scores", "suppression")):
+            differ = hits["a"][j] != b_hits["a"][j]
+            differ[layer, head] = False
+            assert unsure[j][differ].all(), what
+            gap = np.abs(getattr(res, what) - getattr(base, what))
+            assert (gap[others] <= differ.mean(-1)[others] + 1e-6).all(), what
         assert base.scores[others].max() > 0

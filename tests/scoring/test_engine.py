@@ -1,4 +1,10 @@
-"""The batched engine against the plain per-head reference, presets, k, errors, save/load."""
+"""The batched engine against the plain per-head reference, presets, k, errors, save/load.
+
+The engine computes ``(X W_V) (W_O U)`` in float32 blocks where the reference forms
+``X (W_V W_O) U`` head by head: their logits agree to rounding only (CPU-dependent), so
+scores are compared up to near-ties of the logits (tests/near_ties.py). The integer
+problems at the end are exact in any order of arithmetic and are compared bitwise.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import torch
 import headmaps as hm
 from headmaps import projection as P
 from headmaps.scoring import ScanResult, reference_scores, relation_scores, scan
+from near_ties import assert_scores_up_to_ties, unsure_decisions
 from tiny import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
@@ -43,8 +50,9 @@ def test_batched_equals_reference(model, preset, k):
     opts = P.resolve_options(preset)
     for name, ps in rels.items():
         s, sp = reference_scores(model, *ids(model, ps), k, opts)
-        np.testing.assert_array_equal(res[name].scores, s)
-        np.testing.assert_array_equal(res[name].suppression, sp)
+        unsure = unsure_decisions(model, *ids(model, ps), k, opts)
+        assert_scores_up_to_ties(res[name].scores, s, unsure[0], name)
+        assert_scores_up_to_ties(res[name].suppression, sp, unsure[1], name)
     assert res.scores.shape == (2, model.n_layers, model.n_heads)
 
 
@@ -53,7 +61,8 @@ def test_biases_option_matches_reference(model):
     res = scan(model, {"a": ps}, k=5, preset="paper", value_bias=True, output_bias=True)
     opts = P.resolve_options("paper", value_bias=True, output_bias=True)
     s, sp = reference_scores(model, *ids(model, ps), 5, opts)
-    np.testing.assert_array_equal(res["a"].scores, s)
+    unsure = unsure_decisions(model, *ids(model, ps), 5, opts)
+    assert_scores_up_to_ties(res["a"].scores, s, unsure[0])
     assert res.preset == "custom" and res.options["value_bias"] is True
 
 
@@ -129,10 +138,11 @@ def test_few_sources_take_the_other_order_with_same_scores(model, preset):
     few = pairs(7, n=5)
     res = scan(model, {"few": few}, k=3, preset=preset, min_pairs=1, output_bias=True,
                chunk_bytes=4 * 8 * 64 * 9)
-    s, sp = reference_scores(model, *ids(model, few), 3,
-                             P.resolve_options(preset, output_bias=True))
-    np.testing.assert_array_equal(res["few"].scores, s)
-    np.testing.assert_array_equal(res["few"].suppression, sp)
+    opts = P.resolve_options(preset, output_bias=True)
+    s, sp = reference_scores(model, *ids(model, few), 3, opts)
+    unsure = unsure_decisions(model, *ids(model, few), 3, opts)
+    assert_scores_up_to_ties(res["few"].scores, s, unsure[0])
+    assert_scores_up_to_ties(res["few"].suppression, sp, unsure[1])
 
 
 # ---- the two-stage top-k and the engine's inner loop on a wide vocabulary --------------
@@ -192,7 +202,11 @@ def test_pair_hits_are_the_per_pair_decisions_in_kept_order(model):
         np.testing.assert_allclose(h.mean(-1), res[name].scores, atol=1e-6)
         np.testing.assert_allclose(s.mean(-1), res[name].suppression, atol=1e-6)
         for j in (0, 5, prep.n_pairs - 1):  # each pair alone, through the plain reference
-            one, sup = reference_scores(model, prep.source_ids[j:j + 1], prep.target_ids[j:j + 1],
-                                        3, opts)
-            np.testing.assert_array_equal(h[:, :, j], one.astype(bool))
-            np.testing.assert_array_equal(s[:, :, j], sup.astype(bool))
+            src, tgt = prep.source_ids[j:j + 1], prep.target_ids[j:j + 1]
+            one, sup = reference_scores(model, src, tgt, 3, opts)
+            unsure = unsure_decisions(model, src, tgt, 3, opts)[..., 0]  # (2, L, H)
+            # other float32 arithmetic than the engine's: equal except on near-ties
+            sure = ~unsure[0]
+            np.testing.assert_array_equal(h[:, :, j][sure], one.astype(bool)[sure])
+            sure = ~unsure[1]
+            np.testing.assert_array_equal(s[:, :, j][sure], sup.astype(bool)[sure])
