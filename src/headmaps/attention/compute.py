@@ -143,15 +143,19 @@ def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: t
         s = (q[:, :, None, :] * k).sum(-1) * qk.scale
     else:
         q = Q.queries(qk, Q.layer_input(qk, base[qi], opts), heads)  # (n_h, n, dh)
-        q = Q.rotate(q[:, :, None, :].expand(-1, -1, n_d, -1), qk.positions, D)  # (n_h, n, D, dh)
-        k = Q.rotate(K[kv[:, None, None], ki[None]], qk.positions, 0.0)  # (n_h, n, D, dh)
-        s = (q * k).sum(-1) * qk.scale
+        k = K[kv[:, None, None], ki[None]]  # (n_h, n, D, dh)
+        s = Q.dots_at_distances(q, k, qk.positions, D) * qk.scale  # query D after its key
     if qk.softcap:
         s = qk.softcap * torch.tanh(s / qk.softcap)
     window = qk.positions.sliding_window
     if window is not None:
         s[..., D >= window] = float("-inf")
     return torch.softmax(s, dim=-1).mean(1)
+
+
+#: The QK half keeps a layer's queries of the whole vocabulary for its second pass when
+#: they fit in this many bytes (SmolLM2-135M: 113 MB), else computes them again.
+KEEP_QUERY_BYTES = 512 << 20
 
 
 def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int,
@@ -173,22 +177,33 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     n_valid = float(mask.sum())
     w = mask.float() / n_valid
     cr = ctx.chunk_rows
+    n_h, dh = len(heads), model.d_head
     with torch.no_grad():
-        K = torch.cat([Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts))
-                       for c in range(0, V, cr)], 1)
+        # one pass: keys of every token; the queries' mean, kept when they fit (else the
+        # selectivity pass below computes them again)
+        K = torch.empty(model.spec.n_kv_heads, V, dh, device=dev)
+        keep_q = n_h * V * dh * 4 <= KEEP_QUERY_BYTES
+        Qall = torch.empty(n_h, V, dh, device=dev) if keep_q else None
+        q_sum = torch.zeros(n_h, dh, device=dev)
+        x_sum = w @ base
+        for c in range(0, V, cr):
+            X = Q.layer_input(qk, base[c:c + cr], opts)
+            K[:, c:c + cr] = Q.keys(qk, X)
+            Qc = Q.queries(qk, X, heads_t)  # (n_h, c, dh)
+            q_sum += torch.einsum("c,hce->he", w[c:c + cr], Qc)
+            if Qall is not None:
+                Qall[:, c:c + cr] = Qc
         k_mean = torch.einsum("v,kve->ke", w, K)
         Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
         C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)
         del Kc
-        q_sum = torch.zeros(len(heads), model.d_head, device=dev)
-        x_sum = torch.zeros(model.d_model, device=dev)
-        sel = torch.empty(len(heads), V, device=dev)
+        sel = torch.empty(n_h, V, device=dev)
         for c in range(0, V, cr):
-            X = Q.layer_input(qk, base[c:c + cr], opts)
-            Qc = Q.queries(qk, X, heads_t)  # (n_h, c, dh)
-            q_sum += torch.einsum("c,hce->he", w[c:c + cr], Qc)
-            x_sum += w[c:c + cr] @ base[c:c + cr]
-            sel[:, c:c + cr] = ((Qc @ C) * Qc).sum(-1).clamp_min(0).sqrt() * abs(qk.scale)
+            Qc = Qall[:, c:c + cr] if Qall is not None else \
+                Q.queries(qk, Q.layer_input(qk, base[c:c + cr], opts), heads_t)
+            sel[:, c:c + cr] = torch.linalg.vecdot(Qc @ C, Qc).clamp_min(0).sqrt() * \
+                abs(qk.scale)
+        del Qall
         q_mean = q_sum
         sel.masked_fill_(~mask, float("-inf"))
         # (n_h, V)

@@ -54,8 +54,11 @@ def queries(qk: QKWeights, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor
     ``x`` is the residual after the layer's input norm (see :func:`layer_input`); no
     rotary embedding is applied.
     """
-    b = qk.b_Q.index_select(0, heads.to(qk.b_Q.device)) if qk.b_Q is not None else None
-    return _project(x, qk.W_Q.index_select(0, heads.to(qk.W_Q.device)), b, qk.q_norm)
+    W, b = qk.W_Q, qk.b_Q
+    if len(heads) != W.shape[0] or not bool((heads.cpu() == torch.arange(len(heads))).all()):
+        W = W.index_select(0, heads.to(W.device))  # a copy: only for a subset of heads
+        b = b.index_select(0, heads.to(b.device)) if b is not None else None
+    return _project(x, W, b, qk.q_norm)
 
 
 def keys(qk: QKWeights, x: torch.Tensor, kv_heads: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,6 +101,42 @@ def rotate(v: torch.Tensor, pos: Positions, positions: torch.Tensor | float) -> 
         x1, x2 = rot[..., : r // 2], rot[..., r // 2:]
         out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
     return torch.cat((out, rest), dim=-1)
+
+
+def dots_at_distances(q: torch.Tensor, k: torch.Tensor, pos: Positions,
+                      distances: torch.Tensor) -> torch.Tensor:
+    """``rotate(q, distances[j]) . rotate(k[..., j, :], 0)`` for every ``j``, without rotating.
+
+    Args:
+        q: ``(..., dh)`` queries (not rotated).
+        k: ``(..., D, dh)`` keys (not rotated), one per distance.
+        pos: the positional scheme (anything but rotary: plain dot products).
+        distances: ``(D,)`` the query's position minus the key's.
+
+    Returns:
+        ``(..., D)``. With rotary embeddings, per frequency pair ``(q1, q2)``, ``(k1, k2)``:
+        ``s^2 (cos(d w) (q1 k1 + q2 k2) + sin(d w) (q1 k2 - q2 k1))`` (``s`` the attention
+        scaling), plus the unrotated dimensions; the same number as rotating both and
+        taking the dot product, with no rotated copy of the keys.
+    """
+    if pos.kind != "rotary" or pos.inv_freq is None:
+        return torch.linalg.vecdot(q.unsqueeze(-2), k)
+    r = pos.rotary_dim
+    ang = distances.to(device=q.device, dtype=torch.float32)[:, None] * \
+        pos.inv_freq.to(q.device).float()  # (D, r/2)
+    sc = pos.attention_scaling ** 2
+    cos, sin = ang.cos() * sc, ang.sin() * sc
+    if pos.interleaved:
+        q1, q2, k1, k2 = q[..., 0:r:2], q[..., 1:r:2], k[..., 0:r:2], k[..., 1:r:2]
+    else:
+        h = r // 2
+        q1, q2, k1, k2 = q[..., :h], q[..., h:r], k[..., :h], k[..., h:r]
+    q1, q2 = q1.unsqueeze(-2), q2.unsqueeze(-2)  # (..., 1, r/2)
+    out = torch.linalg.vecdot(q1 * cos - q2 * sin, k1) + \
+        torch.linalg.vecdot(q2 * cos + q1 * sin, k2)
+    if r < q.shape[-1]:
+        out = out + torch.linalg.vecdot(q[..., r:].unsqueeze(-2), k[..., r:])
+    return out
 
 
 def logits(qk: QKWeights, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,9 @@ class _Context:
         return self.strings[i] if self.strings is not None else f"<{i}>"
 
 
+#: Bytes of the target logits formed at once (heads x kept tokens x vocabulary, float32).
+TARGET_BYTES = 256 << 20
+
 #: A screened stream's candidates per head: this many times the tokens kept, at least
 #: :data:`SCREEN_MIN`. A token outside them would need its screening saliency off by more
 #: than the gap between rank ``n_tokens`` and rank ``SCREEN_FACTOR * n_tokens``;
@@ -149,18 +152,34 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
     G = W_O @ W_O.transpose(1, 2)  # (n_h, dh, dh)
     w = W_O @ b_o if b_o is not None else None  # (n_h, dh)
     bb = float(b_o @ b_o) if b_o is not None else 0.0
-    n_h = len(heads)
+    n_h, dh = len(heads), W_O.shape[1]
+    # heads grouped by the value head they read: each group is one product per chunk, and
+    # no per-head copy of the values is made
+    groups = []
+    for g in torch.unique(kv).tolist():
+        js = (kv == g).nonzero().flatten()
+        G_cat = G.index_select(0, js).permute(1, 0, 2).reshape(dh, -1)  # (dh, n_g dh)
+        w_cat = w.index_select(0, js).T if w is not None else None  # (dh, n_g)
+        groups.append((g, js, G_cat, w_cat))
 
     def saliency(rows: torch.Tensor) -> torch.Tensor:
-        """``||x W_VO|| / ||x||`` of every head for source rows ``(c, d)`` -> ``(n_h, c)``."""
+        """``||x W_VO|| / ||x||`` of every head for source rows ``(c, d)`` -> ``(n_h, c)``.
+
+        ``||y W_O||^2 = y G y^T`` with ``G = W_O W_O^T`` (and the output bias's terms).
+        """
         X = P.layer_sources(rows, a, opts)  # (c, d)
         Y = torch.einsum("cd,kde->kce", X, W_V)  # (n_kv, c, dh)
         if b_v is not None:
             Y = Y + b_v[:, None, :]
-        Y = Y.index_select(0, kv)  # (n_h, c, dh)
-        sq = (torch.bmm(Y, G) * Y).sum(-1)  # (n_h, c)
-        if w is not None:
-            sq = sq + 2 * (Y * w[:, None, :]).sum(-1) + bb
+        c = X.shape[0]
+        sq = torch.empty(n_h, c, device=X.device)
+        for g, js, G_cat, w_cat in groups:
+            Yg = Y[g]  # (c, dh)
+            YG = (Yg @ G_cat).view(c, len(js), dh)
+            part = torch.bmm(YG, Yg.unsqueeze(2)).squeeze(2)  # (c, n_g)
+            if w_cat is not None:
+                part = part + 2 * (Yg @ w_cat) + bb
+            sq.index_copy_(0, js, part.T)
         xn = X.norm(dim=-1)
         s = sq.clamp_min(0).sqrt() / xn.clamp_min(torch.finfo(xn.dtype).tiny)
         return torch.where(xn > 0, s, torch.zeros_like(s))
@@ -189,17 +208,21 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
         K = min(n_mappings, int(ctx.tgt_mask.sum()))
         tgt_ids = torch.empty(n_h, T, K, dtype=torch.long)
         tgt_scores = torch.empty(n_h, T, K)
-        for j in range(n_h):
-            X = P.layer_sources(rows_of(top_ids[j]), a, opts)  # (T, d)
-            Y = X @ W_V[kv[j]]
-            if b_v is not None:
-                Y = Y + b_v[kv[j]]
-            Z = Y @ W_O[j]  # (T, d)
-            if b_o is not None:
-                Z = Z + b_o
-            logits = (Z @ U).masked_fill_(~ctx.tgt_mask, float("-inf"))  # (T, V)
-            t = torch.topk(logits, K, dim=-1)
-            tgt_ids[j], tgt_scores[j] = t.indices.cpu(), t.values.cpu()
+        X = P.layer_sources(rows_of(top_ids.reshape(-1)), a, opts).view(n_h, T, -1)
+        Y = torch.bmm(X, W_V.index_select(0, kv))  # (n_h, T, dh)
+        if b_v is not None:
+            Y = Y + b_v.index_select(0, kv)[:, None, :]
+        Z = torch.bmm(Y, W_O)  # (n_h, T, d)
+        if b_o is not None:
+            Z = Z + b_o
+        # all heads' rows against U at once (U is read once per group, not once per head),
+        # in groups whose logits stay within TARGET_BYTES
+        step = max(1, TARGET_BYTES // max(1, 4 * T * V))
+        for j0 in range(0, n_h, step):
+            z = Z[j0:j0 + step]
+            logits = (z.reshape(-1, z.shape[-1]) @ U).masked_fill_(~ctx.tgt_mask, float("-inf"))
+            t = torch.topk(logits.view(len(z), T, V), K, dim=-1)
+            tgt_ids[j0:j0 + step], tgt_scores[j0:j0 + step] = t.indices.cpu(), t.values.cpu()
     return {"token_ids": top_ids.cpu(), "saliency": top_sal.cpu(),
             "target_ids": tgt_ids, "scores": tgt_scores}
 
