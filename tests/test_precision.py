@@ -129,3 +129,4 @@ def test_results_record_the_choice_and_its_reason(cpu, tiny_llama_hm, tmp_path, 
     back = type(sal).load(sal.save(tmp_path / "salient"))
     assert (back.options["stream_dtype"], back.options["stream_reason"]) == \
         (dtype, sal.options["stream_reason"])
+

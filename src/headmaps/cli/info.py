@@ -18,8 +18,12 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the model summary."""
+    from ..projection.precision import choose, describe
+
     m = load_model(args)
     info = m.info()
+    # what the default stream runs in here (a property of this machine, not of the model)
+    info["stream_dtype"] = describe(*choose("auto", m.E.device))
     width = max(map(len, info))
     for key, value in info.items():
         if key == "load_seconds":
