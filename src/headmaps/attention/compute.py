@@ -153,9 +153,10 @@ def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: t
     return torch.softmax(s, dim=-1).mean(1)
 
 
-#: The QK half keeps a layer's queries of the whole vocabulary for its second pass when
-#: they fit in this many bytes (SmolLM2-135M: 113 MB), else computes them again.
-KEEP_QUERY_BYTES = 512 << 20
+#: The QK half keeps a layer's normed inputs of the whole vocabulary between its two
+#: passes when they fit in this many bytes (SmolLM2-135M: 113 MB; Gemma 3 270M: 671 MB),
+#: else norms them again (an elementwise pass, cheap beside the products).
+KEEP_INPUT_BYTES = 768 << 20
 
 
 def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int,
@@ -179,31 +180,31 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     cr = ctx.chunk_rows
     n_h, dh = len(heads), model.d_head
     with torch.no_grad():
-        # one pass: keys of every token; the queries' mean, kept when they fit (else the
-        # selectivity pass below computes them again)
+        # pass 1: keys of every token (and their covariance); pass 2: each token's queries
+        # once, for their mean and their selectivity. The layer inputs (the normed rows)
+        # are kept between the passes when they fit, else normed again.
         K = torch.empty(model.spec.n_kv_heads, V, dh, device=dev)
-        keep_q = n_h * V * dh * 4 <= KEEP_QUERY_BYTES
-        Qall = torch.empty(n_h, V, dh, device=dev) if keep_q else None
-        q_sum = torch.zeros(n_h, dh, device=dev)
-        x_sum = w @ base
+        keep_x = V * base.shape[1] * 4 <= KEEP_INPUT_BYTES
+        Xall = torch.empty(V, base.shape[1], device=dev) if keep_x else None
         for c in range(0, V, cr):
             X = Q.layer_input(qk, base[c:c + cr], opts)
             K[:, c:c + cr] = Q.keys(qk, X)
-            Qc = Q.queries(qk, X, heads_t)  # (n_h, c, dh)
-            q_sum += torch.einsum("c,hce->he", w[c:c + cr], Qc)
-            if Qall is not None:
-                Qall[:, c:c + cr] = Qc
+            if Xall is not None:
+                Xall[c:c + cr] = X
         k_mean = torch.einsum("v,kve->ke", w, K)
         Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
         C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)
         del Kc
+        q_sum = torch.zeros(n_h, dh, device=dev)
+        x_sum = w @ base
         sel = torch.empty(n_h, V, device=dev)
         for c in range(0, V, cr):
-            Qc = Qall[:, c:c + cr] if Qall is not None else \
-                Q.queries(qk, Q.layer_input(qk, base[c:c + cr], opts), heads_t)
+            X = Xall[c:c + cr] if Xall is not None else Q.layer_input(qk, base[c:c + cr], opts)
+            Qc = Q.queries(qk, X, heads_t)  # (n_h, c, dh)
+            q_sum += torch.einsum("c,hce->he", w[c:c + cr], Qc)
             sel[:, c:c + cr] = torch.linalg.vecdot(Qc @ C, Qc).clamp_min(0).sqrt() * \
                 abs(qk.scale)
-        del Qall
+        del Xall
         q_mean = q_sum
         sel.masked_fill_(~mask, float("-inf"))
         # (n_h, V)
