@@ -153,12 +153,6 @@ def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: t
     return torch.softmax(s, dim=-1).mean(1)
 
 
-#: The QK half keeps a layer's normed inputs of the whole vocabulary between its two
-#: passes when they fit in this many bytes (SmolLM2-135M: 113 MB; Gemma 3 270M: 671 MB),
-#: else norms them again (an elementwise pass, cheap beside the products).
-KEEP_INPUT_BYTES = 768 << 20
-
-
 def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int,
            n_pairs: int,
            max_distance: int, n_samples: int = 256, seed: int = 0) -> dict[str, Any]:
@@ -181,16 +175,11 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     n_h, dh = len(heads), model.d_head
     with torch.no_grad():
         # pass 1: keys of every token (and their covariance); pass 2: each token's queries
-        # once, for their mean and their selectivity. The layer inputs (the normed rows)
-        # are kept between the passes when they fit, else normed again.
+        # once, for their mean and their selectivity (the rows are normed again: keeping
+        # them measured no faster, and costs a vocabulary of rows)
         K = torch.empty(model.spec.n_kv_heads, V, dh, device=dev)
-        keep_x = V * base.shape[1] * 4 <= KEEP_INPUT_BYTES
-        Xall = torch.empty(V, base.shape[1], device=dev) if keep_x else None
         for c in range(0, V, cr):
-            X = Q.layer_input(qk, base[c:c + cr], opts)
-            K[:, c:c + cr] = Q.keys(qk, X)
-            if Xall is not None:
-                Xall[c:c + cr] = X
+            K[:, c:c + cr] = Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts))
         k_mean = torch.einsum("v,kve->ke", w, K)
         Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
         C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)
@@ -199,12 +188,10 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
         x_sum = w @ base
         sel = torch.empty(n_h, V, device=dev)
         for c in range(0, V, cr):
-            X = Xall[c:c + cr] if Xall is not None else Q.layer_input(qk, base[c:c + cr], opts)
-            Qc = Q.queries(qk, X, heads_t)  # (n_h, c, dh)
+            Qc = Q.queries(qk, Q.layer_input(qk, base[c:c + cr], opts), heads_t)  # (n_h, c, dh)
             q_sum += torch.einsum("c,hce->he", w[c:c + cr], Qc)
             sel[:, c:c + cr] = torch.linalg.vecdot(Qc @ C, Qc).clamp_min(0).sqrt() * \
                 abs(qk.scale)
-        del Xall
         q_mean = q_sum
         sel.masked_fill_(~mask, float("-inf"))
         # (n_h, V)
