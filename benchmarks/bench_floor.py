@@ -76,7 +76,7 @@ def run(args) -> dict:
     try:
         import headmaps as hm
         from headmaps import projection as P
-        from headmaps.projection.precision import machine
+        from headmaps.hardware import machine
         from headmaps.salient.compute import vocabulary_sources
 
         mach = machine()

@@ -95,7 +95,8 @@ def compare(cpu: dict, gpu: dict) -> list[tuple[str, float, str, bool]]:
 def run(args) -> dict:
     import torch
 
-    from headmaps.projection.precision import choose, machine
+    from headmaps.hardware import machine
+    from headmaps.projection.precision import choose
 
     mach = machine()
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -31,10 +31,10 @@ def _float32_stream():
     float32/float64 references (tests/test_screen.py and tests/test_precision.py patch in
     a bfloat16 CPU where they test the screen). Session-wide, so that module fixtures
     computed before a test's own fixtures see it too."""
-    from headmaps.projection import precision
+    from headmaps import hardware
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(precision, "cpu_capabilities", lambda: dict(NO_BF16_CPU))
+        mp.setattr(hardware, "cpu_capabilities", lambda: dict(NO_BF16_CPU))
         yield
 
 

@@ -62,7 +62,7 @@ def test_run_header_records_the_run(tmp_path):
     # the machine behind the numbers: CPU, the flags the precision rule reads (patched by
     # the test session to a CPU without native bfloat16), and what auto picks there
     assert h["machine"]["cpu"] and h["machine"]["cpu_flags"]["avx512_bf16"] is False
-    assert h["machine"]["stream_dtype_auto"].startswith("float32 - auto: no native bfloat16")
+    assert h["machine"]["cpu_bfloat16"].startswith("no native bfloat16")
     assert run_header(["a", "b"], "m", None, {})["command"] == ["a", "b"]
     script = tmp_path / "bench x.py"
     assert command_line(script, ["--out", "a b"]) == f"python '{script}' --out 'a b'"

@@ -1,7 +1,7 @@
 """The stream's precision rule, every branch forced by patching the capabilities it reads.
 
 The rule must hold on any machine, so no test here depends on the CPU that runs it: each
-patches :func:`headmaps.projection.precision.cpu_capabilities` (or CUDA's queries).
+patches :func:`headmaps.hardware.cpu_capabilities` (or CUDA's queries).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import headmaps as hm
+from headmaps import hardware
 from headmaps import projection as P
 from headmaps.errors import HeadmapsError
 from headmaps.projection import precision
@@ -27,7 +28,7 @@ AVX512_NO_BF16 = {"avx2": True, "avx512_f": True, "avx512_bf16": False, "amx_bf1
 def cpu(monkeypatch):
     """``cpu(flags)``: make the rule see a CPU with these capability flags."""
     def set_flags(flags):
-        monkeypatch.setattr(precision, "cpu_capabilities", lambda: dict(flags))
+        monkeypatch.setattr(hardware, "cpu_capabilities", lambda: dict(flags))
     return set_flags
 
 

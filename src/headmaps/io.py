@@ -368,9 +368,9 @@ def run_header(command: str | Sequence[str], model_id: str, seed: int | None,
     Returns:
         A dict with :data:`RUN_HEADER_KEYS` (``versions`` from :func:`versions`, ``date``
         the current UTC time in ISO 8601, ``machine`` the CPU, its precision flags and the
-        GPU: :func:`headmaps.projection.precision.machine`) and ``extra``.
+        GPU: :func:`headmaps.hardware.machine`) and ``extra``.
     """
-    from .projection.precision import machine
+    from .hardware import machine
 
     return {"command": command if isinstance(command, str) else list(command),
             "model_id": model_id, "seed": seed, "sample": sample, "versions": versions(),

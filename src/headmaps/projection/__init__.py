@@ -43,7 +43,7 @@ from .options import (
     preset_name,
     resolve_options,
 )
-from .precision import STREAM_DTYPE_CHOICES, STREAM_DTYPES, native_bfloat16
+from .precision import STREAM_DTYPE_CHOICES, STREAM_DTYPES
 from .prefix import concrete, document_prefix, prefix_id
 from .readout import layer_biases, layer_sources, output_basis
 from .sources import (
@@ -68,7 +68,7 @@ from .stream import (
 __all__ = [
     "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
     "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
-    "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES", "native_bfloat16",
+    "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES",
     "Calibration", "ProjectionOptions", "SourceKind", "Sources",
     "SourcesView", "advance", "base_sources", "carried_position", "concrete",
     "describe_projection", "document_prefix", "embed", "explicit", "label", "layer_biases",
