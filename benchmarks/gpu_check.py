@@ -18,8 +18,10 @@ how far the answers are apart, judged by tolerances that hold on any card:
   differ, and none by more than 0.05;
 * salient tokens and their targets are decided on float32 rows on both devices: the
   same sets for at least 95 % of heads (a near-tie at the cut-off may swap one token);
-* the QK half reads the screened rows as they are: its top lists share at least 90 %
-  (the screen's own measured agreement, tests/test_screen.py);
+* the QK half reads the screened rows as they are: its preferred keys and selective
+  queries share at least 90 %, its query-key pairs at least 80 % (a bfloat16 screen's
+  measured agreement on SmolLM2: keys 0.95, queries 0.96, pairs 0.86; a float32 GPU
+  stream agrees more);
 * head-type labels: at least 98 % of heads labelled alike;
 * correlation: the median Pearson r of the two runs within 0.02.
 
@@ -45,7 +47,7 @@ def overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([len(set(x) & set(y)) / max(len(x), 1) for x, y in zip(a, b)]))
 
 
-def one(model_name: str, device: str, stream_dtype: str) -> tuple[dict, dict]:
+def one(model_name: str, device: str, stream_dtype: str, relations) -> tuple[dict, dict]:
     """Every part on one device: the results and their seconds."""
     import headmaps as hm
     from headmaps.experiments.correlation import correlation
@@ -54,12 +56,13 @@ def one(model_name: str, device: str, stream_dtype: str) -> tuple[dict, dict]:
     m = hm.load(model_name, device=device)
     secs = {"load": time.perf_counter() - t}
     t = time.perf_counter()
-    rep = hm.analyse(m, relations="all", calibration=False, stream_dtype=stream_dtype,
+    rep = hm.analyse(m, relations=relations, calibration=False, stream_dtype=stream_dtype,
                      describe="none")
     secs["report"] = time.perf_counter() - t
     secs.update({f"  {k}": v for k, v in rep.seconds.items()})
     t = time.perf_counter()
-    corr = correlation(m, "all", max_pairs=MAX_PAIRS, calibration=False, stream_dtype=stream_dtype)
+    corr = correlation(m, relations, max_pairs=MAX_PAIRS, calibration=False,
+                       stream_dtype=stream_dtype)
     secs["correlation"] = time.perf_counter() - t
     return {"report": rep, "correlation": corr}, secs
 
@@ -79,9 +82,9 @@ def compare(cpu: dict, gpu: dict) -> list[tuple[str, float, str, bool]]:
     rows.append(("salient token sets identical (share of heads)", same, ">= 0.95", same >= 0.95))
     tgt = overlap(a.salient.target_ids, b.salient.target_ids)
     rows.append(("salient targets shared", tgt, ">= 0.95", tgt >= 0.95))
-    for key in ("key_ids", "query_ids", "pair_ids"):
+    for key, low in (("key_ids", 0.90), ("query_ids", 0.90), ("pair_ids", 0.80)):
         o = overlap(getattr(a.attention, key), getattr(b.attention, key))
-        rows.append((f"QK {key} shared", o, ">= 0.90", o >= 0.90))
+        rows.append((f"QK {key} shared", o, f">= {low:.2f}", o >= low))
     kinds = sorted(set(a.types.labels) & set(b.types.labels))
     alike = float(np.mean(np.all([a.types.labels[k] == b.types.labels[k] for k in kinds], 0)))
     rows.append(("head-type labels alike (share of heads)", alike, ">= 0.98", alike >= 0.98))
@@ -106,8 +109,9 @@ def run(args) -> dict:
     print(f"{args.device} stream: {' - '.join(choose('auto', args.device))}\n")
     failed, sample = [], {"models": args.models, "device": args.device, "machine": mach}
     for name in args.models:
-        cpu, t_cpu = one(name, "cpu", "float32")
-        gpu, t_gpu = one(name, args.device, "auto")
+        relations = "all" if args.relations == "all" else args.relations.split(",")
+        cpu, t_cpu = one(name, "cpu", "float32", relations)
+        gpu, t_gpu = one(name, args.device, "auto", relations)
         print(f"## {name}\n\n| part | cpu float32 (s) | {args.device} (s) | speed-up |")
         print("| --- | ---: | ---: | ---: |")
         for k in t_cpu:
@@ -130,6 +134,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--relations", default="all",
+                    help="'all', or comma-separated relations (a quicker smoke run)")
     ap.add_argument("--model", default="smollm2-135m,gemma3-270m", help=argparse.SUPPRESS)
     run_with_report(ap, argv, __file__, run, seeded=False)
 
