@@ -31,7 +31,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -130,7 +129,7 @@ def run(args) -> dict:
               f"{(secs['default'] - t_stream) / secs['default']:.0%} of the report |")
         for name, p in parts.items():
             print(f"\n{name} report parts (s): " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()))
-        return {"device": args.device, "stream": replace(opts).to_dict(),
+        return {"device": args.device, "stream": opts.to_dict(),
                 "gemm_gflops": {k: round(v / 1e9, 2) for k, v in rates.items()},
                 "stream_tflop": round(total / 1e12, 3),
                 "seconds": {"stream": round(t_stream, 2), **{k: round(v, 2)

@@ -71,6 +71,6 @@ def machine() -> dict[str, Any]:
     caps = cpu_capabilities()
     flags = {f: bool(caps.get(f)) for f in ("avx2", "avx512_f", *CPU_BF16_FLAGS) if f in caps}
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    native, why = native_bfloat16("cpu")
+    why = native_bfloat16("cpu")[1]
     return {"cpu": cpu_model(), "cpu_flags": flags, "threads": torch.get_num_threads(),
             "cpu_bfloat16": why, "gpu": gpu}

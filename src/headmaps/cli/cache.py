@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def register(sub) -> None:
@@ -38,10 +37,8 @@ def run_list(args: argparse.Namespace) -> int:
     from ..projection import streamcache
 
     held = sum(i.size for i in items if i.kind == "stream")
-    bound = streamcache.budget(held)
-    why = (f"${streamcache.BUDGET_ENV}" if os.environ.get(streamcache.BUDGET_ENV, "").strip()
-           else f"default: {streamcache.DISK_SHARE:.0%} of the free disk plus what it holds")
-    print(f"streams: {_mb(held)} of a {_mb(bound)} bound ({why})")
+    print(f"streams: {_mb(held)} of a {_mb(streamcache.budget(held))} bound "
+          f"({streamcache.budget_origin()})")
     stale = [i for i in items if i.removable]
     if stale:
         print(f"{len(stale)} removable ({_mb(sum(i.size for i in stale))}): "

@@ -77,6 +77,13 @@ def default_budget(held: int | None = None) -> int:
     return int(DISK_SHARE * (_free_bytes(root) + held))
 
 
+def budget_origin() -> str:
+    """Where :func:`budget` takes the bound from, in words (for ``headmaps cache list``)."""
+    if os.environ.get(BUDGET_ENV, "").strip():
+        return f"${BUDGET_ENV}"
+    return f"default: {DISK_SHARE:.0%} of the free disk plus what it holds"
+
+
 def budget(held: int | None = None) -> int:
     """The size bound in bytes: ``$HEADMAPS_STREAM_CACHE``, else :func:`default_budget`.
 
