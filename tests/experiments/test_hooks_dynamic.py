@@ -83,6 +83,38 @@ def test_forced_attention_equals_static_projection_of_source(arch, monkeypatch):
             torch.testing.assert_close(got[:, h], v @ a.W_O[h], rtol=1e-9, atol=1e-10)
 
 
+def test_attention_to_source_is_the_models_attention_weight(arch):
+    """``to_source`` equals the weight transformers reports (``output_attentions``), and
+    the pass leaves the model's attention kernel as it found it."""
+    _, m = arch
+    ids, mask, src = _batch()
+    before = m.hf_model.config._attn_implementation
+    cap = H.capture(m, ids, mask, src, to_source=True)
+    assert m.hf_model.config._attn_implementation == before
+    m.hf_model.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            out = m.hf_model.base_model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    finally:
+        m.hf_model.config._attn_implementation = before
+    last, b = H.last_positions(mask), torch.arange(len(SEQS))
+    for layer in range(m.n_layers):
+        want = out.attentions[layer][b, :, last, src].float()
+        torch.testing.assert_close(cap.to_source[layer], want, rtol=1e-6, atol=1e-7)
+    assert cap.to_source.min() >= 0 and cap.to_source.max() <= 1
+
+
+def test_attention_to_source_is_one_when_forced(arch, monkeypatch):
+    _, m = arch
+    ids, mask, src = _batch()
+    last = H.last_positions(mask)
+    _forcing(monkeypatch, m, {0}, last, src)
+    cap = H.capture(m, ids, mask, src, to_source=True)
+    torch.testing.assert_close(cap.to_source[0], torch.ones_like(cap.to_source[0]))
+    if m.n_layers > 1:
+        assert cap.to_source[1:].max() < 1
+
+
 def test_forced_onto_last_position_one_layer(arch, monkeypatch):
     """Source at the last position: forcing one layer matches the normal-run value."""
     _, m = arch

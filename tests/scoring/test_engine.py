@@ -104,9 +104,17 @@ def test_save_load_round_trip(model, tmp_path, suffix):
     np.testing.assert_array_equal(back.suppression, res.suppression)
     assert back.relations == res.relations and back.k == res.k and back.n_pairs == res.n_pairs
     assert back.options == res.options and back.preset == res.preset
+    np.testing.assert_array_equal(back.phi_ctx, res.phi_ctx)
+    np.testing.assert_array_equal(back.supp_ctx, res.supp_ctx)
+    assert back.tau_ctx == res.tau_ctx
     frame = back.to_frame()
-    assert list(frame.columns) == ["relation", "layer", "head", "score", "suppression"]
+    assert list(frame.columns) == ["relation", "layer", "head", "score", "suppression",
+                                   "phi_ctx", "supp_ctx"]
     assert len(frame) == 2 * model.n_layers * model.n_heads
+    plain = scan(model, {"a": pairs(0)}, k=4, in_context=False)
+    assert plain.phi_ctx is None and list(plain.to_frame().columns)[-1] == "suppression"
+    plain.save(tmp_path / "plain")
+    assert ScanResult.load(tmp_path / "plain").phi_ctx is None
 
 
 def test_folder_save_and_load(model, tmp_path):

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import CorruptFileError, MissingFileError
 from ..io import check_writable, staged_folder
+from ..relations import TEMPLATE_SETS
 from . import checks, common
 
 #: Pairs per relation when --max-pairs is not given: keeps a run to minutes on a laptop CPU.
@@ -26,9 +27,11 @@ def register(sub) -> None:
     p.add_argument("--experiment", required=True, choices=["correlation", "causal", "multitoken"])
     p.add_argument("--relations", default="all",
                    help="'all', or comma-separated built-in names / paths to JSON or CSV sets")
-    p.add_argument("--templates", default=None, metavar="FILE",
-                   help="templates with one <X> (JSON list, {'templates': [...]}, or one per "
-                        "line); default: the library's neutral templates")
+    p.add_argument("--templates", default=None, metavar="SET|FILE",
+                   help="templates: a named set, 'headmaps' (the library's six, the default), "
+                        "'paper' (the MAPS paper's four, as published) or 'both' (the tables "
+                        "then report each set); or a file with one <X> per template (JSON "
+                        "list, {'templates': [...]}, or one per line)")
     p.add_argument("--k", type=checks.positive_int, default=None,
                    help="top-k (default: per relation, 1 for copying and 10 otherwise; 3 and 25 "
                         "for vocabularies over 100k)")
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
               progress=True, **common.projection_kwargs(args), **common.calibration_kwargs(args))
     rels = common.parse_relations(args.relations)
     if args.experiment != "causal":
-        kw["templates"] = read_templates(args.templates) if args.templates else None
+        kw["templates"] = (args.templates if args.templates in TEMPLATE_SETS else
+                           read_templates(args.templates) if args.templates else None)
     if args.experiment == "multitoken":
         kw["first_target_token"] = args.first_target_token
     run_experiment = {"correlation": ex.correlation, "multitoken": ex.multitoken,

@@ -180,6 +180,8 @@ class PromptSet:
         target: ``(N,)`` target token id.
         k: ``(N,)`` top-k of the prompt's relation.
         group: ``(N,)`` ``relation_index * n_templates + template_index``.
+        half: ``(N,)`` 0 or 1: which half of its relation's pairs the prompt's pair is in
+            (alternate pairs), for the split-half reliability of the dynamic scores.
     """
 
     ids: list[list[int]]
@@ -187,6 +189,7 @@ class PromptSet:
     target: torch.Tensor
     k: torch.Tensor
     group: torch.Tensor
+    half: torch.Tensor
 
 
 def subsample(items: Sequence[Any], max_items: int | None, seed: int = 0) -> list[Any]:
@@ -258,19 +261,20 @@ def build_prompt_set(model: HeadModel, rels: Sequence[RelationPrompts],
                      templates: Sequence[str]) -> PromptSet:
     """Every relation x template x pair prompt."""
     tok = model.require_tokenizer()
-    ids, pos, tgt, ks, grp = [], [], [], [], []
+    ids, pos, tgt, ks, grp, half = [], [], [], [], [], []
     T = len(templates)
     for r, rp in enumerate(rels):
         for t, template in enumerate(templates):
-            for s_ids, t_id in zip(rp.source_ids, rp.target_ids):
+            for j, (s_ids, t_id) in enumerate(zip(rp.source_ids, rp.target_ids)):
                 p_ids, p = build_prompt(tok, template, s_ids)
                 ids.append(p_ids)
                 pos.append(p)
                 tgt.append(t_id)
                 ks.append(rp.k)
                 grp.append(r * T + t)
+                half.append(j % 2)
     as_long = lambda x: torch.as_tensor(x, dtype=torch.long)  # noqa: E731
-    return PromptSet(ids, as_long(pos), as_long(tgt), as_long(ks), as_long(grp))
+    return PromptSet(ids, as_long(pos), as_long(tgt), as_long(ks), as_long(grp), as_long(half))
 
 
 # ---- scores ----------------------------------------------------------------------------
@@ -293,6 +297,10 @@ class DynamicScores:
         multitoken: whether sources are multi-token (scored at the last source token).
         first_target_token: whether multi-token targets were scored on their first token.
         fold_norms: whether outputs were read through the model's norm gains.
+        to_source: ``(R, T, n_layers, n_heads)``: each head's mean attention weight from
+            the last position to the source, or None (not measured, see ``controls``).
+        with_context_halves: ``(2, R, T, n_layers, n_heads)``: the with-context scores on
+            the even and on the odd pairs of each relation, or None.
     """
 
     relations: list[str]
@@ -309,6 +317,8 @@ class DynamicScores:
     multitoken: bool = False
     fold_norms: bool = True
     first_target_token: bool = False
+    to_source: np.ndarray | None = None
+    with_context_halves: np.ndarray | None = None
 
 
 def default_templates() -> list[str]:
@@ -331,6 +341,7 @@ def dynamic_scores(
     chunk_prompts: int = 4096,
     seed: int = 0,
     progress: bool = False,
+    controls: bool = False,
 ) -> DynamicScores:
     """Dynamic scores of every head, with and without context (see the module docstring).
 
@@ -351,6 +362,10 @@ def dynamic_scores(
             ``n_layers * 2 * d_model`` floats).
         seed: seed of the pair subset.
         progress: show progress bars.
+        controls: also measure each head's attention from the last position to the source
+            (``to_source``, for the oracle of the correlation experiment; the passes then
+            run the eager attention kernel) and the with-context scores of each half of
+            the pairs (``with_context_halves``, for the split-half noise ceiling).
 
     Returns:
         :class:`DynamicScores`.
@@ -365,8 +380,10 @@ def dynamic_scores(
     else:
         rels, skipped = single_token_pairs(model, relations, k, max_pairs, min_pairs, seed)
     R, T, L, H = len(rels), len(templates), model.n_layers, model.n_heads
-    acc = {name: torch.zeros(R * T, L, H, dtype=torch.float64)
-           for name in ("with", "without", "supp_with", "supp_without")}
+    names = ["with", "without", "supp_with", "supp_without"]
+    if controls:
+        names += ["to_source", "with_even", "with_odd"]
+    acc = {name: torch.zeros(R * T, L, H, dtype=torch.float64) for name in names}
     if R:
         ps = build_prompt_set(model, rels, templates)
         order = sorted(range(len(ps.ids)), key=lambda i: len(ps.ids[i]))  # less padding
@@ -380,17 +397,20 @@ def dynamic_scores(
             for b0 in range(0, len(idx), batch_size):
                 bi = idx[b0:b0 + batch_size]
                 ids, mask = pad_right([ps.ids[i] for i in bi], pad)
-                caps.append(capture(model, ids, mask, ps.source_pos[bi]))
+                caps.append(capture(model, ids, mask, ps.source_pos[bi], to_source=controls))
                 bar.update(len(bi))
             cap = Captured(torch.cat([c.z for c in caps], 1),
                            torch.cat([c.attn_in for c in caps], 1),
-                           torch.cat([c.hidden for c in caps], 0))
+                           torch.cat([c.hidden for c in caps], 0),
+                           torch.cat([c.to_source for c in caps], 1) if controls else None)
             del caps
             _score_chunk(model, cap, ps, torch.as_tensor(idx), acc, shared, progress)
         bar.close()
-    counts = torch.tensor([len(rp.pairs) for rp in rels], dtype=torch.float64).repeat_interleave(T)
-    arr = {n: (a / counts.clamp(min=1)[:, None,
-                                       None]).reshape(R, T, L, H).numpy().astype(np.float32)
+    n_all = torch.tensor([len(rp.pairs) for rp in rels], dtype=torch.float64)
+    n_even = torch.tensor([(len(rp.pairs) + 1) // 2 for rp in rels], dtype=torch.float64)
+    per = {"with_even": n_even, "with_odd": n_all - n_even}
+    arr = {n: (a / per.get(n, n_all).repeat_interleave(T).clamp(min=1)[:, None, None]
+               ).reshape(R, T, L, H).numpy().astype(np.float32)
            for n, a in acc.items()}
     return DynamicScores(
         relations=[rp.name for rp in rels], templates=templates,
@@ -400,7 +420,8 @@ def dynamic_scores(
         pairs={rp.name: rp.pairs for rp in rels},
         static_pairs={rp.name: rp.static_pairs for rp in rels},
         skipped=skipped, multitoken=multitoken, fold_norms=fold_norms,
-        first_target_token=first_target_token)
+        first_target_token=first_target_token, to_source=arr.get("to_source"),
+        with_context_halves=(np.stack([arr["with_even"], arr["with_odd"]]) if controls else None))
 
 
 def _score_chunk(model: HeadModel, cap: Captured, ps: PromptSet, idx: torch.Tensor,
@@ -423,7 +444,12 @@ def _score_chunk(model: HeadModel, cap: Captured, ps: PromptSet, idx: torch.Tens
         W_O, _, U_columns = layer_readout(shared, a, a.W_O.to(dev, torch.float32))
         Y = torch.cat([zw, zwo], 1).float()  # (H, 2n, dh)
         hits, supp = count_hits(Y, W_O, U_columns, model.vocab_size, rows, targets, ks)
-        for key, h in (("with", hits[:, :n]), ("without", hits[:, n:]),
-                       ("supp_with", supp[:, :n]), ("supp_without", supp[:, n:])):
+        parts = [("with", hits[:, :n]), ("without", hits[:, n:]),
+                 ("supp_with", supp[:, :n]), ("supp_without", supp[:, n:])]
+        if "to_source" in acc:
+            even = ps.half[idx].to(dev) == 0
+            parts += [("to_source", cap.to_source[layer].T), ("with_even", hits[:, :n] & even),
+                      ("with_odd", hits[:, :n] & ~even)]
+        for key, h in parts:
             acc[key][:, layer, :].index_add_(0, group, h.T.to(torch.float64).cpu())
         del W_O, Y

@@ -154,11 +154,14 @@ class Captured:
             residual stream) at each prompt's source position, or None.
         hidden: ``(batch, d_model)``: the base model's final hidden state (after the
             final norm) at the last position.
+        to_source: ``(n_layers, batch, n_heads)``: every head's attention weight from the
+            last position to the source position, or None (not asked).
     """
 
     z: torch.Tensor
     attn_in: torch.Tensor | None
     hidden: torch.Tensor
+    to_source: torch.Tensor | None = None
 
 
 def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -197,8 +200,27 @@ def forward_base(model: HeadModel, input_ids: torch.Tensor, attention_mask: torc
     return _rows(out.last_hidden_state, last_positions(attention_mask))
 
 
+@contextlib.contextmanager
+def eager_attention(model: HeadModel) -> Iterator[None]:
+    """Run the transformers model's attention with its eager kernel inside the block.
+
+    Only the eager kernel returns the attention weights (fused kernels never form them);
+    the choice is read from the config at every call, so switching it is enough.
+    """
+    configs = {id(c): c for m in layer_modules(model)
+               if (c := getattr(m.attention, "config", None)) is not None}
+    before = {k: c._attn_implementation for k, c in configs.items()}
+    try:
+        for c in configs.values():
+            c._attn_implementation = "eager"
+        yield
+    finally:
+        for k, c in configs.items():
+            c._attn_implementation = before[k]
+
+
 def capture(model: HeadModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-            source_pos: torch.Tensor | None = None) -> Captured:
+            source_pos: torch.Tensor | None = None, *, to_source: bool = False) -> Captured:
     """One forward pass capturing every head's ``z`` at the last position.
 
     Args:
@@ -207,10 +229,18 @@ def capture(model: HeadModel, input_ids: torch.Tensor, attention_mask: torch.Ten
         attention_mask: ``(B, T)``, 1 for real tokens.
         source_pos: ``(B,)`` position whose attention input to capture (the source
             token), or None.
+        to_source: also capture each head's attention weight from the last position to
+            ``source_pos`` (the pass then runs the eager attention kernel).
 
     Returns:
         :class:`Captured`.
+
+    Raises:
+        HeadmapsError: ``to_source`` without ``source_pos``, or an attention module that
+            returns no weights.
     """
+    if to_source and source_pos is None:
+        raise HeadmapsError("attention to the source needs the source positions")
     mods = layer_modules(model)
     last = last_positions(attention_mask)
     H, dh = model.n_heads, model.d_head
@@ -230,11 +260,29 @@ def capture(model: HeadModel, input_ids: torch.Tensor, attention_mask: torch.Ten
             xs[i] = _rows(_hidden_states(args, kwargs), source_pos).detach().to(dev)
         return fn
 
+    ws: list[torch.Tensor | None] = [None] * len(mods)
+
+    def w_hook(i: int):
+        def fn(_m, _args, output):
+            w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if w is None:
+                raise HeadmapsError("the attention module returned no weights; attention to "
+                                    "the source needs its eager kernel")
+            b = torch.arange(w.shape[0], device=w.device)
+            ws[i] = w[b, :, last.to(w.device), source_pos.to(w.device)].detach().float().to(dev)
+        return fn
+
     hooks: list[Hook] = [(m.out_proj, "pre", z_hook(i)) for i, m in enumerate(mods)]
     if source_pos is not None:
         hooks += [(m.attention, "pre", x_hook(i)) for i, m in enumerate(mods)]
-    hidden = forward_base(model, input_ids, attention_mask, hooks).to(dev)
-    return Captured(torch.stack(zs), torch.stack(xs) if source_pos is not None else None, hidden)
+    if to_source:
+        hooks += [(m.attention, "forward", w_hook(i)) for i, m in enumerate(mods)]
+        with eager_attention(model):
+            hidden = forward_base(model, input_ids, attention_mask, hooks).to(dev)
+    else:
+        hidden = forward_base(model, input_ids, attention_mask, hooks).to(dev)
+    return Captured(torch.stack(zs), torch.stack(xs) if source_pos is not None else None, hidden,
+                    torch.stack(ws) if to_source else None)
 
 
 def ablation_hooks(model: HeadModel, heads: Sequence[tuple[int, int]],

@@ -38,15 +38,26 @@ from .dynamic import DynamicScores
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: Columns of the correlation table (see :mod:`headmaps.experiments.correlation`): the
+#: paper's, then the in-context score, its control, the oracle and the two ceilings.
+CONTEXT_COLUMNS = ["corr_ctx_static", "corr_ctx_shuffled", "corr_oracle", "ceiling_ctx",
+                   "split_half_ctx"]
 CORRELATION_COLUMNS = ["relation", "n_pairs", "corr_without_context", "corr_with_context",
                        "supp_corr_without_context", "supp_corr_with_context",
-                       "p_without_context", "p_with_context"]
+                       "p_without_context", "p_with_context", *CONTEXT_COLUMNS]
+#: Columns of the per-template table (:func:`headmaps.experiments.correlation.template_table`).
+TEMPLATE_COLUMNS = ["relation", "template_index", "template", "sets", "ends_with_source",
+                    "corr_without_context", "corr_with_context", "corr_ctx_static",
+                    "corr_oracle", "ceiling_ctx"]
 CAUSAL_COLUMNS = ["relation", "n_heads_removed", "base_acc", "acc_relation_heads_removed",
                   "acc_random_mean", "acc_random_std", "n_control", "control_base_acc",
                   "control_acc_after"]
 CURVE_COLUMNS = ["relation", "n_heads_removed", "acc_relation", "acc_random_mean", "acc_random_std"]
 _HEAD_COLUMNS = ["relation", "template", "layer", "head", "static", "static_supp",
                  "without_context", "with_context", "supp_without_context", "supp_with_context"]
+#: Optional per-head columns: in-context scores, attention to the source, half scores.
+_CONTROL_COLUMNS = ["static_ctx", "static_supp_ctx", "to_source", "with_context_even",
+                    "with_context_odd"]
 
 
 #: Resolution of the PNG a saved run folder holds.
@@ -74,6 +85,9 @@ class CorrelationResult:
         model_id: the model; preset, options: of the static scores.
         kind: ``"correlation"`` or ``"multitoken"``.
         seed: the seed of the pair subsets.
+        per_set: the correlation columns per named template set the run holds whole
+            (``templates`` column: ``"headmaps"``, ``"paper"``), long format.
+        per_template: one row per (relation, template), :data:`TEMPLATE_COLUMNS`.
     """
 
     per_relation: pd.DataFrame
@@ -84,6 +98,8 @@ class CorrelationResult:
     options: dict[str, Any] = field(default_factory=dict)
     kind: str = "correlation"
     seed: int = 0
+    per_set: pd.DataFrame = field(default_factory=pd.DataFrame)
+    per_template: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -132,13 +148,40 @@ class CorrelationResult:
                  "", f"Median correlation without context {self.median():.2f}, with context "
                  f"{self.median('corr_with_context'):.2f} over the {n_def} of "
                  f"{len(self.per_relation)} relations with a defined correlation (undefined: no "
-                 "head has a non-zero static score on these pairs).", "",
-                 markdown_table(self.per_relation), ""]
+                 "head has a non-zero static score on these pairs).", ""]
+        if self.per_relation.get("corr_ctx_static", pd.Series(dtype=float)).notna().any():
+            lines += [self._context_line(self.per_relation), ""]
+        lines += [markdown_table(self.per_relation), ""]
+        if len(self.per_set):
+            lines += ["## By template set", "", "Medians over the relations of each named "
+                      "template set (`paper`: the four templates the MAPS paper reports, as "
+                      "published; `headmaps`: the library's own).", "",
+                      markdown_table(self.set_medians()), ""]
         if figure:
             lines += [f"![scatter]({figure})", ""]
         if d.skipped:
             lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in d.skipped.items()), ""]
         return "\n".join(lines)
+
+    def _context_line(self, table: pd.DataFrame) -> str:
+        med = lambda c: float(np.nanmedian(table[c])) if table[c].notna().any() else float("nan")  # noqa: E731
+        return (f"With context: `phi` {med('corr_with_context'):.2f}, in-context score "
+                f"`phi_ctx` {med('corr_ctx_static'):.2f} (control, attention shuffled across "
+                f"heads: {med('corr_ctx_shuffled'):.2f}); not static: oracle `phi` x measured "
+                f"attention to the source {med('corr_oracle'):.2f}; ceilings: without- vs "
+                f"with-context dynamic scores {med('ceiling_ctx'):.2f}, split-half "
+                f"{med('split_half_ctx'):.2f} (medians over relations).")
+
+    def set_medians(self) -> pd.DataFrame:
+        """Per named template set, the median of every correlation column over relations."""
+        cols = ["corr_without_context", "corr_with_context", "corr_ctx_static",
+                "corr_ctx_shuffled", "corr_oracle", "ceiling_ctx", "split_half_ctx"]
+        if not len(self.per_set):
+            return pd.DataFrame(columns=["templates", "n_relations", *cols])
+        g = self.per_set.groupby("templates", sort=False)
+        out = g[cols].median().reset_index()
+        out.insert(1, "n_relations", g.size().to_numpy())
+        return out
 
     def run_header(self, command: str) -> dict[str, Any]:
         """The run header (:func:`headmaps.io.run_header`) of ``command`` making this result."""
@@ -156,7 +199,7 @@ class CorrelationResult:
             i = self.static.relations.index(name)
             T, L, H = d.with_context.shape[1:]
             t, layer, head = np.meshgrid(np.arange(T), np.arange(L), np.arange(H), indexing="ij")
-            frames.append(pd.DataFrame({
+            cols = {
                 "relation": name, "template": t.ravel(), "layer": layer.ravel(),
                 "head": head.ravel(),
                 "static": np.tile(self.static.scores[i].ravel(), T),
@@ -164,7 +207,16 @@ class CorrelationResult:
                 "without_context": d.without_context[r].ravel(),
                 "with_context": d.with_context[r].ravel(),
                 "supp_without_context": d.supp_without_context[r].ravel(),
-                "supp_with_context": d.supp_with_context[r].ravel()}))
+                "supp_with_context": d.supp_with_context[r].ravel()}
+            if self.static.phi_ctx is not None:
+                cols["static_ctx"] = np.tile(self.static.phi_ctx[i].ravel(), T)
+                cols["static_supp_ctx"] = np.tile(self.static.supp_ctx[i].ravel(), T)
+            if d.to_source is not None:
+                cols["to_source"] = d.to_source[r].ravel()
+            if d.with_context_halves is not None:
+                cols["with_context_even"] = d.with_context_halves[0, r].ravel()
+                cols["with_context_odd"] = d.with_context_halves[1, r].ravel()
+            frames.append(pd.DataFrame(cols))
         return pd.concat(frames,
                          ignore_index=True) if frames else pd.DataFrame(columns=_HEAD_COLUMNS)
 
@@ -190,6 +242,10 @@ class CorrelationResult:
         path = save_table(self.per_relation, self.header(), out / f"{self.kind}.csv")
         save_table(self.heads_frame(), {"kind": f"{self.kind}_heads", "model_id": self.model_id},
                    out / f"{self.kind}_heads.csv")
+        for part, frame in (("sets", self.per_set), ("templates", self.per_template)):
+            if len(frame):
+                save_table(frame, {"kind": f"{self.kind}_{part}", "model_id": self.model_id},
+                           out / f"{self.kind}_{part}.csv")
         _save_run(self, out, command)
         return path
 
@@ -209,7 +265,9 @@ class CorrelationResult:
         rels = list(table["relation"])
         T, L, H = len(h["templates"]), h["n_layers"], h["n_heads"]
 
-        def arr(col: str, per_template: bool = True) -> np.ndarray:
+        def arr(col: str, per_template: bool = True) -> np.ndarray | None:
+            if col not in heads.columns:
+                return None
             a = np.zeros((len(rels), T, L, H), np.float32)
             for r, name in enumerate(rels):
                 sub = heads[heads["relation"] == name]
@@ -223,14 +281,23 @@ class CorrelationResult:
                             multitoken=h["multitoken"], fold_norms=h["fold_norms_dynamic"],
                             first_target_token=h.get("first_target_token", False),
                             static_pairs={k: [tuple(p) for p in v]
-                                          for k, v in h.get("static_pairs", {}).items()})
+                                          for k, v in h.get("static_pairs", {}).items()},
+                            to_source=arr("to_source"))
+        if "with_context_even" in heads.columns:
+            dyn.with_context_halves = np.stack([arr("with_context_even"), arr("with_context_odd")])
         static = ScanResult(model_id=h["model_id"], model_info=h.get("model_info", {}),
                             relations=rels,
                             scores=arr("static", False), suppression=arr("static_supp", False),
                             n_pairs=h["n_static_pairs"], k=h["k"], preset=h["preset"],
-                            options=h["options"], calibration=dict(h.get("calibration") or {}))
+                            options=h["options"], calibration=dict(h.get("calibration") or {}),
+                            phi_ctx=arr("static_ctx", False),
+                            supp_ctx=arr("static_supp_ctx", False))
+        parts = {}
+        for part in ("sets", "templates"):
+            f = out / f"{kind}_{part}.csv"
+            parts[part] = load_table(f, f.name)[0] if f.is_file() else pd.DataFrame()
         return cls(table, static, dyn, h["model_id"], h["preset"], h["options"], h["kind"],
-                   int(h.get("seed", 0)))
+                   int(h.get("seed", 0)), parts["sets"], parts["templates"])
 
     def figure(self, max_relations: int = 20) -> Figure:
         """Scatter of static vs dynamic scores per relation (one panel each), a Figure."""

@@ -58,6 +58,7 @@ from .sources import (
 from .stream import (
     PROGRESS_ROWS,
     advance,
+    after_prefix_weights,
     carried_position,
     embed,
     stream_dtype,
@@ -70,7 +71,8 @@ __all__ = [
     "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
     "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES",
     "Calibration", "ProjectionOptions", "SourceKind", "Sources",
-    "SourcesView", "advance", "base_sources", "carried_position", "concrete",
+    "SourcesView", "advance", "after_prefix_weights", "base_sources", "carried_position",
+    "concrete",
     "describe_projection", "document_prefix", "embed", "explicit", "label", "layer_biases",
     "layer_sources", "load_calibration", "output_basis", "preset_name", "prefix_id",
     "resolve", "resolve_options", "stream_dtype", "token_alone", "token_alone_reference",

@@ -167,6 +167,19 @@ class Sources:
                     for i in range(0, max(len(ids), 1), step)])
         return self._fixed[key]
 
+    def prefix_at(self, layer: int) -> torch.Tensor | None:
+        """The prefix's residual ``(d_model,)`` float32 entering ``layer``, or None.
+
+        None when the rows are not the second token of ``[prefix, token]`` (a projection
+        without a prefix, or a block-0 source).
+        """
+        if self.opts.source != "token_alone" or not self.opts.prefix:
+            return None
+        self.at(layer)
+        if layer in self._kept:
+            return self._kept[layer][0]
+        return self._alone[1]
+
     def _cached(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor] | None:
         """``layer``'s rows from the on-disk cache, or None."""
         if self._cache_key is None:

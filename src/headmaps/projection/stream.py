@@ -90,6 +90,32 @@ def _attend_after(qk: QKWeights, kv: torch.Tensor, k_first: torch.Tensor, x: tor
     return w[..., :1] * v_first + w[..., 1:] * v
 
 
+def after_prefix_weights(qk: QKWeights, kv: torch.Tensor, first: torch.Tensor,
+                         x: torch.Tensor) -> torch.Tensor:
+    """Attention weights ``(n_heads, n, 2)`` of tokens at position 1 after a prefix.
+
+    Each row of ``x`` is the query of the sequence ``[prefix, token]``: weight 0 is on the
+    prefix (position 0), weight 1 on the token itself, with the layer's norms, rotary
+    angles, scale, soft cap and window, as the ``through`` stream computes them.
+
+    Args:
+        qk: the layer's QK weights.
+        kv: ``(n_heads,)`` key/value head of each query head.
+        first: the prefix's residual ``(d_model,)`` entering the layer.
+        x: ``(n, d_model)`` residual streams of the tokens entering the layer.
+    """
+    h = qk.input_norm(x).float()
+    q = Q.rotate(Q.queries(qk, h, torch.arange(len(kv), device=x.device)), qk.positions, 1.0)
+    k = Q.rotate(Q.keys(qk, h, kv), qk.positions, 1.0)
+    k_first = _prefix_keys(qk, kv, first.to(x.device).float())
+    s = torch.stack([(q * k_first).sum(-1), (q * k).sum(-1)], -1) * qk.scale
+    if qk.softcap:
+        s = qk.softcap * torch.tanh(s / qk.softcap)
+    if Q.masked(qk, 1):
+        s[..., 0] = float("-inf")
+    return torch.softmax(s, dim=-1)
+
+
 def _prefix_keys(qk: QKWeights, kv: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
     """Rotated keys ``(n_heads, 1, d_head)`` of the prefix residual ``first`` at position 0."""
     return Q.rotate(Q.keys(qk, qk.input_norm(first[None]).float(), kv), qk.positions, 0.0)

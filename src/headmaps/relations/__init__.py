@@ -21,7 +21,17 @@ from .errors import (
     UnknownRelationError,
 )
 from .io import read_csv, read_json, read_relation_file
-from .registry import BUILTIN, categories, info, is_builtin, load, names, resolve, templates
+from .registry import (
+    BUILTIN,
+    TEMPLATE_SETS,
+    categories,
+    info,
+    is_builtin,
+    load,
+    names,
+    resolve,
+    templates,
+)
 from .schema import CATEGORIES, PLACEHOLDER, RelationInfo
 from .selection import (
     SelectedRelation,
@@ -36,7 +46,8 @@ from .tokenisation import MIN_PAIRS, PreparedRelation, continuation_ids, prepare
 
 __all__ = [
     "BUILTIN", "CATEGORIES", "InvalidRelationError", "MIN_PAIRS", "PLACEHOLDER", "PreparedRelation",
-    "RelationDataError", "RelationError", "RelationInfo", "SelectedRelation", "TokenizerError",
+    "RelationDataError", "RelationError", "RelationInfo", "SelectedRelation", "TEMPLATE_SETS",
+    "TokenizerError",
     "UnknownRelationError", "categories", "choose_k", "continuation_ids", "default_k", "info",
     "is_builtin", "load", "names",
     "normalise", "prepare", "read_csv", "read_json", "read_relation_file", "relation_name",

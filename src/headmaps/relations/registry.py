@@ -105,23 +105,49 @@ def info(name_or_path: str | Path) -> RelationInfo:
     return resolve(name_or_path)[0]
 
 
-@lru_cache(maxsize=1)
-def templates() -> list[str]:
-    """The shared neutral templates for the correlation experiment; each holds ``<X>`` once."""
+#: The template sets of the correlation experiment: headmaps' own, the paper's four
+#: (as published, the comparison set), and both (headmaps' then the paper's others).
+TEMPLATE_SETS = ("headmaps", "paper", "both")
+
+_TEMPLATE_KEYS = {"headmaps": "templates", "paper": "paper_templates"}
+
+
+@lru_cache(maxsize=2)
+def _template_list(key: str) -> tuple[str, ...]:
     path = DATA_DIR / TEMPLATES_FILE
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise RelationDataError(f"{path}: line {err.lineno} column {err.colno}: invalid JSON "
                                 f"({err.msg})") from None
-    items = doc.get("templates") if isinstance(doc, dict) else None
+    items = doc.get(key) if isinstance(doc, dict) else None
     if not isinstance(items, list) or not items:
-        raise RelationDataError(f"{path}: expected an object with a non-empty 'templates' list")
+        raise RelationDataError(f"{path}: expected an object with a non-empty {key!r} list")
     for i, t in enumerate(items):
         if not isinstance(t, str) or t.count(PLACEHOLDER) != 1:
-            raise RelationDataError(f"{path}: template {i}: must be a string holding {PLACEHOLDER} "
+            raise RelationDataError(f"{path}: {key} {i}: must be a string holding {PLACEHOLDER} "
                                     "exactly once")
-    return list(items)
+    return tuple(items)
+
+
+def templates(which: str = "headmaps") -> list[str]:
+    """Neutral templates for the correlation experiment; each holds ``<X>`` once.
+
+    Args:
+        which: ``"headmaps"`` (the library's own six, the default), ``"paper"`` (the four
+            the MAPS paper reports, as published: the like-for-like comparison set) or
+            ``"both"`` (headmaps' set, then the paper's templates it does not hold).
+
+    Raises:
+        ValueError: ``which`` is not one of :data:`TEMPLATE_SETS`.
+    """
+    if which not in TEMPLATE_SETS:
+        raise ValueError(f"unknown template set {which!r}; choose one of "
+                         f"{', '.join(TEMPLATE_SETS)}")
+    if which == "both":
+        own = list(_template_list("templates"))
+        return own + [t for t in _template_list("paper_templates") if t not in own]
+    return list(_template_list(_TEMPLATE_KEYS[which]))
 
 
 @cache

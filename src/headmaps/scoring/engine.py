@@ -25,6 +25,7 @@ from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
 from ..projection.calibration import resolve as resolve_projection
+from . import context as C
 from .basis import SharedBasis, layer_readout
 from .kernel import DEFAULT_CHUNK_BYTES, count_hits
 from .results import DEFAULT_TAU, RelationScores, ScanResult
@@ -86,6 +87,9 @@ def scan(
     stats: dict[str, Any] | None = None,
     calibration: bool | None = None,
     pair_hits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    in_context: bool = True,
+    tau_ctx: float | None = None,
+    context_shuffle: int | None = None,
     **options: Any,
 ) -> ScanResult:
     """Score every head against many relations, sharing all per-layer work.
@@ -119,6 +123,14 @@ def scan(
             order of ``PreparedRelation.kept``) whether the target is in the top-k
             (bottom-k); the scores are their means over pairs. Layers not scored are False.
             For resampling pairs (the noise floor of :func:`headmaps.diff`).
+        in_context: also compute the in-context scores ``phi_ctx``/``supp_ctx``
+            (:mod:`headmaps.scoring.context`) where the projection reads its sources after
+            a prefix (``through``); otherwise they are None.
+        tau_ctx: threshold of the in-context score (default: ``tau``: both are hit rates
+            over the same pairs, read at two outputs of the same head).
+        context_shuffle: a control, not a score: with a seed, every head's two attention
+            weights come from another head of the model (a seeded permutation over all
+            heads), so ``phi_ctx`` keeps each head's values but not its attention.
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
@@ -131,7 +143,8 @@ def scan(
     L, H = model.n_layers, model.n_heads
     info = model.info()
     common = dict(model_id=model.model_id, model_info=info, preset=preset_label,
-                  options=opts.to_dict(), tau=tau, versions=versions(), calibration=cal_info)
+                  options=opts.to_dict(), tau=tau, versions=versions(), calibration=cal_info,
+                  tau_ctx=tau if tau_ctx is None else float(tau_ctx))
     if batch is None:
         return ScanResult(relations=[], scores=np.zeros((0, L, H), np.float32),
                           suppression=np.zeros((0, L, H), np.float32), n_pairs={}, k={},
@@ -148,8 +161,15 @@ def scan(
     kv_index = model.spec.kv_index().to(dev)
     n_all = int(sum(batch.n_pairs))
     per_pair = None if pair_hits is None else np.zeros((2, L, H, n_all), dtype=bool)
+    ctx = None
     with torch.no_grad():
         sources = P.Sources(model, batch.unique_sources, opts)
+        if in_context and sources.prefix_at(0) is not None:
+            ctx = (np.zeros_like(scores), np.zeros_like(scores))
+            if layers is not None:
+                ctx[0][:], ctx[1][:] = np.nan, np.nan
+        weights = _shuffled_weights(model, sources, kv_index, context_shuffle) \
+            if ctx is not None and context_shuffle is not None else None
         # U folded once for all layers, its first columns cached (read by every row)
         shared = SharedBasis(model, opts, cache_bytes=chunk_bytes)
         for layer in tqdm(todo, desc="scan", unit="layer", disable=not progress):
@@ -169,6 +189,19 @@ def scan(
             hits, sup = count_hits(Y, W_O, U_columns, model.vocab_size, rows, targets, kvec,
                                    out_bias, chunk_bytes, exact_dense=exact_dense, blocks=blocks,
                                    stats=stats)
+            if ctx is not None:
+                w = weights[layer] if weights is not None else \
+                    C.source_weights(model, layer, sources, kv_index)
+                v_prefix = C.prefix_values(sources.prefix_at(layer), a, opts, kv_index)
+                Z = C.mix(w, v_prefix, Y)
+                hits_c, sup_c = count_hits(Z, W_O, U_columns, model.vocab_size, rows, targets,
+                                           kvec, out_bias, chunk_bytes, exact_dense=exact_dense,
+                                           blocks=blocks)
+                for acc, h in ((ctx[0], hits_c), (ctx[1], sup_c)):
+                    per_rel = torch.zeros(H, R, dtype=torch.float64, device=dev)
+                    per_rel.index_add_(1, rel, h.to(torch.float64))
+                    acc[:, layer, :] = (per_rel.cpu() / counts).T.numpy()
+                del Z
             del a
             if per_pair is not None:  # back to each relation's own pair order
                 order = batch.order.numpy()
@@ -185,7 +218,18 @@ def scan(
             pair_hits[name] = (per_pair[0, :, :, a:b].copy(), per_pair[1, :, :, a:b].copy())
     return ScanResult(relations=batch.names, scores=scores, suppression=supp,
                       n_pairs=dict(zip(batch.names, batch.n_pairs)), k=k_used, skipped=skipped,
-                      **common)
+                      phi_ctx=None if ctx is None else ctx[0],
+                      supp_ctx=None if ctx is None else ctx[1], **common)
+
+
+def _shuffled_weights(model: HeadModel, sources: P.Sources, kv_index: torch.Tensor,
+                      seed: int) -> list[torch.Tensor]:
+    """Per layer, ``(n_heads, n, 2)`` weights taken from heads permuted over the model."""
+    every = torch.stack([C.source_weights(model, layer, sources, kv_index)
+                         for layer in range(model.n_layers)])  # (L, H, n, 2)
+    L, H = every.shape[:2]
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(L * H))
+    return list(every.reshape(L * H, *every.shape[2:])[perm].reshape(every.shape))
 
 
 def relation_scores(

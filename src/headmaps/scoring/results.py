@@ -38,6 +38,11 @@ class RelationScores:
         model_id: the model.
         preset: preset name (``custom`` after overrides).
         options: projection options as a dict.
+        phi_ctx: ``(n_layers, n_heads)``: the in-context score (the same hit rate, read at
+            the head's output when the source follows the document prefix and the head
+            attends over both with its own weights; see :mod:`headmaps.scoring.context`),
+            or None when the projection has no prefix.
+        supp_ctx: ``(n_layers, n_heads)``: the same for the bottom-k, or None.
     """
 
     relation: str
@@ -48,14 +53,33 @@ class RelationScores:
     model_id: str = ""
     preset: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    phi_ctx: np.ndarray | None = None
+    supp_ctx: np.ndarray | None = None
 
-    def top_heads(self, n: int = 5, suppression: bool = False) -> list[tuple[int, int, float]]:
-        """The ``n`` best heads as ``(layer, head, score)``, best first."""
-        return _top(self.suppression if suppression else self.scores, n)
+    def _scores(self, suppression: bool, context: bool) -> np.ndarray:
+        if not context:
+            return self.suppression if suppression else self.scores
+        a = self.supp_ctx if suppression else self.phi_ctx
+        if a is None:
+            raise HeadmapsError("no in-context score: the projection has no prefix (use the "
+                                "default `through` projection)")
+        return a
 
-    def heads(self, tau: float = DEFAULT_TAU, suppression: bool = False) -> list[tuple[int, int]]:
-        """Heads whose score is at least ``tau``, as ``(layer, head)``."""
-        a = self.suppression if suppression else self.scores
+    def top_heads(self, n: int = 5, suppression: bool = False,
+                  context: bool = False) -> list[tuple[int, int, float]]:
+        """The ``n`` best heads as ``(layer, head, score)``, best first.
+
+        ``context``: rank by the in-context score ``phi_ctx`` instead of ``phi``.
+        """
+        return _top(self._scores(suppression, context), n)
+
+    def heads(self, tau: float = DEFAULT_TAU, suppression: bool = False,
+              context: bool = False) -> list[tuple[int, int]]:
+        """Heads whose score is at least ``tau``, as ``(layer, head)``.
+
+        ``context``: by the in-context score ``phi_ctx`` instead of ``phi``.
+        """
+        a = self._scores(suppression, context)
         return [tuple(map(int, x)) for x in np.argwhere(a >= tau)]
 
     def _repr_html_(self) -> str:
@@ -86,6 +110,10 @@ class ScanResult:
             ``{"status": "uncalibrated"}`` for the default preset without a stored
             calibration, else the calibration's ``status``, ``label``, ``choice``,
             ``median_r``, ``n_pairs``, ``fingerprint`` (see :mod:`headmaps.projection.calibration`).
+        phi_ctx: ``(n_relations, n_layers, n_heads)`` in-context scores (see
+            :class:`RelationScores`), or None when not computed.
+        supp_ctx: the same for suppression, or None.
+        tau_ctx: threshold of the in-context score for "implements in context".
     """
 
     model_id: str
@@ -101,6 +129,9 @@ class ScanResult:
     tau: float = DEFAULT_TAU
     versions: dict[str, str] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    phi_ctx: np.ndarray | None = None
+    supp_ctx: np.ndarray | None = None
+    tau_ctx: float = DEFAULT_TAU
 
     @property
     def n_layers(self) -> int:
@@ -119,8 +150,10 @@ class ScanResult:
             raise UnknownRelationError(f"relation {relation!r} not in this scan{why}; scanned: "
                                        f"{', '.join(self.relations)}")
         i = self.relations.index(relation)
+        ctx = self.phi_ctx is not None
         return RelationScores(relation, self.scores[i], self.suppression[i], self.n_pairs[relation],
-                              self.k[relation], self.model_id, self.preset, dict(self.options))
+                              self.k[relation], self.model_id, self.preset, dict(self.options),
+                              self.phi_ctx[i] if ctx else None, self.supp_ctx[i] if ctx else None)
 
     # Analyses (see headmaps.scoring.analysis for details).
     def relation_heads(self, tau: float | None = None,
@@ -223,16 +256,23 @@ class ScanResult:
         return self.relations.index(relation)
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy frame: one row per (relation, layer, head) with score and suppression."""
+        """Tidy frame: one row per (relation, layer, head) with score and suppression.
+
+        With in-context scores, also ``phi_ctx`` and ``supp_ctx``.
+        """
         R, L, H = self.scores.shape
         rel, layer, head = np.meshgrid(np.arange(R), np.arange(L), np.arange(H), indexing="ij")
-        return pd.DataFrame({
+        columns = {
             "relation": np.asarray(self.relations, dtype=object)[rel.ravel()],
             "layer": layer.ravel(),
             "head": head.ravel(),
             "score": self.scores.ravel(),
             "suppression": self.suppression.ravel(),
-        })
+        }
+        if self.phi_ctx is not None:
+            columns["phi_ctx"] = self.phi_ctx.ravel()
+            columns["supp_ctx"] = self.supp_ctx.ravel()
+        return pd.DataFrame(columns)
 
     def header(self) -> dict[str, Any]:
         """Everything but the score arrays, as JSON-able dict."""
@@ -242,7 +282,7 @@ class ScanResult:
             "n_layers": self.n_layers, "n_heads": self.n_heads,
             "n_pairs": self.n_pairs, "k": self.k, "skipped": self.skipped, "preset": self.preset,
             "options": self.options, "tau": self.tau, "versions": self.versions,
-            "calibration": self.calibration,
+            "calibration": self.calibration, "tau_ctx": self.tau_ctx,
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -265,10 +305,16 @@ class ScanResult:
         li, hi = frame["layer"].to_numpy(dtype=np.int64), frame["head"].to_numpy(dtype=np.int64)
         scores[ri, li, hi] = frame["score"].to_numpy()
         supp[ri, li, hi] = frame["suppression"].to_numpy()
+        ctx = {}
+        if "phi_ctx" in frame.columns:
+            for name in ("phi_ctx", "supp_ctx"):
+                ctx[name] = np.zeros_like(scores)
+                ctx[name][ri, li, hi] = frame[name].to_numpy()
         return cls(h["model_id"], h["model_info"], list(h["relations"]), scores, supp,
                    dict(h["n_pairs"]), {r: int(v) for r, v in h["k"].items()}, dict(h["skipped"]),
                    h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})),
-                   dict(h.get("calibration") or {}))
+                   dict(h.get("calibration") or {}), ctx.get("phi_ctx"), ctx.get("supp_ctx"),
+                   float(h.get("tau_ctx", h["tau"])))
 
 
 def _top(a: np.ndarray, n: int) -> list[tuple[int, int, float]]:
