@@ -284,3 +284,38 @@ def test_big_page_size_and_time_to_interactive(browser, tmp_path):
     assert longest < 400 * SLACK
     p.assert_clean()
     p.page.close()
+
+
+def test_in_context_toggle_swaps_in_phi_ctx(browser, tmp_path, small):
+    _, scan, extras = small
+    r = scan.relations.index("country_to_capital")
+    layer, head = np.unravel_index(np.argmax(scan.scores[r]), scan.scores.shape[1:])
+    ctx = scan.scores.copy()
+    ctx[:, layer, head] = 0.0  # the best head attends to the sink: nothing in context
+    import dataclasses
+    with_ctx = dataclasses.replace(scan, phi_ctx=ctx, supp_ctx=scan.suppression.copy())
+    p = Page(browser, write_report(tmp_path / "ctx.html", with_ctx, extras))
+    pg, cell = p.page, f"{layer}.{head}"
+    assert pg.is_visible("#hm-ctx")
+    pg.select_option("#hm-rel", str(r))
+    assert min(pg.evaluate(PIXEL, cell)) < 120  # dark: phi
+    pg.click("#hm-ctx-in")
+    assert not p.errors, p.errors
+    assert pg.get_attribute("#hm-grid", "data-ctx") == "1"
+    assert pg.get_attribute("#hm-ctx-in", "aria-checked") == "true"
+    assert min(pg.evaluate(PIXEL, cell)) > 200  # pale: phi_ctx is 0
+    assert "in context" in pg.inner_text("#hm-legend-text")
+    outlined = pg.evaluate("() => Array.from(document.querySelectorAll('#hm-grid .c.t'), c => "
+                           "c.dataset.head)")
+    assert set(outlined) == {f"{a}.{b}" for a, b in zip(*np.nonzero(ctx[r] >= scan.tau))}
+    pg.click(f'#hm-grid [data-head="{cell}"]')
+    both = pg.inner_text("#hm-both")
+    assert f"\u03c6 {scan.scores[r, layer, head]:.3f} alone" in both
+    assert "\u03c6_ctx 0.000 in context" in both
+    pg.click("#hm-ctx-alone")
+    assert min(pg.evaluate(PIXEL, cell)) < 120
+    p.assert_clean()
+    p.page.close()
+    plain = Page(browser, small[0])  # a scan without phi_ctx: no toggle
+    assert not plain.page.is_visible("#hm-ctx")
+    plain.page.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import MissingFileError
 from ..io import check_writable
+from ..relations.registry import TEMPLATE_SETS
 
 
 def _number(text: str, kind: type) -> float | int:
@@ -86,6 +87,9 @@ INPUT_ARGS = {"scan": "--scan", "from_": "--from", "extras": "--extras", "salien
               "descriptions": "--descriptions", "templates": "--templates",
               "template_file": "--template-file", "description_scores": "--description-scores"}
 
+#: Words an input argument takes that name no file (``--templates both``).
+NAMED_INPUTS = {"templates": TEMPLATE_SETS}
+
 #: Arguments that name something a command writes, and how the error message calls them.
 OUTPUT_ARGS = {"out": "--out", "output": "-o/--output", "offload_folder": "--offload-folder",
                "html": "--html"}
@@ -105,6 +109,8 @@ def preflight(args: argparse.Namespace) -> None:
     """
     for dest, flag in INPUT_ARGS.items():
         value = getattr(args, dest, None)
+        if value in NAMED_INPUTS.get(dest, ()):
+            continue
         if isinstance(value, (str, os.PathLike)) and not Path(value).exists():
             raise MissingFileError(f"{flag} {value}: no such file or folder")
     for dest, flag in OUTPUT_ARGS.items():

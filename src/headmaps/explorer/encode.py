@@ -268,6 +268,17 @@ def encode_types(labels: dict[int, list[str]],
     return out
 
 
+def _context(scan: Any) -> dict[str, Any] | None:
+    """The in-context scores of the page's "in context" toggle, or None without them."""
+    if scan.phi_ctx is None:
+        return None
+    scores, tau_q = quantise(scan.phi_ctx, scan.tau_ctx)
+    supp, _ = quantise(scan.supp_ctx, scan.tau_ctx)
+    return {"scores": b64(scores), "supp": b64(supp), "tau": float(scan.tau_ctx), "tauQ": tau_q,
+            "best": best_relation(scan.phi_ctx).tolist(),
+            "bestSupp": best_relation(scan.supp_ctx).tolist()}
+
+
 def encode(report: HeadReport, title: str,
            extras: dict[tuple[int, int], HeadExtra] | None = None) -> tuple[dict[str, Any],
                                                                          list[Any]]:
@@ -322,5 +333,6 @@ def encode(report: HeadReport, title: str,
         "types": encode_types(labels, why),
         # heads with a measured description score: the page shows its column and filter
         "dscored": sum(1 for h in heads if (h.get("ds") or {}).get("s") is not None),
+        "ctx": _context(scan),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }, [h or None for h in heads]

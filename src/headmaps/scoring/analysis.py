@@ -29,6 +29,8 @@ class ScanResult(Protocol):
     preset: str
     options: dict[str, Any]
     tau: float
+    phi_ctx: np.ndarray | None
+    tau_ctx: float
 
     @property
     def n_layers(self) -> int: ...  # noqa: D102
@@ -144,20 +146,28 @@ def top_heads(scan: ScanResult, relation: str, n: int = 5,
 
 
 def summary_table(scan: ScanResult, n: int = 3, tau: float | None = None) -> pd.DataFrame:
-    """One row per relation: pairs, k, best heads, count of heads >= tau (and suppressing)."""
+    """One row per relation: pairs, k, best heads, count of heads >= tau (and suppressing).
+
+    With in-context scores, also the best heads in context and the count of heads whose
+    ``phi_ctx`` reaches ``scan.tau_ctx`` (``top_heads_ctx``, ``n_heads_ctx``).
+    """
     t = _tau(scan, tau)
+    ctx = scan.phi_ctx is not None
+    heads = lambda best: ", ".join(f"{layer}.{h} ({s:.2f})" for layer, h, s in best)  # noqa: E731
     rows = []
     for i, rel in enumerate(scan.relations):
-        best = scan[rel].top_heads(n)
-        rows.append({
+        row = {
             "relation": rel, "n_pairs": scan.n_pairs[rel], "k": scan.k[rel],
-            "top_heads": ", ".join(f"{layer}.{h} ({s:.2f})" for layer, h, s in best),
+            "top_heads": heads(scan[rel].top_heads(n)),
             "n_heads": int((scan.scores[i] >= t).sum()),
             "n_suppressing": int((scan.suppression[i] >= t).sum()),
-        })
-    return pd.DataFrame(rows,
-                        columns=["relation", "n_pairs", "k", "top_heads", "n_heads",
-                                 "n_suppressing"])
+        }
+        if ctx:
+            row["top_heads_ctx"] = heads(scan[rel].top_heads(n, context=True))
+            row["n_heads_ctx"] = int((scan.phi_ctx[i] >= scan.tau_ctx).sum())
+        rows.append(row)
+    columns = ["relation", "n_pairs", "k", "top_heads", "n_heads", "n_suppressing"]
+    return pd.DataFrame(rows, columns=columns + (["top_heads_ctx", "n_heads_ctx"] if ctx else []))
 
 
 def summary_markdown(scan: ScanResult, tau: float | None = None) -> str:

@@ -19,11 +19,13 @@
     if (e === undefined) e = EXC[i] = EXL[i] ? JSON.parse(EXL[i]) : null;
     return e;
   }
-  var S = u16(D.scores), P = u16(D.supp);
+  var CTX = D.ctx || null;
+  var S0 = u16(D.scores), P0 = u16(D.supp), S = S0, P = P0;
+  var SC = CTX ? u16(CTX.scores) : null, PC = CTX ? u16(CTX.supp) : null, TQ0 = TQ;
   var $ = function (id) { return document.getElementById(id); };
 
   // rel -1 is the overview (each head's best relation, coloured by family): the first view.
-  var state = { rel: -1, mode: 'rel', sel: -1, sort: 'head', dir: 1 };
+  var state = { rel: -1, mode: 'rel', sel: -1, sort: 'head', dir: 1, ctx: false };
 
   // ---------- data helpers ----------
   function u16(b64) {
@@ -34,7 +36,8 @@
   // Per head: relations implemented / suppressed, best scores; and the max-over-relations arrays.
   var nrel = new Uint16Array(N), nsupp = new Uint16Array(N);
   var maxS = new Uint16Array(N), maxP = new Uint16Array(N);
-  (function () {
+  function recount() {
+    nrel.fill(0); nsupp.fill(0); maxS.fill(0); maxP.fill(0);
     for (var r = 0; r < R; r++) {
       var o = r * N;
       for (var i = 0; i < N; i++) {
@@ -45,7 +48,8 @@
         if (p > maxP[i]) maxP[i] = p;
       }
     }
-  })();
+  }
+  recount();
   function arr() { return state.mode === 'rel' ? S : P; }
   function q(i, r, mode) {
     var a = (mode || state.mode) === 'rel' ? S : P;
@@ -132,7 +136,10 @@
 
   // ---------- overview: each head's best relation, coloured by its family ----------
   // The families, their colours and each head's best relation come from Python (encode.py).
-  var FAMS = D.families || [], FAM = D.fam || [], BEST = { rel: D.best || [], supp: D.bestSupp || [] };
+  var FAMS = D.families || [], FAM = D.fam || [];
+  var BEST0 = { rel: D.best || [], supp: D.bestSupp || [] }, BEST = BEST0;
+  // In-context scores (phi_ctx), when the scan has them: the "in context" toggle swaps them in.
+  var BESTC = CTX ? { rel: CTX.best, supp: CTX.bestSupp } : null;
   var FRGB = (D.famColours || []).map(function (c) {
     return [1, 3, 5].map(function (k) { return parseInt(c.slice(k, k + 2), 16); });
   });
@@ -230,7 +237,7 @@
   function setMode(mode) {
     if (mode === state.mode) return;
     state.mode = mode;
-    document.querySelectorAll('.seg button').forEach(function (b) {
+    document.querySelectorAll('.seg button[data-mode]').forEach(function (b) {
       var on = b.getAttribute('data-mode') === mode;
       b.setAttribute('aria-checked', on ? 'true' : 'false');
       b.tabIndex = on ? 0 : -1;
@@ -260,7 +267,8 @@
     g.fillStyle = '#111'; g.fillRect(tx - 1, 0, 2, 17);
     g.fillText('\u03c4', tx, 33);
     $('hm-legend-text').textContent = (state.mode === 'rel' ? 'relation score \u03c6' : 'suppression score') +
-      ' of ' + relName() + ' (\u03c4 = ' + D.tau + ')';
+      (state.ctx ? ' in context (\u03c6_ctx)' : '') + ' of ' + relName() + ' (\u03c4 = ' +
+      (state.ctx ? CTX.tau : D.tau) + ')';
   }
   var tip = $('hm-tip');
   function cellOf(t) { return t && t.classList && t.classList.contains('c') ? +t.getAttribute('data-i') : -1; }
@@ -268,7 +276,8 @@
     var i = cellOf(ev.target);
     if (i < 0) { tip.hidden = true; return; }
     tip.textContent = state.rel < 0 ? overviewText(i) : 'head ' + name(i) + ' \u00b7 ' + relName() + ': ' +
-      fmt(q(i, state.rel, 'rel')) + ' \u00b7 suppression ' + fmt(q(i, state.rel, 'supp'));
+      fmt(q(i, state.rel, 'rel')) + ' \u00b7 suppression ' + fmt(q(i, state.rel, 'supp')) +
+      (state.ctx ? ' (in context)' : '');
     tip.style.left = (ev.clientX + 14) + 'px'; tip.style.top = (ev.clientY + 12) + 'px';
     tip.hidden = false;
   });
@@ -347,6 +356,11 @@
     var meta = 'layer ' + l + ' \u00b7 head ' + h;
     if (G > 1) meta += ' \u00b7 KV head ' + ((h / G) | 0) + ' of ' + (H / G);
     out.push('<p class="meta">' + meta + ' <span class="badge ' + c + '">' + c + '</span>' + typeBadges(i) + '</p>');
+    if (CTX && state.rel >= 0) {  // both reads of the head for the picked relation
+      var at = state.rel * N + i;
+      out.push('<p class="meta" id="hm-both">' + esc(relName()) + ': \u03c6 ' + fmt(S0[at]) + ' alone \u00b7 ' +
+        '\u03c6_ctx ' + fmt(SC[at]) + ' in context (suppression ' + fmt(P0[at]) + ' \u00b7 ' + fmt(PC[at]) + ')</p>');
+    }
     if (G > 1) {
       var g0 = ((h / G) | 0) * G, sib = [];
       for (var s = g0; s < g0 + G; s++) {
@@ -716,7 +730,33 @@
     state.rel = r;
     refresh();
   }
-  var seg = document.querySelectorAll('.seg button');
+  // alone (phi) or in context (phi_ctx): the same views on the other score
+  function setCtx(on) {
+    if (on === state.ctx || !CTX) return;
+    state.ctx = on;
+    S = on ? SC : S0; P = on ? PC : P0; BEST = on ? BESTC : BEST0; TQ = on ? CTX.tauQ : TQ0;
+    recount();
+    document.querySelectorAll('.seg button[data-ctx]').forEach(function (b) {
+      var yes = (b.getAttribute('data-ctx') === '1') === on;
+      b.setAttribute('aria-checked', yes ? 'true' : 'false');
+      b.tabIndex = yes ? 0 : -1;
+    });
+    $('hm-grid').setAttribute('data-ctx', on ? '1' : '0');
+    refresh();
+  }
+  if (CTX) {
+    $('hm-ctx').hidden = false;
+    document.querySelectorAll('.seg button[data-ctx]').forEach(function (b) {
+      b.addEventListener('click', function () { setCtx(b.getAttribute('data-ctx') === '1'); });
+      b.addEventListener('keydown', function (ev) {
+        if (['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown'].indexOf(ev.key) < 0) return;
+        ev.preventDefault();
+        setCtx(!state.ctx);
+        $(state.ctx ? 'hm-ctx-in' : 'hm-ctx-alone').focus();
+      });
+    });
+  }
+  var seg = document.querySelectorAll('.seg button[data-mode]');
   seg.forEach(function (b) {
     b.addEventListener('click', function () { setMode(b.getAttribute('data-mode')); });
     b.addEventListener('keydown', function (ev) {
