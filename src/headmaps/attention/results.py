@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from .._html import html_card
-from .._protocol import deprecated
 from ..errors import HeadmapsError
 from ..io import load_table, markdown_table, reads_result, save_table, table_path
 from ..salient.tokens import visible
@@ -229,11 +228,6 @@ class AttentionPreferences:
             prefs = ", ".join(f"{visible(k)} ({s:+.2f})" for k, s in zip(toks, scs))
             lines.append(f"  {visible(t)} [{sel:.2f}] -> {prefs}")
         return "\n".join(lines)
-
-    def table(self) -> str:
-        """Deprecated: :meth:`text` (the plain-text preferences)."""
-        deprecated("AttentionPreferences.table()", "AttentionPreferences.text()")
-        return self.text()
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame: the key-side preferences, then each query's preferred keys.
@@ -465,24 +459,6 @@ class AttentionSummary:
         return figures.grids_figure(grid, vmin=0.0, vmax=1.0, colour_label="attention",
                                     title=f"{self._title()} (rows: layers {self.layers[0]}.."
                                           f"{self.layers[-1]})" if self.layers else self._title())
-
-    def to_extras(self, n_keys: int = 6) -> dict[str, dict[str, Any]]:
-        """Deprecated: the report reads the result itself (``hm.report(hm.analyse(model))``).
-
-        Per-head report extras ``{"L.H": {"attention": {...}}}`` (see
-        :mod:`headmaps.explorer.schema`).
-        """
-        deprecated("AttentionSummary.to_extras()", "the result itself (the report reads it)")
-        out = {}
-        for layer, h in self.heads:
-            pr, pf = self.profile_at(layer, h), self.preferences(layer, h)
-            out[f"{layer}.{h}"] = {"attention": {
-                "weights": [float(w) for w in pr.weights],
-                "keys": [[t, float(s)] for t, s in zip(pf.key_tokens[:n_keys],
-                                                       pf.key_scores[:n_keys])],
-                "summary": describe_qk(pf, pr),
-            }}
-        return out
 
     def header(self) -> dict[str, Any]:
         """Provenance and every array, JSON-able (non-finite logits as None)."""

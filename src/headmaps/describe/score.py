@@ -46,9 +46,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._html import html_card
-from .._protocol import deprecated
 from ..errors import HeadmapsError
-from ..io import load_table, reads_result, save_table, table_path, versions, write_figure
+from ..io import load_table, reads_result, save_table, table_path, versions
 from ..salient import SalientAll
 from ..salient.tokens import visible
 from .base import Description
@@ -394,12 +393,6 @@ class DescriptionScores:
             g["accurate"].to_numpy(np.float64),
             (g["coverage"] * g["mean_baseline"].astype(np.float64).fillna(0.0)).to_numpy(),
             title=title or f"{self.model_id}: coverage x measured accuracy")
-
-    def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
-        """Deprecated: ``io.write_figure(scores.figure(), path)``; writes PNG, returns the path."""
-        deprecated("DescriptionScores.plot(path)",
-                   "headmaps.io.write_figure(scores.figure(), path)")
-        return write_figure(self.figure(title), path, dpi=120)
 
 
 def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:

@@ -18,7 +18,6 @@ import pandas as pd
 
 from .. import figures
 from .._html import html_card
-from .._protocol import deprecated
 from ..io import (
     header_for_file,
     load_table,
@@ -84,12 +83,6 @@ class CorrelationResult:
     options: dict[str, Any] = field(default_factory=dict)
     kind: str = "correlation"
     seed: int = 0
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """Deprecated: :meth:`to_frame` (or ``per_relation``)."""
-        deprecated("CorrelationResult.table", "CorrelationResult.to_frame()")
-        return self.per_relation
 
     @property
     def calibration(self) -> dict[str, Any]:
@@ -248,11 +241,6 @@ class CorrelationResult:
                                       title=f"{self.model_id}: static vs dynamic ({self.kind}, "
                                             f"preset {self.preset})")
 
-    def plot(self, path: str | os.PathLike, max_relations: int = 20) -> Path:
-        """Deprecated: ``io.write_figure(res.figure(), path)``; writes it, returns the path."""
-        deprecated("CorrelationResult.plot(path)", "headmaps.io.write_figure(res.figure(), path)")
-        return write_figure(self.figure(max_relations), path, dpi=RUN_DPI)
-
 
 @dataclass
 class CausalResult:
@@ -279,12 +267,6 @@ class CausalResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     kind = "causal"
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """Deprecated: :meth:`to_frame` (or ``per_relation``)."""
-        deprecated("CausalResult.table", "CausalResult.to_frame()")
-        return self.per_relation
 
     @property
     def calibration(self) -> dict[str, Any]:
@@ -370,8 +352,3 @@ class CausalResult:
         return figures.curve_panels(panels, xlabel="heads removed", ylabel="accuracy",
                                     title=f"{self.model_id}: zeroing heads at the last position "
                                           f"(preset {self.preset})")
-
-    def plot(self, path: str | os.PathLike) -> Path:
-        """Deprecated: ``io.write_figure(res.figure(), path)``; writes it, returns the path."""
-        deprecated("CausalResult.plot(path)", "headmaps.io.write_figure(res.figure(), path)")
-        return write_figure(self.figure(), path, dpi=RUN_DPI)

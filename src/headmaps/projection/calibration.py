@@ -102,13 +102,6 @@ class Calibration:
             return frame
         return frame.sort_values("median_r", ascending=False, kind="stable").reset_index(drop=True)
 
-    def table(self) -> Any:
-        """Deprecated: :meth:`to_frame`."""
-        from .._protocol import deprecated
-
-        deprecated("Calibration.table()", "Calibration.to_frame()")
-        return self.to_frame()
-
     def _candidates(self) -> Any:
         cols = ["name", "median_r", "median_r_with_context", "n_relations"]
         frame = self.to_frame()

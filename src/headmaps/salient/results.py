@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from .._html import html_card
-from .._protocol import deprecated
 from ..errors import HeadmapsError, OutOfRangeError
 from ..io import load_table, markdown_table, reads_result, save_table, table_path
 from .tokens import visible
@@ -126,11 +125,6 @@ class SalientOperations:
         lines += [f"{a:>{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  "
                   f"{d}" for a, b, c, d in rows]
         return "\n".join(lines)
-
-    def table(self, scores: bool = True) -> str:
-        """Deprecated: :meth:`text` (the plain-text table)."""
-        deprecated("SalientOperations.table()", "SalientOperations.text()")
-        return self.text(scores)
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame, one row per (rank, target_rank): the source, its saliency, the target."""

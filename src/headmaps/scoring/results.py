@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._protocol import deprecated
 from ..errors import HeadmapsError
 from ..io import load_table, reads_result, save_table, table_path
 from ..relations.errors import UnknownRelationError
@@ -211,11 +210,6 @@ class ScanResult:
                    f"layer ($\\tau$ = {self.tau:g})")
         return figures.layer_counts_figure(hits, rels, ylabel=f"heads with {what} $\\geq \\tau$",
                                            title=title or default)
-
-    def plot(self, *args: Any, **kwargs: Any) -> Figure:
-        """Deprecated alias of :meth:`figure` (kept one release)."""
-        deprecated("ScanResult.plot()", "ScanResult.figure()")
-        return self.figure(*args, **kwargs)
 
     def _index(self, relation: str) -> int:
         if relation not in self.relations:
