@@ -194,6 +194,7 @@ def relation_scores(
     k: int | None = None,
     preset: str | P.ProjectionOptions | None = None,
     *,
+    tau: float = DEFAULT_TAU,
     min_pairs: int = rel_lib.MIN_PAIRS,
     exact_dense: bool = False,
     **options: Any,
@@ -205,6 +206,8 @@ def relation_scores(
         relation: a built-in name, a path to a JSON/CSV set, or a list of pairs.
         k: top-k (default: the relation's, see :func:`default_k`).
         preset: projection preset (see :func:`scan`).
+        tau: threshold for "implements" (stored on the result: the default of its
+            :meth:`~RelationScores.heads`).
         min_pairs: minimum single-token pairs.
         exact_dense: compute every logit instead of the exact early exit (see :func:`scan`).
         **options: projection option overrides.
@@ -216,7 +219,7 @@ def relation_scores(
         HeadmapsError: the relation has too few single-token pairs for this model.
     """
     name = rel_lib.relation_name(relation)
-    res = scan(model, {name: relation}, k=k, preset=preset, min_pairs=min_pairs,
+    res = scan(model, {name: relation}, k=k, preset=preset, tau=tau, min_pairs=min_pairs,
                exact_dense=exact_dense, **options)
     if name in res.skipped:
         raise HeadmapsError(f"relation {name!r} cannot be scored on {model.model_id}: "

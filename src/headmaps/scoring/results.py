@@ -20,6 +20,7 @@ from . import analysis
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: The MAPS relation threshold: a head "implements" a relation at a score of at least this.
 DEFAULT_TAU = 0.15
 
 
@@ -37,6 +38,8 @@ class RelationScores:
         model_id: the model.
         preset: preset name (``custom`` after overrides).
         options: projection options as a dict.
+        tau: the threshold for "implements" of the scan that computed the scores (the
+            default of :meth:`heads`).
     """
 
     relation: str
@@ -47,15 +50,17 @@ class RelationScores:
     model_id: str = ""
     preset: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    tau: float = DEFAULT_TAU
 
     def top_heads(self, n: int = 5, suppression: bool = False) -> list[tuple[int, int, float]]:
         """The ``n`` best heads as ``(layer, head, score)``, best first."""
         return _top(self.suppression if suppression else self.scores, n)
 
-    def heads(self, tau: float = DEFAULT_TAU, suppression: bool = False) -> list[tuple[int, int]]:
-        """Heads whose score is at least ``tau``, as ``(layer, head)``."""
+    def heads(self, tau: float | None = None,
+              suppression: bool = False) -> list[tuple[int, int]]:
+        """Heads whose score is at least ``tau`` (default ``self.tau``), as ``(layer, head)``."""
         a = self.suppression if suppression else self.scores
-        return [tuple(map(int, x)) for x in np.argwhere(a >= tau)]
+        return [tuple(map(int, x)) for x in np.argwhere(a >= (self.tau if tau is None else tau))]
 
     def _repr_html_(self) -> str:
         """Jupyter: the ten best heads as a compact table."""
@@ -119,7 +124,8 @@ class ScanResult:
                                        f"{', '.join(self.relations)}")
         i = self.relations.index(relation)
         return RelationScores(relation, self.scores[i], self.suppression[i], self.n_pairs[relation],
-                              self.k[relation], self.model_id, self.preset, dict(self.options))
+                              self.k[relation], self.model_id, self.preset, dict(self.options),
+                              self.tau)
 
     # Analyses (see headmaps.scoring.analysis for details).
     def relation_heads(self, tau: float | None = None,
