@@ -268,7 +268,7 @@ def attention_summary(
         chunk_rows: vocabulary rows per chunk.
         progress: show a progress bar over layers.
         calibration: with no preset or option given, use the model's stored calibration
-            (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
+            (None or True: yes, False: no; see
             :mod:`headmaps.projection.calibration`).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 

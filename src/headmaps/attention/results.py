@@ -265,9 +265,15 @@ class AttentionPreferences:
                 "key_tokens": list(self.key_tokens), "query_tokens": list(self.query_tokens),
                 "pair_tokens": [list(p) for p in self.pair_tokens]}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``preferences.parquet`` (or a given .parquet/.csv file) and its JSON header."""
-        return save_table(self.to_frame(), self.header(), table_path(path, "preferences.parquet"))
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
+        """Write ``preferences.parquet`` (or a given .parquet/.csv file) and its JSON header.
+
+        Args:
+            path: a folder (the file goes in it as ``preferences.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
+        """
+        return save_table(self.to_frame(), self.header(), table_path(path, "preferences.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("attention preferences")
@@ -474,13 +480,18 @@ class AttentionSummary:
                 "preset": self.preset, "options": self.options, "versions": self.versions,
                 "strings": {str(k): v for k, v in sorted(self.strings.items())}, "arrays": arrays}
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
         """Write ``attention.parquet`` (or the given .parquet/.csv file) and its ``.json`` header.
 
         The frame is :meth:`to_frame`; the header keeps every array and token string, so
         :meth:`load` restores the result exactly.
+
+        Args:
+            path: a folder (the file goes in it as ``attention.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
         """
-        return save_table(self.to_frame(), self.header(), table_path(path, "attention.parquet"))
+        return save_table(self.to_frame(), self.header(), table_path(path, "attention.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("attention summary")

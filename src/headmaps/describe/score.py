@@ -307,17 +307,22 @@ class DescriptionScores:
                 "auroc": None if math.isnan(self.auroc()) else round(self.auroc(), 4),
                 "versions": self.versions}
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
         """Write ``description_scores.parquet`` (or a .parquet/.csv file) and its JSON header.
 
         The held-out sample of every head is kept (a JSON column ``sample``).
+
+        Args:
+            path: a folder (the file goes in it as ``description_scores.parquet``) or a
+                .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
         """
         path = table_path(path, "description_scores.parquet")
         frame = self.to_frame()
         frame["sample"] = [json.dumps({k: getattr(s, k) for k in _SAMPLE_FIELDS},
                                       ensure_ascii=False) for s in self.scores]
         frame["rule"] = frame["rule"].fillna("")
-        return save_table(frame, self.header(), path)
+        return save_table(frame, self.header(), path, show_paths=show_paths)
 
     @classmethod
     @reads_result("description-scores result")

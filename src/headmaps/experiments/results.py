@@ -52,13 +52,13 @@ _HEAD_COLUMNS = ["relation", "template", "layer", "head", "static", "static_supp
 RUN_DPI = 110
 
 
-def _save_run(result: Any, out: Path, command: str | None) -> None:
+def _save_run(result: Any, out: Path, command: str | None, show_paths: bool) -> None:
     """The documented run files of a result: its figure, ``summary.md`` and ``run.json``."""
     name = result.kind
     write_figure(result.figure(), out / f"{name}.png", dpi=RUN_DPI)
     write_text(out / "summary.md", result.summary_markdown(command, figure=f"{name}.png"))
     if command is not None:
-        write_json(out / "run.json", header_for_file(result.run_header(command)))
+        write_json(out / "run.json", header_for_file(result.run_header(command), show_paths))
 
 
 @dataclass
@@ -173,17 +173,24 @@ class CorrelationResult:
                 "model_info": self.static.model_info, "versions": versions(),
                 "calibration": self.static.calibration, "seed": self.seed}
 
-    def save(self, out: str | os.PathLike, *, command: str | None = None) -> Path:
+    def save(self, out: str | os.PathLike, *, command: str | None = None,
+             show_paths: bool = False) -> Path:
         """Write the run folder ``out``; returns the path of ``<kind>.csv``.
 
         ``<kind>.csv`` (+ ``.json``), ``<kind>_heads.csv``, the figure ``<kind>.png`` and
         ``summary.md``; with ``command``, also the run header ``run.json``.
+
+        Args:
+            out: the run folder.
+            command: the command line that made the result (for ``run.json``).
+            show_paths: keep absolute local paths in the headers (by default file names only).
         """
         out = Path(out)
-        path = save_table(self.per_relation, self.header(), out / f"{self.kind}.csv")
+        path = save_table(self.per_relation, self.header(), out / f"{self.kind}.csv",
+                          show_paths=show_paths)
         save_table(self.heads_frame(), {"kind": f"{self.kind}_heads", "model_id": self.model_id},
-                   out / f"{self.kind}_heads.csv")
-        _save_run(self, out, command)
+                   out / f"{self.kind}_heads.csv", show_paths=show_paths)
+        _save_run(self, out, command, show_paths)
         return path
 
     @classmethod
@@ -316,17 +323,24 @@ class CausalResult:
                 "options": self.options, "heads": self.heads, "controls": self.controls,
                 "meta": self.meta, "versions": versions()}
 
-    def save(self, out: str | os.PathLike, *, command: str | None = None) -> Path:
+    def save(self, out: str | os.PathLike, *, command: str | None = None,
+             show_paths: bool = False) -> Path:
         """Write the run folder ``out``; returns the path of ``causal.csv``.
 
         ``causal.csv`` (+ ``.json``), ``causal_curves.csv``, the figure ``causal.png`` and
         ``summary.md``; with ``command``, also the run header ``run.json``.
+
+        Args:
+            out: the run folder.
+            command: the command line that made the result (for ``run.json``).
+            show_paths: keep absolute local paths in the headers (by default file names only).
         """
         out = Path(out)
-        path = save_table(self.per_relation, self.header(), out / "causal.csv")
+        path = save_table(self.per_relation, self.header(), out / "causal.csv",
+                          show_paths=show_paths)
         save_table(self.curves, {"kind": "causal_curves", "model_id": self.model_id},
-                   out / "causal_curves.csv")
-        _save_run(self, out, command)
+                   out / "causal_curves.csv", show_paths=show_paths)
+        _save_run(self, out, command, show_paths)
         return path
 
     @classmethod

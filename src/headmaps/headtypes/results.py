@@ -156,9 +156,15 @@ class HeadTypes:
                 "options": self.options, "params": self.params, "seconds": self.seconds,
                 "model_info": self.model_info, "versions": self.versions, "notes": self.notes}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and a ``.json`` header."""
-        return save_table(self.to_frame(), self.header(), table_path(path, "head_types.parquet"))
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
+        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and a ``.json`` header.
+
+        Args:
+            path: a folder (the file goes in it as ``head_types.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
+        """
+        return save_table(self.to_frame(), self.header(), table_path(path, "head_types.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("head-types result")

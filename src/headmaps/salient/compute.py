@@ -274,7 +274,7 @@ def salient_operations(
             ``"both"`` (``True``). Needs a tokenizer.
         chunk_rows: vocabulary rows per chunk (memory bound).
         calibration: with no preset or option given, use the model's stored calibration
-            (as :func:`headmaps.scan` does; None: unless ``$HEADMAPS_NO_CALIBRATION``).
+            (as :func:`headmaps.scan` does; None or True: yes, False: no).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:

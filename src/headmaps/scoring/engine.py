@@ -112,8 +112,8 @@ def scan(
             vocabulary size and k, see :func:`headmaps.scoring.kernel.stage_bounds`).
         stats: if given, filled with the (head, source) rows that reached each stage of
             the cascade, summed over layers (see :func:`count_hits`).
-        calibration: use the stored calibration when no projection is given (None: yes
-            unless ``$HEADMAPS_NO_CALIBRATION`` is set; see :mod:`headmaps.projection.calibration`).
+        calibration: use the stored calibration when no projection is given (None or True:
+            yes, False: no; see :mod:`headmaps.projection.calibration`).
         pair_hits: if given, filled with relation -> ``(hits, suppressed)``: bool arrays
             ``(n_layers, n_heads, n_pairs)`` saying for every head and kept pair (in the
             order of ``PreparedRelation.kept``) whether the target is in the top-k

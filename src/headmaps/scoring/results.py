@@ -245,9 +245,15 @@ class ScanResult:
             "calibration": self.calibration,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``scores.parquet`` (or the given .parquet/.csv file) and its ``.json`` header."""
-        return save_table(self.to_frame(), self.header(), table_path(path, "scores.parquet"))
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
+        """Write ``scores.parquet`` (or the given .parquet/.csv file) and its ``.json`` header.
+
+        Args:
+            path: a folder (the file goes in it as ``scores.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
+        """
+        return save_table(self.to_frame(), self.header(), table_path(path, "scores.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("scan result")
