@@ -27,7 +27,7 @@ from .attention import (
     attention_summary,
     positional_profile,
 )
-from .describe.score import DescriptionScore, DescriptionScores, score_descriptions
+from .describe import DescriptionScore, DescriptionScores, score_descriptions
 from .diff import HeadDiff, diff
 from .errors import (
     CorruptFileError,

@@ -352,7 +352,7 @@ def analyse(
     scores = score_descriptions or None
     if score_descriptions is True:
         from .describe import PatternDescriber
-        from .describe.score import score_descriptions as run_scores
+        from .describe import score_descriptions as run_scores
 
         pattern = describer if isinstance(describer, PatternDescriber) else None
         scores = timed("description_scores", run_scores, m, descriptions, sal, method="offline",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..describe.score import DEFAULT_N_RANDOM, DEFAULT_N_SALIENT
+from ..describe.sampling import DEFAULT_N_RANDOM, DEFAULT_N_SALIENT
 from ..errors import HeadmapsError, OutOfRangeError
 from . import checks, common
 

@@ -330,7 +330,7 @@ def salient_all(
             ``select(layer, saliency)`` returns per head (``saliency``: ``(n_h, V)`` over the
             whole vocabulary, ``-inf`` where filtered out; the answer: ``(n_h, T)`` ids);
             their mappings come from the same projection. Held-out tokens for scoring
-            descriptions are chosen this way (:mod:`headmaps.describe.score`).
+            descriptions are chosen this way (:mod:`headmaps.describe.sampling`).
 
     Returns:
         :class:`SalientAll`; ``res[layer, head]`` gives one head's :class:`SalientOperations`.
