@@ -44,7 +44,6 @@ def run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="headmaps-bench-default-"))
     os.environ["HEADMAPS_CALIBRATIONS"] = str(tmp / "calibrations")
     os.environ["HEADMAPS_CACHE"] = str(tmp / "cache")
-    os.environ.pop("HEADMAPS_NO_CALIBRATION", None)
     try:
         import headmaps as hm
         from headmaps import projection as P

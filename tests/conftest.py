@@ -17,7 +17,6 @@ def _calibration_store(tmp_path_factory, monkeypatch):
     """Every test gets an empty calibration store, so a user's stored calibrations never
     change the default projection a test sees (see headmaps.projection.calibration)."""
     monkeypatch.setenv("HEADMAPS_CALIBRATIONS", str(tmp_path_factory.mktemp("calibrations")))
-    monkeypatch.delenv("HEADMAPS_NO_CALIBRATION", raising=False)
 
 
 #: CPU capabilities of a machine without native bfloat16 (an AVX2 CPU).

@@ -6,8 +6,6 @@ from arrays) is walked through every method; the retired names warn and still wo
 
 from __future__ import annotations
 
-import warnings
-
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -154,32 +152,6 @@ def test_experiment_run_folder(results, tmp_path):
     assert "![scatter](correlation.png)" in md
     run = corr.run_header("x")
     assert run["seed"] == 3 and run["sample"]["pairs_per_relation"] == {"rel0": 30, "rel1": 30}
-
-
-def test_retired_names_warn_and_still_work(results, tmp_path):
-    scan, _ = results["ScanResult"]
-    corr, causal = results["CorrelationResult"][0], results["CausalResult"][0]
-    cases = [
-        (lambda: scan.plot("copying"), Figure),
-        (lambda: corr.plot(tmp_path / "c.png"), type(tmp_path)),
-        (lambda: causal.plot(tmp_path / "k.png"), type(tmp_path)),
-        (lambda: corr.table, pd.DataFrame),
-        (lambda: causal.table, pd.DataFrame),
-        (lambda: results["SalientOperations"][0].table(), str),
-        (lambda: results["AttentionPreferences"][0].table(), str),
-        (lambda: results["HeadTypes"][0].table(), str),
-        (lambda: results["HeadTypes"][0].to_extras(), dict),
-        (lambda: results["AttentionSummary"][0].to_extras(), dict),
-        (lambda: results["Calibration"][0].table(), pd.DataFrame),
-        (lambda: results["DescriptionScores"][0].plot(tmp_path / "d.png"), type(tmp_path)),
-    ]
-    for call, kind in cases:
-        with pytest.warns(DeprecationWarning, match="deprecated"):
-            assert isinstance(call(), kind)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        results["SalientOperations"][0].text()  # the new names do not warn
-        results["HeadTypes"][0].text()
 
 
 def test_pipeline_functions_are_not_shadowed_by_their_modules():

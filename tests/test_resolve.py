@@ -54,7 +54,6 @@ def recorded(model, kw):
 @pytest.mark.parametrize("stored", [False, True], ids=["no calibration", "stored calibration"])
 def test_every_entry_point_resolves_the_same_projection(model, stored, monkeypatch, tmp_path):
     monkeypatch.setenv("HEADMAPS_CALIBRATIONS", str(tmp_path))
-    monkeypatch.delenv("HEADMAPS_NO_CALIBRATION", raising=False)
     if stored:
         chosen = P.ProjectionOptions(source="embedding")
         store(Calibration(model_id=model.model_id, fingerprint=fingerprint(model),

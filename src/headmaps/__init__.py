@@ -27,7 +27,7 @@ from .attention import (
     attention_summary,
     positional_profile,
 )
-from .describe.score import DescriptionScore, DescriptionScores, score_descriptions
+from .describe import DescriptionScore, DescriptionScores, score_descriptions
 from .diff import HeadDiff, diff
 from .errors import (
     CorruptFileError,
@@ -50,6 +50,6 @@ __all__ = [
     "load", "scan", "analyse", "report",
     # what they return, and the errors they raise
     "HeadModel", "ScanResult", "HeadReport", "HeadmapsError", "__version__",
-    # one relation, one head (DESIGN section 6)
+    # one relation, one head
     "relation_scores", "salient_operations", "relations",
 ]

@@ -1,4 +1,4 @@
-"""The one protocol every headmaps result follows, and the warning of its retired names.
+"""The one protocol every headmaps result follows.
 
 A result (a scan, salient operations, the QK half, head types, an experiment, a
 calibration, a head report, description scores, a head diff) is a dataclass that can::
@@ -9,15 +9,11 @@ calibration, a head report, description scores, a head diff) is a dataclass that
     res._repr_html_()          # a compact HTML card (Jupyter shows it)
     res.figure()               # a matplotlib Figure (never a file: io.write_figure writes)
     res.summary_markdown()     # a Markdown summary
-
-Names results had before (``plot(path)`` writing a file, ``table()`` returning text,
-``to_extras()``) stay one release and warn through :func:`deprecated`.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -43,8 +39,3 @@ class Result(Protocol):
 
     def summary_markdown(self) -> str: ...  # noqa: D102
 
-
-def deprecated(old: str, new: str) -> None:
-    """Warn (``DeprecationWarning``, pointing at the caller's caller) that ``old`` is retired."""
-    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}",
-                  DeprecationWarning, stacklevel=3)

@@ -162,11 +162,15 @@ class HeadReport:
         """The scan's heatmaps (:meth:`ScanResult.figure`), every relation in a grid."""
         return self.scan.figure()
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
         """Write every part into the folder ``path`` and the manifest ``head_report.json`` last.
 
         Each file is written atomically; the manifest names the parts, so parts left
         in the folder by an earlier save are never read back.
+
+        Args:
+            path: the folder.
+            show_paths: keep absolute local paths in the headers (by default file names only).
 
         Returns:
             The folder.
@@ -180,10 +184,10 @@ class HeadReport:
             if part == "descriptions":
                 save_descriptions(value, target)
             else:
-                value.save(target)
+                value.save(target, show_paths=show_paths)
         write_json(folder / MANIFEST, header_for_file(
             {"kind": "headmaps.HeadReport", "model_id": self.model_id,
-             "parts": {p: PARTS[p] for p in self.parts()}, "seconds": self.seconds}))
+             "parts": {p: PARTS[p] for p in self.parts()}, "seconds": self.seconds}, show_paths))
         return folder
 
     @classmethod
@@ -264,8 +268,8 @@ def analyse(
             scores made earlier. Descriptions without a rule are kept with the reason they
             were not scored (they need an LLM scorer: ``headmaps describe --score``).
         llm_options: keyword arguments of :class:`~headmaps.describe.LLMDescriber`.
-        calibration: with no ``preset``, scan with the model's stored calibration (None:
-            yes unless ``$HEADMAPS_NO_CALIBRATION`` is set); the other parts follow the scan.
+        calibration: with no ``preset``, scan with the model's stored calibration (None or
+            True: yes, False: no); the other parts follow the scan.
         stream_dtype: the whole-vocabulary stream's compute dtype, ``"auto"`` (None: the
             default; bfloat16 where the device computes it natively, else float32),
             ``"float32"`` or ``"bfloat16"`` (:mod:`headmaps.projection.precision`).
@@ -348,7 +352,7 @@ def analyse(
     scores = score_descriptions or None
     if score_descriptions is True:
         from .describe import PatternDescriber
-        from .describe.score import score_descriptions as run_scores
+        from .describe import score_descriptions as run_scores
 
         pattern = describer if isinstance(describer, PatternDescriber) else None
         scores = timed("description_scores", run_scores, m, descriptions, sal, method="offline",

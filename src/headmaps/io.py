@@ -60,9 +60,6 @@ def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
     raise FileExistsError(f"no free temporary name in {folder}")
 
 
-#: Environment variable: results headers keep absolute local paths when set to "1".
-SHOW_PATHS_ENV = "HEADMAPS_SHOW_PATHS"
-
 #: An absolute POSIX path (``/a/b``, at least two parts), a home path (``~/a``) or a
 #: Windows path (``C:\a``), up to whitespace, a quote, a comma or a bracket.
 _ABS_PATH = re.compile(r"""(?<![\w.~/])(?:~|[A-Za-z]:)?[/\\]"""
@@ -94,14 +91,14 @@ def shareable(value: Any) -> Any:
     return value
 
 
-def show_paths() -> bool:
-    """Whether results headers keep local paths ($HEADMAPS_SHOW_PATHS=1 or --show-paths)."""
-    return os.environ.get(SHOW_PATHS_ENV, "") not in ("", "0")
+def header_for_file(header: dict[str, Any], show_paths: bool = False) -> dict[str, Any]:
+    """A result's JSON header as written: local paths reduced to names (:func:`shareable`).
 
-
-def header_for_file(header: dict[str, Any]) -> dict[str, Any]:
-    """A result's JSON header as written: local paths reduced to names unless asked to keep them."""
-    return header if show_paths() else shareable(header)
+    Args:
+        header: the header.
+        show_paths: keep absolute local paths as they are (``headmaps --show-paths``).
+    """
+    return header if show_paths else shareable(header)
 
 
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
@@ -256,10 +253,11 @@ def table_path(path: str | os.PathLike, default_name: str) -> Path:
     return p
 
 
-def save_table(frame: pd.DataFrame, header: dict[str, Any], path: str | os.PathLike) -> Path:
+def save_table(frame: pd.DataFrame, header: dict[str, Any], path: str | os.PathLike, *,
+               show_paths: bool = False) -> Path:
     """Write ``frame`` (parquet or csv by suffix) and its JSON header, both atomically.
 
-    The header goes through :func:`header_for_file` (no local paths unless asked).
+    The header goes through :func:`header_for_file`: no local paths unless ``show_paths``.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -267,7 +265,7 @@ def save_table(frame: pd.DataFrame, header: dict[str, Any], path: str | os.PathL
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
-    write_json(header_path(path), header_for_file(header))
+    write_json(header_path(path), header_for_file(header, show_paths))
     return path
 
 

@@ -267,7 +267,9 @@ def test_interrupted_rerun_keeps_the_earlier_files(model_dir, files, tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_fresh_results_headers_hold_no_local_paths(model_dir, files, tmp_path, capsys):
+def test_fresh_results_headers_hold_no_local_paths(model_dir, files, tmp_path, capsys,
+                                                   monkeypatch):
+    monkeypatch.setenv("HEADMAPS_SHOW_PATHS", "1")  # retired: only the flag keeps paths
     out = tmp_path / "out"
     assert cli.main(["scan", model_dir, "--relations", str(files / "capitals.json"),
                      "--min-pairs", "10", "--out", str(out), "--no-plots"]) == 0

@@ -18,15 +18,10 @@ import pytest
 import headmaps as hm
 from headmaps.describe import Description, LLMDescriber, PatternDescriber, describe_all
 from headmaps.describe.llm import AnswerError
-from headmaps.describe.score import (
-    DescriptionScores,
-    auroc,
-    derangement,
-    held_out_ids,
-    hit,
-    parse_targets,
-    simulation_messages,
-)
+from headmaps.describe.prompts import parse_targets, simulation_messages
+from headmaps.describe.results import DescriptionScores, auroc
+from headmaps.describe.sampling import derangement, held_out_ids
+from headmaps.describe.scoring import hit
 from headmaps.errors import CorruptFileError, HeadmapsError
 from headmaps.io import write_figure
 from tiny_vocab import COUNTRY_CAPITAL, OTHER, VERB_PAST, mapping_matrix, set_mapping, vocab_model

@@ -128,7 +128,10 @@ def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     from headmaps.io import shareable
 
     assert hm.ScanResult.load(tmp_path / "s.parquet").calibration == shareable(res.calibration)
-    # an explicit preset or option wins; calibration=False and the env var ignore it
+    assert shareable(res.calibration) != res.calibration  # it names the file in the store
+    res.save(tmp_path / "p.parquet", show_paths=True)  # headmaps --show-paths
+    assert hm.ScanResult.load(tmp_path / "p.parquet").calibration == res.calibration
+    # an explicit preset or option wins; calibration=False ignores it
     explicit = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10,
                        preset="paper")
     assert explicit.calibration == {} and explicit.preset == "paper"
@@ -146,8 +149,11 @@ def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     assert corr.median() == pytest.approx(cal.median_r, abs=1e-4)
 
 
-def test_no_calibration_env(exact_model, monkeypatch):
+def test_only_the_argument_turns_the_calibration_off(exact_model, monkeypatch):
     hm.calibrate(exact_model, SETS, TEMPLATES, k=K, min_pairs=10, candidates_=[("exact", EXACT)])
-    monkeypatch.setenv("HEADMAPS_NO_CALIBRATION", "1")
+    monkeypatch.setenv("HEADMAPS_NO_CALIBRATION", "1")  # retired: no environment variable
     res = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)
+    assert res.calibration["status"] == "calibrated"
+    res = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10,
+                  calibration=False)
     assert res.calibration == {"status": "uncalibrated", "reason": "calibration disabled"}

@@ -119,7 +119,7 @@ def test_headtypes_carries_the_evidence_through_frame_table_and_save(tmp_path):
     frame = res.to_frame().set_index(["layer", "head"])
     assert {"z_previous_token", "pct_previous_token", "conf_previous_token"} <= set(frame.columns)
     assert frame.loc[(3, 4), "pct_previous_token"] == 100
-    text = res.table()
+    text = res.text()
     assert "    3.4     score" in text and "percentile 100.0" in text
     assert "no clear induction head" in text
     e = res.evidence(3, 4)

@@ -14,7 +14,13 @@ import torch
 
 import headmaps as hm
 from headmaps import projection as P
-from headmaps.scoring import ScanResult, reference_scores, relation_scores, scan
+from headmaps.scoring import (
+    RelationScores,
+    ScanResult,
+    reference_scores,
+    relation_scores,
+    scan,
+)
 from near_ties import assert_scores_up_to_ties, unsure_decisions
 from tiny import tiny_model
 from tiny_tokenizer import tiny_tokenizer
@@ -71,6 +77,19 @@ def test_k_equal_to_vocab_hits_everything(model):
     res = relation_scores(model, pairs(6), k=model.vocab_size)
     assert res.n_pairs == 60
     assert (res.scores == 1).all() and (res.suppression == 1).all()
+
+
+def test_heads_default_to_the_scans_own_tau(model):
+    """RelationScores.heads() thresholds at the tau its scores were computed with."""
+    grid = np.array([[0.2, 0.4], [0.1, 0.35]], np.float32)
+    rs = RelationScores("r", grid, grid, n_pairs=20, k=3, tau=0.3)
+    assert rs.heads() == [(0, 1), (1, 1)]
+    assert rs.heads(0.15) == [(0, 0), (0, 1), (1, 1)]
+    scores = scan(model, {"a": pairs(7)}, k=60, tau=0.3)["a"]
+    assert scores.tau == 0.3
+    want = [tuple(map(int, x)) for x in np.argwhere(scores.scores >= 0.3)]
+    assert scores.heads() == want and 0 < len(want) < len(scores.heads(0.15))
+    assert relation_scores(model, pairs(7), k=60, tau=0.3).heads() == want
 
 
 def test_k_larger_than_vocab_is_a_clear_error(model):

@@ -119,14 +119,28 @@ def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int,
     return qi, pool[torch.randint(len(pool), (n_samples, n_keys), generator=g)]
 
 
-def _sampled(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor, base: torch.Tensor,
-             opts: P.ProjectionOptions, valid: torch.Tensor, max_distance: int, n_samples: int,
-             seed: int) -> torch.Tensor:
+def sampled_profile(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor,
+                    base: torch.Tensor, opts: P.ProjectionOptions, valid: torch.Tensor,
+                    max_distance: int, n_samples: int, seed: int) -> torch.Tensor:
     """``(n_h, max_distance + 1)`` expected attention by distance over random token sequences.
 
     ``n_samples`` queries (random valid tokens) each see ``max_distance + 1`` random valid
     key tokens at distances ``0..max_distance``; the softmax of their exact logits is
     averaged over queries. Unlike the mean-vector profile, content variation is kept.
+    Shared by the QK half's positional profile and the head types' positional mass
+    (:func:`headmaps.headtypes.static.positional_mass`).
+
+    Args:
+        model: the model.
+        qk: the layer's QK parameters (``model.qk(layer)``).
+        heads: ``(n_h,)`` the heads of the layer.
+        K: ``(n_kv, n, dh)`` the keys of the rows of ``base``.
+        base: ``(n, d)`` source representations of the tokens (the rows ``valid`` indexes).
+        opts: the projection options ``base`` was made with.
+        valid: ``(n,)`` bool, the rows a sampled query or key may be.
+        max_distance: the largest query-key distance.
+        n_samples: sampled queries.
+        seed: seed of the token draws.
     """
     n_d = max_distance + 1
     qi, ki = sample_ids(valid, n_samples, n_d, seed)
@@ -207,8 +221,8 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
         spec.masked_fill_(~mask, float("-inf"))  # (n_h, nq, V): query-specific logits
         npairs = min(n_pairs, int(n_valid))
         pairs = torch.topk(spec, npairs, dim=-1)
-        sampled = _sampled(model, qk, heads_t, K, base, opts, mask, max_distance, n_samples,
-                           seed + layer)
+        sampled = sampled_profile(model, qk, heads_t, K, base, opts, mask, max_distance,
+                                  n_samples, seed + layer)
         prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum,
                            opts,
                            max_distance)
@@ -268,7 +282,7 @@ def attention_summary(
         chunk_rows: vocabulary rows per chunk.
         progress: show a progress bar over layers.
         calibration: with no preset or option given, use the model's stored calibration
-            (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
+            (None or True: yes, False: no; see
             :mod:`headmaps.projection.calibration`).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 

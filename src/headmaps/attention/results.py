@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from .._html import html_card
-from .._protocol import deprecated
 from ..errors import HeadmapsError
 from ..io import load_table, markdown_table, reads_result, save_table, table_path
 from ..salient.tokens import visible
@@ -230,11 +229,6 @@ class AttentionPreferences:
             lines.append(f"  {visible(t)} [{sel:.2f}] -> {prefs}")
         return "\n".join(lines)
 
-    def table(self) -> str:
-        """Deprecated: :meth:`text` (the plain-text preferences)."""
-        deprecated("AttentionPreferences.table()", "AttentionPreferences.text()")
-        return self.text()
-
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame: the key-side preferences, then each query's preferred keys.
 
@@ -271,9 +265,15 @@ class AttentionPreferences:
                 "key_tokens": list(self.key_tokens), "query_tokens": list(self.query_tokens),
                 "pair_tokens": [list(p) for p in self.pair_tokens]}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``preferences.parquet`` (or a given .parquet/.csv file) and its JSON header."""
-        return save_table(self.to_frame(), self.header(), table_path(path, "preferences.parquet"))
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
+        """Write ``preferences.parquet`` (or a given .parquet/.csv file) and its JSON header.
+
+        Args:
+            path: a folder (the file goes in it as ``preferences.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
+        """
+        return save_table(self.to_frame(), self.header(), table_path(path, "preferences.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("attention preferences")
@@ -466,24 +466,6 @@ class AttentionSummary:
                                     title=f"{self._title()} (rows: layers {self.layers[0]}.."
                                           f"{self.layers[-1]})" if self.layers else self._title())
 
-    def to_extras(self, n_keys: int = 6) -> dict[str, dict[str, Any]]:
-        """Deprecated: the report reads the result itself (``hm.report(hm.analyse(model))``).
-
-        Per-head report extras ``{"L.H": {"attention": {...}}}`` (see
-        :mod:`headmaps.explorer.schema`).
-        """
-        deprecated("AttentionSummary.to_extras()", "the result itself (the report reads it)")
-        out = {}
-        for layer, h in self.heads:
-            pr, pf = self.profile_at(layer, h), self.preferences(layer, h)
-            out[f"{layer}.{h}"] = {"attention": {
-                "weights": [float(w) for w in pr.weights],
-                "keys": [[t, float(s)] for t, s in zip(pf.key_tokens[:n_keys],
-                                                       pf.key_scores[:n_keys])],
-                "summary": describe_qk(pf, pr),
-            }}
-        return out
-
     def header(self) -> dict[str, Any]:
         """Provenance and every array, JSON-able (non-finite logits as None)."""
         arrays = {}
@@ -498,13 +480,18 @@ class AttentionSummary:
                 "preset": self.preset, "options": self.options, "versions": self.versions,
                 "strings": {str(k): v for k, v in sorted(self.strings.items())}, "arrays": arrays}
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
         """Write ``attention.parquet`` (or the given .parquet/.csv file) and its ``.json`` header.
 
         The frame is :meth:`to_frame`; the header keeps every array and token string, so
         :meth:`load` restores the result exactly.
+
+        Args:
+            path: a folder (the file goes in it as ``attention.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
         """
-        return save_table(self.to_frame(), self.header(), table_path(path, "attention.parquet"))
+        return save_table(self.to_frame(), self.header(), table_path(path, "attention.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("attention summary")

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import HeadmapsError
-from ..io import SHOW_PATHS_ENV
 from . import (
     analyse,
     cache,
@@ -67,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"headmaps {__version__}")
     parser.add_argument("--show-paths", dest="show_local_paths", action="store_true",
                         help="keep absolute local paths in the JSON headers of results "
-                             "(as $HEADMAPS_SHOW_PATHS=1; by default only file names)")
+                             "(by default only file names)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS:
@@ -93,9 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    before = os.environ.get(SHOW_PATHS_ENV)
-    if args.show_local_paths:
-        os.environ[SHOW_PATHS_ENV] = "1"
     try:
         preflight(args)
         return int(args.func(args) or 0)
@@ -110,11 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure, code = err, 1
         message = (f"internal error: {type(err).__name__}: {err} (a bug in headmaps; rerun with "
                    "-v for the traceback and report it)")
-    finally:  # an in-process caller (tests, notebooks) keeps its own environment
-        if before is None:
-            os.environ.pop(SHOW_PATHS_ENV, None)
-        else:
-            os.environ[SHOW_PATHS_ENV] = before
     if args.verbose:
         traceback.print_exception(failure, file=sys.stderr)
     print(f"headmaps: error: {' '.join(message.split())}", file=sys.stderr)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_analyse_args, add_model_args, analyse_model, projection_label
+from .common import (
+    add_analyse_args,
+    add_model_args,
+    analyse_model,
+    projection_label,
+    save_kwargs,
+)
 
 
 def register(sub) -> None:
@@ -27,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     res = analyse_model(args)
     with staged_folder(args.out) as tmp:  # every part or none
-        res.save(tmp)
+        res.save(tmp, **save_kwargs(args))
     folder = args.out
     took = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
     print(f"wrote {folder}/ ({', '.join(res.parts())}) for {res.model_id} "

@@ -102,7 +102,7 @@ def add_projection_args(p: argparse.ArgumentParser) -> None:
                    help="with --source token_alone: a token placed before each source, as the "
                         "tokenizer spells it (e.g. '<|endoftext|>', '<bos>')")
     p.add_argument("--no-calibration", action="store_true",
-                   help="ignore the model's stored calibration (as $HEADMAPS_NO_CALIBRATION=1)")
+                   help="ignore the model's stored calibration (use the default projection)")
     p.add_argument("--stream-dtype", default=None, choices=STREAM_DTYPE_CHOICES,
                    help="compute dtype of the whole-vocabulary stream (default auto: "
                         "bfloat16 where the device computes it natively, else float32; a "
@@ -129,6 +129,14 @@ def command_line(args: argparse.Namespace) -> str:
 def calibration_kwargs(args: argparse.Namespace) -> dict:
     """``{"calibration": False}`` under ``--no-calibration``, else nothing."""
     return {"calibration": False} if getattr(args, "no_calibration", False) else {}
+
+
+def save_kwargs(args: argparse.Namespace) -> dict[str, bool]:
+    """``{"show_paths": ...}`` for a result's ``save``: ``headmaps --show-paths`` keeps local paths.
+
+    False when the arguments come from a command's own parser (no top-level flags).
+    """
+    return {"show_paths": bool(getattr(args, "show_local_paths", False))}
 
 
 def projection_label(result) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..describe.score import DEFAULT_N_RANDOM, DEFAULT_N_SALIENT
+from ..describe.sampling import DEFAULT_N_RANDOM, DEFAULT_N_SALIENT
 from ..errors import HeadmapsError, OutOfRangeError
 from . import checks, common
 
@@ -141,14 +141,14 @@ def run(args: argparse.Namespace) -> int:
             describer=describer if hasattr(describer, "rule_hit") else None, **score_opts)
     cov = coverage(descs)
     with staged_folder(out) as tmp:  # every file or none
-        res.save(tmp / "salient.parquet")
+        res.save(tmp / "salient.parquet", **common.save_kwargs(args))
         save_descriptions(descs, tmp / "descriptions.jsonl")
         with atomic_path(tmp / "coverage.csv") as part:
             cov.to_csv(part, index=False)
         plot_coverage(cov, tmp / "coverage.png",
                       title=f"{model.model_id}: heads with a clear description ({describer.name})")
         if scores is not None:
-            scores.save(tmp / "description_scores.parquet")
+            scores.save(tmp / "description_scores.parquet", **common.save_kwargs(args))
             write_figure(scores.figure(), tmp / "accuracy.png", dpi=120)
     print(f"{model.model_id}: {len(res)} heads described (projection "
           f"{common.projection_label(res)}, describer {describer.name})")

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
         out = Path(args.out)
         with staged_folder(out) as tmp:  # every file or none
-            res.save(tmp)
+            res.save(tmp, **common.save_kwargs(args))
             write_text(tmp / "summary.md", summary)
             with atomic_path(tmp / "diff.png") as part:
                 res.figure().savefig(part, format="png", dpi=150)

@@ -44,7 +44,7 @@ def description_score(model: Any, ops: Any, desc: Any) -> Any:
     saliency-weighted draws, never a shown one, under the projection of ``ops``;
     baseline: the rule on the held-out tokens of the layer's other heads.
     """
-    from ..describe.score import score_descriptions
+    from ..describe import score_descriptions
     from ..projection import ProjectionOptions
 
     if desc is None or desc.unclear or not desc.rule:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
         out = Path(args.out)
         with staged_folder(out) as tmp:  # every file or none
-            path = res.save(tmp / f"scores.{args.format}")
+            path = res.save(tmp / f"scores.{args.format}", **common.save_kwargs(args))
             write_text(tmp / "summary.md", res.summary_markdown())
             written = [path, tmp / "summary.md"]
             if not args.no_plots:

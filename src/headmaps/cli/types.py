@@ -12,6 +12,7 @@ from .common import (
     calibration_kwargs,
     load_model,
     projection_kwargs,
+    save_kwargs,
 )
 
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     for name, why in res.skipped.items():
         print(f"  ({name} missing: {why})")
     if args.out:
-        print(f"wrote {res.save(args.out)}")
+        print(f"wrote {res.save(args.out, **save_kwargs(args))}")
     if args.validate:
         import time
 

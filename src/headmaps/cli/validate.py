@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                       "causal": ex.causal}[args.experiment]
     res = run_experiment(model, rels, **kw)
     with staged_folder(out) as tmp:  # every file or none
-        res.save(tmp, command=common.command_line(args))
+        res.save(tmp, command=common.command_line(args), **common.save_kwargs(args))
     print(f"{model.model_id}: {args.experiment} (static scores: projection {res.projection()})")
     print(res.to_frame().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/")

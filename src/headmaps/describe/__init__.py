@@ -15,7 +15,9 @@ from .base import ERROR, UNCLEAR, Describer, Description
 from .coverage import coverage, describe_all, load_descriptions, plot_coverage, save_descriptions
 from .llm import AnswerError, LLMDescriber, LLMError, build_messages, parse_answer
 from .pattern import PatternDescriber
-from .score import DescriptionScore, DescriptionScores, refine_descriptions, score_descriptions
+from .results import DescriptionScore, DescriptionScores
+from .rewrite import refine_descriptions
+from .scoring import score_descriptions
 
 DESCRIBERS = ("pattern", "llm")
 #: What ``describe=`` accepts by name: a describer, or ``"none"`` for no descriptions.

@@ -39,7 +39,7 @@ class Description:
             describer used one (the pattern describer: ``rule:copy``,
             ``rule:first_letter``, ``relation:country_to_capital``,
             ``inverse_relation:...``, ``target_category:capital cities``), else None. A
-            description with a rule can be scored offline (:mod:`headmaps.describe.score`).
+            description with a rule can be scored offline (:mod:`headmaps.describe.scoring`).
     """
 
     layer: int

@@ -213,7 +213,7 @@ class LLMDescriber:
         self.on_error = on_error
         self.requests = 0
         self.cache_hits = 0
-        self._count = threading.Lock()  # describe/score may call from several threads
+        self._count = threading.Lock()  # describe/scoring may call from several threads
         self._client = client
         self._api_key = api_key
 

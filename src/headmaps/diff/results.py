@@ -326,11 +326,15 @@ class HeadDiff:
                                   if getattr(self, k) is not None},
                 "profiles_file": PROFILES_FILE if self.profile_a is not None else None}
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
         """Write the folder ``path``: ``heads.parquet`` first, then ``diff.parquet`` (+ headers).
 
         Each file is written atomically; ``diff.json`` (written last) is what :meth:`load`
         starts from.
+
+        Args:
+            path: the folder.
+            show_paths: keep absolute local paths in the headers (by default file names only).
 
         Returns:
             The folder.
@@ -338,14 +342,15 @@ class HeadDiff:
         folder = Path(path)
         if folder.suffix:
             raise HeadmapsError(f"a head diff is saved to a folder, not a file: {folder}")
-        save_table(self.head_frame(), {"kind": HEADS_KIND}, folder / HEADS_FILE)
+        save_table(self.head_frame(), {"kind": HEADS_KIND}, folder / HEADS_FILE,
+                   show_paths=show_paths)
         for name, file in SALIENT_FILES.items():
             if getattr(self, name) is not None:
-                getattr(self, name).save(folder / file)
+                getattr(self, name).save(folder / file, show_paths=show_paths)
         if self.profile_a is not None and self.profile_b is not None:
             save_table(_profile_frame(self.profile_a, self.profile_b), {"kind": PROFILES_KIND},
-                       folder / PROFILES_FILE)
-        save_table(self.to_frame(), self.header(), folder / RELATIONS_FILE)
+                       folder / PROFILES_FILE, show_paths=show_paths)
+        save_table(self.to_frame(), self.header(), folder / RELATIONS_FILE, show_paths=show_paths)
         return folder
 
     @classmethod

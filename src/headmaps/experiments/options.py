@@ -46,7 +46,7 @@ class RunOptions:
         projection: overrides of :class:`~headmaps.projection.ProjectionOptions` fields
             for the static scores.
         calibration: with no preset or projection option, use the model's stored
-            calibration (None: unless ``$HEADMAPS_NO_CALIBRATION``; see
+            calibration (None or True: yes, False: no; see
             :mod:`headmaps.projection.calibration`).
     """
 

@@ -18,7 +18,6 @@ import pandas as pd
 
 from .. import figures
 from .._html import html_card
-from .._protocol import deprecated
 from ..io import (
     header_for_file,
     load_table,
@@ -64,13 +63,13 @@ _CONTROL_COLUMNS = ["static_ctx", "static_supp_ctx", "to_source", "with_context_
 RUN_DPI = 110
 
 
-def _save_run(result: Any, out: Path, command: str | None) -> None:
+def _save_run(result: Any, out: Path, command: str | None, show_paths: bool) -> None:
     """The documented run files of a result: its figure, ``summary.md`` and ``run.json``."""
     name = result.kind
     write_figure(result.figure(), out / f"{name}.png", dpi=RUN_DPI)
     write_text(out / "summary.md", result.summary_markdown(command, figure=f"{name}.png"))
     if command is not None:
-        write_json(out / "run.json", header_for_file(result.run_header(command)))
+        write_json(out / "run.json", header_for_file(result.run_header(command), show_paths))
 
 
 @dataclass
@@ -100,12 +99,6 @@ class CorrelationResult:
     seed: int = 0
     per_set: pd.DataFrame = field(default_factory=pd.DataFrame)
     per_template: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """Deprecated: :meth:`to_frame` (or ``per_relation``)."""
-        deprecated("CorrelationResult.table", "CorrelationResult.to_frame()")
-        return self.per_relation
 
     @property
     def calibration(self) -> dict[str, Any]:
@@ -232,21 +225,28 @@ class CorrelationResult:
                 "model_info": self.static.model_info, "versions": versions(),
                 "calibration": self.static.calibration, "seed": self.seed}
 
-    def save(self, out: str | os.PathLike, *, command: str | None = None) -> Path:
+    def save(self, out: str | os.PathLike, *, command: str | None = None,
+             show_paths: bool = False) -> Path:
         """Write the run folder ``out``; returns the path of ``<kind>.csv``.
 
         ``<kind>.csv`` (+ ``.json``), ``<kind>_heads.csv``, the figure ``<kind>.png`` and
         ``summary.md``; with ``command``, also the run header ``run.json``.
+
+        Args:
+            out: the run folder.
+            command: the command line that made the result (for ``run.json``).
+            show_paths: keep absolute local paths in the headers (by default file names only).
         """
         out = Path(out)
-        path = save_table(self.per_relation, self.header(), out / f"{self.kind}.csv")
+        path = save_table(self.per_relation, self.header(), out / f"{self.kind}.csv",
+                          show_paths=show_paths)
         save_table(self.heads_frame(), {"kind": f"{self.kind}_heads", "model_id": self.model_id},
-                   out / f"{self.kind}_heads.csv")
+                   out / f"{self.kind}_heads.csv", show_paths=show_paths)
         for part, frame in (("sets", self.per_set), ("templates", self.per_template)):
             if len(frame):
                 save_table(frame, {"kind": f"{self.kind}_{part}", "model_id": self.model_id},
-                           out / f"{self.kind}_{part}.csv")
-        _save_run(self, out, command)
+                           out / f"{self.kind}_{part}.csv", show_paths=show_paths)
+        _save_run(self, out, command, show_paths)
         return path
 
     @classmethod
@@ -315,11 +315,6 @@ class CorrelationResult:
                                       title=f"{self.model_id}: static vs dynamic ({self.kind}, "
                                             f"preset {self.preset})")
 
-    def plot(self, path: str | os.PathLike, max_relations: int = 20) -> Path:
-        """Deprecated: ``io.write_figure(res.figure(), path)``; writes it, returns the path."""
-        deprecated("CorrelationResult.plot(path)", "headmaps.io.write_figure(res.figure(), path)")
-        return write_figure(self.figure(max_relations), path, dpi=RUN_DPI)
-
 
 @dataclass
 class CausalResult:
@@ -346,12 +341,6 @@ class CausalResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     kind = "causal"
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """Deprecated: :meth:`to_frame` (or ``per_relation``)."""
-        deprecated("CausalResult.table", "CausalResult.to_frame()")
-        return self.per_relation
 
     @property
     def calibration(self) -> dict[str, Any]:
@@ -401,17 +390,24 @@ class CausalResult:
                 "options": self.options, "heads": self.heads, "controls": self.controls,
                 "meta": self.meta, "versions": versions()}
 
-    def save(self, out: str | os.PathLike, *, command: str | None = None) -> Path:
+    def save(self, out: str | os.PathLike, *, command: str | None = None,
+             show_paths: bool = False) -> Path:
         """Write the run folder ``out``; returns the path of ``causal.csv``.
 
         ``causal.csv`` (+ ``.json``), ``causal_curves.csv``, the figure ``causal.png`` and
         ``summary.md``; with ``command``, also the run header ``run.json``.
+
+        Args:
+            out: the run folder.
+            command: the command line that made the result (for ``run.json``).
+            show_paths: keep absolute local paths in the headers (by default file names only).
         """
         out = Path(out)
-        path = save_table(self.per_relation, self.header(), out / "causal.csv")
+        path = save_table(self.per_relation, self.header(), out / "causal.csv",
+                          show_paths=show_paths)
         save_table(self.curves, {"kind": "causal_curves", "model_id": self.model_id},
-                   out / "causal_curves.csv")
-        _save_run(self, out, command)
+                   out / "causal_curves.csv", show_paths=show_paths)
+        _save_run(self, out, command, show_paths)
         return path
 
     @classmethod
@@ -437,8 +433,3 @@ class CausalResult:
         return figures.curve_panels(panels, xlabel="heads removed", ylabel="accuracy",
                                     title=f"{self.model_id}: zeroing heads at the last position "
                                           f"(preset {self.preset})")
-
-    def plot(self, path: str | os.PathLike) -> Path:
-        """Deprecated: ``io.write_figure(res.figure(), path)``; writes it, returns the path."""
-        deprecated("CausalResult.plot(path)", "headmaps.io.write_figure(res.figure(), path)")
-        return write_figure(self.figure(), path, dpi=RUN_DPI)

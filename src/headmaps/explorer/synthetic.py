@@ -16,8 +16,8 @@ import numpy as np
 from ..scoring.results import DEFAULT_TAU, ScanResult
 from .schema import HeadExtras
 
-#: The paper's 20 relations (the built-in names), with a typical depth
-#: (fraction of the layers) where their heads sit.
+#: The paper's 20 relations (built-in names; the built-in successor is not drawn), with a
+#: typical depth (fraction of the layers) where their heads sit.
 RELATIONS: dict[str, float] = {
     "copying": 0.35, "name_copying": 0.45, "word_first_letter": 0.5, "word_last_letter": 0.55,
     "year_to_following": 0.5, "country_to_capital": 0.65, "country_to_language": 0.65,

@@ -191,7 +191,7 @@ def head_types(
             ``successor``) instead of scoring them again; its ``tau`` is then the threshold
             of the copying and successor labels.
         calibration: with no preset or option given, use the model's stored calibration
-            (None: yes unless ``$HEADMAPS_NO_CALIBRATION`` is set; see
+            (None or True: yes, False: no; see
             :mod:`headmaps.projection.calibration`).
         sources: a :class:`~headmaps.projection.Sources` (or one of its subset views)
             in the same projection to take the token sample's rows from (a stream

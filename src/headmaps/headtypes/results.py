@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from .._html import html_card
-from .._protocol import deprecated
 from ..errors import HeadmapsError
 from ..io import load_table, markdown_table, reads_result, save_table, table_path
 
@@ -124,18 +123,6 @@ class HeadTypes:
                             f"rule: {e['rule']}")
                 for e in self.evidence(layer, head)}
 
-    def to_extras(self) -> dict[str, dict[str, Any]]:
-        """Deprecated: the report reads the result itself (its :meth:`to_frame`).
-
-        Per-head report extras: ``{"L.H": {"types": [...], "type_evidence": {...}}}`` for
-        labelled heads.
-        """
-        deprecated("HeadTypes.to_extras()", "HeadTypes.to_frame() (the report reads it)")
-        return {f"{layer}.{head}": {"types": kinds,
-                                    "type_evidence": self.evidence_text(layer, head)}
-                for layer in range(self.n_layers) for head in range(self.n_heads)
-                if (kinds := self.types_of(layer, head))}
-
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per head.
 
@@ -169,9 +156,15 @@ class HeadTypes:
                 "options": self.options, "params": self.params, "seconds": self.seconds,
                 "model_info": self.model_info, "versions": self.versions, "notes": self.notes}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and a ``.json`` header."""
-        return save_table(self.to_frame(), self.header(), table_path(path, "head_types.parquet"))
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
+        """Write ``head_types.parquet`` (or the given .parquet/.csv file) and a ``.json`` header.
+
+        Args:
+            path: a folder (the file goes in it as ``head_types.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
+        """
+        return save_table(self.to_frame(), self.header(), table_path(path, "head_types.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("head-types result")
@@ -195,11 +188,6 @@ class HeadTypes:
                    {t: grid(f"pct_{t}", np.float32) for t in h["types"] if f"pct_{t}" in frame},
                    {t: grid(f"conf_{t}", np.float32) for t in h["types"] if f"conf_{t}" in frame},
                    dict(h.get("notes", {})))
-
-    def table(self, n: int = 8) -> str:
-        """Deprecated: :meth:`text`."""
-        deprecated("HeadTypes.table()", "HeadTypes.text()")
-        return self.text(n)
 
     def text(self, n: int = 8) -> str:
         """Which heads are which type, as plain text.

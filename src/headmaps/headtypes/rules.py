@@ -32,13 +32,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import HeadmapsError
+from ..scoring.results import DEFAULT_TAU
 
 #: Robust-z bound of every label (Iglewicz & Hoaglin's outlier rule, fixed in advance).
 Z0 = 3.5
 #: An outlier label also needs at least this fraction of the type's top score in the model.
 REL = 0.5
-#: The MAPS relation threshold: the absolute rule of the relation-score types.
-MAPS_TAU = 0.15
 
 
 @dataclass(frozen=True)
@@ -92,14 +91,14 @@ RULES: dict[str, Rule] = {r.type: r for r in (
     Rule("induction", "induction score (previous-token mass x induction QK match)", floor=1.0),
     Rule("duplicate_token", "duplicate-token score (self-preference x attention beyond the "
                             "recent window)", floor=1.0),
-    Rule("copying", "copying score (copying relation and eigen copying)", absolute=MAPS_TAU,
+    Rule("copying", "copying score (copying relation and eigen copying)", absolute=DEFAULT_TAU,
          on="copying_relation", gate="OV copying (eigen copying > 0)",
          fallback="eigen copying score", fallback_floor=0.5),
     Rule("copy_suppression", "copy-suppression score (copying suppression and negative "
                              "eigen copying)", on="copying_suppression",
          gate="OV suppressing (eigen copying < 0)", fallback="negative eigen copying score",
          fallback_floor=0.5),
-    Rule("successor", "successor relation score", absolute=MAPS_TAU),
+    Rule("successor", "successor relation score", absolute=DEFAULT_TAU),
 )}
 
 
@@ -191,7 +190,7 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
         z0: the robust-z bound (default :data:`Z0`; other values are for study only).
         rel: the fraction of the type's top score an outlier label needs (default :data:`REL`).
         tau: the relation threshold of the relation-score rules (copying, successor); None:
-            :data:`MAPS_TAU` (``head_types`` passes the τ of a reused scan).
+            :data:`~headmaps.scoring.DEFAULT_TAU` (``head_types`` passes the τ of a reused scan).
 
     Returns:
         ``(labels, evidence)``.
@@ -215,7 +214,7 @@ def apply(scores: dict[str, np.ndarray], components: dict[str, np.ndarray],
         xf = np.nan_to_num(x, nan=-np.inf)
         top = float(np.nanmax(x)) if np.isfinite(x).any() else math.nan
         absolute = rule.absolute
-        if absolute == MAPS_TAU and tau is not None:
+        if absolute == DEFAULT_TAU and tau is not None:
             absolute = tau
             rule = replace(rule, absolute=tau)
         if absolute is not None and not fallback:

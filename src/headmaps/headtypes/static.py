@@ -185,7 +185,7 @@ def positional_mass(model: HeadModel, src: P.Sources, max_distance: int = 64,
     See :func:`previous_token_mass`; ``[..., 0]`` is the expected attention on the query's
     own position, ``[..., 1]`` on the previous token.
     """
-    from ..attention.compute import _sampled
+    from ..attention.compute import sampled_profile
 
     L, H = model.n_layers, model.n_heads
     out = np.zeros((L, H, max_distance + 1), dtype=np.float32)
@@ -202,9 +202,8 @@ def positional_mass(model: HeadModel, src: P.Sources, max_distance: int = 64,
             base = src.at(layer)
             K = Q.keys(qk, Q.layer_input(qk, base, src.opts))  # (n_kv, n, dh), rows = subset
             valid = torch.ones(base.shape[0], dtype=torch.bool, device=base.device)
-            s = _sampled(model, qk, heads.to(base.device), K, base, src.opts, valid, max_distance,
-                         n_samples,
-                         seed + layer)
+            s = sampled_profile(model, qk, heads.to(base.device), K, base, src.opts, valid,
+                                max_distance, n_samples, seed + layer)
             out[layer] = s.float().cpu().numpy()
     return out
 

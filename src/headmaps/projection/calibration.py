@@ -9,7 +9,7 @@ a calibration never follows a name onto other weights.
 
 :func:`resolve` is the one place that decides the projection of a run: an explicit
 preset or projection option always wins; otherwise the stored calibration of the model
-(unless ``calibration=False`` or ``$HEADMAPS_NO_CALIBRATION`` is set); otherwise
+(unless ``calibration=False``, the CLI's ``--no-calibration``); otherwise
 :data:`~headmaps.projection.DEFAULT_PRESET`, recorded as "uncalibrated". Each result
 records what happened in its ``calibration`` dict (empty for an explicit projection).
 """
@@ -36,8 +36,6 @@ from .prefix import concrete
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable: ignore stored calibrations when set to anything but "" or "0".
-NO_CALIBRATION_ENV = "HEADMAPS_NO_CALIBRATION"
 #: Environment variable: the folder of stored calibrations.
 DIR_ENV = "HEADMAPS_CALIBRATIONS"
 KIND = "headmaps.Calibration"
@@ -101,13 +99,6 @@ class Calibration:
         if frame.empty:
             return frame
         return frame.sort_values("median_r", ascending=False, kind="stable").reset_index(drop=True)
-
-    def table(self) -> Any:
-        """Deprecated: :meth:`to_frame`."""
-        from .._protocol import deprecated
-
-        deprecated("Calibration.table()", "Calibration.to_frame()")
-        return self.to_frame()
 
     def _candidates(self) -> Any:
         cols = ["name", "median_r", "median_r_with_context", "n_relations"]
@@ -276,11 +267,6 @@ def load_calibration(model: Any, path: str | os.PathLike | None = None) -> Calib
     return cal
 
 
-def disabled_by_env() -> bool:
-    """Whether ``$HEADMAPS_NO_CALIBRATION`` asks to ignore stored calibrations."""
-    return os.environ.get(NO_CALIBRATION_ENV, "") not in ("", "0")
-
-
 def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
             overrides: dict[str, Any] | None = None, calibration: bool | None = None,
             *, salient: bool = False) -> tuple[P.ProjectionOptions, str, dict[str, Any]]:
@@ -291,8 +277,8 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
             token, see :func:`~headmaps.projection.document_prefix`).
         preset: an explicit preset or options, or None.
         overrides: projection option overrides (None values count as not given).
-        calibration: use the stored calibration when nothing explicit is given; None means
-            yes unless ``$HEADMAPS_NO_CALIBRATION`` is set.
+        calibration: use the stored calibration when nothing explicit is given (None or
+            True: yes, False: no; no environment variable changes it).
         salient: for salient operations (the explicit ``paper`` preset keeps the
             reference code's layer-0 choice; see :func:`~headmaps.projection.explicit`).
 
@@ -315,7 +301,7 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
     if preset is not None or overrides:
         opts, name = P.explicit(preset, overrides, salient=salient)
         return run_as(opts), name, {}
-    use = (not disabled_by_env()) if calibration is None else bool(calibration)
+    use = calibration is None or bool(calibration)
     unreadable = None
     if use:
         try:

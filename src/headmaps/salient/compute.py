@@ -274,7 +274,7 @@ def salient_operations(
             ``"both"`` (``True``). Needs a tokenizer.
         chunk_rows: vocabulary rows per chunk (memory bound).
         calibration: with no preset or option given, use the model's stored calibration
-            (as :func:`headmaps.scan` does; None: unless ``$HEADMAPS_NO_CALIBRATION``).
+            (as :func:`headmaps.scan` does; None or True: yes, False: no).
         **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
@@ -330,7 +330,7 @@ def salient_all(
             ``select(layer, saliency)`` returns per head (``saliency``: ``(n_h, V)`` over the
             whole vocabulary, ``-inf`` where filtered out; the answer: ``(n_h, T)`` ids);
             their mappings come from the same projection. Held-out tokens for scoring
-            descriptions are chosen this way (:mod:`headmaps.describe.score`).
+            descriptions are chosen this way (:mod:`headmaps.describe.sampling`).
 
     Returns:
         :class:`SalientAll`; ``res[layer, head]`` gives one head's :class:`SalientOperations`.

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from .._html import html_card
-from .._protocol import deprecated
 from ..errors import HeadmapsError, OutOfRangeError
 from ..io import load_table, markdown_table, reads_result, save_table, table_path
 from .tokens import visible
@@ -127,11 +126,6 @@ class SalientOperations:
                   f"{d}" for a, b, c, d in rows]
         return "\n".join(lines)
 
-    def table(self, scores: bool = True) -> str:
-        """Deprecated: :meth:`text` (the plain-text table)."""
-        deprecated("SalientOperations.table()", "SalientOperations.text()")
-        return self.text(scores)
-
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame, one row per (rank, target_rank): the source, its saliency, the target."""
         T, K = len(self.tokens), self.n_mappings
@@ -156,9 +150,16 @@ class SalientOperations:
                 "saliency": [float(x) for x in self.saliency],
                 "targets": [list(t) for t in self.targets]}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``salient_head.parquet`` (or a given .parquet/.csv file) and its JSON header."""
-        return save_table(self.to_frame(), self.header(), table_path(path, "salient_head.parquet"))
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
+        """Write ``salient_head.parquet`` (or a given .parquet/.csv file) and its JSON header.
+
+        Args:
+            path: a folder (the file goes in it as ``salient_head.parquet``) or a
+                .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
+        """
+        return save_table(self.to_frame(), self.header(), table_path(path, "salient_head.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("salient operations of a head")
@@ -348,17 +349,21 @@ class SalientAll:
                 "preset": self.preset, "options": self.options, "skip_nonwords": self.skip_nonwords,
                 "versions": self.versions, "calibration": self.calibration}
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
         """Write ``salient.parquet`` (or the given .parquet/.csv file) and its ``.json`` header.
 
         CSV readers may alter token strings (``" 1990"`` read back as a number), so with
         a .csv file the header also keeps the exact strings.
+
+        Args:
+            path: a folder (the file goes in it as ``salient.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
         """
         path = table_path(path, "salient.parquet")
         header = self.header()
         if path.suffix.lower() == ".csv":
             header["strings"] = {str(k): v for k, v in sorted(self.strings.items())}
-        return save_table(self.to_frame(), header, path)
+        return save_table(self.to_frame(), header, path, show_paths=show_paths)
 
     @classmethod
     @reads_result("salient-operations result")

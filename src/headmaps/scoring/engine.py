@@ -116,8 +116,8 @@ def scan(
             vocabulary size and k, see :func:`headmaps.scoring.kernel.stage_bounds`).
         stats: if given, filled with the (head, source) rows that reached each stage of
             the cascade, summed over layers (see :func:`count_hits`).
-        calibration: use the stored calibration when no projection is given (None: yes
-            unless ``$HEADMAPS_NO_CALIBRATION`` is set; see :mod:`headmaps.projection.calibration`).
+        calibration: use the stored calibration when no projection is given (None or True:
+            yes, False: no; see :mod:`headmaps.projection.calibration`).
         pair_hits: if given, filled with relation -> ``(hits, suppressed)``: bool arrays
             ``(n_layers, n_heads, n_pairs)`` saying for every head and kept pair (in the
             order of ``PreparedRelation.kept``) whether the target is in the top-k
@@ -238,6 +238,7 @@ def relation_scores(
     k: int | None = None,
     preset: str | P.ProjectionOptions | None = None,
     *,
+    tau: float = DEFAULT_TAU,
     min_pairs: int = rel_lib.MIN_PAIRS,
     exact_dense: bool = False,
     **options: Any,
@@ -249,6 +250,8 @@ def relation_scores(
         relation: a built-in name, a path to a JSON/CSV set, or a list of pairs.
         k: top-k (default: the relation's, see :func:`default_k`).
         preset: projection preset (see :func:`scan`).
+        tau: threshold for "implements" (stored on the result: the default of its
+            :meth:`~RelationScores.heads`).
         min_pairs: minimum single-token pairs.
         exact_dense: compute every logit instead of the exact early exit (see :func:`scan`).
         **options: projection option overrides.
@@ -260,7 +263,7 @@ def relation_scores(
         HeadmapsError: the relation has too few single-token pairs for this model.
     """
     name = rel_lib.relation_name(relation)
-    res = scan(model, {name: relation}, k=k, preset=preset, min_pairs=min_pairs,
+    res = scan(model, {name: relation}, k=k, preset=preset, tau=tau, min_pairs=min_pairs,
                exact_dense=exact_dense, **options)
     if name in res.skipped:
         raise HeadmapsError(f"relation {name!r} cannot be scored on {model.model_id}: "

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._protocol import deprecated
 from ..errors import HeadmapsError
 from ..io import load_table, reads_result, save_table, table_path
 from ..relations.errors import UnknownRelationError
@@ -21,6 +20,7 @@ from . import analysis
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: The MAPS relation threshold: a head "implements" a relation at a score of at least this.
 DEFAULT_TAU = 0.15
 
 
@@ -38,11 +38,14 @@ class RelationScores:
         model_id: the model.
         preset: preset name (``custom`` after overrides).
         options: projection options as a dict.
+        tau: the threshold for "implements" of the scan that computed the scores (the
+            default of :meth:`heads`).
         phi_ctx: ``(n_layers, n_heads)``: the in-context score (the same hit rate, read at
             the head's output when the source follows the document prefix and the head
             attends over both with its own weights; see :mod:`headmaps.scoring.context`),
             or None when the projection has no prefix.
         supp_ctx: ``(n_layers, n_heads)``: the same for the bottom-k, or None.
+        tau_ctx: the threshold of the in-context score (the default of ``heads(context=True)``).
     """
 
     relation: str
@@ -53,8 +56,10 @@ class RelationScores:
     model_id: str = ""
     preset: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    tau: float = DEFAULT_TAU
     phi_ctx: np.ndarray | None = None
     supp_ctx: np.ndarray | None = None
+    tau_ctx: float = DEFAULT_TAU
 
     def _scores(self, suppression: bool, context: bool) -> np.ndarray:
         if not context:
@@ -73,13 +78,16 @@ class RelationScores:
         """
         return _top(self._scores(suppression, context), n)
 
-    def heads(self, tau: float = DEFAULT_TAU, suppression: bool = False,
+    def heads(self, tau: float | None = None, suppression: bool = False,
               context: bool = False) -> list[tuple[int, int]]:
         """Heads whose score is at least ``tau``, as ``(layer, head)``.
 
+        ``tau`` defaults to the scan's own (``self.tau``; ``self.tau_ctx`` in context).
         ``context``: by the in-context score ``phi_ctx`` instead of ``phi``.
         """
         a = self._scores(suppression, context)
+        if tau is None:
+            tau = self.tau_ctx if context else self.tau
         return [tuple(map(int, x)) for x in np.argwhere(a >= tau)]
 
     def _repr_html_(self) -> str:
@@ -153,7 +161,8 @@ class ScanResult:
         ctx = self.phi_ctx is not None
         return RelationScores(relation, self.scores[i], self.suppression[i], self.n_pairs[relation],
                               self.k[relation], self.model_id, self.preset, dict(self.options),
-                              self.phi_ctx[i] if ctx else None, self.supp_ctx[i] if ctx else None)
+                              self.tau, self.phi_ctx[i] if ctx else None,
+                              self.supp_ctx[i] if ctx else None, self.tau_ctx)
 
     # Analyses (see headmaps.scoring.analysis for details).
     def relation_heads(self, tau: float | None = None,
@@ -245,11 +254,6 @@ class ScanResult:
         return figures.layer_counts_figure(hits, rels, ylabel=f"heads with {what} $\\geq \\tau$",
                                            title=title or default)
 
-    def plot(self, *args: Any, **kwargs: Any) -> Figure:
-        """Deprecated alias of :meth:`figure` (kept one release)."""
-        deprecated("ScanResult.plot()", "ScanResult.figure()")
-        return self.figure(*args, **kwargs)
-
     def _index(self, relation: str) -> int:
         if relation not in self.relations:
             self[relation]  # raises an error that says what was scanned or why it was skipped
@@ -285,9 +289,15 @@ class ScanResult:
             "calibration": self.calibration, "tau_ctx": self.tau_ctx,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``scores.parquet`` (or the given .parquet/.csv file) and its ``.json`` header."""
-        return save_table(self.to_frame(), self.header(), table_path(path, "scores.parquet"))
+    def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
+        """Write ``scores.parquet`` (or the given .parquet/.csv file) and its ``.json`` header.
+
+        Args:
+            path: a folder (the file goes in it as ``scores.parquet``) or a .parquet/.csv file.
+            show_paths: keep absolute local paths in the header (by default file names only).
+        """
+        return save_table(self.to_frame(), self.header(), table_path(path, "scores.parquet"),
+                          show_paths=show_paths)
 
     @classmethod
     @reads_result("scan result")
