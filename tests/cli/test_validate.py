@@ -22,7 +22,8 @@ def test_validate_writes_the_run_folder_of_the_result(model_dir, tmp_path, capsy
         "correlation.png", "summary.md", "run.json", "correlation_sets.csv",
         "correlation_sets.json", "correlation_templates.csv", "correlation_templates.json"}
     sets = pd.read_csv(out / "correlation_sets.csv")
-    assert list(sets["templates"]) == ["headmaps"]  # the default set, reported as a set
+    # the default set, and its templates that end with the source / have a later query
+    assert list(sets["templates"]) == ["headmaps", "source_last", "source_inside"]
     per_template = pd.read_csv(out / "correlation_templates.csv")
     assert len(per_template) == 6 and per_template["ends_with_source"].sum() == 4
     table = pd.read_csv(out / "correlation.csv")

@@ -11,7 +11,12 @@ from scipy import stats
 
 from headmaps.experiments import CausalResult, CorrelationResult, DynamicScores, pearson
 from headmaps.experiments.causal import heads_budget, overlap, ranked_heads
-from headmaps.experiments.correlation import correlation_table
+from headmaps.experiments.correlation import (
+    correlation_table,
+    set_tables,
+    template_sets,
+    template_table,
+)
 from headmaps.experiments.results import CAUSAL_COLUMNS, CORRELATION_COLUMNS, CURVE_COLUMNS
 from headmaps.io import write_figure
 from headmaps.scoring import ScanResult
@@ -64,6 +69,71 @@ def test_correlation_table_layout():
     xs = np.tile(static.suppression[0].ravel(), 3).astype(np.float64)
     assert table.loc[0, "supp_corr_without_context"] == pytest.approx(
         stats.pearsonr(xs, dyn.supp_without_context[0].ravel().astype(np.float64)).statistic)
+
+
+def test_context_columns_are_what_they_say():
+    static, dyn = _fake()
+    rng = np.random.default_rng(5)
+    R, T, L, H = dyn.with_context.shape
+    assert correlation_table(static, dyn)[["corr_ctx_static", "corr_oracle",
+                                           "split_half_ctx"]].isna().all().all()
+    static.phi_ctx = rng.random((R, L, H)).astype(np.float32)
+    static.supp_ctx = rng.random((R, L, H)).astype(np.float32)
+    dyn.to_source = rng.random((R, T, L, H)).astype(np.float32)
+    dyn.with_context_halves = np.stack([dyn.with_context, dyn.with_context])
+    table = correlation_table(static, dyn)
+    w = dyn.with_context[1].ravel().astype(np.float64)
+    tile = lambda a: np.tile(a.ravel(), T).astype(np.float64)  # noqa: E731
+    assert table.loc[1, "corr_ctx_static"] == pytest.approx(
+        stats.pearsonr(tile(static.phi_ctx[1]), w).statistic)
+    oracle = (static.scores[1][None] * dyn.to_source[1]).ravel().astype(np.float64)
+    assert table.loc[1, "corr_oracle"] == pytest.approx(stats.pearsonr(oracle, w).statistic)
+    assert table.loc[1, "ceiling_ctx"] == pytest.approx(
+        stats.pearsonr(dyn.without_context[1].ravel().astype(np.float64), w).statistic)
+    assert table["split_half_ctx"].to_numpy() == pytest.approx(1.0)  # identical halves
+    h = dyn.with_context_halves[:, 0]
+    dyn.with_context_halves[1] = h[0] + rng.normal(size=h[0].shape) * 0.3  # noisy halves
+    r = stats.pearsonr(h[0].ravel(), dyn.with_context_halves[1, 0].ravel()).statistic
+    assert correlation_table(static, dyn).loc[0, "split_half_ctx"] == pytest.approx(
+        2 * r / (1 + r))
+    one = correlation_table(static, dyn, [2])  # one template: its own r
+    assert one.loc[1, "corr_with_context"] == pytest.approx(stats.pearsonr(
+        static.scores[1].ravel().astype(np.float64),
+        dyn.with_context[1, 2].ravel().astype(np.float64)).statistic)
+
+
+def test_template_sets_name_the_paper_and_headmaps_sets_and_the_query_kind():
+    import headmaps as hm
+
+    both = hm.relations.templates("both")
+    assert both[:6] == hm.relations.templates("headmaps") and len(both) == 7
+    assert set(hm.relations.templates("paper")) <= set(both)
+    sets = template_sets(both)
+    assert [both[i] for i in sets["paper"]] == hm.relations.templates("paper")
+    assert [both[i] for i in sets["source_last"]] == [t for t in both if t.endswith("<X>")]
+    assert sorted(sets["source_last"] + sets["source_inside"]) == list(range(7))
+    assert set(template_sets(["a <X>", "b <X>"])) == set()  # no named set, one kind only
+    with pytest.raises(ValueError, match="unknown template set"):
+        hm.relations.templates("mine")
+
+
+def test_set_and_template_tables():
+    import headmaps as hm
+
+    static, dyn = _fake(T=7)
+    dyn.templates = hm.relations.templates("both")
+    sets = set_tables(static, dyn)
+    assert list(sets["templates"].unique()) == ["headmaps", "paper", "source_last",
+                                                "source_inside"]
+    paper = template_sets(dyn.templates)["paper"]
+    want = correlation_table(static, dyn, paper)
+    got = sets[sets["templates"] == "paper"].drop(columns="templates").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
+    per = template_table(static, dyn)
+    assert len(per) == 7 * len(dyn.relations)
+    row = per[(per["relation"] == "rel0") & (per["template_index"] == 6)].iloc[0]
+    assert row["sets"] == "paper" and not row["ends_with_source"]  # ... I think about
+    assert per[per["template_index"] == 1]["sets"].iloc[0] == "headmaps+paper"
 
 
 def test_correlation_result_round_trip(tmp_path):

@@ -121,16 +121,22 @@ def correlation_table(static: ScanResult, dyn: DynamicScores,
 
 
 def template_sets(templates: Sequence[str]) -> dict[str, list[int]]:
-    """The named template sets (:data:`headmaps.relations.TEMPLATE_SETS`) a run holds whole.
+    """The named template sets of a run: indices into ``templates``.
 
-    Returns:
-        set name -> indices into ``templates`` (``"both"`` left out: it is the union).
+    ``headmaps`` and ``paper`` (:func:`headmaps.relations.templates`) when the run holds
+    the whole set; ``source_last`` (templates with nothing after ``<X>``: the prompt ends
+    with the source, which is the head's query there, as ``phi_ctx`` models it) and
+    ``source_inside`` (a later token is the query) when the run has both kinds.
     """
     out = {}
     for which in ("headmaps", "paper"):
         own = rel_lib.templates(which)
         if all(t in templates for t in own):
             out[which] = [list(templates).index(t) for t in own]
+    last = [i for i, t in enumerate(templates) if not split_template(t)[1].strip()]
+    inside = [i for i in range(len(templates)) if i not in last]
+    if last and inside:
+        out["source_last"], out["source_inside"] = last, inside
     return out
 
 
@@ -159,7 +165,8 @@ def template_table(static: ScanResult, dyn: DynamicScores) -> pd.DataFrame:
     sets = template_sets(dyn.templates)
     rows = []
     for t, template in enumerate(dyn.templates):
-        in_sets = "+".join(k for k, idx in sets.items() if t in idx)
+        in_sets = "+".join(k for k, idx in sets.items()
+                           if t in idx and k in rel_lib.TEMPLATE_SETS)
         ends = not split_template(template)[1].strip()
         table = correlation_table(static, dyn, [t])
         for row in table.itertuples(index=False):

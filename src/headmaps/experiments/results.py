@@ -148,7 +148,9 @@ class CorrelationResult:
         if len(self.per_set):
             lines += ["## By template set", "", "Medians over the relations of each named "
                       "template set (`paper`: the four templates the MAPS paper reports, as "
-                      "published; `headmaps`: the library's own).", "",
+                      "published; `headmaps`: the library's own; `source_last`: the templates "
+                      "whose prompt ends with the source, the query `phi_ctx` models; "
+                      "`source_inside`: the others).", "",
                       markdown_table(self.set_medians()), ""]
         if figure:
             lines += [f"![scatter]({figure})", ""]
