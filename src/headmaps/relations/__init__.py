@@ -1,9 +1,9 @@
-"""The relation library: 20 built-in relations, user sets, and the tokenisation filter.
+"""The relation library: 21 built-in relations, user sets, and the tokenisation filter.
 
 Example::
 
     import headmaps as hm
-    hm.relations.names()                          # the 20 built-in names
+    hm.relations.names()                          # the 21 built-in names
     pairs = hm.relations.load("country_to_capital")   # [("Afghanistan", "Kabul"), ...]
     hm.relations.info("country_to_capital").prompt_template  # "The capital of <X> is"
     prep = hm.relations.prepare(model, "country_to_capital")
