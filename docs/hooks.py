@@ -165,6 +165,36 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
     return "\n".join(lines)
 
 
+#: A Sphinx role left in a rendered docstring: ``:func:<code>headmaps.load</code>``.
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj|const):"
+                   r"<code>(~?)(\.?[A-Za-z_][\w.]*)(\(\))?</code>")
+
+
+def sphinx_roles(html: str) -> str:
+    """Sphinx roles of the docstrings as cross-references of the site.
+
+    The docstrings use Sphinx roles (``:class:`HeadModel```), which mkdocstrings shows as
+    they are. Each becomes an optional autorefs reference: a link where the object has an
+    entry in the reference (a bare name is tried as ``headmaps.<name>``), plain code where
+    it has none. ``~a.b.c`` shows ``c``, as in Sphinx; a relative name (``.io``) stays code.
+    """
+
+    def link(m: re.Match[str]) -> str:
+        tilde, ident, call = m.groups()
+        title = (ident.rsplit(".", 1)[-1] if tilde else ident) + (call or "")
+        if ident.startswith("."):
+            return f"<code>{title}</code>"
+        target = ident if "." in ident else f"headmaps.{ident}"
+        return f'<autoref identifier="{target}" optional><code>{title}</code></autoref>'
+
+    return _ROLE.sub(link, html)
+
+
+def on_page_content(html: str, *, page, config, files) -> str:
+    """Turn the docstrings' Sphinx roles into links (the mkdocs ``page_content`` event)."""
+    return sphinx_roles(html)
+
+
 def on_page_markdown(markdown: str, *, page, config, files) -> str:
     """Fill the marker of the CLI reference page (the mkdocs ``page_markdown`` event)."""
     if page.file.src_uri != PAGE:

@@ -117,6 +117,18 @@ def test_the_cli_page_keeps_its_marker_once():
     assert (DOCS / hooks.PAGE).read_text(encoding="utf-8").count(hooks.MARKER) == 1
 
 
+def test_docstring_roles_become_links(site):
+    for page in ("reference/python-api", "reference/results-api", "reference/errors"):
+        html = _page(site, page)
+        assert not re.search(r":(class|func|meth|mod|data|attr|exc|obj):", html), page
+    # headmaps.load's docstring names :class:`HeadModel`: a link to its entry
+    assert 'href="#headmaps.HeadModel"' in _page(site, "reference/python-api")
+    roles = _hooks().sphinx_roles
+    assert roles(":func:<code>~a.b.c()</code>") == (
+        '<autoref identifier="a.b.c" optional><code>c()</code></autoref>')
+    assert roles(":mod:<code>.io</code>") == "<code>.io</code>"
+
+
 def test_the_generator_escapes_markdown_outside_code():
     hooks = _hooks()
     assert hooks.text("a <|eos|> *.gguf `x_<y>`") == r"a \<|eos|\> \*.gguf `x_<y>`"
