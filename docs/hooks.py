@@ -109,7 +109,9 @@ def argument(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
     if help_text:
         line += ": " + text(help_text)
     extras = []
-    if action.choices and not isinstance(action, argparse._SubParsersAction):
+    # choices not already shown by the invocation (``{a,b}``) nor named by the help
+    if (action.choices and action.metavar is not None
+            and not isinstance(action, argparse._SubParsersAction)):
         listed = ", ".join(f"`{c}`" for c in action.choices)
         if not all(str(c) in help_text for c in action.choices):
             extras.append(f"one of {listed}")
