@@ -177,10 +177,13 @@ class LLMDescriber:
         timeout: seconds per request.
         max_retries: retries after a transport error (so up to ``max_retries + 1`` tries).
         backoff: first wait in seconds; doubled after each failure, capped at ``max_backoff``.
-        temperature, max_tokens: sampling settings (part of the cache key).
+        max_backoff: the longest wait in seconds between two tries.
+        temperature: sampling temperature (part of the cache key).
+        max_tokens: the longest answer, in tokens (part of the cache key).
         json_mode: ask for ``response_format={"type": "json_object"}`` (servers that
             support it constrain the answer to JSON).
-        cache: keep answers on disk; cache_dir: where (default ``$HEADMAPS_CACHE/llm``).
+        cache: keep answers on disk.
+        cache_dir: where (default ``$HEADMAPS_CACHE/llm``).
         on_error: ``"raise"`` (default) or ``"unclear"``: what a transport failure after
             all retries does in :meth:`describe`.
         client: an ``openai.OpenAI`` client to use instead of building one.
