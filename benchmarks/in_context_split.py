@@ -40,6 +40,7 @@ def run(args) -> dict:
     from headmaps.experiments.results import CorrelationResult
 
     res = CorrelationResult.load(args.from_)
+    args.model = res.model_id
     design = design_relations()
     print(f"model {res.model_id}, projection {res.projection()}; design relations: "
           f"{', '.join(sorted(design))}")
