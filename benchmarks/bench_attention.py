@@ -49,8 +49,7 @@ import torch
 from _report import run_with_report
 
 import headmaps as hm
-from headmaps.experiments.behaviour import eager_attention
-from headmaps.experiments.hooks import hf_model_of
+from headmaps.experiments.hooks import eager_attention, hf_model_of
 
 PROMPTS = [
     "The old lighthouse keeper climbed the stairs every evening and",

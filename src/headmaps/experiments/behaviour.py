@@ -32,9 +32,7 @@ Random tokens are drawn with a seeded generator.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -42,7 +40,7 @@ import torch
 
 from ..errors import HeadmapsError
 from ..models import HeadModel
-from .hooks import Hook, hf_model_of, hooked, input_device, layer_modules
+from .hooks import Hook, eager_attention, hf_model_of, hooked, input_device, layer_modules
 
 logger = logging.getLogger(__name__)
 
@@ -59,21 +57,6 @@ TEXT = (
     "came to install it. They drank tea together and talked about tides, engines and the price of "
     "bread."
 )
-
-
-@contextlib.contextmanager
-def eager_attention(hf: Any) -> Iterator[None]:
-    """Run ``hf`` with eager attention (which returns probabilities) inside the block."""
-    configs = [m.config for m in hf.modules()
-               if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
-    old = [c._attn_implementation for c in configs]
-    try:
-        for c in configs:
-            c._attn_implementation = "eager"
-        yield
-    finally:
-        for c, o in zip(configs, old):
-            c._attn_implementation = o
 
 
 def attention_patterns(model: HeadModel, input_ids: torch.Tensor) -> torch.Tensor:

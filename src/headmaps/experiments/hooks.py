@@ -201,22 +201,23 @@ def forward_base(model: HeadModel, input_ids: torch.Tensor, attention_mask: torc
 
 
 @contextlib.contextmanager
-def eager_attention(model: HeadModel) -> Iterator[None]:
-    """Run the transformers model's attention with its eager kernel inside the block.
+def eager_attention(hf: nn.Module) -> Iterator[None]:
+    """Run ``hf`` with its eager attention kernel inside the block.
 
-    Only the eager kernel returns the attention weights (fused kernels never form them);
-    the choice is read from the config at every call, so switching it is enough.
+    Only the eager kernel returns the attention probabilities (fused kernels never form
+    them); transformers reads the choice from the config at every call, so switching it
+    is enough, and it is switched back however the block is left.
     """
-    configs = {id(c): c for m in layer_modules(model)
-               if (c := getattr(m.attention, "config", None)) is not None}
-    before = {k: c._attn_implementation for k, c in configs.items()}
+    configs = [m.config for m in hf.modules()
+               if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
+    old = [c._attn_implementation for c in configs]
     try:
-        for c in configs.values():
+        for c in configs:
             c._attn_implementation = "eager"
         yield
     finally:
-        for k, c in configs.items():
-            c._attn_implementation = before[k]
+        for c, o in zip(configs, old):
+            c._attn_implementation = o
 
 
 def capture(model: HeadModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -277,7 +278,7 @@ def capture(model: HeadModel, input_ids: torch.Tensor, attention_mask: torch.Ten
         hooks += [(m.attention, "pre", x_hook(i)) for i, m in enumerate(mods)]
     if to_source:
         hooks += [(m.attention, "forward", w_hook(i)) for i, m in enumerate(mods)]
-        with eager_attention(model):
+        with eager_attention(hf_model_of(model)):
             hidden = forward_base(model, input_ids, attention_mask, hooks).to(dev)
     else:
         hidden = forward_base(model, input_ids, attention_mask, hooks).to(dev)
