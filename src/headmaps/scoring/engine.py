@@ -186,31 +186,31 @@ def scan(
                 step = max(1, chunk_bytes // (4 * model.d_model))
                 out_bias = torch.cat([b_o @ U_columns(slice(c, c + step))
                                       for c in range(0, model.vocab_size, step)])
-            hits, sup = count_hits(Y, W_O, U_columns, model.vocab_size, rows, targets, kvec,
-                                   out_bias, chunk_bytes, exact_dense=exact_dense, blocks=blocks,
-                                   stats=stats)
-            if ctx is not None:
+            n_rows = Y.shape[1]
+            if ctx is not None:  # the in-context rows beside phi's: one pass shares W_O U
                 w = weights[layer] if weights is not None else \
                     C.source_weights(model, layer, sources, kv_index)
                 v_prefix = C.prefix_values(sources.prefix_at(layer), a, opts, kv_index)
-                Z = C.mix(w, v_prefix, Y)
-                hits_c, sup_c = count_hits(Z, W_O, U_columns, model.vocab_size, rows, targets,
-                                           kvec, out_bias, chunk_bytes, exact_dense=exact_dense,
-                                           blocks=blocks)
-                for acc, h in ((ctx[0], hits_c), (ctx[1], sup_c)):
-                    per_rel = torch.zeros(H, R, dtype=torch.float64, device=dev)
-                    per_rel.index_add_(1, rel, h.to(torch.float64))
-                    acc[:, layer, :] = (per_rel.cpu() / counts).T.numpy()
-                del Z
+                Y = torch.cat([Y, C.mix(w, v_prefix, Y)], 1)
+                rows_all, targets_all, k_all = (torch.cat([rows, rows + n_rows]),
+                                                targets.repeat(2), kvec.repeat(2))
+            else:
+                rows_all, targets_all, k_all = rows, targets, kvec
+            hits, sup = count_hits(Y, W_O, U_columns, model.vocab_size, rows_all, targets_all,
+                                   k_all, out_bias, chunk_bytes, exact_dense=exact_dense,
+                                   blocks=blocks, stats=stats)
+            if ctx is not None:
+                n_pairs = len(rows)
+                ctx[0][:, layer], ctx[1][:, layer] = (_per_relation(h[:, n_pairs:], rel, counts, R)
+                                                      for h in (hits, sup))
+                hits, sup = hits[:, :n_pairs], sup[:, :n_pairs]
             del a
             if per_pair is not None:  # back to each relation's own pair order
                 order = batch.order.numpy()
                 per_pair[0, layer][:, order] = hits.cpu().numpy()
                 per_pair[1, layer][:, order] = sup.cpu().numpy()
-            for acc, h in ((scores, hits), (supp, sup)):
-                per_rel = torch.zeros(H, R, dtype=torch.float64, device=dev)
-                per_rel.index_add_(1, rel, h.to(torch.float64))
-                acc[:, layer, :] = (per_rel.cpu() / counts).T.numpy()
+            scores[:, layer], supp[:, layer] = (_per_relation(h, rel, counts, R)
+                                                for h in (hits, sup))
             del W_O, Y
     if per_pair is not None:
         ends = np.cumsum(batch.n_pairs)
@@ -220,6 +220,14 @@ def scan(
                       n_pairs=dict(zip(batch.names, batch.n_pairs)), k=k_used, skipped=skipped,
                       phi_ctx=None if ctx is None else ctx[0],
                       supp_ctx=None if ctx is None else ctx[1], **common)
+
+
+def _per_relation(hits: torch.Tensor, rel: torch.Tensor, counts: torch.Tensor,
+                  n_relations: int) -> np.ndarray:
+    """Hit rates ``(n_relations, n_heads)`` from per-pair hits ``(n_heads, n_pairs)``."""
+    per_rel = torch.zeros(hits.shape[0], n_relations, dtype=torch.float64, device=hits.device)
+    per_rel.index_add_(1, rel, hits.to(torch.float64))
+    return (per_rel.cpu() / counts).T.numpy()
 
 
 def _shuffled_weights(model: HeadModel, sources: P.Sources, kv_index: torch.Tensor,
