@@ -88,9 +88,9 @@ def chain_norm(left: torch.Tensor, core: torch.Tensor, right: torch.Tensor) -> t
     return (left @ core @ right.transpose(-1, -2)).pow(2).sum((-2, -1)).sqrt()
 
 
-def norm_scale(norm: Norm | None, x: torch.Tensor) -> float:
-    """The median over rows of ``norm``'s denominator on ``x`` ``(n, k)``; 1 without a norm."""
-    if norm is None or len(x) == 0:
+def norm_scale(norm: Norm | None, x: torch.Tensor | None) -> float:
+    """The median over rows of ``norm``'s denominator on ``x`` ``(n, k)``; 1 without norm or x."""
+    if norm is None or x is None or len(x) == 0:
         return 1.0
     x = x.double()
     if norm.kind == "layernorm":
@@ -243,7 +243,7 @@ def reader(model: HeadModel, layer: int, rows: torch.Tensor | None = None,
         layer: the reading layer.
         rows: ``(n, d)`` the sample's rows after the layer's input norm (projection);
             None for raw.
-        raw_rows: the same rows before the norm (for the typical scale ``s_h``).
+        raw_rows: the same rows before the norm (for the typical scale ``s_h``; None: 1).
     """
     qk, a = model.qk(layer), model.attention(layer)
     kv = model.spec.kv_index().cpu()
