@@ -65,8 +65,12 @@ def projection_reference(m, opts, ids, lg: int, g: int, lh: int, h: int) -> floa
     src = P.Sources(m, ids, opts)
     ag, qk = m.attention(lg), m.qk(lh)
     Xg = ag.input_norm(src.at(lg)).double()
+    post = 1.0
+    if ag.post_norm is not None:  # its gain over its median scale on the layer's output
+        o = sum(Xg @ ag.W_V[kv[j]].double() @ ag.W_O[j].double() for j in range(m.n_heads))
+        post = ag.post_norm.weight.double() / float(
+            o.pow(2).mean(-1).add(ag.post_norm.eps).sqrt().median())
     Xg = Xg - Xg.mean(0)
-    post = ag.post_norm.weight.double() if ag.post_norm is not None else 1.0
     A = Xg @ ag.W_V[kv[g]].double() @ ag.W_O[g].double() * post  # g's centred writes
     base = src.at(lh).double()
     s_h = float(base.pow(2).mean(-1).add(qk.input_norm.eps).sqrt().median())

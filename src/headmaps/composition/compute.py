@@ -26,7 +26,8 @@ matrices of the outer ones (``L^T L = W_V^gT W_V^g``...): :func:`chain_norm`.
 token representations the projection reads, a fixed sample of ``n`` tokens with rows
 ``X_l`` entering each layer (``Sources.at(l)`` through the layer's input norm). ``g``
 writes ``A_g = X_lg W_V^g W_O^g`` (times Gemma's post-attention norm gain, as the
-projection folds it). ``h`` reads a write ``a`` through its input norm, ``a D / s``:
+projection folds it, over that norm's typical scale: the median over the sample of the
+RMS of the layer's output when every head reads the sample token itself). ``h`` reads a write ``a`` through its input norm, ``a D / s``:
 the gain and centring are exact, but the norm's per-row scale ``1 / s`` belongs to the
 position the write is added to, which the sample does not fix, so it is replaced by one
 number per layer, ``s_h`` = the median over the sample of the norm's denominator
@@ -191,6 +192,26 @@ def _post_gain(model: HeadModel, layer: int, opts: P.ProjectionOptions | None) -
     return torch.ones(model.d_model, dtype=torch.float64)
 
 
+def _post_scale(model: HeadModel, layer: int, X: torch.Tensor,
+                opts: P.ProjectionOptions | None) -> float:
+    """The typical per-row scale of Gemma's post-attention norm on the sample (else 1).
+
+    The norm divides the whole layer's output ``o`` by its RMS at each position; as for
+    the input norm (module docstring), that scale is replaced by its median over the
+    sample, with ``o`` the layer's output when every head reads the sample token itself.
+    """
+    a = model.attention(layer)
+    if a.post_norm is None or (opts is not None and not opts.fold_norms):
+        return 1.0
+    v = torch.einsum("nd,kde->kne", X, a.W_V.double().cpu())
+    if a.b_V is not None:
+        v = v + a.b_V.double().cpu()[:, None, :]
+    o = torch.einsum("hne,hed->nd", v[model.spec.kv_index().cpu()], a.W_O.double().cpu())
+    if a.b_O is not None:
+        o = o + a.b_O.double().cpu()
+    return norm_scale(a.post_norm, o)
+
+
 def writers(model: HeadModel, layers: Sequence[int],
             rows: dict[int, torch.Tensor] | None = None,
             opts: P.ProjectionOptions | None = None) -> Writer:
@@ -215,6 +236,7 @@ def writers(model: HeadModel, layers: Sequence[int],
         else:
             X = rows[layer].double().cpu()
             G = _gram(torch.einsum("nd,kde->kne", X - X.mean(0), W_V), len(X))
+            W_O = W_O / _post_scale(model, layer, X, opts)
         G = G[kv]
         parts["left"].append(gram_root(G))
         parts["W_O"].append(W_O)
