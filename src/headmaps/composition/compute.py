@@ -27,7 +27,8 @@ token representations the projection reads, a fixed sample of ``n`` tokens with 
 ``X_l`` entering each layer (``Sources.at(l)`` through the layer's input norm). ``g``
 writes ``A_g = X_lg W_V^g W_O^g`` (times Gemma's post-attention norm gain, as the
 projection folds it, over that norm's typical scale: the median over the sample of the
-RMS of the layer's output when every head reads the sample token itself). ``h`` reads a write ``a`` through its input norm, ``a D / s``:
+RMS of the layer's output when every head reads the sample token itself). ``h`` reads
+a write ``a`` through its input norm, ``a D / s``:
 the gain and centring are exact, but the norm's per-row scale ``1 / s`` belongs to the
 position the write is added to, which the sample does not fix, so it is replaced by one
 number per layer, ``s_h`` = the median over the sample of the norm's denominator
