@@ -27,6 +27,7 @@ from .attention import (
     attention_summary,
     positional_profile,
 )
+from .composition import CompositionResult, composition
 from .describe import DescriptionScore, DescriptionScores, score_descriptions
 from .diff import HeadDiff, diff
 from .errors import (

@@ -19,6 +19,7 @@ from . import (
     analyse,
     cache,
     calibrate,
+    circuits,
     describe,
     diff,
     head,
@@ -33,7 +34,7 @@ from . import (
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = [info, scan, head, describe, analyse, report, plot, validate, calibrate, relations,
-            types, diff, cache]
+            types, circuits, diff, cache]
 
 
 class OneLineParser(argparse.ArgumentParser):

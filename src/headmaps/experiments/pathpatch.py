@@ -1,0 +1,294 @@
+"""Path patching of induction heads: which earlier head's output do their keys need?
+
+The behavioural check of :mod:`headmaps.composition`. On repeated random tokens
+(:func:`~headmaps.experiments.behaviour.repeated_random`: ``n`` distinct tokens, then the
+same ``n`` again) an induction head ``h`` at layer ``l_h`` attends from the second copy
+of a token to the token after its first copy; its induction score is
+``mean_j A[n + j, j + 1]`` (:func:`~headmaps.experiments.behaviour.induction_scores`).
+
+One forward pass records the residual stream entering every block and every head's
+output ``z`` (the output projection's input). Then, for every earlier head ``g``, ``h``'s
+attention is recomputed from its own weights with ``g``'s write removed *only on one
+path into h*:
+
+* ``K``: keys from ``resid - w_g + mean(w_g)``, queries from the real residual;
+* ``Q``: queries from ``resid - w_g + mean(w_g)``, keys from the real residual;
+
+``w_g`` is what ``g`` added to the residual stream at each position (``z_g W_O^g``;
+with Gemma's post-attention norm, ``post(o) - post(o - z_g W_O^g)`` with ``o`` the whole
+layer's output), and ``mean(w_g)`` its mean over every position of every sequence:
+**mean-ablation** (zero-ablation would also move the input norm's scale of every
+position by the size of ``g``'s mean write). Everything else in the residual (other
+heads, MLPs, and ``g``'s effect on them) is left as it was: only the direct path from
+``g`` into ``h``'s keys (queries) is cut. The effect is the drop of ``h``'s induction
+score, ``base - ablated``; ``base`` is the recomputed score without ablation, which
+matches the model's own attention (``eager``, kept beside it for the check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import HeadmapsError
+from ..models import HeadModel
+from ..models import qk as Q
+from .behaviour import repeated_random
+from .hooks import Hook, hf_model_of, hooked, input_device, layer_modules
+
+#: Path kinds path patching can cut.
+PATCH_KINDS = ("K", "Q")
+
+
+@dataclass
+class Recorded:
+    """One forward pass over the prompts.
+
+    Attributes:
+        resid: ``(L, B, T, d)`` the residual stream entering each block.
+        z: ``(L, B, T, H, dh)`` every head's output before ``W_O``.
+        ids: ``(B, T)`` the prompts.
+    """
+
+    resid: torch.Tensor
+    z: torch.Tensor
+    ids: torch.Tensor
+
+
+def record(model: HeadModel, ids: torch.Tensor) -> Recorded:
+    """Run the model once on ``ids`` ``(B, T)``, keeping what path patching needs."""
+    hf = hf_model_of(model)
+    mods = layer_modules(model)
+    H, dh = model.n_heads, model.d_head
+    zs: list[torch.Tensor | None] = [None] * len(mods)
+
+    def grab(i: int):
+        def fn(_m, args, _kwargs):
+            z = args[0].detach().float().cpu()
+            zs[i] = z.reshape(*z.shape[:2], H, dh)
+        return fn
+
+    hooks: list[Hook] = [(m.out_proj, "pre", grab(i)) for i, m in enumerate(mods)]
+    with torch.no_grad(), hooked(hooks):
+        out = hf.base_model(input_ids=ids.to(input_device(hf)),
+                            attention_mask=torch.ones_like(ids).to(input_device(hf)),
+                            use_cache=False, output_hidden_states=True)
+    resid = torch.stack([h.detach().float().cpu() for h in out.hidden_states[:model.n_layers]])
+    return Recorded(resid, torch.stack(zs), ids)  # type: ignore[arg-type]
+
+
+def head_writes(model: HeadModel, rec: Recorded, layer: int) -> torch.Tensor:
+    """``(H, B, T, d)``: what each head of ``layer`` added to the residual stream."""
+    a = model.attention(layer)
+    W_O = a.W_O.float().cpu()
+    per = torch.einsum("bthe,hed->hbtd", rec.z[layer], W_O)
+    post = a.post_norm
+    if post is None:
+        return per
+    o = per.sum(0)
+    if a.b_O is not None:
+        o = o + a.b_O.float().cpu()
+    full = post(o).float()
+    return torch.stack([full - post(o - per[h]).float() for h in range(len(per))])
+
+
+def head_attention(model: HeadModel, layer: int, head: int, x_query: torch.Tensor,
+                   x_key: torch.Tensor) -> torch.Tensor:
+    """Attention probabilities ``(B, T, T)`` of one head, recomputed from its weights.
+
+    Args:
+        model: the model.
+        layer: the head's layer.
+        head: the head.
+        x_query: ``(B, T, d)`` residual stream its queries read (before the input norm).
+        x_key: ``(B, T, d)`` residual stream its keys read.
+    """
+    qk = model.qk(layer)
+    B, T, d = x_query.shape
+    kv = model.spec.kv_index()[head:head + 1]
+    pos = torch.arange(T)
+
+    def side(x: torch.Tensor, keys: bool) -> torch.Tensor:
+        x = qk.input_norm(x.reshape(B * T, d).to(model.device)).float()
+        v = Q.keys(qk, x, kv.to(x.device)) if keys else \
+            Q.queries(qk, x, torch.tensor([head], device=x.device))
+        return Q.rotate(v[0].reshape(B, T, -1), qk.positions, pos).cpu()
+
+    s = Q.logits(qk, side(x_query, False), side(x_key, True)).float()  # (B, T, T)
+    dist = pos[:, None] - pos[None, :]
+    masked = dist < 0
+    if qk.positions.sliding_window is not None:
+        masked = masked | (dist >= qk.positions.sliding_window)
+    return s.masked_fill(masked, float("-inf")).softmax(-1)
+
+
+def induction_score(A: torch.Tensor, n: int) -> float:
+    """``mean_{b, j < n - 1} A[b, n + j, j + 1]`` for probabilities ``(B, 2n, 2n)``."""
+    j = torch.arange(n - 1)
+    return float(A[:, n + j, j + 1].mean())
+
+
+@dataclass
+class PathPatching:
+    """Drops of induction scores when an earlier head's write is cut from one path.
+
+    Attributes:
+        model_id: the model.
+        n_layers, n_heads: sizes.
+        targets: the induction heads ``(layer, head)``.
+        base: ``(n_targets,)`` recomputed induction score without ablation.
+        eager: ``(n_targets,)`` the model's own induction score on the same prompts.
+        effect: kind -> ``(n_targets, L, H)``: ``base - ablated``; NaN for heads not in
+            an earlier layer.
+        params: ``n_tokens``, ``n_seqs``, ``seed``, ``ablation``.
+    """
+
+    model_id: str
+    n_layers: int
+    n_heads: int
+    targets: list[tuple[int, int]]
+    base: np.ndarray
+    eager: np.ndarray
+    effect: dict[str, np.ndarray]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (target, earlier head).
+
+        Columns ``layer``, ``head``, ``src_layer``, ``src_head``, ``base`` and
+        ``effect_<kind>``.
+        """
+        rows = []
+        for t, (lh, h) in enumerate(self.targets):
+            for lg in range(lh):
+                for g in range(self.n_heads):
+                    row = {"layer": lh, "head": h, "src_layer": lg, "src_head": g,
+                           "base": float(self.base[t])}
+                    for k, e in self.effect.items():
+                        row[f"effect_{k}"] = float(e[t, lg, g])
+                    rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def path_patching(model: HeadModel, targets: Sequence[tuple[int, int]], *,
+                  kinds: Sequence[str] = PATCH_KINDS, n_tokens: int = 50, n_seqs: int = 8,
+                  seed: int = 0) -> PathPatching:
+    """Mean-ablate every earlier head on the key (query) path of each target head.
+
+    Args:
+        model: a model with its transformers model.
+        targets: the heads ``(layer, head)`` whose induction score is measured.
+        kinds: paths to cut, some of ``"K"``, ``"Q"``.
+        n_tokens: length of each random sequence (repeated once).
+        n_seqs: number of sequences.
+        seed: seed of the tokens.
+
+    Returns:
+        :class:`PathPatching`.
+    """
+    from .behaviour import attention_patterns
+
+    kinds = tuple(str(k).upper() for k in kinds)
+    if not set(kinds) <= set(PATCH_KINDS) or not kinds:
+        raise HeadmapsError(f"path patching cuts K or Q paths, not {', '.join(kinds) or 'none'}")
+    for lh, h in targets:
+        model.check_head(lh, h)
+    ids = repeated_random(model, n_tokens, n_seqs, seed)
+    rec = record(model, ids)
+    A = attention_patterns(model, ids)
+    L, H = model.n_layers, model.n_heads
+    effect = {k: np.full((len(targets), L, H), np.nan, dtype=np.float32) for k in kinds}
+    base = np.zeros(len(targets), dtype=np.float32)
+    eager = np.zeros(len(targets), dtype=np.float32)
+    writes: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for t, (lh, h) in enumerate(targets):
+            x = rec.resid[lh]
+            base[t] = induction_score(head_attention(model, lh, h, x, x), n_tokens)
+            eager[t] = induction_score(A[lh, :, h], n_tokens)
+            for lg in range(lh):
+                if lg not in writes:
+                    writes[lg] = head_writes(model, rec, lg)
+                for g in range(H):
+                    w = writes[lg][g]
+                    cut = x - w + w.mean((0, 1))
+                    for k in kinds:
+                        xq, xk = (x, cut) if k == "K" else (cut, x)
+                        s = induction_score(head_attention(model, lh, h, xq, xk), n_tokens)
+                        effect[k][t, lg, g] = base[t] - s
+    return PathPatching(model.model_id, L, H, [(int(a), int(b)) for a, b in targets], base,
+                        eager, effect, {"n_tokens": n_tokens, "n_seqs": n_seqs, "seed": seed,
+                                        "ablation": "mean"})
+
+
+#: A cut path has a *large effect* when it drops the target's induction score by at least
+#: this fraction of the target's score (fixed before any run on a real model).
+LARGE = 0.10
+
+
+def _pairs(pp: PathPatching, comp: Any, kind: str, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, relative effects)`` over every (target, earlier head) pair."""
+    s, e = [], []
+    grid = comp.grid(kind, method)
+    for t, (lh, h) in enumerate(pp.targets):
+        s.append(grid[lh, h, :lh].ravel())
+        e.append(pp.effect[kind][t, :lh].ravel() / max(float(pp.base[t]), 1e-12))
+    return np.concatenate(s), np.concatenate(e)
+
+
+def agreement(pp: PathPatching, comp: Any, kind: str = "K", large: float = LARGE,
+              top: float = 0.05) -> pd.DataFrame:
+    """How well each method's composition ranks the paths that matter, one row per method.
+
+    Columns: ``pairs``; ``large`` (pairs whose relative effect is at least ``large``) and
+    ``auroc`` of the composition score against them; ``auroc_top`` against the top
+    ``top`` fraction of effects instead; ``spearman`` between score and effect.
+
+    Args:
+        pp: the path-patching result.
+        comp: a :class:`~headmaps.composition.CompositionResult` of the same model.
+        kind: ``"K"`` or ``"Q"``.
+        large: the relative-effect threshold (:data:`LARGE`).
+        top: the quota of the second definition.
+    """
+    from scipy.stats import spearmanr
+
+    from ..headtypes.validate import auroc, positives
+
+    rows = []
+    for method in ("projection", "raw"):
+        s, e = _pairs(pp, comp, kind, method)
+        pos = e >= large
+        rows.append({"kind": kind, "method": method, "pairs": len(s), "large": int(pos.sum()),
+                     "auroc": auroc(s, pos), "auroc_top": auroc(s, positives(e, top)),
+                     "spearman": float(spearmanr(s, e).statistic)})
+    return pd.DataFrame(rows)
+
+
+def partner_check(pp: PathPatching, comp: Any, kind: str = "K", n: int = 3) -> pd.DataFrame:
+    """Per target: the earlier head whose cut matters most, and each method's rank of it.
+
+    Columns ``rank_<method>`` (1 = the method's best partner), ``hit_<method>`` (rank
+    at most ``n``) and ``top<n>_<method>`` (the method's ``n`` best partners).
+    """
+    rows = []
+    for t, (lh, h) in enumerate(pp.targets):
+        e = pp.effect[kind][t, :lh]
+        lg, g = (int(x) for x in np.unravel_index(np.nanargmax(e), e.shape))
+        row = {"head": f"{lh}.{h}", "eager": float(pp.eager[t]), "base": float(pp.base[t]),
+               "top_cut": f"{lg}.{g}", "drop": float(e[lg, g]),
+               "drop_rel": float(e[lg, g] / max(float(pp.base[t]), 1e-12))}
+        for method in ("projection", "raw"):
+            s = np.nan_to_num(comp.grid(kind, method)[lh, h, :lh], nan=-np.inf)
+            rank = int((s > s[lg, g]).sum()) + 1
+            row[f"rank_{method}"] = rank
+            row[f"hit_{method}"] = rank <= n
+            row[f"top{n}_{method}"] = ", ".join(f"{a}.{b}" for a, b, _ in
+                                                comp.partners(lh, h, kind, n, method))
+        rows.append(row)
+    return pd.DataFrame(rows)
