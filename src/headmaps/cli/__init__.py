@@ -27,13 +27,14 @@ from . import (
     relations,
     report,
     scan,
+    track,
     types,
     validate,
 )
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = [info, scan, head, describe, analyse, report, plot, validate, calibrate, relations,
-            types, diff, cache]
+            types, diff, track, cache]
 
 
 class OneLineParser(argparse.ArgumentParser):
