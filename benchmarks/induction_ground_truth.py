@@ -35,7 +35,7 @@ within 2 checkpoints (100 steps) of the behavioural one.
 
 Run::
 
-    python benchmarks/induction_ground_truth.py --seed 0 --work /tmp/gt0 \
+    python benchmarks/induction_ground_truth.py --seed 0 \
         --figure docs/results/track/induction-seed0.png --out docs/results/track/induction-seed0.txt
 """
 
@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -160,6 +161,10 @@ def run(args: argparse.Namespace) -> dict:
     """Train, measure both sides, print the comparison; returns the run's sample."""
     import headmaps as hm
 
+    if args.work is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.work = tmp
+            return run(args)
     work = Path(args.work)
     torch.set_num_threads(args.threads)
     print(f"# Induction ground truth, seed {args.seed}")
@@ -239,7 +244,8 @@ def write_figure(path: str, steps: np.ndarray, curves: dict, heads: dict, em: di
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", required=True, help="folder for the checkpoints")
+    ap.add_argument("--work", default=None,
+                    help="folder for the checkpoints (default: a temporary one, removed)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--figure", default=None, help="write the curves here (.png/.svg)")
     ap.add_argument("--model", default="induction-toy-llama-2l", help=argparse.SUPPRESS)
