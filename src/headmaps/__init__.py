@@ -45,6 +45,7 @@ from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
 from .projection.calibration import Calibration, load_calibration
 from .salient import SalientAll, SalientOperations, salient_all, salient_operations
 from .scoring import RelationScores, ScanResult, relation_scores, scan
+from .track import TrackResult, track
 
 __all__ = [
     # the pipeline: a model -> its scan -> everything about every head -> the HTML explorer

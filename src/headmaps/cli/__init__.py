@@ -28,13 +28,14 @@ from . import (
     relations,
     report,
     scan,
+    track,
     types,
     validate,
 )
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = [info, scan, head, describe, analyse, report, plot, validate, calibrate, relations,
-            types, circuits, diff, cache]
+            types, circuits, diff, track, cache]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,0 +1,31 @@
+"""Follow every head over a series of checkpoints: :func:`track` -> :class:`TrackResult`.
+
+Example::
+
+    import headmaps as hm
+    res = hm.track(["run/checkpoint-0", "run/checkpoint-500", "run/checkpoint-1000"])
+    res.trajectory(1, 3, type="induction")   # one head's score at every checkpoint
+    res.first_crossing(type="induction")     # the step each head first passes its rule
+    res.summary_markdown(); res.figure(type="induction"); res.save("track/")
+
+With a Dask client (``pip install 'headmaps[dask]'``) each checkpoint is a Dask task::
+
+    from dask.distributed import Client
+    res = hm.track(paths, client=Client("tcp://scheduler:8786"))
+"""
+
+from .compute import (
+    MissingCompositionError,
+    SeriesMismatchError,
+    SeriesPlan,
+    checkpoint_steps,
+    fingerprint,
+    plan_series,
+    track,
+)
+from .results import TrackResult
+from .workers import CRASH_ONCE_FILE, run_series, score_checkpoint
+
+__all__ = ["CRASH_ONCE_FILE", "MissingCompositionError", "SeriesMismatchError", "SeriesPlan",
+           "TrackResult", "checkpoint_steps", "fingerprint", "plan_series", "run_series",
+           "score_checkpoint", "track"]
