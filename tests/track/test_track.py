@@ -113,12 +113,15 @@ def test_another_architecture_stops_the_series(series, tmp_path):
         _track([paths[0], str(tmp_path / "step-900")], pairs, workers=1)
 
 
-def test_composition_missing_is_one_line(series, monkeypatch):
+def test_composition_is_tracked_per_checkpoint(series, tmp_path):
     paths, pairs = series
-    monkeypatch.delattr(hm, "composition", raising=False)
-    with pytest.raises(hm.HeadmapsError, match="needs headmaps.composition") as err:
-        _track(paths[:1], pairs, workers=1, composition=True)
-    assert "\n" not in str(err.value)
+    res = _track(paths[:2], pairs, workers=1, composition=True)
+    comp = res.composition
+    assert sorted(comp["checkpoint"].unique()) == [0, 1]
+    one = hm.composition(hm.load(paths[1])).to_frame()
+    assert len(comp[comp["checkpoint"] == 1]) == len(one)
+    res.save(tmp_path / "t")
+    assert len(TrackResult.load(tmp_path / "t").composition) == len(comp)
 
 
 def test_bad_steps_are_refused(series):

@@ -14,18 +14,11 @@ With a Dask client (``pip install 'headmaps[dask]'``) each checkpoint is a Dask 
     res = hm.track(paths, client=Client("tcp://scheduler:8786"))
 """
 
-from .compute import (
-    MissingCompositionError,
-    SeriesMismatchError,
-    SeriesPlan,
-    checkpoint_steps,
-    fingerprint,
-    plan_series,
-    track,
-)
+from .compute import checkpoint_steps, plan_series, track
+from .plan import SeriesMismatchError, SeriesPlan, fingerprint
 from .results import TrackResult
 from .workers import CRASH_ONCE_FILE, run_series, score_checkpoint
 
-__all__ = ["CRASH_ONCE_FILE", "MissingCompositionError", "SeriesMismatchError", "SeriesPlan",
+__all__ = ["CRASH_ONCE_FILE", "SeriesMismatchError", "SeriesPlan",
            "TrackResult", "checkpoint_steps", "fingerprint", "plan_series", "run_series",
            "score_checkpoint", "track"]

@@ -12,14 +12,11 @@ with a one-line :class:`SeriesMismatchError`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,77 +28,10 @@ from ..errors import HeadmapsError
 from ..io import shareable, versions
 from ..models import HeadModel
 from ..scoring.results import DEFAULT_TAU
+from .plan import SeriesPlan, fingerprint, label_of
 from .results import TrackResult
 
 logger = logging.getLogger(__name__)
-
-
-class SeriesMismatchError(HeadmapsError, ValueError):
-    """A checkpoint whose architecture or tokenizer differs from the series' first one."""
-
-
-class MissingCompositionError(HeadmapsError, ImportError):
-    """``composition=True`` on an installation without :func:`headmaps.composition`."""
-
-
-@dataclass(frozen=True)
-class SeriesPlan:
-    """What every checkpoint's job is told: the choices made once for the series.
-
-    Attributes:
-        relations: relation -> its single-token pairs on the first checkpoint (empty: none).
-        k: relation -> top-k.
-        skipped: relation -> why it is not tracked.
-        options: the projection (prefix resolved), the same for every checkpoint.
-        preset: the projection's name; calibration: how it was chosen.
-        fingerprint: architecture, sizes and a hash of the tokenizer's vocabulary; every
-            checkpoint must match it.
-        tau: the relation threshold.
-        types: also compute the head types (:func:`headmaps.head_types`).
-        composition: also call :func:`headmaps.composition`.
-        seed: seed of the head types' token sample.
-        load: keyword arguments of :func:`headmaps.load` for every checkpoint.
-    """
-
-    relations: dict[str, list] = field(default_factory=dict)
-    k: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    options: P.ProjectionOptions | None = None
-    preset: str = ""
-    calibration: dict[str, Any] = field(default_factory=dict)
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-    tau: float = DEFAULT_TAU
-    types: bool = True
-    composition: bool = False
-    seed: int = 0
-    load: dict[str, Any] = field(default_factory=dict)
-
-
-def fingerprint(model: HeadModel) -> dict[str, Any]:
-    """What two checkpoints of one series share: architecture, sizes, tokenizer vocabulary.
-
-    Returns:
-        ``{"architecture", "n_layers", "n_heads", "n_kv_heads", "d_model", "d_head",
-        "vocab_size", "tokenizer"}``; ``tokenizer`` is a SHA-256 prefix of the sorted
-        vocabulary (None without a tokenizer).
-    """
-    s = model.spec
-    tok = None
-    if model.tokenizer is not None:
-        vocab = sorted(model.tokenizer.get_vocab().items())
-        tok = hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
-    return {"architecture": s.architecture, "n_layers": s.n_layers, "n_heads": s.n_heads,
-            "n_kv_heads": s.n_kv_heads, "d_model": s.d_model, "d_head": s.d_head,
-            "vocab_size": s.vocab_size, "tokenizer": tok}
-
-
-def check_fingerprint(expected: dict[str, Any], got: dict[str, Any], label: str) -> None:
-    """Raise :class:`SeriesMismatchError` (one line) unless ``got`` matches ``expected``."""
-    bad = [f"{k} {expected.get(k)} vs {got.get(k)}" for k in expected
-           if expected.get(k) != got.get(k)]
-    if bad:
-        raise SeriesMismatchError(f"checkpoint {label} does not belong to the series (its first "
-                                  f"checkpoint differs: {', '.join(bad)})")
 
 
 def plan_series(first: HeadModel, relations: Any = "all", *, k: Any = None, preset: Any = None,
@@ -176,13 +106,6 @@ def checkpoint_steps(sources: Sequence[Any], steps: Sequence[int] | None) -> np.
     return out
 
 
-def label_of(source: Any) -> str:
-    """A checkpoint's name in results: its path's last parts, or its model id."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(shareable(str(source)))
-    return str(getattr(source, "model_id", None) or type(source).__name__)
-
-
 def track(
     checkpoints: Sequence[Any],
     *,
@@ -244,7 +167,6 @@ def track(
 
     Raises:
         SeriesMismatchError: a checkpoint's architecture or tokenizer differs from the first.
-        MissingCompositionError: ``composition=True`` without :func:`headmaps.composition`.
         HeadmapsError: bad arguments, or no relation can be scored.
     """
     from ..models import load
@@ -256,8 +178,6 @@ def track(
         raise HeadmapsError(f"retries must be >= 0, got {retries}")
     if workers is not None and workers < 1:
         raise HeadmapsError(f"workers must be >= 1, got {workers}")
-    if composition:
-        composition_function()
     t0 = time.perf_counter()
     step_arr = checkpoint_steps(checkpoints, steps)
     load_kw = {"device": device, "dtype": dtype, "lazy": lazy, "allow_pickle": allow_pickle}
@@ -270,17 +190,6 @@ def track(
     run = run_series(list(checkpoints), plan, workers=workers, client=client, retries=retries,
                      progress=progress)
     return assemble(checkpoints, step_arr, plan, run, info, time.perf_counter() - t0)
-
-
-def composition_function() -> Any:
-    """:func:`headmaps.composition`, or a one-line :class:`MissingCompositionError`."""
-    import headmaps
-
-    fn = getattr(headmaps, "composition", None)
-    if fn is None:
-        raise MissingCompositionError("composition=True needs headmaps.composition, which this "
-                                      "installation does not have; track without it")
-    return fn
 
 
 def assemble(checkpoints: Sequence[Any], steps: np.ndarray, plan: SeriesPlan, run: Any,

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HeadmapsError
-from .compute import SeriesMismatchError, SeriesPlan, check_fingerprint, fingerprint, label_of
+from .plan import SeriesMismatchError, SeriesPlan, check_fingerprint, fingerprint, label_of
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +124,9 @@ def score_checkpoint(source: Any, plan: SeriesPlan, index: int, *, in_worker: bo
         out["type_scores"] = np.stack([ht.scores[t] for t in out["types"]]).astype(np.float32)
         out["type_labels"] = np.stack([ht.labels[t] for t in out["types"]]).astype(bool)
     if plan.composition:
-        from .compute import composition_function
+        from ..composition import composition
 
-        res = composition_function()(model)
-        out["composition"] = res.to_frame() if hasattr(res, "to_frame") else None
+        out["composition"] = composition(model, preset=plan.options, seed=plan.seed).to_frame()
     del model, scan_result
     gc.collect()
     out["seconds"] = time.perf_counter() - t0
