@@ -39,6 +39,11 @@ def test_cli_writes_table_header_summary_figure(paths, tmp_path, capsys):
         assert (out / name).is_file(), name
     res = TrackResult.load(out)
     assert res.first_crossing(relation=res.relations[0])["step"].tolist() == [30]
+    page = tmp_path / "timeline.html"
+    assert main(_args(ckpts, rel, "--html", str(page))) == 0
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and 'id="tl-data"' in text
+    assert str(tmp_path) not in text  # local paths stay out of a page meant to be shared
     assert CROSSING_STEP == 300  # the names' own steps would have said 300
 
 

@@ -64,6 +64,9 @@ def register(sub) -> None:
     common.add_projection_args(p)
     p.add_argument("--out", type=Path, default=None,
                    help="folder for track.parquet (+ track.json), summary.md and track.png")
+    p.add_argument("--html", type=Path, default=None, metavar="FILE",
+                   help="also write the timeline view: every head's first crossing and its "
+                        "score over the steps, one self-contained page")
     p.add_argument("--top", type=checks.positive_int, default=5,
                    help="heads per relation or type in the summary and the figure")
     p.set_defaults(func=run)
@@ -114,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
             if res.types or res.relations:
                 write_figure(res.figure(n=args.top), tmp / "track.png", dpi=150)
         print(f"wrote track.parquet, track.json, summary.md and track.png under {out}/")
+    if args.html is not None:
+        from ..explorer.timeline import write_timeline_report
+
+        write_timeline_report(args.html, res, show_paths=common.save_kwargs(args)["show_paths"])
+        print(f"wrote {args.html}")
     if res.failed and not args.allow_failed:
         first = min(res.failed)
         print(f"headmaps track: error: {len(res.failed)} checkpoint(s) failed after "

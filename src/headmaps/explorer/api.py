@@ -56,12 +56,17 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
 
     A :class:`~headmaps.diff.HeadDiff` (or the folder one was saved to) opens the diff
     view instead (:func:`headmaps.explorer.diffview.write_diff_report`): both models' scores
-    per head, the change as the colour, both sides in the head detail.
+    per head, the change as the colour, both sides in the head detail. A
+    :class:`~headmaps.track.TrackResult` (or its folder) opens the timeline view
+    (:func:`headmaps.explorer.timeline.write_timeline_report`).
     """
     from .diffview import is_diff, write_diff_report
+    from .timeline import is_track, write_timeline_report
 
     if is_diff(source):
         return write_diff_report(path, source, title=title, show_paths=show_paths)
+    if is_track(source):
+        return write_timeline_report(path, source, title=title, show_paths=show_paths)
     if isinstance(source, HeadReport):
         result = source
     else:
