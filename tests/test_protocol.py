@@ -54,6 +54,17 @@ def _experiments() -> tuple[CorrelationResult, CausalResult]:
     return corr, causal
 
 
+def _track() -> hm.TrackResult:
+    rng = np.random.default_rng(2)
+    C, R, T, L, H = 3, 1, 2, 2, 3
+    scores = rng.random((C, R, L, H)).astype(np.float32)
+    return hm.TrackResult(["a/step-0", "a/step-10", "a/step-20"], np.array([0, 10, 20]), L, H,
+                          ["copying"], ["previous_token", "induction"], scores, scores * 0.5,
+                          rng.random((C, T, L, H)).astype(np.float32),
+                          rng.random((C, T, L, H)) > 0.5, preset="paper",
+                          options={"source": "mlp0"}, calibration={})
+
+
 def _calibration() -> hm.Calibration:
     cands = [{"name": "paper", "options": {}, "median_r": 0.4, "median_r_with_context": 0.3,
               "n_relations": 2, "complexity": 0},
@@ -81,12 +92,15 @@ def results(model, report):
         "HeadReport": (report, "head_report"),
         "DescriptionScores": (report.description_scores, "description_scores"),
         "HeadDiff": (hm.diff(model, b, ["copying"], salient=False, qk=False), "diff"),
+        "CompositionResult": (hm.composition(model, n_tokens=64), "composition"),
+        "TrackResult": (_track(), "track"),
     }
 
 
 PROTOCOL_CLASSES = ["ScanResult", "SalientOperations", "SalientAll", "AttentionPreferences",
                     "AttentionSummary", "HeadTypes", "CorrelationResult", "CausalResult",
-                    "Calibration", "HeadReport", "DescriptionScores", "HeadDiff"]
+                    "Calibration", "HeadReport", "DescriptionScores", "HeadDiff",
+                    "CompositionResult", "TrackResult"]
 
 
 def test_every_result_is_walked(results):
@@ -123,6 +137,24 @@ def test_protocol(results, name, tmp_path, pdf_backend):
     assert type(back) is type(res)
     pd.testing.assert_frame_equal(back.to_frame(), frame, check_dtype=False)
     assert back.summary_markdown() == md
+
+
+@pytest.mark.parametrize("name", PROTOCOL_CLASSES)
+def test_every_result_records_its_projection(results, name, tmp_path):
+    """``projection.record_of``: preset, options, calibration and the printed label, kept
+    by save/load. A model's results made without an explicit projection say how it was
+    chosen (the default, uncalibrated, in these tests)."""
+    from headmaps.projection import RECORD_KEYS, record_of
+
+    res, where = results[name]
+    rec = record_of(res)
+    assert tuple(rec) == RECORD_KEYS and rec["preset"] and rec["label"]
+    if name in ("ScanResult", "SalientAll", "AttentionSummary", "HeadTypes",
+                "DescriptionScores", "HeadReport", "CompositionResult"):
+        assert rec["calibration"].get("status") == "uncalibrated", rec
+        assert rec["label"].endswith("(uncalibrated)")
+    res.save(tmp_path / where)
+    assert record_of(type(res).load(tmp_path / where)) == rec
 
 
 def test_round_trips_keep_the_arrays(results, tmp_path):

@@ -357,6 +357,10 @@ def analyse(
         pattern = describer if isinstance(describer, PatternDescriber) else None
         scores = timed("description_scores", run_scores, m, descriptions, sal, method="offline",
                        describer=pattern, progress=progress)
+    for part, made_here in ((sal, "salient" in done), (attention, "attention" in done),
+                            (types, "types" in seconds), (scores, "description_scores" in seconds)):
+        if made_here and part:  # projected as the scan was: it records how that was chosen
+            part.calibration = dict(scan.calibration)
     return HeadReport(scan, sal, descriptions, attention or None, types, seconds, scores)
 
 

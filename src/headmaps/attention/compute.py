@@ -330,7 +330,7 @@ def summary_steps(
     if n_samples < 1:
         raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts, preset_label, _ = resolve_projection(model, preset, options, calibration)
+    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
     ctx = _Context(model, opts, False, chunk_rows, sources)
     parts = []
     for layer in layers:
@@ -350,7 +350,7 @@ def summary_steps(
         pair_scores=arr["pair_scores"].astype(np.float32),
         key_spread=arr["key_spread"].astype(np.float32), positions=[p["positions"] for p in parts],
         strings={int(i): ctx.string(int(i)) for i in used}, model_id=model.model_id,
-        model_info=model.info(), preset=preset_label, options=opts.to_dict(),
+        model_info=model.info(), preset=preset_label, options=opts.to_dict(), calibration=cal_info,
         versions=versions(),
     )
 

@@ -378,6 +378,7 @@ class AttentionSummary:
     preset: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     _ARRAYS = ("profile", "sampled", "key_ids", "key_scores", "query_ids", "selectivity",
                "pair_ids", "pair_scores",
@@ -478,6 +479,7 @@ class AttentionSummary:
                 "layers": list(self.layers), "n_heads": self.n_heads,
                 "positions": list(self.positions),
                 "preset": self.preset, "options": self.options, "versions": self.versions,
+                "calibration": self.calibration,
                 "strings": {str(k): v for k, v in sorted(self.strings.items())}, "arrays": arrays}
 
     def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
@@ -512,4 +514,5 @@ class AttentionSummary:
                    strings={int(k): v for k, v in h["strings"].items()},
                    model_id=h.get("model_id", ""), model_info=dict(h.get("model_info", {})),
                    preset=h.get("preset", ""), options=dict(h.get("options", {})),
-                   versions=dict(h.get("versions", {})), **arrays)
+                   versions=dict(h.get("versions", {})),
+                   calibration=dict(h.get("calibration") or {}), **arrays)

@@ -189,12 +189,15 @@ class CompositionResult:
                           "(headmaps.composition.compute)."])
 
     def figure(self, method: str = "projection") -> Figure:
-        """One map per kind: every reader (rows) against every writer (columns)."""
-        import matplotlib.pyplot as plt
+        """One map per kind: every reader (rows) against every writer (columns).
+
+        The figure is not registered with pyplot (no window, nothing to close).
+        """
+        from matplotlib.figure import Figure as _Figure
 
         n = self.n_layers * self.n_heads
-        fig, axes = plt.subplots(1, len(self.kinds), figsize=(4.2 * len(self.kinds), 4),
-                                 squeeze=False)
+        fig = _Figure(figsize=(4.2 * len(self.kinds), 4))
+        axes = fig.subplots(1, len(self.kinds), squeeze=False)
         for ax, k in zip(axes[0], self.kinds):
             im = ax.imshow(self.grid(k, method).reshape(n, n), cmap="viridis",
                            interpolation="nearest")

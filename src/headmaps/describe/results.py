@@ -125,6 +125,7 @@ class DescriptionScores:
     cache_hits: int = 0
     seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -197,7 +198,7 @@ class DescriptionScores:
                 "skip_nonwords": self.skip_nonwords, "llm_calls": self.llm_calls,
                 "cache_hits": self.cache_hits, "seconds": round(self.seconds, 3),
                 "auroc": None if math.isnan(self.auroc()) else round(self.auroc(), 4),
-                "versions": self.versions}
+                "versions": self.versions, "calibration": self.calibration}
 
     def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
         """Write ``description_scores.parquet`` (or a .parquet/.csv file) and its JSON header.
@@ -240,7 +241,7 @@ class DescriptionScores:
                    h.get("scorer", ""), h.get("preset", ""), dict(h.get("options") or {}),
                    h.get("skip_nonwords", "none"), int(h.get("llm_calls", 0)),
                    int(h.get("cache_hits", 0)), float(h.get("seconds", 0.0)),
-                   dict(h.get("versions") or {}))
+                   dict(h.get("versions") or {}), dict(h.get("calibration") or {}))
 
     def summary_markdown(self, max_rows: int | None = None) -> str:
         """Markdown: the sample, mean score vs baseline, AUROC, and a table of scored heads."""

@@ -239,7 +239,7 @@ def score_descriptions(
         skip_label(proj.get("skip_nonwords")),
         (scorer.requests - calls0) if scorer is not None else 0,
         (scorer.cache_hits - hits0) if scorer is not None else 0,
-        time.perf_counter() - t0, versions())
+        time.perf_counter() - t0, versions(), dict(held.calibration))
 
 
 def _rule_hits(pattern: PatternDescriber, rule: str, tokens: Sequence[str],

@@ -208,7 +208,7 @@ def head_types(
     if n_tokens is not None and n_tokens < 2:
         raise HeadmapsError(f"n_tokens must be at least 2 (or None for all), got {n_tokens}")
     t0 = time.perf_counter()
-    opts, preset_label, _ = resolve_projection(model, preset, options, calibration)
+    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
     ids = S.token_subset(model, n_tokens)
     src = _sources(model, ids, opts, sources)
     skipped: dict[str, str] = {}
@@ -237,7 +237,7 @@ def head_types(
         model_id=model.model_id, n_layers=L, n_heads=H, scores=scores, labels=labels,
         components=comp,
         thresholds=ev.rules, skipped=skipped, zscores=ev.z, percentiles=ev.percentile,
-        confidence=ev.confidence, notes=ev.notes, preset=preset_label,
+        confidence=ev.confidence, notes=ev.notes, preset=preset_label, calibration=cal_info,
         options=opts.to_dict(),
         params={"n_tokens": int(len(ids)), "max_distance": int(mass.shape[2]) - 1,
                 "n_samples": n_samples,

@@ -65,6 +65,7 @@ class HeadTypes:
     percentiles: dict[str, np.ndarray] = field(default_factory=dict)
     confidence: dict[str, np.ndarray] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Fill the evidence of any type that lacks it from its scores (robust z, percentile)."""
@@ -154,7 +155,8 @@ class HeadTypes:
                 "components": list(self.components),
                 "thresholds": self.thresholds, "skipped": self.skipped, "preset": self.preset,
                 "options": self.options, "params": self.params, "seconds": self.seconds,
-                "model_info": self.model_info, "versions": self.versions, "notes": self.notes}
+                "model_info": self.model_info, "versions": self.versions, "notes": self.notes,
+                "calibration": self.calibration}
 
     def save(self, path: str | os.PathLike, *, show_paths: bool = False) -> Path:
         """Write ``head_types.parquet`` (or the given .parquet/.csv file) and a ``.json`` header.
@@ -187,7 +189,7 @@ class HeadTypes:
                    {t: grid(f"z_{t}", np.float32) for t in h["types"] if f"z_{t}" in frame},
                    {t: grid(f"pct_{t}", np.float32) for t in h["types"] if f"pct_{t}" in frame},
                    {t: grid(f"conf_{t}", np.float32) for t in h["types"] if f"conf_{t}" in frame},
-                   dict(h.get("notes", {})))
+                   dict(h.get("notes", {})), dict(h.get("calibration") or {}))
 
     def text(self, n: int = 8) -> str:
         """Which heads are which type, as plain text.

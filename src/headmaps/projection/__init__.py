@@ -27,10 +27,19 @@ prefix rule), :mod:`.stream` (the ``token_alone`` stream, pure tensor functions)
 a consumer gets source rows), :mod:`.readout` (``U`` and biases as a head's output sees
 them), :mod:`.calibration` (stored calibrations and :func:`resolve`, the one place a run's
 projection is decided: explicit option > stored calibration > :data:`DEFAULT_PRESET`,
-and :func:`label`, the one way it is printed).
+and :func:`label`, the one way it is printed; :func:`record` bundles preset, options,
+calibration and label, and :func:`record_of` reads that record from any result).
 """
 
-from .calibration import Calibration, label, load_calibration, resolve
+from .calibration import (
+    RECORD_KEYS,
+    Calibration,
+    label,
+    load_calibration,
+    record,
+    record_of,
+    resolve,
+)
 from .options import (
     AUTO_PREFIX,
     DEFAULT_PRESET,
@@ -70,10 +79,11 @@ __all__ = [
     "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
     "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
     "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES",
-    "Calibration", "ProjectionOptions", "SourceKind", "Sources",
+    "Calibration", "ProjectionOptions", "RECORD_KEYS", "SourceKind", "Sources",
     "SourcesView", "advance", "after_prefix_weights", "base_sources", "carried_position",
     "concrete",
     "describe_projection", "document_prefix", "embed", "explicit", "label", "layer_biases",
-    "layer_sources", "load_calibration", "output_basis", "preset_name", "prefix_id",
+    "layer_sources", "load_calibration", "output_basis", "preset_name", "prefix_id", "record",
+    "record_of",
     "resolve", "resolve_options", "stream_dtype", "token_alone", "token_alone_reference",
 ]

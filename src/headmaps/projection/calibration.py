@@ -322,6 +322,39 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
     return run_as(opts), name, info
 
 
+#: The keys of :func:`record`: what every result says about its projection.
+RECORD_KEYS = ("preset", "options", "calibration", "label")
+
+
+def record(preset: str, options: dict[str, Any] | P.ProjectionOptions | None,
+           calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one record of a projection: ``preset``, ``options``, ``calibration``, ``label``.
+
+    ``label`` is :func:`label`'s text (how the projection is printed, with its calibration
+    status); the other three are what a result keeps in its header.
+    """
+    if isinstance(options, P.ProjectionOptions):
+        options = options.to_dict()
+    options, calibration = dict(options or {}), dict(calibration or {})
+    return {"preset": preset, "options": options, "calibration": calibration,
+            "label": label(preset, options, calibration)}
+
+
+def record_of(result: Any) -> dict[str, Any]:
+    """:func:`record` of any headmaps result (a head report: its scan's).
+
+    Reads the result's ``preset``, ``options`` and ``calibration`` (absent ones count as
+    empty); a :class:`Calibration` records the projection it chose.
+    """
+    if isinstance(result, Calibration):
+        return record(result.choice, result.options, {"status": "calibrated",
+                                                      "choice": result.choice})
+    if hasattr(result, "parts") and hasattr(result, "scan"):
+        result = result.scan
+    return record(getattr(result, "preset", ""), getattr(result, "options", None),
+                  getattr(result, "calibration", None))
+
+
 def label(preset: str, options: dict[str, Any] | P.ProjectionOptions,
           info: dict[str, Any] | None = None) -> str:
     """How a result's projection is printed, with its calibration status.
