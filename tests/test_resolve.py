@@ -94,3 +94,41 @@ def test_auto_prefix_is_the_rule_token_everywhere(model):
     direct = P.Sources(model, torch.arange(4, 9), P.PRESETS["through"]).at(1)
     explicit = P.Sources(model, torch.arange(4, 9), opts).at(1)
     assert torch.equal(direct, explicit)
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["no calibration", "stored calibration"])
+def test_a_resolved_projection_is_used_as_it_is_and_recorded_everywhere(model, stored,
+                                                                        monkeypatch, tmp_path):
+    monkeypatch.setenv("HEADMAPS_CALIBRATIONS", str(tmp_path))
+    if stored:
+        store(Calibration(model_id=model.model_id, fingerprint=fingerprint(model),
+                          choice="embedding", options=P.ProjectionOptions(
+                              source="embedding").to_dict(), median_r=0.5, n_pairs=8), model)
+    proj = hm.projection_for(model)
+    assert proj.calibration["status"] == ("calibrated" if stored else "uncalibrated")
+    assert str(proj) == proj.label == proj.record()["label"]
+    if stored:  # resolved once: the store is not read again
+        calibration_path(model).unlink()
+    made = {"scan": hm.scan(model, ["copying"], preset=proj),
+            "salient_all": hm.salient_all(model, [1], preset=proj),
+            "attention_summary": hm.attention_summary(model, [1], preset=proj),
+            "head_types": hm.head_types(model, relations=False, preset=proj),
+            "composition": hm.composition(model, n_tokens=32, preset=proj),
+            "analyse": hm.analyse(model, relations=["copying"], describe="none", preset=proj)}
+    for entry, res in made.items():
+        assert P.record_of(res) == proj.record(), entry
+    if not stored:  # resolving on every call gives the same record
+        assert P.record_of(hm.scan(model, ["copying"])) == proj.record()
+    fast = hm.scan(model, ["copying"], preset=proj, stream_dtype="float32")
+    assert fast.options["stream_dtype"] == "float32"  # how the stream runs may still be given
+
+
+def test_a_resolved_projection_refuses_another_model_and_options_beside_it(model):
+    proj = hm.projection_for(model, "norms", fold_norms=False)
+    assert proj.name == "custom" and not proj.options.fold_norms
+    other, tok = vocab_model(n_layers=2, seed=4)
+    with pytest.raises(hm.HeadmapsError, match="resolved for") as err:
+        hm.scan(hm.load(other, tokenizer=tok), ["copying"], preset=proj)
+    assert "\n" not in str(err.value)
+    with pytest.raises(hm.HeadmapsError, match="beside a resolved projection"):
+        hm.scan(model, ["copying"], preset=proj, fold_norms=True)

@@ -41,7 +41,7 @@ from .explorer.api import report
 from .headreport import HeadReport, analyse
 from .headtypes import HeadTypes, head_types
 from .models import DEFAULT_MODEL, HeadModel, load
-from .projection import DEFAULT_PRESET, PRESETS, ProjectionOptions
+from .projection import DEFAULT_PRESET, PRESETS, Projection, ProjectionOptions, projection_for
 from .projection.calibration import Calibration, load_calibration
 from .salient import SalientAll, SalientOperations, salient_all, salient_operations
 from .scoring import RelationScores, ScanResult, relation_scores, scan

@@ -292,6 +292,8 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     stream = overrides.pop("stream_dtype", None)  # how the stream runs, not which projection
+    if isinstance(preset, Projection):
+        return preset.resolved_for(model, overrides, stream)
 
     def run_as(opts: P.ProjectionOptions) -> P.ProjectionOptions:
         if stream is not None:
@@ -320,6 +322,85 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
     elif unreadable is not None:
         info["reason"] = f"stored calibration {unreadable} is unreadable"
     return run_as(opts), name, info
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A projection resolved once for one model: pass it to every entry point.
+
+    Made by :func:`projection_for` (``hm.projection_for``): explicit options win, else the
+    model's stored calibration, else :data:`~headmaps.projection.DEFAULT_PRESET`, decided
+    once. Every function that takes ``preset=`` takes this value there and uses it as it
+    is (no second look at the calibration store), so a scan, the salient operations, the
+    QK half, the head types and an experiment of one analysis record the same projection.
+
+    Attributes:
+        options: the concrete :class:`~headmaps.projection.ProjectionOptions` (prefix
+            resolved, the stream's dtype decided for the model's device).
+        name: the preset's name, or ``custom``.
+        calibration: how it was chosen (``{}`` explicit, ``{"status": "uncalibrated"}``
+            the default, or the stored calibration's record).
+        model_id: the model it was resolved for.
+        fingerprint: that model's weights' :func:`fingerprint`; another model refuses it.
+    """
+
+    options: P.ProjectionOptions
+    name: str
+    calibration: dict[str, Any] = field(default_factory=dict)
+    model_id: str = ""
+    fingerprint: str = ""
+
+    @property
+    def label(self) -> str:
+        """How it is printed, with its calibration status (:func:`label`)."""
+        return label(self.name, self.options, self.calibration)
+
+    def record(self) -> dict[str, Any]:
+        """What a result records of it (:func:`record`)."""
+        return record(self.name, self.options, self.calibration)
+
+    def resolved_for(self, model: Any, overrides: dict[str, Any] | None = None,
+                     stream: str | None = None) -> tuple[P.ProjectionOptions, str, dict[str, Any]]:
+        """``(options, name, calibration)`` for ``model``, as :func:`resolve` returns them.
+
+        Raises:
+            HeadmapsError: ``model`` is not the model it was resolved for, or projection
+                options are given beside it (give them to :func:`projection_for`).
+        """
+        if overrides:
+            raise HeadmapsError(f"projection options ({', '.join(sorted(overrides))}) beside a "
+                                "resolved projection: give them to hm.projection_for")
+        if self.fingerprint and fingerprint(model) != self.fingerprint:
+            raise HeadmapsError(f"this projection was resolved for {self.model_id!r}, not for "
+                                f"these weights ({getattr(model, 'model_id', '?')!r}): resolve "
+                                "one per model with hm.projection_for")
+        opts = self.options
+        if stream is not None:
+            opts = concrete(model, replace(opts, stream_dtype=check_choice(stream),
+                                           stream_reason=""))
+        return opts, self.name, dict(self.calibration)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def projection_for(model: Any, preset: str | P.ProjectionOptions | None = None, *,
+                   calibration: bool | None = None, **overrides: Any) -> Projection:
+    """Resolve a model's projection once (:func:`resolve`) into a :class:`Projection`.
+
+    Args:
+        model: the model.
+        preset: a preset name or options; None: the stored calibration, else the default.
+        calibration: use the stored calibration when nothing explicit is given (default
+            yes; False: the default preset).
+        **overrides: :class:`~headmaps.projection.ProjectionOptions` fields
+            (``fold_norms=False``, ``stream_dtype="float32"``...).
+
+    Returns:
+        The value to pass as ``preset=`` to every entry point (``hm.scan(m, preset=proj)``).
+    """
+    opts, name, info = resolve(model, preset, overrides, calibration)
+    return Projection(opts, name, info, str(getattr(model, "model_id", "")), fingerprint(model))
 
 
 #: The keys of :func:`record`: what every result says about its projection.
