@@ -101,6 +101,22 @@ def header_for_file(header: dict[str, Any], show_paths: bool = False) -> dict[st
     return header if show_paths else shareable(header)
 
 
+def check_page_path(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path when it ends in .html (or .htm), else a one-line error.
+
+    Args:
+        path: where a page is to be written.
+        what: the page, for the message (``"the diff view"``).
+
+    Raises:
+        HeadmapsError: the suffix is not .html or .htm.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise HeadmapsError(f"{what} is an HTML file: give a path ending in .html, got {path}")
+    return path
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     """Fail now, with one line, when ``path`` (a file or folder to be written) cannot be written.
 

@@ -47,6 +47,14 @@ def test_cli_writes_table_header_summary_figure(paths, tmp_path, capsys):
     assert CROSSING_STEP == 300  # the names' own steps would have said 300
 
 
+def test_cli_refuses_a_page_that_is_not_html_before_any_work(paths, tmp_path, capsys):
+    ckpts, rel = paths
+    assert main(_args(ckpts, rel, "--html", str(tmp_path / "timeline.txt"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--html" in err and "ending in .html" in err and "\n" not in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_cli_failed_checkpoint_exits_non_zero_unless_allowed(paths, tmp_path, capsys):
     ckpts, rel = paths
     broken = tmp_path / "step-600"

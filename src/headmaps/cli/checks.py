@@ -14,8 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import MissingFileError
-from ..io import check_writable
+from ..errors import HeadmapsError, MissingFileError
+from ..io import check_page_path, check_writable
 from ..relations.registry import TEMPLATE_SETS
 
 
@@ -93,6 +93,14 @@ NAMED_INPUTS = {"templates": TEMPLATE_SETS}
 #: Arguments that name something a command writes, and how the error message calls them.
 OUTPUT_ARGS = {"out": "--out", "output": "-o/--output", "offload_folder": "--offload-folder",
                "html": "--html"}
+
+
+def html_file(text: str) -> Path:
+    """``--html FILE``: a path ending in .html (checked before any model is loaded)."""
+    try:
+        return check_page_path(text, "the page")
+    except HeadmapsError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def preflight(args: argparse.Namespace) -> None:

@@ -81,6 +81,31 @@ def load_model(args: argparse.Namespace):
     return load(args.model, **load_options(args))
 
 
+def add_relation_args(p: argparse.ArgumentParser, *, none: bool = False,
+                      tau_help: str = "threshold for 'implements'",
+                      pairs_help: str = "single-token pairs a relation needs") -> None:
+    """``--relations``, ``--k``, ``--tau`` and ``--min-pairs``, as every scoring command has them.
+
+    Args:
+        p: the subcommand's parser.
+        none: ``--relations none`` is accepted (the command has other work without them).
+        tau_help: what ``--tau`` means for this command.
+        pairs_help: what ``--min-pairs`` counts for this command.
+    """
+    from ..relations import MIN_PAIRS
+    from ..scoring.results import DEFAULT_TAU
+
+    p.add_argument("--relations", default="all",
+                   help="'all', " + ("'none', " if none else "")
+                        + "or comma-separated names and/or paths to JSON/CSV pair files")
+    p.add_argument("--k", type=checks.positive_int, default=None,
+                   help="top-k for every relation (default: per relation)")
+    p.add_argument("--tau", type=checks.unit_interval, default=DEFAULT_TAU,
+                   help=f"{tau_help} (default {DEFAULT_TAU})")
+    p.add_argument("--min-pairs", type=checks.positive_int, default=MIN_PAIRS,
+                   help=f"{pairs_help} (default {MIN_PAIRS})")
+
+
 def add_projection_args(p: argparse.ArgumentParser) -> None:
     """--preset and the projection option overrides."""
     from ..projection import DEFAULT_PRESET, PRESETS, SOURCE_KINDS, STREAM_DTYPE_CHOICES

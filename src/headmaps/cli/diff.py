@@ -6,18 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..diff.noise import DEFAULT_ALPHA, DEFAULT_N_BOOT
-from ..relations import MIN_PAIRS
-from ..scoring.results import DEFAULT_TAU
 from . import checks, common
-
-
-def html_file(text: str) -> Path:
-    """``--html FILE``: a path ending in .html (checked before any model is loaded)."""
-    path = Path(text)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise argparse.ArgumentTypeError(f"the diff view is an HTML file: give a path ending in "
-                                         f".html, got {text!r}")
-    return path
 
 
 def register(sub) -> None:
@@ -31,17 +20,9 @@ def register(sub) -> None:
     p.add_argument("model_a", help="the first model (base): alias, hub id, folder or .gguf file")
     p.add_argument("model_b", help="the second model (fine-tuned, later checkpoint...)")
     common.add_load_args(p)
-    p.add_argument("--relations", default="all",
-                   help="'all', 'none', or comma-separated names and/or paths to JSON/CSV pair "
-                        "files")
-    p.add_argument("--k", type=checks.positive_int, default=None,
-                   help="top-k for every relation (default: per relation)")
-    p.add_argument("--tau", type=checks.unit_interval, default=DEFAULT_TAU,
-                   help=f"threshold a head crosses to gain or lose a relation (default "
-                        f"{DEFAULT_TAU})")
-    p.add_argument("--min-pairs", type=checks.positive_int, default=MIN_PAIRS,
-                   help=f"pairs a relation needs, single tokens in both models (default "
-                        f"{MIN_PAIRS})")
+    common.add_relation_args(p, none=True,
+                             tau_help="threshold a head crosses to gain or lose a relation",
+                             pairs_help="pairs a relation needs, single tokens in both models")
     p.add_argument("--n-boot", type=checks.positive_int, default=DEFAULT_N_BOOT,
                    help=f"bootstrap draws of the noise floor (default {DEFAULT_N_BOOT})")
     p.add_argument("--alpha", type=checks.fraction, default=DEFAULT_ALPHA,
@@ -55,7 +36,7 @@ def register(sub) -> None:
     common.add_projection_args(p)
     p.add_argument("--out", type=Path, default=None,
                    help="folder for diff.parquet, heads.parquet, summary.md and diff.png")
-    p.add_argument("--html", type=html_file, default=None, metavar="FILE",
+    p.add_argument("--html", type=checks.html_file, default=None, metavar="FILE",
                    help="also write the explorer's diff view (one self-contained HTML file): "
                         "both models' scores per head, the change as the colour, both sides' "
                         "salient operations and positional profiles per head")

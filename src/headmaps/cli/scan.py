@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..relations import MIN_PAIRS
-from ..scoring.results import DEFAULT_TAU
 from . import checks, common
-from .common import add_model_args, add_projection_args, load_model, projection_kwargs
+from .common import (
+    add_model_args,
+    add_projection_args,
+    add_relation_args,
+    load_model,
+    projection_kwargs,
+)
 
 
 def register(sub) -> None:
@@ -19,14 +23,7 @@ def register(sub) -> None:
                     "heatmaps.",
     )
     add_model_args(p)
-    p.add_argument("--relations", default="all",
-                   help="'all', or comma-separated names and/or paths to JSON/CSV pair files")
-    p.add_argument("--k", type=checks.positive_int, default=None,
-                   help="top-k for every relation (default: per relation)")
-    p.add_argument("--tau", type=checks.unit_interval, default=DEFAULT_TAU,
-                   help=f"threshold for 'implements' (default {DEFAULT_TAU})")
-    p.add_argument("--min-pairs", type=checks.positive_int, default=MIN_PAIRS,
-                   help=f"single-token pairs a relation needs (default {MIN_PAIRS})")
+    add_relation_args(p)
     add_projection_args(p)
     p.add_argument("--exact-dense", action="store_true",
                    help="compute every logit instead of the exact early exit (same scores, slower; "

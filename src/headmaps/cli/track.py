@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 from ..errors import HeadmapsError
-from ..relations import MIN_PAIRS
-from ..scoring.results import DEFAULT_TAU
 from . import checks, common
 
 
@@ -38,18 +36,10 @@ def register(sub) -> None:
     p.add_argument("--steps", type=step_list, default=None,
                    help="training step of each checkpoint, e.g. 0,100,200 (default: the number "
                         "ending each name, else 0, 1, ...)")
-    p.add_argument("--relations", default="all",
-                   help="'all', 'none', or comma-separated names and/or paths to JSON/CSV pair "
-                        "files")
+    common.add_relation_args(p, none=True, tau_help="relation threshold a head crosses")
     p.add_argument("--no-types", action="store_true", help="skip the head types")
     p.add_argument("--composition", action="store_true",
                    help="also track headmaps.composition (where installed)")
-    p.add_argument("--k", type=checks.positive_int, default=None,
-                   help="top-k for every relation (default: per relation)")
-    p.add_argument("--tau", type=checks.unit_interval, default=DEFAULT_TAU,
-                   help=f"relation threshold a head crosses (default {DEFAULT_TAU})")
-    p.add_argument("--min-pairs", type=checks.positive_int, default=MIN_PAIRS,
-                   help=f"single-token pairs a relation needs (default {MIN_PAIRS})")
     p.add_argument("--seed", type=checks.nonnegative_int, default=0,
                    help="seed of the head types' token sample (default 0)")
     p.add_argument("--workers", type=checks.positive_int, default=None,
@@ -64,7 +54,7 @@ def register(sub) -> None:
     common.add_projection_args(p)
     p.add_argument("--out", type=Path, default=None,
                    help="folder for track.parquet (+ track.json), summary.md and track.png")
-    p.add_argument("--html", type=Path, default=None, metavar="FILE",
+    p.add_argument("--html", type=checks.html_file, default=None, metavar="FILE",
                    help="also write the timeline view: every head's first crossing and its "
                         "score over the steps, one self-contained page")
     p.add_argument("--top", type=checks.positive_int, default=5,

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HeadmapsError
-from ..io import write_text
+from ..io import check_page_path, write_text
 from .build import asset, json_for_script
 from .encode import Interner, Q, b64, quantise
 from .redact import shareable
@@ -231,9 +231,6 @@ def write_diff_report(path: str | os.PathLike, diff: Any, *, title: str | None =
     Returns:
         The path written.
     """
-    path = Path(path)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise HeadmapsError(f"the diff view is an HTML file: give a path ending in .html, "
-                            f"got {path}")
+    path = check_page_path(path, "the diff view")
     write_text(path, build_diff_report(diff, title=title, show_paths=show_paths))
     return path

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HeadmapsError
-from ..io import write_text
+from ..io import check_page_path, write_text
 from .build import asset, json_for_script
 from .encode import b64
 from .redact import shareable
@@ -133,9 +133,6 @@ def write_timeline_report(path: str | os.PathLike, track: Any, *, title: str | N
     Returns:
         The path written.
     """
-    path = Path(path)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise HeadmapsError(f"the timeline view is an HTML file: give a path ending in .html, "
-                            f"got {path}")
+    path = check_page_path(path, "the timeline view")
     write_text(path, build_timeline_report(track, title=title, show_paths=show_paths))
     return path
