@@ -4,7 +4,11 @@ Both scans score every valid built-in relation on every layer with the default
 projection (``through``); they share the model, already loaded. Each is run ``--repeats``
 times alternately after one warm-up of each; the report gives the median seconds of
 each and their ratio (target: at most 1.5), and checks that ``phi`` is the same with and
-without the in-context score. The machine (CPU, capability flags, threads) is printed.
+without the in-context score up to near-ties: the in-context rows go through the kernel
+stacked beside ``phi``'s, so the same logits come from products of another shape, which
+may round differently on another CPU and flip a decision where a target ties with its
+k-th rival; a score may then move by one pair (``1 / n_pairs``), never more. The machine
+(CPU, capability flags, threads) is printed.
 
 Usage::
 
@@ -36,14 +40,18 @@ def run(args) -> dict:
             if rep:  # the first round warms caches and is not counted
                 times[ctx].append(time.perf_counter() - t0)
     alone, both = (statistics.median(times[c]) for c in (False, True))
-    same = np.array_equal(results[False].scores, results[True].scores)
+    alone_scores, both_scores = results[False].scores, results[True].scores
+    n_pairs = np.array([results[True].n_pairs[r] for r in results[True].relations])
+    flips = np.rint(np.abs(alone_scores - both_scores) * n_pairs[:, None, None])
     print(f"model {m.model_id}, {len(results[True].relations)} relations, projection "
           f"{results[True].preset}, {args.repeats} timed runs each")
     print(f"scan without phi_ctx: {alone:.2f} s (median; runs {times[False]})")
     print(f"scan with phi_ctx:    {both:.2f} s (median; runs {times[True]})")
-    print(f"ratio: {both / alone:.2f} (target <= 1.5); phi identical: {same}")
-    if not same:
-        raise SystemExit("phi differs with and without the in-context score")
+    print(f"ratio: {both / alone:.2f} (target <= 1.5); phi identical: "
+          f"{not flips.any()} ({int((flips > 0).sum())} of {flips.size} scores differ)")
+    if flips.max(initial=0) > 1:
+        raise SystemExit("phi differs with and without the in-context score by more than a "
+                         "near-tie (one pair per score)")
     return {"relations": results[True].relations, "repeats": args.repeats}
 
 
