@@ -357,10 +357,6 @@ def analyse(
         pattern = describer if isinstance(describer, PatternDescriber) else None
         scores = timed("description_scores", run_scores, m, descriptions, sal, method="offline",
                        describer=pattern, progress=progress)
-    for part, made_here in ((sal, "salient" in done), (attention, "attention" in done),
-                            (types, "types" in seconds), (scores, "description_scores" in seconds)):
-        if made_here and part:  # projected as the scan was: it records how that was chosen
-            part.calibration = dict(scan.calibration)
     return HeadReport(scan, sal, descriptions, attention or None, types, seconds, scores)
 
 
@@ -417,17 +413,19 @@ def _lockstep(steps: dict[str, Any], seconds: dict[str, float], progress: bool,
 def _scan_projection(scan: ScanResult) -> dict[str, Any]:
     """``{"preset": ...}`` that makes a part project as ``scan`` did (empty: the default).
 
-    A named preset is passed by name (salient operations read ``paper`` as the reference
-    code did); a calibrated or custom projection by its options, so every part of the
-    report uses the scan's projection.
+    An explicitly named preset is passed by name (salient operations read ``paper`` as the
+    reference code did); a projection chosen for the scan (the default, or a stored
+    calibration) as the scan's resolved :class:`~headmaps.projection.Projection`, so every
+    part uses it and records how it was chosen.
     """
-    from .projection import PRESETS, ProjectionOptions
+    from .projection import PRESETS, Projection, ProjectionOptions
 
-    calibrated = (scan.calibration or {}).get("status") == "calibrated"
-    if scan.preset in PRESETS and not calibrated:
+    chosen = dict(scan.calibration or {})
+    if scan.preset in PRESETS and not chosen:
         return {"preset": scan.preset}
     if scan.options:
-        return {"preset": ProjectionOptions(**scan.options)}
+        return {"preset": Projection(ProjectionOptions(**scan.options), scan.preset, chosen,
+                                     scan.model_id)}
     return {}
 
 

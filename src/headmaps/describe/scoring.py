@@ -192,7 +192,10 @@ def score_descriptions(
 
         n_shown = salient.token_ids.shape[2] if n_shown is None else n_shown
         k = salient.target_ids.shape[3] if k is None else k
-        proj: dict[str, Any] = {"preset": P.ProjectionOptions(**salient.options),
+        # the salient operations' projection, with how it was chosen
+        proj: dict[str, Any] = {"preset": P.Projection(P.ProjectionOptions(**salient.options),
+                                                       salient.preset, salient.calibration,
+                                                       salient.model_id),
                                 "skip_nonwords": salient.skip_nonwords}
         shown = {(layer, h): set(salient.token_ids[i, h].tolist())
                  for i, layer in enumerate(salient.layers) for h in range(salient.n_heads)}

@@ -376,9 +376,8 @@ class Projection:
                                 "one per model with hm.projection_for")
         opts = self.options
         if stream is not None:
-            opts = concrete(model, replace(opts, stream_dtype=check_choice(stream),
-                                           stream_reason=""))
-        return opts, self.name, dict(self.calibration)
+            opts = replace(opts, stream_dtype=check_choice(stream), stream_reason="")
+        return concrete(model, opts), self.name, dict(self.calibration)
 
     def __str__(self) -> str:
         return self.label
