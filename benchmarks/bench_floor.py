@@ -6,9 +6,10 @@
 Measured in one run, on the machine it runs on (its CPU, the capability flags the
 precision rule reads and the GPU are printed first):
 
-1. the GEMM rate of each dtype (float32, bfloat16, float16) on the stream's own shape
-   (:data:`CHUNK` rows by ``d_model`` times ``d_model`` by the block's fused input width;
-   best of :data:`GEMM_REPEATS`), so a dtype that the machine emulates shows as such;
+1. the GEMM rate of each dtype (float32, bfloat16, float16; int8 for comparison) on the
+   stream's own shape (:data:`CHUNK` rows by ``d_model`` times ``d_model`` by the block's
+   fused input width; best of :data:`GEMM_REPEATS`), so a dtype that the machine
+   emulates shows as such;
 2. the stream's FLOP count: per token and block, the fused query/key/value product,
    the output product and the MLP's up (and gate) and down products, times the
    vocabulary and the blocks a whole-vocabulary pass goes through (``n_layers - 1``);
@@ -42,15 +43,25 @@ GEMM_REPEATS = 5
 
 
 def gemm_rate(m: int, k: int, n: int, dtype: torch.dtype, device: str) -> float:
-    """Best FLOP/s of an ``(m, k) @ (k, n)`` product in ``dtype`` over a few runs."""
-    a = torch.randn(m, k, device=device).to(dtype)
-    b = torch.randn(k, n, device=device).to(dtype)
+    """Best FLOP/s of an ``(m, k) @ (k, n)`` product in ``dtype`` over a few runs.
+
+    ``torch.int8`` times ``torch._int_mm`` (int8 operands, int32 sums), the cheapest
+    product an int8 screen could use, without the quantisation of its operands.
+    """
+    if dtype == torch.int8:
+        a = torch.randint(-127, 128, (m, k), device=device, dtype=dtype)
+        b = torch.randint(-127, 128, (k, n), device=device, dtype=dtype)
+        product = torch._int_mm
+    else:
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(k, n, device=device).to(dtype)
+        product = torch.matmul
     best = float("inf")
     for _ in range(GEMM_REPEATS + 1):  # the first run warms the kernels up
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
-        a @ b
+        product(a, b)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
@@ -79,7 +90,8 @@ def run(args) -> dict:
         from headmaps.salient.compute import vocabulary_sources
 
         mach = machine()
-        print(f"machine: {mach['cpu']}, flags {mach['cpu_flags']}, {mach['threads']} torch "
+        print(f"machine: {mach['cpu']}, flags {mach['cpu_flags']}, kernels {mach['kernels']}, "
+              f"{mach['threads']} torch "
               f"threads, GPU {mach['gpu'] or 'none'}; device {args.device}")
         m = hm.load(args.model, device=args.device)
         opts = P.resolve(m, None, {"stream_dtype": args.stream_dtype}, False)[0]
@@ -91,10 +103,12 @@ def run(args) -> dict:
         rates = {name: gemm_rate(CHUNK, m.d_model, width, dt, args.device)
                  for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16),
                                   ("float16", torch.float16))}
+        int8 = gemm_rate(CHUNK, m.d_model, width, torch.int8, args.device)
         print(f"| dtype | GEMM GFLOP/s ({CHUNK}x{m.d_model} by {m.d_model}x{width}) |")
         print("| --- | ---: |")
         for name, r in rates.items():
             print(f"| {name} | {r / 1e9:.1f} |")
+        print(f"| int8 (torch._int_mm; no stream runs in it) | {int8 / 1e9:.1f} |")
         per, total = stream_flops(m)
         chosen = rates[opts.stream_dtype]
         best = max(rates.values())
@@ -130,7 +144,7 @@ def run(args) -> dict:
         for name, p in parts.items():
             print(f"\n{name} report parts (s): " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()))
         return {"device": args.device, "stream": opts.to_dict(),
-                "gemm_gflops": {k: round(v / 1e9, 2) for k, v in rates.items()},
+                "gemm_gflops": {k: round(v / 1e9, 2) for k, v in {**rates, "int8": int8}.items()},
                 "stream_tflop": round(total / 1e12, 3),
                 "seconds": {"stream": round(t_stream, 2), **{k: round(v, 2)
                                                               for k, v in secs.items()}},

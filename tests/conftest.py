@@ -37,6 +37,19 @@ def _float32_stream():
         yield
 
 
+@pytest.fixture
+def cpu(monkeypatch):
+    """``cpu(flags)``: make the precision rule see a CPU with these capability flags, and
+    no oneDNN cap (which a run as an older CPU sets: ``make test-avx2``)."""
+    from headmaps import hardware
+
+    def set_flags(flags):
+        monkeypatch.setattr(hardware, "cpu_capabilities", lambda: dict(flags))
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    return set_flags
+
+
 @pytest.fixture(scope="session")
 def tiny_llama():
     """A tiny Llama with grouped-query attention (8 heads, 2 KV heads), float64."""

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import headmaps.cli as cli
-from headmaps import hardware
 
 AVX2 = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_bf16": False}
 AMX = {"avx2": True, "avx512_f": True, "avx512_bf16": False, "amx_bf16": True}
 
 
-def test_info_says_what_the_default_stream_runs_in_here(model_dir, monkeypatch, capsys):
-    monkeypatch.setattr(hardware, "cpu_capabilities", lambda: dict(AVX2))
+def test_info_says_what_the_default_stream_runs_in_here(model_dir, cpu, capsys):
+    cpu(AVX2)
     assert cli.main(["info", model_dir]) == 0
     out = capsys.readouterr().out
     assert "n_layers" in out
     line = [x for x in out.splitlines() if x.startswith("stream_dtype")]
     assert line and "float32 (auto: no native bfloat16 on this CPU" in line[0]
-    monkeypatch.setattr(hardware, "cpu_capabilities", lambda: dict(AMX))
+    cpu(AMX)
     assert cli.main(["info", model_dir]) == 0
     assert "bfloat16 screen, float32 decisions (auto: native bfloat16 on this CPU (amx_bf16))" \
         in capsys.readouterr().out

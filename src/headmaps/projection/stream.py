@@ -272,11 +272,11 @@ class _Block:
         """
         h = self._mm(self.mlp.pre_norm(x), self.W_up)
         b = self.b_up.to(h.dtype) if self.b_up is not None else None
-        if self.gated:
+        if self.gated:  # in place where it is safe: this pass is memory-bound
             up, gate = h[:, :self.d_mlp], h[:, self.d_mlp:]
-            h = self.act(gate) * (up + b if b is not None else up)
+            h = self.act(gate).mul_(up + b if b is not None else up)
         else:
-            h = self.act(h + b if b is not None else h)
+            h = self.act(h.add_(b) if b is not None else h)
         y = self._mm(h, self.W_down).float()
         if self.b_down is not None:
             y = y + self.b_down
@@ -356,7 +356,10 @@ class _Block:
             sc = torch.ones(dh, device=x.device)
             sc[:pos.rotary_dim] = pos.attention_scaling ** 2
             k = k * sc
-        s = torch.stack([(q * kf[None, :, None, :]).sum(-1), (q * k).sum(-1)], -1) * qk.scale
+        # both keys in one batched product (n, kv, g, dh) x (n, kv, dh, 2): an elementwise
+        # product and sum per key moved the queries through memory twice
+        keys = torch.cat([kf[None, :, None, :].expand(n, kv, 1, dh), k], 2)
+        s = torch.matmul(q, keys.transpose(-1, -2)) * qk.scale  # (n, kv, g, 2)
         if qk.softcap:
             s = qk.softcap * torch.tanh(s / qk.softcap)
         if Q.masked(qk, 1):
