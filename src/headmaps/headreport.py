@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import projection as P
 from ._html import html_card
 from .attention import AttentionSummary
 from .describe import (
@@ -228,7 +229,7 @@ def analyse(
     *,
     scan: ScanResult | str | os.PathLike | None = None,
     relations: Any = "all",
-    preset: str | None = None,
+    projection: P.ProjectionLike = None,
     salient: bool | SalientAll = True,
     describe: str | Describer = "pattern",
     descriptions: list[Description] | None = None,
@@ -236,8 +237,6 @@ def analyse(
     head_types: bool | HeadTypes = True,
     score_descriptions: bool | DescriptionScores = False,
     llm_options: dict[str, Any] | None = None,
-    calibration: bool | None = None,
-    stream_dtype: str | None = None,
     progress: bool = False,
     **load_options: Any,
 ) -> HeadReport:
@@ -251,9 +250,12 @@ def analyse(
         scan: a scan result, or a folder/file it was saved to; default: scan
             ``relations`` now.
         relations: the relations to scan when ``scan`` is None (see :func:`headmaps.scan`).
-        preset: projection preset of the scan (default
-            :data:`headmaps.projection.DEFAULT_PRESET`). The other parts use the scan's
-            preset when it is a named one, so every part of the report projects alike.
+        projection: the projection of every part (a :class:`~headmaps.projection.Projection`,
+            a preset name, options or None, resolved on the model by
+            :func:`~headmaps.projection.projection_for`, which also takes a function of
+            the loaded model that returns its Projection). With ``scan`` given, the parts
+            use the scan's projection (``projection`` may then only change its stream
+            dtype), so every part of the report projects alike.
         salient: salient operations of every head (15 tokens x 5 mappings).
         describe: ``"pattern"`` (offline), ``"llm"`` (an OpenAI-compatible endpoint,
             options in ``llm_options``), ``"none"``, or any
@@ -268,11 +270,6 @@ def analyse(
             scores made earlier. Descriptions without a rule are kept with the reason they
             were not scored (they need an LLM scorer: ``headmaps describe --score``).
         llm_options: keyword arguments of :class:`~headmaps.describe.LLMDescriber`.
-        calibration: with no ``preset``, scan with the model's stored calibration (None or
-            True: yes, False: no); the other parts follow the scan.
-        stream_dtype: the whole-vocabulary stream's compute dtype, ``"auto"`` (None: the
-            default; bfloat16 where the device computes it natively, else float32),
-            ``"float32"`` or ``"bfloat16"`` (:mod:`headmaps.projection.precision`).
         progress: show progress bars.
         **load_options: passed to :func:`headmaps.load` when ``model`` is a name.
 
@@ -304,16 +301,16 @@ def analyse(
         log.info("%s of %s: %.1f s", part, m.model_id if m is not None else "", seconds[part])
         return out
 
+    proj = None
     if scan is None:
         from .scoring import scan as run_scan
 
-        scan = timed("scan", run_scan, m, relations, preset=preset, calibration=calibration,
-                     progress=progress, stream_dtype=stream_dtype)
+        proj = _projection(m, projection, None)
+        scan = timed("scan", run_scan, m, relations, projection=proj, progress=progress)
     elif m is not None:
         _check("model", (m.n_layers, m.n_heads), scan)
-    same = _scan_projection(scan)
-    stream = {"stream_dtype": stream_dtype} if stream_dtype is not None else {}
-    shared = _shared_stream(m, same, stream, salient is True or attention is True)
+        proj = _projection(m, projection, scan)
+    shared = _shared_stream(m, proj, salient is True or attention is True)
     types_view = None
     if shared is not None and head_types is True:
         from .headtypes.static import DEFAULT_N_TOKENS, token_subset
@@ -323,11 +320,11 @@ def analyse(
     if salient is True:
         from .salient.compute import salient_steps
 
-        steps["salient"] = salient_steps(m, sources=shared, **same, **stream)
+        steps["salient"] = salient_steps(m, sources=shared, projection=proj)
     if attention is True:
         from .attention.compute import summary_steps
 
-        steps["attention"] = summary_steps(m, sources=shared, **same, **stream)
+        steps["attention"] = summary_steps(m, sources=shared, projection=proj)
     done = _lockstep(steps, seconds, progress, m.n_layers if m is not None else 0)
     salient = done.get("salient", salient)
     attention = done.get("attention", attention)
@@ -340,12 +337,12 @@ def analyse(
     if head_types is True:
         from .headtypes import head_types as run_types
 
-        reuse = scan if same and {"copying", "successor"} <= set(scan.relations) else None
+        reuse = scan if scan.options and {"copying", "successor"} <= set(scan.relations) else None
         # one previous-token number in the report: the QK summary's sampled profile
         prof = (attention.sampled if attention and list(attention.layers) ==
                 list(range(m.n_layers)) else None)
         head_types = timed("types", run_types, m, scan=reuse, sources=types_view, profile=prof,
-                           **same, **stream)
+                           projection=proj)
     types = head_types or None
     if types is not None:
         _check("head types", (types.n_layers, types.n_heads), scan)
@@ -360,24 +357,18 @@ def analyse(
     return HeadReport(scan, sal, descriptions, attention or None, types, seconds, scores)
 
 
-def _shared_stream(model: Any, same: dict[str, Any], stream: dict[str, Any],
-                   wanted: bool) -> Any:
+def _shared_stream(model: Any, proj: Any, wanted: bool) -> Any:
     """One ``token_alone`` stream over the vocabulary for the parts, or None (not needed).
 
     Salient operations and the QK half read the whole vocabulary at every layer and the
     head types a sample of it; stepped layer by layer together (:func:`_lockstep`) they
     advance this one stream once.
     """
-    from . import projection as P
-
-    if not wanted or model is None:
-        return None
-    opts = P.resolve(model, same.get("preset"), stream, same.get("calibration"))[0]
-    if opts.source != "token_alone":
+    if not wanted or model is None or proj.options.source != "token_alone":
         return None
     from .salient.compute import vocabulary_sources
 
-    return vocabulary_sources(model, opts)
+    return vocabulary_sources(model, proj.options)
 
 
 def _lockstep(steps: dict[str, Any], seconds: dict[str, float], progress: bool,
@@ -410,23 +401,22 @@ def _lockstep(steps: dict[str, Any], seconds: dict[str, float], progress: bool,
     return out
 
 
-def _scan_projection(scan: ScanResult) -> dict[str, Any]:
-    """``{"preset": ...}`` that makes a part project as ``scan`` did (empty: the default).
+def _projection(model: Any, given: P.ProjectionLike, scan: ScanResult | None) -> P.Projection:
+    """The one projection of every part: ``given`` resolved on ``model``, else the scan's.
 
-    An explicitly named preset is passed by name (salient operations read ``paper`` as the
-    reference code did); a projection chosen for the scan (the default, or a stored
-    calibration) as the scan's resolved :class:`~headmaps.projection.Projection`, so every
-    part uses it and records how it was chosen.
+    Raises:
+        HeadmapsError: ``given`` is not the projection ``scan`` was made with.
     """
-    from .projection import PRESETS, Projection, ProjectionOptions
-
-    chosen = dict(scan.calibration or {})
-    if scan.preset in PRESETS and not chosen:
-        return {"preset": scan.preset}
-    if scan.options:
-        return {"preset": Projection(ProjectionOptions(**scan.options), scan.preset, chosen,
-                                     scan.model_id)}
-    return {}
+    if scan is None or not scan.options:
+        return P.projection_for(model, given)
+    made = P.Projection.from_record(scan)
+    if given is None:
+        return P.projection_for(model, made)
+    proj = P.projection_for(model, given)
+    if proj.options != made.options:
+        raise HeadmapsError(f"the scan was made with the projection {made.label}, not "
+                            f"{proj.label}: every part of a report uses the scan's")
+    return proj
 
 
 def _model(model: Any, load_options: dict[str, Any]) -> Any:

@@ -70,7 +70,7 @@ def built():
 
 def test_built_copy_head_comes_out_first_for_copying(built):
     a, b, pairs = built
-    d = hm.diff(a, b, {"copying": pairs}, preset="paper", salient=False, qk=False)
+    d = hm.diff(a, b, {"copying": pairs}, projection="paper", salient=False, qk=False)
     top = d.ranking("copying")
     assert top["head"][0] == "1.0"
     r = d.relations.index("copying")
@@ -154,7 +154,7 @@ def test_save_load_round_trip(itself, tmp_path):
 
 def test_frames_html_and_figure(built, pdf_backend):
     a, b, pairs = built
-    d = hm.diff(a, b, {"copying": pairs}, preset="paper", qk=False, n_boot=200)
+    d = hm.diff(a, b, {"copying": pairs}, projection="paper", qk=False, n_boot=200)
     f = d.to_frame()
     assert len(f) == 1 * 3 * 2 and set(f.columns) >= {"relation", "layer", "head", "scores_a",
                                                       "scores_b", "change", "floor", "changed"}

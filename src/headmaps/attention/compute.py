@@ -40,7 +40,6 @@ from ..io import versions
 from ..models import HeadModel
 from ..models import qk as Q
 from ..models.weights import QKWeights
-from ..projection.calibration import resolve as resolve_projection
 from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
 from ..steps import run_steps
 from .results import AttentionPreferences, AttentionSummary, PositionalProfile
@@ -250,13 +249,11 @@ def attention_summary(
     n_keys: int = 10,
     n_queries: int = 5,
     n_pairs: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     n_samples: int = 256,
     seed: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool = False,
-    calibration: bool | None = None,
-    **options: Any,
 ) -> AttentionSummary:
     """The QK half of every head of ``layers`` (default all), from parameters.
 
@@ -273,18 +270,15 @@ def attention_summary(
         n_keys: key tokens kept by key-side preference.
         n_queries: most selective query tokens kept.
         n_pairs: preferred key tokens kept per query token.
-        preset: projection preset for source representations and norm folding (default
-            :data:`headmaps.projection.DEFAULT_PRESET`); with ``fold_norms`` the logits
-            are the model's own for those residual vectors.
+        projection: the projection of source representations and norm folding (a
+            :class:`~headmaps.projection.Projection`, a preset name, options or None,
+            resolved by :func:`~headmaps.projection.projection_for`); with
+            ``fold_norms`` the logits are the model's own for those residual vectors.
         n_samples: random query tokens for the sampled profile (each sees random key
             tokens at every distance; the softmax of the exact logits is averaged).
         seed: seed of that sample.
         chunk_rows: vocabulary rows per chunk.
         progress: show a progress bar over layers.
-        calibration: with no preset or option given, use the model's stored calibration
-            (None or True: yes, False: no; see
-            :mod:`headmaps.projection.calibration`).
-        **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
         :class:`AttentionSummary`; ``res.preferences(l, h)`` and ``res.profile_at(l, h)``
@@ -292,9 +286,8 @@ def attention_summary(
     """
     layers = None if layers is None else list(layers)
     steps = summary_steps(model, layers, heads=heads, max_distance=max_distance, n_keys=n_keys,
-                          n_queries=n_queries, n_pairs=n_pairs, preset=preset,
-                          n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
-                          calibration=calibration, **options)
+                          n_queries=n_queries, n_pairs=n_pairs, projection=projection,
+                          n_samples=n_samples, seed=seed, chunk_rows=chunk_rows)
     return run_steps(steps, model.n_layers if layers is None else len(layers), "attention",
                      progress)
 
@@ -308,13 +301,11 @@ def summary_steps(
     n_keys: int = 10,
     n_queries: int = 5,
     n_pairs: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     n_samples: int = 256,
     seed: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    calibration: bool | None = None,
     sources: P.Sources | None = None,
-    **options: Any,
 ) -> Generator[int, None, AttentionSummary]:
     """:func:`attention_summary` one layer at a time: yields each layer, returns the result.
 
@@ -330,8 +321,8 @@ def summary_steps(
     if n_samples < 1:
         raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
-    ctx = _Context(model, opts, False, chunk_rows, sources)
+    proj = P.projection_for(model, projection)
+    ctx = _Context(model, proj.options, False, chunk_rows, sources)
     parts = []
     for layer in layers:
         parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples,
@@ -350,16 +341,14 @@ def summary_steps(
         pair_scores=arr["pair_scores"].astype(np.float32),
         key_spread=arr["key_spread"].astype(np.float32), positions=[p["positions"] for p in parts],
         strings={int(i): ctx.string(int(i)) for i in used}, model_id=model.model_id,
-        model_info=model.info(), preset=preset_label, options=opts.to_dict(), calibration=cal_info,
-        versions=versions(),
+        model_info=model.info(), **proj.header(), versions=versions(),
     )
 
 
 def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10,
-                          n_queries: int = 10, n_pairs: int = 5,
-                          preset: str | P.ProjectionOptions | None = None, *,
-                          chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                          **options: Any) -> AttentionPreferences:
+                          n_queries: int = 10, n_pairs: int = 5, *,
+                          projection: P.ProjectionLike = None,
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> AttentionPreferences:
     """What one head's queries look for in keys, by content (position ignored).
 
     Args:
@@ -370,25 +359,24 @@ def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int =
             gives each key token).
         n_queries: most selective query tokens (largest spread of their logits over keys).
         n_pairs: preferred key tokens per query token, by the query-specific logit.
-        preset: as in :func:`attention_summary`.
+        projection: as in :func:`attention_summary`.
         chunk_rows: as in :func:`attention_summary`.
-        **options: as in :func:`attention_summary`.
 
     Returns:
         :class:`AttentionPreferences`.
     """
     model.check_head(layer, head)
     res = attention_summary(model, [layer], heads=[head], n_keys=n_keys, n_queries=n_queries,
-                            n_pairs=n_pairs, preset=preset, chunk_rows=chunk_rows, max_distance=1,
-                            **options)
+                            n_pairs=n_pairs, projection=projection, chunk_rows=chunk_rows,
+                            max_distance=1)
     p = res.preferences(layer, 0)
     p.head = head
     return p
 
 
-def positional_profile(model: HeadModel, layer: int, head: int, max_distance: int = 64,
-                       preset: str | P.ProjectionOptions | None = None, *,
-                       chunk_rows: int = DEFAULT_CHUNK_ROWS, **options: Any) -> PositionalProfile:
+def positional_profile(model: HeadModel, layer: int, head: int, max_distance: int = 64, *,
+                       projection: P.ProjectionLike = None,
+                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> PositionalProfile:
     """The logit a head gives a key ``0..max_distance`` tokens back, content averaged out.
 
     Args:
@@ -396,9 +384,8 @@ def positional_profile(model: HeadModel, layer: int, head: int, max_distance: in
         layer: layer of the head.
         head: head index within the layer.
         max_distance: largest distance.
-        preset: as in :func:`attention_summary`.
+        projection: as in :func:`attention_summary`.
         chunk_rows: as in :func:`attention_summary`.
-        **options: as in :func:`attention_summary`.
 
     Returns:
         :class:`PositionalProfile` (logits, softmax weights, previous-token and self mass,
@@ -406,8 +393,8 @@ def positional_profile(model: HeadModel, layer: int, head: int, max_distance: in
     """
     model.check_head(layer, head)
     res = attention_summary(model, [layer], heads=[head], n_keys=1, n_queries=1, n_pairs=1,
-                            preset=preset, chunk_rows=chunk_rows, max_distance=max_distance,
-                            **options)
+                            projection=projection, chunk_rows=chunk_rows,
+                            max_distance=max_distance)
     p = res.profile_at(layer, 0)
     p.head = head
     return p
@@ -417,12 +404,10 @@ def attention_logits(model: HeadModel, layer: int, head: int,
                      query_ids: Sequence[int] | torch.Tensor,
                      key_ids: Sequence[int] | torch.Tensor, distance: int = 0, *,
                      query_position: int | None = None,
-                     preset: str | P.ProjectionOptions | None = None,
-                     calibration: bool | None = None,
-                     **options: Any) -> torch.Tensor:
+                     projection: P.ProjectionLike = None) -> torch.Tensor:
     """Parameter-only attention logits of query tokens on key tokens ``distance`` back.
 
-    With ``fold_norms`` (the default preset) this is exactly the pre-softmax score the
+    With ``fold_norms`` (the default projection) this is exactly the pre-softmax score the
     model computes when its residual stream entering ``layer`` holds the source
     representations (plus learned position embeddings, where the model has them).
 
@@ -435,9 +420,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
         distance: how many tokens the key precedes the query.
         query_position: absolute position of the query (default ``distance``: the key at
             position 0); only learned absolute positions depend on it.
-        preset: projection preset.
-        calibration: as in :func:`attention_summary` (the projection is resolved as there).
-        **options: overrides of the preset's projection options.
+        projection: as in :func:`attention_summary`.
 
     Returns:
         ``(n, m)`` float32 logits.
@@ -445,7 +428,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
     model.check_head(layer, head)
     if distance < 0:
         raise HeadmapsError(f"distance must be >= 0 (a key at or before the query), got {distance}")
-    opts = resolve_projection(model, preset, options, calibration)[0]
+    opts = P.projection_for(model, projection).options
     qk = model.qk(layer)
     qpos = distance if query_position is None else int(query_position)
     if qpos < distance:

@@ -43,7 +43,6 @@ from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
-from ..projection.calibration import resolve as resolve_projection
 from ..scoring.engine import scan
 from ..scoring.results import DEFAULT_TAU, ScanResult
 from . import noise
@@ -150,7 +149,7 @@ def _salient(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, n_tokens: in
     """
     from ..salient import salient_all
 
-    sa, sb = (salient_all(m, n_tokens=n_tokens, n_mappings=n_mappings, preset=opts,
+    sa, sb = (salient_all(m, n_tokens=n_tokens, n_mappings=n_mappings, projection=opts,
                           progress=progress) for m in (a, b))
     L, H = a.n_layers, a.n_heads
     src, maps = np.zeros((L, H), np.float32), np.zeros((L, H), np.float32)
@@ -183,7 +182,7 @@ def _qk(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, max_distance: int
     from ..attention import attention_summary
 
     pa, pb = (attention_summary(m, n_keys=1, n_queries=1, n_pairs=1, max_distance=max_distance,
-                                preset=opts, progress=progress).profile for m in (a, b))
+                                projection=opts, progress=progress).profile for m in (a, b))
     wa, wb = _softmax(pa), _softmax(pb)
     pref = lambda p: np.argmax(np.where(np.isfinite(p), p, -np.inf), -1)  # noqa: E731
     return {"profile_tv": (0.5 * np.abs(wb - wa).sum(-1)).astype(np.float32),
@@ -204,7 +203,7 @@ def _types(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions,
     kinds: list[str] = []
     for side, m, s in (("a", a, scans[0]), ("b", b, scans[1])):
         reuse = s if s is not None and {"copying", "successor"} <= set(s.relations) else None
-        ht = head_types(m, preset=opts, scan=reuse, seed=seed)
+        ht = head_types(m, projection=opts, scan=reuse, seed=seed)
         kinds = list(ht.scores)
         for t in kinds:
             out[f"type_{t}_{side}"] = ht.scores[t].astype(np.float32)
@@ -218,7 +217,7 @@ def diff(
     relations: Any = "all",
     *,
     k: int | dict[str, int] | None = None,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     tau: float = DEFAULT_TAU,
     min_pairs: int = rel_lib.MIN_PAIRS,
     n_boot: int = noise.DEFAULT_N_BOOT,
@@ -231,8 +230,6 @@ def diff(
     n_mappings: int = 5,
     max_distance: int = 64,
     progress: bool = False,
-    calibration: bool | None = None,
-    **options: Any,
 ) -> HeadDiff:
     """Compare every head of two checkpoints of one architecture, head ``L.H`` with ``L.H``.
 
@@ -243,8 +240,10 @@ def diff(
             names, paths to JSON/CSV sets, lists of pairs, a dict); None for none.
         k: top-k for all relations, a dict per relation, or None for the defaults (chosen
             on ``a`` and used for both).
-        preset: projection preset; None: ``a``'s stored calibration if it has one, else
-            the default preset. Both models use the same projection.
+        projection: ``a``'s projection (a :class:`~headmaps.projection.Projection`, a
+            preset name, options, or None: ``a``'s stored calibration if it has one, else
+            the default preset; resolved on ``a`` by
+            :func:`~headmaps.projection.projection_for`). Both models use its options.
         tau: the "implements" threshold; a head gains (loses) a relation when its score
             crosses ``tau`` upwards (downwards) by a change beyond the noise floor.
         min_pairs: a relation needs this many pairs that are single tokens in both models.
@@ -259,9 +258,6 @@ def diff(
         n_mappings: targets per salient source token.
         max_distance: distances of the positional profile.
         progress: show progress bars.
-        calibration: with no preset or option, use ``a``'s stored calibration (see
-            :func:`headmaps.scan`).
-        **options: projection option overrides.
 
     Returns:
         :class:`HeadDiff`.
@@ -277,7 +273,8 @@ def diff(
         raise HeadmapsError(f"alpha must be between 0 and 1, got {alpha}")
     t0 = time.perf_counter()
     vocab = vocabulary_map(a, b)
-    opts, preset_label, cal_info = resolve_projection(a, preset, options, calibration)
+    proj = P.projection_for(a, projection)
+    opts = proj.options
     L, H = a.n_layers, a.n_heads
     seconds: dict[str, float] = {}
     names: list[str] = []
@@ -301,7 +298,7 @@ def diff(
         t = time.perf_counter()
         hits: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{}, {}]
         for side, m in enumerate((a, b)):
-            scans.append(scan(m, specs, k=ks, preset=opts, tau=tau, min_pairs=1,
+            scans.append(scan(m, specs, k=ks, projection=opts, tau=tau, min_pairs=1,
                               progress=progress, pair_hits=hits[side]))
         names = scans[0].relations
         for i, name in enumerate(names):
@@ -346,8 +343,7 @@ def diff(
         model_a=a.model_id, model_b=b.model_id, n_layers=L, n_heads=H, relations=list(names),
         **arr, heads=heads, n_pairs={n: len(specs[n]) for n in names},
         k={n: ks[n] for n in names}, skipped=skipped, vocab=vocab, types=kinds, tau=tau,
-        alpha=alpha, n_boot=n_boot, seed=seed, preset=preset_label, options=opts.to_dict(),
-        calibration=cal_info, no_floor=no_floor,
+        alpha=alpha, n_boot=n_boot, seed=seed, **proj.header(), no_floor=no_floor,
         params={"n_tokens": n_tokens, "n_mappings": n_mappings, "max_distance": max_distance,
                 "min_pairs": min_pairs},
         model_info_a=a.info(), model_info_b=b.info(), versions=versions(), seconds=seconds,

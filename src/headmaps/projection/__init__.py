@@ -25,22 +25,23 @@ prefix rule), :mod:`.stream` (the ``token_alone`` stream, pure tensor functions)
 :mod:`.precision` (the stream's dtype, chosen from the hardware),
 :mod:`.streamcache` (its on-disk cache), :mod:`.sources` (:class:`Sources`, the only way
 a consumer gets source rows), :mod:`.readout` (``U`` and biases as a head's output sees
-them), :mod:`.calibration` (stored calibrations and :func:`resolve`, the one place a run's
-projection is decided: explicit option > stored calibration > :data:`DEFAULT_PRESET`,
-and :func:`label`, the one way it is printed; :func:`record` bundles preset, options,
-calibration and label, and :func:`record_of` reads that record from any result).
+them), :mod:`.calibration` (stored calibrations, :class:`Projection` and
+:func:`projection_for`, the one place a run's projection is decided: explicit option >
+stored calibration > :data:`DEFAULT_PRESET`, and :func:`label`, the one way it is
+printed; :func:`record` bundles name, options, calibration and label, and
+:func:`record_of` reads that record from any result).
 """
 
 from .calibration import (
     RECORD_KEYS,
     Calibration,
     Projection,
+    ProjectionLike,
     label,
     load_calibration,
     projection_for,
     record,
     record_of,
-    resolve,
 )
 from .options import (
     AUTO_PREFIX,
@@ -49,10 +50,6 @@ from .options import (
     SOURCE_KINDS,
     ProjectionOptions,
     SourceKind,
-    describe_projection,
-    explicit,
-    preset_name,
-    resolve_options,
 )
 from .precision import STREAM_DTYPE_CHOICES, STREAM_DTYPES
 from .prefix import concrete, document_prefix, prefix_id
@@ -81,11 +78,12 @@ __all__ = [
     "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
     "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
     "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES",
-    "Calibration", "Projection", "ProjectionOptions", "RECORD_KEYS", "SourceKind", "Sources",
+    "Calibration", "Projection", "ProjectionLike", "ProjectionOptions", "RECORD_KEYS",
+    "SourceKind", "Sources",
     "SourcesView", "advance", "after_prefix_weights", "base_sources", "carried_position",
     "concrete",
-    "describe_projection", "document_prefix", "embed", "explicit", "label", "layer_biases",
-    "layer_sources", "load_calibration", "output_basis", "preset_name", "prefix_id",
+    "document_prefix", "embed", "label", "layer_biases",
+    "layer_sources", "load_calibration", "output_basis", "prefix_id",
     "projection_for", "record", "record_of",
-    "resolve", "resolve_options", "stream_dtype", "token_alone", "token_alone_reference",
+    "stream_dtype", "token_alone", "token_alone_reference",
 ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -251,12 +250,10 @@ def salient_operations(
     head: int,
     n_tokens: int = 15,
     n_mappings: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
-    skip_nonwords: bool | str | None = False,
     *,
+    projection: P.ProjectionLike = None,
+    skip_nonwords: bool | str | None = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    calibration: bool | None = None,
-    **options: Any,
 ) -> SalientOperations:
     """The most salient source tokens of one head and their top targets (approach B).
 
@@ -266,16 +263,14 @@ def salient_operations(
         head: the head within the layer (Hugging Face numbering).
         n_tokens: salient source tokens to keep.
         n_mappings: targets per source token.
-        preset: projection preset (default :data:`~headmaps.projection.DEFAULT_PRESET`,
-            as for relation scores); ``"paper"`` also applies the first-MLP trick at
-            layer 0, like the reference code.
+        projection: a :class:`~headmaps.projection.Projection`, a preset name, options
+            or None, resolved by :func:`~headmaps.projection.projection_for` as for
+            relation scores; under ``paper`` the first-MLP trick is applied at layer 0
+            too, like the reference code (:meth:`~headmaps.projection.Projection.for_salient`).
         skip_nonwords: drop tokens that are not words (punctuation, whitespace, byte
             fragments, special tokens) on the ``"source"`` side, the ``"target"`` side or
             ``"both"`` (``True``). Needs a tokenizer.
         chunk_rows: vocabulary rows per chunk (memory bound).
-        calibration: with no preset or option given, use the model's stored calibration
-            (as :func:`headmaps.scan` does; None or True: yes, False: no).
-        **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
         :class:`SalientOperations` with ``n_tokens`` sources, most salient first.
@@ -285,8 +280,8 @@ def salient_operations(
     """
     model.check_head(layer, head)
     res = salient_all(model, layers=[layer], heads=[head], n_tokens=n_tokens, n_mappings=n_mappings,
-                      preset=preset, skip_nonwords=skip_nonwords, chunk_rows=chunk_rows,
-                      calibration=calibration, **options)
+                      projection=projection, skip_nonwords=skip_nonwords,
+                      chunk_rows=chunk_rows)
     ops = res[layer, 0]
     ops.head = head
     return ops
@@ -297,15 +292,13 @@ def salient_all(
     layers: Iterable[int] | None = None,
     n_tokens: int = 15,
     n_mappings: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
-    skip_nonwords: bool | str | None = False,
     *,
+    projection: P.ProjectionLike = None,
+    skip_nonwords: bool | str | None = False,
     heads: Sequence[int] | None = None,
     progress: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    calibration: bool | None = None,
     select: Selector | None = None,
-    **options: Any,
 ) -> SalientAll:
     """Salient operations of every head of ``layers`` (default: all), batched per layer.
 
@@ -318,11 +311,9 @@ def salient_all(
         layers: layers to compute (default: all).
         n_tokens: as in :func:`salient_operations`.
         n_mappings: as in :func:`salient_operations`.
-        preset: as in :func:`salient_operations`.
+        projection: as in :func:`salient_operations`.
         skip_nonwords: as in :func:`salient_operations`.
         chunk_rows: as in :func:`salient_operations`.
-        calibration: as in :func:`salient_operations`.
-        **options: as in :func:`salient_operations`.
         heads: restrict to these heads of each layer (default: all); the result then
             numbers them ``0..len(heads)-1``.
         progress: show a progress bar over layers.
@@ -336,9 +327,9 @@ def salient_all(
         :class:`SalientAll`; ``res[layer, head]`` gives one head's :class:`SalientOperations`.
     """
     layers = None if layers is None else list(layers)
-    steps = salient_steps(model, layers, n_tokens, n_mappings, preset, skip_nonwords,
-                          heads=heads, chunk_rows=chunk_rows, calibration=calibration,
-                          select=select, **options)
+    steps = salient_steps(model, layers, n_tokens, n_mappings, projection=projection,
+                          skip_nonwords=skip_nonwords, heads=heads, chunk_rows=chunk_rows,
+                          select=select)
     return run_steps(steps, model.n_layers if layers is None else len(layers), "salient",
                      progress)
 
@@ -348,15 +339,13 @@ def salient_steps(
     layers: Iterable[int] | None = None,
     n_tokens: int = 15,
     n_mappings: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
-    skip_nonwords: bool | str | None = False,
     *,
+    projection: P.ProjectionLike = None,
+    skip_nonwords: bool | str | None = False,
     heads: Sequence[int] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    calibration: bool | None = None,
     sources: P.Sources | None = None,
     select: Selector | None = None,
-    **options: Any,
 ) -> Generator[int, None, SalientAll]:
     """:func:`salient_all` one layer at a time: yields each layer when done, returns the result.
 
@@ -369,8 +358,8 @@ def salient_steps(
         raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and "
                             f"{n_mappings}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts, preset_label, cal_info = P.resolve(model, preset, options, calibration, salient=True)
-    ctx = _Context(model, opts, skip_nonwords, chunk_rows, sources)
+    proj = P.projection_for(model, projection).for_salient()
+    ctx = _Context(model, proj.options, skip_nonwords, chunk_rows, sources)
     parts = []
     for layer in layers:
         parts.append(_layer(ctx, layer, heads, n_tokens, n_mappings, select))
@@ -384,6 +373,6 @@ def salient_steps(
         saliency=stack["saliency"].astype(np.float32),
         target_ids=stack["target_ids"].astype(np.int64),
         scores=stack["scores"].astype(np.float32), strings=strings, model_id=model.model_id,
-        model_info=model.info(), preset=preset_label, options=opts.to_dict(),
-        skip_nonwords=skip_label(skip_nonwords), versions=versions(), calibration=cal_info,
+        model_info=model.info(), **proj.header(), skip_nonwords=skip_label(skip_nonwords),
+        versions=versions(),
     )
