@@ -76,7 +76,7 @@ def run(args) -> dict:
         import headmaps as hm
         from headmaps import projection as P
         from headmaps.hardware import machine
-        from headmaps.salient.compute import vocabulary_sources
+        from headmaps.projection import vocabulary_sources
 
         mach = machine()
         print(f"machine: {mach['cpu']}, flags {mach['cpu_flags']}, {mach['threads']} torch "

@@ -16,7 +16,7 @@ from headmaps import hardware
 from headmaps import projection as P
 from headmaps.errors import HeadmapsError
 from headmaps.projection import precision
-from headmaps.salient import compute as S
+from headmaps.projection import vocabulary as S
 
 AVX512_BF16 = {"avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_bf16": False}
 AMX = {"avx2": True, "avx512_f": True, "avx512_bf16": False, "amx_bf16": True}

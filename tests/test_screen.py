@@ -22,7 +22,7 @@ import torch
 
 import headmaps as hm
 from headmaps import projection as P
-from headmaps.salient import compute as S
+from headmaps.projection import vocabulary as S
 from near_ties import assert_ranking_up_to_ties
 from tiny import tiny_model
 

@@ -34,10 +34,11 @@ from .describe import (
     save_descriptions,
 )
 from .errors import HeadmapsError, MissingFileError
-from .headtypes import HeadTypes
+from .headtypes import HeadTypes, reusable_scan
 from .io import header_for_file, reads_result, write_json
 from .salient import SalientAll
 from .scoring.results import ScanResult
+from .steps import run_steps
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -310,7 +311,8 @@ def analyse(
     elif m is not None:
         _check("model", (m.n_layers, m.n_heads), scan)
         proj = _projection(m, projection, scan)
-    shared = _shared_stream(m, proj, salient is True or attention is True)
+    shared = proj.vocabulary(m) if m is not None and (salient is True or attention is True) \
+        else None
     types_view = None
     if shared is not None and head_types is True:
         from .headtypes.static import DEFAULT_N_TOKENS, token_subset
@@ -325,7 +327,7 @@ def analyse(
         from .attention.compute import summary_steps
 
         steps["attention"] = summary_steps(m, sources=shared, projection=proj)
-    done = _lockstep(steps, seconds, progress, m.n_layers if m is not None else 0)
+    done = run_steps(steps, m.n_layers if m is not None else 0, progress, seconds)
     salient = done.get("salient", salient)
     attention = done.get("attention", attention)
     sal = salient or None
@@ -337,7 +339,7 @@ def analyse(
     if head_types is True:
         from .headtypes import head_types as run_types
 
-        reuse = scan if scan.options and {"copying", "successor"} <= set(scan.relations) else None
+        reuse = reusable_scan(scan)
         # one previous-token number in the report: the QK summary's sampled profile
         prof = (attention.sampled if attention and list(attention.layers) ==
                 list(range(m.n_layers)) else None)
@@ -355,50 +357,6 @@ def analyse(
         scores = timed("description_scores", run_scores, m, descriptions, sal, method="offline",
                        describer=pattern, progress=progress)
     return HeadReport(scan, sal, descriptions, attention or None, types, seconds, scores)
-
-
-def _shared_stream(model: Any, proj: Any, wanted: bool) -> Any:
-    """One ``token_alone`` stream over the vocabulary for the parts, or None (not needed).
-
-    Salient operations and the QK half read the whole vocabulary at every layer and the
-    head types a sample of it; stepped layer by layer together (:func:`_lockstep`) they
-    advance this one stream once.
-    """
-    if not wanted or model is None or proj.options.source != "token_alone":
-        return None
-    from .salient.compute import vocabulary_sources
-
-    return vocabulary_sources(model, proj.options)
-
-
-def _lockstep(steps: dict[str, Any], seconds: dict[str, float], progress: bool,
-              n_layers: int) -> dict[str, Any]:
-    """Run the parts' layer steps in turn, one layer of each at a time; their results.
-
-    Each part's time (its steps' wall time) goes to ``seconds``.
-    """
-    from tqdm.auto import tqdm
-
-    out: dict[str, Any] = {}
-    active = dict(steps)
-    bar = tqdm(desc=" + ".join(steps) or "parts", unit="layer", total=n_layers,
-               disable=not progress or not steps)
-    while active:
-        stepped = False
-        for name, gen in list(active.items()):
-            t0 = time.perf_counter()
-            try:
-                next(gen)
-                stepped = True
-            except StopIteration as stop:
-                out[name] = stop.value
-                del active[name]
-            seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
-        bar.update(int(stepped))
-    bar.close()
-    for name in out:
-        log.info("%s: %.1f s", name, seconds[name])
-    return out
 
 
 def _projection(model: Any, given: P.ProjectionLike, scan: ScanResult | None) -> P.Projection:

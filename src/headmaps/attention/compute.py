@@ -40,7 +40,8 @@ from ..io import versions
 from ..models import HeadModel
 from ..models import qk as Q
 from ..models.weights import QKWeights
-from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
+from ..salient.compute import layers_and_heads
+from ..salient.tokens import token_strings, valid_mask
 from ..steps import run_steps
 from .results import AttentionPreferences, AttentionSummary, PositionalProfile
 
@@ -166,10 +167,13 @@ def sampled_profile(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor,
     return torch.softmax(s, dim=-1).mean(1)
 
 
-def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int,
-           n_pairs: int,
+def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[int], n_keys: int,
+           n_queries: int, n_pairs: int,
            max_distance: int, n_samples: int = 256, seed: int = 0) -> dict[str, Any]:
-    """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays)."""
+    """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays).
+
+    ``mask``: ``(V,)`` bool, the tokens the means, rankings and samples are over.
+    """
     model, opts = ctx.model, ctx.opts
     qk = model.qk(layer)
     if qk.positions.kind == "learned":
@@ -181,7 +185,6 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     V, dev = base.shape[0], base.device
     heads_t = torch.as_tensor(list(heads), dtype=torch.long, device=dev)
     kv = model.spec.kv_index().to(dev)[heads_t]
-    mask = ctx.src_mask
     n_valid = float(mask.sum())
     w = mask.float() / n_valid
     cr = ctx.chunk_rows
@@ -252,7 +255,7 @@ def attention_summary(
     projection: P.ProjectionLike = None,
     n_samples: int = 256,
     seed: int = 0,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
     progress: bool = False,
 ) -> AttentionSummary:
     """The QK half of every head of ``layers`` (default all), from parameters.
@@ -288,8 +291,8 @@ def attention_summary(
     steps = summary_steps(model, layers, heads=heads, max_distance=max_distance, n_keys=n_keys,
                           n_queries=n_queries, n_pairs=n_pairs, projection=projection,
                           n_samples=n_samples, seed=seed, chunk_rows=chunk_rows)
-    return run_steps(steps, model.n_layers if layers is None else len(layers), "attention",
-                     progress)
+    total = model.n_layers if layers is None else len(layers)
+    return run_steps({"attention": steps}, total, progress)["attention"]
 
 
 def summary_steps(
@@ -304,7 +307,7 @@ def summary_steps(
     projection: P.ProjectionLike = None,
     n_samples: int = 256,
     seed: int = 0,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
     sources: P.Sources | None = None,
 ) -> Generator[int, None, AttentionSummary]:
     """:func:`attention_summary` one layer at a time: yields each layer, returns the result.
@@ -322,11 +325,13 @@ def summary_steps(
         raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
     layers, heads = layers_and_heads(model, layers, heads)
     proj = P.projection_for(model, projection)
-    ctx = _Context(model, proj.options, False, chunk_rows, sources)
+    ctx = P.Vocabulary(model, proj.options, chunk_rows, sources)
+    tok, V = model.tokenizer, model.vocab_size
+    mask = valid_mask(tok, V).to(model.E.device)
     parts = []
     for layer in layers:
-        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples,
-                            seed))
+        parts.append(_layer(ctx, mask, layer, heads, n_keys, n_queries, n_pairs, max_distance,
+                            n_samples, seed))
         logger.info("QK summary of layer %d done", layer)
         yield layer
     arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}
@@ -340,15 +345,21 @@ def summary_steps(
         pair_ids=arr["pair_ids"].astype(np.int64),
         pair_scores=arr["pair_scores"].astype(np.float32),
         key_spread=arr["key_spread"].astype(np.float32), positions=[p["positions"] for p in parts],
-        strings={int(i): ctx.string(int(i)) for i in used}, model_id=model.model_id,
+        strings=_strings(tok, V, used), model_id=model.model_id,
         model_info=model.info(), **proj.header(), versions=versions(),
     )
+
+
+def _strings(tok: Any, V: int, ids: np.ndarray) -> dict[int, str]:
+    """Token id -> decoded token (``<id>`` without a tokenizer) for ``ids``."""
+    strings = token_strings(tok, V) if tok is not None else None
+    return {int(i): strings[int(i)] if strings is not None else f"<{int(i)}>" for i in ids}
 
 
 def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10,
                           n_queries: int = 10, n_pairs: int = 5, *,
                           projection: P.ProjectionLike = None,
-                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> AttentionPreferences:
+                          chunk_rows: int = P.DEFAULT_CHUNK_ROWS) -> AttentionPreferences:
     """What one head's queries look for in keys, by content (position ignored).
 
     Args:
@@ -376,7 +387,7 @@ def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int =
 
 def positional_profile(model: HeadModel, layer: int, head: int, max_distance: int = 64, *,
                        projection: P.ProjectionLike = None,
-                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> PositionalProfile:
+                       chunk_rows: int = P.DEFAULT_CHUNK_ROWS) -> PositionalProfile:
     """The logit a head gives a key ``0..max_distance`` tokens back, content averaged out.
 
     Args:

@@ -22,6 +22,9 @@ model whose heads were permuted would need a matching this does not attempt). Pa
   (:func:`headmaps.head_types`); the previous-token score comes from a sample of random
   tokens (the same seed on both sides), for which no noise floor is computed here.
 
+Per model, the salient operations and the QK profiles are stepped together over one
+shared vocabulary stream (:func:`headmaps.steps.run_steps`), as the parts of a report are.
+
 Vocabularies: equal, or mapped by token string. Relation pairs are kept when they are
 single tokens in both models (their count is ``n_pairs``); each model's ranks are over
 its own vocabulary; the number of token strings the two share is reported.
@@ -45,6 +48,7 @@ from ..io import versions
 from ..models import HeadModel
 from ..scoring.engine import scan
 from ..scoring.results import DEFAULT_TAU, ScanResult
+from ..steps import run_steps
 from . import noise
 from . import weights as W
 from .results import NO_FLOOR, HeadDiff
@@ -140,18 +144,33 @@ def _jaccard(x: set, y: set) -> float:
     return float(len(x & y) / len(x | y)) if x | y else 1.0
 
 
-def _salient(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, n_tokens: int,
-             n_mappings: int, progress: bool) -> tuple[dict[str, np.ndarray], tuple[Any, Any]]:
-    """Per head: Jaccard overlap of salient source tokens and of mappings, by token string.
+def _vocabulary_parts(m: HeadModel, opts: P.ProjectionOptions, salient: bool, qk: bool,
+                      n_tokens: int, n_mappings: int, max_distance: int, progress: bool,
+                      seconds: dict[str, float]) -> dict[str, Any]:
+    """One model's whole-vocabulary parts, stepped together over its one shared stream.
 
     Returns:
-        ``(figures, (salient_a, salient_b))``: the overlaps and both sides' operations.
+        ``{"salient": SalientAll, "qk": AttentionSummary}`` for the parts asked for (the
+        summary holds the positional profiles only); their wall times go to ``seconds``.
     """
-    from ..salient import salient_all
+    from ..attention.compute import summary_steps
+    from ..salient.compute import salient_steps
 
-    sa, sb = (salient_all(m, n_tokens=n_tokens, n_mappings=n_mappings, projection=opts,
-                          progress=progress) for m in (a, b))
-    L, H = a.n_layers, a.n_heads
+    proj = P.projection_for(m, opts)
+    shared = proj.vocabulary(m) if salient or qk else None
+    steps: dict[str, Any] = {}
+    if salient:
+        steps["salient"] = salient_steps(m, n_tokens=n_tokens, n_mappings=n_mappings,
+                                         projection=proj, sources=shared)
+    if qk:
+        steps["qk"] = summary_steps(m, n_keys=1, n_queries=1, n_pairs=1,
+                                    max_distance=max_distance, projection=proj, sources=shared)
+    return run_steps(steps, m.n_layers, progress, seconds)
+
+
+def _salient(sa: Any, sb: Any) -> dict[str, np.ndarray]:
+    """Per head: Jaccard overlap of salient source tokens and of mappings, by token string."""
+    L, H = len(sa.layers), sa.n_heads
     src, maps = np.zeros((L, H), np.float32), np.zeros((L, H), np.float32)
     for layer in range(L):
         for h in range(H):
@@ -160,7 +179,7 @@ def _salient(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, n_tokens: in
             ma = {(s, t) for s, ts in oa.mappings for t in ts}
             mb = {(s, t) for s, ts in ob.mappings for t in ts}
             maps[layer, h] = _jaccard(ma, mb)
-    return {"salient_source_overlap": src, "salient_mapping_overlap": maps}, (sa, sb)
+    return {"salient_source_overlap": src, "salient_mapping_overlap": maps}
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -171,18 +190,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def _qk(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, max_distance: int,
-        progress: bool) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _qk(pa: np.ndarray, pb: np.ndarray) -> tuple[dict[str, np.ndarray],
+                                                  tuple[np.ndarray, np.ndarray]]:
     """Per head: TV distance of the positional profiles' weights and both preferred distances.
+
+    Args:
+        pa: ``a``'s positional profiles ``(n_layers, n_heads, max_distance + 1)``.
+        pb: ``b``'s, of the same shape.
 
     Returns:
         ``(figures, (weights_a, weights_b))``: the figures and both sides' profile weights
         ``(n_layers, n_heads, max_distance + 1)``.
     """
-    from ..attention import attention_summary
-
-    pa, pb = (attention_summary(m, n_keys=1, n_queries=1, n_pairs=1, max_distance=max_distance,
-                                projection=opts, progress=progress).profile for m in (a, b))
     wa, wb = _softmax(pa), _softmax(pb)
     pref = lambda p: np.argmax(np.where(np.isfinite(p), p, -np.inf), -1)  # noqa: E731
     return {"profile_tv": (0.5 * np.abs(wb - wa).sum(-1)).astype(np.float32),
@@ -197,13 +216,12 @@ def _types(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions,
            scans: Sequence[ScanResult | None],
            seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
     """Both models' head-type scores and labels: ``type_<t>_a``/``_b``, ``is_<t>_a``/``_b``."""
-    from ..headtypes import head_types
+    from ..headtypes import head_types, reusable_scan
 
     out: dict[str, np.ndarray] = {}
     kinds: list[str] = []
     for side, m, s in (("a", a, scans[0]), ("b", b, scans[1])):
-        reuse = s if s is not None and {"copying", "successor"} <= set(s.relations) else None
-        ht = head_types(m, projection=opts, scan=reuse, seed=seed)
+        ht = head_types(m, projection=opts, scan=reusable_scan(s), seed=seed)
         kinds = list(ht.scores)
         for t in kinds:
             out[f"type_{t}_{side}"] = ht.scores[t].astype(np.float32)
@@ -317,19 +335,16 @@ def diff(
     seconds["weights"] = time.perf_counter() - t
     no_floor = {"weights": NO_FLOOR["weights"]}
     sides: dict[str, Any] = {}  # both models' salient operations and profiles, for the view
+    pa, pb = (_vocabulary_parts(m, opts, salient, qk, n_tokens, n_mappings, max_distance,
+                                progress, seconds) for m in (a, b))
     if salient:
-        t = time.perf_counter()
-        figures, (sides["salient_a"], sides["salient_b"]) = _salient(a, b, opts, n_tokens,
-                                                                     n_mappings, progress)
-        heads.update(figures)
-        seconds["salient"] = time.perf_counter() - t
+        sides["salient_a"], sides["salient_b"] = pa["salient"], pb["salient"]
+        heads.update(_salient(pa["salient"], pb["salient"]))
         no_floor["salient"] = NO_FLOOR["salient"]
     if qk:
-        t = time.perf_counter()
-        figures, (sides["profile_a"], sides["profile_b"]) = _qk(a, b, opts, max_distance,
-                                                                progress)
+        figures, (sides["profile_a"], sides["profile_b"]) = _qk(pa["qk"].profile,
+                                                                pb["qk"].profile)
         heads.update(figures)
-        seconds["qk"] = time.perf_counter() - t
         no_floor["qk"] = NO_FLOOR["qk"]
     kinds: list[str] = []
     if types:

@@ -54,6 +54,22 @@ logger = logging.getLogger(__name__)
 THRESHOLDS = {t: r.text() for t, r in R.RULES.items()}
 
 
+#: The relations whose scores the copying and successor labels read.
+TYPE_RELATIONS = ("copying", "successor")
+
+
+def reusable_scan(scan: ScanResult | None) -> ScanResult | None:
+    """``scan`` when :func:`head_types` can take its copying and successor scores, else None.
+
+    The one rule of every caller that has a scan at hand (a report, a diff, a series): a
+    scan that recorded its projection and holds both relations is reused, so they are
+    not scored twice.
+    """
+    if scan is None or not scan.options or not set(TYPE_RELATIONS) <= set(scan.relations):
+        return None
+    return scan
+
+
 def _relations(model: HeadModel, projection: P.Projection, skipped: dict[str, str],
                scan_result: ScanResult | None,
                relations: bool) -> dict[str, np.ndarray]:
@@ -70,7 +86,7 @@ def _relations(model: HeadModel, projection: P.Projection, skipped: dict[str, st
         for name in ("copying_relation", "copying_suppression", "successor_relation"):
             skipped[name] = reason
         return {}
-    res = scan_result if scan_result is not None else scan(model, ["copying", "successor"],
+    res = scan_result if scan_result is not None else scan(model, list(TYPE_RELATIONS),
                                                            projection=projection)
     if (res.n_layers, res.n_heads) != (model.n_layers, model.n_heads):
         raise HeadmapsError(f"the scan result has {res.n_layers}x{res.n_heads} heads, the model "

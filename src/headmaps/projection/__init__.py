@@ -24,7 +24,9 @@ Modules, from the bottom: :mod:`.options` (options and presets), :mod:`.prefix` 
 prefix rule), :mod:`.stream` (the ``token_alone`` stream, pure tensor functions),
 :mod:`.precision` (the stream's dtype, chosen from the hardware),
 :mod:`.streamcache` (its on-disk cache), :mod:`.sources` (:class:`Sources`, the only way
-a consumer gets source rows), :mod:`.readout` (``U`` and biases as a head's output sees
+a consumer gets source rows), :mod:`.vocabulary` (the whole-vocabulary stream that the
+parts of an analysis share, :class:`Vocabulary` over it and the bfloat16 :func:`screen`),
+:mod:`.readout` (``U`` and biases as a head's output sees
 them), :mod:`.calibration` (stored calibrations, :class:`Projection` and
 :func:`projection_for`, the one place a run's projection is decided: explicit option >
 stored calibration > :data:`DEFAULT_PRESET`, and :func:`label`, the one way it is
@@ -73,9 +75,18 @@ from .stream import (
     token_alone,
     token_alone_reference,
 )
+from .vocabulary import (
+    DEFAULT_CHUNK_ROWS,
+    SCREEN_FACTOR,
+    SCREEN_MIN,
+    Vocabulary,
+    screen,
+    vocabulary_sources,
+)
 
 __all__ = [
-    "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
+    "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_CHUNK_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
+    "SCREEN_FACTOR", "SCREEN_MIN", "Vocabulary", "screen", "vocabulary_sources",
     "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
     "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES",
     "Calibration", "Projection", "ProjectionLike", "ProjectionOptions", "RECORD_KEYS",

@@ -34,6 +34,7 @@ import torch
 from ..errors import CorruptFileError, HeadmapsError, MissingFileError
 from ..io import write_json
 from . import options as P
+from . import vocabulary as V
 from .precision import check_choice
 from .prefix import concrete
 
@@ -357,6 +358,20 @@ class Projection:
         """The fields a result keeps: ``preset`` (the name), ``options`` and ``calibration``."""
         return {"preset": self.name, "options": self.options.to_dict(),
                 "calibration": dict(self.calibration)}
+
+    def vocabulary(self, model: Any) -> Any:
+        """The whole vocabulary's ``token_alone`` stream in this projection, to share.
+
+        :func:`~headmaps.projection.vocabulary_sources` of the options for ``model``: a
+        :class:`~headmaps.projection.Sources` whose ``at(layer)`` is ``(V, d_model)``;
+        give it as ``sources=`` to the salient operations, the QK half and (a subset)
+        the head types, stepped together by :func:`headmaps.steps.run_steps`, and the
+        stream advances through the blocks once for all of them. None for the block-0
+        sources, which each part computes for itself at the cost of one MLP pass.
+        """
+        if self.options.source != "token_alone":
+            return None
+        return V.vocabulary_sources(model, self.options)
 
     def for_salient(self) -> Projection:
         """The projection salient operations read.

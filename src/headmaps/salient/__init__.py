@@ -1,6 +1,7 @@
 """Approach B: the salient operations of attention heads, one head or all of them."""
 
-from .compute import DEFAULT_CHUNK_ROWS, salient_all, salient_operations
+from ..projection import DEFAULT_CHUNK_ROWS
+from .compute import salient_all, salient_operations
 from .results import SalientAll, SalientOperations
 from .tokens import is_word, token_strings, visible, word_mask
 

@@ -26,19 +26,16 @@ from .tokens import skip_label, skip_sides, token_strings, valid_mask, word_mask
 
 logger = logging.getLogger(__name__)
 
-#: Vocabulary rows processed at once when computing saliency and source representations.
-DEFAULT_CHUNK_ROWS = 8192
+class _Context(P.Vocabulary):
+    """What every layer needs: the vocabulary's rows, the token filters, the strings.
 
-
-class _Context:
-    """What every layer needs: options, masks, token strings and source representations."""
+    A :class:`~headmaps.projection.Vocabulary` with the source and target masks of
+    ``skip_nonwords`` (``(V,)`` bool, on the model's device) and the decoded tokens.
+    """
 
     def __init__(self, model: HeadModel, opts: P.ProjectionOptions,
                  skip_nonwords: bool | str | None,
                  chunk_rows: int, sources: P.Sources | None = None):
-        self.model = model
-        self.opts = opts
-        self.chunk_rows = max(1, int(chunk_rows))
         V = model.vocab_size
         tok = model.tokenizer
         self.strings = token_strings(tok, V) if tok is not None else None
@@ -54,21 +51,7 @@ class _Context:
             raise HeadmapsError("no source token is left after filtering")
         dev = model.E.device
         self.src_mask, self.tgt_mask = self.src_mask.to(dev), self.tgt_mask.to(dev)
-        if sources is not None and (sources.opts != P.concrete(model, self.opts)
-                                    or len(sources) != V):
-            sources = None  # another projection or token set: not shareable
-        self._sources = sources if sources is not None else vocabulary_sources(
-            model, self.opts, self.chunk_rows)
-        #: whether :meth:`base` gives screening rows (decide on :meth:`exact` rows)
-        self.screened = self._sources.screened
-
-    def base(self, layer: int) -> torch.Tensor:
-        """Source representations of the whole vocabulary for ``layer``, ``(V, d)`` float32."""
-        return self._sources.at(layer)
-
-    def exact(self, layer: int, token_ids: torch.Tensor) -> torch.Tensor:
-        """Float32-stream rows ``(n, d)`` of some tokens for ``layer`` (see ``Sources.exact``)."""
-        return self._sources.exact(layer, token_ids)
+        super().__init__(model, opts, chunk_rows, sources)
 
     def string(self, i: int) -> str:
         """Decoded token, or ``<id>`` without a tokenizer."""
@@ -77,52 +60,6 @@ class _Context:
 
 #: Bytes of the target logits formed at once (heads x kept tokens x vocabulary, float32).
 TARGET_BYTES = 256 << 20
-
-#: A screened stream's candidates per head: this many times the tokens kept, at least
-#: :data:`SCREEN_MIN`. A token outside them would need its screening saliency off by more
-#: than the gap between rank ``n_tokens`` and rank ``SCREEN_FACTOR * n_tokens``;
-#: docs/results/projection.md measures the float32 answers kept.
-SCREEN_FACTOR = 4
-SCREEN_MIN = 64
-
-
-def vocabulary_sources(model: HeadModel, opts: P.ProjectionOptions,
-                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> P.Sources:
-    """The source rows of the whole vocabulary, in the stream dtype ``opts`` choose.
-
-    A ``token_alone`` stream runs in ``opts.stream_dtype`` as :func:`P.concrete` decides it
-    for the model's device (bfloat16 only where native: a screen, decided on float32 rows
-    of the candidates); the block-0 sources are float32.
-    """
-    opts = P.concrete(model, opts)
-    dtype = opts.stream_dtype if opts.source == "token_alone" else None
-    return P.Sources(model, torch.arange(model.vocab_size, device=model.E.device), opts,
-                     chunk_rows=chunk_rows, dtype=dtype)
-
-
-def screen(scores: torch.Tensor, keep: int, exact: Callable[[torch.Tensor], torch.Tensor]
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top ``keep`` of each row of ``scores`` ``(n_h, V)``, decided on exact scores.
-
-    Args:
-        scores: screening scores (``-inf`` where excluded).
-        keep: entries kept per row.
-        exact: ``(u,)`` token ids -> their exact scores ``(n_h, u)``.
-
-    Returns:
-        ``(values, ids)``, each ``(n_h, keep)``: the exact top ``keep`` among each row's
-        ``max(SCREEN_FACTOR * keep, SCREEN_MIN)`` best screened entries.
-    """
-    n_cand = min(max(SCREEN_FACTOR * keep, SCREEN_MIN), scores.shape[1])
-    cand = torch.topk(scores, n_cand, dim=-1)
-    union, inverse = torch.unique(cand.indices, return_inverse=True)  # (u,), (n_h, n_cand)
-    full = exact(union)  # (n_h, u)
-    rows = torch.arange(scores.shape[0], device=scores.device)[:, None]
-    own = torch.where(torch.isfinite(cand.values), full[rows, inverse], float("-inf"))
-    mine = torch.full_like(full, float("-inf"))  # each row sees its own candidates only
-    mine[rows, inverse] = own
-    top = torch.topk(mine, keep, dim=-1)
-    return top.values, union[top.indices]
 
 
 #: ``select(layer, saliency)``: the source token ids to keep per head instead of the most
@@ -191,7 +128,7 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
         if select is None:
             T = min(n_tokens, int(ctx.src_mask.sum()))
             if ctx.screened:
-                top_sal, top_ids = screen(sal, T, lambda u: saliency(ctx.exact(layer, u)))
+                top_sal, top_ids = P.screen(sal, T, lambda u: saliency(ctx.exact(layer, u)))
             else:
                 top_sal, top_ids = torch.topk(sal, T, dim=-1)
         else:
@@ -253,7 +190,7 @@ def salient_operations(
     *,
     projection: P.ProjectionLike = None,
     skip_nonwords: bool | str | None = False,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
 ) -> SalientOperations:
     """The most salient source tokens of one head and their top targets (approach B).
 
@@ -297,7 +234,7 @@ def salient_all(
     skip_nonwords: bool | str | None = False,
     heads: Sequence[int] | None = None,
     progress: bool = False,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
     select: Selector | None = None,
 ) -> SalientAll:
     """Salient operations of every head of ``layers`` (default: all), batched per layer.
@@ -330,8 +267,8 @@ def salient_all(
     steps = salient_steps(model, layers, n_tokens, n_mappings, projection=projection,
                           skip_nonwords=skip_nonwords, heads=heads, chunk_rows=chunk_rows,
                           select=select)
-    return run_steps(steps, model.n_layers if layers is None else len(layers), "salient",
-                     progress)
+    total = model.n_layers if layers is None else len(layers)
+    return run_steps({"salient": steps}, total, progress)["salient"]
 
 
 def salient_steps(
@@ -343,7 +280,7 @@ def salient_steps(
     projection: P.ProjectionLike = None,
     skip_nonwords: bool | str | None = False,
     heads: Sequence[int] | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
     sources: P.Sources | None = None,
     select: Selector | None = None,
 ) -> Generator[int, None, SalientAll]:

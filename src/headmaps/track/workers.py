@@ -116,11 +116,10 @@ def score_checkpoint(source: Any, plan: SeriesPlan, index: int, *, in_worker: bo
             raise HeadmapsError(f"checkpoint {index} could not score {', '.join(lost)}")
         out["scores"], out["suppression"] = scan_result.scores, scan_result.suppression
     if plan.types:
-        from ..headtypes import head_types
+        from ..headtypes import head_types, reusable_scan
 
-        reuse = (scan_result if scan_result is not None
-                 and {"copying", "successor"} <= set(scan_result.relations) else None)
-        ht = head_types(model, projection=plan.projection.options, scan=reuse, seed=plan.seed)
+        ht = head_types(model, projection=plan.projection.options,
+                        scan=reusable_scan(scan_result), seed=plan.seed)
         out["types"] = list(ht.scores)
         out["type_scores"] = np.stack([ht.scores[t] for t in out["types"]]).astype(np.float32)
         out["type_labels"] = np.stack([ht.labels[t] for t in out["types"]]).astype(bool)
