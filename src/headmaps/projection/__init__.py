@@ -1,5 +1,33 @@
 """How a head is projected into vocabulary space: one package, every consumer goes through it.
 
+**How a projection is chosen.** One value, :class:`Projection`, made by one resolver,
+:func:`projection_for` (``hm.projection_for``), in this order:
+
+1. explicitly: a preset name (``projection_for(m, "norms")``), :class:`ProjectionOptions`,
+   or option overrides (``projection_for(m, "paper", fold_norms=True)``; CLI ``--preset``,
+   ``--source``, ``--fold-norms``, ``--biases``, ``--scale-embeddings``, ``--prefix``);
+2. else the model's stored calibration (``hm.calibrate``, ``headmaps calibrate``);
+3. else :data:`DEFAULT_PRESET` (``through``), also with ``calibration=False``
+   (``--no-calibration``);
+4. or continued from a result: ``Projection.from_record(scan)`` (a report or ``head``
+   card made from a saved scan or salient operations).
+
+``stream_dtype=`` (``--stream-dtype``) says how the stream is computed, never which
+projection it is. Every entry point (scan, salient operations, the QK half, head types,
+composition, analyse/report, diff, track, the experiments, description scores) takes
+``projection=``: a :class:`Projection`, or anything :func:`projection_for` takes (a preset
+name, options, None, or a function of the model), resolved there on entry; every result
+records ``Projection.record()`` (:func:`record_of` reads it back). Salient operations under
+``paper`` read layer 0 through the first MLP too (:meth:`Projection.for_salient`).
+
+**Where the stream is computed.** The ``token_alone`` stream (``alone``, ``through``)
+advances block by block in :class:`Sources` (:mod:`.stream` does the arithmetic,
+:mod:`.streamcache` keeps it on disk). Over the whole vocabulary it is made once by
+:func:`vocabulary_sources` (``Projection.vocabulary(model)``) and shared: ``hm.analyse``
+(per model, ``hm.diff``) steps the salient operations and the QK half together over it
+with :func:`headmaps.steps.run_steps`, and the head types read a subset of it; a part run
+alone makes its own. Consumers read it through :class:`Vocabulary`.
+
 For head ``h`` of layer ``l`` the mapping matrix is ``M = X · W_V^h W_O^h · U`` where the
 rows of ``X`` represent source tokens. The choices below (which ``X``, which norms and
 biases) are bundled as :class:`ProjectionOptions`; named presets fix them:
