@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
     # the static side: all heads, full key ranking (for the content check)
     # the default preset, never a stored calibration, so the run is the documented one
     res = hm.attention_summary(m, max_distance=MAX_D, n_keys=m.vocab_size, n_queries=1, n_pairs=1,
-                               calibration=False)
+                               projection=hm.projection_for(m, calibration=False))
     t_static = time.perf_counter() - t0
     import resource
 

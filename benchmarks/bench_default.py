@@ -6,7 +6,7 @@ In one process, with an empty calibration store and an empty stream cache (as on
 clone; both are temporary folders removed at the end), the model loaded once outside the
 timings, and the rounds interleaved so that a change of machine load hits both sides:
 
-* ``scan``: :func:`headmaps.scan` of every built-in relation, ``preset="norms"`` against
+* ``scan``: :func:`headmaps.scan` of every built-in relation, ``projection="norms"`` against
   the default (no preset: :data:`headmaps.projection.DEFAULT_PRESET`);
 * ``report``: :func:`headmaps.analyse` of the scan (salient operations of every head,
   offline descriptions, the QK half, head types), which is what ``headmaps report``
@@ -53,7 +53,7 @@ def run(args) -> dict:
         rows = []
         scans: dict[str, object] = {}
         for name, preset in (("norms", "norms"), ("default", None)):
-            scans[name], sec = timed(hm.scan, m, preset=preset)
+            scans[name], sec = timed(hm.scan, m, projection=preset)
             rows.append(("scan", name, sec))
         reports = {}
         for name in ("norms", "default"):

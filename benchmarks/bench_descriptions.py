@@ -98,7 +98,8 @@ def start_server(log: Path) -> tuple[subprocess.Popen, str]:
 def run(args: argparse.Namespace) -> dict:
     m = hm.load(args.model)
     t = time.perf_counter()
-    sal = hm.salient_all(m, n_tokens=15, n_mappings=5, preset=args.preset, calibration=False)
+    proj = hm.projection_for(m, args.preset, calibration=False)
+    sal = hm.salient_all(m, n_tokens=15, n_mappings=5, projection=proj)
     t_sal = time.perf_counter() - t
     pattern = PatternDescriber()
     descs = describe_all(sal, pattern)
@@ -134,8 +135,7 @@ def run(args: argparse.Namespace) -> dict:
             sim = hm.score_descriptions(m, descs, sal, **kw)
             rows.append(summary(sim, f"pattern, simulation ({scorer.name})", args.sim_salient))
             llm_layers = [int(x) for x in args.llm_layers.split(",")]
-            sub = hm.salient_all(m, llm_layers, n_tokens=15, n_mappings=5, preset=args.preset,
-                                 calibration=False)
+            sub = hm.salient_all(m, llm_layers, n_tokens=15, n_mappings=5, projection=proj)
             describer = LLMDescriber(args.scorer_model, url, json_mode=True, timeout=120,
                                      max_tokens=200, on_error="unclear",
                                      cache=not args.no_cache)

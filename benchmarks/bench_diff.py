@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     timings["self_diff"] = time.perf_counter() - t
     same.save(out / "itself")
     t = time.perf_counter()
-    plain = hm.diff(a, b, relations, seed=args.seed, preset="norms", salient=args.salient_qk,
+    plain = hm.diff(a, b, relations, seed=args.seed, projection="norms", salient=args.salient_qk,
                     qk=args.salient_qk)
     timings["diff_norms"] = time.perf_counter() - t
     plain.save(out / "finetune-norms")

@@ -87,14 +87,14 @@ def run(args) -> dict:
         import headmaps as hm
         from headmaps import projection as P
         from headmaps.hardware import machine
-        from headmaps.salient.compute import vocabulary_sources
+        from headmaps.projection import vocabulary_sources
 
         mach = machine()
         print(f"machine: {mach['cpu']}, flags {mach['cpu_flags']}, kernels {mach['kernels']}, "
               f"{mach['threads']} torch "
               f"threads, GPU {mach['gpu'] or 'none'}; device {args.device}")
         m = hm.load(args.model, device=args.device)
-        opts = P.resolve(m, None, {"stream_dtype": args.stream_dtype}, False)[0]
+        opts = hm.projection_for(m, calibration=False, stream_dtype=args.stream_dtype).options
         print(f"model {m.model_id}: {m.n_layers} layers, vocabulary {m.vocab_size}; stream "
               f"{P.precision.describe(opts.stream_dtype, opts.stream_reason)}\n")
 
@@ -126,8 +126,8 @@ def run(args) -> dict:
         secs, parts = {}, {}
         for name, preset in (("default", None), ("norms", "norms")):
             t = time.perf_counter()
-            rep = hm.analyse(m, relations="all", preset=preset, stream_dtype=args.stream_dtype,
-                             calibration=False)
+            proj = hm.projection_for(m, preset, calibration=False, stream_dtype=args.stream_dtype)
+            rep = hm.analyse(m, relations="all", projection=proj)
             secs[name] = time.perf_counter() - t
             parts[name] = dict(rep.seconds)
         print("| measured | seconds | ratio |")

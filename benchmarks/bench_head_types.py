@@ -56,12 +56,12 @@ def run_model(name: str, args: argparse.Namespace, lines: list[str]):
     m = hm.load(name)
     _ = m.hf_model  # load the transformers model outside the timings
     t = time.perf_counter()
-    fast = hm.head_types(m, preset=args.preset, relations=False, max_distance=args.max_distance,
-                         calibration=False)
+    proj = hm.projection_for(m, args.preset, calibration=False)
+    fast = hm.head_types(m, projection=proj, relations=False, max_distance=args.max_distance)
     t_fast = time.perf_counter() - t
     t = time.perf_counter()
     full = fast if args.attention_only else hm.head_types(
-        m, preset=args.preset, max_distance=args.max_distance, calibration=False)
+        m, projection=proj, max_distance=args.max_distance)
     t_full = t_fast if args.attention_only else time.perf_counter() - t
 
     t = time.perf_counter()
@@ -82,8 +82,8 @@ def run_model(name: str, args: argparse.Namespace, lines: list[str]):
     table = compare(full, beh)
     others = []
     for preset in args.compare_presets:
-        other = hm.head_types(m, preset=preset, relations=not args.attention_only,
-                              max_distance=args.max_distance, calibration=False)
+        other = hm.head_types(m, projection=hm.projection_for(m, preset, calibration=False),
+                              relations=not args.attention_only, max_distance=args.max_distance)
         others += [f"the same behaviour against the static pass with preset {preset}:", "",
                    markdown(compare(other, beh)[COLUMNS]), ""]
     lines += [f"## {m.model_id}: {m.n_layers} layers x {m.n_heads} heads, preset "

@@ -81,7 +81,7 @@ def rss():
         'VmHWM'))}}
 open('/proc/self/clear_refs', 'w').write('5')  # reset the high-water mark left by loading
 before = rss()['VmRSS']
-t0 = time.perf_counter(); r = hm.scan(m, preset={preset!r}); dt = time.perf_counter() - t0
+t0 = time.perf_counter(); r = hm.scan(m, projection={preset!r}); dt = time.perf_counter() - t0
 print(json.dumps({{'rss_before': before, 'peak': rss()['VmHWM'], 'seconds': dt, 'relations':
 len(r.relations)}}))
 """
@@ -111,16 +111,16 @@ def run(args: argparse.Namespace) -> dict:
     if not args.memory_only:
         m = hm.load(args.model)
         m.E, m.U  # noqa: B018 - materialise outside the timings
-        opts = P.resolve_options(args.preset)
+        opts = P.PRESETS[args.preset or P.DEFAULT_PRESET]
         layers = [int(x) for x in args.ref_layers.split(",") if x.strip() != ""]
         flops_machine = matmul_flops()
 
         stats: dict = {}
         t0 = time.perf_counter()
-        early = hm.scan(m, preset=args.preset, stats=stats)
+        early = hm.scan(m, projection=args.preset, stats=stats)
         t_early = time.perf_counter() - t0
         t0 = time.perf_counter()
-        dense = hm.scan(m, preset=args.preset, exact_dense=True)
+        dense = hm.scan(m, projection=args.preset, exact_dense=True)
         t_dense = time.perf_counter() - t0
         n_pairs = sum(early.n_pairs.values())
         prepared = [hm.relations.prepare(m, r) for r in early.relations]
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> dict:
                      + (early.suppression != dense.suppression).sum())
 
         t0 = time.perf_counter()
-        sub = hm.scan(m, preset=args.preset, layers=layers)
+        sub = hm.scan(m, projection=args.preset, layers=layers)
         t_sub = time.perf_counter() - t0
         ref, t_ref = reference_layers(m, early, layers, opts)
         same_ref = np.array_equal(sub.scores[:, layers, :], ref)

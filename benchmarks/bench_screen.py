@@ -37,19 +37,20 @@ def run(args) -> dict:
     import headmaps as hm
     from headmaps import projection as P
     from headmaps.attention.compute import summary_steps
-    from headmaps.headreport import _lockstep
-    from headmaps.salient.compute import salient_steps, vocabulary_sources
+    from headmaps.projection import vocabulary_sources
+    from headmaps.salient.compute import salient_steps
+    from headmaps.steps import run_steps
 
     m = hm.load(args.model)
-    opts = P.resolve(m, None, None, False)[0]
+    opts = hm.projection_for(m, calibration=False).options
     out, secs = {}, {}
     for name, dtype in (("float32", "float32"), ("screened", "bfloat16")):
         t = time.perf_counter()
         run_opts = P.concrete(m, replace(opts, stream_dtype=dtype, stream_reason=""))
         shared = vocabulary_sources(m, run_opts)
-        steps = {"salient": salient_steps(m, sources=shared, preset=run_opts),
-                 "attention": summary_steps(m, sources=shared, preset=run_opts)}
-        out[name] = _lockstep(steps, {}, False, m.n_layers)
+        steps = {"salient": salient_steps(m, sources=shared, projection=run_opts),
+                 "attention": summary_steps(m, sources=shared, projection=run_opts)}
+        out[name] = run_steps(steps, m.n_layers, False)
         secs[name] = time.perf_counter() - t
     a, b = out["float32"], out["screened"]
     sa, sb = a["salient"], b["salient"]

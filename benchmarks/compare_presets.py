@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
               else candidates(model))
     for name, opts in combos:
         t = time.perf_counter()
-        res = correlation(model, dynamic=dyn, preset=opts)
+        res = correlation(model, dynamic=dyn, projection=opts)
         tab = res.per_relation.set_index("relation")
         label = name or candidate_name(opts)
         if args.save:

@@ -56,13 +56,12 @@ def one(model_name: str, device: str, stream_dtype: str, relations) -> tuple[dic
     m = hm.load(model_name, device=device)
     secs = {"load": time.perf_counter() - t}
     t = time.perf_counter()
-    rep = hm.analyse(m, relations=relations, calibration=False, stream_dtype=stream_dtype,
-                     describe="none")
+    proj = hm.projection_for(m, calibration=False, stream_dtype=stream_dtype)
+    rep = hm.analyse(m, relations=relations, projection=proj, describe="none")
     secs["report"] = time.perf_counter() - t
     secs.update({f"  {k}": v for k, v in rep.seconds.items()})
     t = time.perf_counter()
-    corr = correlation(m, relations, max_pairs=MAX_PAIRS, calibration=False,
-                       stream_dtype=stream_dtype)
+    corr = correlation(m, relations, max_pairs=MAX_PAIRS, projection=proj)
     secs["correlation"] = time.perf_counter() - t
     return {"report": rep, "correlation": corr}, secs
 

@@ -109,21 +109,21 @@ def _memo(m: Any, key: str, fn: Callable[[], Any]) -> Any:
 
 def _top_head(relation: str, k: int) -> Callable[[Any], str]:
     def run(m: Any) -> str:
-        layer, head, _ = hm.relation_scores(m, relation, k=k, preset="norms",
-                                            calibration=False).top_heads(1)[0]
+        layer, head, _ = hm.relation_scores(m, relation, k=k,
+                                            projection="norms").top_heads(1)[0]
         return f"{layer}.{head}"
     return run
 
 
 def _top_score(relation: str, k: int, preset: str) -> Callable[[Any], float]:
     def run(m: Any) -> float:
-        return hm.relation_scores(m, relation, k=k, preset=preset,
-                                  calibration=False).top_heads(1)[0][2]
+        return hm.relation_scores(m, relation, k=k,
+                                  projection=preset).top_heads(1)[0][2]
     return run
 
 
 def _valid_relations(m: Any) -> float:
-    return float(len(hm.scan(m, "all", preset="norms", calibration=False).relations))
+    return float(len(hm.scan(m, "all", projection="norms").relations))
 
 
 # ---- calibration -------------------------------------------------------------------------
@@ -166,13 +166,13 @@ def _corr(kind: str, relations: tuple[str, ...], preset: str, max_pairs: int,
         tpl = templates()[:n_templates] if n_templates else None
         key = f"{kind}:{','.join(relations)}:{max_pairs}:{n_templates}"
         fn = multitoken if kind == "multitoken" else correlation
-        base = _memo(m, key, lambda: fn(m, list(relations), tpl, preset=_options(preset),
-                                        max_pairs=max_pairs, calibration=False))
+        base = _memo(m, key, lambda: fn(m, list(relations), tpl, projection=_options(preset),
+                                        max_pairs=max_pairs))
         res = base
         if static_preset is not None:
             res = _memo(m, f"{key}:{static_preset}",
                         lambda: correlation(m, dynamic=base.dynamic,
-                                            preset=_options(static_preset)))
+                                            projection=_options(static_preset)))
         table = res.per_relation.set_index("relation")
         return float(table.loc[relation, column])
     return run
@@ -191,7 +191,7 @@ def _causal(relation: str, column: str, preset: str | ProjectionOptions) -> Call
 
     def run(m: Any) -> float:
         res = _memo(m, f"causal:{relation}:{preset}",
-                    lambda: causal(m, [relation], preset=preset, calibration=False,
+                    lambda: causal(m, [relation], projection=preset,
                                    max_pairs=40, n_random=1, random_points=1, max_controls=0))
         return float(res.per_relation.set_index("relation").loc[relation, column])
     return run
@@ -244,7 +244,7 @@ def _attention(field: str) -> Callable[[Any], float]:
         def compute() -> dict[str, float]:
             from headmaps.experiments.hooks import hf_model_of
 
-            res = hm.attention_summary(m, max_distance=BA.MAX_D, n_samples=1, preset="norms")
+            res = hm.attention_summary(m, max_distance=BA.MAX_D, n_samples=1, projection="norms")
             static_w = np.stack([[res.profile_at(layer, h).weights for h in range(res.n_heads)]
                                  for layer in res.layers])
             text = BA.project_text(m.require_tokenizer(), 144)
@@ -270,7 +270,7 @@ def _head_type_auroc(kind: str) -> Callable[[Any], float]:
             from headmaps.experiments import behaviour as B
             from headmaps.headtypes.validate import compare
 
-            types = hm.head_types(m, relations=False, preset="through", calibration=False)
+            types = hm.head_types(m, relations=False, projection="through")
             induction, duplicate = B.repeat_scores(m)
             beh = {"previous_token": B.previous_token_scores(m), "induction": induction,
                    "duplicate_token": duplicate}
@@ -285,7 +285,7 @@ def _early_exit_equals_dense(layers: list[int], preset: str,
                              relations: str | list[str] = "all") -> Callable[[Any], str]:
     """``"identical"`` when early exit and dense give the same scores and suppression."""
     def run(m: Any) -> str:
-        kw = dict(preset=preset, layers=layers, calibration=False)
+        kw = dict(projection=preset, layers=layers)
         a = hm.scan(m, relations, **kw)
         b = hm.scan(m, relations, exact_dense=True, **kw)
         n = int((a.scores[:, layers] != b.scores[:, layers]).sum()

@@ -28,5 +28,5 @@ def copy_head_diff(salient: bool = True, qk: bool = True, types: bool = False):
     set_mapping(model_b, *COPY_HEAD, P, preset="paper")
     b = hm.load(model_b, tokenizer=tok)
     copying = [(w, w) for w in vocab if not w.startswith("[")]
-    return hm.diff(a, b, {"copying": copying, "verb_past": list(VERB_PAST)}, preset="paper",
+    return hm.diff(a, b, {"copying": copying, "verb_past": list(VERB_PAST)}, projection="paper",
                    min_pairs=5, salient=salient, qk=qk, types=types)

@@ -137,17 +137,17 @@ def test_parts_share_one_pass_of_the_stream(model, monkeypatch):
 
     monkeypatch.setattr(S, "_advance", counting)
     res = hm.analyse(model, relations=["copying", "successor"], describe="none",
-                     preset="through")
+                     projection="through")
     whole = sum(n for rows, n in calls if rows == V)
     assert whole == model.n_layers - 1  # one pass over the vocabulary, all parts together
     assert res.salient.options["prefix"] == P.document_prefix(model.tokenizer)[0] != "auto"
     calls.clear()
-    alone = hm.salient_all(model, preset="through")
-    qk = hm.attention_summary(model, preset="through")
+    alone = hm.salient_all(model, projection="through")
+    qk = hm.attention_summary(model, projection="through")
     assert sum(n for rows, n in calls if rows == V) == 2 * (model.n_layers - 1)
     assert np.array_equal(alone.token_ids, res.salient.token_ids)
     assert np.allclose(alone.saliency, res.salient.saliency)
     assert np.array_equal(qk.key_ids, res.attention.key_ids)
-    types = hm.head_types(model, preset="through", scan=res.scan)
+    types = hm.head_types(model, projection="through", scan=res.scan)
     assert np.allclose(types.components["eigen_copying"], res.types.components["eigen_copying"],
                        equal_nan=True)

@@ -40,7 +40,7 @@ def test_pair_hits_differing_on_a_sure_decision_fail():
     g = np.random.default_rng(0)
     rel = {"a": [(WORDS[s], WORDS[t]) for s, t in zip(g.choice(150, 60), g.choice(150, 60))]}
     hits: dict = {}
-    res = scan(model, rel, k=5, preset="norms", pair_hits=hits)
+    res = scan(model, rel, k=5, projection="norms", pair_hits=hits)
     same = {"a": tuple(h.copy() for h in hits["a"])}
     assert assert_pair_hits_agree(model, rel, hits, same, options_of(res), k=5) == 0
     unsure = unsure_for_relations(model, rel, options_of(res), k=5)["a"]

@@ -16,7 +16,7 @@ from headmaps import hardware
 from headmaps import projection as P
 from headmaps.errors import HeadmapsError
 from headmaps.projection import precision
-from headmaps.salient import compute as S
+from headmaps.projection import vocabulary as S
 
 AVX512_BF16 = {"avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_bf16": False}
 AMX = {"avx2": True, "avx512_f": True, "avx512_bf16": False, "amx_bf16": True}
@@ -97,11 +97,11 @@ def test_unknown_choice_is_a_one_line_error():
         P.ProjectionOptions(source="token_alone", stream_dtype="int8")
 
 
-def test_stream_fields_are_not_part_of_the_projection():
+def test_stream_fields_are_not_part_of_the_projection(tiny_llama_hm):
     a = replace(P.PRESETS["through"], stream_dtype="bfloat16", stream_reason="asked")
     assert a == P.PRESETS["through"]
-    assert P.preset_name(None, a) == "through"
-    shown = P.describe_projection("custom", replace(a, prefix="x").to_dict())
+    assert hm.projection_for(tiny_llama_hm, a).name == "through"
+    shown = P.label("custom", replace(a, prefix="x"))
     assert "stream" not in shown
 
 
@@ -121,19 +121,20 @@ def test_concrete_decides_auto_for_this_machine(cpu, tiny_llama_hm):
 
 def test_resolve_takes_stream_dtype_without_making_the_projection_explicit(cpu, tiny_llama_hm):
     cpu(AVX2)
-    opts, name, info = P.resolve(tiny_llama_hm, None, {"stream_dtype": "bfloat16"})
-    assert name == P.DEFAULT_PRESET and info["status"] == "uncalibrated"
+    proj = hm.projection_for(tiny_llama_hm, stream_dtype="bfloat16")
+    assert proj.name == P.DEFAULT_PRESET and proj.calibration["status"] == "uncalibrated"
+    opts = proj.options
     assert (opts.stream_dtype, opts.stream_reason.split(" ")[0]) == ("bfloat16", "asked")
-    opts, name, info = P.resolve(tiny_llama_hm, "norms", {"stream_dtype": "float32"})
-    assert (name, info, opts.stream_dtype) == ("norms", {}, "float32")
+    proj = hm.projection_for(tiny_llama_hm, "norms", stream_dtype="float32")
+    assert (proj.name, proj.calibration, proj.options.stream_dtype) == ("norms", {}, "float32")
     with pytest.raises(HeadmapsError, match="unknown stream dtype"):
-        P.resolve(tiny_llama_hm, None, {"stream_dtype": "half"})
+        hm.projection_for(tiny_llama_hm, stream_dtype="half")
 
 
 @pytest.mark.parametrize("flags, screened", [(AVX512_BF16, True), (AVX2, False)])
 def test_the_vocabulary_stream_follows_the_rule(cpu, tiny_llama_hm, flags, screened):
     cpu(flags)
-    opts = P.resolve(tiny_llama_hm, "alone")[0]
+    opts = hm.projection_for(tiny_llama_hm, "alone").options
     assert S.vocabulary_sources(tiny_llama_hm, opts).screened is screened
 
 
@@ -141,8 +142,8 @@ def test_the_vocabulary_stream_follows_the_rule(cpu, tiny_llama_hm, flags, scree
 def test_results_record_the_choice_and_its_reason(cpu, tiny_llama_hm, tmp_path, flags, dtype):
     cpu(flags)
     m = tiny_llama_hm
-    sal = hm.salient_all(m, layers=[1], preset="alone")
-    qk = hm.attention_summary(m, layers=[1], preset="alone", max_distance=4)
+    sal = hm.salient_all(m, layers=[1], projection="alone")
+    qk = hm.attention_summary(m, layers=[1], projection="alone", max_distance=4)
     for res in (sal, qk):
         assert res.options["stream_dtype"] == dtype
         assert res.options["stream_reason"].startswith("auto: ")

@@ -26,7 +26,7 @@ RANK_RTOL = 1e-4
 
 def plain_full(model, layer, head, preset="paper", **options):
     """The obvious computation in float64: full W_VO (d x d), saliency (V,) and M (V x V)."""
-    opts, _ = P.explicit(preset, options, salient=True)
+    opts = hm.projection_for(model, preset, **options).for_salient().options
     ids = torch.arange(model.vocab_size)
     a = model.attention(layer)
     X = P.layer_sources(P.base_sources(model, ids, opts, layer), a, opts).double()
@@ -78,7 +78,7 @@ def llama():
 @pytest.mark.parametrize("preset", ["paper", "norms", "embedding"])
 @pytest.mark.parametrize("layer,head", [(0, 0), (1, 3), (2, 7)])
 def test_agrees_with_plain_implementation(llama, preset, layer, head):
-    ops = salient_operations(llama, layer, head, preset=preset)
+    ops = salient_operations(llama, layer, head, projection=preset)
     assert_like_plain(ops, llama, layer, head, preset)
     assert ops.tokens == [f"<{i}>" for i in ops.token_ids]  # no tokenizer
     assert ops.preset == preset
@@ -87,21 +87,26 @@ def test_agrees_with_plain_implementation(llama, preset, layer, head):
 def test_biases_agree_with_plain_implementation():
     m = hm.load(tiny_model("gpt2"))
     for layer, head in [(0, 1), (2, 3)]:
-        ops = salient_operations(m, layer, head, preset="norms", output_bias=True, n_tokens=10,
-                                 n_mappings=7)
+        ops = salient_operations(m, layer, head, n_tokens=10, n_mappings=7,
+                                 projection=hm.projection_for(m, "norms", output_bias=True))
         assert_like_plain(ops, m, layer, head, "norms", score_atol=1e-4, output_bias=True)
         assert ops.preset == "custom"
 
 
 def test_paper_preset_uses_first_mlp_at_layer0(llama):
-    paper = salient_operations(llama, 0, 2, preset="paper")
-    assert paper.options["mlp0_at_layer0"] is True
+    """``paper`` by name, as a resolved Projection or as its options: the first-MLP trick."""
+    paper = salient_operations(llama, 0, 2, projection="paper")
+    assert paper.options["mlp0_at_layer0"] is True and paper.preset == "paper"
+    for same in (hm.projection_for(llama, "paper"), P.PRESETS["paper"]):
+        again = salient_operations(llama, 0, 2, projection=same)
+        assert again.options == paper.options and again.preset == "paper"
+        np.testing.assert_array_equal(again.token_ids, paper.token_ids)
     sal, _ = plain_full(llama, 0, 2, "paper")
     assert_topk_up_to_ties(paper.token_ids, sal, RANK_RTOL * sal.abs().max())
-    raw = salient_operations(llama, 0, 2, preset="paper", mlp0_at_layer0=False)
-    assert raw.preset == "custom" and not np.array_equal(raw.token_ids, paper.token_ids)
-    emb = salient_operations(llama, 0, 2, preset="embedding")
-    np.testing.assert_array_equal(raw.token_ids, emb.token_ids)
+    # without the trick layer 0 reads the raw embedding, as the embedding preset does
+    emb = salient_operations(llama, 0, 2, projection="embedding")
+    assert not np.array_equal(emb.token_ids, paper.token_ids)
+    assert not hm.projection_for(llama, "paper").options.mlp0_at_layer0  # only salient's
 
 
 def test_batched_equals_per_head_and_chunking(llama):

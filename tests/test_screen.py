@@ -22,7 +22,7 @@ import torch
 
 import headmaps as hm
 from headmaps import projection as P
-from headmaps.salient import compute as S
+from headmaps.projection import vocabulary as S
 from near_ties import assert_ranking_up_to_ties
 from tiny import tiny_model
 
@@ -72,14 +72,16 @@ def test_salient_and_qk_answers_equal_the_float32_stream(arch_model, monkeypatch
     monkeypatch.setattr(S, "SCREEN_FACTOR", 2)
     monkeypatch.setattr(S, "SCREEN_MIN", 4)
     m = arch_model
-    a, b = (hm.salient_all(m, preset="alone", stream_dtype=d) for d in ("float32", "bfloat16"))
+    a, b = (hm.salient_all(m, projection=hm.projection_for(m, "alone", stream_dtype=d))
+            for d in ("float32", "bfloat16"))
     assert (a.options["stream_dtype"], b.options["stream_dtype"]) == ("float32", "bfloat16")
     assert_same_ranking(a.token_ids, a.saliency, b.token_ids, b.saliency)
     same_src = a.token_ids == b.token_ids  # targets compared where the source is the same
     assert same_src.mean() > 0.9
     assert_same_ranking(a.target_ids[same_src], a.scores[same_src],
                         b.target_ids[same_src], b.scores[same_src])
-    qa, qb = (hm.attention_summary(m, preset="alone", max_distance=8, stream_dtype=d)
+    qa, qb = (hm.attention_summary(m, projection=hm.projection_for(m, "alone", stream_dtype=d),
+                                   max_distance=8)
               for d in ("float32", "bfloat16"))
     # the QK half ranks and averages the screening rows: the same tokens up to near-ties
     for key in ("key_ids", "query_ids", "pair_ids"):

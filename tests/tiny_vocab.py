@@ -10,6 +10,8 @@ the given projection preset (``W_VO = X^+ P U^+``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 COUNTRY_CAPITAL = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"),
@@ -103,7 +105,9 @@ def set_mapping(model, layer: int, head: int, P: torch.Tensor, preset: str = "pa
     from headmaps import projection as proj
 
     hm_model = hm.load(model)
-    opts, _ = proj.explicit(preset, salient=True)
+    opts = proj.PRESETS[preset] if isinstance(preset, str) else preset
+    if preset == "paper":  # salient operations read the reference code's layer 0
+        opts = replace(opts, mlp0_at_layer0=True)
 
     V = P.shape[0]
     all_ids = torch.arange(V)

@@ -8,6 +8,12 @@ Quick start::
     res = hm.analyse(m)           # + salient operations, descriptions, QK half, head types
     hm.report(res, "report.html") # the offline HTML explorer
 
+How heads are read (the projection) is one value, resolved once by
+``proj = hm.projection_for(m)`` (explicit options > the model's stored calibration >
+``through``) and passed as ``projection=proj`` to every entry point, which also accepts a
+preset name and resolves it the same way; :mod:`headmaps.projection` says every way it is
+chosen and where the vocabulary stream is computed.
+
 Every result follows one protocol (``save``/``load``, ``to_frame``, ``_repr_html_``,
 ``figure``, ``summary_markdown``; see :mod:`headmaps._protocol`). The pipeline leads
 ``__all__``; every other name is importable from its module (``headmaps.salient``,

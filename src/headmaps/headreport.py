@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import projection as P
 from ._html import html_card
 from .attention import AttentionSummary
 from .describe import (
@@ -33,10 +34,11 @@ from .describe import (
     save_descriptions,
 )
 from .errors import HeadmapsError, MissingFileError
-from .headtypes import HeadTypes
+from .headtypes import HeadTypes, reusable_scan
 from .io import header_for_file, reads_result, write_json
 from .salient import SalientAll
 from .scoring.results import ScanResult
+from .steps import run_steps
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -228,7 +230,7 @@ def analyse(
     *,
     scan: ScanResult | str | os.PathLike | None = None,
     relations: Any = "all",
-    preset: str | None = None,
+    projection: P.ProjectionLike = None,
     salient: bool | SalientAll = True,
     describe: str | Describer = "pattern",
     descriptions: list[Description] | None = None,
@@ -236,8 +238,6 @@ def analyse(
     head_types: bool | HeadTypes = True,
     score_descriptions: bool | DescriptionScores = False,
     llm_options: dict[str, Any] | None = None,
-    calibration: bool | None = None,
-    stream_dtype: str | None = None,
     progress: bool = False,
     **load_options: Any,
 ) -> HeadReport:
@@ -251,9 +251,12 @@ def analyse(
         scan: a scan result, or a folder/file it was saved to; default: scan
             ``relations`` now.
         relations: the relations to scan when ``scan`` is None (see :func:`headmaps.scan`).
-        preset: projection preset of the scan (default
-            :data:`headmaps.projection.DEFAULT_PRESET`). The other parts use the scan's
-            preset when it is a named one, so every part of the report projects alike.
+        projection: the projection of every part (a :class:`~headmaps.projection.Projection`,
+            a preset name, options or None, resolved on the model by
+            :func:`~headmaps.projection.projection_for`, which also takes a function of
+            the loaded model that returns its Projection). With ``scan`` given, the parts
+            use the scan's projection (``projection`` may then only change its stream
+            dtype), so every part of the report projects alike.
         salient: salient operations of every head (15 tokens x 5 mappings).
         describe: ``"pattern"`` (offline), ``"llm"`` (an OpenAI-compatible endpoint,
             options in ``llm_options``), ``"none"``, or any
@@ -268,11 +271,6 @@ def analyse(
             scores made earlier. Descriptions without a rule are kept with the reason they
             were not scored (they need an LLM scorer: ``headmaps describe --score``).
         llm_options: keyword arguments of :class:`~headmaps.describe.LLMDescriber`.
-        calibration: with no ``preset``, scan with the model's stored calibration (None or
-            True: yes, False: no); the other parts follow the scan.
-        stream_dtype: the whole-vocabulary stream's compute dtype, ``"auto"`` (None: the
-            default; bfloat16 where the device computes it natively, else float32),
-            ``"float32"`` or ``"bfloat16"`` (:mod:`headmaps.projection.precision`).
         progress: show progress bars.
         **load_options: passed to :func:`headmaps.load` when ``model`` is a name.
 
@@ -304,16 +302,17 @@ def analyse(
         log.info("%s of %s: %.1f s", part, m.model_id if m is not None else "", seconds[part])
         return out
 
+    proj = None
     if scan is None:
         from .scoring import scan as run_scan
 
-        scan = timed("scan", run_scan, m, relations, preset=preset, calibration=calibration,
-                     progress=progress, stream_dtype=stream_dtype)
+        proj = _projection(m, projection, None)
+        scan = timed("scan", run_scan, m, relations, projection=proj, progress=progress)
     elif m is not None:
         _check("model", (m.n_layers, m.n_heads), scan)
-    same = _scan_projection(scan)
-    stream = {"stream_dtype": stream_dtype} if stream_dtype is not None else {}
-    shared = _shared_stream(m, same, stream, salient is True or attention is True)
+        proj = _projection(m, projection, scan)
+    shared = proj.vocabulary(m) if m is not None and (salient is True or attention is True) \
+        else None
     types_view = None
     if shared is not None and head_types is True:
         from .headtypes.static import DEFAULT_N_TOKENS, token_subset
@@ -323,12 +322,12 @@ def analyse(
     if salient is True:
         from .salient.compute import salient_steps
 
-        steps["salient"] = salient_steps(m, sources=shared, **same, **stream)
+        steps["salient"] = salient_steps(m, sources=shared, projection=proj)
     if attention is True:
         from .attention.compute import summary_steps
 
-        steps["attention"] = summary_steps(m, sources=shared, **same, **stream)
-    done = _lockstep(steps, seconds, progress, m.n_layers if m is not None else 0)
+        steps["attention"] = summary_steps(m, sources=shared, projection=proj)
+    done = run_steps(steps, m.n_layers if m is not None else 0, progress, seconds)
     salient = done.get("salient", salient)
     attention = done.get("attention", attention)
     sal = salient or None
@@ -340,12 +339,12 @@ def analyse(
     if head_types is True:
         from .headtypes import head_types as run_types
 
-        reuse = scan if same and {"copying", "successor"} <= set(scan.relations) else None
+        reuse = reusable_scan(scan)
         # one previous-token number in the report: the QK summary's sampled profile
         prof = (attention.sampled if attention and list(attention.layers) ==
                 list(range(m.n_layers)) else None)
         head_types = timed("types", run_types, m, scan=reuse, sources=types_view, profile=prof,
-                           **same, **stream)
+                           projection=proj)
     types = head_types or None
     if types is not None:
         _check("head types", (types.n_layers, types.n_heads), scan)
@@ -360,73 +359,22 @@ def analyse(
     return HeadReport(scan, sal, descriptions, attention or None, types, seconds, scores)
 
 
-def _shared_stream(model: Any, same: dict[str, Any], stream: dict[str, Any],
-                   wanted: bool) -> Any:
-    """One ``token_alone`` stream over the vocabulary for the parts, or None (not needed).
+def _projection(model: Any, given: P.ProjectionLike, scan: ScanResult | None) -> P.Projection:
+    """The one projection of every part: ``given`` resolved on ``model``, else the scan's.
 
-    Salient operations and the QK half read the whole vocabulary at every layer and the
-    head types a sample of it; stepped layer by layer together (:func:`_lockstep`) they
-    advance this one stream once.
+    Raises:
+        HeadmapsError: ``given`` is not the projection ``scan`` was made with.
     """
-    from . import projection as P
-
-    if not wanted or model is None:
-        return None
-    opts = P.resolve(model, same.get("preset"), stream, same.get("calibration"))[0]
-    if opts.source != "token_alone":
-        return None
-    from .salient.compute import vocabulary_sources
-
-    return vocabulary_sources(model, opts)
-
-
-def _lockstep(steps: dict[str, Any], seconds: dict[str, float], progress: bool,
-              n_layers: int) -> dict[str, Any]:
-    """Run the parts' layer steps in turn, one layer of each at a time; their results.
-
-    Each part's time (its steps' wall time) goes to ``seconds``.
-    """
-    from tqdm.auto import tqdm
-
-    out: dict[str, Any] = {}
-    active = dict(steps)
-    bar = tqdm(desc=" + ".join(steps) or "parts", unit="layer", total=n_layers,
-               disable=not progress or not steps)
-    while active:
-        stepped = False
-        for name, gen in list(active.items()):
-            t0 = time.perf_counter()
-            try:
-                next(gen)
-                stepped = True
-            except StopIteration as stop:
-                out[name] = stop.value
-                del active[name]
-            seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
-        bar.update(int(stepped))
-    bar.close()
-    for name in out:
-        log.info("%s: %.1f s", name, seconds[name])
-    return out
-
-
-def _scan_projection(scan: ScanResult) -> dict[str, Any]:
-    """``{"preset": ...}`` that makes a part project as ``scan`` did (empty: the default).
-
-    An explicitly named preset is passed by name (salient operations read ``paper`` as the
-    reference code did); a projection chosen for the scan (the default, or a stored
-    calibration) as the scan's resolved :class:`~headmaps.projection.Projection`, so every
-    part uses it and records how it was chosen.
-    """
-    from .projection import PRESETS, Projection, ProjectionOptions
-
-    chosen = dict(scan.calibration or {})
-    if scan.preset in PRESETS and not chosen:
-        return {"preset": scan.preset}
-    if scan.options:
-        return {"preset": Projection(ProjectionOptions(**scan.options), scan.preset, chosen,
-                                     scan.model_id)}
-    return {}
+    if scan is None or not scan.options:
+        return P.projection_for(model, given)
+    made = P.Projection.from_record(scan)
+    if given is None:
+        return P.projection_for(model, made)
+    proj = P.projection_for(model, given)
+    if proj.options != made.options:
+        raise HeadmapsError(f"the scan was made with the projection {made.label}, not "
+                            f"{proj.label}: every part of a report uses the scan's")
+    return proj
 
 
 def _model(model: Any, load_options: dict[str, Any]) -> Any:

@@ -80,7 +80,7 @@ def test_learned_profile_uses_position_embeddings():
     ids = torch.arange(m.vocab_size)
     from headmaps import projection as P
 
-    x_mean = P.base_sources(m, ids, P.resolve_options(None)).mean(0)
+    x_mean = P.base_sources(m, ids, P.PRESETS[P.DEFAULT_PRESET]).mean(0)
     pe = qk.positions.embedding.float()
     xq = qk.input_norm(x_mean + pe[5 + 2])
     qv = xq @ qk.W_Q[0].float() + qk.b_Q[0].float()

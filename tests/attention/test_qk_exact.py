@@ -84,7 +84,7 @@ def case(request):
 
 def test_logit_equals_model_pre_softmax_score(case):
     name, model, m = case
-    opts = P.resolve_options(None)
+    opts = P.PRESETS[P.DEFAULT_PRESET]
     assert opts.fold_norms  # the default preset is the model's own path
     g = torch.Generator().manual_seed(3)
     for layer in (0, m.n_layers - 1):

@@ -7,7 +7,7 @@ import json
 import headmaps as hm
 import headmaps.cli as cli
 from headmaps import Calibration
-from headmaps.projection.calibration import label, resolve
+from headmaps.projection import projection_for
 from tiny_vocab import COUNTRY_CAPITAL
 
 
@@ -17,8 +17,7 @@ def default_label(model_dir) -> str:
     Read from the library, not written out: the default preset and the model's
     document-start token (the tiny vocabulary's ``[UNK]``) both come from its rules.
     """
-    opts, name, info = resolve(hm.load(model_dir), calibration=False)
-    return label(name, opts, info)
+    return projection_for(hm.load(model_dir), calibration=False).label
 
 
 def test_calibrate_then_scan_and_head_use_it(model_dir, tmp_path, capsys):

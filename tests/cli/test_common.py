@@ -95,4 +95,4 @@ def test_command_line_is_the_command_as_typed():
     assert line == "headmaps scan m --source token_alone --prefix '<|endoftext|>' --fold-norms " \
                    "--no-biases"
     again = parser.parse_args(shlex.split(line)[1:])
-    assert common.projection_kwargs(again) == common.projection_kwargs(args)
+    assert common.projection_of(again).keywords == common.projection_of(args).keywords

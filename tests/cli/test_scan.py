@@ -69,8 +69,9 @@ def test_scan_token_alone_source_with_prefix(model_dir, capitals_file, tmp_path,
     assert cli.main(common + ["--prefix", "[PAD]", "--out", str(tmp_path)]) == 0
     res = ScanResult.load(tmp_path / "scores.csv")
     assert res.options["source"] == "token_alone" and res.options["prefix"] == "[PAD]"
-    lib = hm.scan(hm.load(model_dir), capitals_file, k=1, min_pairs=10, source="token_alone",
-                  fold_norms=True, prefix="[PAD]")
+    m = hm.load(model_dir)
+    lib = hm.scan(m, capitals_file, k=1, min_pairs=10, projection=hm.projection_for(
+        m, source="token_alone", fold_norms=True, prefix="[PAD]"))
     assert (res.scores == lib.scores).all() and res.scores.shape == (1, 2, lib.scores.shape[2])
     capsys.readouterr()
     assert cli.main(common + ["--prefix", "<nope>", "--out", str(tmp_path / "bad")]) != 0

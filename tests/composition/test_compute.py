@@ -91,8 +91,8 @@ def projection_reference(m, opts, ids, lg: int, g: int, lh: int, h: int) -> floa
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
 def test_projection_scores_equal_the_sample_reference(arch):
     m = hm.load(tiny_model(arch))
-    res = hm.composition(m, n_tokens=60, kinds=("K",), preset="norms")
-    opts = P.resolve_options("norms")
+    res = hm.composition(m, n_tokens=60, kinds=("K",), projection="norms")
+    opts = P.PRESETS["norms"]
     ids = sample_tokens(m, 60, 0)
     for lg, g, lh, h in [(0, 0, 1, m.n_heads - 1), (0, 1, 2, 0), (1, 2, 2, 1)]:
         want = projection_reference(m, opts, ids, lg, g, lh, h)

@@ -56,7 +56,7 @@ def describer():
 
 def describe(built, describer, name) -> Description:
     (layer, head), _ = HEADS[name]
-    ops = salient_operations(built, layer, head, n_tokens=15, n_mappings=5, preset="paper")
+    ops = salient_operations(built, layer, head, n_tokens=15, n_mappings=5, projection="paper")
     return describer.describe(ops)
 
 
@@ -83,7 +83,7 @@ def test_past_tense_head_names_library_relation(built, describer):
     assert d.category == "relation" and d.relation == "verb_to_past_tense"
     assert d.family == "linguistic"
     # without the library the suffix rule still explains it
-    d2 = PatternDescriber({}).describe(salient_operations(built, 1, 0, preset="paper"))
+    d2 = PatternDescriber({}).describe(salient_operations(built, 1, 0, projection="paper"))
     assert d2.category == "affix" and d2.relation == "add:-ed" and "past tense" in d2.text
 
 
@@ -151,14 +151,14 @@ def test_rules():
 
 
 def test_builtin_library(built):
-    d = PatternDescriber().describe(salient_operations(built, 0, 0, preset="paper"))
+    d = PatternDescriber().describe(salient_operations(built, 0, 0, projection="paper"))
     assert d.category in ("relation", "target_category") and d.family == "knowledge"
     assert "country_to_capital" in d.text
 
 
 @pytest.mark.slow
 def test_smollm2_head_23_4_maps_to_countries(smollm2):
-    ops = salient_operations(smollm2, 23, 4, preset="paper")
+    ops = salient_operations(smollm2, 23, 4, projection="paper")
     assert " Italian" in ops.tokens and " Italy" in {t for ts in ops.targets for t in ts}
     d = PatternDescriber().describe(ops)
     assert not d.unclear and d.family == "knowledge"

@@ -52,7 +52,7 @@ def describer():
 
 @pytest.fixture(scope="module")
 def salient(built):
-    return hm.salient_all(built, n_tokens=N_SHOWN, n_mappings=5, preset="paper")
+    return hm.salient_all(built, n_tokens=N_SHOWN, n_mappings=5, projection="paper")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_offline_arithmetic(scores):
 
 
 def test_held_out_tokens_never_shown_and_use_the_same_projection(built, scores, salient):
-    deeper = hm.salient_all(built, n_tokens=N_SHOWN + 10, n_mappings=5, preset="paper")
+    deeper = hm.salient_all(built, n_tokens=N_SHOWN + 10, n_mappings=5, projection="paper")
     for s in scores:
         shown = set(salient[s.layer, s.head].token_ids.tolist())
         assert len(s.token_ids) == 20 and len(set(s.token_ids)) == 20
@@ -194,7 +194,7 @@ def test_bad_arguments(built, descriptions, salient):
 def test_without_salient_the_shown_tokens_are_the_top_ones(built, descriptions, describer,
                                                             scores):
     res = hm.score_descriptions(built, descriptions, describer=describer, n_shown=N_SHOWN,
-                                preset="paper")
+                                projection="paper")
     assert [s.token_ids for s in res] == [s.token_ids for s in scores]
     assert [s.score for s in res] == [s.score for s in scores]
 

@@ -70,7 +70,7 @@ def built():
 
 def test_built_copy_head_comes_out_first_for_copying(built):
     a, b, pairs = built
-    d = hm.diff(a, b, {"copying": pairs}, preset="paper", salient=False, qk=False)
+    d = hm.diff(a, b, {"copying": pairs}, projection="paper", salient=False, qk=False)
     top = d.ranking("copying")
     assert top["head"][0] == "1.0"
     r = d.relations.index("copying")
@@ -154,7 +154,7 @@ def test_save_load_round_trip(itself, tmp_path):
 
 def test_frames_html_and_figure(built, pdf_backend):
     a, b, pairs = built
-    d = hm.diff(a, b, {"copying": pairs}, preset="paper", qk=False, n_boot=200)
+    d = hm.diff(a, b, {"copying": pairs}, projection="paper", qk=False, n_boot=200)
     f = d.to_frame()
     assert len(f) == 1 * 3 * 2 and set(f.columns) >= {"relation", "layer", "head", "scores_a",
                                                       "scores_b", "change", "floor", "changed"}
@@ -201,3 +201,18 @@ def test_without_tokenizers_only_the_weights_are_compared(tiny_llama_hm):
     for bad in ({"n_boot": 0}, {"alpha": 1.5}):
         with pytest.raises(hm.HeadmapsError, match="must be"):
             hm.diff(tiny_llama_hm, tiny_llama_hm, None, **bad)
+
+
+def test_each_model_advances_one_shared_stream(base, monkeypatch):
+    """The salient operations and the QK half of each model read one vocabulary stream,
+    stepped together (headmaps.steps.run_steps), as a report's parts do."""
+    from headmaps.projection import vocabulary as V
+
+    made = []
+    real = V.vocabulary_sources
+    monkeypatch.setattr(V, "vocabulary_sources",
+                        lambda m, opts, *a: made.append(m) or real(m, opts, *a))
+    d = hm.diff(base, base, None, projection="through")
+    assert made == [base, base]  # one stream per model, none made by the parts
+    assert d.salient_a is not None and d.profile_a is not None
+    assert {"salient", "qk"} <= set(d.seconds)

@@ -10,7 +10,6 @@ import torch
 
 import headmaps as hm
 from headmaps import experiments as ex
-from headmaps import projection as P
 from headmaps.experiments.calibrate import candidates, choose, prefixes
 from headmaps.projection import calibration as C
 from tiny_vocab import COUNTRY_CAPITAL, VERB_PAST, mapping_matrix, set_mapping, vocab_model
@@ -69,7 +68,7 @@ def test_calibrate_chooses_by_the_rule_and_stores_it(exact_model):
     assert cal.sample["relations"] == {"capitals": 16, "past": 16}
     # every candidate's median r is the correlation experiment's on one set of dynamic scores
     dyn = ex.dynamic_scores(exact_model, SETS, TEMPLATES, K, min_pairs=10)
-    medians = {name: ex.correlation(exact_model, dynamic=dyn, preset=opts).median()
+    medians = {name: ex.correlation(exact_model, dynamic=dyn, projection=opts).median()
                for name, opts in candidates(exact_model)}
     by_name = {c["name"]: c for c in cal.candidates}
     for name, med in medians.items():
@@ -112,7 +111,7 @@ def test_save_load_and_fingerprint_guard(exact_model, tiny_llama_hm, tmp_path):
 def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     before = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)
     assert before.calibration == {"status": "uncalibrated"} and before.preset == hm.DEFAULT_PRESET
-    default = P.describe_projection(hm.DEFAULT_PRESET, before.options)
+    default = C.label(hm.DEFAULT_PRESET, before.options)
     assert C.label(before.preset, before.options, before.calibration) == \
         f"{default} (uncalibrated)"
     cal = hm.calibrate(exact_model, SETS, TEMPLATES, k=K, min_pairs=10,
@@ -133,12 +132,13 @@ def test_scan_uses_the_calibration_and_says_so(exact_model, tmp_path):
     assert hm.ScanResult.load(tmp_path / "p.parquet").calibration == res.calibration
     # an explicit preset or option wins; calibration=False ignores it
     explicit = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10,
-                       preset="paper")
+                       projection="paper")
     assert explicit.calibration == {} and explicit.preset == "paper"
     assert hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10,
-                   fold_norms=False).calibration == {}
+                   projection=hm.projection_for(exact_model, fold_norms=False)
+                   ).calibration == {}
     off = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10,
-                  calibration=False)
+                  projection=hm.projection_for(exact_model, calibration=False))
     assert off.calibration["status"] == "uncalibrated" and off.options == before.options
     np.testing.assert_array_equal(off.scores, before.scores)
     # the salient operations and the correlation experiment follow the same rule
@@ -155,5 +155,5 @@ def test_only_the_argument_turns_the_calibration_off(exact_model, monkeypatch):
     res = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10)
     assert res.calibration["status"] == "calibrated"
     res = hm.scan(exact_model, {"capitals": COUNTRY_CAPITAL}, k=1, min_pairs=10,
-                  calibration=False)
+                  projection=hm.projection_for(exact_model, calibration=False))
     assert res.calibration == {"status": "uncalibrated", "reason": "calibration disabled"}

@@ -33,7 +33,7 @@ def test_correlation_and_multitoken_tiny(toy):
     assert res.dynamic.with_context.shape == (1, 2, model.n_layers, model.n_heads)
     assert np.isfinite(res.per_relation.loc[0, "corr_without_context"])
     # reuse of the dynamic scores with another preset gives the same dynamic arrays
-    again = ex.correlation(model, dynamic=res.dynamic, preset="norms")
+    again = ex.correlation(model, dynamic=res.dynamic, projection="norms")
     assert again.dynamic is res.dynamic and again.preset == "norms"
     multi = [(f"{a} {b}", t) for (a,
                                   b), t in zip([("x", "y"), ("y", "z"), ("z", "x"), ("x", "z")] * 3,

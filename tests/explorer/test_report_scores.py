@@ -29,7 +29,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def result(model):
-    return hm.analyse(model, relations=["copying"], preset="paper", attention=False,
+    return hm.analyse(model, relations=["copying"], projection="paper", attention=False,
                       head_types=False, score_descriptions=True)
 
 
@@ -85,13 +85,13 @@ def test_report_page_has_scores_and_their_count(result, tmp_path):
 
 def test_hm_report_scores_when_asked(model, tmp_path):
     path = hm.report(model, tmp_path / "s.html", relations=["copying"], attention=False,
-                     head_types=False, score_descriptions=True, preset="paper")
+                     head_types=False, score_descriptions=True, projection="paper")
     data, heads = heads_of(path.read_text(encoding="utf-8"))
     assert data["dscored"] >= 1 and heads[COPY[0] * 2 + COPY[1]]["ds"]["s"] >= 0.8
 
 
 def test_report_without_scores_has_no_score_data(model, tmp_path):
-    res = hm.analyse(model, relations=["copying"], preset="paper", attention=False,
+    res = hm.analyse(model, relations=["copying"], projection="paper", attention=False,
                      head_types=False)
     assert res.description_scores is None
     data, heads = heads_of(hm.report(res, tmp_path / "plain.html").read_text(encoding="utf-8"))

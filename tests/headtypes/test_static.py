@@ -15,7 +15,7 @@ from headmaps.headtypes.validate import auroc, compare, positives
 from headmaps.models import qk as Q
 from tiny import tiny_model
 
-OPTS = P.resolve_options("norms")
+OPTS = P.PRESETS["norms"]
 
 
 def _cols(head: int, dh: int) -> slice:

@@ -151,8 +151,8 @@ def test_scan_results_match_eager(arch, tmp_path):
     lz = hm.load(tmp_path, lazy=True)
     ea = hm.load(model, tokenizer=tok)
     for preset in ("paper", None, "alone"):  # alone reads every earlier block's MLP too
-        a = hm.scan(lz, {"custom": pairs}, k=5, preset=preset)
-        b = hm.scan(ea, {"custom": pairs}, k=5, preset=preset)
+        a = hm.scan(lz, {"custom": pairs}, k=5, projection=preset)
+        b = hm.scan(ea, {"custom": pairs}, k=5, projection=preset)
         assert a.n_pairs == b.n_pairs == {"custom": 40}
         np.testing.assert_array_equal(a.scores, b.scores)
         np.testing.assert_array_equal(a.suppression, b.suppression)
@@ -386,7 +386,7 @@ def test_scan_streams_layers(medium_checkpoint):
     src.trace = []
     live = _LiveBytes(src)
     pairs = [(f"s{i}", f"t{(3 * i) % 40}") for i in range(40)]
-    res = hm.scan(m, {"custom": pairs}, k=10, preset="paper")
+    res = hm.scan(m, {"custom": pairs}, k=10, projection="paper")
     assert res.scores.shape == (1, LAYERS, HEADS)
     names = [n for n, _ in src.trace]
     for layer in range(LAYERS):

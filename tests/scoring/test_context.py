@@ -39,7 +39,7 @@ def _values(m, layer, x, opts, kv):
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2", "qwen2"])
 def test_context_outputs_are_the_heads_outputs_after_the_prefix(arch):
     m = hm.load(tiny_model(arch), tokenizer=tiny_tokenizer(WORDS))
-    opts = P.concrete(m, P.resolve_options("through"))
+    opts = P.concrete(m, P.PRESETS["through"])
     pid = P.prefix_id(m, opts.prefix)
     ids = torch.arange(5, 45)
     kv = m.spec.kv_index()
@@ -61,7 +61,7 @@ def test_no_prefix_no_context_score():
     m = hm.load(tiny_model("llama"), tokenizer=tiny_tokenizer(WORDS))
     ps = [(WORDS[i], WORDS[i + 1]) for i in range(30)]
     for preset in ("alone", "norms", "paper"):
-        res = scan(m, {"a": ps}, k=3, preset=preset)
+        res = scan(m, {"a": ps}, k=3, projection=preset)
         assert res.phi_ctx is None and res.supp_ctx is None
         with pytest.raises(hm.HeadmapsError, match="no in-context score"):
             res["a"].heads(context=True)
@@ -78,7 +78,7 @@ def built():
     hf = tiny_model("gpt2", seed=1)
     tok = tiny_tokenizer(WORDS)
     m = hm.load(hf, tokenizer=tok)
-    pid = P.prefix_id(m, P.concrete(m, P.resolve_options("through")).prefix)
+    pid = P.prefix_id(m, P.concrete(m, P.PRESETS["through"]).prefix)
     d, nh = hf.config.n_embd, hf.config.n_head
     dh = d // nh
     g = torch.Generator().manual_seed(0)
@@ -103,7 +103,7 @@ def built():
             W[:, k] = sign * 50.0 * torch.outer(u, q0) / (q0 @ q0)
             b[k] = 0
     m = hm.load(hf, tokenizer=tok)  # ... but the prefix: its key decides each head
-    opts = P.concrete(m, P.resolve_options("through"))
+    opts = P.concrete(m, P.PRESETS["through"])
     word_ids = torch.tensor([tok.encode(" " + w, add_special_tokens=False)[0] for w in WORDS])
     src = P.Sources(m, word_ids, opts)
     a = m.attention(0)
@@ -124,7 +124,7 @@ def built():
 
 def test_built_heads_attend_where_they_were_built_to(built):
     m, _ = built
-    opts = P.concrete(m, P.resolve_options("through"))
+    opts = P.concrete(m, P.PRESETS["through"])
     src = P.Sources(m, torch.arange(5, 60), opts)
     w = C.source_weights(m, 0, src, m.spec.kv_index())
     assert w[SINK, :, 0].min() > 0.999  # on the prefix

@@ -11,6 +11,8 @@ depends on the CPU's kernels, so those tests compare decisions up to near-ties
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -158,9 +160,9 @@ def test_scan_early_exit_equals_dense(model, preset, k):
     stats: dict = {}
     e_hits: dict = {}
     d_hits: dict = {}
-    early = scan(model, rels, k=ks, preset=preset, blocks=BLOCKS, stats=stats,
+    early = scan(model, rels, k=ks, projection=preset, blocks=BLOCKS, stats=stats,
                  chunk_bytes=4 * 8 * 64 * 8, pair_hits=e_hits)
-    dense = scan(model, rels, k=ks, preset=preset, exact_dense=True, pair_hits=d_hits)
+    dense = scan(model, rels, k=ks, projection=preset, exact_dense=True, pair_hits=d_hits)
     assert_scans_agree(model, rels, early, e_hits, dense, d_hits, k=ks)
     assert stats["stages"][0][:2] == [0, 16]
     if k <= 7:  # a real early exit: some rows stop after the first block
@@ -183,10 +185,11 @@ def test_targets_inside_and_outside_the_first_block(model):
 def test_shared_basis_with_gain_in_the_left_factor_equals_reference(model, preset):
     """Gemma's post-attention gain moves into W_O; scores still equal the per-layer reference."""
     ps = pairs(4)
-    res = scan(model, {"a": ps}, k=5, preset=preset, blocks=BLOCKS, output_bias=True)
+    res = scan(model, {"a": ps}, k=5, blocks=BLOCKS,
+               projection=hm.projection_for(model, preset, output_bias=True))
     enc = lambda w: model.tokenizer.encode(" " + w, add_special_tokens=False)[0]  # noqa: E731
     src, tgt = torch.tensor([enc(s) for s, _ in ps]), torch.tensor([enc(t) for _, t in ps])
-    opts = P.resolve_options(preset, output_bias=True)
+    opts = replace(P.PRESETS[preset], output_bias=True)
     s, sp = reference_scores(model, src, tgt, 5, opts)
     # the reference forms X (W_V W_O) U head by head: equal decisions up to near-ties
     unsure = unsure_decisions(model, src, tgt, 5, opts)
@@ -234,7 +237,7 @@ def test_zeroed_head_scans_to_zero():
     raw = tiny_model("llama")
     original = hm.load(raw, tokenizer=tiny_tokenizer(WORDS))
     b_hits: dict = {}
-    full = scan(original, {"a": ps}, k=5, preset="norms", blocks=BLOCKS, pair_hits=b_hits)
+    full = scan(original, {"a": ps}, k=5, projection="norms", blocks=BLOCKS, pair_hits=b_hits)
     base = full["a"]
     # the other heads' logits are unchanged but computed at other shapes (the zeroed head's
     # rows leave the cascade at once; the dense path reads every column): the same decisions
@@ -248,7 +251,7 @@ def test_zeroed_head_scans_to_zero():
     others[layer, head] = False
     for dense in (False, True):
         hits: dict = {}
-        res = scan(zeroed, {"a": ps}, k=5, preset="norms", blocks=BLOCKS, exact_dense=dense,
+        res = scan(zeroed, {"a": ps}, k=5, projection="norms", blocks=BLOCKS, exact_dense=dense,
                    pair_hits=hits)["a"]
         # exact on any path: every logit of the zeroed head is exactly 0, a tie with all
         assert res.scores[layer, head] == 0.0 and res.suppression[layer, head] == 0.0

@@ -8,6 +8,8 @@ problems at the end are exact in any order of arithmetic and are compared bitwis
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -52,8 +54,8 @@ def ids(model, pairs_):
 def test_batched_equals_reference(model, preset, k):
     rels = {"a": pairs(0), "b": pairs(1, 45)}
     # a tiny chunk forces many chunks, chunk borders inside runs of equal sources
-    res = scan(model, rels, k=k, preset=preset, chunk_bytes=4 * 8 * 211 * 5)
-    opts = P.resolve_options(preset)
+    res = scan(model, rels, k=k, projection=preset, chunk_bytes=4 * 8 * 211 * 5)
+    opts = P.PRESETS[preset]
     for name, ps in rels.items():
         s, sp = reference_scores(model, *ids(model, ps), k, opts)
         unsure = unsure_decisions(model, *ids(model, ps), k, opts)
@@ -64,8 +66,8 @@ def test_batched_equals_reference(model, preset, k):
 
 def test_biases_option_matches_reference(model):
     ps = pairs(2)
-    res = scan(model, {"a": ps}, k=5, preset="paper", value_bias=True, output_bias=True)
-    opts = P.resolve_options("paper", value_bias=True, output_bias=True)
+    opts = replace(P.PRESETS["paper"], value_bias=True, output_bias=True)
+    res = scan(model, {"a": ps}, k=5, projection=opts)
     s, sp = reference_scores(model, *ids(model, ps), 5, opts)
     unsure = unsure_decisions(model, *ids(model, ps), 5, opts)
     assert_scores_up_to_ties(res["a"].scores, s, unsure[0])
@@ -108,9 +110,9 @@ def test_invalid_relation_is_skipped_with_reason(model):
 
 def test_unknown_preset_and_option(model):
     with pytest.raises(hm.HeadmapsError, match="unknown preset"):
-        scan(model, {"a": pairs(0)}, preset="nope")
+        scan(model, {"a": pairs(0)}, projection="nope")
     with pytest.raises(hm.HeadmapsError, match="unknown projection option"):
-        scan(model, {"a": pairs(0)}, colour="red")
+        hm.projection_for(model, colour="red")
 
 
 @pytest.mark.parametrize("suffix", ["parquet", "csv"])
@@ -163,9 +165,9 @@ def test_analyses(model):
 def test_few_sources_take_the_other_order_with_same_scores(model, preset):
     """With fewer sources than d_head the engine projects (Y W_O) U instead of Y (W_O U)."""
     few = pairs(7, n=5)
-    res = scan(model, {"few": few}, k=3, preset=preset, min_pairs=1, output_bias=True,
+    opts = replace(P.PRESETS[preset], output_bias=True)
+    res = scan(model, {"few": few}, k=3, projection=opts, min_pairs=1,
                chunk_bytes=4 * 8 * 64 * 9)
-    opts = P.resolve_options(preset, output_bias=True)
     s, sp = reference_scores(model, *ids(model, few), 3, opts)
     unsure = unsure_decisions(model, *ids(model, few), 3, opts)
     assert_scores_up_to_ties(res["few"].scores, s, unsure[0])
@@ -220,8 +222,8 @@ def test_pair_hits_are_the_per_pair_decisions_in_kept_order(model):
     """``pair_hits``: one bool per (layer, head, kept pair); their means are the scores."""
     rels = {"a": pairs(7, 40), "b": pairs(8, 35)}
     hits: dict = {}
-    res = scan(model, rels, k=3, preset="norms", pair_hits=hits)
-    opts = P.resolve_options("norms")
+    res = scan(model, rels, k=3, projection="norms", pair_hits=hits)
+    opts = P.PRESETS["norms"]
     for name in rels:
         h, s = hits[name]
         prep = hm.relations.prepare(model, rels[name])

@@ -17,7 +17,7 @@ def smollm2():
 @pytest.mark.parametrize("preset", ["paper", "norms"])
 def test_country_to_capital_heads_in_upper_half(smollm2, preset):
     m = smollm2
-    res = hm.relation_scores(m, "country_to_capital", preset=preset)
+    res = hm.relation_scores(m, "country_to_capital", projection=preset)
     layer, head, score = res.top_heads(1)[0]
     assert score >= 0.5 and layer >= m.n_layers // 2
     assert res.n_pairs >= 30 and res.k == 10

@@ -20,7 +20,7 @@ from headmaps.explorer.timeline import MAXQ, NAN_Q, timeline_payload, write_time
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     paths, pairs = write_series(tmp_path_factory.mktemp("series"))
-    return hm.track(paths, relations={"copying": pairs}, preset="paper", min_pairs=5, workers=1,
+    return hm.track(paths, relations={"copying": pairs}, projection="paper", min_pairs=5, workers=1,
                     types=True)
 
 

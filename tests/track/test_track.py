@@ -30,7 +30,7 @@ def series(tmp_path_factory):
 
 def _track(paths, pairs, **kw):
     kw.setdefault("types", False)
-    return hm.track(paths, relations={"copying": pairs}, preset="paper", min_pairs=5, **kw)
+    return hm.track(paths, relations={"copying": pairs}, projection="paper", min_pairs=5, **kw)
 
 
 @pytest.fixture(scope="module")

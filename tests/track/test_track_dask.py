@@ -12,7 +12,7 @@ import headmaps as hm
 
 def test_dask_matches_sequential(tmp_path):
     paths, pairs = write_series(tmp_path)
-    kw = dict(relations={"copying": pairs}, preset="paper", min_pairs=5, types=False)
+    kw = dict(relations={"copying": pairs}, projection="paper", min_pairs=5, types=False)
     seq = hm.track(paths, workers=1, **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \

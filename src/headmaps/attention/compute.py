@@ -40,8 +40,8 @@ from ..io import versions
 from ..models import HeadModel
 from ..models import qk as Q
 from ..models.weights import QKWeights
-from ..projection.calibration import resolve as resolve_projection
-from ..salient.compute import DEFAULT_CHUNK_ROWS, _Context, layers_and_heads
+from ..salient.compute import layers_and_heads
+from ..salient.tokens import token_strings, valid_mask
 from ..steps import run_steps
 from .results import AttentionPreferences, AttentionSummary, PositionalProfile
 
@@ -167,10 +167,13 @@ def sampled_profile(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor,
     return torch.softmax(s, dim=-1).mean(1)
 
 
-def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queries: int,
-           n_pairs: int,
+def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[int], n_keys: int,
+           n_queries: int, n_pairs: int,
            max_distance: int, n_samples: int = 256, seed: int = 0) -> dict[str, Any]:
-    """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays)."""
+    """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays).
+
+    ``mask``: ``(V,)`` bool, the tokens the means, rankings and samples are over.
+    """
     model, opts = ctx.model, ctx.opts
     qk = model.qk(layer)
     if qk.positions.kind == "learned":
@@ -182,7 +185,6 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_keys: int, n_queri
     V, dev = base.shape[0], base.device
     heads_t = torch.as_tensor(list(heads), dtype=torch.long, device=dev)
     kv = model.spec.kv_index().to(dev)[heads_t]
-    mask = ctx.src_mask
     n_valid = float(mask.sum())
     w = mask.float() / n_valid
     cr = ctx.chunk_rows
@@ -250,13 +252,11 @@ def attention_summary(
     n_keys: int = 10,
     n_queries: int = 5,
     n_pairs: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     n_samples: int = 256,
     seed: int = 0,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
     progress: bool = False,
-    calibration: bool | None = None,
-    **options: Any,
 ) -> AttentionSummary:
     """The QK half of every head of ``layers`` (default all), from parameters.
 
@@ -273,18 +273,15 @@ def attention_summary(
         n_keys: key tokens kept by key-side preference.
         n_queries: most selective query tokens kept.
         n_pairs: preferred key tokens kept per query token.
-        preset: projection preset for source representations and norm folding (default
-            :data:`headmaps.projection.DEFAULT_PRESET`); with ``fold_norms`` the logits
-            are the model's own for those residual vectors.
+        projection: the projection of source representations and norm folding (a
+            :class:`~headmaps.projection.Projection`, a preset name, options or None,
+            resolved by :func:`~headmaps.projection.projection_for`); with
+            ``fold_norms`` the logits are the model's own for those residual vectors.
         n_samples: random query tokens for the sampled profile (each sees random key
             tokens at every distance; the softmax of the exact logits is averaged).
         seed: seed of that sample.
         chunk_rows: vocabulary rows per chunk.
         progress: show a progress bar over layers.
-        calibration: with no preset or option given, use the model's stored calibration
-            (None or True: yes, False: no; see
-            :mod:`headmaps.projection.calibration`).
-        **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
         :class:`AttentionSummary`; ``res.preferences(l, h)`` and ``res.profile_at(l, h)``
@@ -292,11 +289,10 @@ def attention_summary(
     """
     layers = None if layers is None else list(layers)
     steps = summary_steps(model, layers, heads=heads, max_distance=max_distance, n_keys=n_keys,
-                          n_queries=n_queries, n_pairs=n_pairs, preset=preset,
-                          n_samples=n_samples, seed=seed, chunk_rows=chunk_rows,
-                          calibration=calibration, **options)
-    return run_steps(steps, model.n_layers if layers is None else len(layers), "attention",
-                     progress)
+                          n_queries=n_queries, n_pairs=n_pairs, projection=projection,
+                          n_samples=n_samples, seed=seed, chunk_rows=chunk_rows)
+    total = model.n_layers if layers is None else len(layers)
+    return run_steps({"attention": steps}, total, progress)["attention"]
 
 
 def summary_steps(
@@ -308,13 +304,11 @@ def summary_steps(
     n_keys: int = 10,
     n_queries: int = 5,
     n_pairs: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     n_samples: int = 256,
     seed: int = 0,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    calibration: bool | None = None,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
     sources: P.Sources | None = None,
-    **options: Any,
 ) -> Generator[int, None, AttentionSummary]:
     """:func:`attention_summary` one layer at a time: yields each layer, returns the result.
 
@@ -330,12 +324,14 @@ def summary_steps(
     if n_samples < 1:
         raise HeadmapsError(f"n_samples must be at least 1, got {n_samples}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
-    ctx = _Context(model, opts, False, chunk_rows, sources)
+    proj = P.projection_for(model, projection)
+    ctx = P.Vocabulary(model, proj.options, chunk_rows, sources)
+    tok, V = model.tokenizer, model.vocab_size
+    mask = valid_mask(tok, V).to(model.E.device)
     parts = []
     for layer in layers:
-        parts.append(_layer(ctx, layer, heads, n_keys, n_queries, n_pairs, max_distance, n_samples,
-                            seed))
+        parts.append(_layer(ctx, mask, layer, heads, n_keys, n_queries, n_pairs, max_distance,
+                            n_samples, seed))
         logger.info("QK summary of layer %d done", layer)
         yield layer
     arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}
@@ -349,17 +345,21 @@ def summary_steps(
         pair_ids=arr["pair_ids"].astype(np.int64),
         pair_scores=arr["pair_scores"].astype(np.float32),
         key_spread=arr["key_spread"].astype(np.float32), positions=[p["positions"] for p in parts],
-        strings={int(i): ctx.string(int(i)) for i in used}, model_id=model.model_id,
-        model_info=model.info(), preset=preset_label, options=opts.to_dict(), calibration=cal_info,
-        versions=versions(),
+        strings=_strings(tok, V, used), model_id=model.model_id,
+        model_info=model.info(), **proj.header(), versions=versions(),
     )
 
 
+def _strings(tok: Any, V: int, ids: np.ndarray) -> dict[int, str]:
+    """Token id -> decoded token (``<id>`` without a tokenizer) for ``ids``."""
+    strings = token_strings(tok, V) if tok is not None else None
+    return {int(i): strings[int(i)] if strings is not None else f"<{int(i)}>" for i in ids}
+
+
 def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int = 10,
-                          n_queries: int = 10, n_pairs: int = 5,
-                          preset: str | P.ProjectionOptions | None = None, *,
-                          chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                          **options: Any) -> AttentionPreferences:
+                          n_queries: int = 10, n_pairs: int = 5, *,
+                          projection: P.ProjectionLike = None,
+                          chunk_rows: int = P.DEFAULT_CHUNK_ROWS) -> AttentionPreferences:
     """What one head's queries look for in keys, by content (position ignored).
 
     Args:
@@ -370,25 +370,24 @@ def attention_preferences(model: HeadModel, layer: int, head: int, n_keys: int =
             gives each key token).
         n_queries: most selective query tokens (largest spread of their logits over keys).
         n_pairs: preferred key tokens per query token, by the query-specific logit.
-        preset: as in :func:`attention_summary`.
+        projection: as in :func:`attention_summary`.
         chunk_rows: as in :func:`attention_summary`.
-        **options: as in :func:`attention_summary`.
 
     Returns:
         :class:`AttentionPreferences`.
     """
     model.check_head(layer, head)
     res = attention_summary(model, [layer], heads=[head], n_keys=n_keys, n_queries=n_queries,
-                            n_pairs=n_pairs, preset=preset, chunk_rows=chunk_rows, max_distance=1,
-                            **options)
+                            n_pairs=n_pairs, projection=projection, chunk_rows=chunk_rows,
+                            max_distance=1)
     p = res.preferences(layer, 0)
     p.head = head
     return p
 
 
-def positional_profile(model: HeadModel, layer: int, head: int, max_distance: int = 64,
-                       preset: str | P.ProjectionOptions | None = None, *,
-                       chunk_rows: int = DEFAULT_CHUNK_ROWS, **options: Any) -> PositionalProfile:
+def positional_profile(model: HeadModel, layer: int, head: int, max_distance: int = 64, *,
+                       projection: P.ProjectionLike = None,
+                       chunk_rows: int = P.DEFAULT_CHUNK_ROWS) -> PositionalProfile:
     """The logit a head gives a key ``0..max_distance`` tokens back, content averaged out.
 
     Args:
@@ -396,9 +395,8 @@ def positional_profile(model: HeadModel, layer: int, head: int, max_distance: in
         layer: layer of the head.
         head: head index within the layer.
         max_distance: largest distance.
-        preset: as in :func:`attention_summary`.
+        projection: as in :func:`attention_summary`.
         chunk_rows: as in :func:`attention_summary`.
-        **options: as in :func:`attention_summary`.
 
     Returns:
         :class:`PositionalProfile` (logits, softmax weights, previous-token and self mass,
@@ -406,8 +404,8 @@ def positional_profile(model: HeadModel, layer: int, head: int, max_distance: in
     """
     model.check_head(layer, head)
     res = attention_summary(model, [layer], heads=[head], n_keys=1, n_queries=1, n_pairs=1,
-                            preset=preset, chunk_rows=chunk_rows, max_distance=max_distance,
-                            **options)
+                            projection=projection, chunk_rows=chunk_rows,
+                            max_distance=max_distance)
     p = res.profile_at(layer, 0)
     p.head = head
     return p
@@ -417,12 +415,10 @@ def attention_logits(model: HeadModel, layer: int, head: int,
                      query_ids: Sequence[int] | torch.Tensor,
                      key_ids: Sequence[int] | torch.Tensor, distance: int = 0, *,
                      query_position: int | None = None,
-                     preset: str | P.ProjectionOptions | None = None,
-                     calibration: bool | None = None,
-                     **options: Any) -> torch.Tensor:
+                     projection: P.ProjectionLike = None) -> torch.Tensor:
     """Parameter-only attention logits of query tokens on key tokens ``distance`` back.
 
-    With ``fold_norms`` (the default preset) this is exactly the pre-softmax score the
+    With ``fold_norms`` (the default projection) this is exactly the pre-softmax score the
     model computes when its residual stream entering ``layer`` holds the source
     representations (plus learned position embeddings, where the model has them).
 
@@ -435,9 +431,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
         distance: how many tokens the key precedes the query.
         query_position: absolute position of the query (default ``distance``: the key at
             position 0); only learned absolute positions depend on it.
-        preset: projection preset.
-        calibration: as in :func:`attention_summary` (the projection is resolved as there).
-        **options: overrides of the preset's projection options.
+        projection: as in :func:`attention_summary`.
 
     Returns:
         ``(n, m)`` float32 logits.
@@ -445,7 +439,7 @@ def attention_logits(model: HeadModel, layer: int, head: int,
     model.check_head(layer, head)
     if distance < 0:
         raise HeadmapsError(f"distance must be >= 0 (a key at or before the query), got {distance}")
-    opts = resolve_projection(model, preset, options, calibration)[0]
+    opts = P.projection_for(model, projection).options
     qk = model.qk(layer)
     qpos = distance if query_position is None else int(query_position)
     if qpos < distance:

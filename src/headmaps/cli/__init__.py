@@ -3,6 +3,12 @@
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds
 its parser and sets ``func`` to a function taking the parsed args and returning an exit
 code. Tests call :func:`main` in-process: ``main(["info", "smollm2-135m"])``.
+
+Projection: the flags ``--preset``, ``--source``, ``--fold-norms``, ``--biases``,
+``--scale-embeddings``, ``--prefix``, ``--no-calibration`` and ``--stream-dtype`` become one
+:class:`~headmaps.projection.Projection` through :func:`headmaps.projection_for`
+(:func:`.common.projection`; :func:`.common.projection_of` where the call loads the model
+itself), passed as ``projection=``; a command continuing a saved scan keeps its projection.
 """
 
 from __future__ import annotations

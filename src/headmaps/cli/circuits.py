@@ -9,9 +9,8 @@ from . import checks
 from .common import (
     add_model_args,
     add_projection_args,
-    calibration_kwargs,
     load_model,
-    projection_kwargs,
+    projection,
     save_kwargs,
 )
 
@@ -64,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io import markdown_table, write_text
 
     m = load_model(args)
-    res = composition(m, n_tokens=args.tokens, seed=args.seed, **projection_kwargs(args),
-                      **calibration_kwargs(args))
+    proj = projection(args, m)
+    res = composition(m, n_tokens=args.tokens, seed=args.seed, projection=proj)
     table = res.partner_table(args.kind, args.top)
     print(f"{args.kind}-composition of {m.model_id} ({res.seconds:.1f} s, "
           f"{res.params['n_tokens']} sample tokens, projection {res.preset}): the {args.top} "
@@ -75,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_types:
         from ..headtypes import head_types
 
-        types = head_types(m, relations=False, **projection_kwargs(args),
-                           **calibration_kwargs(args))
+        types = head_types(m, relations=False, projection=proj)
         lines = ["", "induction heads (from parameters) and their previous-token partners:",
                  *induction_lines(res, types, args.top)]
         print("\n".join(lines))

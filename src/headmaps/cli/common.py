@@ -134,14 +134,35 @@ def add_projection_args(p: argparse.ArgumentParser) -> None:
                         "bfloat16 stream is a screen whose answers are decided in float32)")
 
 
-def projection_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments for scan/salient functions from :func:`add_projection_args`."""
-    kw = {"preset": args.preset, "source": args.source, "fold_norms": args.fold_norms,
+def projection_of(args: argparse.Namespace, made: Any = None) -> Any:
+    """The projection :func:`add_projection_args` ask for, as a function of the model.
+
+    ``projection_for(model, --preset, calibration=..., overrides...)`` once the model is
+    loaded: pass it as ``projection=`` where the call loads the model itself
+    (``analyse``, ``track``), or call it on the model (:func:`projection`). ``made``: a
+    saved result the command continues (a scan): its projection, of which the flags may
+    then only set the stream dtype.
+    """
+    from functools import partial
+
+    from ..projection import Projection, projection_for
+
+    kw = {"source": args.source, "fold_norms": args.fold_norms,
           "scale_embeddings": args.scale_embeddings, "prefix": getattr(args, "prefix", None),
           "stream_dtype": getattr(args, "stream_dtype", None)}
     if args.biases is not None:
         kw["value_bias"] = kw["output_bias"] = args.biases
-    return {k: v for k, v in kw.items() if v is not None}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if made is not None:
+        return lambda model: projection_for(model, Projection.from_record(made), **kw)
+    no_cal = getattr(args, "no_calibration", False)
+    return partial(projection_for, preset=args.preset, calibration=False if no_cal else None,
+                   **kw)
+
+
+def projection(args: argparse.Namespace, model: Any) -> Any:
+    """The one :class:`~headmaps.projection.Projection` of a command, resolved on ``model``."""
+    return projection_of(args)(model)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -149,11 +170,6 @@ def command_line(args: argparse.Namespace) -> str:
     import shlex
 
     return shlex.join(["headmaps", *getattr(args, "argv", [])])
-
-
-def calibration_kwargs(args: argparse.Namespace) -> dict:
-    """``{"calibration": False}`` under ``--no-calibration``, else nothing."""
-    return {"calibration": False} if getattr(args, "no_calibration", False) else {}
 
 
 def save_kwargs(args: argparse.Namespace) -> dict[str, bool]:
@@ -168,8 +184,8 @@ def projection_label(result) -> str:
     """The projection a result used, as printed.
 
     ``calibrated mlp0+fold (median r 0.79 on 64 pairs)`` when a stored calibration chose
-    it, ``norms (uncalibrated)`` for the default without one, else the preset name (or a
-    custom projection's options).
+    it, ``through (after <bos>) (uncalibrated)`` for the default without one, else the
+    preset name (or a custom projection's options).
     """
     from ..projection.calibration import label
 
@@ -272,27 +288,18 @@ def analyse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         from ..describe import DescriptionScores
 
         scores = DescriptionScores.load(args.description_scores)
-    return {"scan": args.scan, "relations": parse_relations(args.relations), "salient": salient,
+    scan = None
+    if args.scan is not None:  # the parts continue its projection
+        from ..scoring.results import ScanResult
+
+        scan = ScanResult.load(args.scan)
+    return {"scan": scan, "relations": parse_relations(args.relations), "salient": salient,
             "describe": args.describe if salient is not False else "none",
             "llm_options": llm_options(args), "descriptions": descriptions,
             "score_descriptions": scores,
             "attention": not args.no_attention, "head_types": not args.no_types, "progress": True,
-            **analyse_projection(args), **calibration_kwargs(args)}
-
-
-def analyse_projection(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"preset": name or ProjectionOptions, "stream_dtype": ...}`` of the options given.
-
-    Only the ones given (nothing for the default projection and stream).
-    """
-    from ..projection import explicit
-
-    kw = projection_kwargs(args)
-    out = {"stream_dtype": kw.pop("stream_dtype")} if "stream_dtype" in kw else {}
-    if not kw:
-        return out
-    preset = kw.pop("preset", None)
-    return {**out, "preset": preset if not kw else explicit(preset, kw)[0]}
+            "projection": projection_of(args, scan if scan is not None and scan.options
+                                        else None)}
 
 
 def analyse_model(args: argparse.Namespace):

@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, model.n_layers)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
     res = salient_all(model, layers, n_tokens=args.tokens, n_mappings=args.mappings,
-                      skip_nonwords=skip, progress=True, **common.projection_kwargs(args),
-               **common.calibration_kwargs(args))
+                      skip_nonwords=skip, progress=True,
+                      projection=common.projection(args, model))
     scores = None
     score_opts = {"scorer": make_scorer(args), "n_salient": args.held_out_salient,
                   "n_random": args.held_out_random, "k": args.score_k,

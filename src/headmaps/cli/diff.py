@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     res = diff(a, b, relations, k=args.k, tau=args.tau, min_pairs=args.min_pairs,
                n_boot=args.n_boot, alpha=args.alpha, seed=args.seed, salient=not args.no_salient,
                qk=not args.no_qk, types=args.types, progress=True,
-               **common.projection_kwargs(args), **common.calibration_kwargs(args))
+               projection=common.projection(args, a))
     summary = res.summary_markdown(n=args.top)
     print(summary, end="")
     if args.out is not None:

@@ -45,12 +45,13 @@ def description_score(model: Any, ops: Any, desc: Any) -> Any:
     baseline: the rule on the held-out tokens of the layer's other heads.
     """
     from ..describe import score_descriptions
-    from ..projection import ProjectionOptions
+    from ..projection import Projection
 
     if desc is None or desc.unclear or not desc.rule:
         return None
     res = score_descriptions(model, [desc], method="offline", n_shown=ops.n_tokens,
-                             k=max(1, ops.n_mappings), preset=ProjectionOptions(**ops.options),
+                             k=max(1, ops.n_mappings),
+                             projection=Projection.from_record(ops),
                              skip_nonwords=ops.skip_nonwords,
                              exclude={(ops.layer, ops.head): ops.token_ids.tolist()})
     return res.scores[0]
@@ -70,7 +71,7 @@ def score_line(desc: Any, score: Any) -> str:
             f"head's top {score.k}; baseline: the rule on the layer's other heads)")
 
 
-def qk_card(model: Any, layer: int, head: int, projection: dict[str, Any] | str | None,
+def qk_card(model: Any, layer: int, head: int, projection: Any,
             max_distance: int) -> tuple[Any, Any]:
     """The QK half of one head: ``(AttentionPreferences, PositionalProfile)`` from one pass.
 
@@ -78,16 +79,14 @@ def qk_card(model: Any, layer: int, head: int, projection: dict[str, Any] | str 
         model: the model.
         layer: the head's layer.
         head: the head.
-        projection: keyword arguments of the projection (``preset``, overrides,
-            ``calibration``), resolved as every entry point resolves them; a preset name.
+        projection: the projection (a :class:`~headmaps.projection.Projection`, a preset
+            name...; see :func:`~headmaps.projection.projection_for`).
         max_distance: the positional profile's last distance.
     """
     from ..attention import attention_summary
 
-    kw = {"preset": projection} if isinstance(projection, str) or projection is None \
-        else dict(projection)
     res = attention_summary(model, [layer], heads=[head], n_keys=8, n_queries=5, n_pairs=4,
-                            max_distance=max_distance, **kw)
+                            max_distance=max_distance, projection=projection)
     prefs, prof = res.preferences(layer, 0), res.profile_at(layer, 0)
     prefs.head = prof.head = head
     return prefs, prof
@@ -116,16 +115,15 @@ def run(args: argparse.Namespace) -> int:
     describer = get_describer(args.describe, common.llm_options(args))
     model = common.load_model(args)
     layer, head = parse_head(args.head, model)
+    proj = common.projection(args, model)
     skip = False if args.skip_nonwords == "none" else args.skip_nonwords
     ops = salient_operations(model, layer, head, n_tokens=args.tokens, n_mappings=args.mappings,
-                             skip_nonwords=skip, **common.projection_kwargs(args),
-               **common.calibration_kwargs(args))
+                             skip_nonwords=skip, projection=proj)
     desc = describer.describe(ops) if describer is not None else None
     score = None if desc is None or args.no_score else description_score(model, ops, desc)
     if args.max_distance < 1:
         raise HeadmapsError(f"--max-distance must be at least 1, got {args.max_distance}")
-    projection = {**common.projection_kwargs(args), **common.calibration_kwargs(args)}
-    qk = None if args.no_qk else qk_card(model, layer, head, projection, args.max_distance)
+    qk = None if args.no_qk else qk_card(model, layer, head, proj, args.max_distance)
     if args.json:
         out = ops.to_dict()
         out["description"] = desc.to_dict() if desc is not None else None

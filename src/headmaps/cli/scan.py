@@ -11,7 +11,6 @@ from .common import (
     add_projection_args,
     add_relation_args,
     load_model,
-    projection_kwargs,
 )
 
 
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     res = scan(model, common.parse_relations(args.relations), k=args.k, tau=args.tau,
                min_pairs=args.min_pairs, progress=True, exact_dense=args.exact_dense,
-               **projection_kwargs(args), **common.calibration_kwargs(args))
+               projection=common.projection(args, model))
     if not res.relations:
         reasons = "; ".join(f"{rel}: {why}" for rel, why in res.skipped.items())
         raise HeadmapsError(f"no relation could be scored on {model.model_id}, nothing written "

@@ -90,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     workers=args.workers, retries=args.retries, progress=True, k=args.k,
                     tau=args.tau, min_pairs=args.min_pairs, seed=args.seed,
                     device=load["device"], dtype=load["dtype"], lazy=load["lazy"],
-                    allow_pickle=load["allow_pickle"], **common.projection_kwargs(args),
-                    **common.calibration_kwargs(args))
+                    allow_pickle=load["allow_pickle"], projection=common.projection_of(args))
     finally:
         if client is not None:
             client.close()

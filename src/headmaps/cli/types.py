@@ -9,9 +9,8 @@ from .common import (
     add_big_model_args,
     add_model_args,
     add_projection_args,
-    calibration_kwargs,
     load_model,
-    projection_kwargs,
+    projection,
     save_kwargs,
 )
 
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     m = load_model(args)
     res = head_types(m, n_tokens=args.tokens, relations=not args.no_relations,
-                     **projection_kwargs(args), **calibration_kwargs(args))
+                     projection=projection(args, m))
     print(f"head types of {m.model_id} from parameters ({res.seconds:.1f} s):")
     print(res.text())
     for name, why in res.skipped.items():

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"validate-{model.model_id.replace('/', '_')}-{args.experiment}")
     check_writable(out, "--out")
     kw = dict(k=args.k, max_pairs=max_pairs or None, batch_size=args.batch_size, seed=args.seed,
-              progress=True, **common.projection_kwargs(args), **common.calibration_kwargs(args))
+              progress=True, projection=common.projection(args, model))
     rels = common.parse_relations(args.relations)
     if args.experiment != "causal":
         kw["templates"] = (args.templates if args.templates in TEMPLATE_SETS else

@@ -6,6 +6,10 @@ projection's token representations (:mod:`.compute`, where both are derived);
 :func:`composition` computes every pair, :class:`CompositionResult` keeps them
 (:mod:`.results`). The check against behaviour (path patching of induction heads) is
 :mod:`headmaps.experiments.pathpatch`.
+
+Projection: ``projection=`` of :func:`composition`, resolved by
+:func:`headmaps.projection_for`. Stream: the token sample's rows, a
+:class:`~headmaps.projection.Sources` made here (not the vocabulary).
 """
 
 from .compute import KINDS, METHODS

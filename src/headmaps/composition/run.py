@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,6 @@ from ..errors import HeadmapsError
 from ..headtypes.static import DEFAULT_N_TOKENS, token_subset
 from ..io import versions
 from ..models import HeadModel
-from ..projection.calibration import resolve as resolve_projection
 from . import compute as C
 from .results import CompositionResult
 
@@ -54,8 +52,7 @@ def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
 
 def composition(model: HeadModel, *, kinds: Sequence[str] = C.KINDS,
                 n_tokens: int = N_TOKENS, seed: int = 0, progress: bool = False,
-                preset: str | P.ProjectionOptions | None = None,
-                calibration: bool | None = None, **options: Any) -> CompositionResult:
+                projection: P.ProjectionLike = None) -> CompositionResult:
     """Q-, K- and V-composition of every earlier head with every later head.
 
     Both methods of :mod:`headmaps.composition.compute`: ``raw`` (Elhage et al.'s
@@ -68,9 +65,9 @@ def composition(model: HeadModel, *, kinds: Sequence[str] = C.KINDS,
         n_tokens: size of the token sample (at least 2).
         seed: seed of the sample.
         progress: show a progress bar over layers.
-        preset: projection preset (default: the stored calibration, else ``through``).
-        calibration: use the model's stored calibration when no preset or option is given.
-        **options: projection option overrides.
+        projection: a :class:`~headmaps.projection.Projection`, a preset name, options or
+            None (the stored calibration, else ``through``), resolved by
+            :func:`~headmaps.projection.projection_for`.
 
     Returns:
         :class:`CompositionResult`; ``scores[method][kind]`` is ``(L, H, L, H)``, entry
@@ -80,7 +77,8 @@ def composition(model: HeadModel, *, kinds: Sequence[str] = C.KINDS,
     if n_tokens < 2:
         raise HeadmapsError(f"n_tokens must be at least 2, got {n_tokens}")
     t0 = time.perf_counter()
-    opts, label, calib = resolve_projection(model, preset, options, calibration)
+    proj = P.projection_for(model, projection)
+    opts = proj.options
     ids = sample_tokens(model, n_tokens, seed)
     src = P.Sources(model, ids, opts)
     L, H = model.n_layers, model.n_heads
@@ -105,7 +103,7 @@ def composition(model: HeadModel, *, kinds: Sequence[str] = C.KINDS,
             written["raw"].append(C.writers(model, [layer]))
     return CompositionResult(
         model_id=model.model_id, n_layers=L, n_heads=H, kinds=kinds, scores=scores,
-        preset=label, options=opts.to_dict(), calibration=calib,
+        **proj.header(),
         params={"n_tokens": int(len(ids)), "seed": seed,
                 "token_ids": [int(i) for i in ids[:16]]},
         seconds=time.perf_counter() - t0, model_info=model.info(), versions=versions())

@@ -4,6 +4,11 @@ Two describers share one interface (:class:`Describer`): the offline
 :class:`PatternDescriber` (the default) and :class:`LLMDescriber` for any
 OpenAI-compatible chat endpoint. :func:`score_descriptions` measures how well a
 description predicts the head's mappings of held-out tokens.
+
+Projection: descriptions read salient operations and inherit their projection;
+:func:`score_descriptions` reuses it (``Projection.from_record(salient)``) or takes
+``projection=`` (resolved by :func:`headmaps.projection_for`), and its held-out tokens are
+salient operations of their own (their vocabulary stream, :mod:`headmaps.salient`).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import projection as P
 from ..errors import HeadmapsError
 from ..io import versions
 from ..salient import SalientAll
@@ -117,9 +118,8 @@ def score_descriptions(
     n_random: int = DEFAULT_N_RANDOM,
     k: int | None = None,
     seed: int = 0,
-    preset: Any = None,
+    projection: P.ProjectionLike = None,
     skip_nonwords: bool | str | None = None,
-    calibration: bool | None = None,
     workers: int = 4,
     progress: bool = False,
     exclude: Mapping[tuple[int, int], Iterable[int]] | None = None,
@@ -133,7 +133,7 @@ def score_descriptions(
         salient: the salient operations the descriptions were written from: their tokens
             are the shown ones, and their projection, filter and ``n_tokens`` are reused.
             Without it, the shown tokens are the top ``n_shown`` by saliency under
-            ``preset``/``skip_nonwords``/``calibration`` (as :func:`~headmaps.salient_all`).
+            ``projection``/``skip_nonwords`` (as :func:`~headmaps.salient_all`).
         method: ``auto`` (offline for descriptions with a rule, simulation for the rest
             when a ``scorer`` is given), ``offline`` or ``simulation`` (every clear
             description through the scorer).
@@ -147,9 +147,8 @@ def score_descriptions(
         k: the head's real targets per held-out token (default ``salient``'s
             ``n_mappings``, or 5).
         seed: seed of the draws and of the derangement for the simulation baseline.
-        preset: the projection preset without ``salient``.
+        projection: the projection without ``salient`` (as :func:`~headmaps.salient_all`).
         skip_nonwords: the non-word filter without ``salient``.
-        calibration: use the model's stored calibration without ``salient`` and preset.
         workers: concurrent LLM requests.
         progress: show progress bars.
         exclude: ``(layer, head) -> token ids`` never to hold out either (a sample
@@ -188,22 +187,17 @@ def score_descriptions(
         if missing:
             raise HeadmapsError(f"the salient operations do not cover head(s) "
                                 f"{', '.join(missing[:5])}")
-        from .. import projection as P
-
         n_shown = salient.token_ids.shape[2] if n_shown is None else n_shown
         k = salient.target_ids.shape[3] if k is None else k
         # the salient operations' projection, with how it was chosen
-        proj: dict[str, Any] = {"preset": P.Projection(P.ProjectionOptions(**salient.options),
-                                                       salient.preset, salient.calibration,
-                                                       salient.model_id),
+        proj: dict[str, Any] = {"projection": P.Projection.from_record(salient),
                                 "skip_nonwords": salient.skip_nonwords}
         shown = {(layer, h): set(salient.token_ids[i, h].tolist())
                  for i, layer in enumerate(salient.layers) for h in range(salient.n_heads)}
     else:
         n_shown = 15 if n_shown is None else n_shown
         k = DEFAULT_K if k is None else k
-        proj = {"preset": preset, "skip_nonwords": skip_nonwords or False,
-                "calibration": calibration}
+        proj = {"projection": projection, "skip_nonwords": skip_nonwords or False}
         shown = {}
     pattern = describer or PatternDescriber()
     banned = {key_: set(ids) for key_, ids in shown.items()}

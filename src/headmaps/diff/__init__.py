@@ -7,6 +7,11 @@ Example::
     d.ranking("country_to_capital")      # heads whose change lies beyond the noise floor
     d.gained_lost("country_to_capital")  # heads that crossed tau = 0.15, up or down
     d.summary_markdown(); d.figure(); d.save("diff/")
+
+Projection: ``projection=`` is resolved on ``a`` by :func:`headmaps.projection_for` and
+its options read both models. Stream: per model, one shared vocabulary stream
+(:meth:`headmaps.projection.Projection.vocabulary`) for the salient operations and the QK
+profiles, stepped together by :func:`headmaps.steps.run_steps`.
 """
 
 from .compute import ShapeMismatchError, check_shapes, diff, vocabulary_map

@@ -22,6 +22,9 @@ model whose heads were permuted would need a matching this does not attempt). Pa
   (:func:`headmaps.head_types`); the previous-token score comes from a sample of random
   tokens (the same seed on both sides), for which no noise floor is computed here.
 
+Per model, the salient operations and the QK profiles are stepped together over one
+shared vocabulary stream (:func:`headmaps.steps.run_steps`), as the parts of a report are.
+
 Vocabularies: equal, or mapped by token string. Relation pairs are kept when they are
 single tokens in both models (their count is ``n_pairs``); each model's ranks are over
 its own vocabulary; the number of token strings the two share is reported.
@@ -43,9 +46,9 @@ from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
-from ..projection.calibration import resolve as resolve_projection
 from ..scoring.engine import scan
 from ..scoring.results import DEFAULT_TAU, ScanResult
+from ..steps import run_steps
 from . import noise
 from . import weights as W
 from .results import NO_FLOOR, HeadDiff
@@ -141,18 +144,33 @@ def _jaccard(x: set, y: set) -> float:
     return float(len(x & y) / len(x | y)) if x | y else 1.0
 
 
-def _salient(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, n_tokens: int,
-             n_mappings: int, progress: bool) -> tuple[dict[str, np.ndarray], tuple[Any, Any]]:
-    """Per head: Jaccard overlap of salient source tokens and of mappings, by token string.
+def _vocabulary_parts(m: HeadModel, opts: P.ProjectionOptions, salient: bool, qk: bool,
+                      n_tokens: int, n_mappings: int, max_distance: int, progress: bool,
+                      seconds: dict[str, float]) -> dict[str, Any]:
+    """One model's whole-vocabulary parts, stepped together over its one shared stream.
 
     Returns:
-        ``(figures, (salient_a, salient_b))``: the overlaps and both sides' operations.
+        ``{"salient": SalientAll, "qk": AttentionSummary}`` for the parts asked for (the
+        summary holds the positional profiles only); their wall times go to ``seconds``.
     """
-    from ..salient import salient_all
+    from ..attention.compute import summary_steps
+    from ..salient.compute import salient_steps
 
-    sa, sb = (salient_all(m, n_tokens=n_tokens, n_mappings=n_mappings, preset=opts,
-                          progress=progress) for m in (a, b))
-    L, H = a.n_layers, a.n_heads
+    proj = P.projection_for(m, opts)
+    shared = proj.vocabulary(m) if salient or qk else None
+    steps: dict[str, Any] = {}
+    if salient:
+        steps["salient"] = salient_steps(m, n_tokens=n_tokens, n_mappings=n_mappings,
+                                         projection=proj, sources=shared)
+    if qk:
+        steps["qk"] = summary_steps(m, n_keys=1, n_queries=1, n_pairs=1,
+                                    max_distance=max_distance, projection=proj, sources=shared)
+    return run_steps(steps, m.n_layers, progress, seconds)
+
+
+def _salient(sa: Any, sb: Any) -> dict[str, np.ndarray]:
+    """Per head: Jaccard overlap of salient source tokens and of mappings, by token string."""
+    L, H = len(sa.layers), sa.n_heads
     src, maps = np.zeros((L, H), np.float32), np.zeros((L, H), np.float32)
     for layer in range(L):
         for h in range(H):
@@ -161,7 +179,7 @@ def _salient(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, n_tokens: in
             ma = {(s, t) for s, ts in oa.mappings for t in ts}
             mb = {(s, t) for s, ts in ob.mappings for t in ts}
             maps[layer, h] = _jaccard(ma, mb)
-    return {"salient_source_overlap": src, "salient_mapping_overlap": maps}, (sa, sb)
+    return {"salient_source_overlap": src, "salient_mapping_overlap": maps}
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -172,18 +190,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def _qk(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions, max_distance: int,
-        progress: bool) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _qk(pa: np.ndarray, pb: np.ndarray) -> tuple[dict[str, np.ndarray],
+                                                  tuple[np.ndarray, np.ndarray]]:
     """Per head: TV distance of the positional profiles' weights and both preferred distances.
+
+    Args:
+        pa: ``a``'s positional profiles ``(n_layers, n_heads, max_distance + 1)``.
+        pb: ``b``'s, of the same shape.
 
     Returns:
         ``(figures, (weights_a, weights_b))``: the figures and both sides' profile weights
         ``(n_layers, n_heads, max_distance + 1)``.
     """
-    from ..attention import attention_summary
-
-    pa, pb = (attention_summary(m, n_keys=1, n_queries=1, n_pairs=1, max_distance=max_distance,
-                                preset=opts, progress=progress).profile for m in (a, b))
     wa, wb = _softmax(pa), _softmax(pb)
     pref = lambda p: np.argmax(np.where(np.isfinite(p), p, -np.inf), -1)  # noqa: E731
     return {"profile_tv": (0.5 * np.abs(wb - wa).sum(-1)).astype(np.float32),
@@ -198,13 +216,12 @@ def _types(a: HeadModel, b: HeadModel, opts: P.ProjectionOptions,
            scans: Sequence[ScanResult | None],
            seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
     """Both models' head-type scores and labels: ``type_<t>_a``/``_b``, ``is_<t>_a``/``_b``."""
-    from ..headtypes import head_types
+    from ..headtypes import head_types, reusable_scan
 
     out: dict[str, np.ndarray] = {}
     kinds: list[str] = []
     for side, m, s in (("a", a, scans[0]), ("b", b, scans[1])):
-        reuse = s if s is not None and {"copying", "successor"} <= set(s.relations) else None
-        ht = head_types(m, preset=opts, scan=reuse, seed=seed)
+        ht = head_types(m, projection=opts, scan=reusable_scan(s), seed=seed)
         kinds = list(ht.scores)
         for t in kinds:
             out[f"type_{t}_{side}"] = ht.scores[t].astype(np.float32)
@@ -218,7 +235,7 @@ def diff(
     relations: Any = "all",
     *,
     k: int | dict[str, int] | None = None,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     tau: float = DEFAULT_TAU,
     min_pairs: int = rel_lib.MIN_PAIRS,
     n_boot: int = noise.DEFAULT_N_BOOT,
@@ -231,8 +248,6 @@ def diff(
     n_mappings: int = 5,
     max_distance: int = 64,
     progress: bool = False,
-    calibration: bool | None = None,
-    **options: Any,
 ) -> HeadDiff:
     """Compare every head of two checkpoints of one architecture, head ``L.H`` with ``L.H``.
 
@@ -243,8 +258,10 @@ def diff(
             names, paths to JSON/CSV sets, lists of pairs, a dict); None for none.
         k: top-k for all relations, a dict per relation, or None for the defaults (chosen
             on ``a`` and used for both).
-        preset: projection preset; None: ``a``'s stored calibration if it has one, else
-            the default preset. Both models use the same projection.
+        projection: ``a``'s projection (a :class:`~headmaps.projection.Projection`, a
+            preset name, options, or None: ``a``'s stored calibration if it has one, else
+            the default preset; resolved on ``a`` by
+            :func:`~headmaps.projection.projection_for`). Both models use its options.
         tau: the "implements" threshold; a head gains (loses) a relation when its score
             crosses ``tau`` upwards (downwards) by a change beyond the noise floor.
         min_pairs: a relation needs this many pairs that are single tokens in both models.
@@ -259,9 +276,6 @@ def diff(
         n_mappings: targets per salient source token.
         max_distance: distances of the positional profile.
         progress: show progress bars.
-        calibration: with no preset or option, use ``a``'s stored calibration (see
-            :func:`headmaps.scan`).
-        **options: projection option overrides.
 
     Returns:
         :class:`HeadDiff`.
@@ -277,7 +291,8 @@ def diff(
         raise HeadmapsError(f"alpha must be between 0 and 1, got {alpha}")
     t0 = time.perf_counter()
     vocab = vocabulary_map(a, b)
-    opts, preset_label, cal_info = resolve_projection(a, preset, options, calibration)
+    proj = P.projection_for(a, projection)
+    opts = proj.options
     L, H = a.n_layers, a.n_heads
     seconds: dict[str, float] = {}
     names: list[str] = []
@@ -301,7 +316,7 @@ def diff(
         t = time.perf_counter()
         hits: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{}, {}]
         for side, m in enumerate((a, b)):
-            scans.append(scan(m, specs, k=ks, preset=opts, tau=tau, min_pairs=1,
+            scans.append(scan(m, specs, k=ks, projection=opts, tau=tau, min_pairs=1,
                               progress=progress, pair_hits=hits[side]))
         names = scans[0].relations
         for i, name in enumerate(names):
@@ -320,19 +335,16 @@ def diff(
     seconds["weights"] = time.perf_counter() - t
     no_floor = {"weights": NO_FLOOR["weights"]}
     sides: dict[str, Any] = {}  # both models' salient operations and profiles, for the view
+    pa, pb = (_vocabulary_parts(m, opts, salient, qk, n_tokens, n_mappings, max_distance,
+                                progress, seconds) for m in (a, b))
     if salient:
-        t = time.perf_counter()
-        figures, (sides["salient_a"], sides["salient_b"]) = _salient(a, b, opts, n_tokens,
-                                                                     n_mappings, progress)
-        heads.update(figures)
-        seconds["salient"] = time.perf_counter() - t
+        sides["salient_a"], sides["salient_b"] = pa["salient"], pb["salient"]
+        heads.update(_salient(pa["salient"], pb["salient"]))
         no_floor["salient"] = NO_FLOOR["salient"]
     if qk:
-        t = time.perf_counter()
-        figures, (sides["profile_a"], sides["profile_b"]) = _qk(a, b, opts, max_distance,
-                                                                progress)
+        figures, (sides["profile_a"], sides["profile_b"]) = _qk(pa["qk"].profile,
+                                                                pb["qk"].profile)
         heads.update(figures)
-        seconds["qk"] = time.perf_counter() - t
         no_floor["qk"] = NO_FLOOR["qk"]
     kinds: list[str] = []
     if types:
@@ -346,8 +358,7 @@ def diff(
         model_a=a.model_id, model_b=b.model_id, n_layers=L, n_heads=H, relations=list(names),
         **arr, heads=heads, n_pairs={n: len(specs[n]) for n in names},
         k={n: ks[n] for n in names}, skipped=skipped, vocab=vocab, types=kinds, tau=tau,
-        alpha=alpha, n_boot=n_boot, seed=seed, preset=preset_label, options=opts.to_dict(),
-        calibration=cal_info, no_floor=no_floor,
+        alpha=alpha, n_boot=n_boot, seed=seed, **proj.header(), no_floor=no_floor,
         params={"n_tokens": n_tokens, "n_mappings": n_mappings, "max_distance": max_distance,
                 "min_pairs": min_pairs},
         model_info_a=a.info(), model_info_b=b.info(), versions=versions(), seconds=seconds,

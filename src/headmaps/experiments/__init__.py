@@ -2,6 +2,11 @@
 
 Correlation with inference, causal ablation and multi-token generalisation
 (docs/results/smollm2-135m.md).
+
+Projection: the static scores' ``projection=`` (a field of :class:`RunOptions`), resolved by
+:func:`headmaps.projection_for`; the static side is a scan of the sampled pairs (no
+vocabulary stream). :func:`calibrate` tries candidate projections and stores the winner,
+which :func:`headmaps.projection_for` then picks when nothing explicit is given.
 """
 
 from .calibrate import calibrate

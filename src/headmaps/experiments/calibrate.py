@@ -180,8 +180,8 @@ def calibrate(
     experiment, :func:`~headmaps.experiments.correlation`), and the winner is chosen by
     :data:`RULE`. With ``save`` it is stored for the model (see
     :mod:`headmaps.projection.calibration`), and ``hm.scan``, ``hm.salient_operations``, the
-    correlation experiment, the report and the CLI then use it whenever no preset or
-    projection option is given.
+    correlation experiment, the report and the CLI then use it whenever no projection is
+    given (:func:`~headmaps.projection.projection_for`).
 
     Args:
         model: a HeadModel with its transformers model and tokenizer (``hm.load``).
@@ -217,7 +217,7 @@ def calibrate(
         raise HeadmapsError(f"calibration: no relation can be used on {model.model_id} ({why})")
     rows = []
     for name, opts in (candidates_ if candidates_ is not None else candidates(model)):
-        res = correlation(model, dynamic=dyn, preset=opts)
+        res = correlation(model, dynamic=dyn, projection=opts)
         n_def = int(res.per_relation.corr_without_context.notna().sum())
         with warnings.catch_warnings():  # a candidate with no defined r is allowed (NaN)
             warnings.simplefilter("ignore", RuntimeWarning)

@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import projection as P
 from .. import relations as rel_lib
 from ..models import HeadModel
-from ..projection.calibration import resolve as resolve_projection
 from ..scoring import ScanResult, scan
 from ..scoring.engine import normalise_relations
 from .dynamic import PLACEHOLDER, pad_id, pad_right, subsample, word_ids
@@ -211,23 +211,22 @@ def causal(
         model: a HeadModel with its transformers model.
         relations: as for :func:`headmaps.scan`; each needs a prompt template (built-in
             relations have one; give others in ``prompt_templates``).
-        run: k and preset of the static scores, max_pairs (prompts per relation),
+        run: k and projection of the static scores, max_pairs (prompts per relation),
             min_pairs, batch_size (default 64), seed, progress (:class:`RunOptions`).
         ablation: how many heads, random draws and controls (:class:`AblationOptions`).
         prompt_templates: relation -> template with ``<X>`` (overrides the library's).
         static: reuse static scores (a :class:`ScanResult` with these relations).
         **kwargs: fields of :class:`AblationOptions` (``m=3``) or :class:`RunOptions`
-            (``k=5``), else projection option overrides of the static scores.
+            (``k=5``, ``projection="norms"``).
 
     Returns:
         :class:`CausalResult`.
     """
     abl = take(AblationOptions, ablation, kwargs)
     run = RunOptions.from_kwargs(run, kwargs, batch_size=64)
-    opts, preset, cal_info = resolve_projection(model, run.preset, run.projection,
-                                                 run.calibration)
+    proj = P.projection_for(model, run.projection)
     if static is None:
-        static = scan(model, relations, k=run.k, preset=opts, min_pairs=run.min_pairs)
+        static = scan(model, relations, k=run.k, projection=proj, min_pairs=run.min_pairs)
     L, H = model.n_layers, model.n_heads
     m = abl.m if abl.m is not None else heads_budget(L * H)
     tasks = build_tasks(model, static.relations, relations, prompt_templates or {}, abl.shots, run)
@@ -261,13 +260,13 @@ def causal(
         per_relation=pd.DataFrame(rows, columns=CAUSAL_COLUMNS),
         curves=pd.DataFrame(curves, columns=CURVE_COLUMNS),
         heads={n: [f"{a}.{b}" for a, b in top[n]] for n in names}, controls=controls,
-        model_id=model.model_id, preset=preset, options=opts.to_dict(),
+        model_id=model.model_id, preset=proj.name, options=proj.options.to_dict(),
         meta={"m": m, "n_random": abl.n_random, "random_points": abl.random_points,
               "seed": run.seed,
               "n_prompts": {n: len(tasks[n].ids) for n in names},
               "templates": {n: tasks[n].template for n in names}, "shots": abl.shots, "k": static.k,
               "skipped": static.skipped, "max_controls": abl.max_controls,
-              "calibration": cal_info})
+              "calibration": dict(proj.calibration)})
 
 
 def build_tasks(model: HeadModel, names: Sequence[str], relations: Any,

@@ -34,7 +34,6 @@ import pandas as pd
 from .. import projection as P
 from .. import relations as rel_lib
 from ..models import HeadModel
-from ..projection.calibration import resolve as resolve_projection
 from ..scoring import ScanResult, scan
 from .dynamic import DynamicScores, dynamic_scores, split_template
 from .options import RunOptions
@@ -176,7 +175,7 @@ def template_table(static: ScanResult, dyn: DynamicScores) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TEMPLATE_COLUMNS)
 
 
-def static_for(model: HeadModel, dyn: DynamicScores, opts: P.ProjectionOptions,
+def static_for(model: HeadModel, dyn: DynamicScores, projection: P.Projection,
                context_shuffle: int | None = None) -> ScanResult:
     """Static scores of ``dyn``'s relations, with the same k.
 
@@ -184,7 +183,7 @@ def static_for(model: HeadModel, dyn: DynamicScores, opts: P.ProjectionOptions,
     (multi-token runs). ``context_shuffle``: the control of ``phi_ctx`` (see :func:`scan`).
     """
     sets = {name: dyn.static_pairs[name] for name in dyn.relations}
-    return scan(model, sets, k=dict(dyn.k), preset=opts, min_pairs=1,
+    return scan(model, sets, k=dict(dyn.k), projection=projection, min_pairs=1,
                 context_shuffle=context_shuffle)
 
 
@@ -216,14 +215,13 @@ def correlation(
         templates: templates with one ``<X>``, or a named set: ``"headmaps"`` (the
             library's own, the default), ``"paper"`` (the paper's four, as published) or
             ``"both"`` (:func:`headmaps.relations.templates`).
-        run: k, preset, max_pairs (the static score uses the same pairs), min_pairs,
+        run: k, projection, max_pairs (the static score uses the same pairs), min_pairs,
             batch_size, seed, progress (:class:`RunOptions`).
         fold_norms_dynamic: read head outputs through the model's norm gains (see
             :mod:`headmaps.experiments.dynamic`).
         dynamic: reuse dynamic scores computed before (they do not depend on the
-            preset); ``relations``/``templates``/``k``/``max_pairs`` are then ignored.
-        **kwargs: fields of :class:`RunOptions` (``k=5``), else projection option
-            overrides for the static scores.
+            projection); ``relations``/``templates``/``k``/``max_pairs`` are then ignored.
+        **kwargs: fields of :class:`RunOptions` (``k=5``, ``projection="norms"``).
 
     Returns:
         :class:`CorrelationResult`: ``table`` (one row per relation) plus the static
@@ -239,20 +237,18 @@ def correlation_result(model: HeadModel, dyn: DynamicScores, run: RunOptions,
                        kind: str) -> CorrelationResult:
     """Static scores for ``dyn`` (with the run's projection) and their correlation table.
 
-    With no preset or projection option in ``run``, the model's stored calibration (if
-    any) gives the projection, as for :func:`headmaps.scan`; ``static.calibration`` says.
+    The projection is resolved as for :func:`headmaps.scan` (with none given, the model's
+    stored calibration, if any); ``static.calibration`` says how it was chosen.
     """
-    opts, preset, cal_info = resolve_projection(model, run.preset, run.projection,
-                                                 run.calibration)
-    static = static_for(model, dyn, opts)
-    static.calibration = cal_info
-    shuffled = static_for(model, dyn, opts, context_shuffle=run.seed) \
+    proj = P.projection_for(model, run.projection)
+    static = static_for(model, dyn, proj)
+    shuffled = static_for(model, dyn, proj, context_shuffle=run.seed) \
         if static.phi_ctx is not None else None
     table = correlation_table(static, dyn, shuffled=shuffled)
     for name, why in dyn.skipped.items():
         logger.info("%s: %s skipped: %s", kind, name, why)
     return CorrelationResult(per_relation=table, static=static, dynamic=dyn,
                              model_id=model.model_id, seed=run.seed,
-                             preset=preset, options=opts.to_dict(), kind=kind,
+                             preset=proj.name, options=proj.options.to_dict(), kind=kind,
                              per_set=set_tables(static, dyn, shuffled),
                              per_template=template_table(static, dyn))

@@ -44,7 +44,7 @@ def multitoken(
         first_target_token: also use pairs whose target is several tokens, scored on
             the target's first token (the library's sets are mostly single-token words,
             and copying relations have multi-token targets whenever the source is).
-        **kwargs: fields of :class:`RunOptions`, else projection option overrides.
+        **kwargs: fields of :class:`RunOptions` (``projection=`` among them).
 
     Returns:
         :class:`CorrelationResult` with ``kind="multitoken"``; ``n_pairs`` counts the

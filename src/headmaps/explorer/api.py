@@ -48,7 +48,7 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
         score_descriptions: score the descriptions offline on held-out tokens (see
             :func:`headmaps.analyse`); the page shows each score beside its description.
         **options: the other arguments of :func:`headmaps.analyse` (``scan``,
-            ``relations``, ``preset``, ``llm_options``, ``progress``...) and of
+            ``relations``, ``projection``, ``llm_options``, ``progress``...) and of
             :func:`headmaps.load` when ``source`` is a name.
 
     Returns:

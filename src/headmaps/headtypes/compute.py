@@ -43,7 +43,6 @@ from ..attention.results import LOCAL_DISTANCE
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
-from ..projection.calibration import resolve as resolve_projection
 from ..scoring.results import ScanResult
 from . import rules as R
 from . import static as S
@@ -55,7 +54,23 @@ logger = logging.getLogger(__name__)
 THRESHOLDS = {t: r.text() for t, r in R.RULES.items()}
 
 
-def _relations(model: HeadModel, preset: Any, skipped: dict[str, str],
+#: The relations whose scores the copying and successor labels read.
+TYPE_RELATIONS = ("copying", "successor")
+
+
+def reusable_scan(scan: ScanResult | None) -> ScanResult | None:
+    """``scan`` when :func:`head_types` can take its copying and successor scores, else None.
+
+    The one rule of every caller that has a scan at hand (a report, a diff, a series): a
+    scan that recorded its projection and holds both relations is reused, so they are
+    not scored twice.
+    """
+    if scan is None or not scan.options or not set(TYPE_RELATIONS) <= set(scan.relations):
+        return None
+    return scan
+
+
+def _relations(model: HeadModel, projection: P.Projection, skipped: dict[str, str],
                scan_result: ScanResult | None,
                relations: bool) -> dict[str, np.ndarray]:
     """Copying (scores, suppression) and successor relation scores.
@@ -71,8 +86,8 @@ def _relations(model: HeadModel, preset: Any, skipped: dict[str, str],
         for name in ("copying_relation", "copying_suppression", "successor_relation"):
             skipped[name] = reason
         return {}
-    res = scan_result if scan_result is not None else scan(model, ["copying", "successor"],
-                                                           preset=preset)
+    res = scan_result if scan_result is not None else scan(model, list(TYPE_RELATIONS),
+                                                           projection=projection)
     if (res.n_layers, res.n_heads) != (model.n_layers, model.n_heads):
         raise HeadmapsError(f"the scan result has {res.n_layers}x{res.n_heads} heads, the model "
                             f"{model.n_layers}x{model.n_heads}: it is not this model's")
@@ -160,7 +175,7 @@ def _sources(model: HeadModel, ids: torch.Tensor, opts: P.ProjectionOptions,
 def head_types(
     model: HeadModel,
     *,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     n_tokens: int | None = S.DEFAULT_N_TOKENS,
     max_distance: int = 64,
     n_samples: int = 256,
@@ -168,16 +183,15 @@ def head_types(
     seed: int = 0,
     relations: bool = True,
     scan: ScanResult | None = None,
-    calibration: bool | None = None,
     sources: Any = None,
     profile: np.ndarray | None = None,
-    **options: Any,
 ) -> HeadTypes:
     """Label every head with the circuit types from its parameters (no forward pass).
 
     Args:
         model: the model (lazy checkpoints too).
-        preset: projection preset (default :data:`headmaps.projection.DEFAULT_PRESET`).
+        projection: a :class:`~headmaps.projection.Projection`, a preset name, options or
+            None, resolved by :func:`~headmaps.projection.projection_for`.
         n_tokens: size of the token subset for the eigenvalue copying and self-preference
             scores (the first ordinary token ids; None: the whole vocabulary).
         max_distance: distances of the positional profile.
@@ -190,9 +204,6 @@ def head_types(
         scan: reuse these relation scores (a scan of this model holding ``copying`` and
             ``successor``) instead of scoring them again; its ``tau`` is then the threshold
             of the copying and successor labels.
-        calibration: with no preset or option given, use the model's stored calibration
-            (None or True: yes, False: no; see
-            :mod:`headmaps.projection.calibration`).
         sources: a :class:`~headmaps.projection.Sources` (or one of its subset views)
             in the same projection to take the token sample's rows from (a stream
             shared with other parts); default: a new one.
@@ -200,7 +211,6 @@ def head_types(
             to take the previous-token (and self) mass from, e.g.
             ``attention_summary(...).sampled`` of the same model and projection, so that the
             QK summary and the head types show one number; default: sampled here.
-        **options: projection option overrides.
 
     Returns:
         :class:`HeadTypes`.
@@ -208,12 +218,12 @@ def head_types(
     if n_tokens is not None and n_tokens < 2:
         raise HeadmapsError(f"n_tokens must be at least 2 (or None for all), got {n_tokens}")
     t0 = time.perf_counter()
-    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
+    proj = P.projection_for(model, projection)
     ids = S.token_subset(model, n_tokens)
-    src = _sources(model, ids, opts, sources)
+    src = _sources(model, ids, proj.options, sources)
     skipped: dict[str, str] = {}
     comp: dict[str, np.ndarray] = {"eigen_copying": S.eigen_copying(model, src)}
-    comp.update(_relations(model, opts, skipped, scan, relations))
+    comp.update(_relations(model, proj, skipped, scan, relations))
     L, H = model.n_layers, model.n_heads
     if profile is not None:
         mass = np.asarray(profile, dtype=np.float32)
@@ -237,8 +247,7 @@ def head_types(
         model_id=model.model_id, n_layers=L, n_heads=H, scores=scores, labels=labels,
         components=comp,
         thresholds=ev.rules, skipped=skipped, zscores=ev.z, percentiles=ev.percentile,
-        confidence=ev.confidence, notes=ev.notes, preset=preset_label, calibration=cal_info,
-        options=opts.to_dict(),
+        confidence=ev.confidence, notes=ev.notes, **proj.header(),
         params={"n_tokens": int(len(ids)), "max_distance": int(mass.shape[2]) - 1,
                 "n_samples": n_samples,
                 "n_sources": n_sources, "k_sources": [f"{m}.{g}" for m, g in sources],

@@ -1,5 +1,33 @@
 """How a head is projected into vocabulary space: one package, every consumer goes through it.
 
+**How a projection is chosen.** One value, :class:`Projection`, made by one resolver,
+:func:`projection_for` (``hm.projection_for``), in this order:
+
+1. explicitly: a preset name (``projection_for(m, "norms")``), :class:`ProjectionOptions`,
+   or option overrides (``projection_for(m, "paper", fold_norms=True)``; CLI ``--preset``,
+   ``--source``, ``--fold-norms``, ``--biases``, ``--scale-embeddings``, ``--prefix``);
+2. else the model's stored calibration (``hm.calibrate``, ``headmaps calibrate``);
+3. else :data:`DEFAULT_PRESET` (``through``), also with ``calibration=False``
+   (``--no-calibration``);
+4. or continued from a result: ``Projection.from_record(scan)`` (a report or ``head``
+   card made from a saved scan or salient operations).
+
+``stream_dtype=`` (``--stream-dtype``) says how the stream is computed, never which
+projection it is. Every entry point (scan, salient operations, the QK half, head types,
+composition, analyse/report, diff, track, the experiments, description scores) takes
+``projection=``: a :class:`Projection`, or anything :func:`projection_for` takes (a preset
+name, options, None, or a function of the model), resolved there on entry; every result
+records ``Projection.record()`` (:func:`record_of` reads it back). Salient operations under
+``paper`` read layer 0 through the first MLP too (:meth:`Projection.for_salient`).
+
+**Where the stream is computed.** The ``token_alone`` stream (``alone``, ``through``)
+advances block by block in :class:`Sources` (:mod:`.stream` does the arithmetic,
+:mod:`.streamcache` keeps it on disk). Over the whole vocabulary it is made once by
+:func:`vocabulary_sources` (``Projection.vocabulary(model)``) and shared: ``hm.analyse``
+(per model, ``hm.diff``) steps the salient operations and the QK half together over it
+with :func:`headmaps.steps.run_steps`, and the head types read a subset of it; a part run
+alone makes its own. Consumers read it through :class:`Vocabulary`.
+
 For head ``h`` of layer ``l`` the mapping matrix is ``M = X · W_V^h W_O^h · U`` where the
 rows of ``X`` represent source tokens. The choices below (which ``X``, which norms and
 biases) are bundled as :class:`ProjectionOptions`; named presets fix them:
@@ -24,23 +52,26 @@ Modules, from the bottom: :mod:`.options` (options and presets), :mod:`.prefix` 
 prefix rule), :mod:`.stream` (the ``token_alone`` stream, pure tensor functions),
 :mod:`.precision` (the stream's dtype, chosen from the hardware),
 :mod:`.streamcache` (its on-disk cache), :mod:`.sources` (:class:`Sources`, the only way
-a consumer gets source rows), :mod:`.readout` (``U`` and biases as a head's output sees
-them), :mod:`.calibration` (stored calibrations and :func:`resolve`, the one place a run's
-projection is decided: explicit option > stored calibration > :data:`DEFAULT_PRESET`,
-and :func:`label`, the one way it is printed; :func:`record` bundles preset, options,
-calibration and label, and :func:`record_of` reads that record from any result).
+a consumer gets source rows), :mod:`.vocabulary` (the whole-vocabulary stream that the
+parts of an analysis share, :class:`Vocabulary` over it and the bfloat16 :func:`screen`),
+:mod:`.readout` (``U`` and biases as a head's output sees
+them), :mod:`.calibration` (stored calibrations, :class:`Projection` and
+:func:`projection_for`, the one place a run's projection is decided: explicit option >
+stored calibration > :data:`DEFAULT_PRESET`, and :func:`label`, the one way it is
+printed; :func:`record` bundles name, options, calibration and label, and
+:func:`record_of` reads that record from any result).
 """
 
 from .calibration import (
     RECORD_KEYS,
     Calibration,
     Projection,
+    ProjectionLike,
     label,
     load_calibration,
     projection_for,
     record,
     record_of,
-    resolve,
 )
 from .options import (
     AUTO_PREFIX,
@@ -49,10 +80,6 @@ from .options import (
     SOURCE_KINDS,
     ProjectionOptions,
     SourceKind,
-    describe_projection,
-    explicit,
-    preset_name,
-    resolve_options,
 )
 from .precision import STREAM_DTYPE_CHOICES, STREAM_DTYPES
 from .prefix import concrete, document_prefix, prefix_id
@@ -76,16 +103,26 @@ from .stream import (
     token_alone,
     token_alone_reference,
 )
+from .vocabulary import (
+    DEFAULT_CHUNK_ROWS,
+    SCREEN_FACTOR,
+    SCREEN_MIN,
+    Vocabulary,
+    screen,
+    vocabulary_sources,
+)
 
 __all__ = [
-    "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
+    "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_CHUNK_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
+    "SCREEN_FACTOR", "SCREEN_MIN", "Vocabulary", "screen", "vocabulary_sources",
     "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
     "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES",
-    "Calibration", "Projection", "ProjectionOptions", "RECORD_KEYS", "SourceKind", "Sources",
+    "Calibration", "Projection", "ProjectionLike", "ProjectionOptions", "RECORD_KEYS",
+    "SourceKind", "Sources",
     "SourcesView", "advance", "after_prefix_weights", "base_sources", "carried_position",
     "concrete",
-    "describe_projection", "document_prefix", "embed", "explicit", "label", "layer_biases",
-    "layer_sources", "load_calibration", "output_basis", "preset_name", "prefix_id",
+    "document_prefix", "embed", "label", "layer_biases",
+    "layer_sources", "load_calibration", "output_basis", "prefix_id",
     "projection_for", "record", "record_of",
-    "resolve", "resolve_options", "stream_dtype", "token_alone", "token_alone_reference",
+    "stream_dtype", "token_alone", "token_alone_reference",
 ]

@@ -7,11 +7,12 @@ in the headmaps cache under ``calibrations/<model id>-<fingerprint>.json``
 and keyed by the model's id plus :func:`fingerprint`, a hash of a few weight slices, so
 a calibration never follows a name onto other weights.
 
-:func:`resolve` is the one place that decides the projection of a run: an explicit
-preset or projection option always wins; otherwise the stored calibration of the model
-(unless ``calibration=False``, the CLI's ``--no-calibration``); otherwise
-:data:`~headmaps.projection.DEFAULT_PRESET`, recorded as "uncalibrated". Each result
-records what happened in its ``calibration`` dict (empty for an explicit projection).
+:func:`projection_for` is the one place that decides the projection of a run, into a
+:class:`Projection`: an explicit preset or projection option always wins; otherwise the
+stored calibration of the model (unless ``calibration=False``, the CLI's
+``--no-calibration``); otherwise :data:`~headmaps.projection.DEFAULT_PRESET`, recorded as
+"uncalibrated". Each result records what happened in its ``calibration`` dict (empty for
+an explicit projection); :func:`label` is the one way a projection is printed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import logging
 import math
 import os
 import re
+import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ import torch
 from ..errors import CorruptFileError, HeadmapsError, MissingFileError
 from ..io import write_json
 from . import options as P
+from . import vocabulary as V
 from .precision import check_choice
 from .prefix import concrete
 
@@ -267,33 +271,16 @@ def load_calibration(model: Any, path: str | os.PathLike | None = None) -> Calib
     return cal
 
 
-def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
-            overrides: dict[str, Any] | None = None, calibration: bool | None = None,
-            *, salient: bool = False) -> tuple[P.ProjectionOptions, str, dict[str, Any]]:
-    """The projection of a run, its preset name and the ``calibration`` dict to record.
-
-    Args:
-        model: the model (for its stored calibration and its tokenizer's document-start
-            token, see :func:`~headmaps.projection.document_prefix`).
-        preset: an explicit preset or options, or None.
-        overrides: projection option overrides (None values count as not given).
-        calibration: use the stored calibration when nothing explicit is given (None or
-            True: yes, False: no; no environment variable changes it).
-        salient: for salient operations (the explicit ``paper`` preset keeps the
-            reference code's layer-0 choice; see :func:`~headmaps.projection.explicit`).
+def _resolve(model: Any, preset: str | P.ProjectionOptions | None, overrides: dict[str, Any],
+             calibration: bool | None) -> tuple[P.ProjectionOptions, str, dict[str, Any]]:
+    """``(options, name, calibration record)`` of a projection asked for by name or options.
 
     ``overrides["stream_dtype"]`` (how the stream is computed) never makes a projection
-    explicit: it applies to whichever projection is chosen.
-
-    Returns:
-        ``(options, preset_name, info)``; ``info`` is ``{}`` for an explicit projection,
-        ``{"status": "uncalibrated", ...}`` for the default, or the calibration's
-        :meth:`Calibration.info`. ``prefix="auto"`` is replaced by the model's token.
+    explicit: it applies to whichever projection is chosen. ``prefix="auto"`` is replaced
+    by the model's token and the stream dtype decided for its device.
     """
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     stream = overrides.pop("stream_dtype", None)  # how the stream runs, not which projection
-    if isinstance(preset, Projection):
-        return preset.resolved_for(model, overrides, stream)
 
     def run_as(opts: P.ProjectionOptions) -> P.ProjectionOptions:
         if stream is not None:
@@ -301,8 +288,8 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
         return concrete(model, opts)
 
     if preset is not None or overrides:
-        opts, name = P.explicit(preset, overrides, salient=salient)
-        return run_as(opts), name, {}
+        opts = P._options(preset, overrides)
+        return run_as(opts), P._preset_name(opts), {}
     use = calibration is None or bool(calibration)
     unreadable = None
     if use:
@@ -314,25 +301,25 @@ def resolve(model: Any, preset: str | P.ProjectionOptions | None = None,
             cal, unreadable = None, calibration_path(model).name
         if cal is not None:  # the calibrating machine's stream precision does not carry over
             opts = run_as(replace(cal.projection(), stream_dtype="auto", stream_reason=""))
-            return opts, P.preset_name(None, opts), cal.info(calibration_path(model))
-    opts, name = P.explicit(None, salient=salient)
+            return opts, P._preset_name(opts), cal.info(calibration_path(model))
     info: dict[str, Any] = {"status": "uncalibrated"}
     if not use:
         info["reason"] = "calibration disabled"
     elif unreadable is not None:
         info["reason"] = f"stored calibration {unreadable} is unreadable"
-    return run_as(opts), name, info
+    return run_as(P.PRESETS[P.DEFAULT_PRESET]), P.DEFAULT_PRESET, info
 
 
 @dataclass(frozen=True)
 class Projection:
-    """A projection resolved once for one model: pass it to every entry point.
+    """A projection resolved once for one model: pass it as ``projection=`` everywhere.
 
-    Made by :func:`projection_for` (``hm.projection_for``): explicit options win, else the
-    model's stored calibration, else :data:`~headmaps.projection.DEFAULT_PRESET`, decided
-    once. Every function that takes ``preset=`` takes this value there and uses it as it
-    is (no second look at the calibration store), so a scan, the salient operations, the
-    QK half, the head types and an experiment of one analysis record the same projection.
+    Made by :func:`projection_for` (``hm.projection_for``), the one resolver: explicit
+    options win, else the model's stored calibration, else
+    :data:`~headmaps.projection.DEFAULT_PRESET`, decided once. Every entry point takes
+    it as ``projection=`` and uses it as it is (no second look at the calibration store),
+    so a scan, the salient operations, the QK half, the head types and an experiment of
+    one analysis record the same projection.
 
     Attributes:
         options: the concrete :class:`~headmaps.projection.ProjectionOptions` (prefix
@@ -341,14 +328,22 @@ class Projection:
         calibration: how it was chosen (``{}`` explicit, ``{"status": "uncalibrated"}``
             the default, or the stored calibration's record).
         model_id: the model it was resolved for.
-        fingerprint: that model's weights' :func:`fingerprint`; another model refuses it.
+        fingerprint: that model's weights' :func:`fingerprint` where it was already known
+            (a stored calibration was looked up), else empty until another model object
+            is met: the weights are then compared (another model refuses it). Reading
+            them only then keeps a lazy checkpoint's tensors read once per analysis.
     """
 
     options: P.ProjectionOptions
     name: str
     calibration: dict[str, Any] = field(default_factory=dict)
     model_id: str = ""
-    fingerprint: str = ""
+    fingerprint: str = field(default="", compare=False)
+    #: a weak reference to the model it was resolved for (not pickled, not compared)
+    _owner: Any = field(default=None, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_owner"}
 
     @property
     def label(self) -> str:
@@ -359,73 +354,156 @@ class Projection:
         """What a result records of it (:func:`record`)."""
         return record(self.name, self.options, self.calibration)
 
-    def resolved_for(self, model: Any, overrides: dict[str, Any] | None = None,
-                     stream: str | None = None) -> tuple[P.ProjectionOptions, str, dict[str, Any]]:
-        """``(options, name, calibration)`` for ``model``, as :func:`resolve` returns them.
+    def header(self) -> dict[str, Any]:
+        """The fields a result keeps: ``preset`` (the name), ``options`` and ``calibration``."""
+        return {"preset": self.name, "options": self.options.to_dict(),
+                "calibration": dict(self.calibration)}
 
-        Raises:
-            HeadmapsError: ``model`` is not the model it was resolved for, or projection
-                options are given beside it (give them to :func:`projection_for`).
+    def vocabulary(self, model: Any) -> Any:
+        """The whole vocabulary's ``token_alone`` stream in this projection, to share.
+
+        :func:`~headmaps.projection.vocabulary_sources` of the options for ``model``: a
+        :class:`~headmaps.projection.Sources` whose ``at(layer)`` is ``(V, d_model)``;
+        give it as ``sources=`` to the salient operations, the QK half and (a subset)
+        the head types, stepped together by :func:`headmaps.steps.run_steps`, and the
+        stream advances through the blocks once for all of them. None for the block-0
+        sources, which each part computes for itself at the cost of one MLP pass.
         """
-        if overrides:
-            raise HeadmapsError(f"projection options ({', '.join(sorted(overrides))}) beside a "
-                                "resolved projection: give them to hm.projection_for")
-        if self.fingerprint and fingerprint(model) != self.fingerprint:
-            raise HeadmapsError(f"this projection was resolved for {self.model_id!r}, not for "
-                                f"these weights ({getattr(model, 'model_id', '?')!r}): resolve "
-                                "one per model with hm.projection_for")
+        if self.options.source != "token_alone":
+            return None
+        return V.vocabulary_sources(model, self.options)
+
+    def for_salient(self) -> Projection:
+        """The projection salient operations read.
+
+        Under ``paper`` (the reference implementation) they also read the first-MLP
+        source at layer 0 (``mlp0_at_layer0=True``), as the reference code does; any
+        other projection is read as it is.
+        """
+        if self.name != "paper" or self.options.mlp0_at_layer0:
+            return self
+        return replace(self, options=replace(self.options, mlp0_at_layer0=True))
+
+    @classmethod
+    def from_record(cls, result: Any) -> Projection:
+        """The projection a result recorded (its ``preset``, ``options``, ``calibration``).
+
+        Not bound to weights: the first model it is used with binds it (see
+        :func:`projection_for`). Used to compute more parts exactly as a saved scan did.
+        """
+        rec = record_of(result)
+        return cls(P.ProjectionOptions(**rec["options"]), rec["preset"], rec["calibration"],
+                   str(getattr(result, "model_id", "") or ""))
+
+    def _bound_to(self, model: Any, overrides: dict[str, Any],
+                  calibration: bool | None) -> Projection:
+        """This projection for ``model``: checked against its weights, stream dtype applied."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        stream = overrides.pop("stream_dtype", None)
+        if overrides or calibration is not None:
+            given = sorted(overrides) + (["calibration"] if calibration is not None else [])
+            raise HeadmapsError(f"projection options ({', '.join(given)}) beside a resolved "
+                                "projection: give them to hm.projection_for")
+        owner = self._owner() if self._owner is not None else None
+        fp = self.fingerprint
+        if owner is not model:  # the same object needs no look at its weights
+            fp = fp or (fingerprint(owner) if owner is not None else "")
+            if fp and fingerprint(model) != fp:
+                raise HeadmapsError(f"this projection was resolved for {self.model_id!r}, not "
+                                    f"for these weights ({getattr(model, 'model_id', '?')!r}): "
+                                    "resolve one per model with hm.projection_for")
         opts = self.options
         if stream is not None:
             opts = replace(opts, stream_dtype=check_choice(stream), stream_reason="")
-        return concrete(model, opts), self.name, dict(self.calibration)
+        return replace(self, options=concrete(model, opts), fingerprint=fp,
+                       model_id=self.model_id or str(getattr(model, "model_id", "")),
+                       _owner=self._owner if owner is not None else _weak(model))
 
     def __str__(self) -> str:
         return self.label
 
 
-def projection_for(model: Any, preset: str | P.ProjectionOptions | None = None, *,
+#: What ``projection=`` accepts: a resolved :class:`Projection`, a preset name,
+#: :class:`~headmaps.projection.ProjectionOptions`, None (the stored calibration, else
+#: the default), or a function of the model that returns its Projection (for calls that
+#: load the model themselves); :func:`projection_for` resolves each of them.
+ProjectionLike = Projection | str | P.ProjectionOptions | Callable[[Any], Projection] | None
+
+
+def projection_for(model: Any, preset: ProjectionLike = None, *,
                    calibration: bool | None = None, **overrides: Any) -> Projection:
-    """Resolve a model's projection once (:func:`resolve`) into a :class:`Projection`.
+    """Resolve a model's projection once: the one resolver of headmaps.
+
+    Explicit options win (a preset, options or any override), else the model's stored
+    calibration (unless ``calibration=False``), else
+    :data:`~headmaps.projection.DEFAULT_PRESET`. Every entry point calls it on its
+    ``projection=`` argument, so passing the value it returns skips the resolving.
 
     Args:
-        model: the model.
-        preset: a preset name or options; None: the stored calibration, else the default.
+        model: the model (its stored calibration, its tokenizer's document-start token
+            for ``prefix="auto"``, its device for the stream dtype).
+        preset: a preset name or :class:`~headmaps.projection.ProjectionOptions`; or a
+            :class:`Projection`, returned as it is after checking it was resolved for
+            these weights (``stream_dtype`` may still be given beside it); or a function
+            of ``model`` that returns one; None: the stored calibration, else the default.
         calibration: use the stored calibration when nothing explicit is given (default
-            yes; False: the default preset).
+            yes; False: the default preset, recorded as ``calibration disabled``).
         **overrides: :class:`~headmaps.projection.ProjectionOptions` fields
-            (``fold_norms=False``, ``stream_dtype="float32"``...).
+            (``fold_norms=False``, ``stream_dtype="float32"``...); ``stream_dtype`` says
+            how the stream is computed and never makes a projection explicit.
 
     Returns:
-        The value to pass as ``preset=`` to every entry point (``hm.scan(m, preset=proj)``).
+        The value to pass as ``projection=`` (``hm.scan(m, projection=proj)``).
+
+    Raises:
+        HeadmapsError: unknown preset or option; a Projection of other weights, or one
+            with options or ``calibration`` beside it.
     """
-    opts, name, info = resolve(model, preset, overrides, calibration)
-    return Projection(opts, name, info, str(getattr(model, "model_id", "")), fingerprint(model))
+    if callable(preset):
+        preset = preset(model)
+    if isinstance(preset, Projection):
+        return preset._bound_to(model, overrides, calibration)
+    opts, name, info = _resolve(model, preset, overrides, calibration)
+    known = getattr(model, "_headmaps_fingerprint", "") or ""  # memoised by a store lookup
+    return Projection(opts, name, info, str(getattr(model, "model_id", "")), known, _weak(model))
+
+
+def _weak(model: Any) -> Any:
+    """A weak reference to ``model``, or None for an object that takes none."""
+    try:
+        return weakref.ref(model)
+    except TypeError:
+        return None
 
 
 #: The keys of :func:`record`: what every result says about its projection.
 RECORD_KEYS = ("preset", "options", "calibration", "label")
 
 
-def record(preset: str, options: dict[str, Any] | P.ProjectionOptions | None,
+def record(name: str, options: dict[str, Any] | P.ProjectionOptions | None,
            calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     """The one record of a projection: ``preset``, ``options``, ``calibration``, ``label``.
 
     ``label`` is :func:`label`'s text (how the projection is printed, with its calibration
-    status); the other three are what a result keeps in its header.
+    status); the other three are what a result keeps in its header (``preset`` holds the
+    projection's name).
     """
     if isinstance(options, P.ProjectionOptions):
         options = options.to_dict()
     options, calibration = dict(options or {}), dict(calibration or {})
-    return {"preset": preset, "options": options, "calibration": calibration,
-            "label": label(preset, options, calibration)}
+    return {"preset": name, "options": options, "calibration": calibration,
+            "label": label(name, options, calibration)}
 
 
 def record_of(result: Any) -> dict[str, Any]:
     """:func:`record` of any headmaps result (a head report: its scan's).
 
     Reads the result's ``preset``, ``options`` and ``calibration`` (absent ones count as
-    empty); a :class:`Calibration` records the projection it chose.
+    empty); a :class:`Calibration` records the projection it chose, a :class:`Projection`
+    itself.
     """
+    if isinstance(result, Projection):
+        return result.record()
     if isinstance(result, Calibration):
         return record(result.choice, result.options, {"status": "calibrated",
                                                       "choice": result.choice})
@@ -435,17 +513,23 @@ def record_of(result: Any) -> dict[str, Any]:
                   getattr(result, "calibration", None))
 
 
-def label(preset: str, options: dict[str, Any] | P.ProjectionOptions,
-          info: dict[str, Any] | None = None) -> str:
-    """How a result's projection is printed, with its calibration status.
+def label(name: str, options: dict[str, Any] | P.ProjectionOptions,
+          calibration: dict[str, Any] | None = None) -> str:
+    """How a projection is printed, with its calibration status: the one namer of headmaps.
 
-    ``calibrated mlp0+fold (median r 0.79 on 64 pairs)``, ``norms (uncalibrated)``, or for
-    an explicit projection the preset name (or a custom one's options).
+    ``calibrated mlp0+fold (median r 0.79 on 64 pairs)``, ``through (after <bos>)
+    (uncalibrated)``, or for an explicit projection the preset name (or a custom one's
+    options).
+
+    Args:
+        name: the projection's name (a preset's, or ``custom``).
+        options: its options.
+        calibration: how it was chosen (a result's ``calibration`` record).
     """
-    info = info or {}
+    info = calibration or {}
     if isinstance(options, P.ProjectionOptions):
         options = options.to_dict()
     if info.get("status") == "calibrated":
-        return str(info.get("label") or f"calibrated {info.get('choice', preset)}")
-    text = P.describe_projection(preset, options)
+        return str(info.get("label") or f"calibrated {info.get('choice', name)}")
+    text = P._printed(name, dict(options))
     return f"{text} (uncalibrated)" if info.get("status") == "uncalibrated" else text

@@ -100,32 +100,9 @@ PRESETS: dict[str, ProjectionOptions] = {
 DEFAULT_PRESET = "through"
 
 
-def explicit(preset: str | ProjectionOptions | None = None, overrides: dict[str, Any] | None = None,
-             *, salient: bool = False) -> tuple[ProjectionOptions, str]:
-    """The options and recorded name of an explicit projection (no model, no calibration).
-
-    Args:
-        preset: a preset name or options; None means :data:`DEFAULT_PRESET`.
-        overrides: :class:`ProjectionOptions` fields to change (None values ignored).
-        salient: for salient operations: the ``paper`` preset then keeps the reference
-            code's first-MLP trick at layer 0 (``mlp0_at_layer0=True``).
-
-    Raises:
-        HeadmapsError: unknown preset or option name.
-    """
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    name = None if isinstance(preset, ProjectionOptions) else (preset or DEFAULT_PRESET)
-    if salient and name == "paper":
-        reference = resolve_options("paper", mlp0_at_layer0=True)
-        opts = resolve_options(reference, **overrides)
-        return opts, "paper" if opts == reference else "custom"
-    opts = resolve_options(preset, **overrides)
-    return opts, preset_name(preset, opts)
-
-
-def resolve_options(preset: str | ProjectionOptions | None = None,
-                    **overrides: Any) -> ProjectionOptions:
-    """A preset name (or options object) with keyword overrides applied.
+def _options(preset: str | ProjectionOptions | None = None,
+             overrides: dict[str, Any] | None = None) -> ProjectionOptions:
+    """A preset name (or options object) with overrides applied (None values ignored).
 
     Raises:
         HeadmapsError: unknown preset or option name.
@@ -137,6 +114,7 @@ def resolve_options(preset: str | ProjectionOptions | None = None,
         if name not in PRESETS:
             raise HeadmapsError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
         base = PRESETS[name]
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     valid = {f.name for f in fields(ProjectionOptions)}
     unknown = set(overrides) - valid
     if unknown:
@@ -144,30 +122,18 @@ def resolve_options(preset: str | ProjectionOptions | None = None,
             f"unknown projection option(s) {', '.join(sorted(unknown))}; valid: "
             f"{', '.join(sorted(valid))}"
         )
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(base, **overrides)
 
 
-def preset_name(preset: str | ProjectionOptions | None, options: ProjectionOptions) -> str:
-    """The name to record in results: the preset's, or ``custom`` after overrides."""
-    if isinstance(preset, str) and PRESETS.get(preset) == options:
-        return preset
-    for name, opts in PRESETS.items():
-        if opts == options:
-            return name
-    return "custom"
+def _preset_name(options: ProjectionOptions) -> str:
+    """The name a projection records: the preset whose options these are, else ``custom``."""
+    return next((name for name, opts in PRESETS.items() if opts == options), "custom")
 
 
-def describe_projection(preset: str, options: dict[str, Any] | ProjectionOptions) -> str:
-    """How a result's projection is printed: ``"norms"``, or the options of a custom one.
-
-    Args:
-        preset: the preset name a result recorded (``custom`` after overrides).
-        options: the projection options it recorded.
-    """
-    opts = options.to_dict() if isinstance(options, ProjectionOptions) else dict(options)
-    if preset in PRESETS:
-        auto = PRESETS[preset].prefix == AUTO_PREFIX and opts.get("prefix", AUTO_PREFIX)
-        return f"{preset} (after {auto})" if auto and auto != AUTO_PREFIX else preset
-    shown = {k: v for k, v in opts.items() if k not in STREAM_FIELDS}
-    return f"{preset or 'custom'} (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
-
+def _printed(name: str, options: dict[str, Any]) -> str:
+    """``"norms"``, ``"through (after <bos>)"``, or a custom projection's options."""
+    if name in PRESETS:
+        auto = PRESETS[name].prefix == AUTO_PREFIX and options.get("prefix", AUTO_PREFIX)
+        return f"{name} (after {auto})" if auto and auto != AUTO_PREFIX else name
+    shown = {k: v for k, v in options.items() if k not in STREAM_FIELDS}
+    return f"{name or 'custom'} (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"

@@ -74,7 +74,7 @@ class Sources:
             layer when the set is the whole vocabulary).
         dtype: the stream's compute dtype (see :func:`stream_dtype`; default float32).
             A whole-vocabulary stream takes ``opts.stream_dtype``
-            (:func:`headmaps.salient.compute.vocabulary_sources`).
+            (:func:`headmaps.projection.vocabulary_sources`).
         keep_bytes: bytes of rows kept across layers (see :data:`KEEP_BYTES`).
         cache: store and read the ``token_alone`` rows of each layer on disk
             (:mod:`headmaps.streamcache`); None: for sets of at least

@@ -1,6 +1,14 @@
-"""Approach B: the salient operations of attention heads, one head or all of them."""
+"""Approach B: the salient operations of attention heads, one head or all of them.
 
-from .compute import DEFAULT_CHUNK_ROWS, salient_all, salient_operations
+Projection: ``projection=`` of :func:`salient_all` / :func:`salient_operations`, resolved by
+:func:`headmaps.projection_for` (under ``paper`` with the reference code's layer-0 choice,
+:meth:`~headmaps.projection.Projection.for_salient`). Stream: the whole vocabulary's rows
+come from :class:`headmaps.projection.Vocabulary`, shared with the QK half when
+``salient_steps`` gets a stream (``sources=``), else made here.
+"""
+
+from ..projection import DEFAULT_CHUNK_ROWS
+from .compute import salient_all, salient_operations
 from .results import SalientAll, SalientOperations
 from .tokens import is_word, token_strings, visible, word_mask
 

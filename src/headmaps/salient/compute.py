@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,19 +26,16 @@ from .tokens import skip_label, skip_sides, token_strings, valid_mask, word_mask
 
 logger = logging.getLogger(__name__)
 
-#: Vocabulary rows processed at once when computing saliency and source representations.
-DEFAULT_CHUNK_ROWS = 8192
+class _Context(P.Vocabulary):
+    """What every layer needs: the vocabulary's rows, the token filters, the strings.
 
-
-class _Context:
-    """What every layer needs: options, masks, token strings and source representations."""
+    A :class:`~headmaps.projection.Vocabulary` with the source and target masks of
+    ``skip_nonwords`` (``(V,)`` bool, on the model's device) and the decoded tokens.
+    """
 
     def __init__(self, model: HeadModel, opts: P.ProjectionOptions,
                  skip_nonwords: bool | str | None,
                  chunk_rows: int, sources: P.Sources | None = None):
-        self.model = model
-        self.opts = opts
-        self.chunk_rows = max(1, int(chunk_rows))
         V = model.vocab_size
         tok = model.tokenizer
         self.strings = token_strings(tok, V) if tok is not None else None
@@ -55,21 +51,7 @@ class _Context:
             raise HeadmapsError("no source token is left after filtering")
         dev = model.E.device
         self.src_mask, self.tgt_mask = self.src_mask.to(dev), self.tgt_mask.to(dev)
-        if sources is not None and (sources.opts != P.concrete(model, self.opts)
-                                    or len(sources) != V):
-            sources = None  # another projection or token set: not shareable
-        self._sources = sources if sources is not None else vocabulary_sources(
-            model, self.opts, self.chunk_rows)
-        #: whether :meth:`base` gives screening rows (decide on :meth:`exact` rows)
-        self.screened = self._sources.screened
-
-    def base(self, layer: int) -> torch.Tensor:
-        """Source representations of the whole vocabulary for ``layer``, ``(V, d)`` float32."""
-        return self._sources.at(layer)
-
-    def exact(self, layer: int, token_ids: torch.Tensor) -> torch.Tensor:
-        """Float32-stream rows ``(n, d)`` of some tokens for ``layer`` (see ``Sources.exact``)."""
-        return self._sources.exact(layer, token_ids)
+        super().__init__(model, opts, chunk_rows, sources)
 
     def string(self, i: int) -> str:
         """Decoded token, or ``<id>`` without a tokenizer."""
@@ -78,52 +60,6 @@ class _Context:
 
 #: Bytes of the target logits formed at once (heads x kept tokens x vocabulary, float32).
 TARGET_BYTES = 256 << 20
-
-#: A screened stream's candidates per head: this many times the tokens kept, at least
-#: :data:`SCREEN_MIN`. A token outside them would need its screening saliency off by more
-#: than the gap between rank ``n_tokens`` and rank ``SCREEN_FACTOR * n_tokens``;
-#: docs/results/projection.md measures the float32 answers kept.
-SCREEN_FACTOR = 4
-SCREEN_MIN = 64
-
-
-def vocabulary_sources(model: HeadModel, opts: P.ProjectionOptions,
-                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> P.Sources:
-    """The source rows of the whole vocabulary, in the stream dtype ``opts`` choose.
-
-    A ``token_alone`` stream runs in ``opts.stream_dtype`` as :func:`P.concrete` decides it
-    for the model's device (bfloat16 only where native: a screen, decided on float32 rows
-    of the candidates); the block-0 sources are float32.
-    """
-    opts = P.concrete(model, opts)
-    dtype = opts.stream_dtype if opts.source == "token_alone" else None
-    return P.Sources(model, torch.arange(model.vocab_size, device=model.E.device), opts,
-                     chunk_rows=chunk_rows, dtype=dtype)
-
-
-def screen(scores: torch.Tensor, keep: int, exact: Callable[[torch.Tensor], torch.Tensor]
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top ``keep`` of each row of ``scores`` ``(n_h, V)``, decided on exact scores.
-
-    Args:
-        scores: screening scores (``-inf`` where excluded).
-        keep: entries kept per row.
-        exact: ``(u,)`` token ids -> their exact scores ``(n_h, u)``.
-
-    Returns:
-        ``(values, ids)``, each ``(n_h, keep)``: the exact top ``keep`` among each row's
-        ``max(SCREEN_FACTOR * keep, SCREEN_MIN)`` best screened entries.
-    """
-    n_cand = min(max(SCREEN_FACTOR * keep, SCREEN_MIN), scores.shape[1])
-    cand = torch.topk(scores, n_cand, dim=-1)
-    union, inverse = torch.unique(cand.indices, return_inverse=True)  # (u,), (n_h, n_cand)
-    full = exact(union)  # (n_h, u)
-    rows = torch.arange(scores.shape[0], device=scores.device)[:, None]
-    own = torch.where(torch.isfinite(cand.values), full[rows, inverse], float("-inf"))
-    mine = torch.full_like(full, float("-inf"))  # each row sees its own candidates only
-    mine[rows, inverse] = own
-    top = torch.topk(mine, keep, dim=-1)
-    return top.values, union[top.indices]
 
 
 #: ``select(layer, saliency)``: the source token ids to keep per head instead of the most
@@ -192,7 +128,7 @@ def _layer(ctx: _Context, layer: int, heads: Sequence[int], n_tokens: int,
         if select is None:
             T = min(n_tokens, int(ctx.src_mask.sum()))
             if ctx.screened:
-                top_sal, top_ids = screen(sal, T, lambda u: saliency(ctx.exact(layer, u)))
+                top_sal, top_ids = P.screen(sal, T, lambda u: saliency(ctx.exact(layer, u)))
             else:
                 top_sal, top_ids = torch.topk(sal, T, dim=-1)
         else:
@@ -251,12 +187,10 @@ def salient_operations(
     head: int,
     n_tokens: int = 15,
     n_mappings: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
-    skip_nonwords: bool | str | None = False,
     *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    calibration: bool | None = None,
-    **options: Any,
+    projection: P.ProjectionLike = None,
+    skip_nonwords: bool | str | None = False,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
 ) -> SalientOperations:
     """The most salient source tokens of one head and their top targets (approach B).
 
@@ -266,16 +200,14 @@ def salient_operations(
         head: the head within the layer (Hugging Face numbering).
         n_tokens: salient source tokens to keep.
         n_mappings: targets per source token.
-        preset: projection preset (default :data:`~headmaps.projection.DEFAULT_PRESET`,
-            as for relation scores); ``"paper"`` also applies the first-MLP trick at
-            layer 0, like the reference code.
+        projection: a :class:`~headmaps.projection.Projection`, a preset name, options
+            or None, resolved by :func:`~headmaps.projection.projection_for` as for
+            relation scores; under ``paper`` the first-MLP trick is applied at layer 0
+            too, like the reference code (:meth:`~headmaps.projection.Projection.for_salient`).
         skip_nonwords: drop tokens that are not words (punctuation, whitespace, byte
             fragments, special tokens) on the ``"source"`` side, the ``"target"`` side or
             ``"both"`` (``True``). Needs a tokenizer.
         chunk_rows: vocabulary rows per chunk (memory bound).
-        calibration: with no preset or option given, use the model's stored calibration
-            (as :func:`headmaps.scan` does; None or True: yes, False: no).
-        **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
         :class:`SalientOperations` with ``n_tokens`` sources, most salient first.
@@ -285,8 +217,8 @@ def salient_operations(
     """
     model.check_head(layer, head)
     res = salient_all(model, layers=[layer], heads=[head], n_tokens=n_tokens, n_mappings=n_mappings,
-                      preset=preset, skip_nonwords=skip_nonwords, chunk_rows=chunk_rows,
-                      calibration=calibration, **options)
+                      projection=projection, skip_nonwords=skip_nonwords,
+                      chunk_rows=chunk_rows)
     ops = res[layer, 0]
     ops.head = head
     return ops
@@ -297,15 +229,13 @@ def salient_all(
     layers: Iterable[int] | None = None,
     n_tokens: int = 15,
     n_mappings: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
-    skip_nonwords: bool | str | None = False,
     *,
+    projection: P.ProjectionLike = None,
+    skip_nonwords: bool | str | None = False,
     heads: Sequence[int] | None = None,
     progress: bool = False,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    calibration: bool | None = None,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
     select: Selector | None = None,
-    **options: Any,
 ) -> SalientAll:
     """Salient operations of every head of ``layers`` (default: all), batched per layer.
 
@@ -318,11 +248,9 @@ def salient_all(
         layers: layers to compute (default: all).
         n_tokens: as in :func:`salient_operations`.
         n_mappings: as in :func:`salient_operations`.
-        preset: as in :func:`salient_operations`.
+        projection: as in :func:`salient_operations`.
         skip_nonwords: as in :func:`salient_operations`.
         chunk_rows: as in :func:`salient_operations`.
-        calibration: as in :func:`salient_operations`.
-        **options: as in :func:`salient_operations`.
         heads: restrict to these heads of each layer (default: all); the result then
             numbers them ``0..len(heads)-1``.
         progress: show a progress bar over layers.
@@ -336,11 +264,11 @@ def salient_all(
         :class:`SalientAll`; ``res[layer, head]`` gives one head's :class:`SalientOperations`.
     """
     layers = None if layers is None else list(layers)
-    steps = salient_steps(model, layers, n_tokens, n_mappings, preset, skip_nonwords,
-                          heads=heads, chunk_rows=chunk_rows, calibration=calibration,
-                          select=select, **options)
-    return run_steps(steps, model.n_layers if layers is None else len(layers), "salient",
-                     progress)
+    steps = salient_steps(model, layers, n_tokens, n_mappings, projection=projection,
+                          skip_nonwords=skip_nonwords, heads=heads, chunk_rows=chunk_rows,
+                          select=select)
+    total = model.n_layers if layers is None else len(layers)
+    return run_steps({"salient": steps}, total, progress)["salient"]
 
 
 def salient_steps(
@@ -348,15 +276,13 @@ def salient_steps(
     layers: Iterable[int] | None = None,
     n_tokens: int = 15,
     n_mappings: int = 5,
-    preset: str | P.ProjectionOptions | None = None,
-    skip_nonwords: bool | str | None = False,
     *,
+    projection: P.ProjectionLike = None,
+    skip_nonwords: bool | str | None = False,
     heads: Sequence[int] | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    calibration: bool | None = None,
+    chunk_rows: int = P.DEFAULT_CHUNK_ROWS,
     sources: P.Sources | None = None,
     select: Selector | None = None,
-    **options: Any,
 ) -> Generator[int, None, SalientAll]:
     """:func:`salient_all` one layer at a time: yields each layer when done, returns the result.
 
@@ -369,8 +295,8 @@ def salient_steps(
         raise HeadmapsError(f"n_tokens and n_mappings must be at least 1, got {n_tokens} and "
                             f"{n_mappings}")
     layers, heads = layers_and_heads(model, layers, heads)
-    opts, preset_label, cal_info = P.resolve(model, preset, options, calibration, salient=True)
-    ctx = _Context(model, opts, skip_nonwords, chunk_rows, sources)
+    proj = P.projection_for(model, projection).for_salient()
+    ctx = _Context(model, proj.options, skip_nonwords, chunk_rows, sources)
     parts = []
     for layer in layers:
         parts.append(_layer(ctx, layer, heads, n_tokens, n_mappings, select))
@@ -384,6 +310,6 @@ def salient_steps(
         saliency=stack["saliency"].astype(np.float32),
         target_ids=stack["target_ids"].astype(np.int64),
         scores=stack["scores"].astype(np.float32), strings=strings, model_id=model.model_id,
-        model_info=model.info(), preset=preset_label, options=opts.to_dict(),
-        skip_nonwords=skip_label(skip_nonwords), versions=versions(), calibration=cal_info,
+        model_info=model.info(), **proj.header(), skip_nonwords=skip_label(skip_nonwords),
+        versions=versions(),
     )

@@ -24,7 +24,6 @@ from .. import relations as rel_lib
 from ..errors import HeadmapsError
 from ..io import versions
 from ..models import HeadModel
-from ..projection.calibration import resolve as resolve_projection
 from . import context as C
 from .basis import SharedBasis, layer_readout
 from .kernel import DEFAULT_CHUNK_BYTES, count_hits
@@ -76,7 +75,7 @@ def scan(
     relations: Any = "all",
     *,
     k: int | dict[str, int] | None = None,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     tau: float = DEFAULT_TAU,
     min_pairs: int = rel_lib.MIN_PAIRS,
     progress: bool = False,
@@ -85,12 +84,10 @@ def scan(
     exact_dense: bool = False,
     blocks: Sequence[int] | None = None,
     stats: dict[str, Any] | None = None,
-    calibration: bool | None = None,
     pair_hits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     in_context: bool = True,
     tau_ctx: float | None = None,
     context_shuffle: int | None = None,
-    **options: Any,
 ) -> ScanResult:
     """Score every head against many relations, sharing all per-layer work.
 
@@ -101,10 +98,12 @@ def scan(
             name -> any of those.
         k: top-k for all relations, a dict per relation, or None for the defaults
             (:func:`default_k`).
-        preset: ``"paper"``, ``"norms"``, ``"embedding"`` or a ProjectionOptions. When
-            neither a preset nor an option is given, the model's stored calibration
-            (:func:`headmaps.calibrate`) is used if it has one, else
-            :data:`headmaps.projection.DEFAULT_PRESET`; ``ScanResult.calibration`` says which.
+        projection: a :class:`~headmaps.projection.Projection` (used as it is), a preset
+            name (``"paper"``, ``"norms"``, ``"through"``...), options, or None: the
+            model's stored calibration (:func:`headmaps.calibrate`) if it has one, else
+            :data:`headmaps.projection.DEFAULT_PRESET`; resolved by
+            :func:`~headmaps.projection.projection_for`. ``ScanResult.calibration`` says
+            how it was chosen.
         tau: threshold for "implements" (stored on the result for its analyses).
         min_pairs: a relation needs this many single-token pairs to be scored.
         progress: show a progress bar over layers.
@@ -116,8 +115,6 @@ def scan(
             vocabulary size and k, see :func:`headmaps.scoring.kernel.stage_bounds`).
         stats: if given, filled with the (head, source) rows that reached each stage of
             the cascade, summed over layers (see :func:`count_hits`).
-        calibration: use the stored calibration when no projection is given (None or True:
-            yes, False: no; see :mod:`headmaps.projection.calibration`).
         pair_hits: if given, filled with relation -> ``(hits, suppressed)``: bool arrays
             ``(n_layers, n_heads, n_pairs)`` saying for every head and kept pair (in the
             order of ``PreparedRelation.kept``) whether the target is in the top-k
@@ -131,20 +128,19 @@ def scan(
         context_shuffle: a control, not a score: with a seed, every head's two attention
             weights come from another head of the model (a seeded permutation over all
             heads), so ``phi_ctx`` keeps each head's values but not its attention.
-        **options: overrides of :class:`~headmaps.projection.ProjectionOptions` fields.
 
     Returns:
         A :class:`ScanResult` with ``scores``/``suppression`` ``(n_relations, n_layers, n_heads)``.
         Relations with too few single-token pairs are listed in ``skipped`` with the reason.
     """
-    opts, preset_label, cal_info = resolve_projection(model, preset, options, calibration)
+    proj = P.projection_for(model, projection)
+    opts = proj.options
     model.require_tokenizer()
     batch, skipped, k_used = _prepare(model, relations, k, min_pairs)
     L, H = model.n_layers, model.n_heads
     info = model.info()
-    common = dict(model_id=model.model_id, model_info=info, preset=preset_label,
-                  options=opts.to_dict(), tau=tau, versions=versions(), calibration=cal_info,
-                  tau_ctx=tau if tau_ctx is None else float(tau_ctx))
+    common = dict(model_id=model.model_id, model_info=info, **proj.header(), tau=tau,
+                  versions=versions(), tau_ctx=tau if tau_ctx is None else float(tau_ctx))
     if batch is None:
         return ScanResult(relations=[], scores=np.zeros((0, L, H), np.float32),
                           suppression=np.zeros((0, L, H), np.float32), n_pairs={}, k={},
@@ -244,12 +240,11 @@ def relation_scores(
     model: HeadModel,
     relation: str | Sequence[tuple[str, str]],
     k: int | None = None,
-    preset: str | P.ProjectionOptions | None = None,
     *,
+    projection: P.ProjectionLike = None,
     tau: float = DEFAULT_TAU,
     min_pairs: int = rel_lib.MIN_PAIRS,
     exact_dense: bool = False,
-    **options: Any,
 ) -> RelationScores:
     """Score every head for one relation (approach A).
 
@@ -257,12 +252,11 @@ def relation_scores(
         model: the model.
         relation: a built-in name, a path to a JSON/CSV set, or a list of pairs.
         k: top-k (default: the relation's, see :func:`default_k`).
-        preset: projection preset (see :func:`scan`).
+        projection: as in :func:`scan`.
         tau: threshold for "implements" (stored on the result: the default of its
             :meth:`~RelationScores.heads`).
         min_pairs: minimum single-token pairs.
         exact_dense: compute every logit instead of the exact early exit (see :func:`scan`).
-        **options: projection option overrides.
 
     Returns:
         :class:`RelationScores` with ``scores``/``suppression`` ``(n_layers, n_heads)``.
@@ -271,8 +265,8 @@ def relation_scores(
         HeadmapsError: the relation has too few single-token pairs for this model.
     """
     name = rel_lib.relation_name(relation)
-    res = scan(model, {name: relation}, k=k, preset=preset, tau=tau, min_pairs=min_pairs,
-               exact_dense=exact_dense, **options)
+    res = scan(model, {name: relation}, k=k, projection=projection, tau=tau,
+               min_pairs=min_pairs, exact_dense=exact_dense)
     if name in res.skipped:
         raise HeadmapsError(f"relation {name!r} cannot be scored on {model.model_id}: "
                             f"{res.skipped[name]}")

@@ -46,6 +46,7 @@ class RelationScores:
             or None when the projection has no prefix.
         supp_ctx: ``(n_layers, n_heads)``: the same for the bottom-k, or None.
         tau_ctx: the threshold of the in-context score (the default of ``heads(context=True)``).
+        calibration: how the projection was chosen (the scan's ``calibration``).
     """
 
     relation: str
@@ -60,6 +61,7 @@ class RelationScores:
     phi_ctx: np.ndarray | None = None
     supp_ctx: np.ndarray | None = None
     tau_ctx: float = DEFAULT_TAU
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def _scores(self, suppression: bool, context: bool) -> np.ndarray:
         if not context:
@@ -162,7 +164,8 @@ class ScanResult:
         return RelationScores(relation, self.scores[i], self.suppression[i], self.n_pairs[relation],
                               self.k[relation], self.model_id, self.preset, dict(self.options),
                               self.tau, self.phi_ctx[i] if ctx else None,
-                              self.supp_ctx[i] if ctx else None, self.tau_ctx)
+                              self.supp_ctx[i] if ctx else None, self.tau_ctx,
+                              dict(self.calibration))
 
     # Analyses (see headmaps.scoring.analysis for details).
     def relation_heads(self, tau: float | None = None,

@@ -12,6 +12,11 @@ With a Dask client (``pip install 'headmaps[dask]'``) each checkpoint is a Dask 
 
     from dask.distributed import Client
     res = hm.track(paths, client=Client("tcp://scheduler:8786"))
+
+Projection: ``projection=`` is resolved on the first checkpoint by
+:func:`headmaps.projection_for` (it may be a function of that checkpoint) and its options
+read every checkpoint, each job scoring its own (only the relations' source tokens are
+streamed, and the head types' sample).
 """
 
 from .compute import checkpoint_steps, plan_series, track

@@ -1,8 +1,9 @@
 """`hm.track([ckpt_0, ..., ckpt_n])`: every head's scores over a series of checkpoints.
 
 What is decided once for the whole series, from the first checkpoint (:func:`plan_series`):
-the projection (preset, options, the ``through`` prefix token resolved from its
-tokenizer), the relations and their single-token pairs, and each relation's ``k``. Every
+the projection (:func:`headmaps.projection_for` on it: the ``through`` prefix token
+resolved from its tokenizer, its stored calibration), the relations and their
+single-token pairs, and each relation's ``k``. Every
 checkpoint is then scored in its own job (:mod:`.workers`) with exactly those choices, so
 two checkpoints' scores differ only because their weights do. A job loads its checkpoint
 itself (lazily where :func:`headmaps.load` can), so a series never holds more than one
@@ -34,26 +35,24 @@ from .results import TrackResult
 logger = logging.getLogger(__name__)
 
 
-def plan_series(first: HeadModel, relations: Any = "all", *, k: Any = None, preset: Any = None,
-                tau: float = DEFAULT_TAU, min_pairs: int = rel_lib.MIN_PAIRS,
-                types: bool = True, composition: bool = False, seed: int = 0,
-                calibration: bool | None = None, load: dict[str, Any] | None = None,
-                **options: Any) -> SeriesPlan:
+def plan_series(first: HeadModel, relations: Any = "all", *, k: Any = None,
+                projection: P.ProjectionLike = None, tau: float = DEFAULT_TAU,
+                min_pairs: int = rel_lib.MIN_PAIRS, types: bool = True,
+                composition: bool = False, seed: int = 0,
+                load: dict[str, Any] | None = None) -> SeriesPlan:
     """Decide the projection, relations, pairs and k once, from the series' first checkpoint.
 
     Args:
         first: the first checkpoint (its tokenizer decides the pairs and the prefix).
         relations: as :func:`headmaps.scan`; None for none.
         k: top-k (as :func:`headmaps.scan`).
-        preset: projection preset (as :func:`headmaps.scan`).
+        projection: as :func:`track`'s.
         tau: the relation threshold.
         min_pairs: single-token pairs a relation needs.
         types: each job computes the head types.
         composition: each job calls :func:`headmaps.composition`.
         seed: seed of the head types' token sample.
-        calibration: use the first checkpoint's stored calibration (as :func:`headmaps.scan`).
         load: keyword arguments of :func:`headmaps.load` for every checkpoint.
-        **options: projection option overrides.
 
     Returns:
         :class:`SeriesPlan`.
@@ -61,11 +60,9 @@ def plan_series(first: HeadModel, relations: Any = "all", *, k: Any = None, pres
     Raises:
         HeadmapsError: relations were asked for and none can be scored.
     """
-    from ..projection.calibration import resolve
-
     if relations is None and not types and not composition:
         raise HeadmapsError("nothing to track: give relations, types=True or composition=True")
-    opts, label, cal = resolve(first, preset, options, calibration)
+    proj = P.projection_for(first, projection)
     specs: dict[str, list] = {}
     ks: dict[str, int] = {}
     skipped: dict[str, str] = {}
@@ -77,8 +74,8 @@ def plan_series(first: HeadModel, relations: Any = "all", *, k: Any = None, pres
             raise HeadmapsError(f"no relation can be scored on {first.model_id} ({why})")
         specs = {c.name: [tuple(p) for p in c.prepared.kept] for c in chosen}
         ks = {c.name: int(c.k) for c in chosen}
-    return SeriesPlan(relations=specs, k=ks, skipped=skipped, options=opts, preset=label,
-                      calibration=cal, fingerprint=fingerprint(first), tau=tau, types=types,
+    return SeriesPlan(relations=specs, k=ks, skipped=skipped, projection=proj,
+                      fingerprint=fingerprint(first), tau=tau, types=types,
                       composition=composition, seed=seed, load=dict(load or {}))
 
 
@@ -118,16 +115,14 @@ def track(
     retries: int = 1,
     progress: bool = False,
     k: int | dict[str, int] | None = None,
-    preset: str | P.ProjectionOptions | None = None,
+    projection: P.ProjectionLike = None,
     tau: float = DEFAULT_TAU,
     min_pairs: int = rel_lib.MIN_PAIRS,
     seed: int = 0,
-    calibration: bool | None = None,
     device: str | None = None,
     dtype: str | None = None,
     lazy: bool | None = None,
     allow_pickle: bool = False,
-    **options: Any,
 ) -> TrackResult:
     """Score every checkpoint of a series and gather every head's trajectory.
 
@@ -150,17 +145,19 @@ def track(
         progress: show a progress bar over checkpoints.
         k: top-k for all relations, a dict per relation, or None for the defaults (chosen
             on the first checkpoint).
-        preset: projection preset (as :func:`headmaps.scan`; resolved on the first
-            checkpoint, prefix token included).
+        projection: the series' projection, resolved on the first checkpoint (prefix
+            token and stored calibration included) by
+            :func:`~headmaps.projection.projection_for`: a preset name, options, None, a
+            :class:`~headmaps.projection.Projection` made for the first checkpoint, or a
+            function of the first checkpoint that returns one
+            (``lambda m: hm.projection_for(m, calibration=False)``).
         tau: the relation threshold of :meth:`TrackResult.first_crossing`.
         min_pairs: single-token pairs a relation needs (on the first checkpoint).
         seed: seed of the head types' token sample.
-        calibration: use the first checkpoint's stored calibration (as :func:`headmaps.scan`).
         device: where each job puts its checkpoint (as :func:`headmaps.load`).
         dtype: dtype of each checkpoint's tensors (as :func:`headmaps.load`).
         lazy: read safetensors checkpoints tensor by tensor (as :func:`headmaps.load`).
         allow_pickle: let the lazy loader read ``.bin`` checkpoints.
-        **options: projection option overrides.
 
     Returns:
         :class:`TrackResult`: arrays ``(n_checkpoints, n_relations, n_layers, n_heads)``.
@@ -182,9 +179,9 @@ def track(
     step_arr = checkpoint_steps(checkpoints, steps)
     load_kw = {"device": device, "dtype": dtype, "lazy": lazy, "allow_pickle": allow_pickle}
     first = load(checkpoints[0], **load_kw)
-    plan = plan_series(first, relations, k=k, preset=preset, tau=tau, min_pairs=min_pairs,
-                       types=types, composition=composition, seed=seed,
-                       calibration=calibration, load=load_kw, **options)
+    plan = plan_series(first, relations, k=k, projection=projection, tau=tau,
+                       min_pairs=min_pairs, types=types, composition=composition, seed=seed,
+                       load=load_kw)
     info = first.info()
     del first
     run = run_series(list(checkpoints), plan, workers=workers, client=client, retries=retries,
@@ -222,9 +219,7 @@ def assemble(checkpoints: Sequence[Any], steps: np.ndarray, plan: SeriesPlan, ru
         relations=names, types=kinds, **arr, failed=dict(run.failed),
         attempts={i: list(v) for i, v in run.attempts.items() if v}, tau=plan.tau,
         n_pairs={r: len(p) for r, p in plan.relations.items()}, k=dict(plan.k),
-        skipped=dict(plan.skipped), preset=plan.preset,
-        options=plan.options.to_dict() if plan.options is not None else {},
-        calibration=dict(plan.calibration), fingerprint=dict(plan.fingerprint),
+        skipped=dict(plan.skipped), **plan.projection.header(), fingerprint=dict(plan.fingerprint),
         seed=plan.seed, execution=dict(run.execution),
         seconds={"total": seconds, **{f"checkpoint_{i}": float(o.get("seconds", 0.0))
                                       for i, o in sorted(run.outputs.items())}},

@@ -32,8 +32,8 @@ class SeriesPlan:
         relations: relation -> its single-token pairs on the first checkpoint (empty: none).
         k: relation -> top-k.
         skipped: relation -> why it is not tracked.
-        options: the projection (prefix resolved), the same for every checkpoint.
-        preset: the projection's name; calibration: how it was chosen.
+        projection: the projection resolved on the first checkpoint (prefix resolved);
+            every checkpoint is read through its options.
         fingerprint: architecture, sizes and a hash of the tokenizer's vocabulary; every
             checkpoint must match it.
         tau: the relation threshold.
@@ -46,9 +46,7 @@ class SeriesPlan:
     relations: dict[str, list] = field(default_factory=dict)
     k: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-    options: P.ProjectionOptions | None = None
-    preset: str = ""
-    calibration: dict[str, Any] = field(default_factory=dict)
+    projection: P.Projection | None = None
     fingerprint: dict[str, Any] = field(default_factory=dict)
     tau: float = DEFAULT_TAU
     types: bool = True

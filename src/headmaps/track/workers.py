@@ -108,25 +108,26 @@ def score_checkpoint(source: Any, plan: SeriesPlan, index: int, *, in_worker: bo
     if plan.relations:
         from ..scoring.engine import scan
 
-        scan_result = scan(model, plan.relations, k=plan.k, preset=plan.options, tau=plan.tau,
+        scan_result = scan(model, plan.relations, k=plan.k, projection=plan.projection.options,
+                           tau=plan.tau,
                            min_pairs=1, in_context=False)
         if scan_result.relations != list(plan.relations):
             lost = sorted(set(plan.relations) - set(scan_result.relations))
             raise HeadmapsError(f"checkpoint {index} could not score {', '.join(lost)}")
         out["scores"], out["suppression"] = scan_result.scores, scan_result.suppression
     if plan.types:
-        from ..headtypes import head_types
+        from ..headtypes import head_types, reusable_scan
 
-        reuse = (scan_result if scan_result is not None
-                 and {"copying", "successor"} <= set(scan_result.relations) else None)
-        ht = head_types(model, preset=plan.options, scan=reuse, seed=plan.seed)
+        ht = head_types(model, projection=plan.projection.options,
+                        scan=reusable_scan(scan_result), seed=plan.seed)
         out["types"] = list(ht.scores)
         out["type_scores"] = np.stack([ht.scores[t] for t in out["types"]]).astype(np.float32)
         out["type_labels"] = np.stack([ht.labels[t] for t in out["types"]]).astype(bool)
     if plan.composition:
         from ..composition import composition
 
-        out["composition"] = composition(model, preset=plan.options, seed=plan.seed).to_frame()
+        out["composition"] = composition(model, projection=plan.projection.options,
+                                         seed=plan.seed).to_frame()
     del model, scan_result
     gc.collect()
     out["seconds"] = time.perf_counter() - t0
