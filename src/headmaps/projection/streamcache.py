@@ -8,7 +8,7 @@ here and reads them back in later processes.
 An entry is a folder ``<cache>/streams/<key>/`` (``$HEADMAPS_CACHE`` sets the cache root)
 with one file per layer (``layer-007.pt``: the rows and the prefix's residual). The key
 hashes what the rows depend on: the weights' fingerprint
-(:func:`headmaps.calibration.fingerprint`), the projection options, the stream's dtype,
+(:func:`headmaps.projection.fingerprint.fingerprint`), the projection options, the stream's dtype,
 the token ids and the format version. Files are written atomically (a temporary file,
 then a rename).
 
@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .fingerprint import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +105,6 @@ def budget(held: int | None = None) -> int:
 
 def key(model: Any, options: dict[str, Any], dtype: torch.dtype, ids: torch.Tensor) -> str:
     """The entry key of a stream: weights, options, dtype and token ids hashed."""
-    from .calibration import fingerprint
-
     h = hashlib.sha256()
     h.update(json.dumps([FORMAT, fingerprint(model), options, str(dtype)], sort_keys=True,
                         default=str).encode())
