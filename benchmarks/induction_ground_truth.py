@@ -243,7 +243,22 @@ def run(args: argparse.Namespace) -> dict:
         gaps[name] = int(gap)
         print(f"{name}: emergence gap {gap:+d} checkpoints ({gap * EVERY:+d} steps): "
               f"target |gap| <= 2 {'met' if abs(gap) <= 2 else 'MISSED'}")
-    print("curves (step: " + ", ".join(curves) + "):")
+    print("\nevery head (a check added after the first fresh run, not a rule: behavioural and "
+          "static induction at the last checkpoint, and each curve's emergence step, first "
+          "rule / second rule)")
+    print("| head | behavioural, last | static, last | behavioural emergence | static emergence |")
+    print("|---|---|---|---|---|")
+    per_head = {}
+    for layer in range(beh.shape[1]):
+        for h in range(beh.shape[2]):
+            bc, sc = beh[:, layer, h], ind[:, layer, h]
+            e = [int(steps[f(c)]) for c in (bc, sc) for f in (emergence, emergence_onset)]
+            per_head[f"{layer}.{h}"] = {"behaviour_last": float(bc[-1]),
+                                        "static_last": float(sc[-1]),
+                                        "behaviour_emergence": e[:2], "static_emergence": e[2:]}
+            print(f"| {layer}.{h} | {bc[-1]:.3f} | {sc[-1]:.3f} | {e[0]} / {e[1]} | "
+                  f"{e[2]} / {e[3]} |")
+    print("\ncurves (step: " + ", ".join(curves) + "):")
     for i, st in enumerate(steps):
         print(f"  {st:5d}  " + "  ".join(f"{v[i]:.4f}" for v in curves.values()))
     labels = res.first_crossing(type="induction")
@@ -265,6 +280,7 @@ def run(args: argparse.Namespace) -> dict:
                                     f"step 0 + {ONSET:g} x (last - step 0)",
                             "emergence_step": {k: int(steps[v]) for k, v in em2.items()},
                             "gap_checkpoints": gaps[f"second rule (onset {ONSET:.0%})"]},
+            "every_head": per_head,
             "steps": steps.tolist(),
             "curves": {k: [round(float(x), 6) for x in v] for k, v in curves.items()}}
 
