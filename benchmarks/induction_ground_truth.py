@@ -33,6 +33,29 @@ which the curve has come at least half of the way from its value at step 0 to it
 at the last checkpoint. Target of the issue: the static induction head's emergence step
 within 2 checkpoints (100 steps) of the behavioural one.
 
+**Second rule, fixed on 2026-12-06 before seeds 2-4 were run.** (Its commit
+precedes the run headers of seeds 2-4.) The first rule
+missed the target on seeds 0 and 1 (docs/results/track.md); it stays, and its results are
+reported as they are. The second rule is an *onset* rule, applied alike to every curve
+(behavioural, static induction, static previous-token), on the same scores as before: the
+emergence step is the first checkpoint from which the curve stays, up to and including the
+last checkpoint, at or above its step-0 value plus **10 %** of its rise from step 0 to the
+last checkpoint (at or below, for a falling curve). Why: the static scores are attention
+probabilities formed from QK logits of random tokens (the previous-token mass, and the
+induction score is that mass times the match z-score), so after the circuit has formed they
+keep growing with the weights' norms while the behaviour saturates; the last value, and with
+it any half-way point, then depends on how long training went on after the formation,
+whereas the departure from the step-0 level does not. 10 % is the smallest fraction that
+stays well above the step-0 level of the induction curves (their step-0 values are at most
+about 4 % of their rise); "stays above to the end" keeps a single early fluctuation from
+counting as the onset. (The other option, a scale-free rank score of the induction QK
+circuit, was not taken: it needs the per-token logits that
+:func:`headmaps.headtypes.static.induction_match` forms but does not return, so the
+benchmark would have to copy that function, and it would no longer test the scores that
+``hm.track`` gives users.) Nothing else changes: the same heads, checkpoints and target
+(static induction head within 2 checkpoints of the behavioural one). Seeds 2, 3 and 4 are
+the fresh seeds on which it is evaluated; seeds 0 and 1 were seen before it was fixed.
+
 Run::
 
     python benchmarks/induction_ground_truth.py --seed 0 \
@@ -157,6 +180,19 @@ def emergence(curve: np.ndarray) -> int:
     return int(np.argmax(hit))
 
 
+#: The second rule's fraction of the rise (fixed before seeds 2-4 were run).
+ONSET = 0.10
+
+
+def emergence_onset(curve: np.ndarray, fraction: float = ONSET) -> int:
+    """The second rule: first index from which the curve stays past ``fraction`` of its rise."""
+    start, end = float(curve[0]), float(curve[-1])
+    level = start + fraction * (end - start)
+    past = curve >= level if end >= start else curve <= level
+    below = np.flatnonzero(~past)
+    return int(below[-1]) + 1 if len(below) else 0
+
+
 def run(args: argparse.Namespace) -> dict:
     """Train, measure both sides, print the comparison; returns the run's sample."""
     import headmaps as hm
@@ -190,36 +226,69 @@ def run(args: argparse.Namespace) -> dict:
     heads = {"behavioural induction": b_head, "static induction": s_head,
              "static previous-token (partner)": p_head}
     em = {k: emergence(v) for k, v in curves.items()}
-    print("\n| curve | head | step 0 | last | emergence step (checkpoint) |")
-    print("|---|---|---|---|---|")
+    em2 = {k: emergence_onset(v) for k, v in curves.items()}
+    print("\n| curve | head | step 0 | last | emergence step (checkpoint): first rule, half-way "
+          f"| second rule, onset {ONSET:.0%} |")
+    print("|---|---|---|---|---|---|")
     for k, v in curves.items():
         h = heads[k]
         print(f"| {k} | {h[0]}.{h[1]} | {v[0]:.3f} | {v[-1]:.3f} | {steps[em[k]]} "
-              f"({em[k]}) |")
-    gap = em["static induction"] - em["behavioural induction"]
+              f"({em[k]}) | {steps[em2[k]]} ({em2[k]}) |")
     print(f"\nstatic induction head {s_head[0]}.{s_head[1]} "
           f"{'is' if tuple(s_head) == tuple(b_head) else 'is NOT'} the behavioural one "
-          f"({b_head[0]}.{b_head[1]}); emergence gap {gap:+d} checkpoints ({gap * EVERY:+d} "
-          f"steps): target |gap| <= 2 {'met' if abs(gap) <= 2 else 'MISSED'}")
+          f"({b_head[0]}.{b_head[1]})")
+    gaps = {}
+    for name, e in (("first rule (half-way)", em), (f"second rule (onset {ONSET:.0%})", em2)):
+        gap = e["static induction"] - e["behavioural induction"]
+        gaps[name] = int(gap)
+        print(f"{name}: emergence gap {gap:+d} checkpoints ({gap * EVERY:+d} steps): "
+              f"target |gap| <= 2 {'met' if abs(gap) <= 2 else 'MISSED'}")
+    print("\nevery head (a check added after the first fresh run, not a rule: behavioural and "
+          "static induction at the last checkpoint, and each curve's emergence step, first "
+          "rule / second rule)")
+    print("| head | behavioural, last | static, last | behavioural emergence | static emergence |")
+    print("|---|---|---|---|---|")
+    per_head = {}
+    for layer in range(beh.shape[1]):
+        for h in range(beh.shape[2]):
+            bc, sc = beh[:, layer, h], ind[:, layer, h]
+            e = [int(steps[f(c)]) for c in (bc, sc) for f in (emergence, emergence_onset)]
+            per_head[f"{layer}.{h}"] = {"behaviour_last": float(bc[-1]),
+                                        "static_last": float(sc[-1]),
+                                        "behaviour_emergence": e[:2], "static_emergence": e[2:]}
+            print(f"| {layer}.{h} | {bc[-1]:.3f} | {sc[-1]:.3f} | {e[0]} / {e[1]} | "
+                  f"{e[2]} / {e[3]} |")
+    print("\ncurves (step: " + ", ".join(curves) + "):")
+    for i, st in enumerate(steps):
+        print(f"  {st:5d}  " + "  ".join(f"{v[i]:.4f}" for v in curves.values()))
     labels = res.first_crossing(type="induction")
     print("induction labels (the head-type rule), first crossing: "
           + (", ".join(f"{h} at {s}" for h, s in zip(labels["head"], labels["step"])) or "none"))
     if args.figure:
-        write_figure(args.figure, steps, curves, heads, em, args.seed)
+        write_figure(args.figure, steps, curves, heads, em, args.seed, em2)
         print(f"wrote {args.figure}")
     data = {"steps": steps.tolist(), **{k: v.tolist() for k, v in curves.items()},
-            "emergence": {k: int(steps[v]) for k, v in em.items()}}
+            "emergence": {k: int(steps[v]) for k, v in em.items()},
+            "emergence_onset": {k: int(steps[v]) for k, v in em2.items()}}
     (work / "curves.json").write_text(json.dumps(data, indent=1))
     return {"recipe": {"steps": STEPS, "every": EVERY, "batch": BATCH, "seq_len": SEQ_LEN,
                        "span": SPAN, "words": N_WORDS, "lr": 1e-3},
             "checkpoints": len(paths), "heads": {k: f"{h[0]}.{h[1]}" for k, h in heads.items()},
             "emergence_step": {k: int(steps[v]) for k, v in em.items()},
-            "gap_checkpoints": int(gap)}
+            "gap_checkpoints": gaps["first rule (half-way)"],
+            "second_rule": {"rule": f"onset: first checkpoint from which the curve stays past "
+                                    f"step 0 + {ONSET:g} x (last - step 0)",
+                            "emergence_step": {k: int(steps[v]) for k, v in em2.items()},
+                            "gap_checkpoints": gaps[f"second rule (onset {ONSET:.0%})"]},
+            "every_head": per_head,
+            "steps": steps.tolist(),
+            "curves": {k: [round(float(x), 6) for x in v] for k, v in curves.items()}}
 
 
 def write_figure(path: str, steps: np.ndarray, curves: dict, heads: dict, em: dict,
-                 seed: int) -> None:
-    """Both curves normalised to [0, 1] (start to end), emergence steps as dotted lines."""
+                 seed: int, em2: dict | None = None) -> None:
+    """Curves normalised to [0, 1] (start to end); emergence steps: first rule dotted,
+    second rule (onset) dash-dotted."""
     from matplotlib.figure import Figure
 
     from headmaps.io import write_figure as write
@@ -232,7 +301,11 @@ def write_figure(path: str, steps: np.ndarray, curves: dict, heads: dict, em: di
         ax.plot(steps, (v - v[0]) / span, color=c, marker="o", ms=3,
                 label=f"{k} ({h[0]}.{h[1]}): {v[0]:.2f} -> {v[-1]:.2f}")
         ax.axvline(steps[em[k]], color=c, ls=":", lw=1)
+        if em2 is not None:
+            ax.axvline(steps[em2[k]], color=c, ls="-.", lw=1)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    if em2 is not None:
+        ax.axhline(ONSET, color="grey", lw=0.8, ls="-.")
     ax.set_xlabel("training step")
     ax.set_ylabel("score, from step 0 (0) to last (1)")
     ax.set_title(f"Induction phase change, seed {seed}: behaviour vs parameters")
