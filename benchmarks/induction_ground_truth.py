@@ -185,12 +185,16 @@ ONSET = 0.10
 
 
 def emergence_onset(curve: np.ndarray, fraction: float = ONSET) -> int:
-    """The second rule: first index from which the curve stays past ``fraction`` of its rise."""
-    start, end = float(curve[0]), float(curve[-1])
-    level = start + fraction * (end - start)
-    past = curve >= level if end >= start else curve <= level
-    below = np.flatnonzero(~past)
-    return int(below[-1]) + 1 if len(below) else 0
+    """The second rule: first index from which the curve stays past ``fraction`` of its rise.
+
+    :func:`headmaps.track.onset_index` (``TrackResult.onset``), exposed after the rule
+    was fixed here; a curve whose first and last values are equal starts at once, as the
+    rule was first written.
+    """
+    from headmaps.track import onset_index
+
+    i = onset_index(curve, fraction)
+    return 0 if i is None else i
 
 
 def run(args: argparse.Namespace) -> dict:

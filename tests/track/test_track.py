@@ -16,7 +16,13 @@ import pytest
 from series import CROSSING_STEP, HEAD, STEPS, write_series
 
 import headmaps as hm
-from headmaps.track import CRASH_ONCE_FILE, SeriesMismatchError, TrackResult
+from headmaps.track import (
+    CRASH_ONCE_FILE,
+    ONSET_FRACTION,
+    SeriesMismatchError,
+    TrackResult,
+    onset_index,
+)
 from tiny_vocab import vocab_model
 
 TOL = 1e-6
@@ -50,6 +56,25 @@ def test_the_built_head_crosses_at_its_step(sequential):
     assert (np.diff(traj) >= -TOL).all()  # the score can only rise with a (see series.py)
     assert traj[2] < sequential.tau <= traj[3]
     assert list(sequential.steps) == list(STEPS)  # read from the names step-<n>
+
+
+def test_onset_is_where_the_score_leaves_its_start_for_good(sequential):
+    traj = sequential.trajectory(*HEAD, relation="copying")
+    i = onset_index(traj)
+    level = traj[0] + ONSET_FRACTION * (traj[-1] - traj[0])
+    assert (traj[i:] >= level).all() and (i == 0 or traj[i - 1] < level)
+    assert sequential.onset(*HEAD, relation="copying") == STEPS[i] <= CROSSING_STEP
+
+
+@pytest.mark.parametrize("curve, fraction, want", [
+    ([0.0, 0.0, 0.5, 0.05, 0.2, 1.0], 0.1, 4),   # a blip that falls back does not count
+    ([1.0, 1.0, 0.2, 0.0], 0.5, 2),               # a fall counts like a rise
+    ([0.0, np.nan, 0.3, 1.0], 0.1, 2),            # a failed checkpoint is skipped
+    ([0.0, 0.4, 0.0], 0.1, None),                 # no net change: no onset
+    ([np.nan, 2.0], 0.1, None),                   # one value
+])
+def test_onset_index_rule(curve, fraction, want):
+    assert onset_index(np.array(curve), fraction) == want
 
 
 def test_types_are_tracked_with_labels(sequential):

@@ -29,6 +29,34 @@ KIND, COMPOSITION_KIND = "headmaps.TrackResult", "headmaps.TrackResult.compositi
 TABLE_FILE, COMPOSITION_FILE = "track.parquet", "composition.parquet"
 
 
+
+#: The share of its rise past which a trajectory counts as started (:func:`onset_index`).
+ONSET_FRACTION = 0.1
+
+
+def onset_index(curve: np.ndarray, fraction: float = ONSET_FRACTION) -> int | None:
+    """Index of the first point from which ``curve`` stays past ``fraction`` of its rise.
+
+    Args:
+        curve: ``(n,)`` values over checkpoints; NaN (a failed checkpoint) is skipped.
+        fraction: the share of the change from the first to the last value that counts
+            as started (a fall counts like a rise, in its direction).
+
+    Returns:
+        The index into ``curve``, or None where fewer than two values are finite or the
+        first and last are equal.
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    idx = np.flatnonzero(np.isfinite(curve))
+    if len(idx) < 2 or curve[idx[0]] == curve[idx[-1]]:
+        return None
+    vals = curve[idx]
+    start, end = vals[0], vals[-1]
+    level = start + fraction * (end - start)
+    past = vals >= level if end > start else vals <= level
+    below = np.flatnonzero(~past)
+    return int(idx[below[-1] + 1]) if len(below) else int(idx[0])
+
 @dataclass
 class TrackResult:
     """Every head's relation and head-type scores over a series of checkpoints.
@@ -154,6 +182,27 @@ class TrackResult:
         cols = ["head", "layer", "h", "step", "checkpoint", "score", "final", "stays"]
         frame = pd.DataFrame(rows, columns=cols)
         return frame.sort_values(["step", "layer", "h"], kind="stable").reset_index(drop=True)
+
+    def onset(self, layer: int, head: int, relation: str | None = None, *,
+              type: str | None = None, suppression: bool = False,
+              fraction: float = ONSET_FRACTION) -> int | None:
+        """The step at which one head's score leaves its start for good (:func:`onset_index`).
+
+        A rule on the onset, not on a threshold: the first checkpoint from which the
+        head's trajectory stays, through the last checkpoint, past its first value plus
+        ``fraction`` of its rise to its last value. Scores that keep growing after a
+        circuit forms (static attention probabilities grow with the weights' norms) move
+        a half-way point late but not the onset: on the induction ground truth
+        (docs/results/track.md) it falls within 2 checkpoints of the behavioural jump on
+        three seeds fixed after the rule was.
+
+        Returns:
+            The step, or None where the head's score never moves (or fewer than two
+            checkpoints succeeded).
+        """
+        i = onset_index(self.trajectory(layer, head, relation, type=type,
+                                        suppression=suppression), fraction)
+        return None if i is None else int(self.steps[i])
 
     # ---- tables ---------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
