@@ -181,7 +181,7 @@ def save_tokenizer(folder: Path, tokenizer_dir: str | None) -> str:
 
     m = hm.load("smollm2-135m")
     m.tokenizer.save_pretrained(folder)
-    return f"SmolLM2-135M ({m.source})"
+    return f"SmolLM2-135M ({m.origin})"
 
 
 def ensure_checkpoint(folder: Path, cfg: dict, shard_bytes: int, tokenizer_dir: str | None) -> dict:
@@ -264,7 +264,7 @@ def child_lazy(folder: str, relation: str, layers: int | None) -> dict:
     t0 = time.perf_counter()
     model = hm.load(folder, lazy=True)
     t_load = time.perf_counter() - t0
-    src = model.adapter.tensors
+    store = model.adapter.store
     n_layers_model = model.n_layers
     _limit_layers(model, layers)
     t1 = time.perf_counter()
@@ -273,7 +273,7 @@ def child_lazy(folder: str, relation: str, layers: int | None) -> dict:
     return {"path": "lazy-scan", "how": "hm.scan", "n_layers_model": n_layers_model,
             "baseline_rss_bytes": base, "load_seconds": t_load,
             "scan_seconds": t_scan, "wall_seconds": time.perf_counter() - t0,
-            "bytes_read": src.bytes_read, "tensors_read": src.tensors_read,
+            "bytes_read": store.bytes_read, "tensors_read": store.tensors_read,
             "n_layers": model.n_layers, "n_heads": model.n_heads,
             "n_pairs": res.n_pairs.get(relation),
             "best_score": float(res.scores.max()) if res.scores.size else None, **_memory_report()}

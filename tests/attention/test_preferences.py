@@ -138,10 +138,10 @@ def test_lazy_path_reads_qk_tensors_layer_by_layer(tmp_path):
     model = tiny_model("llama").float()
     model.save_pretrained(tmp_path, max_shard_size="30KB")
     lz, ea = hm.load(tmp_path, lazy=True), hm.load(model)
-    src = lz.adapter.tensors
-    src.trace = []
+    store = lz.adapter.store
+    store.trace = []
     q = lz.qk(1)
-    names = {n for n, _ in src.trace}
+    names = {n for n, _ in store.trace}
     p = "model.layers.1."
     assert names == {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
                      p + "input_layernorm.weight"}

@@ -19,7 +19,7 @@ import torch
 import headmaps as hm
 from headmaps.errors import HeadmapsError, UnsupportedArchitectureError
 from headmaps.models.adapters import adapter_for, supported_model_types
-from headmaps.models.sources import StateDictSource
+from headmaps.models.tensors import StateDictStore
 from tiny import TINY_CONFIGS, TINY_VARIANTS, tiny_config, tiny_model
 
 RTOL = 1e-5
@@ -254,7 +254,7 @@ def test_first_mlp_matches_block_zero_in_forward_pass(case: Case):
      ("gpt2", False), ("llama", False), ("gemma3_text", False), ("opt", False)],
 )
 def test_parallel_flag(name, parallel):
-    assert adapter_for(tiny_config(name), StateDictSource({})).spec.parallel_attn_mlp is parallel
+    assert adapter_for(tiny_config(name), StateDictStore({})).spec.parallel_attn_mlp is parallel
 
 
 @pytest.mark.parametrize(
@@ -263,7 +263,7 @@ def test_parallel_flag(name, parallel):
      ("gemma", [0, 0, 0, 0]), ("qwen2", [0, 0, 1, 1]), ("gpt2", [0, 1, 2, 3])],
 )
 def test_kv_head_mapping(name, kv):
-    spec = adapter_for(tiny_config(name), StateDictSource({})).spec
+    spec = adapter_for(tiny_config(name), StateDictStore({})).spec
     assert [spec.kv_head(h) for h in range(spec.n_heads)] == kv
     assert spec.kv_index().tolist() == kv
     assert spec.n_kv_heads == max(kv) + 1
@@ -311,7 +311,7 @@ def test_gemma3_multimodal_layout(gemma_cases, text_prefix, head_name):
     for k, v in text.model.state_dict().items():
         sd[head_name if k == "lm_head.weight" else text_prefix + k.removeprefix("model.")] = v
     sd["model.vision_tower.dummy.weight"] = torch.zeros(1)
-    adapter = adapter_for(_gemma3_multimodal_config(text.model.config), StateDictSource(sd))
+    adapter = adapter_for(_gemma3_multimodal_config(text.model.config), StateDictStore(sd))
     assert adapter.spec == text.m.spec
     for layer in range(text.m.n_layers):
         mine, ref = adapter.attention(layer), text.m.attention(layer)
@@ -330,7 +330,7 @@ def test_neox_hub_names():
     model = tiny_model("gpt_neox")
     sd = {("embed_out.weight" if k == "lm_head.weight" else k): v
           for k, v in model.state_dict().items()}
-    adapter = adapter_for(model.config, StateDictSource(sd))
+    adapter = adapter_for(model.config, StateDictStore(sd))
     assert torch.equal(adapter.unembedding(), model.lm_head.weight.detach().T)
     assert not torch.equal(adapter.unembedding(), adapter.embedding().T)
 
@@ -341,14 +341,14 @@ def test_opt_post_norm_is_refused():
 
     config = OPTConfig(**dict(TINY_CONFIGS["opt"][1], do_layer_norm_before=False))
     with pytest.raises(HeadmapsError, match="do_layer_norm_before"):
-        adapter_for(config, StateDictSource({}))
+        adapter_for(config, StateDictStore({}))
 
 
 def test_unsupported_architecture_names_type_and_lists_supported():
     from transformers import BertConfig
 
     with pytest.raises(UnsupportedArchitectureError) as err:
-        adapter_for(BertConfig(), StateDictSource({}))
+        adapter_for(BertConfig(), StateDictStore({}))
     msg = str(err.value)
     assert "'bert'" in msg
     for mt in ("gpt2", "gpt_neox", "gptj", "opt", "llama", "mistral", "qwen2", "qwen3",

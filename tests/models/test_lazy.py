@@ -19,13 +19,13 @@ from headmaps.errors import CorruptFileError, ModelNotFoundError
 from headmaps.models import lazy
 from headmaps.models.lazy import (
     PickleCheckpointError,
-    PickleSource,
-    SafetensorsSource,
+    PickleStore,
+    SafetensorsStore,
     checkpoint_bytes,
     load_lazy,
     should_load_lazily,
 )
-from headmaps.models.sources import MissingTensorError
+from headmaps.models.tensors import MissingTensorError
 from headmaps.models.weights import Norm
 from tiny import tiny_model
 
@@ -87,7 +87,7 @@ def test_lazy_matches_eager(arch, dtype, tmp_path):
     assert len(list(tmp_path.glob("*.safetensors"))) > 1, "the checkpoint should be sharded"
     assert (tmp_path / lazy.SAFE_INDEX).is_file()
     lz = hm.load(tmp_path, lazy=True)
-    assert isinstance(lz.adapter.tensors, SafetensorsSource)
+    assert isinstance(lz.adapter.store, SafetensorsStore)
     assert lz.E.dtype == dtype  # the checkpoint's dtype is kept
     _assert_same_model(lz, hm.load(model))
 
@@ -97,17 +97,17 @@ def test_lazy_single_file_and_explicit_files(tmp_path):
     model.save_pretrained(tmp_path)  # one model.safetensors, no index
     assert not (tmp_path / lazy.SAFE_INDEX).exists()
     _assert_same_model(load_lazy(tmp_path), hm.load(model))
-    src = SafetensorsSource([tmp_path / "model.safetensors"])
-    assert torch.equal(src.get("model.embed_tokens.weight"), model.model.embed_tokens.weight)
+    store = SafetensorsStore([tmp_path / "model.safetensors"])
+    assert torch.equal(store.get("model.embed_tokens.weight"), model.model.embed_tokens.weight)
 
 
 def test_prefix_variants_resolve(tmp_path):
     model = tiny_model("llama").to(torch.float32)
     _save(model, tmp_path)
-    src = SafetensorsSource(tmp_path)
+    store = SafetensorsStore(tmp_path)
     w = model.model.layers[1].self_attn.v_proj.weight
-    assert torch.equal(src.get("layers.1.self_attn.v_proj.weight"), w)  # wrapper prefix added
-    assert src.has("model.layers.1.self_attn.v_proj.weight") and not src.has("nope.weight")
+    assert torch.equal(store.get("layers.1.self_attn.v_proj.weight"), w)  # wrapper stem added
+    assert store.has("model.layers.1.self_attn.v_proj.weight") and not store.has("nope.weight")
 
 
 def test_dtype_conversion_and_tokenizer(tmp_path):
@@ -172,7 +172,7 @@ def test_shard_removed_after_opening(tmp_path):
     _save(tiny_model("llama").to(torch.float32), tmp_path)
     m = hm.load(tmp_path, lazy=True)
     name = "model.layers.2.self_attn.v_proj.weight"
-    shard = m.adapter.tensors.shard_of(name)
+    shard = m.adapter.store.shard_of(name)
     shard.unlink()
     with pytest.raises(ModelNotFoundError, match=shard.name):
         m.attention(2)
@@ -190,7 +190,7 @@ def test_missing_tensor_names_tensor_and_architecture(tmp_path):
                        match=r"model\.layers\.1\.self_attn\.o_proj\.weight.*'llama'"):
         m.attention(1)
     with pytest.raises(MissingTensorError, match="o_proj.*llama"):
-        m.adapter.tensors.get("model.layers.1.self_attn.o_proj.weight")
+        m.adapter.store.get("model.layers.1.self_attn.o_proj.weight")
 
 
 def test_corrupt_shard(tmp_path):
@@ -230,7 +230,7 @@ def test_pickle_refused_by_default_and_allowed_with_flag(tmp_path):
         hm.load(tmp_path, lazy=True)
     assert isinstance(err.value, hm.HeadmapsError) and "allow_pickle=True" in str(err.value)
     m = hm.load(tmp_path, lazy=True, allow_pickle=True)
-    assert isinstance(m.adapter.tensors, PickleSource)
+    assert isinstance(m.adapter.store, PickleStore)
     _assert_same_model(m, hm.load(model))
 
 
@@ -331,10 +331,10 @@ def medium_checkpoint(tmp_path_factory) -> Path:
 class _LiveBytes:
     """Counts the bytes of source tensors still alive (by their storages) and the peak."""
 
-    def __init__(self, src):
+    def __init__(self, store):
         self.alive = 0
         self.peak = 0
-        read = src._read
+        read = store._read
 
         def tracked(stored, shard):
             t = read(stored, shard)
@@ -344,7 +344,7 @@ class _LiveBytes:
             weakref.finalize(t.untyped_storage(), self._release, n)
             return t
 
-        src._read = tracked
+        store._read = tracked
 
     def _release(self, n: int) -> None:
         self.alive -= n
@@ -358,18 +358,18 @@ def _layer_names(layer: int) -> set[str]:
 
 def test_each_layer_reads_only_its_ov_tensors(medium_checkpoint):
     m = hm.load(medium_checkpoint, lazy=True)
-    src = m.adapter.tensors
-    src.trace = []
-    live = _LiveBytes(src)
+    store = m.adapter.store
+    store.trace = []
+    live = _LiveBytes(store)
     eu = m.E.numel() * 2 + m.U.numel() * 2
-    assert src.bytes_read == eu == 2 * VOCAB * D * 2
+    assert store.bytes_read == eu == 2 * VOCAB * D * 2
     d_head = D // HEADS
     layer_bytes = (KV * d_head * D + D * D + D) * 2
     for layer in range(LAYERS):
-        src.reset_counters()
+        store.reset_counters()
         a = m.attention(layer)
-        assert {n for n, _ in src.trace} == _layer_names(layer)
-        assert src.bytes_read == layer_bytes
+        assert {n for n, _ in store.trace} == _layer_names(layer)
+        assert store.bytes_read == layer_bytes
         _ = (a.W_V.float().sum() + a.W_O.float().sum()).item()  # touch the weights
         del a
         gc.collect()
@@ -382,13 +382,13 @@ def test_each_layer_reads_only_its_ov_tensors(medium_checkpoint):
 def test_scan_streams_layers(medium_checkpoint):
     """Through ``hm.scan``: every layer's V/O read once; at most E + U + MLP_0 + 2 layers alive."""
     m = hm.load(medium_checkpoint, lazy=True)
-    src = m.adapter.tensors
-    src.trace = []
-    live = _LiveBytes(src)
+    store = m.adapter.store
+    store.trace = []
+    live = _LiveBytes(store)
     pairs = [(f"s{i}", f"t{(3 * i) % 40}") for i in range(40)]
     res = hm.scan(m, {"custom": pairs}, k=10, projection="paper")
     assert res.scores.shape == (1, LAYERS, HEADS)
-    names = [n for n, _ in src.trace]
+    names = [n for n, _ in store.trace]
     for layer in range(LAYERS):
         p = f"model.layers.{layer}.self_attn."
         assert names.count(p + "v_proj.weight") == 1 and names.count(p + "o_proj.weight") == 1

@@ -39,7 +39,7 @@ import torch
 
 from ..errors import HeadmapsError, UnsupportedArchitectureError
 from .adapters.base import Adapter
-from .sources import StateDictSource
+from .tensors import StateDictStore
 from .weights import MLP, ArchSpec, AttentionWeights, MLPBlock, Norm, Positions, QKWeights
 
 #: TransformerLens ``normalization_type`` -> (norm kind, has a gain, has a bias).
@@ -96,7 +96,7 @@ class LensAdapter(Adapter):
         self.norm_kind = _LENS_NORMS[norm][0]
         self.parallel_attn_mlp = bool(getattr(cfg, "parallel_attn_mlp", False))
         arch = getattr(cfg, "original_architecture", None) or "hooked_transformer"
-        super().__init__(SimpleNamespace(model_type=arch), tensors=None)
+        super().__init__(SimpleNamespace(model_type=arch), store=None)
 
     def build_spec(self) -> ArchSpec:
         """Sizes from the ``HookedTransformerConfig``."""
@@ -274,8 +274,8 @@ class BridgeAdapter(Adapter):
                 "transformers language model")
         # the bridge wraps each original module as `<name>._original_component`
         live = {k.replace("._original_component", ""): v for k, v in hf.state_dict().items()}
-        self.hf = adapter_for(config, StateDictSource(live))
-        super().__init__(config, tensors=StateDictSource(live))
+        self.hf = adapter_for(config, StateDictStore(live))
+        super().__init__(config, store=StateDictStore(live))
 
     def build_spec(self) -> ArchSpec:
         """The wrapped model's spec, checked against the bridge's config."""

@@ -3,10 +3,10 @@
 Static analysis needs ``E``, ``U``, the final norm, each layer's V/O weights and input
 norm, and the first MLP: a small part of a checkpoint (21% of Llama-3.1-8B, 12% of
 Llama-3.1-70B). :func:`load_lazy` builds a
-:class:`~headmaps.models.headmodel.HeadModel` over a :class:`SafetensorsSource`, which
+:class:`~headmaps.models.headmodel.HeadModel` over a :class:`SafetensorsStore`, which
 memory-maps the ``*.safetensors`` shards (found through ``model.safetensors.index.json``
 when present) and reads a tensor only when an adapter asks for it by name. Nothing is
-cached in the source: a tensor it returned is freed (and its file pages unmapped) as soon
+cached in the store: a tensor it returned is freed (and its file pages unmapped) as soon
 as the caller drops it, so a scan that walks the layers holds about
 ``E + U + one layer's V/O`` at any time. Tensors keep the checkpoint's dtype.
 
@@ -31,7 +31,7 @@ from ..errors import CorruptFileError, ModelNotFoundError
 from .adapters import adapter_for
 from .headmodel import HeadModel
 from .hub import offline, parse_dtype
-from .sources import MissingTensorError, resolve_name
+from .tensors import MissingTensorError, resolve_name
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ def _indexed_shards(folder: Path, index: Path) -> dict[str, Path]:
     return {name: folder / f for name, f in weight_map.items()}
 
 
-class _NamedSource:
-    """Shared name resolution, counters and errors of the on-disk sources.
+class _NamedStore:
+    """Shared name resolution, counters and errors of the on-disk stores.
 
     Subclasses fill ``self._where`` (stored tensor name -> shard path) and implement
     ``_read(stored_name, shard)``.
@@ -127,11 +127,11 @@ class _NamedSource:
         self.trace: list[tuple[str, int]] | None = None
 
     def resolve(self, name: str) -> str | None:
-        """The stored name for ``name`` (as given or with a wrapper prefix added/removed)."""
+        """The stored name for ``name`` (as given or with a wrapper stem added/removed)."""
         return resolve_name(name, self._where)
 
     def has(self, name: str) -> bool:
-        """Whether ``name`` (or a prefix variant) is in the checkpoint; reads no data."""
+        """Whether ``name`` (or a stem variant) is in the checkpoint; reads no data."""
         return self.resolve(name) is not None
 
     def names(self) -> list[str]:
@@ -151,7 +151,7 @@ class _NamedSource:
         Nothing is kept: the caller owns the only reference.
 
         Raises:
-            MissingTensorError: no tensor of that name (or a prefix variant).
+            MissingTensorError: no tensor of that name (or a stem variant).
             ModelNotFoundError: its shard file disappeared.
             CorruptFileError: the shard cannot be parsed.
         """
@@ -181,8 +181,8 @@ class _NamedSource:
         raise NotImplementedError
 
 
-class SafetensorsSource(_NamedSource):
-    """A :class:`~headmaps.models.sources.TensorSource` over ``*.safetensors`` files.
+class SafetensorsStore(_NamedStore):
+    """A :class:`~headmaps.models.tensors.TensorStore` over ``*.safetensors`` files.
 
     Construction reads only the index json (or the headers of the files when there is
     no index). Each :meth:`get` opens the tensor's shard with ``safetensors.safe_open``,
@@ -247,8 +247,8 @@ class SafetensorsSource(_NamedSource):
             raise CorruptFileError(f"cannot read tensor {stored!r} from {shard}: {err}") from err
 
 
-class PickleSource(_NamedSource):
-    """A tensor source over ``pytorch_model*.bin`` files (only with ``allow_pickle``).
+class PickleStore(_NamedStore):
+    """A tensor store over ``pytorch_model*.bin`` files (only with ``allow_pickle``).
 
     Each :meth:`get` memory-maps the tensor's shard with
     ``torch.load(mmap=True, weights_only=True)`` and returns that one tensor; the rest of
@@ -304,8 +304,8 @@ def _pickle_files(folder: Path) -> list[Path]:
 
 
 def open_checkpoint(folder: str | os.PathLike, *, allow_pickle: bool = False,
-                    architecture: str | None = None) -> SafetensorsSource | PickleSource:
-    """The lazy tensor source for a checkpoint folder.
+                    architecture: str | None = None) -> SafetensorsStore | PickleStore:
+    """The lazy tensor store for a checkpoint folder.
 
     Safetensors are preferred; ``.bin`` pickles are read only with ``allow_pickle``.
 
@@ -315,7 +315,7 @@ def open_checkpoint(folder: str | os.PathLike, *, allow_pickle: bool = False,
     """
     folder = Path(folder)
     if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
-        return SafetensorsSource(folder, architecture=architecture)
+        return SafetensorsStore(folder, architecture=architecture)
     if _pickle_files(folder) or (folder / PICKLE_INDEX).is_file():
         if not allow_pickle:
             raise PickleCheckpointError(
@@ -328,7 +328,7 @@ def open_checkpoint(folder: str | os.PathLike, *, allow_pickle: bool = False,
                 "torch.load(weights_only=True, mmap=True)"
             )
         logger.warning("reading pickle checkpoint %s (allow_pickle=True)", folder)
-        return PickleSource(folder, architecture=architecture)
+        return PickleStore(folder, architecture=architecture)
     raise ModelNotFoundError(
         f"no weights in {folder}: expected *.safetensors files (with {SAFE_INDEX} when sharded)"
     )
@@ -485,12 +485,12 @@ def load_lazy(
         device: where tensors go when read (default CPU).
         dtype: convert tensors to this dtype when read (default: the checkpoint's).
         revision: hub revision for model ids.
-        allow_pickle: read ``.bin`` pickle checkpoints (see :class:`PickleSource`).
+        allow_pickle: read ``.bin`` pickle checkpoints (see :class:`PickleStore`).
         tokenizer: a tokenizer to use instead of the checkpoint's.
 
     Returns:
         A HeadModel with ``hf_model=None`` whose adapter reads through a
-        :class:`SafetensorsSource` (or :class:`PickleSource`).
+        :class:`SafetensorsStore` (or :class:`PickleStore`).
 
     Raises:
         ModelNotFoundError: no such folder/id, no config.json, or a missing shard.
@@ -515,8 +515,8 @@ def load_lazy(
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds
         raise CorruptFileError(f"cannot read {folder / 'config.json'}: {err}") from err
     model_type = getattr(config, "model_type", None)
-    source = open_checkpoint(folder, allow_pickle=allow_pickle, architecture=model_type)
-    adapter = adapter_for(config, source)
+    store = open_checkpoint(folder, allow_pickle=allow_pickle, architecture=model_type)
+    adapter = adapter_for(config, store)
     if tokenizer is None:
         if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
             logger.warning("no tokenizer files in %s; relation scoring will need one "
@@ -527,12 +527,12 @@ def load_lazy(
             except Exception as err:  # noqa: BLE001 - transformers raises many kinds
                 logger.warning("no tokenizer in %s (%s); relation scoring will need one", folder,
                                err)
-    kind = "safetensors" if isinstance(source, SafetensorsSource) else "pickle"
+    kind = "safetensors" if isinstance(store, SafetensorsStore) else "pickle"
     return HeadModel(adapter, tokenizer, hf_model=None,
-                     source=f"lazy {kind}: {folder} ({len(source.files)} file(s))",
+                     source=f"lazy {kind}: {folder} ({len(store.files)} file(s))",
                      model_id=model_id, device=device, dtype=dtype)
 
 
-__all__ = ["PickleCheckpointError", "PickleSource", "SafetensorsSource", "available_memory",
+__all__ = ["PickleCheckpointError", "PickleStore", "SafetensorsStore", "available_memory",
            "checkpoint_bytes", "download_lazy", "load_lazy", "open_checkpoint",
            "should_load_lazily"]

@@ -18,7 +18,7 @@ from .bigmodel import BigModelOptions
 from .headmodel import HeadModel
 from .hub import offline, parse_dtype
 from .lazy import load_lazy, should_load_lazily
-from .sources import StateDictSource
+from .tensors import StateDictStore
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def from_transformers(
     config = getattr(model, "config", None)
     if config is None:
         raise HeadmapsError(f"{type(model).__name__} has no .config; is it a transformers model?")
-    adapter = adapter_for(config, StateDictSource(model))
+    adapter = adapter_for(config, StateDictStore(model))
     name = model_id or getattr(config, "_name_or_path", "") or type(model).__name__
     return HeadModel(adapter, tokenizer, hf_model=model,
                      source=source or f"in-memory {type(model).__name__}",
@@ -248,7 +248,7 @@ def _from_pretrained(name: str, *, device, dtype, revision,
             last_err = err
     else:
         raise _unknown(name, last_err) from last_err
-    adapter_for(config, StateDictSource({}))  # fail fast on unsupported architectures
+    adapter_for(config, StateDictStore({}))  # fail fast on unsupported architectures
     model = build_hf_model(name, dtype, big, **kwargs)
     try:
         tok = AutoTokenizer.from_pretrained(name, **kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import UnsupportedArchitectureError
-from ..sources import TensorSource
+from ..tensors import TensorStore
 from .base import Adapter, HookModules, text_config
 from .gemma import GemmaAdapter
 from .gpt2 import GPT2Adapter
@@ -31,7 +31,7 @@ def supported_model_types() -> list[str]:
     return sorted(ADAPTERS)
 
 
-def adapter_for(config: Any, tensors: TensorSource) -> Adapter:
+def adapter_for(config: Any, store: TensorStore) -> Adapter:
     """Build the adapter for ``config.model_type``; unknown types list the supported ones."""
     model_type = getattr(text_config(config), "model_type", None) or getattr(
         config, "model_type", None
@@ -42,7 +42,7 @@ def adapter_for(config: Any, tensors: TensorSource) -> Adapter:
             f"unsupported architecture model_type={model_type!r}; headmaps supports: "
             + ", ".join(supported_model_types())
         )
-    return cls(config, tensors)
+    return cls(config, store)
 
 
 __all__ = ["ADAPTERS", "Adapter", "HookModules", "UnsupportedArchitectureError", "adapter_for",

@@ -1,6 +1,6 @@
 """The adapter interface: one subclass per architecture family.
 
-An adapter reads a Hugging Face config and a :class:`TensorSource` and returns the
+An adapter reads a Hugging Face config and a :class:`TensorStore` and returns the
 canonical pieces of :mod:`headmaps.models.weights`. Adapters never touch modules, so
 they work on an in-memory model and on a checkpoint that is never instantiated.
 """
@@ -13,7 +13,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from ...errors import MissingComponentError, UnsupportedArchitectureError
-from ..sources import MissingTensorError, TensorSource
+from ..tensors import MissingTensorError, TensorStore
 from ..weights import (
     MLP,
     ArchSpec,
@@ -52,7 +52,8 @@ class Adapter:
     """Base class: subclasses set the class attributes and implement the readers.
 
     Class attributes: ``model_types``, ``family``, ``norm_kind``, ``parallel_attn_mlp``
-    and ``hook_modules``.
+    and ``hook_modules``; each family also names its ``stem``, the part of the checkpoint
+    names in front of the model's tensors (``model`` in ``model.layers.0.self_attn...``).
 
     The adapter is the whole architecture contract of a family: the config names it
     reads, the checkpoint tensors it turns into canonical weights, and (as names only:
@@ -60,7 +61,7 @@ class Adapter:
 
     Args:
         config: the model's Hugging Face config (``PretrainedConfig``).
-        tensors: where to read tensors from.
+        store: the checkpoint tensors by name (:class:`~headmaps.models.tensors.TensorStore`).
     """
 
     model_types: ClassVar[tuple[str, ...]] = ()
@@ -69,9 +70,9 @@ class Adapter:
     parallel_attn_mlp: ClassVar[bool] = False
     hook_modules: ClassVar[HookModules | None] = None
 
-    def __init__(self, config: Any, tensors: TensorSource):
+    def __init__(self, config: Any, store: TensorStore):
         self.config = text_config(config)
-        self.tensors = tensors
+        self.store = store
         self.spec = self.build_spec()
 
     # ---- helpers -------------------------------------------------------------------
@@ -86,21 +87,21 @@ class Adapter:
     def get(self, name: str) -> torch.Tensor:
         """Read a tensor; a missing one names the tensor and the architecture."""
         try:
-            return self.tensors.get(name)
+            return self.store.get(name)
         except KeyError:
             raise MissingTensorError(name, self.architecture) from None
 
     def maybe(self, name: str) -> torch.Tensor | None:
         """Read a tensor if present (optional biases), else None."""
-        return self.get(name) if self.tensors.has(name) else None
+        return self.get(name) if self.store.has(name) else None
 
-    def norm(self, prefix: str, eps: float, gain_offset: float = 0.0) -> Norm:
-        """A norm stored as ``{prefix}.weight`` (+ ``{prefix}.bias`` for LayerNorm)."""
-        w = self.maybe(f"{prefix}.weight")
+    def norm(self, stem: str, eps: float, gain_offset: float = 0.0) -> Norm:
+        """A norm stored as ``{stem}.weight`` (+ ``{stem}.bias`` for LayerNorm)."""
+        w = self.maybe(f"{stem}.weight")
         if w is not None and gain_offset:
             # at least float32, as Gemma computes 1 + w; never narrower than the checkpoint
             w = w.to(torch.promote_types(w.dtype, torch.float32)) + gain_offset
-        b = self.maybe(f"{prefix}.bias") if self.norm_kind == "layernorm" else None
+        b = self.maybe(f"{stem}.bias") if self.norm_kind == "layernorm" else None
         return Norm(self.norm_kind, w, b, float(eps), gain_offset)
 
     def first_name(self, *names: str) -> str:
@@ -109,7 +110,7 @@ class Adapter:
         Checkpoints of one architecture differ in naming (hub files vs. renamed
         transformers modules, e.g. NeoX's ``embed_out`` vs. ``lm_head``).
         """
-        return next((n for n in names if self.tensors.has(n)), names[0])
+        return next((n for n in names if self.store.has(n)), names[0])
 
     @property
     def architecture(self) -> str:
@@ -262,9 +263,9 @@ class Adapter:
         """``1/sqrt(d_head)``, the usual factor on ``q . k``."""
         return self.spec.d_head ** -0.5
 
-    def head_norm(self, prefix: str, eps: float) -> Norm | None:
-        """A per-head q/k norm stored at ``prefix`` (over ``d_head``), or None if absent."""
-        return self.norm(prefix, eps) if self.tensors.has(f"{prefix}.weight") else None
+    def head_norm(self, stem: str, eps: float) -> Norm | None:
+        """A per-head q/k norm stored at ``stem`` (over ``d_head``), or None if absent."""
+        return self.norm(stem, eps) if self.store.has(f"{stem}.weight") else None
 
 
 def sqrt_scale(d_model: int) -> float:

@@ -25,7 +25,7 @@ import torch
 from .base import MLP, AttentionWeights, MLPBlock, Norm, QKWeights, sqrt_scale
 from .llama import LlamaAdapter
 
-_TEXT_PREFIXES = ("model", "model.language_model", "language_model.model")
+_TEXT_STEMS = ("model", "model.language_model", "language_model.model")
 _LM_HEADS = ("lm_head.weight", "language_model.lm_head.weight")
 
 
@@ -37,12 +37,12 @@ class GemmaAdapter(LlamaAdapter):
     norm_kind = "rmsnorm"
 
     @functools.cached_property
-    def prefix(self) -> str:  # type: ignore[override]
+    def stem(self) -> str:  # type: ignore[override]
         """Where the text model's tensors live in this checkpoint."""
-        for p in _TEXT_PREFIXES:
-            if self.tensors.has(f"{p}.embed_tokens.weight"):
+        for p in _TEXT_STEMS:
+            if self.store.has(f"{p}.embed_tokens.weight"):
                 return p
-        return _TEXT_PREFIXES[0]
+        return _TEXT_STEMS[0]
 
     @property
     def sandwich(self) -> bool:
@@ -52,20 +52,20 @@ class GemmaAdapter(LlamaAdapter):
     def embedding_scale(self, d_model: int) -> float:
         return sqrt_scale(d_model)
 
-    def norm(self, prefix: str, eps: float, gain_offset: float = 1.0) -> Norm:
+    def norm(self, stem: str, eps: float, gain_offset: float = 1.0) -> Norm:
         """Every Gemma RMSNorm stores ``gain - 1``."""
-        return super().norm(prefix, eps, gain_offset)
+        return super().norm(stem, eps, gain_offset)
 
     def unembedding(self) -> torch.Tensor:
         name = self.first_name(*_LM_HEADS)
-        if self.spec.tied_embeddings or not self.tensors.has(name):
+        if self.spec.tied_embeddings or not self.store.has(name):
             return self.embedding().T
         return self.get(name).T
 
     def attention(self, layer: int) -> AttentionWeights:
         a = super().attention(layer)
         if self.sandwich:
-            a.post_norm = self.norm(f"{self.prefix}.layers.{layer}.post_attention_layernorm",
+            a.post_norm = self.norm(f"{self.stem}.layers.{layer}.post_attention_layernorm",
                                     self.eps())
         return a
 
@@ -88,7 +88,7 @@ class GemmaAdapter(LlamaAdapter):
         return "gelu_pytorch_tanh" if act == "gelu" else act
 
     def mlp(self, layer: int) -> MLPBlock:
-        p = f"{self.prefix}.layers.{layer}"
+        p = f"{self.stem}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.up_proj.weight").T,
             b_in=None,

@@ -21,25 +21,25 @@ class GPT2Adapter(Adapter):
     family = "gpt2"
     hook_modules = HookModules("h", "attn", "c_proj")
     norm_kind = "layernorm"
-    prefix = "transformer"
+    stem = "transformer"
 
     def eps(self) -> float:
         """LayerNorm epsilon from the config."""
         return self.cfg("layer_norm_epsilon", default=1e-5)
 
     def embedding(self) -> torch.Tensor:
-        return self.get(f"{self.prefix}.wte.weight")
+        return self.get(f"{self.stem}.wte.weight")
 
     def unembedding(self) -> torch.Tensor:
-        if self.spec.tied_embeddings or not self.tensors.has("lm_head.weight"):
+        if self.spec.tied_embeddings or not self.store.has("lm_head.weight"):
             return self.embedding().T
         return self.get("lm_head.weight").T
 
     def final_norm(self) -> Norm:
-        return self.norm(f"{self.prefix}.ln_f", self.eps())
+        return self.norm(f"{self.stem}.ln_f", self.eps())
 
     def attention(self, layer: int) -> AttentionWeights:
-        s, p = self.spec, f"{self.prefix}.h.{layer}.attn"
+        s, p = self.spec, f"{self.stem}.h.{layer}.attn"
         width = s.n_heads * s.d_head
         w_qkv = self.get(f"{p}.c_attn.weight")  # (d_model, 3 * width)
         b_qkv = self.maybe(f"{p}.c_attn.bias")
@@ -49,11 +49,11 @@ class GPT2Adapter(Adapter):
             W_O=self.get(f"{p}.c_proj.weight").reshape(s.n_heads, s.d_head, s.d_model),
             b_V=None if b_qkv is None else b_qkv[2 * width:].reshape(s.n_heads, s.d_head),
             b_O=self.maybe(f"{p}.c_proj.bias"),
-            input_norm=self.norm(f"{self.prefix}.h.{layer}.ln_1", self.eps()),
+            input_norm=self.norm(f"{self.stem}.h.{layer}.ln_1", self.eps()),
         )
 
     def qk(self, layer: int) -> QKWeights:
-        s, p = self.spec, f"{self.prefix}.h.{layer}.attn"
+        s, p = self.spec, f"{self.stem}.h.{layer}.attn"
         width = s.n_heads * s.d_head
         w = self.get(f"{p}.c_attn.weight")  # (d_model, 3 * width)
         b = self.maybe(f"{p}.c_attn.bias")
@@ -68,12 +68,12 @@ class GPT2Adapter(Adapter):
         scale = self.head_scale() if self.cfg("scale_attn_weights", default=True) else 1.0
         if self.cfg("scale_attn_by_inverse_layer_idx", default=False):
             scale /= layer + 1
-        pos = Positions("learned", embedding=self.get(f"{self.prefix}.wpe.weight"))
+        pos = Positions("learned", embedding=self.get(f"{self.stem}.wpe.weight"))
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=scale, positions=pos,
-                         input_norm=self.norm(f"{self.prefix}.h.{layer}.ln_1", self.eps()))
+                         input_norm=self.norm(f"{self.stem}.h.{layer}.ln_1", self.eps()))
 
     def mlp(self, layer: int) -> MLPBlock:
-        p = f"{self.prefix}.h.{layer}"
+        p = f"{self.stem}.h.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.c_fc.weight"),
             b_in=self.maybe(f"{p}.mlp.c_fc.bias"),

@@ -27,7 +27,7 @@ class GPTNeoXAdapter(Adapter):
     family = "gpt_neox"
     hook_modules = HookModules("layers", "attention", "dense")
     norm_kind = "layernorm"
-    prefix = "gpt_neox"
+    stem = "gpt_neox"
 
     def build_spec(self) -> ArchSpec:
         spec = super().build_spec()
@@ -39,19 +39,19 @@ class GPTNeoXAdapter(Adapter):
         return self.cfg("layer_norm_eps", default=1e-5)
 
     def embedding(self) -> torch.Tensor:
-        return self.get(f"{self.prefix}.embed_in.weight")
+        return self.get(f"{self.stem}.embed_in.weight")
 
     def unembedding(self) -> torch.Tensor:
         name = self.first_name("embed_out.weight", "lm_head.weight")
-        if self.spec.tied_embeddings or not self.tensors.has(name):
+        if self.spec.tied_embeddings or not self.store.has(name):
             return self.embedding().T
         return self.get(name).T
 
     def final_norm(self) -> Norm:
-        return self.norm(f"{self.prefix}.final_layer_norm", self.eps())
+        return self.norm(f"{self.stem}.final_layer_norm", self.eps())
 
     def attention(self, layer: int) -> AttentionWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        s, p = self.spec, f"{self.stem}.layers.{layer}"
         w = self.get(f"{p}.attention.query_key_value.weight")  # (3 * d_model, d_model)
         w_v = w.reshape(s.n_heads, 3, s.d_head, w.shape[-1])[:, 2]  # (n_heads, d_head, d_model)
         b = self.maybe(f"{p}.attention.query_key_value.bias")
@@ -64,7 +64,7 @@ class GPTNeoXAdapter(Adapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        s, p = self.spec, f"{self.stem}.layers.{layer}"
         w = self.get(f"{p}.attention.query_key_value.weight")
         # (H, 3, d_model, d_head)
         w = w.reshape(s.n_heads, 3, s.d_head, w.shape[-1]).transpose(2, 3)
@@ -76,7 +76,7 @@ class GPTNeoXAdapter(Adapter):
                          input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
 
     def mlp(self, layer: int) -> MLPBlock:
-        p = f"{self.prefix}.layers.{layer}"
+        p = f"{self.stem}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.dense_h_to_4h.weight").T,
             b_in=self.maybe(f"{p}.mlp.dense_h_to_4h.bias"),

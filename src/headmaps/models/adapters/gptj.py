@@ -20,17 +20,17 @@ class GPTJAdapter(Adapter):
     hook_modules = HookModules("h", "attn", "out_proj")
     norm_kind = "layernorm"
     parallel_attn_mlp = True
-    prefix = "transformer"
+    stem = "transformer"
 
     def eps(self) -> float:
         """LayerNorm epsilon from the config."""
         return self.cfg("layer_norm_epsilon", default=1e-5)
 
     def embedding(self) -> torch.Tensor:
-        return self.get(f"{self.prefix}.wte.weight")
+        return self.get(f"{self.stem}.wte.weight")
 
     def unembedding(self) -> torch.Tensor:
-        if self.spec.tied_embeddings or not self.tensors.has("lm_head.weight"):
+        if self.spec.tied_embeddings or not self.store.has("lm_head.weight"):
             return self.embedding().T
         return self.get("lm_head.weight").T
 
@@ -38,10 +38,10 @@ class GPTJAdapter(Adapter):
         return self.maybe("lm_head.bias")
 
     def final_norm(self) -> Norm:
-        return self.norm(f"{self.prefix}.ln_f", self.eps())
+        return self.norm(f"{self.stem}.ln_f", self.eps())
 
     def attention(self, layer: int) -> AttentionWeights:
-        s, p = self.spec, f"{self.prefix}.h.{layer}"
+        s, p = self.spec, f"{self.stem}.h.{layer}"
         b_v = self.maybe(f"{p}.attn.v_proj.bias")
         return AttentionWeights(
             W_V=self.split_heads_in(self.get(f"{p}.attn.v_proj.weight"), s.n_kv_heads),
@@ -52,7 +52,7 @@ class GPTJAdapter(Adapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        p = f"{self.prefix}.h.{layer}"
+        p = f"{self.stem}.h.{layer}"
         W_Q, b_Q, W_K, b_K = self.query_key(f"{p}.attn")
         rot = self.cfg("rotary_dim") or self.spec.d_head
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
@@ -61,7 +61,7 @@ class GPTJAdapter(Adapter):
                          input_norm=self.norm(f"{p}.ln_1", self.eps()))
 
     def mlp(self, layer: int) -> MLPBlock:
-        p = f"{self.prefix}.h.{layer}"
+        p = f"{self.stem}.h.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.fc_in.weight").T,
             b_in=self.maybe(f"{p}.mlp.fc_in.bias"),

@@ -17,25 +17,25 @@ class LlamaAdapter(Adapter):
     family = "llama"
     hook_modules = HookModules("layers", "self_attn", "o_proj")
     norm_kind = "rmsnorm"
-    prefix = "model"
+    stem = "model"
 
     def eps(self) -> float:
         """Norm epsilon from the config."""
         return self.cfg("rms_norm_eps", default=1e-6)
 
     def embedding(self):
-        return self.get(f"{self.prefix}.embed_tokens.weight")
+        return self.get(f"{self.stem}.embed_tokens.weight")
 
     def unembedding(self):
-        if self.spec.tied_embeddings or not self.tensors.has("lm_head.weight"):
+        if self.spec.tied_embeddings or not self.store.has("lm_head.weight"):
             return self.embedding().T
         return self.get("lm_head.weight").T
 
     def final_norm(self) -> Norm:
-        return self.norm(f"{self.prefix}.norm", self.eps())
+        return self.norm(f"{self.stem}.norm", self.eps())
 
     def attention(self, layer: int) -> AttentionWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        s, p = self.spec, f"{self.stem}.layers.{layer}"
         b_v = self.maybe(f"{p}.self_attn.v_proj.bias")
         return AttentionWeights(
             W_V=self.split_heads_in(self.get(f"{p}.self_attn.v_proj.weight"), s.n_kv_heads),
@@ -46,18 +46,18 @@ class LlamaAdapter(Adapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        p = f"{self.prefix}.layers.{layer}.self_attn"
+        p = f"{self.stem}.layers.{layer}.self_attn"
         W_Q, b_Q, W_K, b_K = self.query_key(p)
         return QKWeights(
             W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
             positions=self.rotary(layer),
-            input_norm=self.norm(f"{self.prefix}.layers.{layer}.input_layernorm", self.eps()),
+            input_norm=self.norm(f"{self.stem}.layers.{layer}.input_layernorm", self.eps()),
             q_norm=self.head_norm(f"{p}.q_norm", self.eps()),
             k_norm=self.head_norm(f"{p}.k_norm", self.eps()),
         )
 
     def mlp(self, layer: int) -> MLPBlock:
-        p = f"{self.prefix}.layers.{layer}"
+        p = f"{self.stem}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.up_proj.weight").T,
             b_in=self.maybe(f"{p}.mlp.up_proj.bias"),

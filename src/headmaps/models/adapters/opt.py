@@ -33,7 +33,7 @@ class OPTAdapter(Adapter):
     family = "opt"
     hook_modules = HookModules("layers", "self_attn", "out_proj")
     norm_kind = "layernorm"
-    prefix = "model.decoder"
+    stem = "model.decoder"
 
     def build_spec(self) -> ArchSpec:
         if not self.cfg("do_layer_norm_before", default=True):
@@ -56,29 +56,29 @@ class OPTAdapter(Adapter):
         return proj is not None and proj != self.cfg("hidden_size")
 
     def _raw_embedding(self) -> torch.Tensor:
-        return self.get(f"{self.prefix}.embed_tokens.weight")
+        return self.get(f"{self.stem}.embed_tokens.weight")
 
     def embedding(self) -> torch.Tensor:
         e = self._raw_embedding()
         if self._projected():
-            e = e @ self.get(f"{self.prefix}.project_in.weight").T
+            e = e @ self.get(f"{self.stem}.project_in.weight").T
         return e
 
     def unembedding(self) -> torch.Tensor:
         head = "lm_head.weight"
-        if self.spec.tied_embeddings or not self.tensors.has(head):
+        if self.spec.tied_embeddings or not self.store.has(head):
             w = self._raw_embedding()
         else:
             w = self.get(head)
         if self._projected():
-            return self.get(f"{self.prefix}.project_out.weight").T @ w.T
+            return self.get(f"{self.stem}.project_out.weight").T @ w.T
         return w.T
 
     def final_norm(self) -> Norm:
-        return self.norm(f"{self.prefix}.final_layer_norm", _LN_EPS)
+        return self.norm(f"{self.stem}.final_layer_norm", _LN_EPS)
 
     def attention(self, layer: int) -> AttentionWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        s, p = self.spec, f"{self.stem}.layers.{layer}"
         b_v = self.maybe(f"{p}.self_attn.v_proj.bias")
         return AttentionWeights(
             W_V=self.split_heads_in(self.get(f"{p}.self_attn.v_proj.weight"), s.n_kv_heads),
@@ -89,16 +89,16 @@ class OPTAdapter(Adapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        p = f"{self.prefix}.layers.{layer}"
+        p = f"{self.stem}.layers.{layer}"
         a = f"{p}.self_attn"
         W_Q, b_Q, W_K, b_K = self.query_key(a)
-        pos = Positions("learned", embedding=self.get(f"{self.prefix}.embed_positions.weight"),
+        pos = Positions("learned", embedding=self.get(f"{self.stem}.embed_positions.weight"),
                         offset=_POSITION_OFFSET)
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(), positions=pos,
                          input_norm=self.norm(f"{p}.self_attn_layer_norm", _LN_EPS))
 
     def mlp(self, layer: int) -> MLPBlock:
-        p = f"{self.prefix}.layers.{layer}"
+        p = f"{self.stem}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.fc1.weight").T,
             b_in=self.maybe(f"{p}.fc1.bias"),

@@ -21,17 +21,17 @@ class PhiAdapter(Adapter):
     hook_modules = HookModules("layers", "self_attn", "dense")
     norm_kind = "layernorm"
     parallel_attn_mlp = True
-    prefix = "model"
+    stem = "model"
 
     def eps(self) -> float:
         """LayerNorm epsilon from the config."""
         return self.cfg("layer_norm_eps", default=1e-5)
 
     def embedding(self) -> torch.Tensor:
-        return self.get(f"{self.prefix}.embed_tokens.weight")
+        return self.get(f"{self.stem}.embed_tokens.weight")
 
     def unembedding(self) -> torch.Tensor:
-        if self.spec.tied_embeddings or not self.tensors.has("lm_head.weight"):
+        if self.spec.tied_embeddings or not self.store.has("lm_head.weight"):
             return self.embedding().T
         return self.get("lm_head.weight").T
 
@@ -39,10 +39,10 @@ class PhiAdapter(Adapter):
         return self.maybe("lm_head.bias")
 
     def final_norm(self) -> Norm:
-        return self.norm(f"{self.prefix}.final_layernorm", self.eps())
+        return self.norm(f"{self.stem}.final_layernorm", self.eps())
 
     def attention(self, layer: int) -> AttentionWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        s, p = self.spec, f"{self.stem}.layers.{layer}"
         b_v = self.maybe(f"{p}.self_attn.v_proj.bias")
         return AttentionWeights(
             W_V=self.split_heads_in(self.get(f"{p}.self_attn.v_proj.weight"), s.n_kv_heads),
@@ -53,7 +53,7 @@ class PhiAdapter(Adapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        p = f"{self.prefix}.layers.{layer}"
+        p = f"{self.stem}.layers.{layer}"
         a = f"{p}.self_attn"
         W_Q, b_Q, W_K, b_K = self.query_key(a)
         return QKWeights(W_Q=W_Q, W_K=W_K, b_Q=b_Q, b_K=b_K, scale=self.head_scale(),
@@ -63,7 +63,7 @@ class PhiAdapter(Adapter):
                          k_norm=self.head_norm(f"{a}.k_layernorm", self.eps()))
 
     def mlp(self, layer: int) -> MLPBlock:
-        p = f"{self.prefix}.layers.{layer}"
+        p = f"{self.stem}.layers.{layer}"
         mlp = MLP(
             W_in=self.get(f"{p}.mlp.fc1.weight").T,
             b_in=self.maybe(f"{p}.mlp.fc1.bias"),

@@ -22,7 +22,7 @@ class Phi3Adapter(LlamaAdapter):
         return self.cfg("rms_norm_eps", default=1e-5)
 
     def attention(self, layer: int) -> AttentionWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        s, p = self.spec, f"{self.stem}.layers.{layer}"
         v_start = (s.n_heads + s.n_kv_heads) * s.d_head
         w_v = self.get(f"{p}.self_attn.qkv_proj.weight")[v_start:]
         b = self.maybe(f"{p}.self_attn.qkv_proj.bias")
@@ -35,7 +35,7 @@ class Phi3Adapter(LlamaAdapter):
         )
 
     def qk(self, layer: int) -> QKWeights:
-        s, p = self.spec, f"{self.prefix}.layers.{layer}"
+        s, p = self.spec, f"{self.stem}.layers.{layer}"
         nq, nk = s.n_heads * s.d_head, s.n_kv_heads * s.d_head
         w = self.get(f"{p}.self_attn.qkv_proj.weight")
         b = self.maybe(f"{p}.self_attn.qkv_proj.bias")
@@ -46,7 +46,7 @@ class Phi3Adapter(LlamaAdapter):
                          input_norm=self.norm(f"{p}.input_layernorm", self.eps()))
 
     def mlp(self, layer: int) -> MLPBlock:
-        p = f"{self.prefix}.layers.{layer}"
+        p = f"{self.stem}.layers.{layer}"
         gate_up = self.get(f"{p}.mlp.gate_up_proj.weight")  # (2 * d_mlp, d_model)
         d_mlp = gate_up.shape[0] // 2
         mlp = MLP(

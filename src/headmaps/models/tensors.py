@@ -1,6 +1,6 @@
 """Where an adapter reads tensors from: an in-memory state dict or a checkpoint on disk.
 
-A tensor source maps checkpoint tensor names (as in the model's ``state_dict``, e.g.
+A tensor store maps checkpoint tensor names (as in the model's ``state_dict``, e.g.
 ``model.layers.0.self_attn.v_proj.weight``) to tensors. Adapters only ever call
 ``get``/``has``, so the same adapter serves eager and lazy loading.
 """
@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 
 
-class TensorSource(Protocol):
+class TensorStore(Protocol):
     """Anything that returns checkpoint tensors by name."""
 
     def get(self, name: str) -> torch.Tensor:
@@ -38,10 +38,10 @@ class MissingTensorError(KeyError):
         return str(self.args[0])
 
 
-class StateDictSource:
+class StateDictStore:
     """Tensors of an in-memory ``nn.Module`` (or any name -> tensor mapping).
 
-    Names are tried as given and, failing that, with a leading wrapper prefix
+    Names are tried as given and, failing that, with a leading wrapper stem
     (``transformer.``, ``model.``, ``gpt_neox.``) removed or added, because some hub
     checkpoints were saved from the bare model and others from the LM-head wrapper.
 
@@ -62,7 +62,7 @@ class StateDictSource:
         return resolve_name(name, self._tensors)
 
     def has(self, name: str) -> bool:
-        """Whether ``name`` (or a prefix variant) is present."""
+        """Whether ``name`` (or a stem variant) is present."""
         return self.resolve(name) is not None
 
     def get(self, name: str) -> torch.Tensor:
@@ -114,13 +114,13 @@ def offloaded_tensor(module: torch.nn.Module | None, name: str, meta: torch.Tens
                         "device_map=...)")
 
 
-_PREFIXES = ("transformer.", "model.", "gpt_neox.", "model.decoder.")
+_WRAPPER_STEMS = ("transformer.", "model.", "gpt_neox.", "model.decoder.")
 
 
 def resolve_name(name: str, stored: Container[str]) -> str | None:
     """The name under which ``stored`` holds tensor ``name``, or None.
 
-    ``name`` itself, else a prefix variant (see :func:`_alternatives`): checkpoints saved
+    ``name`` itself, else a stem variant (see :func:`_alternatives`): checkpoints saved
     from the bare model and from the LM-head wrapper name the same tensor differently.
     """
     if name in stored:
@@ -129,12 +129,12 @@ def resolve_name(name: str, stored: Container[str]) -> str | None:
 
 
 def _alternatives(name: str) -> list[str]:
-    """Prefix variants of a checkpoint tensor name (wrapper prefix added or removed)."""
+    """Stem variants of a checkpoint tensor name (wrapper stem added or removed)."""
     out = []
-    for p in _PREFIXES:
+    for p in _WRAPPER_STEMS:
         if name.startswith(p):
             out.append(name[len(p):])
-    for p in _PREFIXES:
+    for p in _WRAPPER_STEMS:
         if not name.startswith(p):
             out.append(p + name)
     return out
