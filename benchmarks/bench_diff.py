@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     a.model_id, b.model_id = "smollm2-135m-base", "smollm2-135m-finetuned"
     a2.model_id = "smollm2-135m-base (loaded again)"
     for m, folder in ((a, base_dir), (b, ft_dir), (a2, base_dir)):  # no local paths in results
-        m.source = f"transformers: $HEADMAPS_CACHE/bench_diff/{folder.name}"
+        m.origin = f"transformers: $HEADMAPS_CACHE/bench_diff/{folder.name}"
     timings["load"] = time.perf_counter() - t
     relations = {"made_up_mapping": str(mapping), **{r: r for r in BUILTIN}}
     # the prefix-then-token source: what a head reads at a token after a document start,

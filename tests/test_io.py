@@ -99,3 +99,18 @@ def test_a_malformed_descriptions_file_is_corrupt(tmp_path):
     path.write_text("not json\n")
     with pytest.raises(CorruptFileError):
         load_descriptions(path)
+
+
+def test_a_header_written_before_origin_was_named_so_reads_as_origin(tmp_path):
+    """``model_info["source"]`` (files written before the rename) loads as ``"origin"``."""
+    from headmaps.explorer.synthetic import synthetic_scan
+    from headmaps.scoring.results import ScanResult
+
+    scan, _ = synthetic_scan(n_layers=2, n_heads=2, n_relations=2, with_extras=False)
+    written = scan.save(tmp_path / "scan.parquet")
+    header = written.with_suffix(".json")
+    h = json.loads(header.read_text())
+    h["model_info"]["source"] = h["model_info"].pop("origin")
+    header.write_text(json.dumps(h))
+    info = ScanResult.load(written).model_info
+    assert info["origin"] == scan.model_info["origin"] and "source" not in info

@@ -91,6 +91,21 @@ def shareable(value: Any) -> Any:
     return value
 
 
+def saved_model_info(value: Any) -> dict[str, Any]:
+    """A saved result's ``model_info`` (:meth:`HeadModel.info` at run time) as a new dict.
+
+    Where the model was loaded from is under ``"origin"``; files written before that key
+    was named so hold it as ``"source"``, which is read as ``"origin"``.
+
+    >>> saved_model_info({"model": "m", "source": "gguf: m.gguf"})
+    {'model': 'm', 'origin': 'gguf: m.gguf'}
+    """
+    info = dict(value or {})
+    if "source" in info and "origin" not in info:
+        info["origin"] = info.pop("source")
+    return info
+
+
 def header_for_file(header: dict[str, Any], show_paths: bool = False) -> dict[str, Any]:
     """A result's JSON header as written: local paths reduced to names (:func:`shareable`).
 

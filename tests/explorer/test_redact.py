@@ -33,7 +33,7 @@ def test_shareable_walks_containers():
 
 def _scan_with_paths():
     scan, _ = synthetic_scan(n_layers=3, n_heads=4, n_relations=3, seed=0, with_extras=False)
-    info = dict(scan.model_info, source=SITE, model=CACHE)
+    info = dict(scan.model_info, origin=SITE, model=CACHE)
     return dataclasses.replace(scan, model_id=CACHE, model_info=info,
                                skipped={"my_relation": "only 3 pairs in "
                                                        "/home/someone/rels/my_relation.json"})

@@ -135,7 +135,7 @@ def test_gated_mlp_with_bias_after_the_gate_is_refused():
 def test_lens_model_ov_and_qk_read_the_grouped_heads():
     model = lens_model("llama_gqa", processed=True)
     m = hm.load(model)
-    assert m.model_id and "TransformerLens" in m.source
+    assert m.model_id and "TransformerLens" in m.origin
     W_V, W_O = m.ov(1, 3)
     assert W_V.shape == (32, 8) and W_O.shape == (8, 32)
     assert torch.equal(W_V, m.attention(1).W_V[m.kv_head(3)])

@@ -83,7 +83,7 @@ def test_folder_with_budget_offloads_and_reads_exact_weights(saved_llama, tmp_pa
     folder, original = saved_llama
     plain = hm.load(original)
     big = hm.load(folder, max_memory=TINY_BUDGET, offload_folder=tmp_path / "off")
-    assert "device_map=auto" in big.source
+    assert "device_map=auto" in big.origin
     placed = big.hf_model.hf_device_map
     assert "disk" in set(placed.values()), placed  # the budget really forced offload
     for layer in range(plain.n_layers):

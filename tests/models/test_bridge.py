@@ -53,7 +53,7 @@ def tokens(m) -> torch.Tensor:
 def test_per_head_outputs_and_scores_equal_the_bridge(kind, mode, tmp_path):
     bridge = boot(kind, tmp_path, mode)
     m = hm.load(bridge)
-    assert m.adapter.family == "transformer_lens_bridge" and "bridge" in m.source
+    assert m.adapter.family == "transformer_lens_bridge" and "bridge" in m.origin
     assert (m.n_layers, m.n_heads, m.n_kv_heads) == (3, *{"llama": (8, 2)}.get(kind, (4, 4)))
     gain = m.attention(0).input_norm.weight
     if mode == "compat":  # folded into W_Q/W_K/W_V: the norm that remains has gain 1
@@ -68,7 +68,7 @@ def test_compatibility_mode_is_read_as_processed(tmp_path):
     booted = hm.load(boot("gpt2", tmp_path / "a"))
     bridge = boot("gpt2", tmp_path / "b", "compat")
     compat = hm.load(bridge)
-    assert "compatibility mode" in compat.source
+    assert "compatibility mode" in compat.origin
     a, c = booted.attention(1), compat.attention(1)
     assert a.b_V is not None and torch.count_nonzero(a.b_V)
     # value biases folded into b_O, writing weights centred, unembedding centred

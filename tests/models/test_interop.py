@@ -26,7 +26,7 @@ def test_nnsight_language_model_is_its_transformers_model(tiny_llama):
     m = hm.load(lm)
     direct = hm.load(tiny_llama)
     assert m.tokenizer is tok and m.hf_model is tiny_llama
-    assert "nnsight" in m.source
+    assert "nnsight" in m.origin
     for layer in range(m.n_layers):
         assert torch.equal(m.attention(layer).W_O, direct.attention(layer).W_O)
         assert torch.equal(m.attention(layer).W_V, direct.attention(layer).W_V)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .._html import html_card
 from ..errors import HeadmapsError
-from ..io import load_table, markdown_table, reads_result, save_table, table_path
+from ..io import load_table, markdown_table, reads_result, save_table, saved_model_info, table_path
 from ..salient.tokens import visible
 
 if TYPE_CHECKING:
@@ -512,7 +512,7 @@ class AttentionSummary:
         return cls(layers=[int(x) for x in h["layers"]], n_heads=int(h["n_heads"]),
                    positions=list(h["positions"]),
                    strings={int(k): v for k, v in h["strings"].items()},
-                   model_id=h.get("model_id", ""), model_info=dict(h.get("model_info", {})),
+                   model_id=h.get("model_id", ""), model_info=saved_model_info(h.get("model_info")),
                    preset=h.get("preset", ""), options=dict(h.get("options", {})),
                    versions=dict(h.get("versions", {})),
                    calibration=dict(h.get("calibration") or {}), **arrays)

@@ -1,4 +1,4 @@
-"""`headmaps info MODEL`: architecture, sizes, source and load time."""
+"""`headmaps info MODEL`: architecture, sizes, origin and load time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .common import add_model_args, load_model
 def register(sub) -> None:
     """Add the ``info`` subcommand."""
     p = sub.add_parser("info", help="print a model's architecture and sizes",
-                       description="Print architecture, layers, heads, KV heads, sizes, source and "
+                       description="Print architecture, layers, heads, KV heads, sizes, origin and "
                                    "load time.")
     add_model_args(p)
     p.set_defaults(func=run)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .._html import html_card
 from ..errors import HeadmapsError, OutOfRangeError
-from ..io import load_table, markdown_table, reads_result, save_table, table_path
+from ..io import load_table, markdown_table, reads_result, save_table, saved_model_info, table_path
 from .compute import KINDS, METHODS
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class CompositionResult:
                 scores[m][k] = a
         return cls(h["model_id"], L, H, kinds, scores, h["preset"], dict(h["options"]),
                    dict(h.get("calibration", {})), dict(h["params"]), float(h["seconds"]),
-                   dict(h["model_info"]), dict(h.get("versions", {})))
+                   saved_model_info(h["model_info"]), dict(h.get("versions", {})))
 
     def partner_table(self, kind: str = "K", n: int = 3) -> pd.DataFrame:
         """Per head of layer >= 1: its ``n`` best partners by each method, as text."""

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CorruptFileError, HeadmapsError
-from ..io import load_table, markdown_table, reads_result, save_table
+from ..io import load_table, markdown_table, reads_result, save_table, saved_model_info
 from ..relations.errors import UnknownRelationError
 from ..scoring.results import DEFAULT_TAU
 
@@ -404,8 +404,8 @@ class HeadDiff:
                    calibration=dict(h.get("calibration") or {}),
                    no_floor=dict(h.get("no_floor") or {}), params=dict(h.get("params") or {}),
                    seconds={p: float(s) for p, s in (h.get("seconds") or {}).items()},
-                   model_info_a=dict(h.get("model_info_a") or {}),
-                   model_info_b=dict(h.get("model_info_b") or {}),
+                   model_info_a=saved_model_info(h.get("model_info_a")),
+                   model_info_b=saved_model_info(h.get("model_info_b")),
                    versions=dict(h.get("versions") or {}), **sides)
 
 

@@ -25,6 +25,7 @@ from ..io import (
     reads_result,
     run_header,
     save_table,
+    saved_model_info,
     versions,
     write_figure,
     write_json,
@@ -287,8 +288,8 @@ class CorrelationResult:
                             to_source=arr("to_source"))
         if "with_context_even" in heads.columns:
             dyn.with_context_halves = np.stack([arr("with_context_even"), arr("with_context_odd")])
-        static = ScanResult(model_id=h["model_id"], model_info=h.get("model_info", {}),
-                            relations=rels,
+        static = ScanResult(model_id=h["model_id"],
+                            model_info=saved_model_info(h.get("model_info")), relations=rels,
                             scores=arr("static", False), suppression=arr("static_supp", False),
                             n_pairs=h["n_static_pairs"], k=h["k"], preset=h["preset"],
                             options=h["options"], calibration=dict(h.get("calibration") or {}),

@@ -99,7 +99,7 @@ def model_card(scan: ScanResult, generated: str, stream: str | None = None) -> s
         ("d_model / d_head", d),
         ("Vocabulary", info.get("vocab_size")),
         ("Tied embeddings", info.get("tied_embeddings")),
-        ("Source", info.get("source")),
+        ("Origin", info.get("origin")),
         ("Preset", scan.preset),
         ("Projection", projection_label(scan.preset, scan.options,
                                         getattr(scan, "calibration", None))),

@@ -125,7 +125,7 @@ def synthetic_scan(n_layers: int = 24, n_heads: int = 16, n_relations: int = 20,
     info = {"model": f"synthetic-{L}x{H}", "architecture": "LlamaForCausalLM", "family": "llama",
             "n_layers": L, "n_heads": H, "n_kv_heads": n_kv, "d_model": H * 128, "d_head": 128,
             "vocab_size": 128256, "tied_embeddings": False,
-            "source": "synthetic (headmaps.explorer.synthetic)"}
+            "origin": "synthetic (headmaps.explorer.synthetic)"}
     scan = ScanResult(
         model_id=info["model"], model_info=info, relations=names, scores=scores, suppression=supp,
         n_pairs=n_pairs, k={r: (3 if "copying" in r else 25) for r in names},

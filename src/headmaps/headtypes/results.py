@@ -12,7 +12,7 @@ import pandas as pd
 
 from .._html import html_card
 from ..errors import HeadmapsError
-from ..io import load_table, markdown_table, reads_result, save_table, table_path
+from ..io import load_table, markdown_table, reads_result, save_table, saved_model_info, table_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -185,7 +185,7 @@ class HeadTypes:
                    {c: grid(f"c_{c}", np.float32) for c in h["components"]}, dict(h["thresholds"]),
                    dict(h["skipped"]), h["preset"], dict(h["options"]), dict(h["params"]),
                    float(h["seconds"]),
-                   dict(h["model_info"]), dict(h.get("versions", {})),
+                   saved_model_info(h["model_info"]), dict(h.get("versions", {})),
                    {t: grid(f"z_{t}", np.float32) for t in h["types"] if f"z_{t}" in frame},
                    {t: grid(f"pct_{t}", np.float32) for t in h["types"] if f"pct_{t}" in frame},
                    {t: grid(f"conf_{t}", np.float32) for t in h["types"] if f"conf_{t}" in frame},

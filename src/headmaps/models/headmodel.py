@@ -14,7 +14,7 @@ from .weights import ArchSpec, AttentionWeights, MLPBlock, Norm, QKWeights
 
 
 class HeadModel:
-    """Per-head access to the weights MAPS needs, whatever the architecture or source.
+    """Per-head access to the weights MAPS needs, whatever the architecture or origin.
 
     Build one with :func:`headmaps.load`. Tensors come back on ``device`` in the
     checkpoint's dtype unless ``dtype`` was given; they are raw (no norm folded in).
@@ -25,7 +25,7 @@ class HeadModel:
         hf_model: the transformers model (needed by the validation experiments only).
             Built on first access when the HeadModel was read from a checkpoint that can
             also be loaded as a whole; None for lazy checkpoints.
-        source: a human-readable description of where the weights came from.
+        origin: a human-readable description of where the weights came from.
         model_id: a short id for results (alias, hub id or file name).
     """
 
@@ -36,7 +36,7 @@ class HeadModel:
         *,
         hf_model: Any = None,
         hf_model_loader: Any = None,
-        source: str = "",
+        origin: str = "",
         model_id: str = "",
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
@@ -46,8 +46,8 @@ class HeadModel:
         self.tokenizer = tokenizer
         self._hf_model = hf_model
         self._hf_model_loader = hf_model_loader
-        self.source = source
-        self.model_id = model_id or source
+        self.origin = origin
+        self.model_id = model_id or origin
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype
         self._E: torch.Tensor | None = None
@@ -251,7 +251,7 @@ class HeadModel:
         return self.tokenizer
 
     def info(self) -> dict[str, Any]:
-        """A summary dict (architecture, sizes, source, load time)."""
+        """A summary dict (architecture, sizes, origin, load time)."""
         s = self.spec
         return {
             "model": self.model_id,
@@ -267,7 +267,7 @@ class HeadModel:
             "tied_embeddings": s.tied_embeddings,
             "embedding_scale": s.embedding_scale,
             "parallel_attn_mlp": s.parallel_attn_mlp,
-            "source": self.source,
+            "origin": self.origin,
             "load_seconds": self.load_seconds,
         }
 

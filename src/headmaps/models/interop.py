@@ -449,7 +449,7 @@ def from_transformer_lens(model: Any, *, tokenizer: Any = None,
     adapter = LensAdapter(model)
     name = getattr(model.cfg, "model_name", "") or "HookedTransformer"
     return HeadModel(adapter, tokenizer or getattr(model, "tokenizer", None),
-                     source=f"TransformerLens {name}",
+                     origin=f"TransformerLens {name}",
                      model_id=name, device=device, dtype=dtype)
 
 
@@ -475,7 +475,7 @@ def from_transformer_bridge(bridge: Any, *, tokenizer: Any = None,
     name = getattr(bridge.cfg, "model_name", "") or "TransformerBridge"
     mode = ", compatibility mode" if getattr(bridge, "compatibility_mode", False) else ""
     return HeadModel(adapter, tokenizer or getattr(bridge, "tokenizer", None),
-                     source=f"TransformerLens bridge {name}{mode}", model_id=name,
+                     origin=f"TransformerLens bridge {name}{mode}", model_id=name,
                      device=device, dtype=dtype)
 
 
@@ -488,8 +488,8 @@ def unwrap_nnsight(model: Any,
         tokenizer: overrides the wrapper's tokenizer.
 
     Returns:
-        ``(hf_model, tokenizer, source, model_id)``: the wrapped model, the tokenizer to use,
-        a source label and the hub id (None when the wrapper does not say).
+        ``(hf_model, tokenizer, origin, model_id)``: the wrapped model, the tokenizer to use,
+        an origin label and the hub id (None when the wrapper does not say).
 
     Raises:
         HeadmapsError: the wrapper holds no transformers model (not dispatched).

@@ -529,7 +529,7 @@ def load_lazy(
                                err)
     kind = "safetensors" if isinstance(store, SafetensorsStore) else "pickle"
     return HeadModel(adapter, tokenizer, hf_model=None,
-                     source=f"lazy {kind}: {folder} ({len(store.files)} file(s))",
+                     origin=f"lazy {kind}: {folder} ({len(store.files)} file(s))",
                      model_id=model_id, device=device, dtype=dtype)
 
 

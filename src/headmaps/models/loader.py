@@ -118,8 +118,8 @@ def load(
                                               dtype=dtype)
     elif interop.is_nnsight_model(source):
         inner, tok, label, model_id = interop.unwrap_nnsight(source, tokenizer)
-        model = from_transformers(inner, tokenizer=tok, device=device, dtype=dtype, source=label,
-                                  model_id=model_id)
+        model = from_transformers(inner, tokenizer=tok, device=device, dtype=dtype,
+                                  origin=label, model_id=model_id)
     elif isinstance(source, torch.nn.Module):
         model = from_transformers(source, tokenizer=tokenizer, device=device, dtype=dtype)
     elif isinstance(source, (str, os.PathLike)):
@@ -141,17 +141,17 @@ def from_transformers(
     tokenizer: Any = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    source: str | None = None,
+    origin: str | None = None,
     model_id: str | None = None,
 ) -> HeadModel:
-    """Wrap an in-memory transformers causal LM."""
+    """Wrap an in-memory transformers causal LM (``origin``: :attr:`HeadModel.origin`)."""
     config = getattr(model, "config", None)
     if config is None:
         raise HeadmapsError(f"{type(model).__name__} has no .config; is it a transformers model?")
     adapter = adapter_for(config, StateDictStore(model))
     name = model_id or getattr(config, "_name_or_path", "") or type(model).__name__
     return HeadModel(adapter, tokenizer, hf_model=model,
-                     source=source or f"in-memory {type(model).__name__}",
+                     origin=origin or f"in-memory {type(model).__name__}",
                      model_id=name, device=device, dtype=dtype)
 
 
@@ -174,7 +174,7 @@ def _load_named(name: str, *, device, dtype, revision, lazy, allow_pickle,
             # is built when an experiment first needs it
             model = load_lazy(path, device=device, dtype=dtype)
             model._hf_model_loader = lambda: build_hf_model(str(path), dtype, big)
-            model.source += f"; forward passes: {big.describe()}"
+            model.origin += f"; forward passes: {big.describe()}"
             return model
         if lazy or (lazy is None and big is None and should_load_lazily(path)):
             return load_lazy(path, device=device, dtype=dtype, allow_pickle=allow_pickle)
@@ -257,7 +257,7 @@ def _from_pretrained(name: str, *, device, dtype, revision,
         tok = None
     where = f"; {big.describe()}" if big is not None else ""
     return from_transformers(model, tokenizer=tok, device=device, dtype=dtype,
-                             source=f"transformers: {name}{where}",
+                             origin=f"transformers: {name}{where}",
                              model_id=name)
 
 
@@ -301,9 +301,9 @@ def _load_cached(entry: Path, path: Path, device, dtype, model_id,
     model = load_lazy(entry, device=device, dtype=dtype)
     model.spec  # noqa: B018 - fail here, inside the caller's rebuild guard, on a bad entry
     model.E  # noqa: B018
-    model.source = f"gguf: {path} (cache: {entry})"
+    model.origin = f"gguf: {path} (cache: {entry})"
     if big is not None:
-        model.source += f"; forward passes: {big.describe()}"
+        model.origin += f"; forward passes: {big.describe()}"
     model.model_id = model_id or path.name
     model._hf_model_loader = lambda: build_hf_model(entry, dtype or torch.float32, big)
     return model

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .._html import html_card
 from ..errors import HeadmapsError, OutOfRangeError
-from ..io import load_table, markdown_table, reads_result, save_table, table_path
+from ..io import load_table, markdown_table, reads_result, save_table, saved_model_info, table_path
 from .tokens import visible
 
 if TYPE_CHECKING:
@@ -387,7 +387,8 @@ class SalientAll:
         strings.update({int(k): v for k, v in h.get("strings", {}).items()})
         return cls(layers, H, token_ids, saliency, target_ids, scores, strings,
                    h.get("model_id", ""),
-                   dict(h.get("model_info", {})), h.get("preset", ""), dict(h.get("options", {})),
+                   saved_model_info(h.get("model_info")), h.get("preset", ""),
+                   dict(h.get("options", {})),
                    h.get("skip_nonwords", "none"), dict(h.get("versions", {})),
                    dict(h.get("calibration") or {}))
 

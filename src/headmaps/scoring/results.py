@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import HeadmapsError
-from ..io import load_table, reads_result, save_table, table_path
+from ..io import load_table, reads_result, save_table, saved_model_info, table_path
 from ..relations.errors import UnknownRelationError
 from . import analysis
 
@@ -323,7 +323,8 @@ class ScanResult:
             for name in ("phi_ctx", "supp_ctx"):
                 ctx[name] = np.zeros_like(scores)
                 ctx[name][ri, li, hi] = frame[name].to_numpy()
-        return cls(h["model_id"], h["model_info"], list(h["relations"]), scores, supp,
+        return cls(h["model_id"], saved_model_info(h["model_info"]), list(h["relations"]),
+                   scores, supp,
                    dict(h["n_pairs"]), {r: int(v) for r, v in h["k"].items()}, dict(h["skipped"]),
                    h["preset"], dict(h["options"]), float(h["tau"]), dict(h.get("versions", {})),
                    dict(h.get("calibration") or {}), ctx.get("phi_ctx"), ctx.get("supp_ctx"),

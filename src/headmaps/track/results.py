@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CorruptFileError, HeadmapsError
-from ..io import load_table, markdown_table, reads_result, save_table
+from ..io import load_table, markdown_table, reads_result, save_table, saved_model_info
 from ..relations.errors import UnknownRelationError
 from ..scoring.results import DEFAULT_TAU
 
@@ -429,5 +429,5 @@ class TrackResult:
                    fingerprint=dict(h.get("fingerprint") or {}), seed=int(h.get("seed", 0)),
                    execution=dict(h.get("execution") or {}),
                    seconds={p: float(s) for p, s in (h.get("seconds") or {}).items()},
-                   model_info=dict(h.get("model_info") or {}),
+                   model_info=saved_model_info(h.get("model_info")),
                    versions=dict(h.get("versions") or {}), composition=comp)
