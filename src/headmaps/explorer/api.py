@@ -15,7 +15,7 @@ from .schema import HeadExtras
 log = logging.getLogger(__name__)
 
 
-def report(source: Any, path: str | os.PathLike = "report.html", *,
+def report(subject: Any, path: str | os.PathLike = "report.html", *,
            extras: HeadExtras | None = None, title: str | None = None,
            show_paths: bool = False, salient: Any = None, attention: Any = None,
            head_types: Any = None, describe: Any = "pattern", score_descriptions: Any = False,
@@ -26,9 +26,10 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
     :class:`~headmaps.headreport.HeadReport`, every part it holds, in one encoding step.
 
     Args:
-        source: a :class:`~headmaps.headreport.HeadReport` (rendered as it is), a
-            :class:`~headmaps.diff.HeadDiff` or a saved diff folder (the diff view), a
-            :class:`~headmaps.HeadModel` or anything :func:`headmaps.load` accepts
+        subject: what the page shows: a :class:`~headmaps.headreport.HeadReport`
+            (rendered as it is), a :class:`~headmaps.diff.HeadDiff` or a saved diff folder
+            (the diff view), a :class:`~headmaps.track.TrackResult` or its folder (the
+            timeline view), a :class:`~headmaps.HeadModel` or anything :func:`headmaps.load` accepts
             (alias, hub id, folder, .gguf, an in-memory transformers / TransformerLens /
             nnsight model; analysed now), or a :class:`~headmaps.scoring.ScanResult`
             (then no model is loaded and the report shows the scores and ``extras``).
@@ -49,7 +50,7 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
             :func:`headmaps.analyse`); the page shows each score beside its description.
         **options: the other arguments of :func:`headmaps.analyse` (``scan``,
             ``relations``, ``projection``, ``llm_options``, ``progress``...) and of
-            :func:`headmaps.load` when ``source`` is a name.
+            :func:`headmaps.load` when ``subject`` is a name.
 
     Returns:
         The path written.
@@ -63,21 +64,21 @@ def report(source: Any, path: str | os.PathLike = "report.html", *,
     from .diffview import is_diff, write_diff_report
     from .timeline import is_track, write_timeline_report
 
-    if is_diff(source):
-        return write_diff_report(path, source, title=title, show_paths=show_paths)
-    if is_track(source):
-        return write_timeline_report(path, source, title=title, show_paths=show_paths)
-    if isinstance(source, HeadReport):
-        result = source
+    if is_diff(subject):
+        return write_diff_report(path, subject, title=title, show_paths=show_paths)
+    if is_track(subject):
+        return write_timeline_report(path, subject, title=title, show_paths=show_paths)
+    if isinstance(subject, HeadReport):
+        result = subject
     else:
-        has_model = not isinstance(source, ScanResult)
+        has_model = not isinstance(subject, ScanResult)
         if not has_model:
-            options["scan"] = source
+            options["scan"] = subject
 
         def want(flag: Any) -> Any:
             return has_model if flag is None else flag
 
-        result = analyse(source if has_model else None, salient=want(salient),
+        result = analyse(subject if has_model else None, salient=want(salient),
                          describe=describe if want(salient) is not False else "none",
                          attention=want(attention), head_types=want(head_types),
                          score_descriptions=score_descriptions, **options)

@@ -48,16 +48,16 @@ HEAD_FIGURES = {
 }
 
 
-def is_diff(source: Any) -> bool:
-    """Whether ``source`` is a :class:`~headmaps.diff.HeadDiff` or where one was saved."""
+def is_diff(subject: Any) -> bool:
+    """Whether ``subject`` is a :class:`~headmaps.diff.HeadDiff` or where one was saved."""
     from ..diff import HeadDiff
     from ..diff.results import RELATIONS_FILE
 
-    if isinstance(source, HeadDiff):
+    if isinstance(subject, HeadDiff):
         return True
-    if not isinstance(source, (str, os.PathLike)):
+    if not isinstance(subject, (str, os.PathLike)):
         return False
-    p = Path(source)
+    p = Path(subject)
     if p.is_dir():
         return (p / RELATIONS_FILE).is_file() and (p / "diff.json").is_file()
     return p.name in (RELATIONS_FILE, "diff.json") and p.is_file()
@@ -189,14 +189,14 @@ def _card(d: Any, generated: str) -> str:
     return "".join(parts)
 
 
-def _load(source: Any) -> Any:
+def _load(diff: Any) -> Any:
     from ..diff import HeadDiff
 
-    if isinstance(source, HeadDiff):
-        return source
-    if is_diff(source):
-        return HeadDiff.load(source)
-    raise HeadmapsError(f"{source!r} is not a head diff (hm.diff's result, or a folder written "
+    if isinstance(diff, HeadDiff):
+        return diff
+    if is_diff(diff):
+        return HeadDiff.load(diff)
+    raise HeadmapsError(f"{diff!r} is not a head diff (hm.diff's result, or a folder written "
                         "by HeadDiff.save / headmaps diff --out)")
 
 

@@ -37,14 +37,14 @@ _PLACEHOLDER = re.compile(r"\{\{(CSS|JS|TITLE|CARD|DATA)\}\}")
 MAXQ, NAN_Q = 65534, 65535
 
 
-def is_track(source: Any) -> bool:
-    """Whether ``source`` is a :class:`~headmaps.track.TrackResult` or a folder holding one."""
+def is_track(subject: Any) -> bool:
+    """Whether ``subject`` is a :class:`~headmaps.track.TrackResult` or a folder holding one."""
     from ..track import TrackResult
     from ..track.results import TABLE_FILE
 
-    if isinstance(source, TrackResult):
+    if isinstance(subject, TrackResult):
         return True
-    return isinstance(source, (str, os.PathLike)) and (Path(source) / TABLE_FILE).is_file()
+    return isinstance(subject, (str, os.PathLike)) and (Path(subject) / TABLE_FILE).is_file()
 
 
 def _quantised(values: np.ndarray) -> tuple[str, float, float]:

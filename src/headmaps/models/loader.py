@@ -55,7 +55,7 @@ ALIASES: dict[str, tuple[Any, str]] = {
 }
 
 def load(
-    source: Any = DEFAULT_MODEL,
+    model: Any = DEFAULT_MODEL,
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
@@ -70,7 +70,7 @@ def load(
     """Load a model as a :class:`HeadModel`.
 
     Args:
-        source: a built-in alias (``"smollm2-135m"``, ``"gemma3-270m"``), a Hugging
+        model: a built-in alias (``"smollm2-135m"``, ``"gemma3-270m"``), a Hugging
             Face model id, a local model folder, a path to a ``.gguf`` file, a
             transformers ``PreTrainedModel``, a TransformerLens 3 ``HookedTransformer`` or 4
             ``TransformerBridge``, an nnsight ``LanguageModel`` (see
@@ -101,38 +101,38 @@ def load(
     dtype = parse_dtype(dtype)
     big = BigModelOptions.create(device_map, max_memory, offload_folder)
     t0 = time.perf_counter()
-    if big is not None and not isinstance(source, (str, os.PathLike)):
+    if big is not None and not isinstance(model, (str, os.PathLike)):
         raise HeadmapsError(
             "device_map/max_memory/offload_folder apply when headmaps loads the model from a "
             "name or path; dispatch an in-memory model yourself "
             "(from_pretrained(..., device_map='auto')) and pass it as it is")
-    if isinstance(source, HeadModel):
-        return source
+    if isinstance(model, HeadModel):
+        return model
     from . import interop  # TransformerLens / nnsight models (optional extras)
 
-    if interop.is_transformer_bridge(source):
-        model = interop.from_transformer_bridge(source, tokenizer=tokenizer, device=device,
-                                                dtype=dtype)
-    elif interop.is_hooked_transformer(source):
-        model = interop.from_transformer_lens(source, tokenizer=tokenizer, device=device,
-                                              dtype=dtype)
-    elif interop.is_nnsight_model(source):
-        inner, tok, label, model_id = interop.unwrap_nnsight(source, tokenizer)
-        model = from_transformers(inner, tokenizer=tok, device=device, dtype=dtype,
-                                  origin=label, model_id=model_id)
-    elif isinstance(source, torch.nn.Module):
-        model = from_transformers(source, tokenizer=tokenizer, device=device, dtype=dtype)
-    elif isinstance(source, (str, os.PathLike)):
-        model = _load_named(str(source), device=device, dtype=dtype, revision=revision,
-                            lazy=lazy, allow_pickle=allow_pickle, big=big)
+    if interop.is_transformer_bridge(model):
+        loaded = interop.from_transformer_bridge(model, tokenizer=tokenizer, device=device,
+                                                 dtype=dtype)
+    elif interop.is_hooked_transformer(model):
+        loaded = interop.from_transformer_lens(model, tokenizer=tokenizer, device=device,
+                                               dtype=dtype)
+    elif interop.is_nnsight_model(model):
+        inner, tok, label, model_id = interop.unwrap_nnsight(model, tokenizer)
+        loaded = from_transformers(inner, tokenizer=tok, device=device, dtype=dtype,
+                                   origin=label, model_id=model_id)
+    elif isinstance(model, torch.nn.Module):
+        loaded = from_transformers(model, tokenizer=tokenizer, device=device, dtype=dtype)
+    elif isinstance(model, (str, os.PathLike)):
+        loaded = _load_named(str(model), device=device, dtype=dtype, revision=revision,
+                             lazy=lazy, allow_pickle=allow_pickle, big=big)
     else:
         raise HeadmapsError(
-            f"cannot load a model from {type(source).__name__}; pass an alias, hub id, "
+            f"cannot load a model from {type(model).__name__}; pass an alias, hub id, "
             "folder, .gguf path, a transformers model, a TransformerLens HookedTransformer "
             "or TransformerBridge, or an nnsight LanguageModel"
         )
-    model.load_seconds = time.perf_counter() - t0
-    return model
+    loaded.load_seconds = time.perf_counter() - t0
+    return loaded
 
 
 def from_transformers(

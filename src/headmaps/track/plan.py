@@ -82,8 +82,8 @@ def check_fingerprint(expected: dict[str, Any], got: dict[str, Any], label: str)
                                   f"checkpoint differs: {', '.join(bad)})")
 
 
-def label_of(source: Any) -> str:
+def label_of(checkpoint: Any) -> str:
     """A checkpoint's name in results: its path's last parts, or its model id."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(shareable(str(source)))
-    return str(getattr(source, "model_id", None) or type(source).__name__)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return str(shareable(str(checkpoint)))
+    return str(getattr(checkpoint, "model_id", None) or type(checkpoint).__name__)

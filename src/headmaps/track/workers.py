@@ -70,12 +70,12 @@ class SeriesRun:
     execution: dict[str, Any] = field(default_factory=dict)
 
 
-def score_checkpoint(source: Any, plan: SeriesPlan, index: int, *, in_worker: bool = False,
+def score_checkpoint(checkpoint: Any, plan: SeriesPlan, index: int, *, in_worker: bool = False,
                      threads: int | None = None) -> dict[str, Any]:
     """One job: load checkpoint ``index`` and score it as ``plan`` says.
 
     Args:
-        source: what :func:`headmaps.load` reads (or a loaded model).
+        checkpoint: what :func:`headmaps.load` reads (or a loaded model).
         plan: the series' choices (:func:`~headmaps.track.compute.plan_series`).
         index: the checkpoint's position (for messages).
         in_worker: running in a worker process (enables the :data:`CRASH_ONCE_FILE` hook).
@@ -93,16 +93,16 @@ def score_checkpoint(source: Any, plan: SeriesPlan, index: int, *, in_worker: bo
 
     from ..models import load
 
-    if in_worker and isinstance(source, (str, os.PathLike)):
-        marker = Path(source) / CRASH_ONCE_FILE
+    if in_worker and isinstance(checkpoint, (str, os.PathLike)):
+        marker = Path(checkpoint) / CRASH_ONCE_FILE
         if marker.is_file():
             marker.unlink()
             os._exit(1)
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    model = load(source, **plan.load)
-    check_fingerprint(plan.fingerprint, fingerprint(model), f"{index} ({label_of(source)})")
+    model = load(checkpoint, **plan.load)
+    check_fingerprint(plan.fingerprint, fingerprint(model), f"{index} ({label_of(checkpoint)})")
     out: dict[str, Any] = {"index": index}
     scan_result = None
     if plan.relations:
@@ -144,12 +144,12 @@ def default_workers(n: int) -> int:
     return max(1, min(n, os.cpu_count() or 1, 4))
 
 
-def run_series(sources: Sequence[Any], plan: SeriesPlan, *, workers: int | None = None,
+def run_series(checkpoints: Sequence[Any], plan: SeriesPlan, *, workers: int | None = None,
                client: Any = None, retries: int = 1, progress: bool = False) -> SeriesRun:
     """Score every checkpoint (see the module docstring for the three ways).
 
     Args:
-        sources: the checkpoints.
+        checkpoints: what :func:`headmaps.load` reads, one per checkpoint (or loaded models).
         plan: the series' choices.
         workers: local worker processes (1: this process); ignored with ``client``.
         client: a ``dask.distributed.Client``.
@@ -164,45 +164,45 @@ def run_series(sources: Sequence[Any], plan: SeriesPlan, *, workers: int | None 
     """
     from tqdm.auto import tqdm
 
-    n = len(sources)
+    n = len(checkpoints)
     bar = tqdm(total=n, desc="track", unit="checkpoint", disable=not progress)
     try:
         if client is not None:
-            return _run_dask(sources, plan, client, retries, bar)
-        paths = all(isinstance(s, (str, os.PathLike)) for s in sources)
+            return _run_dask(checkpoints, plan, client, retries, bar)
+        paths = all(isinstance(s, (str, os.PathLike)) for s in checkpoints)
         w = default_workers(n) if workers is None else workers
         if w == 1 or not paths:
             if w > 1:
                 logger.info("in-memory models are scored in this process, one after the other")
-            return _run_inline(sources, plan, retries, bar)
-        return _run_processes(sources, plan, w, retries, bar)
+            return _run_inline(checkpoints, plan, retries, bar)
+        return _run_processes(checkpoints, plan, w, retries, bar)
     finally:
         bar.close()
 
 
-def _failed_attempt(run: SeriesRun, i: int, source: Any, reason: str, retries: int,
+def _failed_attempt(run: SeriesRun, i: int, checkpoint: Any, reason: str, retries: int,
                     counted: int) -> bool:
     """Record a failed attempt; True when the checkpoint may run again."""
     run.attempts[i].append(reason)
     again = counted <= retries
-    logger.warning("track: checkpoint %d (%s) failed: %s; %s", i, label_of(source), reason,
+    logger.warning("track: checkpoint %d (%s) failed: %s; %s", i, label_of(checkpoint), reason,
                    "retrying" if again else "giving up")
     if not again:
         run.failed[i] = reason
     return again
 
 
-def _run_inline(sources: Sequence[Any], plan: SeriesPlan, retries: int, bar: Any) -> SeriesRun:
+def _run_inline(checkpoints: Sequence[Any], plan: SeriesPlan, retries: int, bar: Any) -> SeriesRun:
     run = SeriesRun(execution={"mode": "sequential", "workers": 1})
-    for i, src in enumerate(sources):
+    for i, checkpoint in enumerate(checkpoints):
         for attempt in range(1, retries + 2):
             try:
-                run.outputs[i] = score_checkpoint(src, plan, i)
+                run.outputs[i] = score_checkpoint(checkpoint, plan, i)
                 break
             except SeriesMismatchError:
                 raise
             except Exception as err:  # noqa: BLE001 - recorded, retried, reported
-                if not _failed_attempt(run, i, src, _reason(err), retries, attempt):
+                if not _failed_attempt(run, i, checkpoint, _reason(err), retries, attempt):
                     break
         bar.update(1)
     return run
@@ -212,32 +212,33 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _run_processes(sources: Sequence[Any], plan: SeriesPlan, workers: int, retries: int,
+def _run_processes(checkpoints: Sequence[Any], plan: SeriesPlan, workers: int, retries: int,
                    bar: Any) -> SeriesRun:
     """Rounds of pools: shared ones, then alone for a checkpoint lost twice to a broken pool."""
     run = SeriesRun(execution={"mode": "processes", "workers": workers})
     threads = max(1, (os.cpu_count() or 1) // workers)
     counted: dict[int, int] = defaultdict(int)  # attempts that count against the retries
     lost: dict[int, int] = defaultdict(int)  # shared pools that broke with it in flight
-    pending = list(range(len(sources)))
+    pending = list(range(len(checkpoints)))
     while pending:
         shared = [i for i in pending if lost[i] < 2]
         rounds = [(shared, workers)] if shared else []
         rounds += [([i], 1) for i in pending if lost[i] >= 2]
         pending = []
         for batch, w in rounds:
-            pending += _round(sources, plan, batch, w, threads, run, counted, lost, retries, bar)
+            pending += _round(checkpoints, plan, batch, w, threads, run, counted, lost, retries,
+                              bar)
     return run
 
 
-def _round(sources: Sequence[Any], plan: SeriesPlan, batch: list[int], workers: int,
+def _round(checkpoints: Sequence[Any], plan: SeriesPlan, batch: list[int], workers: int,
            threads: int, run: SeriesRun, counted: dict[int, int], lost: dict[int, int],
            retries: int, bar: Any) -> list[int]:
     """Score ``batch`` in one fresh pool; returns the checkpoints to run again."""
     again: list[int] = []
     alone = workers == 1 and len(batch) == 1
     with _pool(min(workers, len(batch))) as pool:
-        futs: dict[Future, int] = {pool.submit(score_checkpoint, sources[i], plan, i,
+        futs: dict[Future, int] = {pool.submit(score_checkpoint, checkpoints[i], plan, i,
                                                in_worker=True, threads=threads): i
                                    for i in batch}
         for fut in as_completed(futs):
@@ -253,7 +254,7 @@ def _round(sources: Sequence[Any], plan: SeriesPlan, batch: list[int], workers: 
                     lost[i] += 1
                     run.attempts[i].append(DIED + " (shared pool; run again)")
                     logger.warning("track: checkpoint %d (%s): %s; running it again%s", i,
-                                   label_of(sources[i]), DIED,
+                                   label_of(checkpoints[i]), DIED,
                                    " alone" if lost[i] >= 2 else "")
                     again.append(i)
                     continue
@@ -261,14 +262,14 @@ def _round(sources: Sequence[Any], plan: SeriesPlan, batch: list[int], workers: 
             except Exception as err:  # noqa: BLE001 - recorded, retried, reported
                 reason = _reason(err)
             counted[i] += 1
-            if _failed_attempt(run, i, sources[i], reason, retries, counted[i]):
+            if _failed_attempt(run, i, checkpoints[i], reason, retries, counted[i]):
                 again.append(i)
             else:
                 bar.update(1)
     return again
 
 
-def _run_dask(sources: Sequence[Any], plan: SeriesPlan, client: Any, retries: int,
+def _run_dask(checkpoints: Sequence[Any], plan: SeriesPlan, client: Any, retries: int,
               bar: Any) -> SeriesRun:
     try:
         from distributed import as_completed as dask_completed
@@ -282,10 +283,10 @@ def _run_dask(sources: Sequence[Any], plan: SeriesPlan, client: Any, retries: in
 
     def submit(i: int) -> Any:
         counted[i] += 1
-        return client.submit(score_checkpoint, sources[i], plan, i, in_worker=True,
+        return client.submit(score_checkpoint, checkpoints[i], plan, i, in_worker=True,
                              key=f"headmaps-track-{token}-{i}-{counted[i]}", pure=False)
 
-    futs = {submit(i): i for i in range(len(sources))}
+    futs = {submit(i): i for i in range(len(checkpoints))}
     done = dask_completed(list(futs))
     for fut in done:
         i = futs.pop(fut)
@@ -299,7 +300,7 @@ def _run_dask(sources: Sequence[Any], plan: SeriesPlan, client: Any, retries: in
             reason = _reason(err) if err is not None else f"task {fut.status}"
             if type(err).__name__ == "KilledWorker":
                 reason = f"the Dask worker died running it ({reason})"
-            if _failed_attempt(run, i, sources[i], reason, retries, counted[i]):
+            if _failed_attempt(run, i, checkpoints[i], reason, retries, counted[i]):
                 new = submit(i)
                 futs[new] = i
                 done.add(new)
