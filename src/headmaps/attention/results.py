@@ -396,8 +396,9 @@ class AttentionSummary:
             raise IndexError(f"head {head} out of range: heads 0..{self.n_heads - 1}")
         return self.layers.index(layer)
 
-    def _s(self, i: Any) -> str:
-        return self.strings.get(int(i), f"<{int(i)}>")
+    def token_text(self, token_id: Any) -> str:
+        """The text of token ``token_id`` as kept in :attr:`strings` (``<id>`` when not kept)."""
+        return self.strings.get(int(token_id), f"<{int(token_id)}>")
 
     def profile_at(self, layer: int, head: int) -> PositionalProfile:
         """One head's :class:`PositionalProfile`."""
@@ -410,10 +411,11 @@ class AttentionSummary:
         """One head's :class:`AttentionPreferences`."""
         i = self._index(layer, head)
         k, q, p = self.key_ids[i, head], self.query_ids[i, head], self.pair_ids[i, head]
+        text = self.token_text
         return AttentionPreferences(
-            layer, head, k.copy(), [self._s(t) for t in k], self.key_scores[i, head].copy(),
-            q.copy(), [self._s(t) for t in q], self.selectivity[i, head].copy(),
-            p.copy(), [[self._s(t) for t in row] for row in p], self.pair_scores[i, head].copy(),
+            layer, head, k.copy(), [text(t) for t in k], self.key_scores[i, head].copy(),
+            q.copy(), [text(t) for t in q], self.selectivity[i, head].copy(),
+            p.copy(), [[text(t) for t in row] for row in p], self.pair_scores[i, head].copy(),
             self.model_id, self.preset)
 
     def to_frame(self) -> pd.DataFrame:

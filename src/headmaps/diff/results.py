@@ -226,7 +226,7 @@ class HeadDiff:
                  f"- heads matched by {self.matching} (L.H with L.H): "
                  f"{self.n_layers} layers x {self.n_heads} heads",
                  f"- vocabularies: {vocab}",
-                 f"- projection (both models): {self._projection()}; tau = {self.tau}; noise "
+                 f"- projection (both models): {self.projection_label()}; tau = {self.tau}; noise "
                  "floor: paired "
                  f"bootstrap over pairs, {self.n_boot} draws, {1 - self.alpha:.0%} quantile",
                  ""]
@@ -262,7 +262,8 @@ class HeadDiff:
                                                  self.no_floor.items()) + "."]
         return "\n".join(lines) + "\n"
 
-    def _projection(self) -> str:
+    def projection_label(self) -> str:
+        """The projection both models were read with, as one label (its name, or options)."""
         from ..projection.calibration import label
 
         return label(self.preset or "?", self.options, self.calibration)

@@ -162,7 +162,7 @@ def _card(d: Any, generated: str) -> str:
     rows = [("Model A", d.model_a), ("Model B", d.model_b),
             ("Heads", f"{d.n_layers} layers x {d.n_heads} heads, matched by {d.matching} "
                       "(L.H with L.H)"),
-            ("Vocabularies", vocab), ("Projection (both)", d._projection()),
+            ("Vocabularies", vocab), ("Projection (both)", d.projection_label()),
             ("τ (implements)", d.tau),
             ("Noise floor", f"paired bootstrap over pairs, {d.n_boot} draws, "
                             f"{1 - d.alpha:.0%} quantile"),

@@ -131,8 +131,8 @@ def _salient(sal: SalientAll, heads: list[Entry], intern: Interner, n_heads: int
     for i, layer in enumerate(sal.layers):
         for h in range(sal.n_heads):
             heads[layer * n_heads + h]["s"] = [
-                [intern(sal._s(t)), _num(sv),
-                 [v for g, sc in zip(tids, scs) for v in (intern(sal._s(g)), _num(sc))]]
+                [intern(sal.token_text(t)), _num(sv),
+                 [v for g, sc in zip(tids, scs) for v in (intern(sal.token_text(g)), _num(sc))]]
                 for t, sv, tids, scs in zip(sal.token_ids[i, h], sal.saliency[i, h],
                                             sal.target_ids[i, h], sal.scores[i, h])]
 

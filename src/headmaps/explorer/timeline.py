@@ -64,7 +64,7 @@ def timeline_payload(track: Any, title: str) -> dict[str, Any]:
     for kind, names in (("relation", track.relations), ("type", track.types)):
         for name in names:
             sel = {"relation": name} if kind == "relation" else {"type": name}
-            vals, _, _ = track._series(sel.get("relation"), sel.get("type"))
+            vals, _, _ = track.series(sel.get("relation"), type=sel.get("type"))
             first = np.full((track.n_layers, track.n_heads), -1, dtype=np.int32)
             for row in track.first_crossing(**sel).itertuples(index=False):
                 first[row.layer, row.h] = row.checkpoint

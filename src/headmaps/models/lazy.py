@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -477,6 +477,7 @@ def load_lazy(
     revision: str | None = None,
     allow_pickle: bool = False,
     tokenizer: Any = None,
+    hf_model_loader: Callable[[], Any] | None = None,
 ) -> HeadModel:
     """A :class:`HeadModel` that reads the checkpoint tensor by tensor, never the model.
 
@@ -487,9 +488,12 @@ def load_lazy(
         revision: hub revision for model ids.
         allow_pickle: read ``.bin`` pickle checkpoints (see :class:`PickleStore`).
         tokenizer: a tokenizer to use instead of the checkpoint's.
+        hf_model_loader: builds the transformers model when ``hf_model`` is first read
+            (the validation experiments' forward passes); default none, ``hf_model`` is
+            None.
 
     Returns:
-        A HeadModel with ``hf_model=None`` whose adapter reads through a
+        A HeadModel whose adapter reads through a
         :class:`SafetensorsStore` (or :class:`PickleStore`).
 
     Raises:
@@ -528,7 +532,7 @@ def load_lazy(
                 logger.warning("no tokenizer in %s (%s); relation scoring will need one", folder,
                                err)
     kind = "safetensors" if isinstance(store, SafetensorsStore) else "pickle"
-    return HeadModel(adapter, tokenizer, hf_model=None,
+    return HeadModel(adapter, tokenizer, hf_model=None, hf_model_loader=hf_model_loader,
                      origin=f"lazy {kind}: {folder} ({len(store.files)} file(s))",
                      model_id=model_id, device=device, dtype=dtype)
 

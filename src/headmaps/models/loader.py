@@ -172,8 +172,8 @@ def _load_named(name: str, *, device, dtype, revision, lazy, allow_pickle,
         if big is not None and any(path.glob("*.safetensors")):
             # static side from the checkpoint, tensor by tensor; the dispatched model
             # is built when an experiment first needs it
-            model = load_lazy(path, device=device, dtype=dtype)
-            model._hf_model_loader = lambda: build_hf_model(str(path), dtype, big)
+            model = load_lazy(path, device=device, dtype=dtype,
+                              hf_model_loader=lambda: build_hf_model(str(path), dtype, big))
             model.origin += f"; forward passes: {big.describe()}"
             return model
         if lazy or (lazy is None and big is None and should_load_lazily(path)):
@@ -298,14 +298,14 @@ def _load_cached(entry: Path, path: Path, device, dtype, model_id,
     The transformers model (only the validation experiments need it) is built on first
     access.
     """
-    model = load_lazy(entry, device=device, dtype=dtype)
+    model = load_lazy(entry, device=device, dtype=dtype, hf_model_loader=lambda: build_hf_model(
+        entry, dtype or torch.float32, big))
     model.spec  # noqa: B018 - fail here, inside the caller's rebuild guard, on a bad entry
     model.E  # noqa: B018
     model.origin = f"gguf: {path} (cache: {entry})"
     if big is not None:
         model.origin += f"; forward passes: {big.describe()}"
     model.model_id = model_id or path.name
-    model._hf_model_loader = lambda: build_hf_model(entry, dtype or torch.float32, big)
     return model
 
 

@@ -32,7 +32,7 @@ from ..errors import CorruptFileError, HeadmapsError, MissingFileError
 from ..io import write_json
 from . import options as P
 from . import vocabulary as V
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, memoised_fingerprint
 from .precision import check_choice
 from .prefix import concrete
 
@@ -432,7 +432,7 @@ def projection_for(model: Any, preset: ProjectionLike = None, *,
     if isinstance(preset, Projection):
         return preset._bound_to(model, overrides, calibration)
     opts, name, info = _resolve(model, preset, overrides, calibration)
-    known = getattr(model, "_headmaps_fingerprint", "") or ""  # memoised by a store lookup
+    known = memoised_fingerprint(model)  # memoised by a store lookup
     return Projection(opts, name, info, str(getattr(model, "model_id", "")), known, _weak(model))
 
 

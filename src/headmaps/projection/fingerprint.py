@@ -20,7 +20,7 @@ def fingerprint(model: Any) -> str:
     not the name. Rounding to bfloat16 first gives one fingerprint whether the checkpoint
     was loaded in float32 or bfloat16. Memoised on the model object.
     """
-    cached = getattr(model, "_headmaps_fingerprint", None)
+    cached = memoised_fingerprint(model)
     if cached:
         return cached
     h = hashlib.sha256()
@@ -40,3 +40,11 @@ def fingerprint(model: Any) -> str:
     except AttributeError:  # a read-only object: recomputed next time
         return fp
     return fp
+
+
+def memoised_fingerprint(model: Any) -> str:
+    """The fingerprint :func:`fingerprint` memoised on ``model``; "" when not computed yet.
+
+    Reads no weights.
+    """
+    return getattr(model, "_headmaps_fingerprint", "") or ""

@@ -271,15 +271,17 @@ class SalientAll:
         i = self.layers.index(layer)
         ids = self.token_ids[i, head]
         tids = self.target_ids[i, head]
+        text = self.token_text
         return SalientOperations(
-            layer, head, ids.copy(), [self._s(t) for t in ids], self.saliency[i, head].copy(),
-            tids.copy(), [[self._s(t) for t in row] for row in tids], self.scores[i, head].copy(),
+            layer, head, ids.copy(), [text(t) for t in ids], self.saliency[i, head].copy(),
+            tids.copy(), [[text(t) for t in row] for row in tids], self.scores[i, head].copy(),
             self.model_id, self.preset, dict(self.options), self.skip_nonwords,
             dict(self.calibration),
         )
 
-    def _s(self, i: Any) -> str:
-        return self.strings.get(int(i), f"<{int(i)}>")
+    def token_text(self, token_id: Any) -> str:
+        """The text of token ``token_id`` as kept in :attr:`strings` (``<id>`` when not kept)."""
+        return self.strings.get(int(token_id), f"<{int(token_id)}>")
 
     def _repr_html_(self, max_heads: int = 30, n_tokens: int = 3) -> str:
         """Jupyter: per head (the first ``max_heads``), its top sources and their best target."""
@@ -295,7 +297,7 @@ class SalientAll:
         return pd.DataFrame(
             [{"head": f"{layer}.{h}",
               "top sources → best target": ", ".join(
-                  f"{visible(self._s(t))} → {visible(self._s(g))}"
+                  f"{visible(self.token_text(t))} → {visible(self.token_text(g))}"
                   for t, g in zip(self.token_ids[i, h, :n_tokens],
                                   self.target_ids[i, h, :n_tokens, 0]))}
              for i, layer in enumerate(self.layers) for h in range(self.n_heads)],
@@ -332,11 +334,11 @@ class SalientAll:
             "head": hi.ravel(),
             "rank": ti.ravel(),
             "token_id": src,
-            "token": [self._s(x) for x in src],
+            "token": [self.token_text(x) for x in src],
             "saliency": self.saliency[li, hi, ti].ravel(),
             "target_rank": ki.ravel(),
             "target_id": tgt,
-            "target": [self._s(x) for x in tgt],
+            "target": [self.token_text(x) for x in tgt],
             "score": self.scores.ravel(),
         })
 

@@ -119,9 +119,25 @@ class TrackResult:
         return len(self.checkpoints)
 
     # ---- selection ------------------------------------------------------------------
-    def _series(self, relation: str | None, type: str | None,
-                suppression: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
-        """``(values (C, L, H), passes (C, L, H) bool, name)`` of one relation or type."""
+    def series(self, relation: str | None = None, *, type: str | None = None,
+               suppression: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+        """One relation's (or head type's) scores at every checkpoint, for every head.
+
+        Args:
+            relation: a tracked relation; give it or ``type``.
+            type: a tracked head type.
+            suppression: the relation's suppression scores instead.
+
+        Returns:
+            ``(values, passes, name)``: ``values`` ``(C, L, H)`` (NaN at a failed
+            checkpoint), ``passes`` ``(C, L, H)`` bool (a relation's score reaches
+            :attr:`tau`, a type's label is set) and the relation's or type's name.
+
+        Raises:
+            UnknownRelationError: ``relation`` was not tracked.
+            HeadmapsError: both or neither of ``relation`` and ``type``; ``type`` was not
+                tracked.
+        """
         if (relation is None) == (type is None):
             raise HeadmapsError("give exactly one of relation= and type=")
         if relation is not None:
@@ -152,7 +168,7 @@ class TrackResult:
         if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
             raise HeadmapsError(f"no head {layer}.{head}: {self.n_layers} layers x "
                                 f"{self.n_heads} heads")
-        vals, _, _ = self._series(relation, type, suppression)
+        vals, _, _ = self.series(relation, type=type, suppression=suppression)
         return vals[:, layer, head].astype(np.float64)
 
     def first_crossing(self, relation: str | None = None, *, type: str | None = None,
@@ -168,7 +184,7 @@ class TrackResult:
             index), ``score`` (at the crossing), ``final`` (score at the last checkpoint),
             ``stays`` (passes at every later successful checkpoint), sorted by step.
         """
-        vals, passes, _ = self._series(relation, type, suppression)
+        vals, passes, _ = self.series(relation, type=type, suppression=suppression)
         ok = np.array([i not in self.failed for i in range(self.n_checkpoints)])
         rows = []
         for layer, head in zip(*np.nonzero(passes.any(0))):
@@ -253,7 +269,7 @@ class TrackResult:
                  f"{self.n_heads} heads", "",
                  f"- steps: {', '.join(str(s) for s in self.steps)}",
                  f"- first: {self.checkpoints[0]}; last: {self.checkpoints[-1]}",
-                 f"- projection (every checkpoint): {self._projection()}; tau = {self.tau}",
+                 f"- projection (every checkpoint): {self.projection_label()}; tau = {self.tau}",
                  f"- ran: {self._execution()}", ""]
         if self.failed:
             lines += ["## Failed checkpoints (NaN scores)", ""]
@@ -283,7 +299,8 @@ class TrackResult:
             lines.append(f"- skipped {r}: {why}")
         return "\n".join(lines) + "\n"
 
-    def _projection(self) -> str:
+    def projection_label(self) -> str:
+        """The projection every checkpoint was read with, as one label (its name, or options)."""
         from ..projection.calibration import label
 
         return label(self.preset or "?", self.options, self.calibration)
@@ -328,7 +345,7 @@ class TrackResult:
                 relation = self.relations[0]
             else:
                 raise HeadmapsError("nothing was tracked: no relation and no type")
-        vals, passes, name = self._series(relation, type)
+        vals, passes, name = self.series(relation, type=type)
         if heads is None:
             final = np.nan_to_num(vals[-1], nan=-np.inf)
             crossing = passes.any(0)
