@@ -1,7 +1,7 @@
 """On-disk cache of converted models (GGUF -> safetensors), so reloads take seconds.
 
 Layout: ``$HEADMAPS_CACHE`` (default ``~/.cache/headmaps``) / ``models`` /
-``<sha256 of the source file>-<headmaps version>`` / (``config.json``,
+``<sha256 of the GGUF file>-<headmaps version>`` / (``config.json``,
 ``model.safetensors``, tokenizer files, ``complete.json``). Beside ``models/``:
 ``gguf/`` (GGUF files assembled from split packages), ``calibrations/`` (stored
 calibrations), ``llm/`` (cached describer replies) and ``hashes.json`` (file hashes).
