@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         sample = {"models": models, "preset": args.preset, "positives": POSITIVE,
                   "compare_presets": args.compare_presets,
                   "max_distance": args.max_distance, "attention_only": args.attention_only,
-                  "static": {"n_tokens": DEFAULT_N_TOKENS, "n_samples": 256, "n_sources": 16},
+                  "static": {"n_tokens": DEFAULT_N_TOKENS, "n_samples": 256, "n_partners": 16},
                   "behaviour": {"text": "headmaps.experiments.behaviour.TEXT",
                                 "repeated_random": "8 x 50 tokens repeated once",
                                 "copy_suppression": "repeated random + TEXT, model's argmax",

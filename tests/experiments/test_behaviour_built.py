@@ -189,7 +189,7 @@ def test_previous_token_detector_and_the_other_detectors_disagree(built):
 def test_static_types_rank_the_same_heads_first(built):
     """The parameter-only head types agree with the detectors on this model, and the
     labels fire on the built heads and on no random head."""
-    res = hm.head_types(built, relations=False, n_sources=4, max_distance=16)
+    res = hm.head_types(built, relations=False, n_partners=4, max_distance=16)
     for kind, want in (("previous_token", PREV), ("induction", INDUCTION),
                        ("duplicate_token", DUPLICATE), ("copying", INDUCTION)):
         assert res.top(kind, 1)[0][:2] == want, kind
@@ -228,7 +228,7 @@ def test_copy_suppression_detector_ranks_the_built_head_first(built_cs):
 def test_static_copy_suppression_agrees_and_labels_only_the_built_head(built_cs):
     from headmaps.headtypes.validate import auroc
 
-    res = hm.head_types(built_cs, relations=False, n_sources=4, max_distance=16)
+    res = hm.head_types(built_cs, relations=False, n_partners=4, max_distance=16)
     assert res.top("copy_suppression", 1)[0][:2] == COPY_SUPPRESSION
     assert res.heads_of("copy_suppression") == [COPY_SUPPRESSION]
     assert COPY_SUPPRESSION not in res.heads_of("copying")

@@ -122,7 +122,7 @@ def test_previous_token_static_and_behaviour_agree(built):
 
 
 def test_k_composition_and_induction_rank_the_circuit_first(built):
-    res = hm.head_types(hm.load(built), relations=False, n_sources=4, max_distance=8)
+    res = hm.head_types(hm.load(built), relations=False, n_partners=4, max_distance=8)
     kc = S.k_composition(hm.load(built), [(0, 2)])
     assert np.isnan(kc[0]).all()  # nothing composes with a head of its own layer
     assert _argmax(kc[..., 0]) in {(1, 0), (1, 1)}  # 1.0 shares 1.1's key head
@@ -140,7 +140,7 @@ def test_self_preference_ranks_the_symmetric_head_first(built):
     m = hm.load(built)
     sp = S.self_preference(m, P.Sources(m, S.token_subset(m, None), OPTS))
     assert _argmax(sp) == (2, 2) and sp[2, 2] > 2
-    res = hm.head_types(m, relations=False, n_sources=4, max_distance=8)
+    res = hm.head_types(m, relations=False, n_partners=4, max_distance=8)
     assert res.top("duplicate_token", 1)[0][:2] == (2, 2)
 
 
@@ -173,7 +173,7 @@ def test_induction_detector_on_repeated_tokens(built):
 
 
 def test_result_round_trip_and_frame(built, tmp_path):
-    res = hm.head_types(hm.load(built), relations=False, n_sources=4, max_distance=8)
+    res = hm.head_types(hm.load(built), relations=False, n_partners=4, max_distance=8)
     assert set(res.skipped) == {"copying_relation", "copying_suppression", "successor_relation"}
     assert np.isnan(res.scores["successor"]).all()
     assert res.thresholds["copying"].startswith("robust z of the eigen copying score >= 3.5")
@@ -192,8 +192,8 @@ def test_lazy_path_gives_the_same_types(built, tmp_path):
     model = built.float()
     model.save_pretrained(tmp_path, max_shard_size="30KB")
     lz, ea = hm.load(tmp_path, lazy=True), hm.load(model)
-    a = hm.head_types(lz, relations=False, n_sources=4, max_distance=8)
-    b = hm.head_types(ea, relations=False, n_sources=4, max_distance=8)
+    a = hm.head_types(lz, relations=False, n_partners=4, max_distance=8)
+    b = hm.head_types(ea, relations=False, n_partners=4, max_distance=8)
     for t in a.scores:
         assert np.allclose(a.scores[t], b.scores[t], rtol=1e-4, atol=1e-5, equal_nan=True), t
     built.double()
@@ -209,7 +209,7 @@ def test_validation_metrics():
 
 def test_compare_finds_the_constructed_previous_token_head(built):
     m = hm.load(built)
-    res = hm.head_types(m, relations=False, n_sources=4, max_distance=8)
+    res = hm.head_types(m, relations=False, n_partners=4, max_distance=8)
     ids = torch.randint(3, m.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
     beh = {"previous_token": B.previous_token_scores(m, ids)}
     table = compare(res, beh, top_fraction=0.05, k=1).set_index("type")
@@ -235,7 +235,7 @@ def test_cli_types_prints_the_table(built, tmp_path, capsys):
 
 def test_learned_positions_work_and_bound_the_distance():
     m = hm.load(tiny_model("gpt2"))
-    res = hm.head_types(m, relations=False, max_distance=16, n_sources=4)
+    res = hm.head_types(m, relations=False, max_distance=16, n_partners=4)
     assert res.scores["previous_token"].shape == (3, 4)
     assert np.isfinite(res.scores["induction"]).all()
     with pytest.raises(hm.HeadmapsError, match="max_distance=64 exceeds"):

@@ -169,5 +169,5 @@ def test_attention_summary_and_head_types_on_hooked_transformer(analysed):
     att = hm.attention_summary(m, [1], max_distance=6, n_keys=3)
     assert att.positions == ["rotary (transformer_lens, 8 dims, rotate-half, theta ~ 1e+04)"]
     assert att.key_ids.shape[:2] == (1, 4)
-    types = hm.head_types(m, relations=False, n_sources=4, max_distance=8)
+    types = hm.head_types(m, relations=False, n_partners=4, max_distance=8)
     assert types.scores["previous_token"].shape == (3, 4)

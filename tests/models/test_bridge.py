@@ -138,7 +138,7 @@ def test_attention_summary_and_head_types_on_a_bridge(analysed):
     m, _, _ = analysed
     att = hm.attention_summary(m, [1], max_distance=6, n_keys=3)
     assert att.key_ids.shape[:2] == (1, 8) and att.positions[0].startswith("rotary (default")
-    types = hm.head_types(m, relations=False, n_sources=4, max_distance=8)
+    types = hm.head_types(m, relations=False, n_partners=4, max_distance=8)
     assert types.scores["previous_token"].shape == (3, 8)
 
 

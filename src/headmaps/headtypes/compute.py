@@ -105,42 +105,42 @@ def _relations(model: HeadModel, projection: P.Projection, skipped: dict[str, st
     return out
 
 
-def candidate_sources(prev: np.ndarray, n: int) -> list[tuple[int, int]]:
+def candidate_partners(prev: np.ndarray, n: int) -> list[tuple[int, int]]:
     """The ``n`` heads with the highest previous-token mass, as ``(layer, head)``."""
     flat = np.argsort(-prev, axis=None, kind="stable")[:n]
     return [(int(a), int(b)) for a, b in zip(*np.unravel_index(flat, prev.shape))]
 
 
-def combine(c: dict[str, np.ndarray], sources: list[tuple[int, int]],
+def combine(c: dict[str, np.ndarray], partners: list[tuple[int, int]],
             z0: float = R.Z0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Type scores and labels from the ingredients (see the module table); pure.
 
     Args:
         c: components: ``eigen_copying``, ``prev_mass``, ``self_preference`` ``(L, H)``,
-            ``k_composition`` ``(L, H, n_sources)`` (NaN where not earlier), and optionally
+            ``k_composition`` ``(L, H, n_partners)`` (NaN where not earlier), and optionally
             ``copying_relation``, ``copying_suppression``, ``successor_relation``.
-        sources: the earlier heads ``(layer, head)`` of the composition's last axis.
+        partners: the earlier heads ``(layer, head)`` of the composition's last axis.
         z0: the robust-z bound of the labels (:data:`headmaps.headtypes.rules.Z0`).
 
     Returns:
         ``(scores, labels)``: type -> ``(L, H)``; the evidence: :func:`scores_of` and
         :func:`headmaps.headtypes.rules.apply`.
     """
-    scores = scores_of(c, sources)
+    scores = scores_of(c, partners)
     labels, _ = R.apply(scores, c, z0)
     return scores, labels
 
 
-def scores_of(c: dict[str, np.ndarray], sources: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+def scores_of(c: dict[str, np.ndarray], partners: list[tuple[int, int]]) -> dict[str, np.ndarray]:
     """Type scores from the ingredients (see the module table); pure."""
     eig, prev = c["eigen_copying"], c["prev_mass"]
     selfp, kc = c["self_preference"], c["k_composition"]
     L, H = eig.shape
     scores: dict[str, np.ndarray] = {"previous_token": prev}
-    src_prev = np.array([prev[m, g] for m, g in sources], dtype=np.float32).reshape(-1)
-    match = c.get("induction_match", kc)  # (L, H, n_sources); K-composition for old results
+    src_prev = np.array([prev[m, g] for m, g in partners], dtype=np.float32).reshape(-1)
+    match = c.get("induction_match", kc)  # (L, H, n_partners); K-composition for old results
     m0 = np.nan_to_num(match, nan=0.0)
-    scores["induction"] = ((m0 * src_prev[None, None, :]).max(-1) if len(sources)
+    scores["induction"] = ((m0 * src_prev[None, None, :]).max(-1) if len(partners)
                            else np.zeros((L, H)))
     local = c.get("local_mass", c.get("self_mass", np.zeros((L, H))))
     scores["duplicate_token"] = selfp * (1 - local)
@@ -179,7 +179,7 @@ def head_types(
     n_tokens: int | None = S.DEFAULT_N_TOKENS,
     max_distance: int = 64,
     n_samples: int = 256,
-    n_sources: int = 16,
+    n_partners: int = 16,
     seed: int = 0,
     relations: bool = True,
     scan: ScanResult | None = None,
@@ -196,7 +196,7 @@ def head_types(
             scores (the first ordinary token ids; None: the whole vocabulary).
         max_distance: distances of the positional profile.
         n_samples: random queries of the sampled positional profile.
-        n_sources: K-composition is measured against this many earlier heads, those with
+        n_partners: K-composition is measured against this many earlier heads, those with
             the highest previous-token mass (induction needs a previous-token head).
         seed: seed of that sample.
         relations: score the copying and successor relations (approach A, the costly part:
@@ -235,10 +235,10 @@ def head_types(
     comp["prev_mass"], comp["self_mass"] = mass[..., 1], mass[..., 0]
     comp["local_mass"] = mass[..., :LOCAL_DISTANCE + 1].sum(-1)
     comp["self_preference"] = S.self_preference(model, src)
-    sources = candidate_sources(comp["prev_mass"], n_sources)
-    kc = S.k_composition(model, sources)
-    match = S.induction_match(model, src, sources)
-    scores = scores_of({**comp, "k_composition": kc, "induction_match": match}, sources)
+    partners = candidate_partners(comp["prev_mass"], n_partners)
+    kc = S.k_composition(model, partners)
+    match = S.induction_match(model, src, partners)
+    scores = scores_of({**comp, "k_composition": kc, "induction_match": match}, partners)
     labels, ev = R.apply(scores, comp, tau=scan.tau if scan is not None else None)
     for name, arr in (("k_composition", kc), ("induction_match", match)):
         a0 = np.nan_to_num(arr, nan=-np.inf).max(-1)
@@ -250,7 +250,7 @@ def head_types(
         confidence=ev.confidence, notes=ev.notes, **proj.header(),
         params={"n_tokens": int(len(ids)), "max_distance": int(mass.shape[2]) - 1,
                 "n_samples": n_samples,
-                "n_sources": n_sources, "k_sources": [f"{m}.{g}" for m, g in sources],
+                "n_partners": n_partners, "k_partners": [f"{m}.{g}" for m, g in partners],
                 "seed": seed},
         seconds=time.perf_counter() - t0, model_info=model.info(), versions=versions(),
     )

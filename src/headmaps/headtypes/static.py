@@ -84,27 +84,28 @@ def _key_weights(model: HeadModel, layer: int) -> torch.Tensor:
     return W_K if g is None else g.float()[None, :, None] * W_K
 
 
-def k_composition(model: HeadModel, sources: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+def k_composition(model: HeadModel,
+                  partners: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
     """K-composition of every head with earlier heads ``g`` (key-side form, module docstring).
 
     Args:
         model: the model.
-        sources: the earlier heads ``g`` as ``(layer, head)`` (default every head).
+        partners: the earlier heads ``g`` as ``(layer, head)`` (default every head).
 
     Returns:
-        ``(L, H, n_sources)``: ``[l, h, i]`` is the composition of head ``h`` of layer
-        ``l`` with ``sources[i]``; NaN where ``sources[i]`` is not in an earlier layer.
+        ``(L, H, n_partners)``: ``[l, h, i]`` is the composition of head ``h`` of layer
+        ``l`` with ``partners[i]``; NaN where ``partners[i]`` is not in an earlier layer.
     """
     L, H = model.n_layers, model.n_heads
-    if sources is None:
-        sources = [(m, g) for m in range(L) for g in range(H)]
-    sources = [(int(m), int(g)) for m, g in sources]
-    out = np.full((L, H, len(sources)), np.nan, dtype=np.float32)
-    if not sources:
+    if partners is None:
+        partners = [(m, g) for m in range(L) for g in range(H)]
+    partners = [(int(m), int(g)) for m, g in partners]
+    out = np.full((L, H, len(partners)), np.nan, dtype=np.float32)
+    if not partners:
         return out
     with torch.no_grad():
         factors = []  # per source: R (dh, dh) with R^T R = W_V^T W_V, and W_O (dh, d)
-        for m, g in sources:
+        for m, g in partners:
             v, o = model.ov(m, g)
             v, o = v.float(), o.float()
             gram = v.T @ v
@@ -113,7 +114,7 @@ def k_composition(model: HeadModel, sources: Sequence[tuple[int, int]] | None = 
             factors.append((R @ o, (gram * (o @ o.T)).sum().clamp_min(0).sqrt()))
         A = torch.stack([f[0] for f in factors])  # (n_s, dh, d): ||A K||_F = ||W_V W_O K||_F
         norm_vo = torch.stack([f[1] for f in factors])
-        first = torch.tensor([m for m, _ in sources])
+        first = torch.tensor([m for m, _ in partners])
         for layer in range(1, L):
             earlier = (first < layer).nonzero().reshape(-1)
             if len(earlier) == 0:
@@ -212,7 +213,7 @@ def positional_mass(model: HeadModel, src: P.Sources, max_distance: int = 64,
 N_MATCH_TOKENS = 2048
 
 
-def induction_match(model: HeadModel, src: P.Sources, sources: Sequence[tuple[int, int]],
+def induction_match(model: HeadModel, src: P.Sources, partners: Sequence[tuple[int, int]],
                     n_tokens: int = N_MATCH_TOKENS) -> np.ndarray:
     """The induction QK circuit of every head with each earlier head ``g``: a z-score.
 
@@ -230,12 +231,12 @@ def induction_match(model: HeadModel, src: P.Sources, sources: Sequence[tuple[in
     ``W_E W_Q^h W_K^hT W_OV^gT W_E^T``; here it is in the projection's source space.
 
     Returns:
-        ``(L, H, len(sources))``; NaN where ``sources[i]`` is not in an earlier layer.
+        ``(L, H, len(partners))``; NaN where ``partners[i]`` is not in an earlier layer.
     """
     L, H = model.n_layers, model.n_heads
-    sources = [(int(m), int(g)) for m, g in sources]
-    out = np.full((L, H, len(sources)), np.nan, dtype=np.float32)
-    if not sources:
+    partners = [(int(m), int(g)) for m, g in partners]
+    out = np.full((L, H, len(partners)), np.nan, dtype=np.float32)
+    if not partners:
         return out
     rows = torch.arange(min(n_tokens, len(src.ids)))
     kv = model.spec.kv_index()
@@ -245,19 +246,19 @@ def induction_match(model: HeadModel, src: P.Sources, sources: Sequence[tuple[in
         for layer in range(L):
             full = src.at(layer)
             base = full[rows.to(full.device)]
-            earlier = [i for i, (m, _) in enumerate(sources) if m < layer and i in written]
+            earlier = [i for i, (m, _) in enumerate(partners) if m < layer and i in written]
             if earlier:
                 qk = model.qk(layer)
                 q = Q.queries(qk, Q.layer_input(qk, base, src.opts), heads.to(base.device))
                 for i in earlier:
                     k = Q.keys(qk, Q.layer_input(qk, written[i], src.opts))[kv.to(base.device)]
                     out[layer, :, i] = _match_z(q, k)
-            here = [i for i, (m, _) in enumerate(sources) if m == layer]
+            here = [i for i, (m, _) in enumerate(partners) if m == layer]
             if here:
                 a = model.attention(layer)
                 X = P.layer_sources(base, a, src.opts)
                 for i in here:
-                    g = sources[i][1]
+                    g = partners[i][1]
                     v = X @ a.W_V[kv[g]].float().to(X.device)
                     if a.b_V is not None:
                         v = v + a.b_V[kv[g]].float().to(X.device)
