@@ -13,6 +13,17 @@ Fixed before the first run on a real model:
   pooled, for the projection-based and the raw (Elhage) scores; and per target, whether
   the earlier head whose cut matters most is among the target's 3 best partners.
 
+The V path, added on 2026-12-07 before its first run (``--kinds V``): the same targets;
+cutting an earlier head from a target's values leaves its attention as it is, so the
+behaviour measured is the target's direct logit attribution to the induction target
+(:func:`headmaps.experiments.pathpatch.logit_attribution`), and a large effect a drop of
+at least 10% of that attribution; the same AUROC and top-3 checks against V-composition.
+Changed after the first V run, which left out the final norm's per-position scale and
+divided by the signed attribution: on Gemma 3 270M two targets' attributions were
+negative and others in the thousands, so the attribution now carries the recorded final
+norm's scale (logit units) and a drop counts toward zero, as a share of its size
+(``PathPatching.relative``). The targets and the 10% were not changed.
+
 Usage::
 
     python benchmarks/composition_check.py --model smollm2-135m \
@@ -53,8 +64,8 @@ def run(args) -> dict:
     ind = B.induction_scores(m, n_tokens=args.seq_tokens, n_seqs=args.n_seqs, seed=args.seed)
     targets = targets_of(ind)
     t0 = time.perf_counter()
-    pp = PP.path_patching(m, targets, n_tokens=args.seq_tokens, n_seqs=args.n_seqs,
-                          seed=args.seed)
+    pp = PP.path_patching(m, targets, kinds=args.kinds, n_tokens=args.seq_tokens,
+                          n_seqs=args.n_seqs, seed=args.seed)
     t_pp = time.perf_counter() - t0
     print(f"model {m.model_id}: composition of every pair in {t_comp:.1f} s "
           f"({comp.params['n_tokens']} sample tokens, projection {comp.preset}); path patching "
@@ -63,7 +74,10 @@ def run(args) -> dict:
     gap = float(np.abs(pp.base - pp.eager).max())
     print(f"recomputed vs the model's own induction score: max |diff| {gap:.2e}\n")
     fmt = {"float_format": lambda x: f"{x:.3f}", "index": False}
-    for kind in ("K", "Q"):
+    if pp.base_v is not None:
+        print("targets' logit attribution to the induction target (V path's baseline): "
+              + ", ".join(f"{a}.{b} {v:.3f}" for (a, b), v in zip(targets, pp.base_v)) + "\n")
+    for kind in args.kinds:
         print(f"{kind}-path: the earlier head whose cut drops the score most, and its rank among "
               f"the target's {kind}-composition partners")
         print(PP.partner_check(pp, comp, kind).to_string(**fmt))
@@ -71,7 +85,8 @@ def run(args) -> dict:
               f"(drop >= {PP.LARGE:.0%} of the score; auroc_top: top 5% of drops)")
         print(PP.agreement(pp, comp, kind).to_string(**fmt))
         print()
-    return {"targets": [f"{a}.{b}" for a, b in targets], "n_tokens": comp.params["n_tokens"],
+    return {"targets": [f"{a}.{b}" for a, b in targets], "kinds": list(args.kinds),
+            "n_tokens": comp.params["n_tokens"],
             "seq_tokens": args.seq_tokens, "n_seqs": args.n_seqs,
             "seconds": {"composition": round(t_comp, 1), "path_patching": round(t_pp, 1)}}
 
@@ -84,6 +99,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seq-tokens", type=int, default=50, help="length of each random sequence")
     ap.add_argument("--n-seqs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kinds", nargs="+", default=["K", "Q"], choices=["K", "Q", "V"],
+                    help="paths to cut (the published runs: K Q, then V alone)")
     run_with_report(ap, argv, __file__, run)
 
 

@@ -50,7 +50,7 @@ def comp(built):
 
 @pytest.fixture(scope="module")
 def patched(built):
-    return PP.path_patching(built, [INDUCTION], n_tokens=24, n_seqs=4)
+    return PP.path_patching(built, [INDUCTION], n_tokens=24, n_seqs=4, kinds=("K", "Q", "V"))
 
 
 def test_the_noise_head_writes(built, comp):
@@ -77,6 +77,23 @@ def test_path_patching_drops_the_score_through_the_built_partner_only(patched):
     assert abs(k[NOISE]) < 0.05 and k[PREV] > 10 * abs(k[NOISE])
     assert np.isnan(k[1]).all()  # no head of 1.1's own layer is patched
     assert abs(patched.effect["Q"][0][PREV]) < 0.05  # the queries do not read 0.0
+
+
+def test_value_path_measures_the_copy_the_head_writes(built, patched):
+    lh, h = INDUCTION
+    ids = PP.repeated_random(built, 24, 4, 0)
+    rec = PP.record(built, ids)
+    own = PP.target_write(built, rec, lh, h, rec.z[lh][:, :, h])  # the head's recorded output
+    assert patched.base_v[0] == pytest.approx(PP.logit_attribution(built, rec, own, 24), rel=1e-5)
+    assert patched.base_v[0] > 0.5  # 1.1 copies the attended token, the induction target
+    v = patched.effect["V"][0]
+    assert np.isnan(v[1]).all()
+    assert np.abs(v[0, 2:]).max() < 1e-6  # heads that write nothing change nothing
+    # 0.0 writes into F, which 1.1's values do not read: cutting it only rescales them
+    # through the layer norm (a smaller residual, larger values), so the copy grows
+    assert v[PREV] < 0
+    k = patched.effect["K"][0]
+    assert abs(v[PREV]) / patched.base_v[0] < k[PREV] / patched.base[0]
 
 
 def test_partner_check_and_agreement(patched, comp):
@@ -112,7 +129,7 @@ def test_errors_are_headmaps_errors(built, comp):
     with pytest.raises(HeadmapsError, match="not computed"):
         hm.composition(built, kinds=("Q",), n_tokens=8).grid("K")
     with pytest.raises(HeadmapsError, match="path patching"):
-        PP.path_patching(built, [INDUCTION], kinds=("V",))
+        PP.path_patching(built, [INDUCTION], kinds=("X",))
 
 
 def test_circuits_command(tmp_path, capsys):

@@ -42,6 +42,7 @@ class LayerModules:
 
     attention: nn.Module
     out_proj: nn.Module
+    block: nn.Module
 
 
 def hf_model_of(model: HeadModel) -> nn.Module:
@@ -98,7 +99,7 @@ def layer_modules(model: HeadModel) -> list[LayerModules]:
             out = []
             for block in module:
                 attn = getattr(block, attn_name)
-                out.append(LayerModules(attn, getattr(attn, out_name)))
+                out.append(LayerModules(attn, getattr(attn, out_name), block))
             return out
     raise HeadmapsError(f"cannot find {model.n_layers} blocks named {blocks_name!r} in "
                         f"{type(hf).__name__}")

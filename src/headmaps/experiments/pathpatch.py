@@ -13,6 +13,14 @@ path into h*:
 
 * ``K``: keys from ``resid - w_g + mean(w_g)``, queries from the real residual;
 * ``Q``: queries from ``resid - w_g + mean(w_g)``, keys from the real residual;
+* ``V``: values from ``resid - w_g + mean(w_g)``, the attention from the real residual.
+  The attention does not move, so the behaviour measured on this path is what ``h``
+  writes: its *direct logit attribution* to the induction target, the token after the
+  first occurrence (``mean_j s[n + j] w_h[n + j] . (gain * (u_t - mean_v u_v))`` with
+  ``t`` that token, ``gain`` the final norm's gain, ``s`` its per-position scale in the
+  recorded run (``1 / rms`` of the final residual; a LayerNorm also centres ``w_h``)
+  and ``u`` the unembedding's columns): the logit the head adds directly, the final
+  norm's scale held at the real run's.
 
 ``w_g`` is what ``g`` added to the residual stream at each position (``z_g W_O^g``;
 with Gemma's post-attention norm, ``post(o) - post(o - z_g W_O^g)`` with ``o`` the whole
@@ -21,8 +29,9 @@ layer's output), and ``mean(w_g)`` its mean over every position of every sequenc
 position by the size of ``g``'s mean write). Everything else in the residual (other
 heads, MLPs, and ``g``'s effect on them) is left as it was: only the direct path from
 ``g`` into ``h``'s keys (queries) is cut. The effect is the drop of ``h``'s induction
-score, ``base - ablated``; ``base`` is the recomputed score without ablation, which
-matches the model's own attention (``eager``, kept beside it for the check).
+score (``V``: of its logit attribution), ``base - ablated``; ``base`` is the recomputed
+score without ablation, which (for ``K`` and ``Q``) matches the model's own attention
+(``eager``, kept beside it for the check).
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from .behaviour import repeated_random
 from .hooks import Hook, hf_model_of, hooked, input_device, layer_modules
 
 #: Path kinds path patching can cut.
-PATCH_KINDS = ("K", "Q")
+PATCH_KINDS = ("K", "Q", "V")
 
 
 @dataclass
@@ -53,11 +62,14 @@ class Recorded:
         resid: ``(L, B, T, d)`` the residual stream entering each block.
         z: ``(L, B, T, H, dh)`` every head's output before ``W_O``.
         ids: ``(B, T)`` the prompts.
+        final: ``(B, T, d)`` the residual stream after the last block (the final norm's
+            input).
     """
 
     resid: torch.Tensor
     z: torch.Tensor
     ids: torch.Tensor
+    final: torch.Tensor
 
 
 def record(model: HeadModel, ids: torch.Tensor) -> Recorded:
@@ -73,13 +85,19 @@ def record(model: HeadModel, ids: torch.Tensor) -> Recorded:
             zs[i] = z.reshape(*z.shape[:2], H, dh)
         return fn
 
+    last: list[torch.Tensor] = []
+
+    def grab_final(_m, _args, output):
+        last.append((output[0] if isinstance(output, tuple) else output).detach().float().cpu())
+
     hooks: list[Hook] = [(m.out_proj, "pre", grab(i)) for i, m in enumerate(mods)]
+    hooks.append((mods[-1].block, "forward", grab_final))
     with torch.no_grad(), hooked(hooks):
         out = hf.base_model(input_ids=ids.to(input_device(hf)),
                             attention_mask=torch.ones_like(ids).to(input_device(hf)),
                             use_cache=False, output_hidden_states=True)
     resid = torch.stack([h.detach().float().cpu() for h in out.hidden_states[:model.n_layers]])
-    return Recorded(resid, torch.stack(zs), ids)  # type: ignore[arg-type]
+    return Recorded(resid, torch.stack(zs), ids, last[-1])  # type: ignore[arg-type]
 
 
 def head_writes(model: HeadModel, rec: Recorded, layer: int) -> torch.Tensor:
@@ -127,6 +145,68 @@ def head_attention(model: HeadModel, layer: int, head: int, x_query: torch.Tenso
     return s.masked_fill(masked, float("-inf")).softmax(-1)
 
 
+def head_values(model: HeadModel, layer: int, head: int, x: torch.Tensor) -> torch.Tensor:
+    """``(B, T, d_head)`` one head's values of the residual stream ``x`` ``(B, T, d)``."""
+    a = model.attention(layer)
+    kv = int(model.spec.kv_index()[head])
+    B, T, d = x.shape
+    h = a.input_norm(x.reshape(B * T, d).to(model.device)).float()
+    v = h @ a.W_V[kv].float()
+    if a.b_V is not None:
+        v = v + a.b_V[kv].float()
+    return v.reshape(B, T, -1).cpu()
+
+
+def target_write(model: HeadModel, rec: Recorded, layer: int, head: int,
+                 z: torch.Tensor) -> torch.Tensor:
+    """``(B, T, d)``: what one head adds to the residual stream when its output is ``z``.
+
+    ``z`` ``(B, T, d_head)``; with a post-attention norm (Gemma) the head's share of the
+    normed layer output, the rest of the layer as recorded (as :func:`head_writes`).
+    """
+    a = model.attention(layer)
+    W_O = a.W_O[head].float().cpu()
+    own = z @ W_O
+    if a.post_norm is None:
+        return own
+    per = torch.einsum("bthe,hed->hbtd", rec.z[layer], a.W_O.float().cpu())
+    rest = per.sum(0) - per[head]
+    if a.b_O is not None:
+        rest = rest + a.b_O.float().cpu()
+    return a.post_norm(rest + own).float() - a.post_norm(rest).float()
+
+
+def logit_attribution(model: HeadModel, rec: Recorded, write: torch.Tensor, n: int) -> float:
+    """Mean direct logit attribution of ``write`` ``(B, 2n, d)`` to the induction target.
+
+    At each position ``n + j`` of the second copy (``j < n - 1``) the target is the token
+    after the first occurrence, ``rec.ids[:, j + 1]``; the attribution is ``s * write .
+    (gain * (u_t - mean_v u_v))``, with the final norm's scale ``s`` of the recorded run
+    (a LayerNorm's centring applied to ``write`` too).
+    """
+    j = torch.arange(n - 1)
+    norm = model.final_norm
+    U = model.U.float().cpu()  # (d, V)
+    t = rec.ids[:, j + 1]  # (B, n - 1)
+    cols = U[:, t.reshape(-1)] - U.mean(1, keepdim=True)  # (d, B (n - 1))
+    if norm.weight is not None:
+        cols = cols * norm.weight.float().cpu()[:, None]
+    x = rec.final[:, n + j].reshape(-1, rec.final.shape[-1])  # (B (n - 1), d)
+    w = write[:, n + j].reshape(-1, write.shape[-1])
+    if norm.kind == "layernorm":
+        x = x - x.mean(-1, keepdim=True)
+        w = w - w.mean(-1, keepdim=True)
+    scale = torch.rsqrt(x.pow(2).mean(-1) + norm.eps)  # (B (n - 1),)
+    return float(((w * cols.T).sum(-1) * scale).mean())
+
+
+def _attribution(model: HeadModel, rec: Recorded, layer: int, head: int, attn: torch.Tensor,
+                 x_value: torch.Tensor, n: int) -> float:
+    """The target's logit attribution with its values read from ``x_value``, ``attn`` fixed."""
+    write = target_write(model, rec, layer, head, attn @ head_values(model, layer, head, x_value))
+    return logit_attribution(model, rec, write, n)
+
+
 def induction_score(A: torch.Tensor, n: int) -> float:
     """``mean_{b, j < n - 1} A[b, n + j, j + 1]`` for probabilities ``(B, 2n, 2n)``."""
     j = torch.arange(n - 1)
@@ -144,7 +224,9 @@ class PathPatching:
         base: ``(n_targets,)`` recomputed induction score without ablation.
         eager: ``(n_targets,)`` the model's own induction score on the same prompts.
         effect: kind -> ``(n_targets, L, H)``: ``base - ablated``; NaN for heads not in
-            an earlier layer.
+            an earlier layer. ``V``'s is a drop of the logit attribution (``base_v``).
+        base_v: ``(n_targets,)`` the targets' logit attribution without ablation (NaN
+            where ``V`` was not cut).
         params: ``n_tokens``, ``n_seqs``, ``seed``, ``ablation``.
     """
 
@@ -156,6 +238,20 @@ class PathPatching:
     eager: np.ndarray
     effect: dict[str, np.ndarray]
     params: dict[str, Any] = field(default_factory=dict)
+    base_v: np.ndarray | None = None
+
+    def baseline(self, kind: str) -> np.ndarray:
+        """``(n_targets,)`` what ``kind``'s effects drop from: ``base_v`` for V, else ``base``."""
+        return self.base_v if kind == "V" and self.base_v is not None else self.base
+
+    def relative(self, kind: str, target: int) -> np.ndarray:
+        """``(L, H)`` effects on one target as shares of its baseline's size.
+
+        Signed so that a positive share moves the baseline toward zero: a logit
+        attribution can be negative (a head that writes against the target).
+        """
+        b = float(self.baseline(kind)[target])
+        return self.effect[kind][target] * np.sign(b) / max(abs(b), 1e-12)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (target, earlier head).
@@ -183,7 +279,7 @@ def path_patching(model: HeadModel, targets: Sequence[tuple[int, int]], *,
     Args:
         model: a model with its transformers model.
         targets: the heads ``(layer, head)`` whose induction score is measured.
-        kinds: paths to cut, some of ``"K"``, ``"Q"``.
+        kinds: paths to cut, some of ``"K"``, ``"Q"``, ``"V"``.
         n_tokens: length of each random sequence (repeated once).
         n_seqs: number of sequences.
         seed: seed of the tokens.
@@ -195,7 +291,8 @@ def path_patching(model: HeadModel, targets: Sequence[tuple[int, int]], *,
 
     kinds = tuple(str(k).upper() for k in kinds)
     if not set(kinds) <= set(PATCH_KINDS) or not kinds:
-        raise HeadmapsError(f"path patching cuts K or Q paths, not {', '.join(kinds) or 'none'}")
+        raise HeadmapsError(f"path patching cuts K, Q or V paths, not "
+                            f"{', '.join(kinds) or 'none'}")
     for lh, h in targets:
         model.check_head(lh, h)
     ids = repeated_random(model, n_tokens, n_seqs, seed)
@@ -204,13 +301,17 @@ def path_patching(model: HeadModel, targets: Sequence[tuple[int, int]], *,
     L, H = model.n_layers, model.n_heads
     effect = {k: np.full((len(targets), L, H), np.nan, dtype=np.float32) for k in kinds}
     base = np.zeros(len(targets), dtype=np.float32)
+    base_v = np.full(len(targets), np.nan, dtype=np.float32)
     eager = np.zeros(len(targets), dtype=np.float32)
     writes: dict[int, torch.Tensor] = {}
     with torch.no_grad():
         for t, (lh, h) in enumerate(targets):
             x = rec.resid[lh]
-            base[t] = induction_score(head_attention(model, lh, h, x, x), n_tokens)
+            attn = head_attention(model, lh, h, x, x)
+            base[t] = induction_score(attn, n_tokens)
             eager[t] = induction_score(A[lh, :, h], n_tokens)
+            if "V" in kinds:
+                base_v[t] = _attribution(model, rec, lh, h, attn, x, n_tokens)
             for lg in range(lh):
                 if lg not in writes:
                     writes[lg] = head_writes(model, rec, lg)
@@ -218,12 +319,17 @@ def path_patching(model: HeadModel, targets: Sequence[tuple[int, int]], *,
                     w = writes[lg][g]
                     cut = x - w + w.mean((0, 1))
                     for k in kinds:
+                        if k == "V":
+                            effect[k][t, lg, g] = base_v[t] - _attribution(
+                                model, rec, lh, h, attn, cut, n_tokens)
+                            continue
                         xq, xk = (x, cut) if k == "K" else (cut, x)
                         s = induction_score(head_attention(model, lh, h, xq, xk), n_tokens)
                         effect[k][t, lg, g] = base[t] - s
     return PathPatching(model.model_id, L, H, [(int(a), int(b)) for a, b in targets], base,
                         eager, effect, {"n_tokens": n_tokens, "n_seqs": n_seqs, "seed": seed,
-                                        "ablation": "mean"})
+                                        "ablation": "mean"},
+                        base_v if "V" in kinds else None)
 
 
 #: A cut path has a *large effect* when it drops the target's induction score by at least
@@ -237,7 +343,7 @@ def _pairs(pp: PathPatching, comp: Any, kind: str, method: str) -> tuple[np.ndar
     grid = comp.grid(kind, method)
     for t, (lh, h) in enumerate(pp.targets):
         s.append(grid[lh, h, :lh].ravel())
-        e.append(pp.effect[kind][t, :lh].ravel() / max(float(pp.base[t]), 1e-12))
+        e.append(pp.relative(kind, t)[:lh].ravel())
     return np.concatenate(s), np.concatenate(e)
 
 
@@ -252,7 +358,7 @@ def agreement(pp: PathPatching, comp: Any, kind: str = "K", large: float = LARGE
     Args:
         pp: the path-patching result.
         comp: a :class:`~headmaps.composition.CompositionResult` of the same model.
-        kind: ``"K"`` or ``"Q"``.
+        kind: ``"K"``, ``"Q"`` or ``"V"``.
         large: the relative-effect threshold (:data:`LARGE`).
         top: the quota of the second definition.
     """
@@ -278,11 +384,11 @@ def partner_check(pp: PathPatching, comp: Any, kind: str = "K", n: int = 3) -> p
     """
     rows = []
     for t, (lh, h) in enumerate(pp.targets):
-        e = pp.effect[kind][t, :lh]
-        lg, g = (int(x) for x in np.unravel_index(np.nanargmax(e), e.shape))
-        row = {"head": f"{lh}.{h}", "eager": float(pp.eager[t]), "base": float(pp.base[t]),
-               "top_cut": f"{lg}.{g}", "drop": float(e[lg, g]),
-               "drop_rel": float(e[lg, g] / max(float(pp.base[t]), 1e-12))}
+        rel = pp.relative(kind, t)[:lh]
+        lg, g = (int(x) for x in np.unravel_index(np.nanargmax(rel), rel.shape))
+        row = {"head": f"{lh}.{h}", "eager": float(pp.eager[t]),
+               "base": float(pp.baseline(kind)[t]), "top_cut": f"{lg}.{g}",
+               "drop": float(pp.effect[kind][t, lg, g]), "drop_rel": float(rel[lg, g])}
         for method in ("projection", "raw"):
             s = np.nan_to_num(comp.grid(kind, method)[lh, h, :lh], nan=-np.inf)
             rank = int((s > s[lg, g]).sum()) + 1
