@@ -20,6 +20,7 @@ from headmaps.explorer import (
     synthetic_scan,
     write_report,
 )
+from headmaps.explorer.build import asset, fill_page
 from headmaps.explorer.encode import FAMILY_COLOURS, Q, best_relation, encode, families, quantise
 from headmaps.explorer.summary import coverage_per_layer, gqa_agreement, multi_relation_heads
 from headmaps.scoring import ScanResult
@@ -96,6 +97,18 @@ def test_page_is_well_formed_and_self_contained(small):
     assert "{{" not in page.replace("{{TITLE}}", "")  # every placeholder filled
     assert "default-src 'none'" in page  # the CSP forbids any request
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+
+
+@pytest.mark.parametrize("template", ["report.html", "diff.html", "timeline.html"])
+def test_every_page_opens_with_the_shared_head_and_fills_once(template):
+    # the offline content security policy lives in one asset (head.html) for every page
+    values = {"TITLE": "t {{CSS}}", "CSS": "c {{DATA}}", "DATA": "d", "JS": "j", "CARD": "k"}
+    page = fill_page(template, values)
+    head = asset("head.html").replace("{{TITLE}}", "t {{CSS}}")
+    assert page.startswith(head) and "Content-Security-Policy" in head
+    assert "{{HEAD}}" not in page and page.count("Content-Security-Policy") == 1
+    assert "c {{DATA}}" in page  # inserted text is not searched for placeholders
+    assert ("{{SIDES}}" in page) == (template == "diff.html")  # a name not given stays
 
 
 def test_data_round_trip(small):

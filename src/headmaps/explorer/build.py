@@ -33,13 +33,25 @@ from .schema import HeadExtras, normalise_extras
 log = logging.getLogger(__name__)
 
 _WIDE = ' class="wide"'
-_PLACEHOLDER = re.compile(r"\{\{(CSS|JS|TITLE|CARD|DATA|EXTRAS)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")
 
 
 @cache
 def asset(name: str) -> str:
     """The text of one file of ``headmaps/explorer/assets``."""
     return resources.files("headmaps.explorer").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def fill_page(template: str, values: dict[str, str]) -> str:
+    """The page ``assets/<template>`` with its ``{{NAME}}`` placeholders filled.
+
+    ``{{HEAD}}`` is the ``<head>`` every page shares (``head.html``: the content security
+    policy that keeps a page offline, and ``{{TITLE}}``); then one pass over the template
+    fills the rest from ``values``, so inserted text is never searched for placeholders.
+    A name ``values`` lacks stays as it is.
+    """
+    page = asset(template).replace("{{HEAD}}\n", asset("head.html"), 1)
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), page)
 
 
 def json_for_script(obj: Any) -> str:
@@ -159,8 +171,7 @@ def build_report(result: HeadReport | ScanResult, extras: HeadExtras | None = No
               "CARD": model_card(scan, payload["generated"], stream_precision(report)),
               "DATA": json_for_script(payload),
               "EXTRAS": "\n".join("" if h is None else json_for_script(h) for h in heads)}
-    # One pass over the template: inserted text is never searched for placeholders.
-    page = _PLACEHOLDER.sub(lambda m: values[m.group(1)], asset("report.html"))
+    page = fill_page("report.html", values)
     log.info("report for %s: %d heads, %d relations, parts %s, %d heads with details, %.1f MB",
              scan.model_id, scan.n_layers * scan.n_heads, len(scan.relations), report.parts(),
              sum(h is not None for h in heads), len(page) / 1e6)

@@ -22,7 +22,6 @@ import datetime as _dt
 import html
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,9 @@ import numpy as np
 
 from ..errors import HeadmapsError
 from ..io import check_page_path, write_text
-from .build import asset, json_for_script
+from .build import asset, fill_page, json_for_script
 from .encode import Interner, Q, b64, quantise
 from .redact import shareable
-
-_PLACEHOLDER = re.compile(r"\{\{(CSS|JS|TITLE|CARD|DATA|SIDES)\}\}")
 
 #: Per-head figures offered in the picker (a single value per head, no noise floor).
 HEAD_FIGURES = {
@@ -221,7 +218,7 @@ def build_diff_report(diff: Any, *, title: str | None = None, show_paths: bool =
               "TITLE": html.escape(title), "CARD": _card(d, payload["generated"]),
               "DATA": json_for_script(payload),
               "SIDES": "\n".join("" if h is None else json_for_script(h) for h in heads)}
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], asset("diff.html"))
+    return fill_page("diff.html", values)
 
 
 def write_diff_report(path: str | os.PathLike, diff: Any, *, title: str | None = None,

@@ -19,7 +19,6 @@ import dataclasses
 import datetime as _dt
 import html
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,9 @@ import numpy as np
 
 from ..errors import HeadmapsError
 from ..io import check_page_path, write_text
-from .build import asset, json_for_script
+from .build import asset, fill_page, json_for_script
 from .encode import b64
 from .redact import shareable
-
-_PLACEHOLDER = re.compile(r"\{\{(CSS|JS|TITLE|CARD|DATA)\}\}")
 
 #: Largest quantised score; ``NAN_Q`` marks a checkpoint without a score (it failed).
 MAXQ, NAN_Q = 65534, 65535
@@ -123,7 +120,7 @@ def build_timeline_report(track: Any, *, title: str | None = None,
     values = {"CSS": asset("report.css"), "JS": asset("timeline.js"),
               "TITLE": html.escape(title), "CARD": _card(track, payload["generated"]),
               "DATA": json_for_script(payload)}
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], asset("timeline.html"))
+    return fill_page("timeline.html", values)
 
 
 def write_timeline_report(path: str | os.PathLike, track: Any, *, title: str | None = None,
