@@ -8,6 +8,8 @@ relation lists, and the parts of :func:`headmaps.analyse` (shared by ``analyse``
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..models import DEFAULT_MODEL
@@ -178,6 +180,27 @@ def save_kwargs(args: argparse.Namespace) -> dict[str, bool]:
     False when the arguments come from a command's own parser (no top-level flags).
     """
     return {"show_paths": bool(getattr(args, "show_local_paths", False))}
+
+
+def save_folder(out: str | Path, result: Any, summary: str, args: argparse.Namespace,
+                figure: Callable[[], Any] | None = None, figure_file: str = "") -> Path:
+    """Write ``result`` (its ``save``), ``summary.md`` and a figure into the folder ``out``.
+
+    Every file or none (a staged folder). ``figure`` builds the matplotlib figure written as
+    ``figure_file`` at 150 dpi; None writes none.
+
+    Returns:
+        The folder written.
+    """
+    from ..io import staged_folder, write_figure, write_text
+
+    out = Path(out)
+    with staged_folder(out) as tmp:  # every file or none
+        result.save(tmp, **save_kwargs(args))
+        write_text(tmp / "summary.md", summary)
+        if figure is not None:
+            write_figure(figure(), tmp / figure_file, dpi=150)
+    return out
 
 
 def projection_label(result) -> str:

@@ -62,14 +62,7 @@ def run(args: argparse.Namespace) -> int:
     summary = res.summary_markdown(n=args.top)
     print(summary, end="")
     if args.out is not None:
-        from ..io import atomic_path, staged_folder, write_text
-
-        out = Path(args.out)
-        with staged_folder(out) as tmp:  # every file or none
-            res.save(tmp, **common.save_kwargs(args))
-            write_text(tmp / "summary.md", summary)
-            with atomic_path(tmp / "diff.png") as part:
-                res.figure().savefig(part, format="png", dpi=150)
+        out = common.save_folder(args.out, res, summary, args, res.figure, "diff.png")
         print(f"wrote diff.parquet, heads.parquet, summary.md and diff.png under {out}/")
     if args.html is not None:
         from ..explorer.diffview import write_diff_report

@@ -97,14 +97,10 @@ def run(args: argparse.Namespace) -> int:
     summary = res.summary_markdown(n=args.top)
     print(summary, end="")
     if args.out is not None:
-        from ..io import staged_folder, write_figure, write_text
-
-        out = Path(args.out)
-        with staged_folder(out) as tmp:  # every file or none
-            res.save(tmp, **common.save_kwargs(args))
-            write_text(tmp / "summary.md", summary)
-            if res.types or res.relations:
-                write_figure(res.figure(n=args.top), tmp / "track.png", dpi=150)
+        plotted = res.types or res.relations
+        out = common.save_folder(args.out, res, summary, args,
+                                 (lambda: res.figure(n=args.top)) if plotted else None,
+                                 "track.png")
         print(f"wrote track.parquet, track.json, summary.md and track.png under {out}/")
     if args.html is not None:
         from ..explorer.timeline import write_timeline_report
