@@ -89,7 +89,8 @@ def test_every_entry_point_resolves_the_same_projection(model, stored, monkeypat
             made.update(parts(made["analyse"]))
             for entry, res in made.items():
                 assert P.record_of(res) == want.record(), f"{entry} with {why}"
-        # the functions that return tensors compute with the same options
+        # the functions that return tensors compute with the same options: the same
+        # arithmetic (same inputs, shapes and process) gives the same bits on any CPU
         q, k = torch.arange(5, 12), torch.arange(3, 20)
         assert torch.equal(hm.attention_logits(model, 1, 0, q, k, projection=want),
                            hm.attention_logits(model, 1, 0, q, k,

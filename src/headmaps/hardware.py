@@ -111,8 +111,8 @@ def machine() -> dict[str, Any]:
     flags = {f: bool(caps.get(f)) for f in ("avx2", "avx512_f", *CPU_BF16_FLAGS) if f in caps}
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     why = native_bfloat16("cpu")[1]
-    kernels = torch.backends.cpu.get_cpu_capability()
-    if onednn_cap() is not None:
-        kernels += f", oneDNN capped at {onednn_cap()}"
+    kernels, cap = torch.backends.cpu.get_cpu_capability(), onednn_cap()
+    if cap is not None:
+        kernels += f", oneDNN capped at {cap}"
     return {"cpu": cpu_model(), "cpu_flags": flags, "kernels": kernels,
             "threads": torch.get_num_threads(), "cpu_bfloat16": why, "gpu": gpu}

@@ -100,17 +100,28 @@ def record(model: HeadModel, ids: torch.Tensor) -> Recorded:
     return Recorded(resid, torch.stack(zs), ids, last[-1])  # type: ignore[arg-type]
 
 
-def head_writes(model: HeadModel, rec: Recorded, layer: int) -> torch.Tensor:
-    """``(H, B, T, d)``: what each head of ``layer`` added to the residual stream."""
+def layer_output(model: HeadModel, rec: Recorded,
+                 layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's recorded output before any post-attention norm.
+
+    Returns:
+        ``(per, o)``: each head's ``z W_O`` ``(H, B, T, d)`` and their sum with ``b_O``
+        ``(B, T, d)``.
+    """
     a = model.attention(layer)
-    W_O = a.W_O.float().cpu()
-    per = torch.einsum("bthe,hed->hbtd", rec.z[layer], W_O)
-    post = a.post_norm
-    if post is None:
-        return per
+    per = torch.einsum("bthe,hed->hbtd", rec.z[layer], a.W_O.float().cpu())
     o = per.sum(0)
     if a.b_O is not None:
         o = o + a.b_O.float().cpu()
+    return per, o
+
+
+def head_writes(model: HeadModel, rec: Recorded, layer: int) -> torch.Tensor:
+    """``(H, B, T, d)``: what each head of ``layer`` added to the residual stream."""
+    per, o = layer_output(model, rec, layer)
+    post = model.attention(layer).post_norm
+    if post is None:
+        return per
     full = post(o).float()
     return torch.stack([full - post(o - per[h]).float() for h in range(len(per))])
 
@@ -145,7 +156,7 @@ def head_attention(model: HeadModel, layer: int, head: int, x_query: torch.Tenso
     return s.masked_fill(masked, float("-inf")).softmax(-1)
 
 
-def head_values(model: HeadModel, layer: int, head: int, x: torch.Tensor) -> torch.Tensor:
+def _values(model: HeadModel, layer: int, head: int, x: torch.Tensor) -> torch.Tensor:
     """``(B, T, d_head)`` one head's values of the residual stream ``x`` ``(B, T, d)``."""
     a = model.attention(layer)
     kv = int(model.spec.kv_index()[head])
@@ -157,32 +168,54 @@ def head_values(model: HeadModel, layer: int, head: int, x: torch.Tensor) -> tor
     return v.reshape(B, T, -1).cpu()
 
 
-def target_write(model: HeadModel, rec: Recorded, layer: int, head: int,
-                 z: torch.Tensor) -> torch.Tensor:
+def target_write(model: HeadModel, rec: Recorded, layer: int, head: int, z: torch.Tensor,
+                 output: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``(B, T, d)``: what one head adds to the residual stream when its output is ``z``.
 
     ``z`` ``(B, T, d_head)``; with a post-attention norm (Gemma) the head's share of the
     normed layer output, the rest of the layer as recorded (as :func:`head_writes`).
+    ``output``: the layer's :func:`layer_output`, for a caller that writes many ``z``.
     """
     a = model.attention(layer)
-    W_O = a.W_O[head].float().cpu()
-    own = z @ W_O
+    own = z @ a.W_O[head].float().cpu()
     if a.post_norm is None:
         return own
-    per = torch.einsum("bthe,hed->hbtd", rec.z[layer], a.W_O.float().cpu())
-    rest = per.sum(0) - per[head]
-    if a.b_O is not None:
-        rest = rest + a.b_O.float().cpu()
+    per, o = output if output is not None else layer_output(model, rec, layer)
+    rest = o - per[head]
     return a.post_norm(rest + own).float() - a.post_norm(rest).float()
 
 
-def logit_attribution(model: HeadModel, rec: Recorded, write: torch.Tensor, n: int) -> float:
-    """Mean direct logit attribution of ``write`` ``(B, 2n, d)`` to the induction target.
+@dataclass
+class Readout:
+    """How a write reaches the induction target's logit at each position of the second copy.
+
+    Attributes:
+        cols: ``(d, B (n - 1))`` ``gain * (u_t - mean_v u_v)`` of each position's target.
+        scale: ``(B (n - 1),)`` the final norm's scale there in the recorded run.
+        centre: the final norm is a LayerNorm (a write is centred first).
+        n: the length of one copy.
+    """
+
+    cols: torch.Tensor
+    scale: torch.Tensor
+    centre: bool
+    n: int
+
+    def __call__(self, write: torch.Tensor) -> float:
+        """The mean logit attribution of ``write`` ``(B, 2n, d)`` to the targets."""
+        w = write[:, self.n + torch.arange(self.n - 1)].reshape(-1, write.shape[-1])
+        if self.centre:
+            w = w - w.mean(-1, keepdim=True)
+        return float(((w * self.cols.T).sum(-1) * self.scale).mean())
+
+
+def readout(model: HeadModel, rec: Recorded, n: int) -> Readout:
+    """The :class:`Readout` of the recorded run's induction targets.
 
     At each position ``n + j`` of the second copy (``j < n - 1``) the target is the token
-    after the first occurrence, ``rec.ids[:, j + 1]``; the attribution is ``s * write .
-    (gain * (u_t - mean_v u_v))``, with the final norm's scale ``s`` of the recorded run
-    (a LayerNorm's centring applied to ``write`` too).
+    after the first occurrence, ``rec.ids[:, j + 1]``; a write's attribution there is
+    ``s * write . (gain * (u_t - mean_v u_v))``, with the final norm's scale ``s`` of the
+    recorded run (a LayerNorm's centring applied to the write too).
     """
     j = torch.arange(n - 1)
     norm = model.final_norm
@@ -192,19 +225,27 @@ def logit_attribution(model: HeadModel, rec: Recorded, write: torch.Tensor, n: i
     if norm.weight is not None:
         cols = cols * norm.weight.float().cpu()[:, None]
     x = rec.final[:, n + j].reshape(-1, rec.final.shape[-1])  # (B (n - 1), d)
-    w = write[:, n + j].reshape(-1, write.shape[-1])
-    if norm.kind == "layernorm":
+    centre = norm.kind == "layernorm"
+    if centre:
         x = x - x.mean(-1, keepdim=True)
-        w = w - w.mean(-1, keepdim=True)
-    scale = torch.rsqrt(x.pow(2).mean(-1) + norm.eps)  # (B (n - 1),)
-    return float(((w * cols.T).sum(-1) * scale).mean())
+    return Readout(cols, torch.rsqrt(x.pow(2).mean(-1) + norm.eps), centre, n)
 
 
-def _attribution(model: HeadModel, rec: Recorded, layer: int, head: int, attn: torch.Tensor,
-                 x_value: torch.Tensor, n: int) -> float:
+def logit_attribution(model: HeadModel, rec: Recorded, write: torch.Tensor, n: int) -> float:
+    """Mean direct logit attribution of ``write`` ``(B, 2n, d)`` to the induction target.
+
+    :func:`readout` of the run, applied once.
+    """
+    return readout(model, rec, n)(write)
+
+
+def _attribution(model: HeadModel, rec: Recorded, read: Readout, target: tuple[int, int],
+                 attn: torch.Tensor, output: tuple[torch.Tensor, torch.Tensor],
+                 x_value: torch.Tensor) -> float:
     """The target's logit attribution with its values read from ``x_value``, ``attn`` fixed."""
-    write = target_write(model, rec, layer, head, attn @ head_values(model, layer, head, x_value))
-    return logit_attribution(model, rec, write, n)
+    layer, head = target
+    z = attn @ _values(model, layer, head, x_value)
+    return read(target_write(model, rec, layer, head, z, output))
 
 
 def induction_score(A: torch.Tensor, n: int) -> float:
@@ -304,14 +345,16 @@ def path_patching(model: HeadModel, targets: Sequence[tuple[int, int]], *,
     base_v = np.full(len(targets), np.nan, dtype=np.float32)
     eager = np.zeros(len(targets), dtype=np.float32)
     writes: dict[int, torch.Tensor] = {}
+    read = readout(model, rec, n_tokens) if "V" in kinds else None
     with torch.no_grad():
         for t, (lh, h) in enumerate(targets):
             x = rec.resid[lh]
             attn = head_attention(model, lh, h, x, x)
             base[t] = induction_score(attn, n_tokens)
             eager[t] = induction_score(A[lh, :, h], n_tokens)
-            if "V" in kinds:
-                base_v[t] = _attribution(model, rec, lh, h, attn, x, n_tokens)
+            if read is not None:
+                output = layer_output(model, rec, lh)  # the same for every cut of h
+                base_v[t] = _attribution(model, rec, read, (lh, h), attn, output, x)
             for lg in range(lh):
                 if lg not in writes:
                     writes[lg] = head_writes(model, rec, lg)
@@ -321,7 +364,7 @@ def path_patching(model: HeadModel, targets: Sequence[tuple[int, int]], *,
                     for k in kinds:
                         if k == "V":
                             effect[k][t, lg, g] = base_v[t] - _attribution(
-                                model, rec, lh, h, attn, cut, n_tokens)
+                                model, rec, read, (lh, h), attn, output, cut)
                             continue
                         xq, xk = (x, cut) if k == "K" else (cut, x)
                         s = induction_score(head_attention(model, lh, h, xq, xk), n_tokens)
