@@ -13,6 +13,15 @@ Fixed before the first run on a real model:
   pooled, for the projection-based and the raw (Elhage) scores; and per target, whether
   the earlier head whose cut matters most is among the target's 3 best partners.
 
+Added on 2026-12-07, after the K/Q/V runs, reading the issue's own words ("the top
+partners must cause a larger drop than random earlier heads and than the raw ranking's"):
+the mean relative drop of each method's best 1 and 3 partners against the mean over all
+earlier heads (:func:`headmaps.experiments.pathpatch.partner_drops`); and, with the K
+path, the same checks for the induction circuit (composition kind ``induction``: head
+types' existing ``induction_match`` z-score, computed for every pair), which was tried
+after the K runs had shown where K-composition ranks the partner that matters below
+another. The targets, the cuts and the thresholds did not change.
+
 The V path, added on 2026-12-07 before its first run (``--kinds V``): the same targets;
 cutting an earlier head from a target's values leaves its attention as it is, so the
 behaviour measured is the target's direct logit attribution to the induction target
@@ -59,7 +68,8 @@ def run(args) -> dict:
     pd.set_option("display.width", 200)
     m = hm.load(args.model)
     t0 = time.perf_counter()
-    comp = hm.composition(m, n_tokens=args.n_tokens, seed=args.seed)
+    scored = [*args.kinds, *(["induction"] if "K" in args.kinds else [])]
+    comp = hm.composition(m, kinds=scored, n_tokens=args.n_tokens, seed=args.seed)
     t_comp = time.perf_counter() - t0
     ind = B.induction_scores(m, n_tokens=args.seq_tokens, n_seqs=args.n_seqs, seed=args.seed)
     targets = targets_of(ind)
@@ -77,15 +87,21 @@ def run(args) -> dict:
     if pp.base_v is not None:
         print("targets' logit attribution to the induction target (V path's baseline): "
               + ", ".join(f"{a}.{b} {v:.3f}" for (a, b), v in zip(targets, pp.base_v)) + "\n")
-    for kind in args.kinds:
-        print(f"{kind}-path: the earlier head whose cut drops the score most, and its rank among "
-              f"the target's {kind}-composition partners")
+    for kind in scored:
+        path = PP.path_of(kind)
+        print(f"{kind} on the {path}-path: the earlier head whose cut drops the score most, and "
+              f"its rank among the target's {kind} partners")
         print(PP.partner_check(pp, comp, kind).to_string(**fmt))
-        print(f"\n{kind}-path: AUROC of the {kind}-composition score against a large effect "
+        print(f"\n{kind} on the {path}-path: AUROC of the {kind} score against a large effect "
               f"(drop >= {PP.LARGE:.0%} of the score; auroc_top: top 5% of drops)")
         print(PP.agreement(pp, comp, kind).to_string(**fmt))
+        print(f"\n{kind} on the {path}-path: mean relative drop from cutting each method's best n "
+              f"partners, one at a time, against a random earlier head (above_random: "
+              f"targets where the partners cost more)")
+        print(PP.partner_drops(pp, comp, kind).to_string(**fmt))
         print()
     return {"targets": [f"{a}.{b}" for a, b in targets], "kinds": list(args.kinds),
+            "scores": scored,
             "n_tokens": comp.params["n_tokens"],
             "seq_tokens": args.seq_tokens, "n_seqs": args.n_seqs,
             "seconds": {"composition": round(t_comp, 1), "path_patching": round(t_pp, 1)}}

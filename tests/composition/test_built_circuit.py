@@ -96,13 +96,44 @@ def test_value_path_measures_the_copy_the_head_writes(built, patched):
     assert abs(v[PREV]) / patched.base_v[0] < k[PREV] / patched.base[0]
 
 
-def test_partner_check_and_agreement(patched, comp):
+@pytest.mark.parametrize("method", ["projection", "raw"])
+def test_the_induction_circuit_finds_the_previous_token_head(built, method):
+    """The match score puts the previous-token head first, the noise head below it, and
+    equals headtypes' induction_match on the same rows (one implementation)."""
+    res = hm.composition(built, kinds=("Induction", "k"), n_tokens=32)
+    assert res.kinds == ("induction", "K")
+    top = res.partners(*INDUCTION, kind="induction", n=3, method=method)
+    assert top[0][:2] == PREV and top[0][2] > 1.0  # a z-score: well above chance
+    assert res.grid("induction", method)[INDUCTION][NOISE] < top[0][2]
+    assert np.isnan(res.grid("induction", method)[0]).all()  # nothing earlier than layer 0
+    if method == "projection":
+        from headmaps import projection as P
+        from headmaps.composition.run import sample_tokens
+        from headmaps.headtypes.static import induction_match
+
+        src = P.Sources(built, sample_tokens(built, 32), hm.projection_for(built, None).options)
+        ref = induction_match(built, src, [PREV, NOISE])
+        mine = res.grid("induction")[INDUCTION]
+        np.testing.assert_allclose([mine[PREV], mine[NOISE]], ref[INDUCTION],
+                                   rtol=1e-5)  # the same rows through the same code
+
+
+def test_partner_check_and_agreement(built, patched, comp):
     check = PP.partner_check(patched, comp, "K")
     assert check["top_cut"].tolist() == ["0.0"]
     assert check["hit_projection"].all() and check["hit_raw"].all()
     agree = PP.agreement(patched, comp, "K")
     assert agree["large"].tolist() == [1, 1]
     assert (agree["auroc"] == 1.0).all()
+    drops = PP.partner_drops(patched, comp, "K", ns=(1,)).set_index("method")
+    rel = patched.relative("K", 0)[:1]
+    assert drops.loc["projection", "mean_drop"] == pytest.approx(float(rel[PREV]))
+    assert drops.loc["random", "mean_drop"] == pytest.approx(float(np.nanmean(rel)))
+    assert drops.loc["projection", "above_random"] == 1 and drops.loc["raw", "above_random"] == 1
+    both = hm.composition(built, kinds=("K", "induction"), n_tokens=32)
+    match = PP.partner_check(patched, both, "induction")  # read against the K path's cuts
+    assert match["top_cut"].tolist() == ["0.0"] and match["hit_projection"].all()
+    assert match["drop"].tolist() == check["drop"].tolist()
     frame = patched.to_frame()
     assert len(frame) == 4 and set(frame.columns) >= {"effect_K", "effect_Q", "base"}
 
@@ -143,8 +174,12 @@ def test_circuits_command(tmp_path, capsys):
     assert line.split()[1] == "0.0"  # top projection partner of the induction head
     assert "induction heads" in printed
     assert (out / "composition.parquet").is_file() and (out / "composition.json").is_file()
-    assert "Best K-partners" in (out / "summary.md").read_text()
-    assert CompositionResult.load(out).partners(*INDUCTION)[0][:2] == PREV
+    assert "Best K partners" in (out / "summary.md").read_text()
+    back = CompositionResult.load(out)
+    assert back.partners(*INDUCTION)[0][:2] == PREV
+    assert back.partners(*INDUCTION, kind="induction")[0][:2] == PREV  # the induction lines' kind
+    assert printed.splitlines()[-1] == (f"wrote composition.json, composition.parquet and "
+                                        f"summary.md under {out}/")
 
 
 def test_circuits_command_errors_in_one_line(tmp_path, capsys):

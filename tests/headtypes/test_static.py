@@ -240,3 +240,22 @@ def test_learned_positions_work_and_bound_the_distance():
     assert np.isfinite(res.scores["induction"]).all()
     with pytest.raises(hm.HeadmapsError, match="max_distance=64 exceeds"):
         hm.head_types(m, relations=False)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_text"])
+@pytest.mark.parametrize("preset", ["through", "paper"])
+def test_write_keys_equal_the_keys_of_the_formed_write(arch, preset):
+    """llama: RMSNorm, grouped keys; gpt2: LayerNorm centring and bias, key bias; gemma3:
+    key norm. The factored keys (width d_head) against the keys of ``v @ W_O`` formed and
+    normed (width d_model): both in float32, products of different shapes, so relative to
+    the keys' size, 1e-4 (float32's 6e-8 grown over sums of a few hundred terms)."""
+    m = hm.load(tiny_model(arch))
+    opts = hm.projection_for(m, preset).options
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(50, m.d_head, generator=g)
+    W_O = m.attention(0).W_O[1].float()
+    qk = m.qk(1)
+    want = Q.keys(qk, Q.layer_input(qk, v @ W_O, opts))
+    got = S.write_keys(qk, v, W_O, opts)
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())

@@ -37,6 +37,9 @@ def test_cli_writes_table_header_summary_figure(paths, tmp_path, capsys):
     assert "1.0 (30)" in printed  # checkpoint 3 at the step given on the command line
     for name in ("track.parquet", "track.json", "summary.md", "track.png"):
         assert (out / name).is_file(), name
+    # the last line names what the folder holds, no more
+    assert printed.splitlines()[-1] == (f"wrote summary.md, track.json, track.parquet and "
+                                        f"track.png under {out}/")
     res = TrackResult.load(out)
     assert res.first_crossing(relation=res.relations[0])["step"].tolist() == [30]
     page = tmp_path / "timeline.html"

@@ -203,6 +203,13 @@ def save_folder(out: str | Path, result: Any, summary: str, args: argparse.Names
     return out
 
 
+def written(folder: Path) -> str:
+    """``wrote a, b and c under folder/``: what a folder holds, for the command's last line."""
+    names = sorted(p.name for p in Path(folder).iterdir())
+    listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+    return f"wrote {listed} under {folder}/"
+
+
 def projection_label(result) -> str:
     """The projection a result used, as printed.
 

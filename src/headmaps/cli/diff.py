@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary, end="")
     if args.out is not None:
         out = common.save_folder(args.out, res, summary, args, res.figure, "diff.png")
-        print(f"wrote diff.parquet, heads.parquet, summary.md and diff.png under {out}/")
+        print(common.written(out))
     if args.html is not None:
         from ..explorer.diffview import write_diff_report
 

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         out = common.save_folder(args.out, res, summary, args,
                                  (lambda: res.figure(n=args.top)) if plotted else None,
                                  "track.png")
-        print(f"wrote track.parquet, track.json, summary.md and track.png under {out}/")
+        print(common.written(out))
     if args.html is not None:
         from ..explorer.timeline import write_timeline_report
 

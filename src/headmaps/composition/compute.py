@@ -55,6 +55,14 @@ excites, composes little. Positions are left out of both versions: logits are ta
 distance 0 (no rotary rotation), as in the content preferences of
 :mod:`headmaps.attention`. Cost per later layer: one ``(n_earlier, d_head, d_model) x
 (d_model, d_head)`` batched product per kind, then ``d_head^3`` per pair.
+
+**The induction circuit** (kind ``induction``, :data:`INDUCTION`): K-composition
+measures how much a writer moves the reader's logits, in any direction; an induction
+head needs a previous-token head whose write, for token ``a``, makes the key that the
+query of ``a`` finds. That is :func:`headmaps.headtypes.static.induction_match` (a
+z-score of each query's logit on its own token's key against the other tokens' keys),
+here for every pair: ``projection`` on the sample's rows, ``raw`` on the same tokens'
+embeddings with the same norms (Elhage et al.'s ``W_E W_QK^h W_OV^gT W_E^T`` circuit).
 """
 
 from __future__ import annotations
@@ -69,8 +77,22 @@ from ..models import HeadModel
 from ..models import qk as Q
 from ..models.weights import Norm
 
-#: The composition kinds, in display order.
-KINDS = ("Q", "K", "V")
+#: The composition kinds, in display order: the three paths, then the induction circuit
+#: (the K path read as a match, :data:`INDUCTION`).
+KINDS = ("Q", "K", "V", "induction")
+#: What :func:`headmaps.composition.composition` computes unless asked: the three paths.
+PATH_KINDS = ("Q", "K", "V")
+#: The induction circuit: for each query token ``a``, the z-score of the reader's logit
+#: on the key that the writer's output for ``a`` forms, against the keys of every other
+#: token (:func:`headmaps.headtypes.static.induction_match`): K-composition asks how much
+#: a writer moves the reader's logits, this asks whether it moves them toward the
+#: matching token, which is what an induction head needs of a previous-token head.
+INDUCTION = "induction"
+
+
+def canonical_kind(kind: str) -> str:
+    """``"k"`` -> ``"K"``, ``"Induction"`` -> ``"induction"``; unknown names unchanged (upper)."""
+    return INDUCTION if str(kind).lower() == INDUCTION else str(kind).upper()
 #: The two methods, in display order.
 METHODS = ("projection", "raw")
 
@@ -302,7 +324,7 @@ def reader(model: HeadModel, layer: int, rows: torch.Tensor | None = None,
     return Reader(read, kv, W_Q, W_K, W_V, R_Q, R_K, R_O, den)
 
 
-def pair_scores(w: Writer, r: Reader, kinds: Sequence[str] = KINDS,
+def pair_scores(w: Writer, r: Reader, kinds: Sequence[str] = PATH_KINDS,
                 raw: bool = False) -> dict[str, torch.Tensor]:
     """Kind -> ``(H_reader, n_writers)`` composition of every reading head with every writer.
 

@@ -13,7 +13,7 @@ import pandas as pd
 from .._html import html_card
 from ..errors import HeadmapsError, OutOfRangeError
 from ..io import load_table, markdown_table, reads_result, save_table, saved_model_info, table_path
-from .compute import KINDS, METHODS
+from .compute import INDUCTION, KINDS, METHODS, canonical_kind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,7 +29,7 @@ class CompositionResult:
     Attributes:
         model_id: the model.
         n_layers, n_heads: sizes.
-        kinds: the kinds computed (some of ``Q``, ``K``, ``V``).
+        kinds: the kinds computed (some of ``Q``, ``K``, ``V``, ``induction``).
         scores: method (``projection``, ``raw``) -> kind -> ``(L, H, L, H)`` float32;
             ``[l_h, h, l_g, g]`` is the composition of head ``g`` of layer ``l_g`` into
             head ``h`` of layer ``l_h``; NaN unless ``l_g < l_h``.
@@ -54,7 +54,7 @@ class CompositionResult:
 
     def grid(self, kind: str = "K", method: str = "projection") -> np.ndarray:
         """The ``(L, H, L, H)`` scores of one kind and method (see ``scores``)."""
-        kind = str(kind).upper()
+        kind = canonical_kind(kind)
         if method not in self.scores:
             raise HeadmapsError(f"unknown method {method!r}; use {' or '.join(METHODS)}")
         if kind not in self.scores[method]:
@@ -186,7 +186,8 @@ class CompositionResult:
                           "Scores: raw = Elhage et al.'s weight-matrix composition; projection "
                           "= the RMS change of the reader's logits (outputs) that the writer's "
                           "output causes on the token sample, over their RMS spread "
-                          "(headmaps.composition.compute)."])
+                          "(headmaps.composition.compute); induction = the z-score of each "
+                          "token's query on the key the writer's output for it makes."])
 
     def figure(self, method: str = "projection") -> Figure:
         """One map per kind: every reader (rows) against every writer (columns).
@@ -201,7 +202,8 @@ class CompositionResult:
         for ax, k in zip(axes[0], self.kinds):
             im = ax.imshow(self.grid(k, method).reshape(n, n), cmap="viridis",
                            interpolation="nearest")
-            ax.set_title(f"{k}-composition ({method})")
+            ax.set_title(f"{'induction circuit' if k == INDUCTION else k + '-composition'} "
+                         f"({method})")
             ax.set_xlabel("writer (layer x head)")
             ax.set_ylabel("reader (layer x head)")
             fig.colorbar(im, ax=ax, shrink=0.8)

@@ -42,7 +42,7 @@ def sample_tokens(model: HeadModel, n_tokens: int = N_TOKENS, seed: int = 0) -> 
 
 
 def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
-    kinds = tuple(dict.fromkeys(str(k).upper() for k in kinds))
+    kinds = tuple(dict.fromkeys(C.canonical_kind(k) for k in kinds))
     bad = [k for k in kinds if k not in C.KINDS]
     if bad or not kinds:
         raise HeadmapsError(f"unknown composition kind(s) {', '.join(bad) or '(none)'}; "
@@ -50,7 +50,24 @@ def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return kinds
 
 
-def composition(model: HeadModel, *, kinds: Sequence[str] = C.KINDS,
+def _induction_steppers(model: HeadModel, ids: torch.Tensor, opts: P.ProjectionOptions) -> dict:
+    """Method -> (stepper, rows of a layer) of the induction circuit over every head.
+
+    ``projection`` reads the sample's rows in the run's projection; ``raw`` the same
+    tokens' embeddings with the same norms (``source="embedding"``).
+    """
+    from dataclasses import replace
+
+    from ..headtypes.static import InductionMatch
+
+    every = [(layer, g) for layer in range(model.n_layers) for g in range(model.n_heads)]
+    embedded = P.Sources(model, ids, replace(opts, source="embedding", prefix=""))
+    return {"projection": (InductionMatch(model, every, opts), lambda layer, base: base),
+            "raw": (InductionMatch(model, every, embedded.opts),
+                    lambda layer, base: embedded.at(layer))}
+
+
+def composition(model: HeadModel, *, kinds: Sequence[str] = C.PATH_KINDS,
                 n_tokens: int = N_TOKENS, seed: int = 0, progress: bool = False,
                 projection: P.ProjectionLike = None) -> CompositionResult:
     """Q-, K- and V-composition of every earlier head with every later head.
@@ -61,7 +78,9 @@ def composition(model: HeadModel, *, kinds: Sequence[str] = C.KINDS,
 
     Args:
         model: the model (lazy checkpoints too: only weights are read).
-        kinds: some of ``"Q"``, ``"K"``, ``"V"``.
+        kinds: some of ``"Q"``, ``"K"``, ``"V"`` (the default: all three) and
+            ``"induction"`` (the induction circuit, :data:`~.compute.INDUCTION`; about as
+            costly again as the three).
         n_tokens: size of the token sample (at least 2).
         seed: seed of the sample.
         progress: show a progress bar over layers.
@@ -84,6 +103,8 @@ def composition(model: HeadModel, *, kinds: Sequence[str] = C.KINDS,
     L, H = model.n_layers, model.n_heads
     scores = {m: {k: np.full((L, H, L, H), np.nan, dtype=np.float32) for k in kinds}
               for m in C.METHODS}
+    paths = [k for k in kinds if k in C.PATH_KINDS]
+    match = _induction_steppers(model, ids, opts) if C.INDUCTION in kinds else {}
     written: dict[str, list[C.Writer]] = {m: [] for m in C.METHODS}
     with torch.no_grad():
         for layer in tqdm(range(L), desc="composition", unit="layer", disable=not progress):
@@ -91,11 +112,14 @@ def composition(model: HeadModel, *, kinds: Sequence[str] = C.KINDS,
             rows = model.attention(layer).input_norm(base).float()
             readers = {"projection": C.reader(model, layer, rows, base),
                        "raw": C.reader(model, layer)}
+            for m, (stepper, rows_of) in match.items():
+                scores[m][C.INDUCTION][layer] = stepper.step(layer, rows_of(layer, base)).reshape(
+                    H, L, H)
             for m in C.METHODS:
-                if written[m]:
+                if written[m] and paths:
                     w = C.Writer(*(torch.cat([getattr(x, f) for x in written[m]])
                                    for f in ("layer", "head", "left", "W_O", "norm")))
-                    got = C.pair_scores(w, readers[m], kinds, raw=m == "raw")
+                    got = C.pair_scores(w, readers[m], paths, raw=m == "raw")
                     for k, s in got.items():
                         scores[m][k][layer][:, w.layer.numpy(), w.head.numpy()] = \
                             s.float().numpy()

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..composition.compute import INDUCTION, canonical_kind
 from ..errors import HeadmapsError
 from ..models import HeadModel
 from ..models import qk as Q
@@ -380,13 +381,19 @@ def path_patching(model: HeadModel, targets: Sequence[tuple[int, int]], *,
 LARGE = 0.10
 
 
+def path_of(kind: str) -> str:
+    """The path whose cut a composition kind predicts: its own, the K path for ``induction``."""
+    kind = canonical_kind(kind)
+    return "K" if kind == INDUCTION else kind
+
+
 def _pairs(pp: PathPatching, comp: Any, kind: str, method: str) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, relative effects)`` over every (target, earlier head) pair."""
     s, e = [], []
     grid = comp.grid(kind, method)
     for t, (lh, h) in enumerate(pp.targets):
         s.append(grid[lh, h, :lh].ravel())
-        e.append(pp.relative(kind, t)[:lh].ravel())
+        e.append(pp.relative(path_of(kind), t)[:lh].ravel())
     return np.concatenate(s), np.concatenate(e)
 
 
@@ -401,7 +408,8 @@ def agreement(pp: PathPatching, comp: Any, kind: str = "K", large: float = LARGE
     Args:
         pp: the path-patching result.
         comp: a :class:`~headmaps.composition.CompositionResult` of the same model.
-        kind: ``"K"``, ``"Q"`` or ``"V"``.
+        kind: the composition kind: ``"K"``, ``"Q"``, ``"V"`` (its own path) or
+            ``"induction"`` (read against the K path).
         large: the relative-effect threshold (:data:`LARGE`).
         top: the quota of the second definition.
     """
@@ -427,11 +435,12 @@ def partner_check(pp: PathPatching, comp: Any, kind: str = "K", n: int = 3) -> p
     """
     rows = []
     for t, (lh, h) in enumerate(pp.targets):
-        rel = pp.relative(kind, t)[:lh]
+        rel = pp.relative(path_of(kind), t)[:lh]
         lg, g = (int(x) for x in np.unravel_index(np.nanargmax(rel), rel.shape))
         row = {"head": f"{lh}.{h}", "eager": float(pp.eager[t]),
-               "base": float(pp.baseline(kind)[t]), "top_cut": f"{lg}.{g}",
-               "drop": float(pp.effect[kind][t, lg, g]), "drop_rel": float(rel[lg, g])}
+               "base": float(pp.baseline(path_of(kind))[t]), "top_cut": f"{lg}.{g}",
+               "drop": float(pp.effect[path_of(kind)][t, lg, g]),
+               "drop_rel": float(rel[lg, g])}
         for method in ("projection", "raw"):
             s = np.nan_to_num(comp.grid(kind, method)[lh, h, :lh], nan=-np.inf)
             rank = int((s > s[lg, g]).sum()) + 1
@@ -440,4 +449,39 @@ def partner_check(pp: PathPatching, comp: Any, kind: str = "K", n: int = 3) -> p
             row[f"top{n}_{method}"] = ", ".join(f"{a}.{b}" for a, b, _ in
                                                 comp.partners(lh, h, kind, n, method))
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def partner_drops(pp: PathPatching, comp: Any, kind: str = "K",
+                  ns: tuple[int, ...] = (1, 3)) -> pd.DataFrame:
+    """How much cutting each method's best partners costs, against a random earlier head.
+
+    For every target and every ``n`` in ``ns``: the mean relative effect of cutting each
+    of the method's ``n`` best ``kind``-partners, one at a time; ``random`` is the mean
+    over all earlier heads, the expected effect of ``n`` partners drawn at random. One row
+    per (method or ``random``, ``n``) with the mean over targets (``mean_drop``) and the
+    number of targets where the method's partners cost more than random ones
+    (``above_random``, of ``targets``).
+
+    Args:
+        pp: the path-patching result.
+        comp: a :class:`~headmaps.composition.CompositionResult` of the same model.
+        kind: the composition kind: ``"K"``, ``"Q"``, ``"V"`` (its own path) or
+            ``"induction"`` (read against the K path).
+        ns: the partner counts to read.
+    """
+    path = path_of(kind)
+    chance = np.array([np.nanmean(pp.relative(path, t)[:lh]) for t, (lh, _) in
+                       enumerate(pp.targets)])
+    rows = [{"kind": kind, "method": "random", "n": n, "mean_drop": float(chance.mean()),
+             "above_random": 0, "targets": len(pp.targets)} for n in ns]
+    for method in ("projection", "raw"):
+        for n in ns:
+            drops = np.array([np.nanmean([pp.relative(path, t)[a, b] for a, b, _ in
+                                          comp.partners(lh, h, kind, n, method)])
+                              for t, (lh, h) in enumerate(pp.targets)])
+            rows.append({"kind": kind, "method": method, "n": n,
+                         "mean_drop": float(drops.mean()),
+                         "above_random": int((drops > chance).sum()),
+                         "targets": len(pp.targets)})
     return pd.DataFrame(rows)

@@ -38,6 +38,7 @@ from .. import projection as P
 from ..errors import HeadmapsError
 from ..models import HeadModel
 from ..models import qk as Q
+from ..models.weights import QKWeights
 from ..salient.tokens import valid_mask
 
 #: Default size of the token subset ``S`` (see the module docstring).
@@ -128,16 +129,19 @@ def k_composition(model: HeadModel,
     return out
 
 
-def _match_z(q: torch.Tensor, k: torch.Tensor) -> np.ndarray:
+def _match_z(q: torch.Tensor, k: torch.Tensor, kv: torch.Tensor | None = None) -> np.ndarray:
     """Per head, the mean z-score of each query's logit on its own key ``(H,)``.
 
-    ``q``, ``k`` ``(H, n, dh)``: row ``j`` of ``k`` is the key matched to query ``j``; the
-    z-score is against the logits of that query on all ``n`` keys (their mean and std,
-    from the keys' mean and covariance).
+    ``q`` ``(H, n, dh)``, ``k`` ``(H, n, dh)`` or, with ``kv`` (each query head's key
+    head, ``(H,)``), ``(n_kv, n, dh)``: row ``j`` of ``k`` is the key matched to query
+    ``j``; the z-score is against the logits of that query on all ``n`` keys (their mean
+    and std, from the keys' mean and covariance, formed once per key head).
     """
     k_mean = k.mean(1, keepdim=True)
     kc = k - k_mean
-    C = kc.transpose(1, 2) @ kc / k.shape[1]  # (H, dh, dh)
+    C = kc.transpose(1, 2) @ kc / k.shape[1]  # (n_kv or H, dh, dh)
+    if kv is not None:
+        k, k_mean, C = k[kv], k_mean[kv], C[kv]
     diag = (q * k).sum(-1)
     mean = (q * k_mean).sum(-1)
     std = ((q @ C) * q).sum(-1).clamp_min(1e-30).sqrt()
@@ -233,38 +237,94 @@ def induction_match(model: HeadModel, src: P.Sources, partners: Sequence[tuple[i
     Returns:
         ``(L, H, len(partners))``; NaN where ``partners[i]`` is not in an earlier layer.
     """
-    L, H = model.n_layers, model.n_heads
-    partners = [(int(m), int(g)) for m, g in partners]
-    out = np.full((L, H, len(partners)), np.nan, dtype=np.float32)
-    if not partners:
-        return out
+    match = InductionMatch(model, partners, src.opts)
+    out = np.full((model.n_layers, model.n_heads, len(match.partners)), np.nan,
+                  dtype=np.float32)
     rows = torch.arange(min(n_tokens, len(src.ids)))
-    kv = model.spec.kv_index()
-    heads = torch.arange(H)
-    written: dict[int, torch.Tensor] = {}  # source index -> (n, d) OV output
-    with torch.no_grad():
-        for layer in range(L):
-            full = src.at(layer)
-            base = full[rows.to(full.device)]
-            earlier = [i for i, (m, _) in enumerate(partners) if m < layer and i in written]
+    for layer in range(model.n_layers if match.partners else 0):
+        full = src.at(layer)
+        out[layer] = match.step(layer, full[rows.to(full.device)])
+    return out
+
+
+def write_keys(qk: QKWeights, v: torch.Tensor, W_O: torch.Tensor,
+               opts: P.ProjectionOptions) -> torch.Tensor:
+    """``Q.keys(qk, Q.layer_input(qk, v @ W_O, opts))`` without forming the write.
+
+    A head's write ``y = v W_O`` (``v`` ``(n, d_head)``, ``W_O`` ``(d_head, d_model)``)
+    through the layer's input norm is ``(y C) r γ + β``: LayerNorm's centring ``C`` is
+    ``W_O``'s rows centred, and the row scale ``r = (mean((y C)^2) + eps)^-1/2`` comes
+    from ``v (W_O C)(W_O C)^T v^T``; so the key product runs at width ``d_head``, not
+    ``d_model``. Equal to the direct form up to float32 rounding (tested).
+
+    Returns:
+        ``(n_kv, n, d_head)``: the keys, with bias and key norm.
+    """
+    W_K = qk.W_K.float().to(v.device)
+    norm = qk.input_norm if opts.fold_norms else None
+    if norm is not None and norm.kind == "layernorm":
+        W_O = W_O - W_O.mean(-1, keepdim=True)
+    scale = torch.ones(len(v), dtype=v.dtype, device=v.device)
+    if norm is not None:
+        ms = ((v @ (W_O @ W_O.T)) * v).sum(-1) / W_O.shape[-1]
+        scale = torch.rsqrt(ms + norm.eps)
+        if norm.weight is not None:
+            W_O = W_O * norm.weight.float().to(W_O.device)
+    k = torch.einsum("ne,kef->knf", v, torch.einsum("ed,kdf->kef", W_O, W_K)) * scale[:, None]
+    if norm is not None and norm.bias is not None:
+        k = k + (norm.bias.float().to(v.device) @ W_K)[:, None, :]
+    if qk.b_K is not None:
+        k = k + qk.b_K.float().to(v.device)[:, None, :]
+    return qk.k_norm(k).float() if qk.k_norm is not None else k
+
+
+class InductionMatch:
+    """:func:`induction_match` one layer at a time, for a caller that walks the layers.
+
+    Call :meth:`step` with each layer's rows in increasing layer order (a stream
+    advances once): it scores the layer's heads against the partners of earlier layers,
+    then records what the layer's own partners write.
+    """
+
+    def __init__(self, model: HeadModel, partners: Sequence[tuple[int, int]],
+                 opts: P.ProjectionOptions):
+        self.model, self.opts = model, opts
+        self.partners = [(int(m), int(g)) for m, g in partners]
+        # partner index -> its write as (n, d_head) values and (d_head, d_model) output weights
+        self.written: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def step(self, layer: int, base: torch.Tensor) -> np.ndarray:
+        """Layer ``layer``'s row of the score, ``(H, len(partners))`` (NaN where not earlier).
+
+        Args:
+            layer: the layer, one more than the previous call's.
+            base: the token rows entering it ``(n, d_model)``: queries, and the tokens
+                whose writes form the keys.
+        """
+        model, opts = self.model, self.opts
+        out = np.full((model.n_heads, len(self.partners)), np.nan, dtype=np.float32)
+        kv = model.spec.kv_index().to(base.device)
+        with torch.no_grad():
+            earlier = [i for i, (m, _) in enumerate(self.partners)
+                       if m < layer and i in self.written]
             if earlier:
                 qk = model.qk(layer)
-                q = Q.queries(qk, Q.layer_input(qk, base, src.opts), heads.to(base.device))
+                q = Q.queries(qk, Q.layer_input(qk, base, opts),
+                              torch.arange(model.n_heads, device=base.device))
                 for i in earlier:
-                    k = Q.keys(qk, Q.layer_input(qk, written[i], src.opts))[kv.to(base.device)]
-                    out[layer, :, i] = _match_z(q, k)
-            here = [i for i, (m, _) in enumerate(partners) if m == layer]
+                    out[:, i] = _match_z(q, write_keys(qk, *self.written[i], opts), kv)
+            here = [i for i, (m, _) in enumerate(self.partners) if m == layer]
             if here:
                 a = model.attention(layer)
-                X = P.layer_sources(base, a, src.opts)
+                X = P.layer_sources(base, a, opts)
                 for i in here:
-                    g = partners[i][1]
+                    g = self.partners[i][1]
                     v = X @ a.W_V[kv[g]].float().to(X.device)
                     if a.b_V is not None:
                         v = v + a.b_V[kv[g]].float().to(X.device)
-                    y = v @ a.W_O[g].float().to(X.device)
+                    W_O = a.W_O[g].float().to(X.device)
                     post = a.post_norm
-                    if src.opts.fold_norms and post is not None and post.weight is not None:
-                        y = y * post.weight.float().to(y.device)
-                    written[i] = y
-    return out
+                    if opts.fold_norms and post is not None and post.weight is not None:
+                        W_O = W_O * post.weight.float().to(W_O.device)
+                    self.written[i] = (v, W_O)
+        return out
