@@ -23,7 +23,7 @@ from _report import run_with_report
 SPLIT_SEED, N_DESIGN = 2026, 8
 
 COLUMNS = ["corr_without_context", "corr_with_context", "corr_ctx_static", "corr_ctx_shuffled",
-           "corr_oracle", "ceiling_ctx", "split_half_ctx"]
+           "corr_oracle", "ceiling_ctx", "split_half_ctx", "ceiling_per_head"]
 
 
 def design_relations() -> set[str]:

@@ -91,6 +91,9 @@ def test_context_columns_are_what_they_say():
     assert table.loc[1, "ceiling_ctx"] == pytest.approx(
         stats.pearsonr(dyn.without_context[1].ravel().astype(np.float64), w).statistic)
     assert table["split_half_ctx"].to_numpy() == pytest.approx(1.0)  # identical halves
+    mean = np.tile(dyn.with_context[1].reshape(T, -1).mean(0), T).astype(np.float64)
+    assert table.loc[1, "ceiling_per_head"] == pytest.approx(stats.pearsonr(mean, w).statistic)
+    assert (table["ceiling_per_head"] >= table["corr_with_context"] - 1e-9).all()  # phi is one
     h = dyn.with_context_halves[:, 0]
     dyn.with_context_halves[1] = h[0] + rng.normal(size=h[0].shape) * 0.3  # noisy halves
     r = stats.pearsonr(h[0].ravel(), dyn.with_context_halves[1, 0].ravel()).statistic

@@ -16,7 +16,11 @@ Beside them, for the with-context scores (:data:`CONTEXT_COLUMNS`):
 * ``ceiling_ctx``: r between the without- and the with-context dynamic scores, the ceiling
   of any estimate that reads only what a head writes from the source (OV);
 * ``split_half_ctx``: the with-context scores of the even pairs against the odd pairs,
-  Spearman-Brown corrected to the full set: the noise ceiling of the measurement itself.
+  Spearman-Brown corrected to the full set: the noise ceiling of the measurement itself;
+* ``ceiling_per_head``: r between the with-context scores and each head's mean of them
+  over the templates: the most any score with one number per head (``phi``, ``phi_ctx``)
+  can reach, since the mean is the best such predictor; what it leaves is how a head's
+  behaviour changes from one template to the next.
 
 :func:`set_tables` gives the same columns per named template set in the run (headmaps'
 own set and the paper's four), :func:`template_table` per template.
@@ -114,8 +118,9 @@ def correlation_table(static: ScanResult, dyn: DynamicScores,
         if dyn.with_context_halves is not None:
             h = dyn.with_context_halves[:, r][:, T]
             split = _spearman_brown(pearson(h[0].ravel(), h[1].ravel())[0])
+        per_head = np.tile(dyn.with_context[r][T].reshape(len(T), -1).mean(0), len(T))
         rows.append([name, dyn.n_pairs[name], c_wo, c_w, s_wo, s_w, p_wo, p_w, ctx, shuf,
-                     oracle, pearson(wo, w)[0], split])
+                     oracle, pearson(wo, w)[0], split, pearson(per_head, w)[0]])
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
 

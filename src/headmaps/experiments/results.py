@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 #: Columns of the correlation table (see :mod:`headmaps.experiments.correlation`): the
 #: paper's, then the in-context score, its control, the oracle and the two ceilings.
 CONTEXT_COLUMNS = ["corr_ctx_static", "corr_ctx_shuffled", "corr_oracle", "ceiling_ctx",
-                   "split_half_ctx"]
+                   "split_half_ctx", "ceiling_per_head"]
 CORRELATION_COLUMNS = ["relation", "n_pairs", "corr_without_context", "corr_with_context",
                        "supp_corr_without_context", "supp_corr_with_context",
                        "p_without_context", "p_with_context", *CONTEXT_COLUMNS]
@@ -166,12 +166,14 @@ class CorrelationResult:
                 f"heads: {med('corr_ctx_shuffled'):.2f}); not static: oracle `phi` x measured "
                 f"attention to the source {med('corr_oracle'):.2f}; ceilings: without- vs "
                 f"with-context dynamic scores {med('ceiling_ctx'):.2f}, split-half "
-                f"{med('split_half_ctx'):.2f} (medians over relations).")
+                f"{med('split_half_ctx'):.2f}, one number per head "
+                f"{med('ceiling_per_head'):.2f} (medians over relations).")
 
     def set_medians(self) -> pd.DataFrame:
         """Per named template set, the median of every correlation column over relations."""
         cols = ["corr_without_context", "corr_with_context", "corr_ctx_static",
-                "corr_ctx_shuffled", "corr_oracle", "ceiling_ctx", "split_half_ctx"]
+                "corr_ctx_shuffled", "corr_oracle", "ceiling_ctx", "split_half_ctx",
+                "ceiling_per_head"]
         if not len(self.per_set):
             return pd.DataFrame(columns=["templates", "n_relations", *cols])
         g = self.per_set.groupby("templates", sort=False)
