@@ -180,6 +180,12 @@ def test_circuits_command(tmp_path, capsys):
     assert back.partners(*INDUCTION, kind="induction")[0][:2] == PREV  # the induction lines' kind
     assert printed.splitlines()[-1] == (f"wrote composition.json, composition.parquet and "
                                         f"summary.md under {out}/")
+    # any case of the kind's name; without head types only what the listing needs
+    assert main(["circuits", str(d), "--kind", "Induction", "--no-types", "--tokens", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "induction composition of" in printed and "induction heads" not in printed
+    line = next(x for x in printed.splitlines() if x.strip().startswith("1.1 "))
+    assert line.split()[1] == "0.0"
 
 
 def test_circuits_command_errors_in_one_line(tmp_path, capsys):
