@@ -97,7 +97,7 @@ def test_value_path_measures_the_copy_the_head_writes(built, patched):
 
 
 @pytest.mark.parametrize("method", ["projection", "raw"])
-def test_the_induction_circuit_finds_the_previous_token_head(built, method):
+def test_the_induction_circuit_finds_the_previous_token_head(built, method, tmp_path):
     """The match score puts the previous-token head first, the noise head below it, and
     equals headtypes' induction_match on the same rows (one implementation)."""
     res = hm.composition(built, kinds=("Induction", "k"), n_tokens=32)
@@ -106,6 +106,9 @@ def test_the_induction_circuit_finds_the_previous_token_head(built, method):
     assert top[0][:2] == PREV and top[0][2] > 1.0  # a z-score: well above chance
     assert res.grid("induction", method)[INDUCTION][NOISE] < top[0][2]
     assert np.isnan(res.grid("induction", method)[0]).all()  # nothing earlier than layer 0
+    back = CompositionResult.load(res.save(tmp_path / method))
+    assert back.kinds == res.kinds
+    np.testing.assert_array_equal(back.grid("INDUCTION", method), res.grid("induction", method))
     if method == "projection":
         from headmaps import projection as P
         from headmaps.composition.run import sample_tokens

@@ -139,3 +139,27 @@ def test_grouped_query_heads_share_key_side_but_not_query_side():
                                    rtol=1e-6, atol=1e-9)
     # K-composition of a head changes when its key head changes: heads 3 and 4 differ
     assert not np.allclose(res.scores["raw"]["K"][1, 3], res.scores["raw"]["K"][1, 4])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_text"])
+def test_induction_kind_is_head_types_match_for_every_pair(arch):
+    """The composition's induction kind equals headtypes' induction_match on the same
+    sample for every pair (grouped keys on llama, centring on gpt2, key and post norms on
+    gemma3), and its raw method the same on the embeddings. One code path (the
+    InductionMatch stepper), the same rows: float32 rounding only, relative 1e-5."""
+    from dataclasses import replace
+
+    from headmaps.headtypes.static import induction_match
+
+    m = hm.load(tiny_model(arch))
+    res = hm.composition(m, kinds=("induction",), n_tokens=40)
+    ids = sample_tokens(m, 40)
+    L, H = m.n_layers, m.n_heads
+    every = [(a, b) for a in range(L) for b in range(H)]
+    opts = hm.projection_for(m, None).options
+    for method, o in (("projection", opts), ("raw", replace(opts, source="embedding", prefix=""))):
+        ref = induction_match(m, P.Sources(m, ids, o), every).reshape(L, H, L, H)
+        got = res.grid("induction", method)
+        assert np.array_equal(np.isnan(got), np.isnan(ref))
+        assert np.isnan(got[:, :, -1]).all()  # nothing reads the last layer's writes
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
