@@ -22,8 +22,6 @@ from _report import run_with_report
 #: Seed and size of the design split (fixed before the first evaluation).
 SPLIT_SEED, N_DESIGN = 2026, 8
 
-COLUMNS = ["corr_without_context", "corr_with_context", "corr_ctx_static", "corr_ctx_shuffled",
-           "corr_oracle", "ceiling_ctx", "split_half_ctx", "ceiling_per_head"]
 
 
 def design_relations() -> set[str]:
@@ -37,7 +35,7 @@ def design_relations() -> set[str]:
 def run(args) -> dict:
     import pandas as pd
 
-    from headmaps.experiments.results import CorrelationResult
+    from headmaps.experiments.results import MEDIAN_COLUMNS, CorrelationResult
 
     res = CorrelationResult.load(args.from_)
     args.model = res.model_id
@@ -50,7 +48,7 @@ def run(args) -> dict:
             group=np.where(sets["relation"].isin(design), "design", "held-out")).groupby(
             ["templates", "group"], sort=False):
         rows.append({"templates": which, "relations": group, "n": len(frame),
-                     **frame[COLUMNS].median().round(3).to_dict()})
+                     **frame[MEDIAN_COLUMNS].median().round(3).to_dict()})
     print(pd.DataFrame(rows).to_string(index=False))
     if len(res.per_template):
         t = res.per_template.assign(

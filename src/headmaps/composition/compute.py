@@ -93,6 +93,8 @@ INDUCTION = "induction"
 def canonical_kind(kind: str) -> str:
     """``"k"`` -> ``"K"``, ``"Induction"`` -> ``"induction"``; unknown names unchanged (upper)."""
     return INDUCTION if str(kind).lower() == INDUCTION else str(kind).upper()
+
+
 #: The two methods, in display order.
 METHODS = ("projection", "raw")
 

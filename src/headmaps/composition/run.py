@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .. import projection as P
 from ..errors import HeadmapsError
-from ..headtypes.static import DEFAULT_N_TOKENS, token_subset
+from ..headtypes.static import DEFAULT_N_TOKENS, InductionMatch, token_subset
 from ..io import versions
 from ..models import HeadModel
 from . import compute as C
@@ -56,10 +57,6 @@ def _induction_steppers(model: HeadModel, ids: torch.Tensor, opts: P.ProjectionO
     ``projection`` reads the sample's rows in the run's projection; ``raw`` the same
     tokens' embeddings with the same norms (``source="embedding"``).
     """
-    from dataclasses import replace
-
-    from ..headtypes.static import InductionMatch
-
     every = [(layer, g) for layer in range(model.n_layers) for g in range(model.n_heads)]
     embedded = P.Sources(model, ids, replace(opts, source="embedding", prefix=""))
     return {"projection": (InductionMatch(model, every, opts), lambda layer, base: base),
@@ -109,14 +106,16 @@ def composition(model: HeadModel, *, kinds: Sequence[str] = C.PATH_KINDS,
     with torch.no_grad():
         for layer in tqdm(range(L), desc="composition", unit="layer", disable=not progress):
             base = src.at(layer)
-            rows = model.attention(layer).input_norm(base).float()
-            readers = {"projection": C.reader(model, layer, rows, base),
-                       "raw": C.reader(model, layer)}
             for m, (stepper, rows_of) in match.items():
                 scores[m][C.INDUCTION][layer] = stepper.step(layer, rows_of(layer, base)).reshape(
                     H, L, H)
+            if not paths:
+                continue
+            rows = model.attention(layer).input_norm(base).float()
+            readers = {"projection": C.reader(model, layer, rows, base),
+                       "raw": C.reader(model, layer)}
             for m in C.METHODS:
-                if written[m] and paths:
+                if written[m]:
                     w = C.Writer(*(torch.cat([getattr(x, f) for x in written[m]])
                                    for f in ("layer", "head", "left", "W_O", "norm")))
                     got = C.pair_scores(w, readers[m], paths, raw=m == "raw")

@@ -433,14 +433,14 @@ def partner_check(pp: PathPatching, comp: Any, kind: str = "K", n: int = 3) -> p
     Columns ``rank_<method>`` (1 = the method's best partner), ``hit_<method>`` (rank
     at most ``n``) and ``top<n>_<method>`` (the method's ``n`` best partners).
     """
+    path = path_of(kind)
     rows = []
     for t, (lh, h) in enumerate(pp.targets):
-        rel = pp.relative(path_of(kind), t)[:lh]
+        rel = pp.relative(path, t)[:lh]
         lg, g = (int(x) for x in np.unravel_index(np.nanargmax(rel), rel.shape))
         row = {"head": f"{lh}.{h}", "eager": float(pp.eager[t]),
-               "base": float(pp.baseline(path_of(kind))[t]), "top_cut": f"{lg}.{g}",
-               "drop": float(pp.effect[path_of(kind)][t, lg, g]),
-               "drop_rel": float(rel[lg, g])}
+               "base": float(pp.baseline(path)[t]), "top_cut": f"{lg}.{g}",
+               "drop": float(pp.effect[path][t, lg, g]), "drop_rel": float(rel[lg, g])}
         for method in ("projection", "raw"):
             s = np.nan_to_num(comp.grid(kind, method)[lh, h, :lh], nan=-np.inf)
             rank = int((s > s[lg, g]).sum()) + 1

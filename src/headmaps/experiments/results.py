@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 #: paper's, then the in-context score, its control, the oracle and the two ceilings.
 CONTEXT_COLUMNS = ["corr_ctx_static", "corr_ctx_shuffled", "corr_oracle", "ceiling_ctx",
                    "split_half_ctx", "ceiling_per_head"]
+#: The correlation columns whose medians over relations summarise a template set.
+MEDIAN_COLUMNS = ["corr_without_context", "corr_with_context", "corr_ctx_static",
+                  "corr_ctx_shuffled", "corr_oracle", "ceiling_ctx", "split_half_ctx",
+                  "ceiling_per_head"]
 CORRELATION_COLUMNS = ["relation", "n_pairs", "corr_without_context", "corr_with_context",
                        "supp_corr_without_context", "supp_corr_with_context",
                        "p_without_context", "p_with_context", *CONTEXT_COLUMNS]
@@ -171,9 +175,7 @@ class CorrelationResult:
 
     def set_medians(self) -> pd.DataFrame:
         """Per named template set, the median of every correlation column over relations."""
-        cols = ["corr_without_context", "corr_with_context", "corr_ctx_static",
-                "corr_ctx_shuffled", "corr_oracle", "ceiling_ctx", "split_half_ctx",
-                "ceiling_per_head"]
+        cols = MEDIAN_COLUMNS
         if not len(self.per_set):
             return pd.DataFrame(columns=["templates", "n_relations", *cols])
         g = self.per_set.groupby("templates", sort=False)

@@ -164,8 +164,7 @@ def self_preference(model: HeadModel, src: P.Sources) -> np.ndarray:
             qk = model.qk(layer)
             X = Q.layer_input(qk, src.at(layer), src.opts)
             q = Q.queries(qk, X, heads.to(X.device))  # (H, n, dh)
-            k = Q.keys(qk, X)[kv.to(X.device)]  # (H, n, dh)
-            out[layer] = _match_z(q, k)
+            out[layer] = _match_z(q, Q.keys(qk, X), kv.to(X.device))
     return out
 
 
