@@ -262,3 +262,34 @@ def test_zeroed_head_scans_to_zero():
             gap = np.abs(getattr(res, what) - getattr(base, what))
             assert (gap[others] <= differ.mean(-1)[others] + 1e-6).all(), what
         assert base.scores[others].max() > 0
+
+
+def test_one_scratch_serves_calls_of_any_size():
+    """A scan passes one Scratch to every layer's call: its buffers grow and are sliced, and
+    a call after a bigger one (or a smaller one) gives the brute-force answers."""
+    from headmaps.scoring.kernel import Scratch
+
+    scratch = Scratch()
+    for seed, (S, V, n_pairs) in enumerate([(30, 700, 80), (60, 900, 200), (10, 300, 25)]):
+        Y, W_O, U, rows, targets, g = integer_problem(20 + seed, S=S, V=V, n_pairs=n_pairs)
+        k = torch.randint(1, 6, (len(rows),), generator=g)
+        hits, supp = count_hits(Y, W_O, lambda cols: U[:, cols], V, rows, targets, k,
+                                chunk_bytes=4 * 3 * 8 * 64 * 3, blocks=(64, 256), scratch=scratch)
+        b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k)
+        assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+
+
+def test_a_source_with_many_targets_near_its_top():
+    """Several targets of one row at ranks 0-5: the highest one's count is exact, the others
+    start from its count as a lower bound and need their own pass while it is below k."""
+    Y, W_O, U, _, _, _ = integer_problem(30, S=4)
+    logits = torch.einsum("hsd,hde,ev->hsv", Y, W_O, U)
+    order = torch.argsort(logits[0, 2], descending=True)
+    targets = order[:6].clone()
+    rows = torch.full((6,), 2)
+    for k_all in (1, 3, 7):
+        k = torch.full((6,), k_all)
+        (hits, supp), _ = run(Y, W_O, U, rows, targets, k, blocks=(64, 256))
+        b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k)
+        assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+    assert b_hits[0].any()  # the problem has hits on head 0 to get right

@@ -39,7 +39,7 @@ from ..errors import HeadmapsError
 from ..models import HeadModel
 from ..relations.tokenisation import continuation_ids, word_ids
 from ..scoring.basis import SharedBasis, layer_readout
-from ..scoring.kernel import DEFAULT_CHUNK_BYTES, count_hits
+from ..scoring.kernel import DEFAULT_CHUNK_BYTES, Scratch, count_hits
 from .hooks import Captured, capture
 
 logger = logging.getLogger(__name__)
@@ -437,13 +437,15 @@ def _score_chunk(model: HeadModel, cap: Captured, ps: PromptSet, idx: torch.Tens
     ks = ps.k[idx].to(dev).repeat(2)
     rows = torch.arange(2 * n, device=dev)
     group = ps.group[idx]
+    scratch = Scratch()
     for layer in tqdm(range(model.n_layers), desc="project heads", unit="layer", leave=False,
                       disable=not progress):
         zw, zwo = head_values(model, cap, layer)
         a = model.attention(layer)
         W_O, _, U_columns = layer_readout(shared, a, a.W_O.to(dev, torch.float32))
         Y = torch.cat([zw, zwo], 1).float()  # (H, 2n, dh)
-        hits, supp = count_hits(Y, W_O, U_columns, model.vocab_size, rows, targets, ks)
+        hits, supp = count_hits(Y, W_O, U_columns, model.vocab_size, rows, targets, ks,
+                                scratch=scratch)
         parts = [("with", hits[:, :n]), ("without", hits[:, n:]),
                  ("supp_with", supp[:, :n]), ("supp_without", supp[:, n:])]
         if "to_source" in acc:

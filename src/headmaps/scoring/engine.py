@@ -26,7 +26,7 @@ from ..io import versions
 from ..models import HeadModel
 from . import context as C
 from .basis import SharedBasis, layer_readout
-from .kernel import DEFAULT_CHUNK_BYTES, count_hits
+from .kernel import DEFAULT_CHUNK_BYTES, Scratch, count_hits
 from .results import DEFAULT_TAU, RelationScores, ScanResult
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def scan(
             if ctx is not None and context_shuffle is not None else None
         # U folded once for all layers, its first columns cached (read by every row)
         shared = SharedBasis(model, opts, cache_bytes=chunk_bytes)
+        scratch = Scratch()
         for layer in tqdm(todo, desc="scan", unit="layer", disable=not progress):
             a = model.attention(layer)
             X = P.layer_sources(sources.at(layer), a, opts)
@@ -194,7 +195,7 @@ def scan(
                 rows_all, targets_all, k_all = rows, targets, kvec
             hits, sup = count_hits(Y, W_O, U_columns, model.vocab_size, rows_all, targets_all,
                                    k_all, out_bias, chunk_bytes, exact_dense=exact_dense,
-                                   blocks=blocks, stats=stats)
+                                   blocks=blocks, stats=stats, scratch=scratch)
             if ctx is not None:
                 n_pairs = len(rows)
                 ctx[0][:, layer], ctx[1][:, layer] = (_per_relation(h[:, n_pairs:], rel, counts, R)

@@ -6,25 +6,33 @@ the ``k`` smallest) entries of its row? :func:`count_hits` answers it without ev
 holding a whole row set in memory, and by default without computing most of it.
 
 **The rule.** A target is in the top-k iff fewer than ``k`` *other* entries of its row are
-at least as large as its logit: ties count against the target. Equivalently, iff its
-logit is strictly larger than the k-th largest of the other entries; the bottom-k mirrors
-this. So a row that gives the target no strict advantage over ``k`` others is a miss: a
-zeroed head (every logit equal), a constant head, or a row of ties scores 0, for every
-``k``, instead of claiming every pair. For rows of ordinary float logits, exact ties with
-the target have probability ~0 and the rule changes no score.
+at least as large as its logit: ties count against the target. The bottom-k mirrors this
+(fewer than ``k`` others at most as large). So a row that gives the target no strict
+advantage over ``k`` others is a miss: a zeroed head (every logit equal), a constant head,
+or a row of ties scores 0, for every ``k``, instead of claiming every pair. For rows of
+ordinary float logits, exact ties with the target have probability ~0 and the rule
+changes no score.
 
-**Early exit (exact).** Any subset of columns that already holds ``k`` entries at or above
-the target proves a miss, since the k-th largest over a subset never exceeds the k-th largest
-over the whole row. So the vocabulary is read in a cascade of growing blocks
-(:func:`stage_bounds`): every (head, row) gets the first block; only those with a pair
-still undecided (possibly in the top-k, or possibly in the bottom-k) get the next block,
-and so on to the end of the vocabulary. The best and worst ``k_max + 1`` candidates of
-each row are merged across blocks exactly as the dense path merges its slices, and the
-final test is the same expression on the same candidate lists, so the decisions equal the
-dense path's (``exact_dense=True``) wherever the two compute the same logit values.
+**Counting, not sorting.** The test needs one number per pair and side: how many other
+entries of the row tie or beat the target's logit. That count is a sum over any partition
+of the row's columns, so each block of columns adds its own count (one comparison pass per
+pair over the block) and no candidate list is sorted, merged or kept.
 
-**Memory.** Every buffer (a slice of ``W_O U``, of ``U``, of the logits, of the stacked
-continuing rows) is bounded by ``chunk_bytes``, whatever the vocabulary.
+**Early exit (exact).** Counts only grow as columns are read, so a pair whose counts
+already reach ``k`` on both sides is a miss on both, whatever the rest of its row holds.
+The vocabulary is read in a cascade of growing blocks (:func:`stage_bounds`): every
+(head, row) gets the first block; only those with a pair still undecided (possibly in the
+top-k, or possibly in the bottom-k) get the next block, and so on to the end of the
+vocabulary. A pair's final counts are then either complete or already at ``k``, so the
+decisions equal the dense path's (``exact_dense=True``) wherever the two compute the same
+logit values. The paths form a continuing row's logits through products of other shapes
+than the dense one, so on another CPU's kernels they may differ in the last bits: exactness
+rests on identical arithmetic, and a decision can flip only where another entry lies
+within rounding of the target.
+
+**Memory.** Every buffer (a slice of ``W_O U``, of ``U``, of the logits, of the gathered
+rows of a pair's second and later targets) is bounded by ``chunk_bytes``, whatever the
+vocabulary.
 """
 
 from __future__ import annotations
@@ -37,14 +45,14 @@ import torch
 #: Upper bound on the bytes of one chunk of logits (n_heads x rows x vocab float32).
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 
-#: Columns per block of the two-stage top-k below; also the granularity of vocabulary slices.
-TOPK_BLOCK = 64
+#: Column slices and the first block are whole multiples of this many columns.
+COLUMN_ALIGN = 64
 
 #: Each block of the early-exit cascade is this many times wider than the one before.
 CASCADE_GROWTH = 8
 
 #: The first block has at least this many columns, and at least ``FIRST_BLOCK_PER_K``
-#: columns per kept candidate (``k_max + 1``).
+#: columns per unit of ``k_max + 1``.
 FIRST_BLOCK_MIN = 2048
 FIRST_BLOCK_PER_K = 128
 
@@ -56,17 +64,17 @@ def stage_bounds(vocab_size: int, n_keep: int, blocks: Sequence[int] | None = No
 
     A block of ``B`` columns holds about ``r B / V`` entries above a target of rank ``r``
     among ``V``, so it refutes targets ranked beyond about ``k V / B``: the first block
-    must be wide compared with ``k`` (``FIRST_BLOCK_PER_K`` columns per candidate, at
-    least ``FIRST_BLOCK_MIN``). Each later block is ``CASCADE_GROWTH`` times wider; it
-    costs no more than the previous one as long as at most one (head, row) in
-    ``CASCADE_GROWTH`` continues, which the measured stage fractions satisfy
+    must be wide compared with ``k`` (``FIRST_BLOCK_PER_K`` columns per unit of
+    ``k_max + 1``, at least ``FIRST_BLOCK_MIN``). Each later block is ``CASCADE_GROWTH``
+    times wider; it costs no more than the previous one as long as at most one (head, row)
+    in ``CASCADE_GROWTH`` continues, which the measured stage fractions satisfy
     (``benchmarks/bench_scan.py``). A block that would reach past half of the vocabulary
     is replaced by the rest of it. Ids come in tokenizer order: the first ids are the
     frequent tokens, which refute more targets than a random block.
 
     Args:
         vocab_size: columns of the output basis.
-        n_keep: candidates kept per row (``k_max + 1``).
+        n_keep: ``k_max + 1``, the entries that can decide a pair.
         blocks: explicit boundaries (increasing, each < ``vocab_size``) instead of the
             default; ``[]`` means a single stage over the whole vocabulary (dense).
 
@@ -78,7 +86,7 @@ def stage_bounds(vocab_size: int, n_keep: int, blocks: Sequence[int] | None = No
         bounds = sorted({int(b) for b in blocks if 0 < int(b) < vocab_size})
         return bounds + [vocab_size]
     first = max(FIRST_BLOCK_MIN, FIRST_BLOCK_PER_K * n_keep)
-    first += -first % TOPK_BLOCK
+    first += -first % COLUMN_ALIGN
     bounds, b = [], first
     while b <= vocab_size // 2:
         bounds.append(b)
@@ -86,114 +94,109 @@ def stage_bounds(vocab_size: int, n_keep: int, blocks: Sequence[int] | None = No
     return bounds + [vocab_size]
 
 
-def _merge(run_v: torch.Tensor | None, run_i: torch.Tensor | None, v: torch.Tensor, i: torch.Tensor,
-           n: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the ``n`` largest (or smallest) of two candidate lists along the last axis."""
-    if run_v is None:
-        return v, i
-    cat_v, cat_i = torch.cat([run_v, v], -1), torch.cat([run_i, i], -1)
-    best_v, pos = torch.topk(cat_v, min(n, cat_v.shape[-1]), dim=-1, largest=largest, sorted=True)
-    return best_v, cat_i.gather(-1, pos)
+class Scratch:
+    """Buffers reused by every :func:`count_hits` call of one scan (pass the same object).
+
+    A fresh multi-hundred-MB tensor per chunk or per layer costs page faults on first touch
+    (on a 2-core CPU about 65 ms per 250 MB, as long as the comparisons of that chunk), so
+    the logits and the comparison flags live in buffers that only grow. They are freed with
+    this object.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+        """A flat buffer of at least ``numel`` elements of ``like``'s dtype and device."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or \
+                buf.device != like.device:
+            buf = self._buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel]
+
+    def count(self, rows: torch.Tensor, t: torch.Tensor, above: bool) -> torch.Tensor:
+        """Entries of ``rows`` ``(..., vc)`` at or above (below) ``t`` ``(..., 1)``, int32."""
+        # Comparisons written as 0/1 floats into a reused buffer and summed: on a CPU this
+        # is several times faster than summing a fresh bool tensor (exact below 2**24 columns).
+        flags = self.get("flags", rows.numel(), rows).view(rows.shape)
+        (torch.ge if above else torch.le)(rows, t, out=flags)
+        return flags.sum(-1).to(torch.int32)
 
 
-def _pad(v: torch.Tensor, i: torch.Tensor, n: int,
-         largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad candidate lists to ``n`` entries with -inf/+inf values at column -1 (no column)."""
-    short = n - v.shape[-1]
-    if short <= 0:
-        return v, i
-    fill = float("-inf") if largest else float("inf")
-    v = torch.cat([v, v.new_full((*v.shape[:-1], short), fill)], -1)
-    i = torch.cat([i, i.new_full((*i.shape[:-1], short), -1)], -1)
-    return v, i
+class _Counts:
+    """Per pair and side, how many other entries of its row tie or beat its target so far.
 
-
-def best_k(logits: torch.Tensor, n: int, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``n`` largest (or smallest) values of each row and their columns, sorted.
-
-    Same result as ``torch.topk(logits, n, dim=-1, largest=largest, sorted=True)`` (up to
-    which column is named among exactly equal values), about twice as fast on a CPU for
-    the wide rows of a vocabulary slice: the rows are cut into blocks of ``TOPK_BLOCK``
-    columns, and the ``n`` best values of a row lie in the ``n`` blocks with the best
-    block maxima (each of them is at most its own block's maximum), so a cheap
-    block reduction and a top-k over ``n * TOPK_BLOCK`` gathered columns suffice.
+    Each entry names a row of the logits it is counted on (``pos``, sorted), a threshold
+    per batch row (``t``: the target's logit), the target's column (``cols``), whose own
+    entry is left out, and its ``k``. A row with several entries (a source with several
+    targets) is read once per side, at its highest target logit (top) and its lowest
+    (bottom): that count is exact for the entry that holds it and a lower bound for the
+    others (their targets are lower, so at least as many entries beat them). An entry
+    needs its own pass over the row only while the bound leaves it below ``k``; the rest
+    are misses on that side whatever their exact count, and keep the bound.
 
     Args:
-        logits: ``(..., vc)``.
-        n: values to keep per row, ``n <= vc``.
-        largest: largest (top-k) or smallest (bottom-k).
-
-    Returns:
-        ``values``, ``columns``: ``(..., n)``.
+        pos: ``(E,)`` row of each entry, sorted.
+        t: ``(B, E)`` target logits.
+        cols: ``(E,)`` target columns.
+        k: ``(E,)`` top-k of each entry.
+        scratch: the comparison buffer.
     """
-    vc, b = logits.shape[-1], TOPK_BLOCK
-    if vc % b or vc // b < 4 * n:
-        return torch.topk(logits, n, dim=-1, largest=largest, sorted=True)
-    blocks = logits.view(*logits.shape[:-1], vc // b, b)
-    block_best = blocks.amax(-1) if largest else blocks.amin(-1)
-    _, block_idx = torch.topk(block_best, n, dim=-1, largest=largest, sorted=False)
-    gathered = blocks.gather(-2, block_idx.unsqueeze(-1).expand(*block_idx.shape, b))
-    values, pos = torch.topk(gathered.flatten(-2), n, dim=-1, largest=largest, sorted=True)
-    return values, block_idx.gather(-1, pos // b) * b + pos % b
 
+    def __init__(self, pos: torch.Tensor, t: torch.Tensor, cols: torch.Tensor, k: torch.Tensor,
+                 scratch: Scratch):
+        self.pos, self.t, self.cols, self.k = pos.contiguous(), t, cols, k
+        self.scratch = scratch
+        self.above = torch.zeros(t.shape, dtype=torch.int32, device=t.device)
+        self.below = torch.zeros(t.shape, dtype=torch.int32, device=t.device)
 
-def _count_beyond(vals: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor, tgt: torch.Tensor,
-                  largest: bool) -> torch.Tensor:
-    """How many candidates of each pair's row, its own target left out, tie or beat the target.
+    def add(self, logits: torch.Tensor, r0: int, c0: int) -> None:
+        """Count on ``logits`` ``(B, n, vc)``: rows ``r0 .. r0 + n``, columns ``c0 .. c0 + vc``."""
+        B, n, vc = logits.shape
+        a, b = torch.searchsorted(self.pos, torch.tensor([r0, r0 + n], device=self.pos.device)
+                                  ).tolist()
+        if a == b:
+            return
+        pos, t, k = self.pos[a:b] - r0, self.t[:, a:b], self.k[a:b]
+        own = (self.cols[a:b] >= c0) & (self.cols[a:b] < c0 + vc)
+        own_v = logits[:, pos[own], self.cols[a:b][own] - c0]  # the target's own entry here
+        for above, acc in ((True, self.above), (False, self.below)):
+            extreme = t.new_full((B, n), float("-inf") if above else float("inf"))
+            extreme.scatter_reduce_(1, pos.expand(B, -1), t, "amax" if above else "amin")
+            held = t == extreme[:, pos]  # exact: a copy of the entry's own value
+            own_beyond = torch.zeros_like(t, dtype=torch.int32)
+            own_beyond[:, own] = ((own_v >= t[:, own]) if above else (own_v <= t[:, own])).int()
+            # exact where the entry holds the row's extreme; else a lower bound (the own
+            # entry, as this product computed it, may lie beyond the extreme by rounding)
+            count = self.scratch.count(logits, extreme.unsqueeze(-1), above)[:, pos]
+            count -= torch.where(held, own_beyond, own.int().expand(B, -1))
+            need = ~held & (acc[:, a:b] + count < k)
+            if bool(need.any()):
+                hb, eb = need.nonzero(as_tuple=True)
+                for s in range(0, len(hb), n):  # gathered rows: at most one chunk at a time
+                    h, e = hb[s:s + n], eb[s:s + n]
+                    count[h, e] = (self.scratch.count(logits[h, pos[e]], t[h, e].unsqueeze(-1),
+                                                    above) - own_beyond[h, e])
+            acc[:, a:b] += count
 
-    With candidate lists of ``k_max + 1`` entries this count is at least ``k`` iff the
-    k-th best other entry ties or beats the target, so ``count < k`` is the hit test
-    (ties count against the target; padding entries of +-inf never count, as the
-    target's logit is finite).
-
-    Args:
-        vals: ``(H, P, k_max + 1)`` best values per pair.
-        idx: ``(H, P, k_max + 1)`` their columns.
-        targets: ``(P,)`` target column of each pair.
-        tgt: ``(H, P)`` target logits.
-        largest: beat means larger (top-k) or smaller (bottom-k).
-    """
-    beyond = vals >= tgt.unsqueeze(2) if largest else vals <= tgt.unsqueeze(2)
-    return (beyond & (idx != targets.view(1, -1, 1))).sum(2)
-
-
-class _Candidates:
-    """The best and worst ``n_keep`` logits (and their columns) of every (head, row) so far."""
-
-    def __init__(self, top_v, top_i, bot_v, bot_i, n_keep: int):
-        self.n_keep = n_keep
-        self.top_v, self.top_i = _pad(top_v, top_i, n_keep, True)
-        self.bot_v, self.bot_i = _pad(bot_v, bot_i, n_keep, False)
-
-    def decide(self, rows, targets, tgt, k) -> tuple[torch.Tensor, torch.Tensor]:
-        """Whether each pair is in the top-k and bottom-k of the columns seen, ``(H, P)`` each."""
-        above = _count_beyond(self.top_v[:, rows], self.top_i[:, rows], targets, tgt, largest=True)
-        below = _count_beyond(self.bot_v[:, rows], self.bot_i[:, rows], targets, tgt, largest=False)
-        return above < k, below < k
-
-    def add(self, heads, srcs, tv, ti, bv, bi) -> None:
-        """Merge new candidates ``(N, n_keep)`` of the (head, row) ``(heads[j], srcs[j])``."""
-        n = self.n_keep
-        tv, ti = _merge(self.top_v[heads, srcs], self.top_i[heads, srcs], tv, ti, n, True)
-        bv, bi = _merge(self.bot_v[heads, srcs], self.bot_i[heads, srcs], bv, bi, n, False)
-        self.top_v[heads, srcs], self.top_i[heads, srcs] = tv, ti
-        self.bot_v[heads, srcs], self.bot_i[heads, srcs] = bv, bi
+    def part(self, rows: torch.Tensor) -> tuple[torch.Tensor, _Counts]:
+        """The entries on ``rows`` (bool per row), renumbered to those rows alone."""
+        e = rows[self.pos].nonzero().squeeze(1)
+        local = torch.cumsum(rows, 0) - 1
+        return e, _Counts(local[self.pos[e]], self.t[:, e], self.cols[e], self.k[e], self.scratch)
 
 
 def _slice_width(per_column_floats: int, n_cols: int, chunk_bytes: int) -> int:
     """Columns per slice so that one slice of ``per_column_floats`` float32 fits the bound."""
     step = max(1, min(n_cols, chunk_bytes // (4 * per_column_floats)))
-    if TOPK_BLOCK <= step < n_cols:  # whole blocks per slice, for best_k
-        step -= step % TOPK_BLOCK
+    if COLUMN_ALIGN <= step < n_cols:
+        step -= step % COLUMN_ALIGN
     return step
 
 
-def _all_rows_best(Y, W_O, U_columns: UColumns, c_start: int, c_end: int, n_keep: int,
-                   out_bias, chunk_bytes: int):
-    """Best/worst ``n_keep`` logits of every (head, row) over columns ``[c_start, c_end)``.
-
-    Returns ``top_v, top_i, bot_v, bot_i`` ``(H, S, <= n_keep)`` (columns absolute).
-    """
+def _count_all_rows(Y, W_O, U_columns: UColumns, c_start: int, c_end: int, out_bias,
+                    chunk_bytes: int, counts: _Counts) -> None:
+    """Count every pair of every head on columns ``[c_start, c_end)`` (``counts``: B = heads)."""
     H, S, d_head = Y.shape
     d_model = W_O.shape[-1]
     # Per vocabulary column, forming W_O U first costs H*d_head*(d_model + S) multiply-adds
@@ -206,16 +209,12 @@ def _all_rows_best(Y, W_O, U_columns: UColumns, c_start: int, c_end: int, n_keep
     rows_per_chunk = max(1, chunk_bytes // (4 * H * vocab_step))
     # One logits buffer reused for every chunk: allocating a fresh multi-hundred-MB tensor
     # per chunk costs page faults that roughly halve the matmul rate on a CPU.
-    buffer = torch.empty(H * min(rows_per_chunk, S) * vocab_step, dtype=Y.dtype, device=Y.device)
-    n_keep = min(n_keep, c_end - c_start)
-    top_v = top_i = bot_v = bot_i = None
+    buffer = counts.scratch.get("logits", H * min(rows_per_chunk, S) * vocab_step, Y)
     for c0 in range(c_start, c_end, vocab_step):
         cols = slice(c0, min(c0 + vocab_step, c_end))
         U_c = U_columns(cols)
         WOU = None if sources_first else torch.matmul(W_O, U_c)  # (H, d_head, vc)
         vc = U_c.shape[-1]
-        n_best = min(n_keep, vc)
-        sl_tv, sl_ti, sl_bv, sl_bi = [], [], [], []
         for r0 in range(0, S, rows_per_chunk):
             n_rows = min(rows_per_chunk, S - r0)
             logits = buffer[:H * n_rows * vc].view(H, n_rows, vc)
@@ -225,21 +224,13 @@ def _all_rows_best(Y, W_O, U_columns: UColumns, c_start: int, c_end: int, n_keep
                 torch.bmm(Y[:, r0:r0 + n_rows], WOU, out=logits)
             if out_bias is not None:
                 logits += out_bias[cols]
-            tv, ti = best_k(logits, n_best, largest=True)
-            bv, bi = best_k(logits, n_best, largest=False)
-            sl_tv.append(tv)
-            sl_ti.append(ti + c0)
-            sl_bv.append(bv)
-            sl_bi.append(bi + c0)
+            counts.add(logits, r0, c0)
         del WOU, U_c
-        top_v, top_i = _merge(top_v, top_i, torch.cat(sl_tv, 1), torch.cat(sl_ti, 1), n_keep, True)
-        bot_v, bot_i = _merge(bot_v, bot_i, torch.cat(sl_bv, 1), torch.cat(sl_bi, 1), n_keep, False)
-    return top_v, top_i, bot_v, bot_i
 
 
-def _some_rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int, n_keep: int,
-                    out_bias, chunk_bytes: int):
-    """Best/worst ``n_keep`` logits over ``[c_start, c_end)`` of the (head, row) pairs given.
+def _count_some_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int,
+                     out_bias, chunk_bytes: int, counts: _Counts) -> None:
+    """Count the entries of ``counts`` (B = 1) on the (head, row) rows given, ``[c_start, c_end)``.
 
     Per vocabulary column, a head with ``n`` rows costs ``n d_model`` multiply-adds when
     its rows go through ``W_O^h`` first and are stacked with the other such heads' rows
@@ -254,35 +245,30 @@ def _some_rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_en
         U_columns: gives the ``(d_model, n)`` unembedding columns of a slice or index.
         c_start: first vocabulary column.
         c_end: end (exclusive) of the vocabulary columns.
-        n_keep: how many best and worst logits to keep.
         out_bias: ``(V,)`` bias added to every logit, or None.
         chunk_bytes: memory budget of one chunk of logits.
-
-    Returns:
-        ``(N, n_keep)`` values and absolute columns, top then bottom.
+        counts: entries on the ``N`` rows, added to in place.
     """
     d_head, d_model = W_O.shape[1], W_O.shape[2]
     present, per_head = torch.unique_consecutive(heads, return_counts=True)
     heavy = per_head * d_model > d_head * (d_model + per_head)  # per head: form W_O^h U
     row_heavy = torch.repeat_interleave(heavy, per_head)
-    parts = []
-    for sel, per_head_form in ((~row_heavy, False), (row_heavy, True)):
-        idx = sel.nonzero().squeeze(1)
-        if len(idx):
-            parts.append((idx, _rows_best(Y, W_O, heads[idx], srcs[idx], U_columns, c_start, c_end,
-                                          n_keep, out_bias, chunk_bytes, per_head_form)))
-    if len(parts) == 1:
-        return parts[0][1]
-    out = [torch.empty((len(heads), n_keep), dtype=t.dtype, device=t.device) for t in parts[0][1]]
-    for idx, res in parts:
-        for o, r in zip(out, res):
-            o[idx] = r
-    return tuple(out)
+    for per_head_form in (False, True):
+        rows = row_heavy == per_head_form
+        if bool(rows.all()):
+            _count_rows(Y, W_O, heads, srcs, U_columns, c_start, c_end, out_bias, chunk_bytes,
+                        per_head_form, counts)
+        elif bool(rows.any()):
+            e, part = counts.part(rows)
+            _count_rows(Y, W_O, heads[rows], srcs[rows], U_columns, c_start, c_end, out_bias,
+                        chunk_bytes, per_head_form, part)
+            counts.above[:, e] += part.above
+            counts.below[:, e] += part.below
 
 
-def _rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int, n_keep: int,
-               out_bias, chunk_bytes: int, per_head_form: bool):
-    """:func:`_some_rows_best` for rows that all take one form (``heads`` sorted)."""
+def _count_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int, out_bias,
+                chunk_bytes: int, per_head_form: bool, counts: _Counts) -> None:
+    """:func:`_count_some_rows` for rows that all take one form (``heads`` sorted)."""
     d_head, d_model = W_O.shape[1], W_O.shape[2]
     N = len(heads)
     present, per_head = torch.unique_consecutive(heads, return_counts=True)
@@ -291,14 +277,12 @@ def _rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: in
     vocab_step = _slice_width(max(width, rows_per_chunk), c_end - c_start, chunk_bytes)
     ends = torch.cumsum(per_head, 0).tolist()
     segments = list(zip(present.tolist(), [0] + ends[:-1], ends))
-    outs: list[tuple[torch.Tensor, ...]] = []
-    buffer = torch.empty(rows_per_chunk * vocab_step, dtype=Y.dtype, device=Y.device)
+    buffer = counts.scratch.get("logits", rows_per_chunk * vocab_step, Y)
     for r0 in range(0, N, rows_per_chunk):
         r1 = min(N, r0 + rows_per_chunk)
         segs = [(h, max(a, r0), min(b, r1)) for h, a, b in segments if a < r1 and b > r0]
         if not per_head_form:  # the chunk's rows, each through its own head's W_O: (n, d_model)
             left = torch.cat([Y[h, srcs[a:b]] @ W_O[h] for h, a, b in segs])
-        top_v = top_i = bot_v = bot_i = None
         for c0 in range(c_start, c_end, vocab_step):
             cols = slice(c0, min(c0 + vocab_step, c_end))
             U_c = U_columns(cols)
@@ -311,13 +295,7 @@ def _rows_best(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: in
                     torch.matmul(Y[h, srcs[a:b]], W_O[h] @ U_c, out=logits[a - r0:b - r0])
             if out_bias is not None:
                 logits += out_bias[cols]
-            n_best = min(n_keep, vc)
-            tv, ti = best_k(logits, n_best, largest=True)
-            bv, bi = best_k(logits, n_best, largest=False)
-            top_v, top_i = _merge(top_v, top_i, tv, ti + c0, n_keep, True)
-            bot_v, bot_i = _merge(bot_v, bot_i, bv, bi + c0, n_keep, False)
-        outs.append((*_pad(top_v, top_i, n_keep, True), *_pad(bot_v, bot_i, n_keep, False)))
-    return tuple(torch.cat(parts) for parts in zip(*outs))
+            counts.add(logits.unsqueeze(0), r0, c0)
 
 
 def count_hits(
@@ -334,14 +312,15 @@ def count_hits(
     exact_dense: bool = False,
     blocks: Sequence[int] | None = None,
     stats: dict[str, Any] | None = None,
+    scratch: Scratch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whether each pair's target is in the top-k (and bottom-k) of its source's row, per head.
 
     Logits of row ``s`` of head ``h`` are ``Y[h, s] W_O[h] U (+ out_bias)``. The target's
-    own logit is computed from its column alone, and the decision leaves the target's
-    column out of the candidates, so it is exact (see the module docstring). By default
-    the vocabulary is read in the early-exit cascade of :func:`stage_bounds`; with
-    ``exact_dense`` every row reads every column.
+    own logit is computed from its column alone, and its own entry is left out of the
+    count, so the decision is exact (see the module docstring). By default the vocabulary
+    is read in the early-exit cascade of :func:`stage_bounds`; with ``exact_dense`` every
+    row reads every column.
 
     Args:
         Y: ``(n_heads, n_rows, d_head)`` value vectors of the unique sources (float32).
@@ -359,12 +338,13 @@ def count_hits(
         blocks: explicit cascade boundaries (see :func:`stage_bounds`).
         stats: if given, ``stats["rows"]`` (n_heads * n_rows) and ``stats["stages"]``
             (list of ``[first column, end column, (head, row) computed]``) are added to.
+        scratch: buffers to reuse across calls (one :class:`Scratch` per scan); default
+            a fresh one.
 
     Returns:
         ``hits``, ``suppressed``: bool ``(n_heads, n_pairs)``.
     """
     H, S, _ = Y.shape
-    n_keep = int(k.max()) + 1
     # the pair's own target logit, from W_O U[:, target] (each distinct target once)
     uniq, inv = torch.unique(targets, return_inverse=True)
     WOU_t = torch.matmul(W_O, U_columns(uniq))  # (H, d_head, T)
@@ -372,22 +352,24 @@ def count_hits(
     del WOU_t
     if out_bias is not None:
         tgt = tgt + out_bias[targets]
-    bounds = [vocab_size] if exact_dense else stage_bounds(vocab_size, n_keep, blocks)
-    cand = _Candidates(*_all_rows_best(Y, W_O, U_columns, 0, bounds[0], n_keep, out_bias,
-                                       chunk_bytes),
-                       n_keep)
+    bounds = [vocab_size] if exact_dense else stage_bounds(vocab_size, int(k.max()) + 1, blocks)
+    scratch = Scratch() if scratch is None else scratch
+    counts = _Counts(rows, tgt, targets, k, scratch)
+    _count_all_rows(Y, W_O, U_columns, 0, bounds[0], out_bias, chunk_bytes, counts)
+    above, below = counts.above, counts.below
     reached = [H * S]
     for c0, c1 in zip(bounds, bounds[1:]):
-        maybe_hit, maybe_supp = cand.decide(rows, targets, tgt, k)
-        open_pair = maybe_hit | maybe_supp  # (H, P): a hit or a suppression is still possible
-        open_row = torch.zeros(H, S, dtype=torch.int32, device=Y.device)
-        open_row.index_add_(1, rows, open_pair.to(torch.int32))
-        heads, srcs = open_row.nonzero(as_tuple=True)  # sorted by head
-        reached.append(len(heads))
-        if not len(heads):
+        heads, pairs = ((above < k) | (below < k)).nonzero(as_tuple=True)  # still undecided
+        # rows are sorted, so (head, row) keys come sorted and each pair's position too
+        keys, pos = torch.unique(heads * S + rows[pairs], return_inverse=True)
+        reached.append(len(keys))
+        if not len(keys):
             break
-        cand.add(heads, srcs, *_some_rows_best(Y, W_O, heads, srcs, U_columns, c0, c1, n_keep,
-                                               out_bias, chunk_bytes))
+        more = _Counts(pos, tgt[heads, pairs].unsqueeze(0), targets[pairs], k[pairs], scratch)
+        _count_some_rows(Y, W_O, keys // S, keys % S, U_columns, c0, c1, out_bias, chunk_bytes,
+                         more)
+        above[heads, pairs] += more.above[0]
+        below[heads, pairs] += more.below[0]
     if stats is not None:
         stats["rows"] = stats.get("rows", 0) + H * S
         starts = [0] + bounds[:-1]
@@ -398,4 +380,4 @@ def count_hits(
                 old[i][2] += n
             else:
                 old.append([a, b, n])
-    return cand.decide(rows, targets, tgt, k)
+    return above < k, below < k
