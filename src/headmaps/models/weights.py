@@ -44,15 +44,18 @@ class Norm:
         """Apply the norm to ``x`` of shape ``(..., d_model)``; computed in float32 or wider."""
         dtype = torch.promote_types(x.dtype, torch.float32)
         x = x.to(dtype)
+        weight = None if self.weight is None else self.weight.to(dtype)
+        bias = None if self.bias is None else self.bias.to(dtype)
         if self.kind == "layernorm":
-            x = x - x.mean(-1, keepdim=True)
-            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        else:
-            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.to(dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(dtype)
+            return F.layer_norm(x, x.shape[-1:], weight, bias, self.eps)
+        # The arithmetic of Hugging Face's RMS norms (pow, mean, rsqrt), so that a folded
+        # projection of a float32 model reads what its inference computes bit for bit; the
+        # gain and bias are applied in place (no temporary for each: faster on a CPU).
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if weight is not None:
+            y.mul_(weight)
+        if bias is not None:
+            y.add_(bias)
         return y
 
 
