@@ -45,6 +45,9 @@ import torch
 #: Upper bound on the bytes of one chunk of logits (n_heads x rows x vocab float32).
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 
+#: Comparison flags held at a time (float32): a quarter of the default logits chunk.
+FLAG_ELEMENTS = DEFAULT_CHUNK_BYTES // 16
+
 #: Column slices and the first block are whole multiples of this many columns.
 COLUMN_ALIGN = 64
 
@@ -117,10 +120,18 @@ class Scratch:
     def count(self, rows: torch.Tensor, t: torch.Tensor, above: bool) -> torch.Tensor:
         """Entries of ``rows`` ``(..., vc)`` at or above (below) ``t`` ``(..., 1)``, int32."""
         # Comparisons written as 0/1 floats into a reused buffer and summed: on a CPU this
-        # is several times faster than summing a fresh bool tensor (exact below 2**24 columns).
-        flags = self.get("flags", rows.numel(), rows).view(rows.shape)
-        (torch.ge if above else torch.le)(rows, t, out=flags)
-        return flags.sum(-1).to(torch.int32)
+        # is several times faster than summing a fresh bool tensor (exact below 2**24
+        # columns). A quarter of a logits chunk at a time keeps the buffer small.
+        vc = rows.shape[-1]
+        flat, t = rows.reshape(-1, vc), t.expand(*rows.shape[:-1], 1).reshape(-1, 1)
+        step = max(1, FLAG_ELEMENTS // vc)
+        out = torch.empty(flat.shape[0], dtype=torch.int32, device=rows.device)
+        for r in range(0, flat.shape[0], step):
+            part = flat[r:r + step]
+            flags = self.get("flags", part.numel(), part).view(part.shape)
+            (torch.ge if above else torch.le)(part, t[r:r + step], out=flags)
+            out[r:r + step] = flags.sum(-1)
+        return out.view(rows.shape[:-1])
 
 
 class _Counts:
