@@ -273,7 +273,7 @@ def test_one_scratch_serves_calls_of_any_size():
     for seed, (S, V, n_pairs) in enumerate([(30, 700, 80), (60, 900, 200), (10, 300, 25)]):
         Y, W_O, U, rows, targets, g = integer_problem(20 + seed, S=S, V=V, n_pairs=n_pairs)
         k = torch.randint(1, 6, (len(rows),), generator=g)
-        hits, supp = count_hits(Y, W_O, lambda cols: U[:, cols], V, rows, targets, k,
+        hits, supp = count_hits(Y, W_O, lambda cols, U=U: U[:, cols], V, rows, targets, k,
                                 chunk_bytes=4 * 3 * 8 * 64 * 3, blocks=(64, 256), scratch=scratch)
         b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k)
         assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
