@@ -30,9 +30,9 @@ than the dense one, so on another CPU's kernels they may differ in the last bits
 rests on identical arithmetic, and a decision can flip only where another entry lies
 within rounding of the target.
 
-**Memory.** Every buffer (a slice of ``W_O U``, of ``U``, of the logits, of the gathered
-rows of a pair's second and later targets) is bounded by ``chunk_bytes``, whatever the
-vocabulary.
+**Memory.** Every buffer (a slice of ``W_O U``, of ``U``, of the logits, of the rows
+gathered for a pair's own pass) is bounded by ``chunk_bytes``, and the comparison flags by
+a quarter of the default chunk, whatever the vocabulary.
 """
 
 from __future__ import annotations
