@@ -276,6 +276,7 @@ def test_one_scratch_serves_calls_of_any_size():
         hits, supp = count_hits(Y, W_O, lambda cols, U=U: U[:, cols], V, rows, targets, k,
                                 chunk_bytes=4 * 3 * 8 * 64 * 3, blocks=(64, 256), scratch=scratch)
         b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k)
+        # booleans from exact integer logits (module docstring): equal on any CPU
         assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
 
 
@@ -291,5 +292,5 @@ def test_a_source_with_many_targets_near_its_top():
         k = torch.full((6,), k_all)
         (hits, supp), _ = run(Y, W_O, U, rows, targets, k, blocks=(64, 256))
         b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k)
-        assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+        assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)  # exact integers
     assert b_hits[0].any()  # the problem has hits on head 0 to get right

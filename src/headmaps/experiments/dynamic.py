@@ -389,6 +389,7 @@ def dynamic_scores(
         order = sorted(range(len(ps.ids)), key=lambda i: len(ps.ids[i]))  # less padding
         pad = pad_id(tok)
         shared = SharedBasis(model, P.ProjectionOptions(fold_norms=fold_norms), DEFAULT_CHUNK_BYTES)
+        scratch = Scratch()  # the kernel's buffers, for every chunk of prompts
         bar = tqdm(total=len(order), desc="dynamic" + (" (multi-token)" if multitoken else ""),
                    unit="prompt", disable=not progress)
         for c0 in range(0, len(order), chunk_prompts):
@@ -404,7 +405,7 @@ def dynamic_scores(
                            torch.cat([c.hidden for c in caps], 0),
                            torch.cat([c.to_source for c in caps], 1) if controls else None)
             del caps
-            _score_chunk(model, cap, ps, torch.as_tensor(idx), acc, shared, progress)
+            _score_chunk(model, cap, ps, torch.as_tensor(idx), acc, shared, scratch, progress)
         bar.close()
     n_all = torch.tensor([len(rp.pairs) for rp in rels], dtype=torch.float64)
     n_even = torch.tensor([(len(rp.pairs) + 1) // 2 for rp in rels], dtype=torch.float64)
@@ -425,7 +426,8 @@ def dynamic_scores(
 
 
 def _score_chunk(model: HeadModel, cap: Captured, ps: PromptSet, idx: torch.Tensor,
-                 acc: dict[str, torch.Tensor], shared: SharedBasis, progress: bool = False) -> None:
+                 acc: dict[str, torch.Tensor], shared: SharedBasis, scratch: Scratch,
+                 progress: bool = False) -> None:
     """Add the hits of one chunk of prompts to ``acc`` (per group, layer, head).
 
     Every prompt's head vectors, with and without context, are rows of the scan kernel
@@ -437,7 +439,6 @@ def _score_chunk(model: HeadModel, cap: Captured, ps: PromptSet, idx: torch.Tens
     ks = ps.k[idx].to(dev).repeat(2)
     rows = torch.arange(2 * n, device=dev)
     group = ps.group[idx]
-    scratch = Scratch()
     for layer in tqdm(range(model.n_layers), desc="project heads", unit="layer", leave=False,
                       disable=not progress):
         zw, zwo = head_values(model, cap, layer)

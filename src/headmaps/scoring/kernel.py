@@ -152,14 +152,17 @@ class _Counts:
         cols: ``(E,)`` target columns.
         k: ``(E,)`` top-k of each entry.
         scratch: the comparison buffer.
+        start: ``(above, below)`` int32 ``(B, E)`` counts of the columns read before (the
+            bound test needs the whole count so far); default zeros.
     """
 
     def __init__(self, pos: torch.Tensor, t: torch.Tensor, cols: torch.Tensor, k: torch.Tensor,
-                 scratch: Scratch):
+                 scratch: Scratch, start: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.pos, self.t, self.cols, self.k = pos.contiguous(), t, cols, k
         self.scratch = scratch
-        self.above = torch.zeros(t.shape, dtype=torch.int32, device=t.device)
-        self.below = torch.zeros(t.shape, dtype=torch.int32, device=t.device)
+        if start is None:
+            start = (torch.zeros(t.shape, dtype=torch.int32, device=t.device),) * 2
+        self.above, self.below = (c.clone() for c in start)
 
     def add(self, logits: torch.Tensor, r0: int, c0: int) -> None:
         """Count on ``logits`` ``(B, n, vc)``: rows ``r0 .. r0 + n``, columns ``c0 .. c0 + vc``."""
@@ -194,7 +197,8 @@ class _Counts:
         """The entries on ``rows`` (bool per row), renumbered to those rows alone."""
         e = rows[self.pos].nonzero().squeeze(1)
         local = torch.cumsum(rows, 0) - 1
-        return e, _Counts(local[self.pos[e]], self.t[:, e], self.cols[e], self.k[e], self.scratch)
+        return e, _Counts(local[self.pos[e]], self.t[:, e], self.cols[e], self.k[e], self.scratch,
+                          (self.above[:, e], self.below[:, e]))
 
 
 def _slice_width(per_column_floats: int, n_cols: int, chunk_bytes: int) -> int:
@@ -273,8 +277,8 @@ def _count_some_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_e
             e, part = counts.part(rows)
             _count_rows(Y, W_O, heads[rows], srcs[rows], U_columns, c_start, c_end, out_bias,
                         chunk_bytes, per_head_form, part)
-            counts.above[:, e] += part.above
-            counts.below[:, e] += part.below
+            counts.above[:, e] = part.above
+            counts.below[:, e] = part.below
 
 
 def _count_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int, out_bias,
@@ -376,11 +380,12 @@ def count_hits(
         reached.append(len(keys))
         if not len(keys):
             break
-        more = _Counts(pos, tgt[heads, pairs].unsqueeze(0), targets[pairs], k[pairs], scratch)
+        more = _Counts(pos, tgt[heads, pairs].unsqueeze(0), targets[pairs], k[pairs], scratch,
+                       (above[heads, pairs].unsqueeze(0), below[heads, pairs].unsqueeze(0)))
         _count_some_rows(Y, W_O, keys // S, keys % S, U_columns, c0, c1, out_bias, chunk_bytes,
                          more)
-        above[heads, pairs] += more.above[0]
-        below[heads, pairs] += more.below[0]
+        above[heads, pairs] = more.above[0]
+        below[heads, pairs] = more.below[0]
     if stats is not None:
         stats["rows"] = stats.get("rows", 0) + H * S
         starts = [0] + bounds[:-1]
