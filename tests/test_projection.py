@@ -181,6 +181,40 @@ def test_sources_keep_a_small_set_and_views_take_rows_as_the_stream_passes(tiny_
         src.subset(torch.tensor([1]))
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen3"])
+def test_stream_hands_out_the_queries_and_keys_of_the_block_it_passes(arch):
+    """``Sources.queries_keys``: what the stream computed in a layer's block is the QK
+    half's own queries and keys of the rows (rotary models, q/k norms) up to float32
+    rounding (one fused product instead of two); taking them leaves the stream as it was."""
+    from headmaps.models import qk as Q
+    from tiny_tokenizer import tiny_tokenizer
+
+    m = hm.load(tiny_model(arch), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
+    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    ids = torch.arange(3, 60)
+    src = P.Sources(m, ids, opts, chunk_rows=7, keep_bytes=0)
+    plain = P.Sources(m, ids, opts, chunk_rows=7, keep_bytes=0)
+    heads = torch.arange(m.n_heads)
+    for layer in range(m.n_layers - 1):
+        qk = m.qk(layer)
+        x = Q.layer_input(qk, src.at(layer), opts)
+        q, k = src.queries_keys(layer)
+        assert rel_err(q, Q.queries(qk, x, heads)) <= RTOL, f"{arch} queries, layer {layer}"
+        assert rel_err(k, Q.keys(qk, x)) <= RTOL, f"{arch} keys, layer {layer}"
+        # the tap copies what the block computed and changes no arithmetic: the same
+        # products of the same shapes on the same machine, so the rows are bitwise equal
+        assert torch.equal(src.at(layer + 1), plain.at(layer + 1))
+    assert src.blocks_advanced == plain.blocks_advanced == m.n_layers - 1
+    # where the stream does not compute them, nothing is handed out and nothing advances
+    assert src.queries_keys(m.n_layers - 1) is None  # the last block is never passed
+    screened = P.Sources(m, ids, opts, dtype="bfloat16")
+    assert screened.queries_keys(0) is None and screened.blocks_advanced == 0
+    assert P.Sources(m, ids, P.PRESETS["alone"]).queries_keys(0) is None  # no prefix
+    kept = P.Sources(m, ids, opts)
+    kept.at(2)
+    assert kept.queries_keys(1) is None and kept.blocks_advanced == 2  # layer 2 is held
+
+
 def test_sources_stream_dtype(tiny_llama_hm):
     m, opts = tiny_llama_hm, P.PRESETS["alone"]
     ids = torch.arange(2, 60)

@@ -115,6 +115,42 @@ def test_summary_matches_single_heads_and_round_trips(tmp_path):
         assert back.preferences(1, 0).key_tokens == res.preferences(1, 0).key_tokens
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_summary_from_the_streams_queries_equals_its_own(arch, monkeypatch):
+    """After a prefix the QK half takes each layer's queries and keys from the stream's
+    pass where the stream goes on to the next layer, and gives what its own products give,
+    up to near-ties of float32 rounding."""
+    from headmaps import projection as P
+    from tiny_tokenizer import tiny_tokenizer
+
+    m = hm.load(tiny_model(arch), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
+    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    args = dict(projection=opts, max_distance=6, n_keys=4, n_queries=3, n_pairs=2,
+                chunk_rows=40)
+    taken, real = [], P.Sources.queries_keys
+
+    def spy(self, layer):
+        out = real(self, layer)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(P.Sources, "queries_keys", spy)
+    tapped = hm.attention_summary(m, **args)
+    assert taken == [True] * (m.n_layers - 1)  # the stream never passes the last block
+    hm.attention_summary(m, [1], **args)
+    assert len(taken) == m.n_layers - 1  # one layer: passing its block would cost more
+    monkeypatch.setattr(P.Sources, "queries_keys", lambda self, layer: None)
+    own = hm.attention_summary(m, **args)
+    for ids, vals in (("key_ids", "key_scores"), ("query_ids", "selectivity"),
+                      ("pair_ids", "pair_scores")):
+        a, b = getattr(own, vals), getattr(tapped, vals)
+        assert_ranking_up_to_ties(getattr(own, ids), a, getattr(tapped, ids), b,
+                                  rank_atol(a), what=ids)
+    for name in ("profile", "sampled", "key_spread"):
+        assert np.allclose(getattr(tapped, name), getattr(own, name), rtol=RANK_RTOL,
+                           atol=1e-6), name
+
+
 def test_load_rejects_other_results(tmp_path):
     m = hm.load(tiny_model("llama"))
     hm.salient_all(m, layers=[0], n_tokens=2, n_mappings=1).save(tmp_path)

@@ -23,6 +23,13 @@ Content ignores position (the logit at distance 0, no rotation) and Gemma 2's so
 (monotone for one logit; the means are of uncapped logits). Means are plain means over
 the tokenizer's vocabulary. Nothing of size ``V x V`` is formed; memory is
 the source representations (``V x d_model``) plus the keys of one layer.
+
+Where the source rows come from a float32 stream after a prefix (the default
+``through`` projection), that stream computes every token's queries and keys in each
+block it passes; steps 1-2 take them from it
+(:meth:`headmaps.projection.Sources.queries_keys`) instead of forming them again, which
+adds the queries of one layer (``V x n_heads d_head``) to the memory and removes the
+products that were most of this module's time.
 """
 
 from __future__ import annotations
@@ -88,9 +95,12 @@ def positioned(model: HeadModel, qk: QKWeights, opts: P.ProjectionOptions, x: to
 
 
 def _positional(model: HeadModel, qk, layer: int, heads: torch.Tensor, q_mean: torch.Tensor,
-                k_mean: torch.Tensor, x_mean: torch.Tensor, opts: P.ProjectionOptions,
+                k_mean: torch.Tensor, x_mean: torch.Tensor | None, opts: P.ProjectionOptions,
                 max_distance: int) -> torch.Tensor:
-    """``(n_h, max_distance + 1)`` logits of a mean key ``Δ`` tokens before a mean query."""
+    """``(n_h, max_distance + 1)`` logits of a mean key ``Δ`` tokens before a mean query.
+
+    ``x_mean``: the mean source row, read with learned positions only (None otherwise).
+    """
     D = torch.arange(max_distance + 1, device=q_mean.device)
     kind = qk.positions.kind
     if kind == "learned":
@@ -120,8 +130,9 @@ def sample_ids(valid: torch.Tensor, n_samples: int, n_keys: int,
 
 
 def sampled_profile(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor,
-                    base: torch.Tensor, opts: P.ProjectionOptions, valid: torch.Tensor,
-                    max_distance: int, n_samples: int, seed: int) -> torch.Tensor:
+                    base: torch.Tensor | None, opts: P.ProjectionOptions, valid: torch.Tensor,
+                    max_distance: int, n_samples: int, seed: int,
+                    queries: torch.Tensor | None = None) -> torch.Tensor:
     """``(n_h, max_distance + 1)`` expected attention by distance over random token sequences.
 
     ``n_samples`` queries (random valid tokens) each see ``max_distance + 1`` random valid
@@ -141,11 +152,14 @@ def sampled_profile(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor,
         max_distance: the largest query-key distance.
         n_samples: sampled queries.
         seed: seed of the token draws.
+        queries: ``(n_h, n, dh)`` the queries of the rows, made already (the stream's,
+            :meth:`headmaps.projection.Sources.queries_keys`); then ``base`` may be None
+            (not with learned positions, which add a position to each row first).
     """
     n_d = max_distance + 1
     qi, ki = sample_ids(valid, n_samples, n_d, seed)
-    qi, ki = qi.to(base.device), ki.to(base.device)
-    D = torch.arange(n_d, device=base.device)
+    qi, ki = qi.to(K.device), ki.to(K.device)
+    D = torch.arange(n_d, device=K.device)
     kv = model.spec.kv_index().to(heads.device)[heads]
     if qk.positions.kind == "learned":
         pos = torch.cat([D[-1:], D[-1] - D])
@@ -156,7 +170,8 @@ def sampled_profile(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor,
         k = Q.keys(qk, xk).index_select(0, kv).unflatten(1, (n_samples, n_d))  # (n_h, n, D, dh)
         s = (q[:, :, None, :] * k).sum(-1) * qk.scale
     else:
-        q = Q.queries(qk, Q.layer_input(qk, base[qi], opts), heads)  # (n_h, n, dh)
+        q = queries[:, qi] if queries is not None else \
+            Q.queries(qk, Q.layer_input(qk, base[qi], opts), heads)  # (n_h, n, dh)
         k = K[kv[:, None, None], ki[None]]  # (n_h, n, D, dh)
         s = Q.dots_at_distances(q, k, qk.positions, D) * qk.scale  # query D after its key
     if qk.softcap:
@@ -169,10 +184,14 @@ def sampled_profile(model: HeadModel, qk, heads: torch.Tensor, K: torch.Tensor,
 
 def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[int], n_keys: int,
            n_queries: int, n_pairs: int,
-           max_distance: int, n_samples: int = 256, seed: int = 0) -> dict[str, Any]:
+           max_distance: int, n_samples: int = 256, seed: int = 0,
+           from_stream: bool = False) -> dict[str, Any]:
     """Everything of :func:`attention_summary` for some heads of one layer (CPU arrays).
 
     ``mask``: ``(V,)`` bool, the tokens the means, rankings and samples are over.
+    ``from_stream``: take the queries and keys from the stream's pass through the layer
+    where it computes them (for a caller that reads the next layer too: the stream then
+    passes this block anyway).
     """
     model, opts = ctx.model, ctx.opts
     qk = model.qk(layer)
@@ -181,8 +200,11 @@ def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[in
         if max_distance >= n_pos:
             raise HeadmapsError(f"max_distance={max_distance} exceeds the model's "
                                 f"{n_pos} positions")
-    base = ctx.base(layer)
-    V, dev = base.shape[0], base.device
+    # a stream after a prefix computes every token's queries and keys in this layer's
+    # block: take them (and skip the rows) rather than make them again
+    tapped = ctx.queries_keys(layer) if from_stream and qk.positions.kind != "learned" else None
+    base = ctx.base(layer) if tapped is None else None
+    V, dev = mask.shape[0], mask.device
     heads_t = torch.as_tensor(list(heads), dtype=torch.long, device=dev)
     kv = model.spec.kv_index().to(dev)[heads_t]
     n_valid = float(mask.sum())
@@ -191,20 +213,26 @@ def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[in
     n_h, dh = len(heads), model.d_head
     with torch.no_grad():
         # pass 1: keys of every token (and their covariance); pass 2: each token's queries
-        # once, for their mean and their selectivity (the rows are normed again: keeping
-        # them measured no faster, and costs a vocabulary of rows)
-        K = torch.empty(model.spec.n_kv_heads, V, dh, device=dev)
-        for c in range(0, V, cr):
-            K[:, c:c + cr] = Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts))
+        # once, for their mean and their selectivity (without the stream's, the rows are
+        # normed again: keeping them measured no faster, and costs a vocabulary of rows)
+        if tapped is None:
+            K = torch.empty(model.spec.n_kv_heads, V, dh, device=dev)
+            for c in range(0, V, cr):
+                K[:, c:c + cr] = Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts))
+            Qh = None
+        else:
+            K = tapped[1]
+            Qh = tapped[0] if n_h == model.n_heads and bool(
+                (heads_t.cpu() == torch.arange(n_h)).all()) else tapped[0].index_select(0, heads_t)
         k_mean = torch.einsum("v,kve->ke", w, K)
         Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
         C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)
         del Kc
         q_sum = torch.zeros(n_h, dh, device=dev)
-        x_sum = w @ base
         sel = torch.empty(n_h, V, device=dev)
         for c in range(0, V, cr):
-            Qc = Q.queries(qk, Q.layer_input(qk, base[c:c + cr], opts), heads_t)  # (n_h, c, dh)
+            Qc = Qh[:, c:c + cr] if Qh is not None else \
+                Q.queries(qk, Q.layer_input(qk, base[c:c + cr], opts), heads_t)  # (n_h, c, dh)
             q_sum += torch.einsum("c,hce->he", w[c:c + cr], Qc)
             sel[:, c:c + cr] = torch.linalg.vecdot(Qc @ C, Qc).clamp_min(0).sqrt() * \
                 abs(qk.scale)
@@ -216,18 +244,20 @@ def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[in
         nk, nq = min(n_keys, int(n_valid)), min(n_queries, int(n_valid))
         top_k = torch.topk(kappa, nk, dim=-1)
         top_q = torch.topk(sel, nq, dim=-1)
-        Xq = Q.layer_input(qk, base[top_q.indices.reshape(-1)], opts)
-        Qq = Q.queries(qk, Xq, heads_t)  # (n_h, n_h * nq, dh): each head's own rows below
-        Qq = torch.stack([Qq[j, j * nq:(j + 1) * nq] for j in range(len(heads))])  # (n_h, nq, dh)
+        if Qh is not None:
+            Qq = torch.stack([Qh[j, top_q.indices[j]] for j in range(n_h)])  # (n_h, nq, dh)
+        else:
+            Xq = Q.layer_input(qk, base[top_q.indices.reshape(-1)], opts)
+            Qq = Q.queries(qk, Xq, heads_t)  # (n_h, n_h * nq, dh): each head's own rows below
+            Qq = torch.stack([Qq[j, j * nq:(j + 1) * nq] for j in range(n_h)])  # (n_h, nq, dh)
         spec = torch.stack([(Qq[j] - q_mean[j]) @ K[kv[j]].T for j in range(len(heads))]) * qk.scale
         spec.masked_fill_(~mask, float("-inf"))  # (n_h, nq, V): query-specific logits
         npairs = min(n_pairs, int(n_valid))
         pairs = torch.topk(spec, npairs, dim=-1)
         sampled = sampled_profile(model, qk, heads_t, K, base, opts, mask, max_distance,
-                                  n_samples, seed + layer)
-        prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv), x_sum,
-                           opts,
-                           max_distance)
+                                  n_samples, seed + layer, queries=Qh)
+        prof = _positional(model, qk, layer, heads_t, q_mean, k_mean.index_select(0, kv),
+                           None if base is None else w @ base, opts, max_distance)
     return {
         "key_ids": top_k.indices.cpu(), "key_scores": top_k.values.cpu(),
         "query_ids": top_q.indices.cpu(), "selectivity": top_q.values.cpu(),
@@ -329,9 +359,10 @@ def summary_steps(
     tok, V = model.tokenizer, model.vocab_size
     mask = valid_mask(tok, V).to(model.E.device)
     parts = []
+    wanted = set(layers)
     for layer in layers:
         parts.append(_layer(ctx, mask, layer, heads, n_keys, n_queries, n_pairs, max_distance,
-                            n_samples, seed))
+                            n_samples, seed, from_stream=layer + 1 in wanted))
         logger.info("QK summary of layer %d done", layer)
         yield layer
     arr = {k: torch.stack([p[k] for p in parts]).numpy() for k in parts[0] if k != "positions"}

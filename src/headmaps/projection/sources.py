@@ -48,6 +48,11 @@ def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOpti
 CACHE_MIN_ROWS = 16384
 #: Rows the stream advances at a time (bounds its ``(rows, d_mlp)`` hidden layer).
 STREAM_CHUNK_ROWS = 4096
+#: :meth:`Sources.queries_keys` keeps a layer's queries (``n_heads d_head`` floats per
+#: token) only while they take at most this many of the stream's own row buffers
+#: (``d_model`` floats per token each; the stream holds two while it advances), so the
+#: memory of a pass at most doubles; wider heads compute their queries themselves.
+TAP_ROW_BUFFERS = 2
 #: A :class:`Sources` keeps the ``token_alone`` rows of every layer it passes when all
 #: its layers fit in this many bytes, so that a consumer that goes through the layers
 #: several times (head types: eigen-copying, the positional sample, self-preference)
@@ -93,6 +98,7 @@ class Sources:
         self._kept: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
         self._views: list[SourcesView] = []
         self._exact: ExactRows | None = None
+        self._tap: tuple[torch.Tensor, torch.Tensor] | None = None
         #: blocks this object advanced the stream through (a full pass: n_layers - 1)
         self.blocks_advanced = 0
         use = len(token_ids) >= CACHE_MIN_ROWS if cache is None else bool(cache)
@@ -148,16 +154,9 @@ class Sources:
                 return hit[1]
             if self._alone is None or layer < self._alone[0]:
                 self._alone = self._restart(layer)
-            done, first, x = self._alone
-            step = min(self.chunk_rows, STREAM_CHUNK_ROWS)
-            for nxt in range(done + 1, layer + 1):
-                first, x = _advance(self.model, x, range(nxt - 1, nxt), step, first, self.dtype)
-                self.blocks_advanced += 1
-                self._alone = (nxt, first, x)
-                self._passed(nxt, first, x)
-                if self._cache_key is not None:
-                    streamcache.store(self._cache_key, nxt, first, x, self.dtype)
-            return x
+            while self._alone[0] < layer:
+                self._step()
+            return self._alone[2]
         key = _reads_embedding(self.opts, layer)
         if key not in self._fixed:
             ids, step = self.ids, self.chunk_rows
@@ -166,6 +165,59 @@ class Sources:
                     base_sources(self.model, ids[i:i + step], self.opts, 0 if key else 1)
                     for i in range(0, max(len(ids), 1), step)])
         return self._fixed[key]
+
+    def _step(self, tap: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Advance the ``token_alone`` stream one block (``tap``: see :func:`_advance`)."""
+        done, first, x = self._alone
+        step = min(self.chunk_rows, STREAM_CHUNK_ROWS)
+        first, x = _advance(self.model, x, range(done, done + 1), step, first, self.dtype,
+                            tap=tap)
+        self.blocks_advanced += 1
+        self._alone = (done + 1, first, x)
+        self._passed(done + 1, first, x)
+        if self._cache_key is not None:
+            streamcache.store(self._cache_key, done + 1, first, x, self.dtype)
+
+    def queries_keys(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Queries and keys of the rows entering ``layer``, from the stream's own pass.
+
+        A ``token_alone`` stream after a prefix computes every token's queries and keys
+        in ``layer``'s block (its attention over ``[prefix, token]``); this advances the
+        stream through that block and keeps them, so a consumer of the whole
+        vocabulary's queries (the QK half) needs no product of its own. They are what
+        :func:`headmaps.models.qk.queries` (every head) and ``keys`` give for the rows of
+        :meth:`at` through the layer's input norm, up to float32 rounding (one fused
+        product instead of two). The stream then stands at ``layer + 1``: read
+        :meth:`at` for ``layer`` first, if needed (reading it later restarts the stream
+        unless the rows are kept).
+
+        Returns:
+            ``(n_heads, n, d_head)`` queries and ``(n_kv, n, d_head)`` keys, float32,
+            not rotated, valid until the next call (the buffers are reused); or None,
+            with nothing advanced, where the stream does not compute them in float32: no
+            prefix, norms not folded, a screened stream, the last layer (the stream
+            never passes its block), rows of ``layer + 1`` already kept or cached, or
+            queries bigger than the stream's own two row buffers
+            (:data:`TAP_ROW_BUFFERS`).
+        """
+        model, opts = self.model, self.opts
+        s = model.spec
+        n, d = len(self.ids), model.d_model
+        if (opts.source != "token_alone" or not opts.prefix or not opts.fold_norms
+                or self.screened or layer >= model.n_layers - 1 or layer + 1 in self._kept
+                or s.n_heads * s.d_head > TAP_ROW_BUFFERS * d):
+            return None
+        if self._cache_key is not None and streamcache.has(self._cache_key, layer + 1):
+            return None
+        rows = self.at(layer)
+        if self._alone[0] != layer:  # the rows were kept: go on from them
+            self._alone = (layer, self._kept[layer][0], rows)
+        if self._tap is None or self._tap[0].device != rows.device:
+            # one pair of buffers for every layer: a fresh one per layer page-faults
+            self._tap = (torch.empty(s.n_heads, n, s.d_head, device=rows.device),
+                         torch.empty(s.n_kv_heads, n, s.d_head, device=rows.device))
+        self._step(self._tap)
+        return self._tap
 
     def prefix_at(self, layer: int) -> torch.Tensor | None:
         """The prefix's residual ``(d_model,)`` float32 entering ``layer``, or None.

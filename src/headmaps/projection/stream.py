@@ -330,8 +330,14 @@ class _Block:
         attn = torch.einsum("he,hed->d", v, self.W_O_heads)[None]
         return self.finish(first[None], attn, lambda r: self.mlp(r).float())[0]
 
-    def after(self, x: torch.Tensor, kf: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-        """The residual after the block of tokens ``x`` ``(n, d)`` at position 1 after a prefix."""
+    def after(self, x: torch.Tensor, kf: torch.Tensor, C: torch.Tensor,
+              tap: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The residual after the block of tokens ``x`` ``(n, d)`` at position 1 after a prefix.
+
+        ``tap``: ``(n_heads, n, d_head)`` and ``(n_kv, n, d_head)`` tensors that receive the
+        tokens' queries and keys as this block computes them (bias and per-head norms in,
+        no rotation: :func:`headmaps.models.qk.queries` and ``keys`` of the normed rows).
+        """
         qk, n, H, kv, dh, g = self.qk, x.shape[0], self.H, self.kv, self.dh, self.g
         h = self.a.input_norm(x)
         if self.shared_norm:
@@ -351,6 +357,9 @@ class _Block:
             q = qk.q_norm(q).float()
         if qk.k_norm is not None:
             k = qk.k_norm(k).float()
+        if tap is not None:
+            tap[0].copy_(q.reshape(n, H, dh).transpose(0, 1))
+            tap[1].copy_(k.reshape(n, kv, dh).transpose(0, 1))
         pos = qk.positions  # query and key at one position: the rotation cancels, its scaling not
         if pos.kind == "rotary" and pos.inv_freq is not None and pos.attention_scaling != 1.0:
             sc = torch.ones(dh, device=x.device)
@@ -371,13 +380,18 @@ class _Block:
 
 def _advance(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int,
              first: torch.Tensor | None, dtype: torch.dtype,
-             kept: dict[int, _Block] | None = None
+             kept: dict[int, _Block] | None = None,
+             tap: tuple[torch.Tensor, torch.Tensor] | None = None
              ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """:func:`token_alone`'s work: ``(prefix residual or None, rows)`` after ``blocks``.
 
     ``kept``: laid-out blocks by layer, reused and filled (for a caller that passes the
     same blocks many times with few rows, where laying out the weights would dominate).
+    ``tap``: for one block after a prefix, ``(n_heads, n, d_head)`` and ``(n_kv, n,
+    d_head)`` tensors filled with the rows' queries and keys (see :meth:`_Block.after`).
     """
+    if tap is not None and (len(blocks) != 1 or first is None):
+        raise ValueError("a tap reads the queries of one block after a prefix")
     x = x.float()
     step = max(1, int(chunk_rows))
     with torch.no_grad():
@@ -396,7 +410,8 @@ def _advance(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int,
             else:
                 kf, C = b.prefix_terms(first)
                 for c in range(0, x.shape[0], step):
-                    out[c:c + step] = b.after(x[c:c + step], kf, C)
+                    part = None if tap is None else (tap[0][:, c:c + step], tap[1][:, c:c + step])
+                    out[c:c + step] = b.after(x[c:c + step], kf, C, part)
                 first = b.prefix_alone(first)
             x = out
     return first, x

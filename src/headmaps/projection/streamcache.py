@@ -116,6 +116,11 @@ def _layer_file(entry: str, layer: int) -> Path:
     return stream_dir() / entry / f"layer-{layer:03d}.pt"
 
 
+def has(entry: str, layer: int) -> bool:
+    """Whether ``entry`` holds ``layer``'s rows (without reading them)."""
+    return _layer_file(entry, layer).is_file()
+
+
 def load(entry: str, layer: int, device: torch.device | str = "cpu"
          ) -> tuple[torch.Tensor | None, torch.Tensor] | None:
     """The cached ``(prefix residual or None, rows)`` of ``layer``, or None (absent, unreadable)."""

@@ -77,6 +77,14 @@ class Vocabulary:
         """Source rows of the whole vocabulary for ``layer``: ``(V, d_model)`` float32."""
         return self._sources.at(layer)
 
+    def queries_keys(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Every token's queries and keys at ``layer`` from the stream's own pass, or None.
+
+        See :meth:`headmaps.projection.Sources.queries_keys` (the stream moves on to
+        ``layer + 1``).
+        """
+        return self._sources.queries_keys(layer)
+
     def exact(self, layer: int, token_ids: torch.Tensor) -> torch.Tensor:
         """Float32-stream rows ``(n, d_model)`` of ``token_ids`` ``(n,)`` for ``layer``."""
         return self._sources.exact(layer, token_ids)
