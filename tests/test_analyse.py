@@ -131,9 +131,9 @@ def test_parts_share_one_pass_of_the_stream(model, monkeypatch):
     V, calls = model.vocab_size, []
     real = S._advance
 
-    def counting(m, x, blocks, *args):
+    def counting(m, x, blocks, *args, **kwargs):
         calls.append((x.shape[0], len(blocks)))
-        return real(m, x, blocks, *args)
+        return real(m, x, blocks, *args, **kwargs)
 
     monkeypatch.setattr(S, "_advance", counting)
     res = hm.analyse(model, relations=["copying", "successor"], describe="none",
