@@ -181,11 +181,13 @@ def test_sources_keep_a_small_set_and_views_take_rows_as_the_stream_passes(tiny_
         src.subset(torch.tensor([1]))
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen3"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen3", "qwen2", "gpt_neox",
+                                  "phi-qk_layernorm"])
 def test_stream_hands_out_the_queries_and_keys_of_the_block_it_passes(arch):
     """``Sources.queries_keys``: what the stream computed in a layer's block is the QK
-    half's own queries and keys of the rows (rotary models, q/k norms) up to float32
-    rounding (one fused product instead of two); taking them leaves the stream as it was."""
+    half's own queries and keys of the rows (rotary and partial rotary, q/k biases and
+    norms, parallel blocks) up to float32 rounding (one fused product instead of two);
+    taking them leaves the stream as it was."""
     from headmaps.models import qk as Q
     from tiny_tokenizer import tiny_tokenizer
 
