@@ -221,9 +221,7 @@ def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[in
                 K[:, c:c + cr] = Q.keys(qk, Q.layer_input(qk, base[c:c + cr], opts))
             Qh = None
         else:
-            K = tapped[1]
-            Qh = tapped[0] if n_h == model.n_heads and bool(
-                (heads_t.cpu() == torch.arange(n_h)).all()) else tapped[0].index_select(0, heads_t)
+            Qh, K = Q.select_heads(tapped[0], heads_t), tapped[1]
         k_mean = torch.einsum("v,kve->ke", w, K)
         Kc = (K - k_mean[:, None, :]) * mask[None, :, None]
         C = (Kc.transpose(1, 2) @ Kc / n_valid).index_select(0, kv)  # (n_h, dh, dh)

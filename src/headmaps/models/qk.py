@@ -48,17 +48,24 @@ def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
     return norm(y).float() if norm is not None else y
 
 
+def select_heads(t: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    """``t[heads]`` along the head dim 0: ``t`` itself when ``heads`` is every head in order.
+
+    A copy only for a subset (or another order) of heads.
+    """
+    if len(heads) == t.shape[0] and bool((heads.cpu() == torch.arange(len(heads))).all()):
+        return t
+    return t.index_select(0, heads.to(t.device))
+
+
 def queries(qk: QKWeights, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
     """Queries of ``heads`` for layer inputs ``x`` ``(n, d_model)`` -> ``(n_h, n, d_head)``.
 
     ``x`` is the residual after the layer's input norm (see :func:`layer_input`); no
     rotary embedding is applied.
     """
-    W, b = qk.W_Q, qk.b_Q
-    if len(heads) != W.shape[0] or not bool((heads.cpu() == torch.arange(len(heads))).all()):
-        W = W.index_select(0, heads.to(W.device))  # a copy: only for a subset of heads
-        b = b.index_select(0, heads.to(b.device)) if b is not None else None
-    return _project(x, W, b, qk.q_norm)
+    b = select_heads(qk.b_Q, heads) if qk.b_Q is not None else None
+    return _project(x, select_heads(qk.W_Q, heads), b, qk.q_norm)
 
 
 def keys(qk: QKWeights, x: torch.Tensor, kv_heads: torch.Tensor | None = None) -> torch.Tensor:
