@@ -203,9 +203,11 @@ def test_stream_hands_out_the_queries_and_keys_of_the_block_it_passes(arch):
         q, k = src.queries_keys(layer)
         assert rel_err(q, Q.queries(qk, x, heads)) <= RTOL, f"{arch} queries, layer {layer}"
         assert rel_err(k, Q.keys(qk, x)) <= RTOL, f"{arch} keys, layer {layer}"
-        # the tap copies what the block computed and changes no arithmetic: the same
-        # products of the same shapes on the same machine, so the rows are bitwise equal
-        assert torch.equal(src.at(layer + 1), plain.at(layer + 1))
+        # the tap only copies what the block computed: the rows go on as the plain
+        # stream's, within the float32 rounding this file allows any two computations of
+        # one stream (bitwise would rest on the kernels being deterministic; a tap that
+        # wrote into the stream's own buffers would move them far beyond this)
+        assert rel_err(src.at(layer + 1), plain.at(layer + 1)) <= RTOL
     assert src.blocks_advanced == plain.blocks_advanced == m.n_layers - 1
     # where the stream does not compute them, nothing is handed out and nothing advances
     assert src.queries_keys(m.n_layers - 1) is None  # the last block is never passed
