@@ -6,16 +6,18 @@
 Measured in one run, on the machine it runs on (its CPU, the capability flags the
 precision rule reads and the GPU are printed first):
 
-1. the GEMM rate of each dtype (float32, bfloat16, float16; int8 for comparison) on the
-   stream's own shape (:data:`CHUNK` rows by ``d_model`` times ``d_model`` by the block's
-   fused input width; best of :data:`GEMM_REPEATS`), so a dtype that the machine
-   emulates shows as such;
-2. the stream's FLOP count: per token and block, the fused query/key/value product,
-   the output product and the MLP's up (and gate) and down products, times the
+1. the GEMM rate of each dtype (float32, bfloat16, float16; int8 for comparison) on each
+   of the stream's own products (:data:`CHUNK` rows times the fused query/key/value
+   weights, the output weights, the MLP's up (and gate) weights and its down weights;
+   best of :data:`GEMM_REPEATS`), measured before the stream and again after it (the
+   best of both runs counts: a shared host's speed moves between them), so a dtype that
+   the machine emulates shows as such;
+2. the stream's FLOP count: per token and block, those four products, times the
    vocabulary and the blocks a whole-vocabulary pass goes through (``n_layers - 1``);
 3. the stream alone (every layer's rows of the whole vocabulary, at the precision the
-   rule picks or ``--stream-dtype`` asks), and its ratio to its floor
-   (FLOPs / the best GEMM rate measured above);
+   rule picks or ``--stream-dtype`` asks), and its ratio to its floor: the sum over the
+   four products of their FLOPs over the rate of their own shape (at the chosen dtype,
+   and at each product's best dtype);
 4. the default report (:func:`headmaps.analyse`: scan, salient operations, offline
    descriptions, the QK half, head types) and the ``norms`` report, each from an empty
    stream cache and calibration store: their times, per part, the ratio default /
@@ -40,6 +42,9 @@ from _report import run_with_report
 #: Rows per product: the stream's chunk (``headmaps.projection.STREAM_CHUNK_ROWS``).
 CHUNK = 4096
 GEMM_REPEATS = 5
+#: Seconds of one probe after which it stops repeating (bfloat16 on an AVX2 CPU).
+GEMM_SECONDS = 2.0
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def gemm_rate(m: int, k: int, n: int, dtype: torch.dtype, device: str) -> float:
@@ -56,27 +61,50 @@ def gemm_rate(m: int, k: int, n: int, dtype: torch.dtype, device: str) -> float:
         a = torch.randn(m, k, device=device).to(dtype)
         b = torch.randn(k, n, device=device).to(dtype)
         product = torch.matmul
-    best = float("inf")
+    best, spent = float("inf"), 0.0
     for _ in range(GEMM_REPEATS + 1):  # the first run warms the kernels up
+        if spent > GEMM_SECONDS:  # an emulated dtype: a few of its slow runs say enough
+            break
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
         product(a, b)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+        took = time.perf_counter() - t
+        best, spent = min(best, took), spent + took
     return 2.0 * m * k * n / best
 
 
-def stream_flops(model) -> tuple[float, float]:
-    """FLOPs of one token through one block of the stream, and of the whole-vocabulary pass."""
+def stream_products(model) -> dict[str, tuple[int, int]]:
+    """The stream's products per block, ``name -> (k, n)``: a chunk ``(CHUNK, k) @ (k, n)``."""
     s = model.spec
     d, dh, H, kv = model.d_model, s.d_head, s.n_heads, s.n_kv_heads
     mlp = model.mlp(0).mlp
     d_mlp = mlp.W_in.shape[1]
     up = d_mlp * (2 if mlp.W_gate is not None else 1)
-    per = 2 * d * (H + 2 * kv) * dh + 2 * H * dh * d + 2 * d * up + 2 * d_mlp * d
-    return float(per), float(per) * model.vocab_size * (model.n_layers - 1)
+    return {"query/key/value": (d, (H + 2 * kv) * dh), "output": (H * dh, d),
+            "MLP up": (d, up), "MLP down": (d_mlp, d)}
+
+
+def stream_flops(model) -> tuple[float, float]:
+    """FLOPs of one token through one block of the stream, and of the whole-vocabulary pass."""
+    per = sum(2.0 * k * n for k, n in stream_products(model).values())
+    return per, per * model.vocab_size * (model.n_layers - 1)
+
+
+def measure_rates(products: dict[str, tuple[int, int]], device: str
+                  ) -> dict[str, dict[str, float]]:
+    """FLOP/s per product and dtype, ``{product: {dtype: rate}}``."""
+    return {name: {dn: gemm_rate(CHUNK, k, n, dt, device) for dn, dt in DTYPES.items()}
+            for name, (k, n) in products.items()}
+
+
+def floor_seconds(products: dict[str, tuple[int, int]], rates: dict[str, dict[str, float]],
+                  tokens: float, dtype: str | None) -> float:
+    """Seconds of ``tokens`` token-blocks at ``dtype``'s rate per product (None: each best)."""
+    return sum(2.0 * k * n * tokens / (rates[name][dtype] if dtype else max(rates[name].values()))
+               for name, (k, n) in products.items())
 
 
 def run(args) -> dict:
@@ -98,30 +126,34 @@ def run(args) -> dict:
         print(f"model {m.model_id}: {m.n_layers} layers, vocabulary {m.vocab_size}; stream "
               f"{P.precision.describe(opts.stream_dtype, opts.stream_reason)}\n")
 
-        s = m.spec
-        width = (s.n_heads + 2 * s.n_kv_heads) * s.d_head
-        rates = {name: gemm_rate(CHUNK, m.d_model, width, dt, args.device)
-                 for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16),
-                                  ("float16", torch.float16))}
-        int8 = gemm_rate(CHUNK, m.d_model, width, torch.int8, args.device)
-        print(f"| dtype | GEMM GFLOP/s ({CHUNK}x{m.d_model} by {m.d_model}x{width}) |")
-        print("| --- | ---: |")
-        for name, r in rates.items():
-            print(f"| {name} | {r / 1e9:.1f} |")
-        print(f"| int8 (torch._int_mm; no stream runs in it) | {int8 / 1e9:.1f} |")
+        products = stream_products(m)
+        before = measure_rates(products, args.device)
+        k0, n0 = products["query/key/value"]
+        int8 = gemm_rate(CHUNK, k0, n0, torch.int8, args.device)
         per, total = stream_flops(m)
-        chosen = rates[opts.stream_dtype]
-        best = max(rates.values())
-        print(f"\nstream FLOPs: {per / 1e6:.2f} MFLOP per token and block, "
-              f"{total / 1e12:.2f} TFLOP for the whole vocabulary; floor at the chosen "
-              f"dtype's rate {total / chosen:.1f} s, at the best rate {total / best:.1f} s\n")
-
+        tokens = total / per
         t = time.perf_counter()
         src = vocabulary_sources(m, opts)
         for layer in range(m.n_layers):
             src.at(layer)
         t_stream = time.perf_counter() - t
         del src
+        after = measure_rates(products, args.device)
+        rates = {p: {dn: max(before[p][dn], after[p][dn]) for dn in DTYPES} for p in products}
+        print("| product (k x n, rows " + str(CHUNK) + ") | " + " | ".join(
+            f"{dn} GFLOP/s (before / after the stream)" for dn in DTYPES) + " |")
+        print("| --- |" + " ---: |" * len(DTYPES))
+        for p, (k, n) in products.items():
+            print(f"| {p} ({k} x {n}) | " + " | ".join(
+                f"{before[p][dn] / 1e9:.1f} / {after[p][dn] / 1e9:.1f}" for dn in DTYPES) + " |")
+        print(f"| int8 on the query/key/value shape (torch._int_mm; no stream runs in it) | "
+              f"{int8 / 1e9:.1f} | | |")
+        floor_chosen = floor_seconds(products, rates, tokens, opts.stream_dtype)
+        floor_best = floor_seconds(products, rates, tokens, None)
+        print(f"\nstream FLOPs: {per / 1e6:.2f} MFLOP per token and block, "
+              f"{total / 1e12:.2f} TFLOP for the whole vocabulary; floor (each product at "
+              f"the best rate of its shape, before or after) at the chosen dtype "
+              f"{floor_chosen:.1f} s, at each product's best dtype {floor_best:.1f} s\n")
 
         secs, parts = {}, {}
         for name, preset in (("default", None), ("norms", "norms")):
@@ -133,10 +165,10 @@ def run(args) -> dict:
         print("| measured | seconds | ratio |")
         print("| --- | ---: | ---: |")
         print(f"| stream alone ({opts.stream_dtype}) | {t_stream:.1f} | "
-              f"{t_stream / (total / chosen):.2f} x its dtype's floor, "
-              f"{t_stream / (total / best):.2f} x the best dtype's |")
+              f"{t_stream / floor_chosen:.2f} x its dtype's floor, "
+              f"{t_stream / floor_best:.2f} x the best dtypes' |")
         print(f"| default report | {secs['default']:.1f} | "
-              f"{secs['default'] / (total / best):.2f} x the best dtype's floor |")
+              f"{secs['default'] / floor_best:.2f} x the best dtypes' floor |")
         print(f"| norms report | {secs['norms']:.1f} | default / norms "
               f"{secs['default'] / secs['norms']:.2f} |")
         print(f"| default report, not the stream | {secs['default'] - t_stream:.1f} | "
@@ -144,8 +176,13 @@ def run(args) -> dict:
         for name, p in parts.items():
             print(f"\n{name} report parts (s): " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()))
         return {"device": args.device, "stream": opts.to_dict(),
-                "gemm_gflops": {k: round(v / 1e9, 2) for k, v in {**rates, "int8": int8}.items()},
+                "gemm_gflops": {p: {dn: round(v / 1e9, 2) for dn, v in r.items()}
+                                for p, r in rates.items()},
+                "gemm_gflops_before": {p: {dn: round(v / 1e9, 2) for dn, v in r.items()}
+                                       for p, r in before.items()},
+                "int8_gflops": round(int8 / 1e9, 2),
                 "stream_tflop": round(total / 1e12, 3),
+                "floor_seconds": {"chosen": round(floor_chosen, 2), "best": round(floor_best, 2)},
                 "seconds": {"stream": round(t_stream, 2), **{k: round(v, 2)
                                                               for k, v in secs.items()}},
                 "parts": parts, "machine": mach}
