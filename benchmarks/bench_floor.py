@@ -107,6 +107,11 @@ def floor_seconds(products: dict[str, tuple[int, int]], rates: dict[str, dict[st
                for name, (k, n) in products.items())
 
 
+def gflops(rates: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """``rates`` (FLOP/s per product and dtype) in GFLOP/s, rounded for the run header."""
+    return {p: {dn: round(v / 1e9, 2) for dn, v in r.items()} for p, r in rates.items()}
+
+
 def run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="headmaps-bench-floor-"))
     os.environ["HEADMAPS_CALIBRATIONS"] = str(tmp / "calibrations")
@@ -176,10 +181,7 @@ def run(args) -> dict:
         for name, p in parts.items():
             print(f"\n{name} report parts (s): " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()))
         return {"device": args.device, "stream": opts.to_dict(),
-                "gemm_gflops": {p: {dn: round(v / 1e9, 2) for dn, v in r.items()}
-                                for p, r in rates.items()},
-                "gemm_gflops_before": {p: {dn: round(v / 1e9, 2) for dn, v in r.items()}
-                                       for p, r in before.items()},
+                "gemm_gflops": gflops(rates), "gemm_gflops_before": gflops(before),
                 "int8_gflops": round(int8 / 1e9, 2),
                 "stream_tflop": round(total / 1e12, 3),
                 "floor_seconds": {"chosen": round(floor_chosen, 2), "best": round(floor_best, 2)},
