@@ -1,25 +1,28 @@
-"""The screened whole-vocabulary stream against the float32 stream: time and answers kept.
+"""The screened whole-vocabulary stream against the float32 stream: the report's time and answers.
 
-    PYTHONPATH=src python benchmarks/bench_screen.py --model smollm2-135m [--out FILE.md]
+    PYTHONPATH=src python benchmarks/bench_screen.py --model smollm2-135m [--repeats 2] \
+        [--out FILE.md]
 
 With the default projection (``through``), in one process (stream cache off, model loaded
-outside the timings): the salient operations and the QK half of every head, as
-``hm.analyse`` computes them (one pass over the vocabulary for both), once with a
-float32 stream (``stream_dtype="float32"``: every row exact) and once screened
+and relations scanned outside the timings): the rest of the report (:func:`headmaps.analyse`
+of the scan: salient operations, offline descriptions, the QK half, head types), once with
+a float32 stream (``stream_dtype="float32"``: every row exact) and once screened
 (``stream_dtype="bfloat16"``: the vocabulary ranked on a bfloat16 stream, candidates
 decided on float32 rows; the default where bfloat16 is native, see
-:mod:`headmaps.projection.precision`). On a CPU without native bfloat16 the screened
-run is emulated and slow. Printed: both times and their ratio, and what the screen
-changes: salient tokens, their targets and saliency; preferred keys, selective queries
-and query-key pairs of the QK half; its positional profiles (from vocabulary means).
+:mod:`headmaps.projection.precision`). ``--repeats`` rounds alternate which goes first, so
+a host whose speed drifts favours neither. On a CPU without native bfloat16 the screened
+run is emulated and slow. Printed: every run's time, the medians and their ratio, and what
+the screen changes: salient tokens, their targets and saliency; preferred keys, selective
+queries and query-key pairs of the QK half; its positional profiles (from vocabulary
+means); the head-type labels.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
-from dataclasses import replace
 
 import numpy as np
 from _report import run_with_report
@@ -36,35 +39,47 @@ def run(args) -> dict:
     os.environ["HEADMAPS_STREAM_CACHE"] = "0"
     import headmaps as hm
     from headmaps import projection as P
-    from headmaps.attention.compute import summary_steps
-    from headmaps.projection import vocabulary_sources
-    from headmaps.salient.compute import salient_steps
-    from headmaps.steps import run_steps
+    from headmaps.hardware import native_bfloat16
 
     m = hm.load(args.model)
-    opts = hm.projection_for(m, calibration=False).options
-    out, secs = {}, {}
-    for name, dtype in (("float32", "float32"), ("screened", "bfloat16")):
-        t = time.perf_counter()
-        run_opts = P.concrete(m, replace(opts, stream_dtype=dtype, stream_reason=""))
-        shared = vocabulary_sources(m, run_opts)
-        steps = {"salient": salient_steps(m, sources=shared, projection=run_opts),
-                 "attention": summary_steps(m, sources=shared, projection=run_opts)}
-        out[name] = run_steps(steps, m.n_layers, False)
-        secs[name] = time.perf_counter() - t
-    a, b = out["float32"], out["screened"]
-    sa, sb = a["salient"], b["salient"]
-    qa, qb = a["attention"], b["attention"]
+    proj = hm.projection_for(m, calibration=False)
+    t = time.perf_counter()
+    scan = hm.scan(m, "all", projection=proj)
+    scan_s = time.perf_counter() - t
+    runs: dict[str, list[float]] = {"float32": [], "screened": []}
+    out = {}
+    order = [("float32", "float32"), ("screened", "bfloat16")][::-1 if args.screened_first else 1]
     print(f"model {m.model_id}: {m.n_layers} x {m.n_heads} heads, vocabulary {m.vocab_size}; "
-          f"projection {P.label('through', opts)}; salient operations (15 tokens x 5 "
-          "targets) and the QK half of every head, one pass")
+          f"projection {P.label('through', proj.options)}; scan {scan_s:.1f} s (not timed "
+          f"below); bfloat16 here: {native_bfloat16(m.E.device)[1]}")
     print()
-    print("| stream | seconds | x float32 |")
+    print("| round | stream | report without the scan (s) | salient + QK half (s) | "
+          "head types (s) |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for r in range(args.repeats):
+        for name, dtype in (order if r % 2 == 0 else order[::-1]):
+            t = time.perf_counter()
+            rep = hm.analyse(m, scan=scan, projection=hm.projection_for(m, proj,
+                                                                        stream_dtype=dtype))
+            secs = time.perf_counter() - t
+            runs[name].append(secs)
+            out.setdefault(name, rep)
+            part = rep.seconds.get("salient", 0) + rep.seconds.get("attention", 0)
+            print(f"| {r + 1} | {name} | {secs:.1f} | {part:.1f} | "
+                  f"{rep.seconds.get('types', 0):.1f} |")
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print()
+    print("| stream | median (s) | x float32 |")
     print("| --- | ---: | ---: |")
-    print(f"| float32 | {secs['float32']:.1f} | 1.00 |")
-    print(f"| screened (bfloat16 + float32 candidates) | {secs['screened']:.1f} | "
-          f"{secs['screened'] / secs['float32']:.2f} |")
+    print(f"| float32 | {med['float32']:.1f} | 1.00 |")
+    print(f"| screened (bfloat16 + float32 candidates) | {med['screened']:.1f} | "
+          f"{med['screened'] / med['float32']:.2f} |")
     print()
+    a, b = out["float32"], out["screened"]
+    sa, sb = a.salient, b.salient
+    qa, qb = a.attention, b.attention
+    ta, tb = a.types, b.types
+    same_labels = np.mean([np.mean(ta.labels[k] == tb.labels[k]) for k in ta.labels])
     rows = [
         ("salient tokens, same set (mean / min over heads)", *overlap(sa.token_ids, sb.token_ids)),
         ("salient tokens, same order", float(np.mean(np.all(sa.token_ids == sb.token_ids, -1))),
@@ -85,13 +100,20 @@ def run(args) -> dict:
     prof = np.abs(qa.profile - qb.profile)[fin].max() / np.abs(qa.profile[fin]).max()
     print(f"| saliency of the same tokens, largest relative difference | {rel.max():.2e} | |")
     print(f"| positional profiles, largest difference / largest value | {prof:.2e} | |")
-    return {"projection": P.label("through", opts), "n_tokens": 15, "n_mappings": 5,
-            "qk": "attention_summary defaults"}
+    print(f"| head-type labels, identical | {same_labels:.4f} | |")
+    return {"projection": P.label("through", proj.options), "repeats": args.repeats,
+            "screened_first": args.screened_first,
+            "seconds": runs, "median_ratio": round(med["screened"] / med["float32"], 3),
+            "scan_seconds": round(scan_s, 1), "bfloat16": native_bfloat16(m.E.device)[1]}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="rounds of the two runs, each round in the other order (default 2)")
+    ap.add_argument("--screened-first", action="store_true",
+                    help="start the first round with the screened run (default: float32)")
     run_with_report(ap, argv, __file__, run, seeded=False)
 
 
