@@ -49,9 +49,10 @@ def run(args) -> dict:
     runs: dict[str, list[float]] = {"float32": [], "screened": []}
     out = {}
     order = [("float32", "float32"), ("screened", "bfloat16")][::-1 if args.screened_first else 1]
+    label, bfloat16_here = P.label("through", proj.options), native_bfloat16(m.E.device)[1]
     print(f"model {m.model_id}: {m.n_layers} x {m.n_heads} heads, vocabulary {m.vocab_size}; "
-          f"projection {P.label('through', proj.options)}; scan {scan_s:.1f} s (not timed "
-          f"below); bfloat16 here: {native_bfloat16(m.E.device)[1]}")
+          f"projection {label}; scan {scan_s:.1f} s (not timed below); bfloat16 here: "
+          f"{bfloat16_here}")
     print()
     print("| round | stream | report without the scan (s) | salient + QK half (s) | "
           "head types (s) |")
@@ -101,10 +102,10 @@ def run(args) -> dict:
     print(f"| saliency of the same tokens, largest relative difference | {rel.max():.2e} | |")
     print(f"| positional profiles, largest difference / largest value | {prof:.2e} | |")
     print(f"| head-type labels, identical | {same_labels:.4f} | |")
-    return {"projection": P.label("through", proj.options), "repeats": args.repeats,
+    return {"projection": label, "repeats": args.repeats,
             "screened_first": args.screened_first,
             "seconds": runs, "median_ratio": round(med["screened"] / med["float32"], 3),
-            "scan_seconds": round(scan_s, 1), "bfloat16": native_bfloat16(m.E.device)[1]}
+            "scan_seconds": round(scan_s, 1), "bfloat16": bfloat16_here}
 
 
 def main(argv=None) -> None:
