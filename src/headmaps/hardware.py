@@ -7,7 +7,10 @@ every benchmark's run header (:func:`machine`), so each measured number says whi
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,7 +89,6 @@ def native_bfloat16(device: torch.device | str = "cpu") -> tuple[bool, str]:
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says)."""
     import platform
-    from pathlib import Path
 
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -97,6 +99,69 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size_bytes(text: str) -> int | None:
+    """``"32768K"`` (a sysfs cache size) in bytes, or None where it is not a size."""
+    text = text.strip().upper().removesuffix("B")
+    unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
+    number = text[:len(text) - len(unit)]
+    return int(number) * _SIZE_UNITS[unit] if number.isdigit() and int(number) > 0 else None
+
+
+def _sysfs_cache(root: Path) -> tuple[int, int] | None:
+    """``(level, bytes)`` of CPU 0's highest-level data or unified cache under ``root``."""
+    best: tuple[int, int] | None = None
+    for index in sorted(root.glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text())
+            size = _size_bytes((index / "size").read_text())
+        except (OSError, ValueError):
+            continue  # an entry this kernel does not fill in: the others still say
+        if kind in ("Data", "Unified") and size and (best is None or level > best[0]):
+            best = (level, size)
+    return best
+
+
+def _sysctl_cache() -> tuple[int, int] | None:
+    """``(level, bytes)`` of the last-level cache as macOS's ``sysctl`` reports it."""
+    import subprocess
+
+    for level, name in ((3, "hw.l3cachesize"), (2, "hw.perflevel0.l2cachesize"),
+                        (2, "hw.l2cachesize")):
+        try:
+            out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True,
+                                 timeout=5, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        size = _size_bytes(out)
+        if size:
+            return level, size
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def last_level_cache() -> tuple[int | None, str]:
+    """The CPU's last-level cache as one core reaches it: ``(bytes or None, in words)``.
+
+    Read from sysfs on Linux (CPU 0's highest-level data or unified cache), from
+    ``sysctl`` on macOS; None elsewhere or where neither says. On a many-core CPU this is
+    the cache shared by one core's cluster (one L3 of an AMD CCD), not the socket's sum.
+
+    Returns:
+        ``(bytes, "L3 32 MiB")``, or ``(None, "cache size unknown")``.
+    """
+    found = _sysfs_cache(Path("/sys/devices/system/cpu/cpu0/cache"))
+    if found is None and sys.platform == "darwin":
+        found = _sysctl_cache()
+    if found is None:
+        return None, "cache size unknown"
+    level, size = found
+    return size, f"L{level} {size / (1 << 20):g} MiB"
+
+
 def machine() -> dict[str, Any]:
     """The hardware a measurement ran on, as every recorded number must say.
 
@@ -104,8 +169,9 @@ def machine() -> dict[str, Any]:
         ``cpu`` (model name), ``cpu_flags`` (the capability flags the precision rule
         reads, and AVX2/AVX-512), ``kernels`` (the level torch's CPU kernels run at, and
         the oneDNN cap where one is set: a machine run as an older one says so),
-        ``threads`` (torch's), ``cpu_bfloat16`` (whether the CPU computes bfloat16
-        natively, in words) and ``gpu`` (the CUDA card, or None).
+        ``threads`` (torch's), ``cache`` (the last-level cache, which sets the stream's
+        chunk: :mod:`headmaps.projection.chunking`), ``cpu_bfloat16`` (whether the CPU
+        computes bfloat16 natively, in words) and ``gpu`` (the CUDA card, or None).
     """
     caps = cpu_capabilities()
     flags = {f: bool(caps.get(f)) for f in ("avx2", "avx512_f", *CPU_BF16_FLAGS) if f in caps}
@@ -115,4 +181,5 @@ def machine() -> dict[str, Any]:
     if cap is not None:
         kernels += f", oneDNN capped at {cap}"
     return {"cpu": cpu_model(), "cpu_flags": flags, "kernels": kernels,
-            "threads": torch.get_num_threads(), "cpu_bfloat16": why, "gpu": gpu}
+            "threads": torch.get_num_threads(), "cache": last_level_cache()[1],
+            "cpu_bfloat16": why, "gpu": gpu}

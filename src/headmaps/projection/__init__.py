@@ -50,7 +50,8 @@ biases) are bundled as :class:`ProjectionOptions`; named presets fix them:
 
 Modules, from the bottom: :mod:`.options` (options and presets), :mod:`.prefix` (the
 prefix rule), :mod:`.stream` (the ``token_alone`` stream, pure tensor functions),
-:mod:`.precision` (the stream's dtype, chosen from the hardware),
+:mod:`.precision` (the stream's dtype, chosen from the hardware), :mod:`.chunking` (how
+many rows it advances at a time, chosen from the CPU's cache),
 :mod:`.streamcache` (its on-disk cache), :mod:`.sources` (:class:`Sources`, the only way
 a consumer gets source rows), :mod:`.vocabulary` (the whole-vocabulary stream that the
 parts of an analysis share, :class:`Vocabulary` over it and the bfloat16 :func:`screen`),
@@ -84,10 +85,10 @@ from .options import (
 from .precision import STREAM_DTYPE_CHOICES, STREAM_DTYPES
 from .prefix import concrete, document_prefix, prefix_id
 from .readout import layer_biases, layer_sources, output_basis
+from .chunking import MIN_STREAM_CHUNK_ROWS, STREAM_CHUNK_ROWS, stream_chunk_rows
 from .sources import (
     CACHE_MIN_ROWS,
     KEEP_BYTES,
-    STREAM_CHUNK_ROWS,
     ExactRows,
     Sources,
     SourcesView,
@@ -115,14 +116,14 @@ from .vocabulary import (
 __all__ = [
     "AUTO_PREFIX", "CACHE_MIN_ROWS", "DEFAULT_CHUNK_ROWS", "DEFAULT_PRESET", "KEEP_BYTES",
     "SCREEN_FACTOR", "SCREEN_MIN", "Vocabulary", "screen", "vocabulary_sources",
-    "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
+    "MIN_STREAM_CHUNK_ROWS", "PRESETS", "PROGRESS_ROWS", "ExactRows", "SOURCE_KINDS",
     "STREAM_CHUNK_ROWS", "STREAM_DTYPES", "STREAM_DTYPE_CHOICES",
     "Calibration", "Projection", "ProjectionLike", "ProjectionOptions", "RECORD_KEYS",
     "SourceKind", "Sources",
     "SourcesView", "advance", "after_prefix_weights", "base_sources", "carried_position",
     "concrete",
     "document_prefix", "embed", "label", "layer_biases",
-    "layer_sources", "load_calibration", "output_basis", "prefix_id",
+    "layer_sources", "load_calibration", "output_basis", "prefix_id", "stream_chunk_rows",
     "projection_for", "record", "record_of",
     "stream_dtype", "token_alone", "token_alone_reference",
 ]

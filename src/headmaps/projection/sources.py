@@ -7,6 +7,7 @@ import torch
 from ..errors import HeadmapsError
 from ..models import HeadModel
 from . import streamcache
+from .chunking import STREAM_CHUNK_ROWS
 from .options import STREAM_FIELDS, ProjectionOptions
 from .prefix import concrete
 from .stream import _advance, _alone_start, embed, stream_dtype, token_alone
@@ -46,8 +47,6 @@ def base_sources(model: HeadModel, token_ids: torch.Tensor, opts: ProjectionOpti
 #: ``token_alone`` shows a progress bar over blocks from this many rows on (a whole
 #: vocabulary costs minutes on a CPU: one block's arithmetic per token and block).
 CACHE_MIN_ROWS = 16384
-#: Rows the stream advances at a time (bounds its ``(rows, d_mlp)`` hidden layer).
-STREAM_CHUNK_ROWS = 4096
 #: :meth:`Sources.queries_keys` keeps a layer's queries (``n_heads d_head`` floats per
 #: token) only while they take at most this many of the stream's own row buffers
 #: (``d_model`` floats per token each; the stream holds two while it advances), so the
@@ -320,7 +319,8 @@ class ExactRows:
     increasing order (an earlier layer restarts from the embeddings).
     """
 
-    def __init__(self, model: HeadModel, opts: ProjectionOptions, chunk_rows: int = 4096):
+    def __init__(self, model: HeadModel, opts: ProjectionOptions,
+                 chunk_rows: int = STREAM_CHUNK_ROWS):
         self.model, self.opts = model, concrete(model, opts)
         self.chunk_rows = max(1, min(int(chunk_rows), STREAM_CHUNK_ROWS))
         self.layer = 0

@@ -11,6 +11,7 @@ from ..errors import HeadmapsError
 from ..models import AttentionWeights, HeadModel
 from ..models import qk as Q
 from ..models.weights import MLPBlock, Norm, QKWeights, activation
+from .chunking import STREAM_CHUNK_ROWS, stream_chunk_rows
 from .options import ProjectionOptions
 from .precision import STREAM_DTYPES
 from .prefix import concrete, prefix_id
@@ -393,7 +394,7 @@ def _advance(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int,
     if tap is not None and (len(blocks) != 1 or first is None):
         raise ValueError("a tap reads the queries of one block after a prefix")
     x = x.float()
-    step = max(1, int(chunk_rows))
+    most = max(1, int(chunk_rows))
     with torch.no_grad():
         bar = tqdm(blocks, desc="token_alone sources", unit="block", leave=False,
                    disable=x.shape[0] < PROGRESS_ROWS or len(blocks) < 2)
@@ -403,6 +404,7 @@ def _advance(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int,
                 b = _Block(model, layer, dtype, first is not None)
                 if kept is not None:
                     kept[layer] = b
+            step = min(most, stream_chunk_rows(b.d_mlp, b.gated, dtype, x.device))
             out = torch.empty_like(x)
             if first is None:
                 for c in range(0, x.shape[0], step):
@@ -417,7 +419,8 @@ def _advance(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int,
     return first, x
 
 
-def token_alone(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: int = 4096,
+def token_alone(model: HeadModel, x: torch.Tensor, blocks: range,
+                chunk_rows: int = STREAM_CHUNK_ROWS,
                 first: torch.Tensor | None = None,
                 dtype: str | torch.dtype | None = None) -> torch.Tensor:
     """Advance residual streams ``x`` ``(n, d_model)`` through ``blocks`` of a lone token.
@@ -443,8 +446,10 @@ def token_alone(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: in
         model: the model (each block's weights are read once).
         x: ``(n, d_model)`` residual streams entering block ``blocks.start``.
         blocks: the blocks to pass, in order.
-        chunk_rows: rows computed at a time (bounds the MLP's ``(rows, d_mlp)`` hidden
-            layer when ``x`` is the whole vocabulary).
+        chunk_rows: the most rows computed at a time (bounds the MLP's ``(rows, d_mlp)``
+            hidden layer when ``x`` is the whole vocabulary); each block takes fewer
+            where its hidden layer would not fit the CPU's cache
+            (:func:`~headmaps.projection.chunking.stream_chunk_rows`).
         first: the prefix's residual entering ``blocks.start``, or None.
         dtype: compute dtype of the products (see :func:`stream_dtype`).
 
@@ -456,7 +461,7 @@ def token_alone(model: HeadModel, x: torch.Tensor, blocks: range, chunk_rows: in
 
 
 def advance(model: HeadModel, x: torch.Tensor, blocks: range,
-            first: torch.Tensor | None = None, *, chunk_rows: int = 4096,
+            first: torch.Tensor | None = None, *, chunk_rows: int = STREAM_CHUNK_ROWS,
             dtype: str | torch.dtype | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
     """:func:`token_alone` with a fixed return type: ``(prefix residual or None, rows)``."""
     return _advance(model, x, blocks, chunk_rows, first, stream_dtype(dtype))

@@ -1,0 +1,77 @@
+"""How many rows the whole-vocabulary stream advances at a time, from the machine's cache.
+
+Each chunk of rows goes through a block as a few matrix products (see
+:class:`headmaps.projection.stream._Block`). The biggest thing a chunk writes and reads back
+is the MLP's hidden layer: the up product's ``(rows, d_mlp)`` output (``(rows, 2 d_mlp)``
+for a gated MLP, whose activation adds a third ``(rows, d_mlp)`` tensor), which an
+elementwise pass and then the down product read again. Where those tensors fit in the
+CPU's last-level cache, both read them from the cache; where they do not, the pass runs at
+the speed of main memory. Rows below a few hundred cost the other way: each chunk reads
+the block's weights again for few rows, and the products get narrow.
+
+So the rule, on a CPU: the largest power of two of rows whose hidden layer fits in the
+last-level cache one core reaches (:func:`headmaps.hardware.last_level_cache`), between
+:data:`MIN_STREAM_CHUNK_ROWS` and :data:`STREAM_CHUNK_ROWS`; where the cache size is
+unknown, or on a GPU (whose products want many rows and whose memory holds them), the
+largest. A chunk size changes only the grouping of rows, never a row's arithmetic order
+inside a product's row, but products of different shapes may take different kernels, so
+rows of two chunk sizes agree to float32 rounding, not bitwise.
+
+Measured in ``benchmarks/bench_chunk.py`` (docs/results/report-floor.md, "Seventh round").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..hardware import last_level_cache
+
+#: The most rows the stream advances at a time: its chunk on a GPU or where the CPU's cache
+#: size is unknown (the memory of a chunk's hidden layer grows with it).
+STREAM_CHUNK_ROWS = 4096
+#: The fewest rows a CPU chunk takes, whatever its cache: below a few hundred rows each
+#: chunk rereads the block's weights (megabytes) for little work.
+MIN_STREAM_CHUNK_ROWS = 512
+
+
+def hidden_bytes_per_row(d_mlp: int, gated: bool, dtype: torch.dtype) -> int:
+    """Bytes of a chunk's MLP hidden layer per row: the tensors alive at once, each ``d_mlp`` wide.
+
+    A gated MLP holds its up product (``2 d_mlp``: up and gate side by side) and the
+    activation of the gate (``d_mlp``, multiplied into in place); a plain one its up
+    product and the activation's output. They are in the stream's dtype.
+    """
+    live = 3 if gated else 2
+    return live * d_mlp * torch.empty(0, dtype=dtype).element_size()
+
+
+def chunk_rows_for(row_bytes: int, cache_bytes: int | None) -> int:
+    """The largest power of two of rows whose ``row_bytes`` each fit in ``cache_bytes``.
+
+    Clamped to ``[MIN_STREAM_CHUNK_ROWS, STREAM_CHUNK_ROWS]``; :data:`STREAM_CHUNK_ROWS`
+    where the cache is unknown (None).
+    """
+    if cache_bytes is None:
+        return STREAM_CHUNK_ROWS
+    fit = max(1, cache_bytes // max(1, row_bytes))
+    rows = 1 << (fit.bit_length() - 1)
+    return max(MIN_STREAM_CHUNK_ROWS, min(STREAM_CHUNK_ROWS, rows))
+
+
+def stream_chunk_rows(d_mlp: int, gated: bool, dtype: torch.dtype,
+                      device: torch.device | str = "cpu") -> int:
+    """Rows a block of the stream advances at a time on ``device`` (see the module docstring).
+
+    Args:
+        d_mlp: the block's MLP width.
+        gated: whether its MLP is gated (``act(x W_gate) * (x W_in)``).
+        dtype: the stream's compute dtype (its hidden layer's).
+        device: where the stream runs.
+
+    Returns:
+        A power of two in ``[MIN_STREAM_CHUNK_ROWS, STREAM_CHUNK_ROWS]`` on a CPU;
+        :data:`STREAM_CHUNK_ROWS` elsewhere.
+    """
+    if torch.device(device).type != "cpu":
+        return STREAM_CHUNK_ROWS
+    return chunk_rows_for(hidden_bytes_per_row(d_mlp, gated, dtype), last_level_cache()[0])

@@ -1,0 +1,119 @@
+"""The stream's chunk rule, every branch forced by patching the cache size it reads.
+
+The rule must hold on any machine, so no test depends on the cache of the CPU running it:
+each patches :func:`headmaps.projection.chunking.last_level_cache`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import headmaps as hm
+from headmaps import projection as P
+from headmaps.projection import chunking
+from headmaps.projection import stream as St
+from tiny import tiny_model
+
+MiB = 1 << 20
+#: Rows of one token from products of different shapes agree to float32 rounding: a
+#: product of depth k (<= 128 here) accumulates at most k * 2^-24 relative error per block
+#: (8e-6), 3 blocks and their norms add and rescale it; 1e-4 of the largest entry bounds it
+#: with room (the same bound as tests/test_screen.py).
+ROW_RTOL = 1e-4
+
+
+@pytest.mark.parametrize("d_mlp, gated, dtype, want", [
+    (1536, True, torch.float32, 3 * 1536 * 4),
+    (1536, True, torch.bfloat16, 3 * 1536 * 2),
+    (3072, False, torch.float32, 2 * 3072 * 4),
+])
+def test_hidden_bytes_count_the_tensors_alive_at_once(d_mlp, gated, dtype, want):
+    assert chunking.hidden_bytes_per_row(d_mlp, gated, dtype) == want
+
+
+@pytest.mark.parametrize("cache, want", [
+    (32 * MiB, 1024),  # SmolLM2's float32 hidden layer (18 KiB per row) in a 32 MiB L3
+    (64 * MiB, 2048),
+    (1024 * MiB, chunking.STREAM_CHUNK_ROWS),  # never past the most
+    (1 * MiB, chunking.MIN_STREAM_CHUNK_ROWS),  # never under the fewest
+    (None, chunking.STREAM_CHUNK_ROWS),  # unknown cache: the fixed chunk
+])
+def test_rows_are_the_largest_power_of_two_that_fits(cache, want):
+    got = chunking.chunk_rows_for(3 * 1536 * 4, cache)
+    assert got == want
+    assert got & (got - 1) == 0
+    if cache is not None and chunking.MIN_STREAM_CHUNK_ROWS < got < chunking.STREAM_CHUNK_ROWS:
+        assert got * 3 * 1536 * 4 <= cache < 2 * got * 3 * 1536 * 4
+
+
+def test_a_narrower_dtype_takes_twice_the_rows(monkeypatch):
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (32 * MiB, "L3 32 MiB"))
+    f32 = chunking.stream_chunk_rows(1536, True, torch.float32)
+    assert chunking.stream_chunk_rows(1536, True, torch.bfloat16) == 2 * f32
+
+
+def test_a_gpu_takes_the_fixed_chunk_whatever_the_cpu_cache(monkeypatch):
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (1 * MiB, "L3 1 MiB"))
+    assert chunking.stream_chunk_rows(1536, True, torch.float32, "cpu") == \
+        chunking.MIN_STREAM_CHUNK_ROWS
+    assert chunking.stream_chunk_rows(1536, True, torch.float32, torch.device("cuda")) == \
+        chunking.STREAM_CHUNK_ROWS
+
+
+@pytest.fixture(params=["alone", "after a prefix"])
+def through_rows(request):
+    """A tiny Llama and 1,300 stream rows (its vocabulary six times over), as lone tokens or
+    after a prefix (any residual row serves as the prefix's)."""
+    m = hm.load(tiny_model("llama"))
+    opts = P.concrete(m, hm.projection_for(m, calibration=False, stream_dtype="float32").options)
+    ids = torch.arange(m.vocab_size).repeat(7)[:1300]
+    first, x = St._alone_start(m, ids, opts)
+    if request.param == "after a prefix":
+        first = x[7].clone()
+    return m, first, x
+
+
+def _chunks_seen(monkeypatch, m, first, x, cache, most=P.STREAM_CHUNK_ROWS):
+    """The stream's rows after two blocks, and the rows of each chunk the blocks were given."""
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (cache, "patched"))
+    seen: list[int] = []
+    name = "alone" if first is None else "after"
+    step = getattr(St._Block, name)
+
+    def spy(self, rows, *args):
+        seen.append(rows.shape[0])
+        return step(self, rows, *args)
+
+    monkeypatch.setattr(St._Block, name, spy)
+    out = St._advance(m, x, range(0, 2), most, first, torch.float32)[1]
+    return out, seen
+
+
+def test_the_stream_advances_in_the_rules_chunks(monkeypatch, through_rows):
+    m, first, x = through_rows
+    small, seen = _chunks_seen(monkeypatch, m, first, x, cache=1024)
+    assert seen == [512, 512, 276] * 2  # the fewest rows: a 1 KiB cache fits none
+    whole, seen = _chunks_seen(monkeypatch, m, first, x, cache=None)
+    assert seen == [1300] * 2  # unknown cache: up to 4,096 rows, here all of them
+    capped, seen = _chunks_seen(monkeypatch, m, first, x, cache=None, most=300)
+    assert seen == ([300] * 4 + [100]) * 2  # a caller's bound still holds
+    scale = whole.abs().max()
+    assert (small - whole).abs().max() <= ROW_RTOL * scale
+    assert (capped - whole).abs().max() <= ROW_RTOL * scale
+
+
+def test_a_vocabulary_stream_uses_the_rule(monkeypatch):
+    m = hm.load(tiny_model("llama"))
+    asked: list[tuple] = []
+    rule = chunking.stream_chunk_rows
+
+    def spy(*args):
+        asked.append(args)
+        return rule(*args)
+
+    monkeypatch.setattr(St, "stream_chunk_rows", spy)
+    opts = hm.projection_for(m, calibration=False, stream_dtype="float32").options
+    P.vocabulary_sources(m, opts).at(2)
+    mlp = m.mlp(0).mlp
+    assert asked and asked[0][:3] == (mlp.W_in.shape[1], mlp.W_gate is not None, torch.float32)
