@@ -74,6 +74,7 @@ from .calibration import (
     record,
     record_of,
 )
+from .chunking import MIN_STREAM_CHUNK_ROWS, STREAM_CHUNK_ROWS, stream_chunk_rows
 from .options import (
     AUTO_PREFIX,
     DEFAULT_PRESET,
@@ -85,7 +86,6 @@ from .options import (
 from .precision import STREAM_DTYPE_CHOICES, STREAM_DTYPES
 from .prefix import concrete, document_prefix, prefix_id
 from .readout import layer_biases, layer_sources, output_basis
-from .chunking import MIN_STREAM_CHUNK_ROWS, STREAM_CHUNK_ROWS, stream_chunk_rows
 from .sources import (
     CACHE_MIN_ROWS,
     KEEP_BYTES,
