@@ -61,6 +61,12 @@ def test_a_gpu_takes_the_fixed_chunk_whatever_the_cpu_cache(monkeypatch):
         chunking.STREAM_CHUNK_ROWS
 
 
+def test_the_chunk_is_said_with_what_decided_it(monkeypatch):
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (32 * MiB, "L3 32 MiB"))
+    assert chunking.describe(1536, True, torch.float32) == "1024 rows (L3 32 MiB)"
+    assert chunking.describe(1536, True, torch.float32, "cuda") == "4096 rows (cuda)"
+
+
 @pytest.fixture(params=["alone", "after a prefix"])
 def through_rows(request):
     """A tiny Llama and 1,300 stream rows (its vocabulary six times over), as lone tokens or

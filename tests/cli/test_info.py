@@ -19,3 +19,17 @@ def test_info_says_what_the_default_stream_runs_in_here(model_dir, cpu, capsys):
     assert cli.main(["info", model_dir]) == 0
     assert "bfloat16 screen, float32 decisions (auto: native bfloat16 on this CPU (amx_bf16))" \
         in capsys.readouterr().out
+
+
+def test_info_says_how_many_rows_the_stream_advances_at_a_time(model_dir, cpu, capsys,
+                                                               monkeypatch):
+    from headmaps.projection import chunking
+
+    cpu(AVX2)  # float32 here
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (1 << 20, "L3 1 MiB"))
+    assert cli.main(["info", model_dir]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stream_chunk")]
+    assert line and line[0].split()[1:] == ["512", "rows", "(L3", "1", "MiB)"]
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (None, "cache size unknown"))
+    assert cli.main(["info", model_dir]) == 0
+    assert "4096 rows (cache size unknown)" in capsys.readouterr().out

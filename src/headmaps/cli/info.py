@@ -18,12 +18,17 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the model summary."""
-    from ..projection.precision import choose, describe
+    from ..projection import chunking
+    from ..projection.precision import STREAM_DTYPES, choose, describe
 
     m = load_model(args)
     info = m.info()
     # what the default stream runs in here (a property of this machine, not of the model)
-    info["stream_dtype"] = describe(*choose("auto", m.E.device))
+    dtype, reason = choose("auto", m.E.device)
+    info["stream_dtype"] = describe(dtype, reason)
+    mlp = m.mlp(0).mlp
+    info["stream_chunk"] = chunking.describe(mlp.W_in.shape[1], mlp.W_gate is not None,
+                                             STREAM_DTYPES[dtype], m.E.device)
     width = max(map(len, info))
     for key, value in info.items():
         if key == "load_seconds":
