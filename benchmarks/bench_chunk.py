@@ -39,8 +39,7 @@ def run(args) -> dict:
     opts = P.concrete(m, hm.projection_for(m, calibration=False,
                                            stream_dtype=args.dtype).options)
     dtype = P.STREAM_DTYPES[opts.stream_dtype]
-    mlp = m.mlp(0).mlp
-    d_mlp, gated = mlp.W_in.shape[1], mlp.W_gate is not None
+    d_mlp, gated = chunking.mlp_shape(m)
     row_bytes = chunking.hidden_bytes_per_row(d_mlp, gated, dtype)
     cache, cache_words = last_level_cache()
     caches = {"this machine's cache": cache}

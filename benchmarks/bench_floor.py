@@ -95,21 +95,22 @@ def stream_flops(model) -> tuple[float, float]:
     return per, per * model.vocab_size * (model.n_layers - 1)
 
 
-def chunk_rows(model, dtype: torch.dtype, device: str) -> list[int]:
-    """Rows per product measured: :data:`CHUNK` and the stream's own chunk in ``dtype``
-    (:func:`headmaps.projection.chunking.stream_chunk_rows`, from the CPU's cache)."""
-    from headmaps.projection.chunking import stream_chunk_rows
+def chunk_rows(model, device: str) -> dict[str, list[int]]:
+    """Rows per product measured, per dtype name: :data:`CHUNK` and the stream's own chunk
+    in that dtype (:func:`headmaps.projection.chunking.stream_chunk_rows`, from the CPU's
+    cache)."""
+    from headmaps.projection.chunking import mlp_shape, stream_chunk_rows
 
-    mlp = model.mlp(0).mlp
-    own = stream_chunk_rows(mlp.W_in.shape[1], mlp.W_gate is not None, dtype, device)
-    return sorted({CHUNK, own})
+    shape = mlp_shape(model)
+    return {dn: sorted({CHUNK, stream_chunk_rows(*shape, dt, device)})
+            for dn, dt in DTYPES.items()}
 
 
-def measure_rates(model, products: dict[str, tuple[int, int]], device: str
-                  ) -> dict[str, dict[str, float]]:
-    """FLOP/s per product and dtype, ``{product: {dtype: rate}}``: the best over the rows
-    of :func:`chunk_rows` (the floor takes the best rate the machine shows)."""
-    return {name: {dn: max(gemm_rate(r, k, n, dt, device) for r in chunk_rows(model, dt, device))
+def measure_rates(rows: dict[str, list[int]], products: dict[str, tuple[int, int]],
+                  device: str) -> dict[str, dict[str, float]]:
+    """FLOP/s per product and dtype, ``{product: {dtype: rate}}``: the best over the
+    dtype's ``rows`` (:func:`chunk_rows`; the floor takes the best rate the machine shows)."""
+    return {name: {dn: max(gemm_rate(r, k, n, dt, device) for r in rows[dn])
                    for dn, dt in DTYPES.items()}
             for name, (k, n) in products.items()}
 
@@ -146,7 +147,8 @@ def run(args) -> dict:
               f"{P.precision.describe(opts.stream_dtype, opts.stream_reason)}\n")
 
         products = stream_products(m)
-        before = measure_rates(m, products, args.device)
+        rows = chunk_rows(m, args.device)
+        before = measure_rates(rows, products, args.device)
         k0, n0 = products["query/key/value"]
         int8 = gemm_rate(CHUNK, k0, n0, torch.int8, args.device)
         per, total = stream_flops(m)
@@ -157,10 +159,10 @@ def run(args) -> dict:
             src.at(layer)
         t_stream = time.perf_counter() - t
         del src
-        after = measure_rates(m, products, args.device)
+        after = measure_rates(rows, products, args.device)
         rates = {p: {dn: max(before[p][dn], after[p][dn]) for dn in DTYPES} for p in products}
-        rows = sorted({r for dt in DTYPES.values() for r in chunk_rows(m, dt, args.device)})
-        print("| product (k x n, best of rows " + ", ".join(map(str, rows)) + ") | " + " | ".join(
+        every = sorted({r for rs in rows.values() for r in rs})
+        print("| product (k x n, best of rows " + ", ".join(map(str, every)) + ") | " + " | ".join(
             f"{dn} GFLOP/s (before / after the stream)" for dn in DTYPES) + " |")
         print("| --- |" + " ---: |" * len(DTYPES))
         for p, (k, n) in products.items():

@@ -123,3 +123,11 @@ def test_a_vocabulary_stream_uses_the_rule(monkeypatch):
     P.vocabulary_sources(m, opts).at(2)
     mlp = m.mlp(0).mlp
     assert asked and asked[0][:3] == (mlp.W_in.shape[1], mlp.W_gate is not None, torch.float32)
+
+
+@pytest.mark.parametrize("arch, gated", [("llama", True), ("gpt2", False)])
+def test_the_mlp_shape_is_the_first_blocks(arch, gated):
+    m = hm.load(tiny_model(arch))
+    d_mlp, got = chunking.mlp_shape(m)
+    assert got is gated
+    assert d_mlp == St._Block(m, 0, torch.float32, False).d_mlp

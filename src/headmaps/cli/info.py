@@ -26,9 +26,8 @@ def run(args: argparse.Namespace) -> int:
     # what the default stream runs in here (a property of this machine, not of the model)
     dtype, reason = choose("auto", m.E.device)
     info["stream_dtype"] = describe(dtype, reason)
-    mlp = m.mlp(0).mlp
-    info["stream_chunk"] = chunking.describe(mlp.W_in.shape[1], mlp.W_gate is not None,
-                                             STREAM_DTYPES[dtype], m.E.device)
+    info["stream_chunk"] = chunking.describe(*chunking.mlp_shape(m), STREAM_DTYPES[dtype],
+                                             m.E.device)
     width = max(map(len, info))
     for key, value in info.items():
         if key == "load_seconds":

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from ..hardware import last_level_cache
+from ..models import HeadModel
 
 #: The most rows the stream advances at a time: its chunk on a GPU or where the CPU's cache
 #: size is unknown (the memory of a chunk's hidden layer grows with it).
@@ -45,7 +46,17 @@ def hidden_bytes_per_row(d_mlp: int, gated: bool, dtype: torch.dtype) -> int:
     product and the activation's output. They are in the stream's dtype.
     """
     live = 3 if gated else 2
-    return live * d_mlp * torch.empty(0, dtype=dtype).element_size()
+    return live * d_mlp * dtype.itemsize
+
+
+def mlp_shape(model: HeadModel) -> tuple[int, bool]:
+    """``(d_mlp, gated)`` of the model's first MLP, for :func:`stream_chunk_rows`.
+
+    For a caller that reports the chunk (``headmaps info``, the benchmarks); the stream
+    itself reads each block's own.
+    """
+    mlp = model.mlp(0).mlp
+    return mlp.W_in.shape[1], mlp.W_gate is not None
 
 
 def chunk_rows_for(row_bytes: int, cache_bytes: int | None) -> int:
