@@ -44,3 +44,19 @@ def test_the_machine_record_names_the_cache():
     assert (size is None) == (words == "cache size unknown")
     if size is not None:
         assert words.startswith("L") and words.endswith("MiB")
+
+
+def test_macos_reads_the_l3_or_else_the_cluster_l2(monkeypatch):
+    import subprocess
+
+    answers = {"hw.l3cachesize": "", "hw.perflevel0.l2cachesize": "16777216\n"}
+
+    def fake_run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 0, stdout=answers.get(cmd[-1], ""))
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert hardware._sysctl_cache() == (2, 16 << 20)
+    answers["hw.l3cachesize"] = "12582912"
+    assert hardware._sysctl_cache() == (3, 12 << 20)
+    answers.clear()
+    assert hardware._sysctl_cache() is None
