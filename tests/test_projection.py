@@ -211,12 +211,42 @@ def test_stream_hands_out_the_queries_and_keys_of_the_block_it_passes(arch):
     assert src.blocks_advanced == plain.blocks_advanced == m.n_layers - 1
     # where the stream does not compute them, nothing is handed out and nothing advances
     assert src.queries_keys(m.n_layers - 1) is None  # the last block is never passed
-    screened = P.Sources(m, ids, opts, dtype="bfloat16")
-    assert screened.queries_keys(0) is None and screened.blocks_advanced == 0
     assert P.Sources(m, ids, P.PRESETS["alone"]).queries_keys(0) is None  # no prefix
     kept = P.Sources(m, ids, opts)
     kept.at(2)
     assert kept.queries_keys(1) is None and kept.blocks_advanced == 2  # layer 2 is held
+
+
+#: A screened stream's queries and keys against float32 products of its own rows: its
+#: product rounds both operands and the output to bfloat16, 2^-9 relative each, so three
+#: roundings bound the norm-wise error by 3 * 2^-9 (6e-3) where the product does not
+#: cancel; q/k norms rescale it by a bounded factor. 2^-6 (1.6e-2) leaves room for that,
+#: and float32's RTOL is 15,000x below it, so a float32 product would not be told apart
+#: by this bound alone (checked: the screen's error is above RTOL).
+SCREEN_QK_RTOL = 2.0 ** -6
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen3"])
+def test_a_screened_stream_hands_out_its_bfloat16_queries_and_keys(arch):
+    """The QK half of a screened report reads the screen's own queries and keys: the
+    products of its rows in bfloat16, within bfloat16 rounding of float32 products."""
+    from headmaps.models import qk as Q
+    from tiny_tokenizer import tiny_tokenizer
+
+    m = hm.load(tiny_model(arch), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
+    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    ids = torch.arange(3, 60)
+    src = P.Sources(m, ids, opts, dtype="bfloat16", keep_bytes=0)
+    assert src.screened
+    heads = torch.arange(m.n_heads)
+    for layer in range(m.n_layers - 1):
+        qk = m.qk(layer)
+        x = Q.layer_input(qk, src.at(layer), opts)
+        q, k = src.queries_keys(layer)
+        assert q.dtype == k.dtype == torch.float32
+        for got, want in ((q, Q.queries(qk, x, heads)), (k, Q.keys(qk, x))):
+            assert RTOL < rel_err(got, want) <= SCREEN_QK_RTOL, f"{arch}, layer {layer}"
+    assert src.blocks_advanced == m.n_layers - 1
 
 
 def test_sources_stream_dtype(tiny_llama_hm):

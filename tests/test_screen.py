@@ -80,8 +80,32 @@ def test_salient_and_qk_answers_equal_the_float32_stream(arch_model, monkeypatch
     assert same_src.mean() > 0.9
     assert_same_ranking(a.target_ids[same_src], a.scores[same_src],
                         b.target_ids[same_src], b.scores[same_src])
-    qa, qb = (hm.attention_summary(m, projection=hm.projection_for(m, "alone", stream_dtype=d),
-                                   max_distance=8)
+    assert_qk_close(m, P.PRESETS["alone"])
+
+
+def test_qk_half_reads_the_screens_own_queries_and_stays_close(monkeypatch):
+    """After a prefix the QK half takes each layer's queries and keys from the stream's
+    pass, a screen's included (its bfloat16 products): answers close to float32's."""
+    from tiny_tokenizer import tiny_tokenizer
+
+    m = hm.load(tiny_model("llama"), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
+    handed = set()
+    real = P.Sources.queries_keys
+
+    def spy(self, layer):
+        out = real(self, layer)
+        if out is not None:
+            handed.add(self.screened)
+        return out
+
+    monkeypatch.setattr(P.Sources, "queries_keys", spy)
+    assert_qk_close(m, hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3"))
+    assert handed == {True, False}  # both streams handed out their queries
+
+
+def assert_qk_close(m, opts: P.ProjectionOptions) -> None:
+    """The QK half on a float32 stream and on a screen: the same lists up to near-ties."""
+    qa, qb = (hm.attention_summary(m, projection=replace(opts, stream_dtype=d), max_distance=8)
               for d in ("float32", "bfloat16"))
     # the QK half ranks and averages the screening rows: the same tokens up to near-ties
     for key in ("key_ids", "query_ids", "pair_ids"):

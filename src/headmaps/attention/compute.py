@@ -231,7 +231,7 @@ def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[in
         for c in range(0, V, cr):
             Qc = Qh[:, c:c + cr] if Qh is not None else \
                 Q.queries(qk, Q.layer_input(qk, base[c:c + cr], opts), heads_t)  # (n_h, c, dh)
-            q_sum += torch.einsum("c,hce->he", w[c:c + cr], Qc)
+            q_sum += w[c:c + cr] @ Qc  # (a weighted sum; einsum took 6x as long here)
             sel[:, c:c + cr] = torch.linalg.vecdot(Qc @ C, Qc).clamp_min(0).sqrt() * \
                 abs(qk.scale)
         q_mean = q_sum

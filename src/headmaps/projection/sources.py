@@ -186,24 +186,26 @@ class Sources:
         vocabulary's queries (the QK half) needs no product of its own. They are what
         :func:`headmaps.models.qk.queries` (every head) and ``keys`` give for the rows of
         :meth:`at` through the layer's input norm, up to float32 rounding (one fused
-        product instead of two). The stream then stands at ``layer + 1``: read
-        :meth:`at` for ``layer`` first, if needed (reading it later restarts the stream
-        unless the rows are kept).
+        product instead of two); for a :attr:`screened` stream, up to bfloat16 rounding
+        (its product's operands and output, 2^-9 relative each): the QK half of a
+        screened report ranks on the screen's rows anyway, and its own float32 products
+        of them cost more than the screen saved on SmolLM2 (docs/results/projection.md).
+        The stream then stands at ``layer + 1``: read :meth:`at` for ``layer`` first, if
+        needed (reading it later restarts the stream unless the rows are kept).
 
         Returns:
             ``(n_heads, n, d_head)`` queries and ``(n_kv, n, d_head)`` keys, float32,
             not rotated, valid until the next call (the buffers are reused); or None,
-            with nothing advanced, where the stream does not compute them in float32: no
-            prefix, norms not folded, a screened stream, the last layer (the stream
-            never passes its block), rows of ``layer + 1`` already kept or cached, or
-            queries bigger than the stream's own two row buffers
-            (:data:`TAP_ROW_BUFFERS`).
+            with nothing advanced, where the stream does not compute them: no prefix,
+            norms not folded, the last layer (the stream never passes its block), rows of
+            ``layer + 1`` already kept or cached, or queries bigger than the stream's own
+            two row buffers (:data:`TAP_ROW_BUFFERS`).
         """
         model, opts = self.model, self.opts
         s = model.spec
         n, d = len(self.ids), model.d_model
         if (opts.source != "token_alone" or not opts.prefix or not opts.fold_norms
-                or self.screened or layer >= model.n_layers - 1 or layer + 1 in self._kept
+                or layer >= model.n_layers - 1 or layer + 1 in self._kept
                 or s.n_heads * s.d_head > TAP_ROW_BUFFERS * d):
             return None
         if self._cache_key is not None and streamcache.has(self._cache_key, layer + 1):
