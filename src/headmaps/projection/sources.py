@@ -189,7 +189,7 @@ class Sources:
         product instead of two); for a :attr:`screened` stream, up to bfloat16 rounding
         (its product's operands and output, 2^-9 relative each): the QK half of a
         screened report ranks on the screen's rows anyway, and its own float32 products
-        of them cost more than the screen saved on SmolLM2 (docs/results/projection.md).
+        of them cost 7-13 % of the report (docs/results/report-floor.md, eighth round).
         The stream then stands at ``layer + 1``: read :meth:`at` for ``layer`` first, if
         needed (reading it later restarts the stream unless the rows are kept).
 
