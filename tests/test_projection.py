@@ -9,7 +9,7 @@ import torch
 import headmaps as hm
 from headmaps import projection as P
 from headmaps.experiments.calibrate import candidates
-from tiny import TINY_CONFIGS, TINY_VARIANTS, tiny_model
+from tiny import TINY_CONFIGS, TINY_VARIANTS, prefixed_tiny, tiny_model
 
 ARCHS = sorted(TINY_CONFIGS) + sorted(TINY_VARIANTS)
 RTOL = 1e-6
@@ -189,10 +189,8 @@ def test_stream_hands_out_the_queries_and_keys_of_the_block_it_passes(arch):
     norms, parallel blocks) up to float32 rounding (one fused product instead of two);
     taking them leaves the stream as it was."""
     from headmaps.models import qk as Q
-    from tiny_tokenizer import tiny_tokenizer
 
-    m = hm.load(tiny_model(arch), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
-    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    m, opts = prefixed_tiny(arch)
     ids = torch.arange(3, 60)
     src = P.Sources(m, ids, opts, chunk_rows=7, keep_bytes=0)
     plain = P.Sources(m, ids, opts, chunk_rows=7, keep_bytes=0)
@@ -231,10 +229,8 @@ def test_a_screened_stream_hands_out_its_bfloat16_queries_and_keys(arch):
     """The QK half of a screened report reads the screen's own queries and keys: the
     products of its rows in bfloat16, within bfloat16 rounding of float32 products."""
     from headmaps.models import qk as Q
-    from tiny_tokenizer import tiny_tokenizer
 
-    m = hm.load(tiny_model(arch), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
-    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    m, opts = prefixed_tiny(arch)
     ids = torch.arange(3, 60)
     src = P.Sources(m, ids, opts, dtype="bfloat16", keep_bytes=0)
     assert src.screened
@@ -263,11 +259,8 @@ def test_qk_side_places_a_prefixed_source_at_its_own_position_once(arch):
     position 1's learned embedding; the QK side moves it to the token's own position
     instead of adding a second one (exact at layer 0: embedding + that position's row)."""
     from headmaps.attention.compute import residual
-    from tiny_tokenizer import tiny_tokenizer
 
-    model = tiny_model(arch)
-    m = hm.load(model, tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
-    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    m, opts = prefixed_tiny(arch)
     ids, qk = torch.arange(10, 20), m.qk(0)
     pos = qk.positions
     for p in (0, 1, 5):

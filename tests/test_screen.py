@@ -24,7 +24,7 @@ import headmaps as hm
 from headmaps import projection as P
 from headmaps.projection import vocabulary as S
 from near_ties import assert_ranking_up_to_ties
-from tiny import tiny_model
+from tiny import prefixed_tiny, tiny_model
 
 #: Float32 rows of one token computed by products of different shapes. A product of depth
 #: k accumulates at most k * 2^-24 relative rounding (k <= 128 in the tiny models: 8e-6),
@@ -86,9 +86,8 @@ def test_salient_and_qk_answers_equal_the_float32_stream(arch_model, monkeypatch
 def test_qk_half_reads_the_screens_own_queries_and_stays_close(monkeypatch):
     """After a prefix the QK half takes each layer's queries and keys from the stream's
     pass, a screen's included (its bfloat16 products): answers close to float32's."""
-    from tiny_tokenizer import tiny_tokenizer
 
-    m = hm.load(tiny_model("llama"), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
+    m, opts = prefixed_tiny("llama")
     handed = set()
     real = P.Sources.queries_keys
 
@@ -99,7 +98,7 @@ def test_qk_half_reads_the_screens_own_queries_and_stays_close(monkeypatch):
         return out
 
     monkeypatch.setattr(P.Sources, "queries_keys", spy)
-    assert_qk_close(m, hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3"))
+    assert_qk_close(m, opts)
     assert handed == {True, False}  # both streams handed out their queries
 
 

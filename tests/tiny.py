@@ -92,3 +92,13 @@ def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype = torch.float6
             if "norm" in name or "ln" in name or name.endswith("bias"):
                 p.add_(torch.randn_like(p) * 0.1)
     return model.to(dtype).eval()
+
+
+def prefixed_tiny(model_type: str):
+    """A tiny model with a 150-word tokenizer (``w0`` ... ``w149``), and ``token_alone``
+    options (norms folded) after the prefix word ``w3``: ``(HeadModel, ProjectionOptions)``."""
+    import headmaps as hm
+    from tiny_tokenizer import tiny_tokenizer
+
+    m = hm.load(tiny_model(model_type), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
+    return m, hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")

@@ -14,7 +14,7 @@ import torch
 import headmaps as hm
 from headmaps.errors import HeadmapsError
 from near_ties import assert_ranking_up_to_ties, assert_topk_up_to_ties
-from tiny import tiny_model
+from tiny import prefixed_tiny, tiny_model
 
 #: Ranks are compared up to near-ties at the values' own tolerance (rtol 1e-4 of the largest
 #: |value|, as the values): the engine's float32 logits (depth d_model = 64) are within
@@ -121,10 +121,8 @@ def test_summary_from_the_streams_queries_equals_its_own(arch, monkeypatch):
     pass where the stream goes on to the next layer, and gives what its own products give,
     up to near-ties of float32 rounding."""
     from headmaps import projection as P
-    from tiny_tokenizer import tiny_tokenizer
 
-    m = hm.load(tiny_model(arch), tokenizer=tiny_tokenizer([f"w{i}" for i in range(150)]))
-    opts = hm.ProjectionOptions(source="token_alone", fold_norms=True, prefix="w3")
+    m, opts = prefixed_tiny(arch)
     args = dict(projection=opts, max_distance=6, n_keys=4, n_queries=3, n_pairs=2,
                 chunk_rows=40)
     taken, real = [], P.Sources.queries_keys
