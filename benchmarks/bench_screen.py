@@ -14,7 +14,7 @@ a host whose speed drifts favours neither. On a CPU without native bfloat16 the 
 run is emulated and slow. Printed: every run's time, the medians and their ratio, and what
 the screen changes: salient tokens, their targets and saliency; preferred keys, selective
 queries and query-key pairs of the QK half; its positional profiles (from vocabulary
-means); the head-type labels.
+means); the head-type scores (read from the screen's rows of their sample) and labels.
 """
 
 from __future__ import annotations
@@ -101,6 +101,11 @@ def run(args) -> dict:
     prof = np.abs(qa.profile - qb.profile)[fin].max() / np.abs(qa.profile[fin]).max()
     print(f"| saliency of the same tokens, largest relative difference | {rel.max():.2e} | |")
     print(f"| positional profiles, largest difference / largest value | {prof:.2e} | |")
+    types_moved = max(float(np.nanmax(np.abs(ta.scores[k] - tb.scores[k]))
+                            / max(float(np.nanmax(np.abs(ta.scores[k]))), 1e-30))
+                      for k in ta.scores if np.isfinite(ta.scores[k]).any())
+    print(f"| head-type scores, largest difference / largest value of that type | "
+          f"{types_moved:.2e} | |")
     print(f"| head-type labels, identical | {same_labels:.4f} | |")
     return {"projection": label, "repeats": args.repeats,
             "screened_first": args.screened_first,

@@ -2,7 +2,8 @@
 
 Salient operations of the through-the-model projection must give the float32 stream's
 answers (the same tokens, targets and values) while their whole-vocabulary pass runs in
-bfloat16; the QK half reads the screened rows and stays close to the float32 answers.
+bfloat16; the QK half and the head types read the screened rows and stay close to the
+float32 answers.
 
 "The same" is up to float32 rounding, never bitwise: the exact rows of a few candidates
 and the rows of a whole-vocabulary pass come from matrix products of different shapes,
@@ -117,15 +118,48 @@ def assert_qk_close(m, opts: P.ProjectionOptions) -> None:
     assert np.abs(qa.profile[fin] - qb.profile[fin]).max() <= 0.02 * np.abs(qa.profile[fin]).max()
 
 
-def test_a_subset_view_of_a_screened_stream_reads_float32_rows(tiny_llama_hm):
+def test_a_subset_view_of_a_screened_stream_reads_the_screens_rows(tiny_llama_hm):
     m = tiny_llama_hm
     src = S.vocabulary_sources(m, _opts(m, "bfloat16"))
-    view = src.subset(torch.tensor([7, 2, 30]))
-    ref = P.Sources(m, torch.tensor([7, 2, 30]), _opts(m, "float32"), dtype="float32")
+    ids = torch.tensor([7, 2, 30])
+    view = src.subset(ids)
+    ref = P.Sources(m, ids, _opts(m, "float32"), dtype="float32")
     for layer in range(m.n_layers):
         src.at(layer)
     for layer in range(m.n_layers):
-        assert _close_rows(view.at(layer), ref.at(layer))
+        assert torch.equal(view.at(layer), src.at(layer)[ids])  # copies of the same rows
+        if layer:
+            assert not _close_rows(view.at(layer), ref.at(layer))
+    assert src._exact is None  # no float32 stream of the sample was started
+
+
+#: Head types average over their sample's rows (eigenvalues of a Gram matrix, z-scores,
+#: softmax masses) and rank none of them, so a screen moves them by about as much as it
+#: moves the rows: at most 2e-2 relative on the tiny models' 3 blocks
+#: (tests/test_projection.py::test_sources_stream_dtype), measured 1e-6 to 7.5e-3.
+TYPES_SCREEN_RTOL = 2e-2
+
+
+def test_head_types_read_the_screens_sample_and_stay_close(arch_model):
+    from headmaps.headtypes.static import token_subset
+
+    m = arch_model
+    types, exact = {}, {}
+    for d in ("float32", "bfloat16"):
+        proj = hm.projection_for(m, "alone", stream_dtype=d)
+        src = proj.vocabulary(m)
+        types[d] = hm.head_types(m, projection=proj, sources=src.subset(token_subset(m)),
+                                 relations=False, max_distance=8)
+        exact[d] = src._exact is not None
+    assert exact == {"float32": False, "bfloat16": False}
+    a, b = types["float32"], types["bfloat16"]
+    moved = 0.0
+    for name, want in a.components.items():
+        got, scale = b.components[name], np.nanmax(np.abs(want))
+        err = np.nanmax(np.abs(got - want)) / scale if scale > 0 else 0.0
+        assert err <= TYPES_SCREEN_RTOL, (name, err)
+        moved = max(moved, err)
+    assert moved > ROW_RTOL  # the screen's rows were read, not float32 ones
 
 
 def test_float32_stream_is_not_screened(tiny_llama_hm):

@@ -114,8 +114,10 @@ class Sources:
     def screened(self) -> bool:
         """Whether :meth:`at` gives screening rows (a reduced-precision ``token_alone`` stream).
 
-        Consumers then rank on these rows and decide on :meth:`exact` rows of the
-        candidates, so their answers are the float32 stream's (see
+        A consumer that decides a top-k (salient operations) then ranks on these rows
+        and decides on :meth:`exact` rows of its candidates, so its answers are the
+        float32 stream's; consumers that average over the rows or only rank them (the QK
+        half, the head types' sample) read them as they are (see
         :mod:`headmaps.projection.precision` for when a stream is screened).
         """
         return self.opts.source == "token_alone" and self.dtype != torch.float32
@@ -275,9 +277,12 @@ class Sources:
 class SourcesView:
     """Rows of some tokens of a :class:`Sources`, with the same ``at(layer)``.
 
-    See :meth:`Sources.subset`. The rows are always the float32 stream's: on a screened
-    stream (:attr:`Sources.screened`) they come from :meth:`Sources.exact`, advanced as
-    the screening stream passes.
+    See :meth:`Sources.subset`. The rows are the stream's own: on a screened stream
+    (:attr:`Sources.screened`), the screen's. Its consumer (the head types' token sample)
+    averages over them and ranks nothing, so bfloat16 rounding moves its answers by about
+    as much as it moves the rows (docs/results/report-floor.md, ninth round); the float32
+    rows of the same tokens, :meth:`Sources.exact`, cost a float32 stream of the sample
+    through every block.
     """
 
     def __init__(self, parent: Sources, token_ids: torch.Tensor):
@@ -299,15 +304,15 @@ class SourcesView:
 
     def _take(self, layer: int, x: torch.Tensor) -> None:
         if layer not in self._own:
-            self._own[layer] = self.parent.exact(layer, self.ids) if self.parent.screened \
-                else x.index_select(0, self.rows)
+            self._own[layer] = x.index_select(0, self.rows)
 
     def at(self, layer: int) -> torch.Tensor:
-        """``(n, d_model)`` float32 rows of the view's tokens before ``layer``'s input norm."""
+        """``(n, d_model)`` float32 rows of the view's tokens before ``layer``'s input norm.
+
+        On a screened stream these are the screen's rows (see the class docstring).
+        """
         if layer in self._own:
             return self._own[layer]
-        if self.parent.screened:
-            return self.parent.exact(layer, self.ids)
         return self.parent.at(layer).index_select(0, self.rows)
 
 
