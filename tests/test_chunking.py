@@ -6,6 +6,7 @@ each patches :func:`headmaps.projection.chunking.last_level_cache`.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ import headmaps as hm
 from headmaps import projection as P
 from headmaps.projection import chunking
 from headmaps.projection import stream as St
+from near_ties import assert_ranking_up_to_ties
 from tiny import tiny_model
 
 MiB = 1 << 20
@@ -131,3 +133,38 @@ def test_the_mlp_shape_is_the_first_blocks(arch, gated):
     d_mlp, got = chunking.mlp_shape(m)
     assert got is gated
     assert d_mlp == St._Block(m, 0, torch.float32, False).d_mlp
+
+
+def test_a_product_read_back_by_a_pass_takes_half_the_cache(monkeypatch):
+    """Gemma 3 270M's selectivity pass: (4 heads x 256) floats of output and input a row."""
+    row = 2 * 4 * 256 * 4
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (32 * MiB, "L3 32 MiB"))
+    assert chunking.pass_rows(row, 8192) == 2048  # 16 MiB / 8 KiB; the whole L3 would be 4096
+    assert chunking.pass_rows(row, 1000) == 1000  # never more than the caller's chunk
+    assert chunking.pass_rows(row, 8192, "cuda") == 8192
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (1 * MiB, "L3 1 MiB"))
+    assert chunking.pass_rows(row, 8192) == chunking.MIN_STREAM_CHUNK_ROWS
+    monkeypatch.setattr(chunking, "last_level_cache", lambda: (None, "cache size unknown"))
+    assert chunking.pass_rows(row, 8192) == 8192
+
+
+def test_the_qk_half_reads_its_selectivity_in_cache_sized_chunks(monkeypatch, tiny_llama_hm):
+    from headmaps.attention import compute as AC
+
+    asked = []
+
+    def spy(row_bytes, most, device="cpu"):
+        asked.append((row_bytes, most))
+        return 7  # an odd chunk: the last one is short
+
+    m = tiny_llama_hm
+    want = hm.attention_summary(m, layers=[1], projection="norms", max_distance=8)
+    monkeypatch.setattr(AC, "pass_rows", spy)
+    got = hm.attention_summary(m, layers=[1], projection="norms", max_distance=8)
+    assert asked == [(2 * m.n_heads * m.d_head * 4, P.DEFAULT_CHUNK_ROWS)]
+    # each row's products have the same depth (d_head <= 64 here) in either chunking:
+    # float32 rounding of at most 64 * 2^-24 = 4e-6 relative, 1e-5 with room
+    atol = 1e-5 * float(np.abs(want.selectivity).max())
+    assert np.abs(got.selectivity - want.selectivity).max() <= atol
+    assert_ranking_up_to_ties(got.query_ids, got.selectivity, want.query_ids,
+                              want.selectivity, atol)

@@ -47,6 +47,7 @@ from ..io import versions
 from ..models import HeadModel
 from ..models import qk as Q
 from ..models.weights import QKWeights
+from ..projection.chunking import pass_rows
 from ..salient.compute import layers_and_heads
 from ..salient.tokens import token_strings, valid_mask
 from ..steps import run_steps
@@ -228,11 +229,13 @@ def _layer(ctx: P.Vocabulary, mask: torch.Tensor, layer: int, heads: Sequence[in
         del Kc
         q_sum = torch.zeros(n_h, dh, device=dev)
         sel = torch.empty(n_h, V, device=dev)
-        for c in range(0, V, cr):
-            Qc = Qh[:, c:c + cr] if Qh is not None else \
-                Q.queries(qk, Q.layer_input(qk, base[c:c + cr], opts), heads_t)  # (n_h, c, dh)
-            q_sum += w[c:c + cr] @ Qc  # (a weighted sum; einsum took 6x as long here)
-            sel[:, c:c + cr] = torch.linalg.vecdot(Qc @ C, Qc).clamp_min(0).sqrt() * \
+        # the pass reads each chunk's product Q C back with Q: chunks that stay in the cache
+        qr = pass_rows(2 * n_h * dh * 4, cr, dev)
+        for c in range(0, V, qr):
+            Qc = Qh[:, c:c + qr] if Qh is not None else \
+                Q.queries(qk, Q.layer_input(qk, base[c:c + qr], opts), heads_t)  # (n_h, c, dh)
+            q_sum += w[c:c + qr] @ Qc  # (a weighted sum; einsum took 6x as long here)
+            sel[:, c:c + qr] = torch.linalg.vecdot(Qc @ C, Qc).clamp_min(0).sqrt() * \
                 abs(qk.scale)
         q_mean = q_sum
         sel.masked_fill_(~mask, float("-inf"))

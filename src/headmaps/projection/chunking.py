@@ -91,6 +91,24 @@ def stream_chunk_rows(d_mlp: int, gated: bool, dtype: torch.dtype,
     return chunk_rows_for(hidden_bytes_per_row(d_mlp, gated, dtype), last_level_cache()[0])
 
 
+def pass_rows(row_bytes: int, most: int, device: torch.device | str = "cpu") -> int:
+    """Rows of a chunked product whose output an elementwise pass then reads with its input.
+
+    The output and the rows it was made from (``row_bytes`` per row together) stay in the
+    cache for the pass when they fit in half the last-level cache, the other half left to
+    what streams past them (the next rows read from memory, the other cores' data): the
+    largest power of two that fits, between :data:`MIN_STREAM_CHUNK_ROWS` and ``most``.
+    Filling the whole cache thrashes it: the QK half's selectivity pass on Gemma 3 270M's
+    ``(4, rows, 256)`` chunks took 1.2-1.6 s per layer at 4,096 rows (the whole 32 MiB L3),
+    1.1-1.5 s at 2,048 and 1.8-2.1 s at 8,192 (docs/results/report-floor.md, tenth round).
+    ``most`` on a GPU or where the cache size is unknown.
+    """
+    cache = last_level_cache()[0]
+    if torch.device(device).type != "cpu" or cache is None:
+        return most
+    return min(most, chunk_rows_for(row_bytes, cache // 2))
+
+
 def describe(d_mlp: int, gated: bool, dtype: torch.dtype,
              device: torch.device | str = "cpu") -> str:
     """The stream's chunk on ``device`` and why, in words: ``"1024 rows (L3 32 MiB)"``."""
