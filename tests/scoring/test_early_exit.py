@@ -20,6 +20,7 @@ import torch
 import headmaps as hm
 from headmaps import projection as P
 from headmaps.scoring import reference_scores, scan
+from headmaps.scoring.basis import SharedBasis
 from headmaps.scoring.kernel import count_hits, stage_bounds
 from near_ties import (
     assert_scans_agree,
@@ -131,11 +132,16 @@ def test_both_products_for_continuing_rows(n_rows_continuing):
 
 
 def test_stage_bounds_grow_from_k_and_vocabulary():
-    assert stage_bounds(49152, 11) == [2048, 16384, 49152]
-    first = stage_bounds(262144, 26)[0]
+    assert stage_bounds(49152, 11) == [2048, 4096, 8192, 16384, 32768, 49152]
+    bounds = stage_bounds(262144, 26)
+    first = bounds[0]
     assert first >= 128 * 26 and first % 64 == 0
-    assert stage_bounds(262144, 26)[-1] == 262144 and len(stage_bounds(262144, 26)) == 3
+    assert bounds[-1] == 262144
+    # each boundary doubles the one before, so no block is wider than the columns before it
+    assert all(b == 2 * a for a, b in zip(bounds[:-2], bounds[1:-1]))
+    assert all(b - a <= a for a, b in zip(bounds, bounds[1:]))
     assert stage_bounds(1000, 11) == [1000]  # a small vocabulary is read densely
+    assert stage_bounds(2100, 11) == [2048, 2100]  # the last block is what remains
     assert stage_bounds(211, 3, blocks=(64, 16, 500)) == [16, 64, 211]
 
 
@@ -195,6 +201,24 @@ def test_shared_basis_with_gain_in_the_left_factor_equals_reference(model, prese
     unsure = unsure_decisions(model, src, tgt, 5, opts)
     assert_scores_up_to_ties(res["a"].scores, s, unsure[0], "scores")
     assert_scores_up_to_ties(res["a"].suppression, sp, unsure[1], "suppression")
+
+
+def test_a_slice_across_the_cache_is_the_folded_basis(model):
+    """The shared basis caches its first columns; a slice that starts inside the cache and
+    ends beyond it is folded afresh, and holds the same columns as the cache and the fold."""
+    opts = hm.projection_for(model, "norms").options
+    d, V = model.d_model, model.vocab_size
+    shared = SharedBasis(model, opts, cache_bytes=4 * d * 100)
+    whole = P.output_basis(model, opts)
+    across = shared(slice(64, 160))
+    assert across.shape == (d, 96)
+    # elementwise folding (a gain times U, LayerNorm's centring per column) rounds alike
+    # whatever the layout: a tolerance of a few float32 ulps of the columns' scale
+    tol = 4 * 2.0 ** -24 * float(whole.abs().max())
+    torch.testing.assert_close(across, whole[:, 64:160], rtol=0, atol=tol)
+    torch.testing.assert_close(across[:, :36], shared(slice(64, 100)), rtol=0, atol=tol)
+    assert shared(slice(0, 100)).data_ptr() == shared(slice(0, 50)).data_ptr()  # cached view
+    assert V > 160
 
 
 # ---- degenerate heads: no strict advantage, no hit -----------------------------------------

