@@ -21,7 +21,7 @@ import headmaps as hm
 from headmaps import projection as P
 from headmaps.scoring import reference_scores, scan
 from headmaps.scoring.basis import SharedBasis
-from headmaps.scoring.kernel import count_hits, stage_bounds
+from headmaps.scoring.kernel import MixedRows, count_hits, stage_bounds
 from near_ties import (
     assert_scans_agree,
     assert_scores_up_to_ties,
@@ -129,6 +129,36 @@ def test_both_products_for_continuing_rows(n_rows_continuing):
     assert stats["stages"][1][2] > 0
     b_hits, b_supp = brute_force(Y, W_O, U, rows, targets, k)
     assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("blocks", [(64,), (64, 192)])
+@pytest.mark.parametrize("chunk_bytes", [4 * 3 * 8 * 64 * 3, 2**20])
+def test_mixed_rows_from_their_base_rows_equal_brute_force(seed, blocks, chunk_bytes):
+    """In-context rows mix a prefix row and a base row; their logits come from the base row's
+    in the first block (when one chunk holds every row: the larger ``chunk_bytes``) and past
+    it where both go on. Integer rows and weights in quarters keep every logit exact
+    whichever way it is formed, so the decisions equal brute force bitwise."""
+    Y, W_O, U, rows, targets, g = integer_problem(40 + seed, S=30, n_pairs=80)
+    H, n, d_head = Y.shape
+    prefix = torch.randint(-2, 3, (H, 1, d_head), generator=g).float()
+    w_base = torch.randint(0, 5, (H, n, 1), generator=g).float() / 4
+    weights = torch.cat([1 - w_base, w_base], -1)
+    Y2 = torch.cat([Y, weights[..., :1] * prefix + weights[..., 1:] * Y], 1)
+    rows2, targets2 = torch.cat([rows, rows + n]), targets.repeat(2)
+    k = torch.randint(1, 30, (len(rows2),), generator=g)
+    bias = torch.randint(-2, 3, (U.shape[1],), generator=g).float() if seed % 2 else None
+    stats: dict = {}
+    hits, supp = count_hits(Y2, W_O, lambda cols: U[:, cols], U.shape[1], rows2, targets2, k,
+                            bias, chunk_bytes=chunk_bytes, blocks=blocks, stats=stats,
+                            mixed=MixedRows(n, weights, prefix))
+    b_hits, b_supp = brute_force(Y2, W_O, U, rows2, targets2, k, bias)
+    assert torch.equal(hits, b_hits) and torch.equal(supp, b_supp)
+    assert hits[:, len(rows):].any() and hits[:, :len(rows)].any()
+    # the mixed rows took their logits from their base rows: in the first block when one
+    # chunk held every row (H x n rows x its 64 columns), and past it where both went on
+    first = H * n * blocks[0]
+    assert stats["mixed"] > (first if chunk_bytes > 2**16 else 0)
 
 
 def test_stage_bounds_grow_from_k_and_vocabulary():

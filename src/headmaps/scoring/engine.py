@@ -26,7 +26,7 @@ from ..io import versions
 from ..models import HeadModel
 from . import context as C
 from .basis import SharedBasis, layer_readout
-from .kernel import DEFAULT_CHUNK_BYTES, Scratch, count_hits
+from .kernel import DEFAULT_CHUNK_BYTES, MixedRows, Scratch, count_hits
 from .results import DEFAULT_TAU, RelationScores, ScanResult
 
 logger = logging.getLogger(__name__)
@@ -184,10 +184,12 @@ def scan(
                 out_bias = torch.cat([b_o @ U_columns(slice(c, c + step))
                                       for c in range(0, model.vocab_size, step)])
             n_rows = Y.shape[1]
+            mixed = None
             if ctx is not None:  # the in-context rows beside phi's: one pass shares W_O U
                 w = weights[layer] if weights is not None else \
                     C.source_weights(model, layer, sources, kv_index)
                 v_prefix = C.prefix_values(sources.prefix_at(layer), a, opts, kv_index)
+                mixed = MixedRows(n_rows, w, v_prefix)  # past the first block, from phi's rows
                 Y = torch.cat([Y, C.mix(w, v_prefix, Y)], 1)
                 rows_all, targets_all, k_all = (torch.cat([rows, rows + n_rows]),
                                                 targets.repeat(2), kvec.repeat(2))
@@ -195,7 +197,7 @@ def scan(
                 rows_all, targets_all, k_all = rows, targets, kvec
             hits, sup = count_hits(Y, W_O, U_columns, model.vocab_size, rows_all, targets_all,
                                    k_all, out_bias, chunk_bytes, exact_dense=exact_dense,
-                                   blocks=blocks, stats=stats, scratch=scratch)
+                                   blocks=blocks, stats=stats, scratch=scratch, mixed=mixed)
             if ctx is not None:
                 n_pairs = len(rows)
                 ctx[0][:, layer], ctx[1][:, layer] = (_per_relation(h[:, n_pairs:], rel, counts, R)

@@ -38,6 +38,7 @@ a quarter of the default chunk, whatever the vocabulary.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -61,6 +62,30 @@ FIRST_BLOCK_MIN = 2048
 FIRST_BLOCK_PER_K = 128
 
 UColumns = Callable[[slice | torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MixedRows:
+    """Rows of ``Y`` that mix a fixed prefix row with another row of ``Y``, per head.
+
+    Row ``n_base + i`` of head ``h`` is ``weights[h, i, 0] prefix[h] + weights[h, i, 1]
+    Y[h, i]`` with the two weights summing to 1, as the in-context rows of
+    :mod:`headmaps.scoring.context` are. Its logits are then the same mix of its base row's
+    logits and the prefix's, so wherever a block forms a mixed row's base row too (the
+    first block, where one chunk holds every row; a later one where both go on), the mixed
+    row's logits are formed from its base row's: two multiply-adds per column instead of
+    ``d_head`` or ``d_model``. The decisions are the direct product's up to near-ties: the
+    same linear map, associated otherwise.
+
+    Attributes:
+        n_base: rows ``n_base .. 2 n_base`` of ``Y`` are mixed, row ``n_base + i`` from row ``i``.
+        weights: ``(H, n_base, 2)``: the weight on the prefix, then on the base row.
+        prefix: ``(H, 1, d_head)``: the prefix's row per head.
+    """
+
+    n_base: int
+    weights: torch.Tensor
+    prefix: torch.Tensor
 
 
 def stage_bounds(vocab_size: int, n_keep: int, blocks: Sequence[int] | None = None) -> list[int]:
@@ -221,18 +246,34 @@ def _slice_width(per_column_floats: int, n_cols: int, chunk_bytes: int) -> int:
 
 
 def _count_all_rows(Y, W_O, U_columns: UColumns, c_start: int, c_end: int, out_bias,
-                    chunk_bytes: int, counts: _Counts) -> None:
-    """Count every pair of every head on columns ``[c_start, c_end)`` (``counts``: B = heads)."""
+                    chunk_bytes: int, counts: _Counts, mixed: MixedRows | None = None,
+                    tally: dict[str, int] | None = None) -> None:
+    """Count every pair of every head on columns ``[c_start, c_end)`` (``counts``: B = heads).
+
+    With ``mixed``, where one chunk holds every row, the mixed rows' logits are formed
+    from their base rows' and the prefix's (:class:`MixedRows`) instead of their own
+    product; ``tally["mixed"]`` adds the (head, row, column) entries so formed.
+    """
     H, S, d_head = Y.shape
     d_model = W_O.shape[-1]
-    # Per vocabulary column, forming W_O U first costs H*d_head*(d_model + S) multiply-adds
-    # and projecting (Y W_O) costs H*S*d_model: with few sources (a single small relation
-    # on a big model) the second order is cheaper.
-    sources_first = S * d_model < d_head * (d_model + S)
-    YO = torch.bmm(Y, W_O) if sources_first else None  # (H, S, d_model)
-    width = d_model if sources_first else d_head
-    vocab_step = _slice_width(H * width, c_end - c_start, chunk_bytes)
-    rows_per_chunk = max(1, chunk_bytes // (4 * H * vocab_step))
+
+    def plan(n: int) -> tuple[bool, int, int]:
+        # Per vocabulary column, forming W_O U first costs H*d_head*(d_model + n)
+        # multiply-adds and projecting (Y W_O) costs H*n*d_model: with few sources (a
+        # single small relation on a big model) the second order is cheaper.
+        first = n * d_model < d_head * (d_model + n)
+        step = _slice_width(H * (d_model if first else d_head), c_end - c_start, chunk_bytes)
+        return first, step, max(1, chunk_bytes // (4 * H * step))
+
+    derive = mixed is not None and S == 2 * mixed.n_base
+    if derive:
+        sources_first, vocab_step, rows_per_chunk = plan(mixed.n_base)
+        derive = rows_per_chunk >= S
+    if not derive:
+        sources_first, vocab_step, rows_per_chunk = plan(S)
+    n_prod = mixed.n_base if derive else S  # the rows whose logits are products
+    YO = torch.bmm(Y[:, :n_prod], W_O) if sources_first else None  # (H, n_prod, d_model)
+    prefix_out = torch.bmm(mixed.prefix, W_O).squeeze(1) if derive else None  # (H, d_model)
     # One logits buffer reused for every chunk: allocating a fresh multi-hundred-MB tensor
     # per chunk costs page faults that roughly halve the matmul rate on a CPU.
     buffer = counts.scratch.get("logits", H * min(rows_per_chunk, S) * vocab_step, Y)
@@ -241,8 +282,8 @@ def _count_all_rows(Y, W_O, U_columns: UColumns, c_start: int, c_end: int, out_b
         U_c = U_columns(cols)
         WOU = None if sources_first else torch.matmul(W_O, U_c)  # (H, d_head, vc)
         vc = U_c.shape[-1]
-        for r0 in range(0, S, rows_per_chunk):
-            n_rows = min(rows_per_chunk, S - r0)
+        for r0 in range(0, n_prod, rows_per_chunk):
+            n_rows = min(rows_per_chunk, n_prod - r0)
             logits = buffer[:H * n_rows * vc].view(H, n_rows, vc)
             if sources_first:
                 torch.matmul(YO[:, r0:r0 + n_rows], U_c, out=logits)
@@ -251,17 +292,32 @@ def _count_all_rows(Y, W_O, U_columns: UColumns, c_start: int, c_end: int, out_b
             if out_bias is not None:
                 logits += out_bias[cols]
             counts.add(logits, r0, c0)
+        if derive:  # the base rows' logits are the whole first part of the buffer
+            base = buffer[:H * n_prod * vc].view(H, n_prod, vc)
+            mix = buffer[H * n_prod * vc:2 * H * n_prod * vc].view(H, n_prod, vc)
+            prefix = prefix_out @ U_c  # (H, vc)
+            if out_bias is not None:
+                prefix += out_bias[cols]
+            torch.mul(base, mixed.weights[..., 1:], out=mix)
+            mix.addcmul_(mixed.weights[..., :1], prefix.unsqueeze(1))
+            counts.add(mix, n_prod, c0)
+            if tally is not None:
+                tally["mixed"] += mix.numel()
         del WOU, U_c
 
 
 def _count_some_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int,
-                     out_bias, chunk_bytes: int, counts: _Counts) -> None:
+                     out_bias, chunk_bytes: int, counts: _Counts,
+                     mixed: MixedRows | None = None,
+                     tally: dict[str, int] | None = None) -> None:
     """Count the entries of ``counts`` (B = 1) on the (head, row) rows given, ``[c_start, c_end)``.
 
     Per vocabulary column, a head with ``n`` rows costs ``n d_model`` multiply-adds when
     its rows go through ``W_O^h`` first and are stacked with the other such heads' rows
     into one product with the shared ``U`` (sources first), and ``d_head (d_model + n)``
-    when ``W_O^h U`` is formed for it; each head takes the cheaper form.
+    when ``W_O^h U`` is formed for it; each head takes the cheaper form. A mixed row
+    (``mixed``) whose base row is among the rows given takes its logits from its base
+    row's instead (:class:`MixedRows`).
 
     Args:
         Y: ``(H, S, d_head)`` value-side rows of every head.
@@ -274,7 +330,87 @@ def _count_some_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_e
         out_bias: ``(V,)`` bias added to every logit, or None.
         chunk_bytes: memory budget of one chunk of logits.
         counts: entries on the ``N`` rows, added to in place.
+        mixed: the rows of ``Y`` that are mixes of others, or None.
+        tally: ``tally["mixed"]`` adds the entries formed from base rows.
     """
+    if mixed is not None:
+        keys = heads * Y.shape[1] + srcs  # sorted
+        base_keys = keys - mixed.n_base
+        at = torch.searchsorted(keys, base_keys).clamp(max=len(keys) - 1)
+        derived = (srcs >= mixed.n_base) & (keys[at] == base_keys)
+        if bool(derived.any()):
+            computed = ~derived
+            e_d, part_d = counts.part(derived)
+            e_c, part_c = counts.part(computed)
+            j = derived.nonzero().squeeze(1)
+            sink = _FromBase(part_d, (torch.cumsum(computed, 0) - 1)[at[j]], heads[j],
+                             mixed.weights[heads[j], srcs[j] - mixed.n_base],
+                             torch.bmm(mixed.prefix, W_O).squeeze(1), out_bias,
+                             int(computed.sum()), tally)
+            _count_by_form(Y, W_O, heads[computed], srcs[computed], U_columns, c_start, c_end,
+                           out_bias, chunk_bytes, part_c, sink)
+            for e, part in ((e_d, part_d), (e_c, part_c)):
+                counts.above[:, e] = part.above
+                counts.below[:, e] = part.below
+            return
+    _count_by_form(Y, W_O, heads, srcs, U_columns, c_start, c_end, out_bias, chunk_bytes,
+                   counts, None)
+
+
+class _FromBase:
+    """The mixed rows of one stage whose base rows are computed: counted slice by slice.
+
+    Args:
+        counts: the mixed rows' entries (rows numbered as the mixed rows, in order).
+        base: ``(N_d,)`` each mixed row's base among the computed rows (increasing).
+        heads: ``(N_d,)`` each mixed row's head (sorted).
+        weights: ``(N_d, 2)`` the weight on the prefix, then on the base row.
+        prefix_out: ``(H, d_model)`` the prefix's row through each head's ``W_O``.
+        out_bias: ``(V,)`` or None.
+        n_computed: how many rows are computed.
+        tally: ``tally["mixed"]`` adds the entries formed, or None.
+    """
+
+    def __init__(self, counts: _Counts, base: torch.Tensor, heads: torch.Tensor,
+                 weights: torch.Tensor, prefix_out: torch.Tensor, out_bias, n_computed: int,
+                 tally: dict[str, int] | None = None):
+        self.counts, self.base, self.heads, self.weights = counts, base, heads, weights
+        self.prefix_out, self.out_bias, self.n_computed = prefix_out, out_bias, n_computed
+        self.tally = tally
+
+    def __call__(self, logits: torch.Tensor, ids: torch.Tensor, c0: int, U_c: torch.Tensor,
+                 cols: slice) -> None:
+        """Count the mixed rows whose base rows are ``ids`` on ``logits`` ``(n, vc)`` (bias in)."""
+        where = torch.full((self.n_computed,), -1, dtype=torch.long, device=ids.device)
+        where[ids] = torch.arange(len(ids), device=ids.device)
+        loc = where[self.base]
+        sel = loc >= 0
+        if not bool(sel.any()):
+            return
+        j = sel.nonzero().squeeze(1)
+        prefix = self.prefix_out @ U_c  # (H, vc): the prefix's logits
+        if self.out_bias is not None:
+            prefix += self.out_bias[cols]
+        w = self.weights[j]
+        out = self.counts.scratch.get("mixed", len(j) * logits.shape[1], logits
+                                      ).view(len(j), logits.shape[1])
+        torch.index_select(logits, 0, loc[j], out=out).mul_(w[:, 1:])
+        present, n_per = torch.unique_consecutive(self.heads[j], return_counts=True)
+        a = 0
+        for h, n in zip(present.tolist(), n_per.tolist()):
+            out[a:a + n].addcmul_(w[a:a + n, :1], prefix[h:h + 1])
+            a += n
+        if self.tally is not None:
+            self.tally["mixed"] += out.numel()
+        e, sub = self.counts.part(sel)
+        sub.add(out.unsqueeze(0), 0, c0)
+        self.counts.above[:, e] = sub.above
+        self.counts.below[:, e] = sub.below
+
+
+def _count_by_form(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int,
+                   out_bias, chunk_bytes: int, counts: _Counts, sink: _FromBase | None) -> None:
+    """:func:`_count_some_rows` on rows that are all computed, split by the cheaper form."""
     d_head, d_model = W_O.shape[1], W_O.shape[2]
     present, per_head = torch.unique_consecutive(heads, return_counts=True)
     heavy = per_head * d_model > d_head * (d_model + per_head)  # per head: form W_O^h U
@@ -283,18 +419,23 @@ def _count_some_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_e
         rows = row_heavy == per_head_form
         if bool(rows.all()):
             _count_rows(Y, W_O, heads, srcs, U_columns, c_start, c_end, out_bias, chunk_bytes,
-                        per_head_form, counts)
+                        per_head_form, counts, sink)
         elif bool(rows.any()):
             e, part = counts.part(rows)
             _count_rows(Y, W_O, heads[rows], srcs[rows], U_columns, c_start, c_end, out_bias,
-                        chunk_bytes, per_head_form, part)
+                        chunk_bytes, per_head_form, part, sink, rows.nonzero().squeeze(1))
             counts.above[:, e] = part.above
             counts.below[:, e] = part.below
 
 
 def _count_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: int, out_bias,
-                chunk_bytes: int, per_head_form: bool, counts: _Counts) -> None:
-    """:func:`_count_some_rows` for rows that all take one form (``heads`` sorted)."""
+                chunk_bytes: int, per_head_form: bool, counts: _Counts,
+                sink: _FromBase | None = None, ids: torch.Tensor | None = None) -> None:
+    """:func:`_count_some_rows` for rows that all take one form (``heads`` sorted).
+
+    ``sink`` is handed each chunk's logits with ``ids``, the rows' indices among the
+    computed rows (default ``0 .. N``), to count the mixed rows formed from them.
+    """
     d_head, d_model = W_O.shape[1], W_O.shape[2]
     N = len(heads)
     present, per_head = torch.unique_consecutive(heads, return_counts=True)
@@ -322,6 +463,9 @@ def _count_rows(Y, W_O, heads, srcs, U_columns: UColumns, c_start: int, c_end: i
             if out_bias is not None:
                 logits += out_bias[cols]
             counts.add(logits.unsqueeze(0), r0, c0)
+            if sink is not None:
+                sink(logits, torch.arange(r0, r1, device=heads.device) if ids is None
+                     else ids[r0:r1], c0, U_c, cols)
 
 
 def count_hits(
@@ -339,6 +483,7 @@ def count_hits(
     blocks: Sequence[int] | None = None,
     stats: dict[str, Any] | None = None,
     scratch: Scratch | None = None,
+    mixed: MixedRows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whether each pair's target is in the top-k (and bottom-k) of its source's row, per head.
 
@@ -362,10 +507,14 @@ def count_hits(
         chunk_bytes: memory bound of one slice of ``W_O U`` and of one chunk of logits.
         exact_dense: read every column for every row (the baseline of the benchmark).
         blocks: explicit cascade boundaries (see :func:`stage_bounds`).
-        stats: if given, ``stats["rows"]`` (n_heads * n_rows) and ``stats["stages"]``
+        stats: if given, ``stats["mixed"]`` (the (head, row, column) logits formed from
+            base rows, ``mixed``), ``stats["rows"]`` (n_heads * n_rows) and ``stats["stages"]``
             (list of ``[first column, end column, (head, row) computed]``) are added to.
         scratch: buffers to reuse across calls (one :class:`Scratch` per scan); default
             a fresh one.
+        mixed: rows of ``Y`` that mix a prefix row with another row (:class:`MixedRows`):
+            their logits come from their base rows' in the first block (where one chunk
+            holds every row) and past it wherever both go on.
 
     Returns:
         ``hits``, ``suppressed``: bool ``(n_heads, n_pairs)``.
@@ -381,7 +530,8 @@ def count_hits(
     bounds = [vocab_size] if exact_dense else stage_bounds(vocab_size, int(k.max()) + 1, blocks)
     scratch = Scratch() if scratch is None else scratch
     counts = _Counts(rows, tgt, targets, k, scratch)
-    _count_all_rows(Y, W_O, U_columns, 0, bounds[0], out_bias, chunk_bytes, counts)
+    tally = {"mixed": 0}
+    _count_all_rows(Y, W_O, U_columns, 0, bounds[0], out_bias, chunk_bytes, counts, mixed, tally)
     above, below = counts.above, counts.below
     reached = [H * S]
     for c0, c1 in zip(bounds, bounds[1:]):
@@ -394,11 +544,12 @@ def count_hits(
         more = _Counts(pos, tgt[heads, pairs].unsqueeze(0), targets[pairs], k[pairs], scratch,
                        (above[heads, pairs].unsqueeze(0), below[heads, pairs].unsqueeze(0)))
         _count_some_rows(Y, W_O, keys // S, keys % S, U_columns, c0, c1, out_bias, chunk_bytes,
-                         more)
+                         more, mixed, tally)
         above[heads, pairs] = more.above[0]
         below[heads, pairs] = more.below[0]
     if stats is not None:
         stats["rows"] = stats.get("rows", 0) + H * S
+        stats["mixed"] = stats.get("mixed", 0) + tally["mixed"]
         starts = [0] + bounds[:-1]
         old = stats.setdefault("stages", [])
         for i, (a, b) in enumerate(zip(starts, bounds)):
