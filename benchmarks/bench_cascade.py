@@ -3,12 +3,13 @@
 ``hm.scan(m, "all")`` with the default blocks (:func:`headmaps.scoring.kernel.stage_bounds`,
 each boundary twice the one before) and with blocks that grow ``--against`` times (the
 rule before 2026-12-08: 8 times, a block reaching past half of the vocabulary replaced by
-the rest of it), alternately in one process after one warm-up scan, ``--repeats`` timed rounds
-(which variant goes first alternates). Prints the machine, per variant
-the (head, row) entries each block read and their sum (the work the cascade sets, free of
-timing noise), the median seconds and their ratio, and how many scores differ: both
-cascades take the same decisions except on near-ties (their continuing rows' products
-have other shapes), so a score may move by one pair and no more.
+the rest of it), alternately in one process after one warm-up scan, ``--repeats`` timed
+rounds (which variant goes first alternates). Prints the machine; per variant the share
+of (head, row) rows each block reads and the (head, row, column) logits all blocks form
+(the work the cascade sets, free of timing noise), the median seconds and their ratio;
+and how many scores differ: both cascades take the same decisions except on near-ties
+(their continuing rows' products have other shapes), so a score may move by one pair
+and no more.
 
 Usage::
 

@@ -189,7 +189,7 @@ def scan(
                 w = weights[layer] if weights is not None else \
                     C.source_weights(model, layer, sources, kv_index)
                 v_prefix = C.prefix_values(sources.prefix_at(layer), a, opts, kv_index)
-                mixed = MixedRows(n_rows, w, v_prefix)  # past the first block, from phi's rows
+                mixed = MixedRows(n_rows, w, v_prefix)  # their logits from phi's rows'
                 Y = torch.cat([Y, C.mix(w, v_prefix, Y)], 1)
                 rows_all, targets_all, k_all = (torch.cat([rows, rows + n_rows]),
                                                 targets.repeat(2), kvec.repeat(2))
